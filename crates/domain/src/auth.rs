@@ -1,0 +1,174 @@
+//! Authentication (CONTRACT §3) and the authenticated caller.
+
+use thiserror::Error;
+
+use crate::ids::{KeyId, TenantId};
+use crate::key_string::PlainKey;
+use crate::kinds::{KeyType, Mode};
+use crate::ports::RepositoryError;
+use crate::scope::{Scope, Scopes};
+
+/// Why a request was not authenticated, in the order the checks run: the first
+/// failure answers.
+#[derive(Debug, Error)]
+pub enum AuthError {
+    /// No bearer token.
+    #[error("no API key was given; send `Authorization: Bearer <key>`")]
+    MissingKey,
+    /// Not a key (bad shape or checksum), or no key has this value.
+    #[error("the API key is not valid")]
+    InvalidKey,
+    /// `X-Tenant-ID` missing or not `tnt_` + ULID.
+    #[error("`X-Tenant-ID` must be `tnt_` followed by a 26-character ULID")]
+    InvalidTenantId,
+    /// The key was revoked (or its rotation grace period is over).
+    #[error("the API key has been revoked")]
+    Revoked,
+    /// The key is past `expires_at`.
+    #[error("the API key has expired")]
+    Expired,
+    /// The key belongs to another tenant than `X-Tenant-ID`.
+    #[error("the API key does not belong to this tenant")]
+    TenantMismatch,
+    /// Storage failure.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// A key and tenant that passed the checks that need no I/O (steps 1 and 2).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    key: PlainKey,
+    tenant: TenantId,
+}
+
+impl Credentials {
+    /// Checks the bearer token and the tenant header, in that order, without
+    /// touching storage.
+    ///
+    /// # Errors
+    /// [`AuthError::MissingKey`], [`AuthError::InvalidKey`] or
+    /// [`AuthError::InvalidTenantId`].
+    pub fn parse(
+        bearer_token: Option<&str>,
+        tenant_header: Option<&str>,
+    ) -> Result<Self, AuthError> {
+        let token = bearer_token.ok_or(AuthError::MissingKey)?;
+        let key = PlainKey::parse(token).map_err(|_| AuthError::InvalidKey)?;
+        let tenant = tenant_header
+            .and_then(|t| TenantId::parse(t).ok())
+            .ok_or(AuthError::InvalidTenantId)?;
+        Ok(Credentials { key, tenant })
+    }
+
+    /// From already parsed parts.
+    pub fn new(key: PlainKey, tenant: TenantId) -> Self {
+        Credentials { key, tenant }
+    }
+
+    /// The presented key.
+    pub fn key(&self) -> &PlainKey {
+        &self.key
+    }
+
+    /// The tenant the request is for.
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+}
+
+/// The result of a successful authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authentication {
+    /// Who is calling.
+    pub principal: Principal,
+    /// Whether the key's `last_used_at` is unset or 60 s old or more: the caller
+    /// should then call [`Authenticator::record_use`]. Otherwise it must not,
+    /// so that a key costs at most one write a minute.
+    pub last_used_due: bool,
+}
+
+/// Why an authenticated caller may not do something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum AccessError {
+    /// A publishable key where a secret key is required.
+    #[error("this endpoint requires a secret key")]
+    SecretKeyRequired,
+    /// The key lacks the scope.
+    #[error("the API key lacks the scope `{required}`")]
+    InsufficientScope {
+        /// The scope that was needed.
+        required: Scope,
+    },
+}
+
+/// An authenticated caller: the key that was presented, as far as it matters
+/// for deciding what the request may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The tenant the key belongs to (and `X-Tenant-ID` named).
+    pub tenant_id: TenantId,
+    /// The key's id.
+    pub key_id: KeyId,
+    /// Publishable or secret.
+    pub key_type: KeyType,
+    /// Live or test.
+    pub mode: Mode,
+    /// What the key may do.
+    pub scopes: Scopes,
+}
+
+impl Principal {
+    /// Requires a secret key.
+    ///
+    /// # Errors
+    /// [`AccessError::SecretKeyRequired`] for a publishable key.
+    pub fn require_secret(&self) -> Result<(), AccessError> {
+        match self.key_type {
+            KeyType::Secret => Ok(()),
+            KeyType::Publishable => Err(AccessError::SecretKeyRequired),
+        }
+    }
+
+    /// Requires `scope` (a key with `*` has every scope).
+    ///
+    /// # Errors
+    /// [`AccessError::InsufficientScope`].
+    pub fn require_scope(&self, scope: Scope) -> Result<(), AccessError> {
+        if self.scopes.allows(scope) {
+            Ok(())
+        } else {
+            Err(AccessError::InsufficientScope { required: scope })
+        }
+    }
+
+    /// What managing keys requires (CONTRACT §4): a secret key with `*`.
+    ///
+    /// # Errors
+    /// [`AccessError`], the key type checked first.
+    pub fn require_key_management(&self) -> Result<(), AccessError> {
+        self.require_secret()?;
+        self.require_scope(Scope::All)
+    }
+}
+
+/// The authentication path, as a port of its own so that a cache can wrap it
+/// (the HTTP layer depends on this trait, not on the service).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait Authenticator: Send + Sync {
+    /// Steps 3 and 4 of CONTRACT §3: looks the key up by its hash and checks
+    /// revocation, expiry and tenant, in that order. Writes nothing.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidKey`], [`AuthError::Revoked`],
+    /// [`AuthError::Expired`], [`AuthError::TenantMismatch`] or
+    /// [`AuthError::Repository`].
+    fn authenticate(&self, credentials: &Credentials) -> Result<Authentication, AuthError>;
+
+    /// Records that the principal's key was used now (at most one write a
+    /// minute per key; see [`Authentication::last_used_due`]).
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn record_use(&self, principal: &Principal) -> Result<(), RepositoryError>;
+}

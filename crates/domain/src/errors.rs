@@ -1,0 +1,122 @@
+//! One error enum per use case, exhaustive, so that the HTTP layer's `match`
+//! shows every outcome.
+
+use thiserror::Error;
+
+use crate::auth::AccessError;
+use crate::name::KeyNameError;
+use crate::ports::RepositoryError;
+
+/// Why [`ApiKeys::create`](crate::ApiKeys::create) failed.
+#[derive(Debug, Error)]
+pub enum CreateError {
+    /// The caller may not manage keys.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// A test key asked for a live key.
+    #[error("a test key cannot create live keys")]
+    LiveModeRequired,
+    /// The tenant has the maximum number of active keys.
+    #[error("the tenant has reached its limit of active keys")]
+    LimitReached,
+    /// Storage failure.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// Why [`ApiKeys::list`](crate::ApiKeys::list) failed.
+#[derive(Debug, Error)]
+pub enum ListError {
+    /// The caller may not manage keys.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// Storage failure.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// Why [`ApiKeys::get`](crate::ApiKeys::get) failed.
+#[derive(Debug, Error)]
+pub enum GetError {
+    /// The caller may not manage keys.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// No such key visible to the caller.
+    #[error("no such API key")]
+    NotFound,
+    /// Storage failure.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// Why [`ApiKeys::update`](crate::ApiKeys::update) failed.
+#[derive(Debug, Error)]
+pub enum UpdateError {
+    /// The caller may not manage keys.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// No such key visible to the caller.
+    #[error("no such API key")]
+    NotFound,
+    /// The key is revoked and cannot change.
+    #[error("the API key is revoked")]
+    Revoked,
+    /// Narrowing the scopes would leave the tenant without a full-access live
+    /// secret key.
+    #[error("this is the tenant's last full-access live secret key")]
+    LastFullAccessKey,
+    /// Storage failure.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// Why [`ApiKeys::revoke`](crate::ApiKeys::revoke) failed.
+#[derive(Debug, Error)]
+pub enum RevokeError {
+    /// The caller may not manage keys.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// No such key visible to the caller.
+    #[error("no such API key")]
+    NotFound,
+    /// Revoking would leave the tenant without a full-access live secret key.
+    #[error("this is the tenant's last full-access live secret key")]
+    LastFullAccessKey,
+    /// Storage failure.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// Why [`ApiKeys::rotate`](crate::ApiKeys::rotate) failed.
+#[derive(Debug, Error)]
+pub enum RotateError {
+    /// The caller may not manage keys.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// No such key visible to the caller.
+    #[error("no such API key")]
+    NotFound,
+    /// The key is revoked.
+    #[error("the API key is revoked")]
+    Revoked,
+    /// The key was rotated already (its revocation is scheduled).
+    #[error("the API key has already been rotated")]
+    AlreadyRotated,
+    /// The key is past its expiry.
+    #[error("the API key has expired")]
+    Expired,
+    /// Storage failure.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// Why [`ApiKeys::create_tenant`](crate::ApiKeys::create_tenant) failed.
+#[derive(Debug, Error)]
+pub enum CreateTenantError {
+    /// The tenant name breaks the same rules as a key name.
+    #[error("invalid tenant name: {0}")]
+    InvalidName(#[from] KeyNameError),
+    /// Storage failure.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}

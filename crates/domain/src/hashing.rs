@@ -1,0 +1,105 @@
+//! HMAC-SHA256 of full keys under a server secret (CONTRACT §2).
+//!
+//! The database holds only `HMAC(hash key, full key)`; the hash key never
+//! reaches it, so a stolen database yields neither keys nor a way to test
+//! guesses offline.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use thiserror::Error;
+
+use crate::key_string::PlainKey;
+
+/// Shortest accepted hash key, in bytes.
+pub const MIN_HASH_KEY_BYTES: usize = 32;
+
+/// Why a hash key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum HashKeyError {
+    /// Fewer than [`MIN_HASH_KEY_BYTES`] bytes.
+    #[error("the hash key must be at least 32 bytes (64 hex characters)")]
+    TooShort,
+    /// Not an even number of hex digits.
+    #[error("the hash key must be hex")]
+    NotHex,
+}
+
+/// The server secret that keys are hashed with. `Debug` is redacted.
+#[derive(Clone)]
+pub struct HashKey {
+    // Keyed once: every hash clones this state instead of re-deriving the
+    // HMAC pads from the key, which is the per-request work done once.
+    mac: Hmac<Sha256>,
+}
+
+impl HashKey {
+    /// From raw bytes.
+    ///
+    /// # Errors
+    /// [`HashKeyError::TooShort`] under 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, HashKeyError> {
+        if bytes.len() < MIN_HASH_KEY_BYTES {
+            return Err(HashKeyError::TooShort);
+        }
+        let mac = Hmac::<Sha256>::new_from_slice(bytes).map_err(|_| HashKeyError::TooShort)?;
+        Ok(HashKey { mac })
+    }
+
+    /// From hex, as `APIKEYS_HASH_KEY` holds it (upper or lower case).
+    ///
+    /// # Errors
+    /// [`HashKeyError::NotHex`] or [`HashKeyError::TooShort`].
+    pub fn from_hex(hex: &str) -> Result<Self, HashKeyError> {
+        let hex = hex.trim();
+        if hex.len() % 2 != 0 {
+            return Err(HashKeyError::NotHex);
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .ok_or(HashKeyError::NotHex)?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// The hash that the repository stores and looks keys up by.
+    pub fn hash(&self, key: &PlainKey) -> KeyHash {
+        let mut mac = self.mac.clone();
+        mac.update(key.expose_secret().as_bytes());
+        KeyHash(mac.finalize().into_bytes().into())
+    }
+}
+
+impl fmt::Debug for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HashKey([redacted])")
+    }
+}
+
+/// HMAC-SHA256 of a full key. `Debug` is redacted: a hash is not to be logged
+/// either (CONTRACT §8).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyHash([u8; 32]);
+
+impl KeyHash {
+    /// Wraps stored bytes (for repository adapters).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        KeyHash(bytes)
+    }
+
+    /// The 32 bytes, to store or look up.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyHash([redacted])")
+    }
+}

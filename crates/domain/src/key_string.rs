@@ -1,0 +1,171 @@
+//! The key string (CONTRACT §2): `{pk|sk}_{live|test}_{body}{checksum}`.
+//!
+//! `body` is 32 base62 characters drawn from a [`SecretSource`] without modulo
+//! bias; `checksum` is the CRC-32 (IEEE) of everything before it, as 6 base62
+//! digits, most significant first. The checksum lets a mistyped or made-up key
+//! be refused before any hashing or database work.
+
+use std::fmt;
+
+use thiserror::Error;
+
+use crate::kinds::{KeyType, Mode};
+use crate::ports::SecretSource;
+
+/// The base62 alphabet: `0-9A-Za-z`.
+pub const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Random characters in a key.
+pub const BODY_LEN: usize = 32;
+/// Checksum characters at the end of a key.
+pub const CHECKSUM_LEN: usize = 6;
+/// Length of `sk_live_`, `pk_test_`, ...
+const TAG_LEN: usize = 8;
+/// Length of every key string.
+pub const KEY_LEN: usize = TAG_LEN + BODY_LEN + CHECKSUM_LEN;
+/// Characters shown as a key's `prefix`.
+pub const PREFIX_LEN: usize = 12;
+/// Characters shown as a key's `last_four`.
+pub const LAST_FOUR_LEN: usize = 4;
+
+/// Why a string is not a key. Deliberately coarse: a client learns only that the
+/// key is invalid, and no part of it is echoed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum KeyFormatError {
+    /// Wrong length, tag or alphabet.
+    #[error("not an API key")]
+    Malformed,
+    /// Well formed, but the checksum does not match.
+    #[error("API key checksum mismatch")]
+    BadChecksum,
+}
+
+/// A full key string. It exists only while a key is created, rotated or
+/// authenticated: its `Debug` is redacted, it has no `Display`, and
+/// [`PlainKey::into_secret`] consumes it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PlainKey {
+    text: String,
+    key_type: KeyType,
+    mode: Mode,
+}
+
+impl PlainKey {
+    /// A new random key of the given type and mode.
+    pub fn generate(key_type: KeyType, mode: Mode, secrets: &dyn SecretSource) -> Self {
+        let mut text = String::with_capacity(KEY_LEN);
+        push_tag(&mut text, key_type, mode);
+        let mut pool = [0u8; 64];
+        let mut filled = 0;
+        while text.len() < TAG_LEN + BODY_LEN {
+            secrets.fill(&mut pool);
+            for &byte in &pool {
+                // 248 = 4 * 62: bytes at or above it would favour the first
+                // characters of the alphabet, so they are drawn again.
+                if byte < 248 && filled < BODY_LEN {
+                    text.push(char::from(BASE62[usize::from(byte % 62)]));
+                    filled += 1;
+                }
+            }
+        }
+        push_checksum(&mut text);
+        PlainKey {
+            text,
+            key_type,
+            mode,
+        }
+    }
+
+    /// Parses and verifies a key string without any I/O.
+    ///
+    /// # Errors
+    /// [`KeyFormatError::Malformed`] for the wrong shape,
+    /// [`KeyFormatError::BadChecksum`] for a checksum that does not match.
+    pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
+        if s.len() != KEY_LEN || !s.is_ascii() {
+            return Err(KeyFormatError::Malformed);
+        }
+        let key_type = match &s[..3] {
+            "pk_" => KeyType::Publishable,
+            "sk_" => KeyType::Secret,
+            _ => return Err(KeyFormatError::Malformed),
+        };
+        let mode = match &s[3..TAG_LEN] {
+            "live_" => Mode::Live,
+            "test_" => Mode::Test,
+            _ => return Err(KeyFormatError::Malformed),
+        };
+        let (payload, checksum) = s.split_at(TAG_LEN + BODY_LEN);
+        if !s[TAG_LEN..].bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(KeyFormatError::Malformed);
+        }
+        if checksum.as_bytes() != encode_checksum(payload) {
+            return Err(KeyFormatError::BadChecksum);
+        }
+        Ok(PlainKey {
+            text: s.to_owned(),
+            key_type,
+            mode,
+        })
+    }
+
+    /// Publishable or secret, from the key's tag.
+    pub fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+
+    /// Live or test, from the key's tag.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The first 12 characters, such as `sk_live_abc1`: safe to show.
+    pub fn prefix(&self) -> &str {
+        &self.text[..PREFIX_LEN]
+    }
+
+    /// The last 4 characters: safe to show.
+    pub fn last_four(&self) -> &str {
+        &self.text[KEY_LEN - LAST_FOUR_LEN..]
+    }
+
+    /// The full key, borrowed for hashing. Never log or store it.
+    pub fn expose_secret(&self) -> &str {
+        &self.text
+    }
+
+    /// Hands the full key over to be shown once; the `PlainKey` is gone after.
+    pub fn into_secret(self) -> String {
+        self.text
+    }
+}
+
+impl fmt::Debug for PlainKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PlainKey({}…[redacted])", self.prefix())
+    }
+}
+
+fn push_tag(text: &mut String, key_type: KeyType, mode: Mode) {
+    text.push_str(key_type.tag());
+    text.push('_');
+    text.push_str(mode.as_str());
+    text.push('_');
+}
+
+fn push_checksum(text: &mut String) {
+    let digits = encode_checksum(text);
+    for d in digits {
+        text.push(char::from(d));
+    }
+}
+
+/// CRC-32 (IEEE) of `payload` as 6 base62 digits, most significant first.
+fn encode_checksum(payload: &str) -> [u8; CHECKSUM_LEN] {
+    let mut value = crc32fast::hash(payload.as_bytes());
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(value % 62) as usize];
+        value /= 62;
+    }
+    out
+}

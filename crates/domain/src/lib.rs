@@ -1,0 +1,63 @@
+//! The pure core of `apikeys`.
+//!
+//! Everything the product document and the contract decide that needs no I/O
+//! lives here: identifiers, key strings and their checksum, hashing, scopes,
+//! names, durations, the [`ApiKey`] entity and its status over time, and the
+//! use cases on [`ApiKeys`]. Storage, time and randomness are reached through
+//! the traits in [`ports`]; authentication is itself a port
+//! ([`Authenticator`]) so that a cache can wrap it.
+//!
+//! # Rules, in brief
+//! - A key string is `{pk|sk}_{live|test}_` + 32 base62 characters + a
+//!   6-character CRC-32 checksum ([`PlainKey`]). Only its HMAC-SHA256 under a
+//!   server [`HashKey`] is stored.
+//! - Authentication order: missing key, malformed key, tenant header, unknown
+//!   key, revoked, expired, other tenant ([`Credentials::parse`],
+//!   [`Authenticator::authenticate`]).
+//! - Managing keys needs a secret key with `*`; a test key sees only test
+//!   keys; a tenant always keeps one active full-access live secret key.
+//! - Rotation schedules the old key's revocation after a grace period
+//!   (0 s to 7 d) and gives the successor the old key's lifetime from now.
+//!
+//! # Features
+//! - `mocks`: mockall mocks of every port, and [`testing`] (a settable clock, a
+//!   deterministic secret source, an in-memory store and the repository
+//!   contract suite).
+
+pub mod api_key;
+pub mod auth;
+pub mod duration;
+pub mod errors;
+pub mod hashing;
+pub mod ids;
+pub mod key_string;
+pub mod kinds;
+pub mod name;
+pub mod ports;
+pub mod scope;
+pub mod service;
+
+#[cfg(any(test, feature = "mocks"))]
+pub mod testing;
+
+pub use api_key::{ApiKey, KeyStatus, NewKey, Tenant};
+pub use auth::{AccessError, AuthError, Authentication, Authenticator, Credentials, Principal};
+pub use duration::{parse_duration, DurationError, ExpiresIn, GracePeriod};
+pub use errors::{
+    CreateError, CreateTenantError, GetError, ListError, RevokeError, RotateError, UpdateError,
+};
+pub use hashing::{HashKey, HashKeyError, KeyHash};
+pub use ids::{IdError, KeyId, TenantId};
+pub use key_string::{KeyFormatError, PlainKey};
+pub use kinds::{KeyType, Mode, UnknownVariant};
+pub use name::{KeyName, KeyNameError};
+pub use ports::{
+    ApiKeyRepository, Clock, CreateTenantRepoError, InsertError, KeyChanges, KeyPage, ListQuery,
+    OsSecretSource, RepositoryError, RevokeRepoError, RotateRepoError, SecretSource, SystemClock,
+    TenantRepository, UpdateRepoError,
+};
+pub use scope::{Scope, Scopes, ScopesError};
+pub use service::{
+    ApiKeys, CreateKey, CreatedKey, CreatedTenant, ListKeys, PageLimit, PageLimitError, RotatedKey,
+    DEFAULT_MAX_ACTIVE_KEYS, LAST_USED_RESOLUTION,
+};

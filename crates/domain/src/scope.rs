@@ -1,0 +1,152 @@
+//! Scopes: what a key may do.
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// One scope of the product document's table, in the table's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// `*`: full access.
+    All,
+    /// `users:read`
+    UsersRead,
+    /// `users:write`
+    UsersWrite,
+    /// `sessions:read`
+    SessionsRead,
+    /// `sessions:write`
+    SessionsWrite,
+    /// `organizations:read`
+    OrganizationsRead,
+    /// `organizations:write`
+    OrganizationsWrite,
+    /// `webhooks:read`
+    WebhooksRead,
+    /// `webhooks:write`
+    WebhooksWrite,
+    /// `audit-logs:read`
+    AuditLogsRead,
+}
+
+impl Scope {
+    /// Every scope, in the document's (canonical) order.
+    pub const ALL: [Scope; 10] = [
+        Scope::All,
+        Scope::UsersRead,
+        Scope::UsersWrite,
+        Scope::SessionsRead,
+        Scope::SessionsWrite,
+        Scope::OrganizationsRead,
+        Scope::OrganizationsWrite,
+        Scope::WebhooksRead,
+        Scope::WebhooksWrite,
+        Scope::AuditLogsRead,
+    ];
+
+    /// The wire name, such as `users:read`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::All => "*",
+            Scope::UsersRead => "users:read",
+            Scope::UsersWrite => "users:write",
+            Scope::SessionsRead => "sessions:read",
+            Scope::SessionsWrite => "sessions:write",
+            Scope::OrganizationsRead => "organizations:read",
+            Scope::OrganizationsWrite => "organizations:write",
+            Scope::WebhooksRead => "webhooks:read",
+            Scope::WebhooksWrite => "webhooks:write",
+            Scope::AuditLogsRead => "audit-logs:read",
+        }
+    }
+
+    /// Parses a wire name (exact).
+    ///
+    /// # Errors
+    /// [`ScopesError::Unknown`] for a name not in the document's table.
+    pub fn parse(s: &str) -> Result<Self, ScopesError> {
+        Scope::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == s)
+            .ok_or(ScopesError::Unknown)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a list of scopes was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ScopesError {
+    /// The list was empty.
+    #[error("scopes must not be empty")]
+    Empty,
+    /// A name that is not one of the documented scopes.
+    #[error("unknown scope; known scopes are *, users:read, users:write, sessions:read, sessions:write, organizations:read, organizations:write, webhooks:read, webhooks:write, audit-logs:read")]
+    Unknown,
+    /// `*` together with other scopes.
+    #[error("`*` grants everything and must stand alone")]
+    WildcardNotAlone,
+}
+
+/// A valid, canonical set of scopes: non-empty, `*` only alone, no duplicates,
+/// in the document's table order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scopes(Vec<Scope>);
+
+impl Scopes {
+    /// `["*"]`, the default for new keys.
+    pub fn full() -> Self {
+        Scopes(vec![Scope::All])
+    }
+
+    /// Builds the canonical set from parsed scopes.
+    ///
+    /// # Errors
+    /// [`ScopesError::Empty`] or [`ScopesError::WildcardNotAlone`].
+    pub fn new(scopes: impl IntoIterator<Item = Scope>) -> Result<Self, ScopesError> {
+        let mut list: Vec<Scope> = scopes.into_iter().collect();
+        list.sort_unstable();
+        list.dedup();
+        match list.as_slice() {
+            [] => Err(ScopesError::Empty),
+            [Scope::All, _, ..] => Err(ScopesError::WildcardNotAlone),
+            _ => Ok(Scopes(list)),
+        }
+    }
+
+    /// Parses wire names; see [`Scopes::new`] for the rules.
+    ///
+    /// # Errors
+    /// [`ScopesError`] for an empty list, an unknown name or `*` not alone.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, ScopesError> {
+        let parsed = names
+            .into_iter()
+            .map(Scope::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        Scopes::new(parsed)
+    }
+
+    /// Whether these scopes grant `required` (`*` grants everything).
+    pub fn allows(&self, required: Scope) -> bool {
+        self.is_full_access() || self.0.contains(&required)
+    }
+
+    /// Whether this is `["*"]`.
+    pub fn is_full_access(&self) -> bool {
+        self.0 == [Scope::All]
+    }
+
+    /// The scopes in canonical order.
+    pub fn as_slice(&self) -> &[Scope] {
+        &self.0
+    }
+
+    /// The wire names in canonical order.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.iter().map(|s| s.as_str())
+    }
+}

@@ -1,0 +1,289 @@
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use time::OffsetDateTime;
+
+use crate::api_key::{ApiKey, KeyStatus, NewKey, Tenant};
+use crate::hashing::KeyHash;
+use crate::ids::{KeyId, TenantId};
+use crate::ports::{
+    ApiKeyRepository, CreateTenantRepoError, InsertError, KeyChanges, KeyPage, ListQuery,
+    RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
+};
+use crate::service::LAST_USED_RESOLUTION;
+
+#[derive(Debug, Default)]
+struct State {
+    tenants: Vec<Tenant>,
+    keys: BTreeMap<KeyId, (ApiKey, KeyHash)>,
+}
+
+impl State {
+    fn has_id_or_hash(&self, key: &NewKey) -> bool {
+        self.keys.contains_key(&key.key.id) || self.keys.values().any(|(_, h)| *h == key.hash)
+    }
+
+    fn tenant_key_mut(&mut self, tenant: &TenantId, id: &KeyId) -> Option<&mut ApiKey> {
+        self.keys
+            .get_mut(id)
+            .map(|(k, _)| k)
+            .filter(|k| k.tenant_id == *tenant)
+    }
+
+    /// Whether a key other than `except` keeps the tenant manageable.
+    fn other_guard_key(&self, tenant: &TenantId, except: &KeyId, now: OffsetDateTime) -> bool {
+        self.keys.values().any(|(k, _)| {
+            k.tenant_id == *tenant && k.id != *except && k.counts_for_full_access_guard(now)
+        })
+    }
+}
+
+/// An in-memory [`ApiKeyRepository`] and [`TenantRepository`].
+///
+/// One mutex serialises every call, which makes each one atomic and keeps every
+/// concurrency guarantee of the port docs. Clones share the same data.
+/// [`InMemoryStore::set_unavailable`] makes every call fail as an unreachable
+/// database would.
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryStore {
+    state: Arc<Mutex<State>>,
+    unavailable: Arc<AtomicBool>,
+}
+
+impl InMemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// While `true`, every call returns [`RepositoryError::Unavailable`].
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// Every stored hash, for tests that check what is kept.
+    pub fn stored_hashes(&self) -> Vec<KeyHash> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys
+            .values()
+            .map(|(_, h)| *h)
+            .collect()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>, RepositoryError> {
+        if self.unavailable.load(Ordering::SeqCst) {
+            return Err(RepositoryError::unavailable(
+                "in-memory store",
+                "the store was switched off by the test",
+            ));
+        }
+        Ok(self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl ApiKeyRepository for InMemoryStore {
+    fn insert(
+        &self,
+        new: &NewKey,
+        max_active: u32,
+        now: OffsetDateTime,
+    ) -> Result<(), InsertError> {
+        let mut state = self.lock()?;
+        if !state.tenants.iter().any(|t| t.id == new.key.tenant_id) {
+            return Err(InsertError::UnknownTenant);
+        }
+        if state.has_id_or_hash(new) {
+            return Err(InsertError::Duplicate);
+        }
+        let active = state
+            .keys
+            .values()
+            .filter(|(k, _)| k.tenant_id == new.key.tenant_id && k.counts_for_key_limit(now))
+            .count();
+        if active >= max_active as usize {
+            return Err(InsertError::LimitReached);
+        }
+        state.keys.insert(new.key.id, (new.key.clone(), new.hash));
+        Ok(())
+    }
+
+    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError> {
+        let state = self.lock()?;
+        Ok(state
+            .keys
+            .values()
+            .find(|(_, h)| h == hash)
+            .map(|(k, _)| k.clone()))
+    }
+
+    fn find(&self, tenant: &TenantId, id: &KeyId) -> Result<Option<ApiKey>, RepositoryError> {
+        let mut state = self.lock()?;
+        Ok(state.tenant_key_mut(tenant, id).map(|k| k.clone()))
+    }
+
+    fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<KeyPage, RepositoryError> {
+        let state = self.lock()?;
+        let limit = query.limit as usize;
+        let mut keys: Vec<ApiKey> = state
+            .keys
+            .values()
+            .rev()
+            .map(|(k, _)| k)
+            .filter(|k| k.tenant_id == *tenant)
+            .filter(|k| query.key_type.is_none_or(|t| k.key_type == t))
+            .filter(|k| query.mode.is_none_or(|m| k.mode == m))
+            .filter(|k| query.include_revoked || !k.is_revoked(query.now))
+            .filter(|k| query.starting_after.is_none_or(|after| k.id < after))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let has_more = keys.len() > limit;
+        keys.truncate(limit);
+        Ok(KeyPage { keys, has_more })
+    }
+
+    fn update(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        changes: &KeyChanges,
+        now: OffsetDateTime,
+    ) -> Result<ApiKey, UpdateRepoError> {
+        let mut state = self.lock()?;
+        let key = state
+            .tenant_key_mut(tenant, id)
+            .ok_or(UpdateRepoError::NotFound)?
+            .clone();
+        if key.is_revoked(now) {
+            return Err(UpdateRepoError::Revoked);
+        }
+        let narrows = changes.scopes.as_ref().is_some_and(|s| !s.is_full_access());
+        if narrows
+            && key.counts_for_full_access_guard(now)
+            && !state.other_guard_key(tenant, id, now)
+        {
+            return Err(UpdateRepoError::LastFullAccessKey);
+        }
+        let stored = state
+            .tenant_key_mut(tenant, id)
+            .ok_or(UpdateRepoError::NotFound)?;
+        if let Some(name) = &changes.name {
+            stored.name = name.clone();
+        }
+        if let Some(scopes) = &changes.scopes {
+            stored.scopes = scopes.clone();
+        }
+        Ok(stored.clone())
+    }
+
+    fn revoke(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        now: OffsetDateTime,
+    ) -> Result<ApiKey, RevokeRepoError> {
+        let mut state = self.lock()?;
+        let key = state
+            .tenant_key_mut(tenant, id)
+            .ok_or(RevokeRepoError::NotFound)?
+            .clone();
+        if key.is_revoked(now) {
+            return Ok(key);
+        }
+        if key.counts_for_full_access_guard(now) && !state.other_guard_key(tenant, id, now) {
+            return Err(RevokeRepoError::LastFullAccessKey);
+        }
+        let stored = state
+            .tenant_key_mut(tenant, id)
+            .ok_or(RevokeRepoError::NotFound)?;
+        stored.revokes_at = Some(now);
+        Ok(stored.clone())
+    }
+
+    fn rotate(
+        &self,
+        tenant: &TenantId,
+        old: &KeyId,
+        successor: &NewKey,
+        revokes_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), RotateRepoError> {
+        let mut state = self.lock()?;
+        let status = state
+            .tenant_key_mut(tenant, old)
+            .ok_or(RotateRepoError::NotFound)?
+            .status(now);
+        if status != KeyStatus::Active {
+            return Err(RotateRepoError::NotActive);
+        }
+        if state.has_id_or_hash(successor) {
+            return Err(RotateRepoError::Duplicate);
+        }
+        let stored = state
+            .tenant_key_mut(tenant, old)
+            .ok_or(RotateRepoError::NotFound)?;
+        stored.revokes_at = Some(revokes_at);
+        stored.replaced_by = Some(successor.key.id);
+        state
+            .keys
+            .insert(successor.key.id, (successor.key.clone(), successor.hash));
+        Ok(())
+    }
+
+    fn touch_last_used(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        now: OffsetDateTime,
+    ) -> Result<bool, RepositoryError> {
+        let mut state = self.lock()?;
+        let Some(key) = state.tenant_key_mut(tenant, id) else {
+            return Ok(false);
+        };
+        if key
+            .last_used_at
+            .is_some_and(|at| at > now - LAST_USED_RESOLUTION)
+        {
+            return Ok(false);
+        }
+        key.last_used_at = Some(now);
+        Ok(true)
+    }
+}
+
+impl TenantRepository for InMemoryStore {
+    fn create(&self, tenant: &Tenant, keys: &[NewKey]) -> Result<(), CreateTenantRepoError> {
+        let mut state = self.lock()?;
+        let mut ids: Vec<KeyId> = keys.iter().map(|k| k.key.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if state.tenants.iter().any(|t| t.id == tenant.id)
+            || ids.len() != keys.len()
+            || keys.iter().any(|k| state.has_id_or_hash(k))
+        {
+            return Err(CreateTenantRepoError::Duplicate);
+        }
+        state.tenants.push(tenant.clone());
+        for key in keys {
+            state.keys.insert(key.key.id, (key.key.clone(), key.hash));
+        }
+        Ok(())
+    }
+
+    fn find_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, RepositoryError> {
+        Ok(self.lock()?.tenants.iter().find(|t| t.id == *id).cloned())
+    }
+
+    fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, RepositoryError> {
+        Ok(self
+            .lock()?
+            .tenants
+            .iter()
+            .filter(|t| t.name == name)
+            .min_by_key(|t| (t.created_at, t.id))
+            .cloned())
+    }
+}
