@@ -58,6 +58,6 @@ pub use ports::{
 };
 pub use scope::{Scope, Scopes, ScopesError};
 pub use service::{
-    ApiKeys, CreateKey, CreatedKey, CreatedTenant, ListKeys, PageLimit, PageLimitError, RotatedKey,
-    DEFAULT_MAX_ACTIVE_KEYS, LAST_USED_RESOLUTION,
+    ApiKeys, CreateKey, CreatedKey, CreatedTenant, DynApiKeys, ListKeys, PageLimit, PageLimitError,
+    RotatedKey, DEFAULT_MAX_ACTIVE_KEYS, LAST_USED_RESOLUTION,
 };

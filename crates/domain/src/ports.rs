@@ -348,3 +348,85 @@ impl SecretSource for OsSecretSource {
         getrandom::getrandom(buf).expect("the operating system's random source failed");
     }
 }
+
+// Shared ports: a service built over `Arc<dyn Port>` (as the HTTP layer does)
+// or over an `Arc` of a concrete adapter uses the same implementation.
+
+impl<P: ApiKeyRepository + ?Sized> ApiKeyRepository for std::sync::Arc<P> {
+    fn insert(
+        &self,
+        key: &NewKey,
+        max_active: u32,
+        now: OffsetDateTime,
+    ) -> Result<(), InsertError> {
+        (**self).insert(key, max_active, now)
+    }
+    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError> {
+        (**self).find_by_hash(hash)
+    }
+    fn find(&self, tenant: &TenantId, id: &KeyId) -> Result<Option<ApiKey>, RepositoryError> {
+        (**self).find(tenant, id)
+    }
+    fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<KeyPage, RepositoryError> {
+        (**self).list(tenant, query)
+    }
+    fn update(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        changes: &KeyChanges,
+        now: OffsetDateTime,
+    ) -> Result<ApiKey, UpdateRepoError> {
+        (**self).update(tenant, id, changes, now)
+    }
+    fn revoke(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        now: OffsetDateTime,
+    ) -> Result<ApiKey, RevokeRepoError> {
+        (**self).revoke(tenant, id, now)
+    }
+    fn rotate(
+        &self,
+        tenant: &TenantId,
+        old: &KeyId,
+        successor: &NewKey,
+        revokes_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), RotateRepoError> {
+        (**self).rotate(tenant, old, successor, revokes_at, now)
+    }
+    fn touch_last_used(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        now: OffsetDateTime,
+    ) -> Result<bool, RepositoryError> {
+        (**self).touch_last_used(tenant, id, now)
+    }
+}
+
+impl<P: TenantRepository + ?Sized> TenantRepository for std::sync::Arc<P> {
+    fn create(&self, tenant: &Tenant, keys: &[NewKey]) -> Result<(), CreateTenantRepoError> {
+        (**self).create(tenant, keys)
+    }
+    fn find_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, RepositoryError> {
+        (**self).find_tenant(id)
+    }
+    fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, RepositoryError> {
+        (**self).find_tenant_by_name(name)
+    }
+}
+
+impl<P: Clock + ?Sized> Clock for std::sync::Arc<P> {
+    fn now(&self) -> OffsetDateTime {
+        (**self).now()
+    }
+}
+
+impl<P: SecretSource + ?Sized> SecretSource for std::sync::Arc<P> {
+    fn fill(&self, buf: &mut [u8]) {
+        (**self).fill(buf);
+    }
+}

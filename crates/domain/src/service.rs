@@ -519,3 +519,12 @@ where
             .map(|_| ())
     }
 }
+
+/// The service over shared, type-erased ports: what an application wires
+/// once at start-up and hands to the HTTP layer.
+pub type DynApiKeys = ApiKeys<
+    std::sync::Arc<dyn ApiKeyRepository>,
+    std::sync::Arc<dyn TenantRepository>,
+    std::sync::Arc<dyn Clock>,
+    std::sync::Arc<dyn SecretSource>,
+>;
