@@ -1,0 +1,2 @@
+//! The apikeys program (in progress).
+fn main() {}
