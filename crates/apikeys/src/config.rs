@@ -1,0 +1,279 @@
+//! Configuration from the environment, checked once at start.
+//!
+//! Every problem is reported with the variable's name and what it should be,
+//! and ends the program with a non-zero exit before anything is served.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use domain::{parse_duration, HashKey};
+use infra_postgres::PoolConfig;
+use thiserror::Error;
+
+/// Where `serve` listens unless `APIKEYS_BIND` says otherwise.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+
+/// A configuration problem, naming the variable at fault.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("{0} is not set; {1}")]
+    Missing(&'static str, &'static str),
+    /// A variable is set to something unusable.
+    #[error("{var} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong, without echoing a secret value.
+        reason: String,
+    },
+}
+
+/// Settings shared by every command that talks to the database.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL`.
+    pub url: String,
+    /// `APIKEYS_DB_POOL_SIZE` and `APIKEYS_DB_TIMEOUT`.
+    pub pool: PoolConfig,
+}
+
+/// Settings of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `APIKEYS_BIND`.
+    pub bind: SocketAddr,
+    /// `APIKEYS_WORKERS`; `None` lets actix choose (one per core).
+    pub workers: Option<usize>,
+}
+
+/// Reads variables through `get`, so tests need not touch the process
+/// environment.
+#[derive(Clone, Copy)]
+pub struct Env<'a> {
+    get: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl std::fmt::Debug for Env<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Env")
+    }
+}
+
+impl<'a> Env<'a> {
+    /// Variables from `get` (`std::env::var(..).ok()` in the program).
+    pub fn new(get: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Env { get }
+    }
+
+    fn var(&self, name: &str) -> Option<String> {
+        (self.get)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// `DATABASE_URL` (required) and the pool settings.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable.
+    pub fn database(&self) -> Result<DatabaseConfig, ConfigError> {
+        let url = self.var("DATABASE_URL").ok_or(ConfigError::Missing(
+            "DATABASE_URL",
+            "set it to a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/apikeys",
+        ))?;
+        Ok(DatabaseConfig {
+            url,
+            pool: self.pool()?,
+        })
+    }
+
+    /// `DATABASE_URL` if set, for `dev`, which otherwise uses its own database.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for bad pool settings.
+    pub fn optional_database(&self) -> Result<(Option<String>, PoolConfig), ConfigError> {
+        Ok((self.var("DATABASE_URL"), self.pool()?))
+    }
+
+    /// `APIKEYS_DB_POOL_SIZE` (1–1000, default 10) and `APIKEYS_DB_TIMEOUT`
+    /// (a duration such as `5s`, 1 s to 60 s, default 5 s).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn pool(&self) -> Result<PoolConfig, ConfigError> {
+        let mut pool = PoolConfig::default();
+        if let Some(size) = self.var("APIKEYS_DB_POOL_SIZE") {
+            pool.max_size = size
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| ConfigError::Invalid {
+                    var: "APIKEYS_DB_POOL_SIZE",
+                    reason: format!("expected a whole number from 1 to 1000, got {size:?}"),
+                })?;
+        }
+        if let Some(timeout) = self.var("APIKEYS_DB_TIMEOUT") {
+            let parsed = parse_duration(timeout.trim())
+                .ok()
+                .filter(|d| d.whole_seconds() >= 1 && d.whole_seconds() <= 60)
+                .ok_or_else(|| ConfigError::Invalid {
+                    var: "APIKEYS_DB_TIMEOUT",
+                    reason: format!("expected a duration from 1s to 60s such as 5s, got {timeout:?}"),
+                })?;
+            pool.connection_timeout = Duration::from_secs(parsed.whole_seconds().unsigned_abs());
+        }
+        Ok(pool)
+    }
+
+    /// `APIKEYS_HASH_KEY`: at least 32 bytes, as hex (required).
+    ///
+    /// # Errors
+    /// [`ConfigError`]; the value itself is never echoed.
+    pub fn hash_key(&self) -> Result<HashKey, ConfigError> {
+        let hex = self.var("APIKEYS_HASH_KEY").ok_or(ConfigError::Missing(
+            "APIKEYS_HASH_KEY",
+            "set it to at least 32 random bytes as hex, e.g. the output of `openssl rand -hex 32`",
+        ))?;
+        HashKey::from_hex(&hex).map_err(|e| ConfigError::Invalid {
+            var: "APIKEYS_HASH_KEY",
+            reason: e.to_string(),
+        })
+    }
+
+    /// `APIKEYS_BIND` (default `127.0.0.1:8080`) and `APIKEYS_WORKERS`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for an address that does not resolve or a bad
+    /// worker count.
+    pub fn server(&self) -> Result<ServerConfig, ConfigError> {
+        let raw = self.var("APIKEYS_BIND").unwrap_or_else(|| DEFAULT_BIND.to_owned());
+        let bind = raw
+            .trim()
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| ConfigError::Invalid {
+                var: "APIKEYS_BIND",
+                reason: format!("expected HOST:PORT such as 127.0.0.1:8080, got {raw:?}"),
+            })?;
+        let workers = match self.var("APIKEYS_WORKERS") {
+            None => None,
+            Some(w) => Some(
+                w.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        var: "APIKEYS_WORKERS",
+                        reason: format!("expected a whole number from 1 to 256, got {w:?}"),
+                    })?,
+            ),
+        };
+        Ok(ServerConfig { bind, workers })
+    }
+
+    /// Whether `APIKEYS_LOG_FORMAT=json`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a value other than `json` or `text`.
+    pub fn json_logs(&self) -> Result<bool, ConfigError> {
+        match self.var("APIKEYS_LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("text") => Ok(false),
+            Some("json") => Ok(true),
+            Some(other) => Err(ConfigError::Invalid {
+                var: "APIKEYS_LOG_FORMAT",
+                reason: format!("expected json or text, got {other:?}"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    const GOOD_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn missing_database_url_is_named() {
+        let get = env(&[]);
+        let err = Env::new(&get).database().unwrap_err();
+        assert!(matches!(err, ConfigError::Missing("DATABASE_URL", _)));
+    }
+
+    #[test]
+    fn short_hash_key_is_refused_without_echoing_it() {
+        let get = env(&[("APIKEYS_HASH_KEY", "abcdef0123")]);
+        let err = Env::new(&get).hash_key().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Invalid {
+                var: "APIKEYS_HASH_KEY",
+                reason: "the hash key must be at least 32 bytes (64 hex characters)".into()
+            }
+        );
+        assert!(!err.to_string().contains("abcdef0123"));
+    }
+
+    #[test]
+    fn non_hex_hash_key_is_refused() {
+        let get = env(&[("APIKEYS_HASH_KEY", &"zz".repeat(32))]);
+        let err = Env::new(&get).hash_key().unwrap_err();
+        assert_eq!(err.to_string(), "APIKEYS_HASH_KEY is invalid: the hash key must be hex");
+    }
+
+    #[test]
+    fn good_hash_key_is_accepted() {
+        let get = env(&[("APIKEYS_HASH_KEY", GOOD_KEY)]);
+        assert!(Env::new(&get).hash_key().is_ok());
+    }
+
+    #[test]
+    fn bind_defaults_to_loopback_8080() {
+        let get = env(&[]);
+        let server = Env::new(&get).server().unwrap();
+        assert_eq!(server.bind, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
+        assert_eq!(server.workers, None);
+    }
+
+    #[test]
+    fn unusable_bind_address_is_refused() {
+        let get = env(&[("APIKEYS_BIND", "not an address")]);
+        let err = Env::new(&get).server().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { var: "APIKEYS_BIND", .. }));
+    }
+
+    #[test]
+    fn pool_settings_are_read_and_checked() {
+        let get = env(&[("APIKEYS_DB_POOL_SIZE", "4"), ("APIKEYS_DB_TIMEOUT", "2s")]);
+        let pool = Env::new(&get).pool().unwrap();
+        assert_eq!(pool.max_size, 4);
+        assert_eq!(pool.connection_timeout, Duration::from_secs(2));
+
+        let get = env(&[("APIKEYS_DB_TIMEOUT", "5m")]);
+        assert!(matches!(
+            Env::new(&get).pool().unwrap_err(),
+            ConfigError::Invalid { var: "APIKEYS_DB_TIMEOUT", .. }
+        ));
+        let get = env(&[("APIKEYS_DB_POOL_SIZE", "0")]);
+        assert!(matches!(
+            Env::new(&get).pool().unwrap_err(),
+            ConfigError::Invalid { var: "APIKEYS_DB_POOL_SIZE", .. }
+        ));
+    }
+
+    #[test]
+    fn log_format_accepts_json_and_text_only() {
+        let get = env(&[("APIKEYS_LOG_FORMAT", "json")]);
+        assert!(Env::new(&get).json_logs().unwrap());
+        let get = env(&[("APIKEYS_LOG_FORMAT", "xml")]);
+        assert!(Env::new(&get).json_logs().is_err());
+    }
+}

@@ -1,0 +1,25 @@
+# Thin recipes: each is a command a person could type.
+
+# Run the service with zero configuration (local PostgreSQL, dev hash key).
+run:
+    cargo run -p apikeys -- dev
+
+# Every test (needs PostgreSQL on 127.0.0.1:5432).
+test:
+    cargo test --workspace
+
+# Lints as CI runs them.
+lint:
+    cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Drop and recreate the dev database (the next `just run` creates a new dev tenant).
+db-reset:
+    psql -h 127.0.0.1 -U postgres -c 'DROP DATABASE IF EXISTS apikeys_dev WITH (FORCE)'
+
+# Benchmarks: key check (domain) and queries (infra-postgres).
+bench:
+    cargo bench -p domain -p infra-postgres
