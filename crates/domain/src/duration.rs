@@ -34,7 +34,13 @@ pub enum DurationError {
 /// [`DurationError::Malformed`] for anything outside the grammar, or a number so
 /// large that it overflows.
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
-    let (digits, unit) = s.split_at(s.len().saturating_sub(1));
+    // Split off the last byte; a string whose last character is not ASCII
+    // (such as `1é`) has no char boundary there and is malformed, not a panic.
+    let (digits, unit) = s
+        .len()
+        .checked_sub(1)
+        .and_then(|at| s.split_at_checked(at))
+        .ok_or(DurationError::Malformed)?;
     let unit_seconds = match unit {
         "s" => 1,
         "m" => MINUTE,

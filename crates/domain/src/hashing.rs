@@ -53,7 +53,9 @@ impl HashKey {
     /// [`HashKeyError::NotHex`] or [`HashKeyError::TooShort`].
     pub fn from_hex(hex: &str) -> Result<Self, HashKeyError> {
         let hex = hex.trim();
-        if hex.len() % 2 != 0 {
+        // `from_str_radix` alone would take a sign (`+a` is 10), so the digits
+        // are checked first.
+        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(HashKeyError::NotHex);
         }
         let bytes = (0..hex.len())

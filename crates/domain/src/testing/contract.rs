@@ -700,6 +700,219 @@ pub fn tenants_are_found_by_id_and_name(store: &impl Store) {
     );
 }
 
+/// `find_by_hash` returns revoked, expired and rotated keys too (so that
+/// authentication can answer "revoked" or "expired" rather than "invalid"), and
+/// keys of any tenant.
+pub fn find_by_hash_returns_keys_in_any_state(store: &impl Store) {
+    let f = Fixture::new();
+    let acme = f.stored_tenant(store, "Acme");
+    let other = f.stored_tenant(store, "Other");
+    let guard = f.key(&acme);
+    let revoked = f.key(&acme);
+    let rotated = f.key(&acme);
+    let mut expired = f.key(&acme);
+    expired.key.expires_at = Some(T0 + Duration::minutes(1));
+    let foreign = f.key(&other);
+    for key in [&guard, &revoked, &rotated, &expired, &foreign] {
+        f.insert(store, key);
+    }
+    store.revoke(&acme.id, &revoked.key.id, T0).expect("revoke");
+    store
+        .rotate(&acme.id, &rotated.key.id, &f.key(&acme), T0, T0)
+        .expect("rotate with no grace");
+    let later = T0 + Duration::days(1);
+
+    let found = |key: &NewKey| store.find_by_hash(&key.hash).expect("find by hash");
+    assert_eq!(found(&revoked).map(|k| k.is_revoked(later)), Some(true));
+    assert_eq!(
+        found(&rotated).map(|k| (k.is_revoked(later), k.replaced_by.is_some())),
+        Some((true, true))
+    );
+    assert_eq!(found(&expired), Some(expired.key.clone()));
+    assert_eq!(found(&foreign), Some(foreign.key.clone()));
+}
+
+/// A cursor is an id, not a position: it works whether or not the key it names
+/// is still listed, with and without revoked keys.
+pub fn list_cursor_works_across_revoked_keys(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let keys: Vec<NewKey> = (0..5).map(|_| f.key(&tenant)).collect();
+    for key in &keys {
+        f.insert(store, key);
+    }
+    // Oldest to newest: k0 .. k4; k1 and k3 are revoked.
+    for i in [1, 3] {
+        store
+            .revoke(&tenant.id, &keys[i].key.id, T0)
+            .expect("revoke");
+    }
+    let page = |include_revoked: bool, after: KeyId| {
+        let page = store
+            .list(
+                &tenant.id,
+                &ListQuery {
+                    include_revoked,
+                    starting_after: Some(after),
+                    limit: 2,
+                    ..query(T0)
+                },
+            )
+            .expect("list");
+        (ids(&page.keys), page.has_more)
+    };
+    let id = |i: usize| keys[i].key.id;
+
+    assert_eq!(page(true, id(4)), (vec![id(3), id(2)], true));
+    assert_eq!(page(true, id(2)), (vec![id(1), id(0)], false));
+    // The cursor names a revoked key that the page itself leaves out.
+    assert_eq!(page(false, id(3)), (vec![id(2), id(0)], false));
+    assert_eq!(page(false, id(4)), (vec![id(2), id(0)], false));
+    assert_eq!(page(false, id(0)), (vec![], false));
+}
+
+/// Updates apply to any key not revoked at `now`: also one in its grace period
+/// or past its expiry.
+pub fn update_applies_to_keys_that_are_not_revoked(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let in_grace = f.key(&tenant);
+    let mut expired = f.key(&tenant);
+    expired.key.expires_at = Some(T0 + Duration::minutes(1));
+    f.insert(store, &in_grace);
+    f.insert(store, &expired);
+    let successor = f.key(&tenant);
+    store
+        .rotate(
+            &tenant.id,
+            &in_grace.key.id,
+            &successor,
+            T0 + Duration::hours(1),
+            T0,
+        )
+        .expect("rotate");
+    let rename = KeyChanges {
+        name: Some(KeyName::parse("Renamed").expect("name")),
+        scopes: None,
+    };
+    let now = T0 + Duration::minutes(30);
+
+    for key in [&in_grace, &expired] {
+        let updated = store
+            .update(&tenant.id, &key.key.id, &rename, now)
+            .expect("update");
+        assert_eq!(updated.name.as_str(), "Renamed");
+    }
+    assert!(matches!(
+        store.update(
+            &tenant.id,
+            &in_grace.key.id,
+            &rename,
+            T0 + Duration::hours(1)
+        ),
+        Err(UpdateRepoError::Revoked)
+    ));
+}
+
+/// Only an active, full-access, live secret key counts as "another" guard key:
+/// revoked, expired, test, publishable and narrow keys do not (for a key in its
+/// grace period see [`rotated_keys_count_for_the_limit_and_the_successor_guards`]).
+pub fn guard_counts_only_active_live_full_access_secret_keys(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let guard = f.key(&tenant);
+    f.insert(store, &guard);
+    let now = T0 + Duration::minutes(10);
+
+    let revoked = f.key(&tenant);
+    f.insert(store, &revoked);
+    let mut expired = f.key(&tenant);
+    expired.key.expires_at = Some(T0 + Duration::minutes(5));
+    f.insert(store, &expired);
+    f.insert(
+        store,
+        &f.key_with(&tenant, KeyType::Secret, Mode::Test, Scopes::full()),
+    );
+    f.insert(
+        store,
+        &f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full()),
+    );
+    f.insert(
+        store,
+        &f.key_with(
+            &tenant,
+            KeyType::Secret,
+            Mode::Live,
+            Scopes::new([Scope::UsersRead]).expect("scopes"),
+        ),
+    );
+    store
+        .revoke(&tenant.id, &revoked.key.id, T0)
+        .expect("revoke");
+
+    assert!(matches!(
+        store.revoke(&tenant.id, &guard.key.id, now),
+        Err(RevokeRepoError::LastFullAccessKey)
+    ));
+    let narrow = KeyChanges {
+        name: None,
+        scopes: Some(Scopes::new([Scope::UsersRead]).expect("scopes")),
+    };
+    assert!(matches!(
+        store.update(&tenant.id, &guard.key.id, &narrow, now),
+        Err(UpdateRepoError::LastFullAccessKey)
+    ));
+    // Keys that do not count may go freely.
+    let expired_gone = store
+        .revoke(&tenant.id, &expired.key.id, now)
+        .expect("revoke an expired key");
+    assert_eq!(expired_gone.revokes_at, Some(now));
+    assert_eq!(
+        store
+            .find(&tenant.id, &guard.key.id)
+            .expect("find")
+            .map(|k| (k.revokes_at, k.scopes)),
+        Some((None, Scopes::full()))
+    );
+}
+
+/// The successor of the last guard key is the new guard key: the old one, in
+/// its grace period, no longer counts and may be revoked early; the successor
+/// may not. Until then the old key still counts toward the key limit.
+pub fn rotated_keys_count_for_the_limit_and_the_successor_guards(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let old = f.key(&tenant);
+    f.insert(store, &old);
+    let successor = f.key(&tenant);
+
+    store
+        .rotate(
+            &tenant.id,
+            &old.key.id,
+            &successor,
+            T0 + Duration::hours(1),
+            T0,
+        )
+        .expect("rotate");
+    assert!(matches!(
+        store.insert(&f.key(&tenant), 2, T0),
+        Err(InsertError::LimitReached)
+    ));
+
+    assert!(matches!(
+        store.revoke(&tenant.id, &successor.key.id, T0),
+        Err(RevokeRepoError::LastFullAccessKey)
+    ));
+    let cut_short = store
+        .revoke(&tenant.id, &old.key.id, T0)
+        .expect("revoke the old key in its grace period");
+    assert_eq!(cut_short.revokes_at, Some(T0));
+    store
+        .insert(&f.key(&tenant), 2, T0)
+        .expect("room once the old key is revoked");
+}
+
 /// Expands to one `#[test]` per contract check, each on a fresh store made by
 /// `$factory` (an expression evaluated once per test).
 ///
@@ -724,6 +937,11 @@ macro_rules! repository_contract_tests {
             touch_last_used_writes_at_most_once_a_minute,
             tenant_create_is_all_or_nothing,
             tenants_are_found_by_id_and_name,
+            find_by_hash_returns_keys_in_any_state,
+            list_cursor_works_across_revoked_keys,
+            update_applies_to_keys_that_are_not_revoked,
+            guard_counts_only_active_live_full_access_secret_keys,
+            rotated_keys_count_for_the_limit_and_the_successor_guards,
         );
     };
     (@tests $factory:expr; $($name:ident,)*) => {
