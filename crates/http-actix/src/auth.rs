@@ -1,0 +1,161 @@
+//! The authentication extractor (CONTRACT §3), usable on any actix handler.
+
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::http::header::{HeaderMap, AUTHORIZATION};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use domain::{Authenticator, Credentials, Principal};
+
+use crate::blocking::{blocking, spawn_blocking};
+use crate::error::ApiError;
+
+/// The tenant header.
+pub const TENANT_HEADER: &str = "x-tenant-id";
+
+/// An authenticated caller, as an extractor.
+///
+/// Put it first among a handler's arguments (actix polls extractors
+/// together, so a later extractor's error could otherwise answer before
+/// authentication does). It checks, in the order of CONTRACT §3:
+///
+/// 1. `Authorization: Bearer <key>` (scheme case-insensitive): missing, or
+///    another scheme, or an empty token: 401 `missing_api_key`; not a key
+///    string: 401 `invalid_api_key`, without any I/O;
+/// 2. `X-Tenant-ID`: 400 `invalid_tenant_id`;
+/// 3. and 4. the [`Authenticator`], on the blocking pool: 401
+///    `invalid_api_key`, `api_key_revoked`, `api_key_expired`, 403
+///    `tenant_mismatch`, or 503 when storage is down.
+///
+/// When the key's `last_used_at` is due it calls
+/// [`Authenticator::record_use`] on the blocking pool without waiting for
+/// it; a failure is logged and never fails the request.
+///
+/// Authorization is the handler's: `principal.require_scope(..)`,
+/// `require_secret()` or `require_key_management()` (through `Deref`), each
+/// convertible into an [`ApiError`] with `?`.
+///
+/// # Registering it in another app
+/// The extractor finds the authenticator as `web::Data<dyn Authenticator>`:
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use actix_web::{middleware::from_fn, web, App, HttpResponse};
+/// use domain::{Authenticator, Scope};
+/// use http_actix::{request_context, ApiError, Authenticated};
+///
+/// async fn list_users(caller: Authenticated) -> Result<HttpResponse, ApiError> {
+///     caller.require_scope(Scope::UsersRead)?;
+///     Ok(HttpResponse::Ok().finish())
+/// }
+///
+/// fn build(authenticator: Arc<dyn Authenticator>) {
+///     let _app = App::new()
+///         .app_data(web::Data::from(authenticator))
+///         .wrap(from_fn(request_context))
+///         .route("/v1/users", web::get().to(list_users));
+/// }
+/// ```
+///
+/// Without it the extractor answers 500 `internal_error` and logs why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated(pub Principal);
+
+impl Authenticated {
+    /// The caller.
+    pub fn principal(&self) -> &Principal {
+        &self.0
+    }
+
+    /// The caller, by value.
+    pub fn into_principal(self) -> Principal {
+        self.0
+    }
+}
+
+impl Deref for Authenticated {
+    type Target = Principal;
+
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // A second extraction in the same request reuses the first.
+        if let Some(principal) = req.extensions().get::<Principal>() {
+            let principal = principal.clone();
+            return Box::pin(async move { Ok(Authenticated(principal)) });
+        }
+        let headers = req.headers();
+        let credentials = Credentials::parse(
+            bearer_token(headers),
+            headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()),
+        );
+        let authenticator = req
+            .app_data::<web::Data<dyn Authenticator>>()
+            .map(|data| data.clone().into_inner());
+        let req = req.clone();
+        Box::pin(async move {
+            let credentials = credentials?;
+            let Some(authenticator) = authenticator else {
+                return Err(ApiError::internal()
+                    .with_source("no web::Data<dyn Authenticator> registered in the app"));
+            };
+            let auth = Arc::clone(&authenticator);
+            let authentication = blocking(move || auth.authenticate(&credentials))
+                .await?
+                .map_err(ApiError::from)?;
+            let principal = authentication.principal;
+            if authentication.last_used_due {
+                let recorder = principal.clone();
+                spawn_blocking(move || {
+                    if let Err(e) = authenticator.record_use(&recorder) {
+                        tracing::warn!(error = %e, key_id = %recorder.key_id, "could not record key use");
+                    }
+                });
+            }
+            req.extensions_mut().insert(principal.clone());
+            Ok(Authenticated(principal))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn token(value: &str) -> Option<String> {
+        let req = TestRequest::default()
+            .insert_header((AUTHORIZATION, value))
+            .to_http_request();
+        bearer_token(req.headers()).map(str::to_owned)
+    }
+
+    #[test]
+    fn bearer_token_takes_any_case_of_the_scheme() {
+        assert_eq!(token("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token("bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token("BEARER   abc  ").as_deref(), Some("abc"));
+        assert_eq!(token("Basic abc"), None);
+        assert_eq!(token("Bearer"), None);
+        assert_eq!(token("Bearer "), None);
+        assert_eq!(token("abc"), None);
+    }
+}

@@ -1,0 +1,32 @@
+//! The one way domain calls leave the executor threads.
+
+use actix_web::web;
+
+use crate::error::ApiError;
+
+/// Runs `f` on actix's blocking thread pool inside the current tracing span,
+/// so that synchronous domain and database work never blocks an executor
+/// thread and its logs keep the request's context.
+///
+/// # Errors
+/// 503 `service_unavailable` when the pool cannot run `f` (shut down, or the
+/// task was canceled or panicked).
+pub async fn blocking<F, R>(f: F) -> Result<R, ApiError>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let span = tracing::Span::current();
+    Ok(web::block(move || span.in_scope(f)).await?)
+}
+
+/// Starts `f` on the blocking pool inside the current span and does not wait
+/// for it: for work off the request path, such as recording a key's use.
+pub(crate) fn spawn_blocking<F>(f: F)
+where
+    F: FnOnce() + Send + 'static,
+{
+    let span = tracing::Span::current();
+    // Dropping the handle detaches the task; it still runs to completion.
+    drop(web::block(move || span.in_scope(f)));
+}

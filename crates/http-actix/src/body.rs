@@ -1,0 +1,130 @@
+//! Reading JSON request bodies so that every failure has its own code and
+//! `param` (CONTRACT §7): the body is read with a 16 KiB limit, parsed as a
+//! JSON object, and checked field by field.
+
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::{web, HttpRequest};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::BODY_LIMIT;
+
+/// A JSON object body, already checked for unknown fields.
+#[derive(Debug)]
+pub(crate) struct JsonObject(Map<String, Value>);
+
+/// Whether the request says its body is JSON (`application/json`, with any
+/// parameters such as `charset=utf-8`).
+pub(crate) fn is_json_content_type(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Reads the body as a JSON object whose fields are all in `known`.
+///
+/// Checks, in order: content type (415), size (413), JSON syntax and that it
+/// is an object (400 `invalid_json`), unknown fields (400 `unknown_field`).
+pub(crate) async fn read_object(
+    req: &HttpRequest,
+    payload: web::Payload,
+    known: &[&str],
+) -> Result<JsonObject, ApiError> {
+    if !is_json_content_type(req) {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > BODY_LIMIT as u64) {
+        return Err(ApiError::payload_too_large());
+    }
+    let bytes = payload
+        .to_bytes_limited(BODY_LIMIT)
+        .await
+        .map_err(|_| ApiError::payload_too_large())?
+        .map_err(|e| {
+            ApiError::invalid_json("the request body could not be read").with_source(e.to_string())
+        })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::invalid_json(format!(
+            "the request body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::invalid_json(
+            "the request body must be a JSON object",
+        ));
+    };
+    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            crate::error::ErrorCode::UnknownField,
+            format!("unknown field; this endpoint accepts {}", known.join(", ")),
+        )
+        .with_param(unknown.clone()));
+    }
+    Ok(JsonObject(map))
+}
+
+impl JsonObject {
+    /// The field, `None` when absent or `null`.
+    fn get(&self, field: &str) -> Option<&Value> {
+        self.0.get(field).filter(|v| !v.is_null())
+    }
+
+    /// An optional string field.
+    pub(crate) fn opt_str(&self, field: &str) -> Result<Option<&str>, ApiError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ApiError::invalid_parameter(
+                field,
+                format!("`{field}` must be a string"),
+            )),
+        }
+    }
+
+    /// A required string field.
+    pub(crate) fn req_str(&self, field: &str) -> Result<&str, ApiError> {
+        self.opt_str(field)?
+            .ok_or_else(|| ApiError::missing_parameter(field))
+    }
+
+    /// An optional array of strings.
+    pub(crate) fn opt_str_array(&self, field: &str) -> Result<Option<Vec<&str>>, ApiError> {
+        let wrong =
+            || ApiError::invalid_parameter(field, format!("`{field}` must be an array of strings"));
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().ok_or_else(wrong))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(wrong()),
+        }
+    }
+
+    /// Whether the field is present and not `null`.
+    pub(crate) fn has(&self, field: &str) -> bool {
+        self.get(field).is_some()
+    }
+}
+
+impl JsonObject {
+    /// The object as a request type, once its fields were checked with the
+    /// accessors above (which give each failure its code and `param`).
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(self) -> Result<T, ApiError> {
+        serde_json::from_value(Value::Object(self.0)).map_err(|e| {
+            ApiError::invalid_json("the request body does not match the endpoint's schema")
+                .with_source(e.to_string())
+        })
+    }
+}

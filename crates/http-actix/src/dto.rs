@@ -1,0 +1,278 @@
+//! Request and response bodies. They are separate from the domain types and
+//! keep the product document's field order (serde writes fields in
+//! declaration order).
+
+use domain::{ApiKey, CreatedKey, RotatedKey};
+use serde::{Deserialize, Serialize};
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
+use utoipa::ToSchema;
+
+const RFC3339_SECONDS: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+
+/// RFC 3339 in UTC, to the second, with `Z` (`2024-01-10T09:00:00Z`).
+pub fn timestamp(at: OffsetDateTime) -> String {
+    at.to_offset(UtcOffset::UTC)
+        .format(RFC3339_SECONDS)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+fn opt_timestamp(at: Option<OffsetDateTime>) -> Option<String> {
+    at.map(timestamp)
+}
+
+fn scope_names(key: &ApiKey) -> Vec<String> {
+    key.scopes.names().map(str::to_owned).collect()
+}
+
+/// `publishable` or `secret`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyTypeDto {
+    /// `pk_`: safe for frontends.
+    Publishable,
+    /// `sk_`: backend only.
+    Secret,
+}
+
+/// `live` or `test`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeDto {
+    /// Live keys.
+    Live,
+    /// Test keys.
+    Test,
+}
+
+/// The API key object, without its value.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyObject {
+    /// `key_` + ULID.
+    #[schema(example = "key_01HABCDEF666555KXYZ0123456")]
+    pub id: String,
+    /// Label.
+    pub name: String,
+    /// `publishable` or `secret`.
+    #[serde(rename = "type")]
+    #[schema(value_type = KeyTypeDto)]
+    pub key_type: String,
+    /// `live` or `test`.
+    #[schema(value_type = ModeDto)]
+    pub mode: String,
+    /// The key's first 12 characters.
+    #[schema(example = "sk_live_abc1")]
+    pub prefix: String,
+    /// The key's last 4 characters.
+    pub last_four: String,
+    /// Scopes, `["*"]` for full access.
+    pub scopes: Vec<String>,
+    /// Creation time.
+    #[schema(example = "2024-01-10T09:00:00Z")]
+    pub created_at: String,
+    /// Last successful authentication (to 60 s), or null.
+    pub last_used_at: Option<String>,
+    /// Expiry, or null.
+    pub expires_at: Option<String>,
+    /// Whether the key's revocation has taken effect.
+    pub revoked: bool,
+    /// When a scheduled revocation takes effect, or null.
+    pub revokes_at: Option<String>,
+}
+
+impl KeyObject {
+    /// The object for `key` as of `now`.
+    pub fn new(key: &ApiKey, now: OffsetDateTime) -> Self {
+        KeyObject {
+            id: key.id.to_string(),
+            name: key.name.as_str().to_owned(),
+            key_type: key.key_type.as_str().to_owned(),
+            mode: key.mode.as_str().to_owned(),
+            prefix: key.prefix.clone(),
+            last_four: key.last_four.clone(),
+            scopes: scope_names(key),
+            created_at: timestamp(key.created_at),
+            last_used_at: opt_timestamp(key.last_used_at),
+            expires_at: opt_timestamp(key.expires_at),
+            revoked: key.is_revoked(now),
+            revokes_at: opt_timestamp(key.revokes_at),
+        }
+    }
+}
+
+/// A page of keys, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyList {
+    /// The keys.
+    pub data: Vec<KeyObject>,
+    /// Whether more keys follow (`starting_after` the last one).
+    pub has_more: bool,
+}
+
+/// `POST /v1/api-keys` body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// 1–100 characters after trimming, no control characters.
+    #[schema(example = "Analytics Service")]
+    pub name: String,
+    /// `publishable` or `secret`.
+    #[serde(rename = "type")]
+    #[schema(value_type = KeyTypeDto)]
+    pub key_type: String,
+    /// Non-empty, known scopes, `*` only alone; default `["*"]`.
+    #[schema(example = json!(["users:read", "sessions:read"]))]
+    pub scopes: Option<Vec<String>>,
+    /// Lifetime, 1m–10y (`90d`, `1y`); default: no expiry.
+    #[schema(example = "90d")]
+    pub expires_in: Option<String>,
+    /// `live` or `test`; default: the caller's mode.
+    #[schema(value_type = Option<ModeDto>)]
+    pub mode: Option<String>,
+}
+
+/// `PATCH /v1/api-keys/{id}` body: at least one field.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyRequest {
+    /// New label.
+    pub name: Option<String>,
+    /// New scopes (replace the old ones).
+    pub scopes: Option<Vec<String>>,
+}
+
+/// `POST /v1/api-keys/rotate` body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// The key to rotate.
+    pub id: String,
+    /// How long the old key keeps working, 0s–7d; default `1h`.
+    #[schema(example = "24h")]
+    pub grace_period: Option<String>,
+}
+
+/// `201` body of `POST /v1/api-keys`: the only time `key` is shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKeyResponse {
+    /// `key_` + ULID.
+    pub id: String,
+    /// Label.
+    pub name: String,
+    /// `publishable` or `secret`.
+    #[serde(rename = "type")]
+    #[schema(value_type = KeyTypeDto)]
+    pub key_type: String,
+    /// `live` or `test`.
+    #[schema(value_type = ModeDto)]
+    pub mode: String,
+    /// The full key. It cannot be retrieved again.
+    pub key: String,
+    /// The key's first 12 characters.
+    pub prefix: String,
+    /// The key's last 4 characters.
+    pub last_four: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Expiry, or null.
+    pub expires_at: Option<String>,
+    /// Creation time.
+    pub created_at: String,
+}
+
+impl From<CreatedKey> for CreatedKeyResponse {
+    fn from(created: CreatedKey) -> Self {
+        let key = created.key;
+        CreatedKeyResponse {
+            id: key.id.to_string(),
+            name: key.name.as_str().to_owned(),
+            key_type: key.key_type.as_str().to_owned(),
+            mode: key.mode.as_str().to_owned(),
+            key: created.secret.into_secret(),
+            prefix: key.prefix.clone(),
+            last_four: key.last_four.clone(),
+            scopes: scope_names(&key),
+            expires_at: opt_timestamp(key.expires_at),
+            created_at: timestamp(key.created_at),
+        }
+    }
+}
+
+/// `200` body of `POST /v1/api-keys/rotate`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedKeyResponse {
+    /// The new key's id.
+    pub id: String,
+    /// The new key. It cannot be retrieved again.
+    pub key: String,
+    /// The rotated key.
+    pub old_key_id: String,
+    /// When the rotated key stops working.
+    pub old_key_revokes_at: String,
+    /// Label (copied).
+    pub name: String,
+    /// `publishable` or `secret` (copied).
+    #[serde(rename = "type")]
+    #[schema(value_type = KeyTypeDto)]
+    pub key_type: String,
+    /// `live` or `test` (copied).
+    #[schema(value_type = ModeDto)]
+    pub mode: String,
+    /// Scopes (copied).
+    pub scopes: Vec<String>,
+    /// The new key's first 12 characters.
+    pub prefix: String,
+    /// The new key's last 4 characters.
+    pub last_four: String,
+    /// Creation time of the new key.
+    pub created_at: String,
+    /// The new key's expiry (the old lifetime from now), or null.
+    pub expires_at: Option<String>,
+}
+
+impl From<RotatedKey> for RotatedKeyResponse {
+    fn from(rotated: RotatedKey) -> Self {
+        let key = rotated.key;
+        RotatedKeyResponse {
+            id: key.id.to_string(),
+            key: rotated.secret.into_secret(),
+            old_key_id: rotated.old_key_id.to_string(),
+            old_key_revokes_at: timestamp(rotated.old_key_revokes_at),
+            name: key.name.as_str().to_owned(),
+            key_type: key.key_type.as_str().to_owned(),
+            mode: key.mode.as_str().to_owned(),
+            scopes: scope_names(&key),
+            prefix: key.prefix.clone(),
+            last_four: key.last_four.clone(),
+            created_at: timestamp(key.created_at),
+            expires_at: opt_timestamp(key.expires_at),
+        }
+    }
+}
+
+/// `GET /healthz` and `GET /readyz` body.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatusBody {
+    /// `ok` (healthz) or `ready` (readyz).
+    pub status: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn timestamps_are_utc_to_the_second_with_z() {
+        assert_eq!(
+            timestamp(datetime!(2024-01-10 09:00:00.987 UTC)),
+            "2024-01-10T09:00:00Z"
+        );
+        assert_eq!(
+            timestamp(datetime!(2024-01-10 10:00:00 +01:00)),
+            "2024-01-10T09:00:00Z"
+        );
+    }
+}

@@ -1,0 +1,469 @@
+//! The route handlers. Each management handler authenticates with
+//! [`Authenticated`] like any other handler would, checks the caller may
+//! manage keys (so that a forbidden caller learns nothing from validation),
+//! validates its input field by field, then calls the domain through
+//! [`blocking`].
+
+use actix_web::http::header::LOCATION;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use domain::{
+    CreateKey, ExpiresIn, GracePeriod, KeyChanges, KeyId, KeyName, KeyType, ListKeys, Mode,
+    PageLimit, Scopes,
+};
+
+use crate::auth::Authenticated;
+use crate::blocking::blocking;
+use crate::body::read_object;
+use crate::dto::{
+    CreateKeyRequest, CreatedKeyResponse, KeyList, KeyObject, RotateKeyRequest, RotatedKeyResponse,
+    StatusBody, UpdateKeyRequest,
+};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::AppState;
+
+/// The `id` path parameter as a key id; a malformed id is as unknown as a
+/// missing key.
+fn path_key_id(req: &HttpRequest) -> Result<KeyId, ApiError> {
+    req.match_info()
+        .get("id")
+        .and_then(|raw| KeyId::parse(raw).ok())
+        .ok_or_else(ApiError::key_not_found)
+}
+
+fn invalid_duration(param: &str, e: &domain::DurationError) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidDuration,
+        format!("`{param}`: {e}"),
+    )
+    .with_param(param)
+}
+
+fn parse_scopes(names: &[String]) -> Result<Scopes, ApiError> {
+    Scopes::parse(names.iter().map(String::as_str))
+        .map_err(|e| ApiError::invalid_parameter("scopes", e.to_string()))
+}
+
+fn parse_name(raw: &str) -> Result<KeyName, ApiError> {
+    KeyName::parse(raw).map_err(|e| ApiError::invalid_parameter("name", e.to_string()))
+}
+
+/// The query string of `GET /v1/api-keys`, checked parameter by parameter.
+fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidParameter,
+                "the query string is malformed",
+            )
+        })?
+        .into_inner();
+    let mut request = ListKeys::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in &pairs {
+        if seen.contains(&name.as_str()) {
+            return Err(ApiError::invalid_parameter(
+                name,
+                format!("`{name}` may be given only once"),
+            ));
+        }
+        seen.push(name);
+        match name.as_str() {
+            "type" => {
+                request.key_type = Some(KeyType::parse(value).map_err(|_| {
+                    ApiError::invalid_parameter("type", "`type` must be publishable or secret")
+                })?);
+            }
+            "mode" => {
+                request.mode = Some(Mode::parse(value).map_err(|_| {
+                    ApiError::invalid_parameter("mode", "`mode` must be live or test")
+                })?);
+            }
+            "revoked" => {
+                request.include_revoked = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(ApiError::invalid_parameter(
+                            "revoked",
+                            "`revoked` must be true or false",
+                        ))
+                    }
+                };
+            }
+            "limit" => {
+                let wrong = || {
+                    ApiError::invalid_parameter("limit", "`limit` must be an integer from 1 to 100")
+                };
+                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(wrong());
+                }
+                let n = value.parse::<u32>().map_err(|_| wrong())?;
+                request.limit = PageLimit::new(n).map_err(|_| wrong())?;
+            }
+            "starting_after" => {
+                request.starting_after = Some(KeyId::parse(value).map_err(|_| {
+                    ApiError::invalid_parameter("starting_after", "`starting_after` must be a key id")
+                })?);
+            }
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::UnknownParameter,
+                    "unknown query parameter; this endpoint accepts type, revoked, mode, limit, starting_after",
+                )
+                .with_param(name.clone()))
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// List the tenant's keys, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    tag = "api-keys",
+    operation_id = "list_api_keys",
+    params(
+        ("type" = Option<crate::dto::KeyTypeDto>, Query, description = "Only keys of this type."),
+        ("revoked" = Option<bool>, Query, description = "`true` includes revoked keys (default `false`)."),
+        ("mode" = Option<crate::dto::ModeDto>, Query, description = "Only keys of this mode (a test key sees only test keys)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1–100 (default 100)."),
+        ("starting_after" = Option<String>, Query, description = "Cursor: a key id; the page starts after it."),
+    ),
+    responses(
+        (status = 200, description = "A page of keys.", body = KeyList),
+        (status = 400, description = "`invalid_tenant_id`, `invalid_parameter`, `unknown_parameter`.", body = ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, POST`"))),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [], "tenant" = [])),
+)]
+pub(crate) async fn list_keys(
+    caller: Authenticated,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_key_management()?;
+    let request = parse_list_query(req.query_string())?;
+    let service = state.service.clone();
+    let principal = caller.into_principal();
+    let (page, now) = blocking(move || {
+        service
+            .list(&principal, request)
+            .map(|page| (page, service.now()))
+    })
+    .await??;
+    Ok(HttpResponse::Ok().json(KeyList {
+        data: page.keys.iter().map(|k| KeyObject::new(k, now)).collect(),
+        has_more: page.has_more,
+    }))
+}
+
+/// Create a key. Its value is in the response, and never again.
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    tag = "api-keys",
+    operation_id = "create_api_key",
+    request_body(content = CreateKeyRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new key, with its value.", body = CreatedKeyResponse,
+            headers(("Location" = String, description = "`/v1/api-keys/{id}`"))),
+        (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`, `live_mode_required`.", body = ErrorBody),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, POST`"))),
+        (status = 409, description = "`key_limit_reached`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [], "tenant" = [])),
+)]
+pub(crate) async fn create_key(
+    caller: Authenticated,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_key_management()?;
+    let body = read_object(
+        &req,
+        payload,
+        &["name", "type", "scopes", "expires_in", "mode"],
+    )
+    .await?;
+    body.req_str("name")?;
+    body.req_str("type")?;
+    body.opt_str_array("scopes")?;
+    body.opt_str("expires_in")?;
+    body.opt_str("mode")?;
+    let body: CreateKeyRequest = body.decode()?;
+    let request = CreateKey {
+        name: parse_name(&body.name)?,
+        key_type: KeyType::parse(&body.key_type).map_err(|_| {
+            ApiError::invalid_parameter("type", "`type` must be publishable or secret")
+        })?,
+        mode: body
+            .mode
+            .as_deref()
+            .map(Mode::parse)
+            .transpose()
+            .map_err(|_| ApiError::invalid_parameter("mode", "`mode` must be live or test"))?,
+        scopes: match &body.scopes {
+            Some(names) => parse_scopes(names)?,
+            None => Scopes::full(),
+        },
+        expires_in: body
+            .expires_in
+            .as_deref()
+            .map(ExpiresIn::parse)
+            .transpose()
+            .map_err(|e| invalid_duration("expires_in", &e))?,
+    };
+    let service = state.service.clone();
+    let principal = caller.into_principal();
+    let created = blocking(move || service.create(&principal, request)).await??;
+    let location = format!("/v1/api-keys/{}", created.key.id);
+    Ok(HttpResponse::Created()
+        .insert_header((LOCATION, location))
+        .json(CreatedKeyResponse::from(created)))
+}
+
+/// One key, without its value.
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys/{id}",
+    tag = "api-keys",
+    operation_id = "get_api_key",
+    params(("id" = String, Path, description = "The key id (`key_` + ULID).")),
+    responses(
+        (status = 200, description = "The key.", body = KeyObject),
+        (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+        (status = 404, description = "`key_not_found` (unknown, malformed, another tenant's, or hidden by mode).", body = ErrorBody),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, PATCH, DELETE`"))),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [], "tenant" = [])),
+)]
+pub(crate) async fn get_key(
+    caller: Authenticated,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_key_management()?;
+    let id = path_key_id(&req)?;
+    let service = state.service.clone();
+    let principal = caller.into_principal();
+    let (key, now) =
+        blocking(move || service.get(&principal, &id).map(|k| (k, service.now()))).await??;
+    Ok(HttpResponse::Ok().json(KeyObject::new(&key, now)))
+}
+
+/// Rename or re-scope a key.
+#[utoipa::path(
+    patch,
+    path = "/v1/api-keys/{id}",
+    tag = "api-keys",
+    operation_id = "update_api_key",
+    params(("id" = String, Path, description = "The key id (`key_` + ULID).")),
+    request_body(content = UpdateKeyRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The updated key.", body = KeyObject),
+        (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`.", body = ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+        (status = 404, description = "`key_not_found`.", body = ErrorBody),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, PATCH, DELETE`"))),
+        (status = 409, description = "`key_revoked`, `last_full_access_key`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [], "tenant" = [])),
+)]
+pub(crate) async fn update_key(
+    caller: Authenticated,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_key_management()?;
+    let id = path_key_id(&req)?;
+    let body = read_object(&req, payload, &["name", "scopes"]).await?;
+    body.opt_str("name")?;
+    body.opt_str_array("scopes")?;
+    if !body.has("name") && !body.has("scopes") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MissingParameter,
+            "at least one of `name` or `scopes` is required",
+        ));
+    }
+    let body: UpdateKeyRequest = body.decode()?;
+    let changes = KeyChanges {
+        name: body.name.as_deref().map(parse_name).transpose()?,
+        scopes: body.scopes.as_deref().map(parse_scopes).transpose()?,
+    };
+    let service = state.service.clone();
+    let principal = caller.into_principal();
+    let (key, now) = blocking(move || {
+        service
+            .update(&principal, &id, changes)
+            .map(|k| (k, service.now()))
+    })
+    .await??;
+    Ok(HttpResponse::Ok().json(KeyObject::new(&key, now)))
+}
+
+/// Revoke a key now (also one in its rotation grace period).
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    tag = "api-keys",
+    operation_id = "revoke_api_key",
+    params(("id" = String, Path, description = "The key id (`key_` + ULID).")),
+    responses(
+        (status = 204, description = "Revoked (or already revoked); no body."),
+        (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+        (status = 404, description = "`key_not_found`.", body = ErrorBody),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, PATCH, DELETE`"))),
+        (status = 409, description = "`last_full_access_key`.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [], "tenant" = [])),
+)]
+pub(crate) async fn revoke_key(
+    caller: Authenticated,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_key_management()?;
+    let id = path_key_id(&req)?;
+    let service = state.service.clone();
+    let principal = caller.into_principal();
+    blocking(move || service.revoke(&principal, &id)).await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Rotate a key: a new value now, the old one revoked after a grace period.
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys/rotate",
+    tag = "api-keys",
+    operation_id = "rotate_api_key",
+    request_body(content = RotateKeyRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The successor, with its value.", body = RotatedKeyResponse),
+        (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+        (status = 404, description = "`key_not_found` (also for a malformed `id`).", body = ErrorBody),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`POST`"))),
+        (status = 409, description = "`key_revoked`, `key_already_rotated`, `key_expired`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [], "tenant" = [])),
+)]
+pub(crate) async fn rotate_key(
+    caller: Authenticated,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_key_management()?;
+    let body = read_object(&req, payload, &["id", "grace_period"]).await?;
+    body.req_str("id")?;
+    body.opt_str("grace_period")?;
+    let body: RotateKeyRequest = body.decode()?;
+    let grace = match body.grace_period.as_deref() {
+        Some(raw) => GracePeriod::parse(raw).map_err(|e| invalid_duration("grace_period", &e))?,
+        None => GracePeriod::default(),
+    };
+    let id = KeyId::parse(&body.id).map_err(|_| ApiError::key_not_found())?;
+    let service = state.service.clone();
+    let principal = caller.into_principal();
+    let rotated = blocking(move || service.rotate(&principal, &id, grace)).await??;
+    Ok(HttpResponse::Ok().json(RotatedKeyResponse::from(rotated)))
+}
+
+/// Liveness: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    operation_id = "healthz",
+    responses(
+        (status = 200, description = "`{\"status\":\"ok\"}`.", body = StatusBody),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET`"))),
+    ),
+)]
+pub(crate) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(StatusBody { status: "ok" })
+}
+
+/// Readiness: the database is reachable.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "`{\"status\":\"ready\"}`.", body = StatusBody),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET`"))),
+        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+    ),
+)]
+pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let readiness = state.readiness.clone();
+    blocking(move || readiness.check())
+        .await?
+        .map_err(|e| ApiError::unavailable().with_source(e))?;
+    Ok(HttpResponse::Ok().json(StatusBody { status: "ready" }))
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "health",
+    operation_id = "openapi",
+    responses(
+        (status = 200, description = "The OpenAPI 3 document of this API.", content_type = "application/json"),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET`"))),
+    ),
+)]
+pub(crate) async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(state.openapi.to_string())
+}
+
+/// Any unknown route: 404 `not_found`.
+pub(crate) async fn route_not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::route_not_found())
+}

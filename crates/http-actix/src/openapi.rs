@@ -1,0 +1,83 @@
+//! The OpenAPI 3 document, generated from the handlers and types.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::dto::{
+    CreateKeyRequest, CreatedKeyResponse, KeyList, KeyObject, KeyTypeDto, ModeDto,
+    RotateKeyRequest, RotatedKeyResponse, StatusBody, UpdateKeyRequest,
+};
+use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
+use crate::handlers;
+
+/// The API's OpenAPI document: `ApiDoc::openapi()`.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "apikeys",
+        description = "Create, list, update, revoke and rotate a tenant's API keys. Every `/v1` request needs `Authorization: Bearer <secret key>` and `X-Tenant-ID`. Every response carries `X-Request-ID`. Every error is `{\"error\": {\"code\", \"message\", \"param\"?, \"request_id\"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.",
+    ),
+    paths(
+        handlers::list_keys,
+        handlers::create_key,
+        handlers::rotate_key,
+        handlers::get_key,
+        handlers::update_key,
+        handlers::revoke_key,
+        handlers::healthz,
+        handlers::readyz,
+        handlers::openapi_json,
+    ),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        ErrorCode,
+        KeyObject,
+        KeyList,
+        KeyTypeDto,
+        ModeDto,
+        CreateKeyRequest,
+        UpdateKeyRequest,
+        RotateKeyRequest,
+        CreatedKeyResponse,
+        RotatedKeyResponse,
+        StatusBody,
+    )),
+    modifiers(&Security),
+    tags(
+        (name = "api-keys", description = "Managing a tenant's API keys (secret key with `*` required)."),
+        (name = "health", description = "Probes and this document; no key needed."),
+    ),
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `sk_live_...` or `sk_test_...`."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "tenant",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Tenant-ID",
+                "The tenant: `tnt_` + ULID.",
+            ))),
+        );
+    }
+}
+
+/// The document as JSON.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_json()
+        .unwrap_or_else(|_| String::from("{}"))
+}
