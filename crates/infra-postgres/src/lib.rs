@@ -1,1 +1,41 @@
-//! PostgreSQL adapter (in progress).
+//! The PostgreSQL adapter of the `apikeys` domain ports.
+//!
+//! [`PgStore`] implements [`domain::ApiKeyRepository`] and
+//! [`domain::TenantRepository`] with Diesel over an r2d2 pool. The schema
+//! lives in the repository's top-level `migrations/`, embedded in the binary
+//! and applied with [`PgStore::migrate`].
+//!
+//! # Guarantees
+//! - Every query on tenant data filters by tenant id, except
+//!   [`find_by_hash`](domain::ApiKeyRepository::find_by_hash), which finds a
+//!   key across tenants by its unique hash (the tenant is checked after).
+//! - Time comes from the caller (the domain's clock): no `now()` in SQL.
+//! - Inserts (the active key limit), updates and revocations (the full-access
+//!   guard) lock the tenant row first, so they are serialised per tenant.
+//!   A rotation is one statement that schedules the old key's revocation only
+//!   if it is still active and inserts the successor only if it did.
+//! - A connection failure or pool timeout is
+//!   [`RepositoryError::Unavailable`](domain::RepositoryError::Unavailable);
+//!   unique violations are the domain's `Duplicate` variants; nothing panics.
+//!   A connection that failed that way is discarded, so the pool recovers by
+//!   itself when the database returns, without testing every checkout.
+//! - Diesel types never leave the crate.
+//!
+//! # Features
+//! - `test-support`: [`testing::TestDatabase`], a fresh migrated database per
+//!   test, dropped afterwards.
+
+mod admin;
+mod errors;
+mod models;
+mod pool;
+mod repo;
+mod schema;
+mod store;
+
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use admin::{database_url_for, ensure_database, EnsureDatabaseError};
+pub use errors::{ConnectError, MigrateError};
+pub use store::{PgStore, PoolConfig};

@@ -1,0 +1,68 @@
+//! `find_by_hash` and `insert` against the local PostgreSQL, with a plain
+//! `SELECT 1` through the same pool as the floor: a query cannot cost less
+//! than one round trip.
+//!
+//! `cargo bench -p infra-postgres -- --warm-up-time 1 --measurement-time 3`
+
+#![expect(clippy::expect_used, reason = "a benchmark that cannot set up fails")]
+#![expect(
+    missing_docs,
+    reason = "criterion_group! generates an undocumented function"
+)]
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use domain::testing::contract::{Fixture, T0};
+use domain::{ApiKeyRepository, DEFAULT_MAX_ACTIVE_KEYS};
+use infra_postgres::testing::TestDatabase;
+
+/// Keys per tenant in the insert benchmark before a fresh tenant is used, so
+/// that the limit check counts a realistic number of active keys.
+const KEYS_PER_TENANT: u64 = 1_000;
+
+fn store(c: &mut Criterion) {
+    let db = TestDatabase::new();
+    let store = db.store();
+    let f = Fixture::new();
+
+    // A tenant with 1,000 keys; the looked-up key is one of them.
+    let tenant = f.stored_tenant(&store, "Bench");
+    let keys: Vec<_> = (0..1_000).map(|_| f.key(&tenant)).collect();
+    for key in &keys {
+        store
+            .insert(key, DEFAULT_MAX_ACTIVE_KEYS, T0)
+            .expect("insert");
+    }
+    let hash = keys[500].hash;
+
+    let mut group = c.benchmark_group("postgres");
+    group.bench_function("select_1", |b| b.iter(|| store.ping().expect("ping")));
+    group.bench_function("find_by_hash", |b| {
+        b.iter(|| store.find_by_hash(&hash).expect("find").expect("found"));
+    });
+    let mut inserted = 0u64;
+    let mut tenant = f.stored_tenant(&store, "Inserts");
+    group.bench_function("insert", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                if inserted % KEYS_PER_TENANT == 0 && inserted > 0 {
+                    tenant = f.stored_tenant(&store, "Inserts");
+                }
+                inserted += 1;
+                let key = f.key(&tenant);
+                let started = Instant::now();
+                store
+                    .insert(&key, DEFAULT_MAX_ACTIVE_KEYS, T0)
+                    .expect("insert");
+                total += started.elapsed();
+            }
+            total
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, store);
+criterion_main!(benches);

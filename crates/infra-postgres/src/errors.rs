@@ -1,0 +1,120 @@
+//! The crate's public errors, and how database errors become domain errors.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use domain::RepositoryError;
+use thiserror::Error;
+
+type Source = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Why [`PgStore::connect`](crate::PgStore::connect) refused to build a pool.
+///
+/// Building the pool never touches the database, so an unreachable database is
+/// not an error here: calls on the store return
+/// [`RepositoryError::Unavailable`] until it is back.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    /// The pool configuration cannot work (a size or timeout of zero).
+    #[error("invalid pool configuration: {0}")]
+    InvalidConfig(&'static str),
+}
+
+/// Why [`PgStore::migrate`](crate::PgStore::migrate) failed.
+#[derive(Debug, Error)]
+pub enum MigrateError {
+    /// No connection to the database (see [`RepositoryError::is_unavailable`]),
+    /// or another storage failure around the migrations.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    /// A migration failed; it was rolled back and the ones after it were not run.
+    #[error("applying the database migrations failed")]
+    Migration {
+        /// The cause.
+        #[source]
+        source: Source,
+    },
+}
+
+impl MigrateError {
+    /// Whether the database could not be reached, so retrying later may work.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, MigrateError::Repository(e) if e.is_unavailable())
+    }
+}
+
+/// A database error with Diesel's type erased: only its message, which names
+/// constraints but never the values that broke them (no key hash leaks into
+/// logs this way).
+#[derive(Debug)]
+pub(crate) struct DatabaseFailure(String);
+
+impl fmt::Display for DatabaseFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for DatabaseFailure {}
+
+impl From<&DieselError> for DatabaseFailure {
+    fn from(error: &DieselError) -> Self {
+        DatabaseFailure(error.to_string())
+    }
+}
+
+/// How an operation on a connection ends when it does not succeed: a business
+/// outcome decided along the way, or a database error still to be classified.
+#[derive(Debug)]
+pub(crate) enum Fail<E> {
+    /// A domain outcome (not found, limit reached, ...).
+    Domain(E),
+    /// A Diesel error.
+    Db(DieselError),
+}
+
+impl<E> From<DieselError> for Fail<E> {
+    fn from(error: DieselError) -> Self {
+        Fail::Db(error)
+    }
+}
+
+/// Whether the error means the connection itself is gone (the server closed
+/// it, or a command could not be sent): the connection must not be reused and
+/// the caller may retry later.
+pub(crate) fn is_connection_error(error: &DieselError) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _
+        ) | DieselError::BrokenTransactionManager
+    )
+}
+
+/// Whether the error is a unique violation.
+pub(crate) fn is_unique_violation(error: &DieselError) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+/// Whether the error is a foreign key violation.
+pub(crate) fn is_foreign_key_violation(error: &DieselError) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)
+    )
+}
+
+/// The repository error for a database error that is no business outcome.
+pub(crate) fn repository_error(context: &'static str, error: &DieselError) -> RepositoryError {
+    let failure = DatabaseFailure::from(error);
+    if is_connection_error(error) {
+        RepositoryError::unavailable(context, failure)
+    } else {
+        RepositoryError::failure(context, failure)
+    }
+}

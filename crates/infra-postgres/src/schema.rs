@@ -1,0 +1,36 @@
+// @generated automatically by Diesel CLI.
+//
+// Written by hand to mirror `diesel print-schema` output exactly (the Diesel
+// CLI is not installed where this was written); `diesel.toml` at the
+// repository root points here, so `diesel migration run` regenerates it.
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        tenant_id -> Text,
+        hash -> Bytea,
+        name -> Text,
+        key_type -> Text,
+        mode -> Text,
+        prefix -> Text,
+        last_four -> Text,
+        scopes -> Array<Nullable<Text>>,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+        expires_at -> Nullable<Timestamptz>,
+        revokes_at -> Nullable<Timestamptz>,
+        replaced_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    tenants (id) {
+        id -> Text,
+        name -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(api_keys -> tenants (tenant_id));
+
+diesel::allow_tables_to_appear_in_same_query!(api_keys, tenants,);

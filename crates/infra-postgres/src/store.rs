@@ -1,0 +1,189 @@
+//! The store: an r2d2 pool of PostgreSQL connections, migrations and pings.
+
+use std::time::Duration;
+
+use diesel::pg::PgConnection;
+use diesel::r2d2::Pool;
+use diesel::result::Error as DieselError;
+use diesel::{sql_query, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use domain::RepositoryError;
+
+use crate::errors::{is_connection_error, repository_error, ConnectError, Fail, MigrateError};
+use crate::pool::{Manager, PgConn, TracingErrorHandler};
+
+/// The migrations of the repository's top-level `migrations/` directory.
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+
+/// Serialises concurrent `migrate` calls (two servers starting at once) with a
+/// session advisory lock; any constant works as long as it never changes.
+const MIGRATION_LOCK: i64 = 0x0061_7069_6b65_7973; // "apikeys" in ASCII
+
+/// Size and timeout of the connection pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Most connections open at once.
+    pub max_size: u32,
+    /// How long a call waits for a connection before it fails as
+    /// [`RepositoryError::Unavailable`].
+    pub connection_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    /// 10 connections, 5 seconds.
+    fn default() -> Self {
+        PoolConfig {
+            max_size: 10,
+            connection_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The PostgreSQL store of keys and tenants. Clones share one pool.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: Pool<Manager>,
+}
+
+impl PgStore {
+    /// Builds the pool without connecting: the database need not be up yet.
+    ///
+    /// Connections are opened on demand and kept; a checkout runs no test
+    /// query, and a connection that failed at the connection level is closed
+    /// instead of being reused, so the store recovers by itself once the
+    /// database returns.
+    ///
+    /// # Errors
+    /// [`ConnectError::InvalidConfig`] for a pool size or timeout of zero.
+    pub fn connect(database_url: &str, config: &PoolConfig) -> Result<PgStore, ConnectError> {
+        if config.max_size == 0 {
+            return Err(ConnectError::InvalidConfig("max_size must be at least 1"));
+        }
+        if config.connection_timeout.is_zero() {
+            return Err(ConnectError::InvalidConfig(
+                "connection_timeout must be positive",
+            ));
+        }
+        let pool = Pool::builder()
+            .max_size(config.max_size)
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .connection_timeout(config.connection_timeout)
+            .error_handler(Box::new(TracingErrorHandler))
+            .build_unchecked(Manager::new(database_url));
+        Ok(PgStore { pool })
+    }
+
+    /// Applies the pending embedded migrations, returning the versions applied
+    /// (oldest first). Concurrent calls, also from other processes, wait for
+    /// each other.
+    ///
+    /// # Errors
+    /// [`MigrateError::Repository`] when the database cannot be reached,
+    /// [`MigrateError::Migration`] when a migration fails.
+    pub fn migrate(&self) -> Result<Vec<String>, MigrateError> {
+        let applied = self.with_migration_lock("applying migrations", |conn| {
+            conn.run_pending_migrations(MIGRATIONS)
+                .map(|versions| versions.iter().map(ToString::to_string).collect())
+        })?;
+        tracing::info!(?applied, "database migrations applied");
+        Ok(applied)
+    }
+
+    /// Reverts every applied migration, newest first, returning the versions
+    /// reverted. For tests of the migrations themselves.
+    #[cfg(feature = "test-support")]
+    pub(crate) fn revert_all_migrations(&self) -> Result<Vec<String>, MigrateError> {
+        self.with_migration_lock("reverting migrations", |conn| {
+            conn.revert_all_migrations(MIGRATIONS)
+                .map(|versions| versions.iter().map(ToString::to_string).collect())
+        })
+    }
+
+    fn with_migration_lock<T>(
+        &self,
+        context: &'static str,
+        work: impl FnOnce(&mut PgConnection) -> Result<T, Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Result<T, MigrateError> {
+        let mut conn = self.checkout(context)?;
+        let lock = sql_query("SELECT pg_advisory_lock($1)")
+            .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK)
+            .execute(&mut conn.pg);
+        if let Err(e) = lock {
+            if is_connection_error(&e) {
+                conn.mark_broken();
+            }
+            return Err(repository_error(context, &e).into());
+        }
+        let outcome = work(&mut conn.pg);
+        let unlock = sql_query("SELECT pg_advisory_unlock($1)")
+            .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK)
+            .execute(&mut conn.pg);
+        if unlock.is_err() {
+            // Closing the session is the other way to release its lock.
+            conn.mark_broken();
+        }
+        outcome.map_err(|source| match source.downcast_ref::<DieselError>() {
+            Some(e) if is_connection_error(e) => {
+                conn.mark_broken();
+                repository_error(context, e).into()
+            }
+            _ => MigrateError::Migration { source },
+        })
+    }
+
+    /// One `SELECT 1` through the pool, for readiness checks.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unavailable`] when the database cannot be reached.
+    pub fn ping(&self) -> Result<(), RepositoryError> {
+        self.run(
+            "pinging the database",
+            |conn| {
+                sql_query("SELECT 1").execute(conn)?;
+                Ok(())
+            },
+            |_| None,
+        )
+    }
+
+    fn checkout(
+        &self,
+        context: &'static str,
+    ) -> Result<diesel::r2d2::PooledConnection<Manager>, RepositoryError> {
+        self.pool
+            .get()
+            .map_err(|e| RepositoryError::unavailable(context, e))
+    }
+
+    /// Runs `op` on a pooled connection.
+    ///
+    /// A database error becomes what `domain_error` makes of it (a unique
+    /// violation into a `Duplicate`, say), or else a [`RepositoryError`]:
+    /// `Unavailable` for a connection-level failure (the connection is then
+    /// discarded) or a pool timeout, `Failure` otherwise.
+    pub(crate) fn run<T, E>(
+        &self,
+        context: &'static str,
+        op: impl FnOnce(&mut PgConnection) -> Result<T, Fail<E>>,
+        domain_error: impl FnOnce(&DieselError) -> Option<E>,
+    ) -> Result<T, E>
+    where
+        E: From<RepositoryError>,
+    {
+        let mut conn: diesel::r2d2::PooledConnection<Manager> = self.checkout(context)?;
+        let conn: &mut PgConn = &mut conn;
+        match op(&mut conn.pg) {
+            Ok(value) => Ok(value),
+            Err(Fail::Domain(e)) => Err(e),
+            Err(Fail::Db(e)) => {
+                if is_connection_error(&e) {
+                    tracing::warn!(context, error = %e, "discarding a failed PostgreSQL connection");
+                    conn.mark_broken();
+                    return Err(repository_error(context, &e).into());
+                }
+                Err(domain_error(&e).unwrap_or_else(|| repository_error(context, &e).into()))
+            }
+        }
+    }
+}

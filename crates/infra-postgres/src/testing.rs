@@ -1,0 +1,291 @@
+//! Test support (feature `test-support`): a fresh, migrated database per test.
+//!
+//! ```no_run
+//! use infra_postgres::testing::TestDatabase;
+//!
+//! let db = TestDatabase::new(); // panics if PostgreSQL is not running
+//! db.ping().expect("ping");     // `TestDatabase` derefs to `PgStore`
+//! // ... the database is dropped when `db` goes out of scope.
+//! ```
+
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use domain::{
+    ApiKey, ApiKeyRepository, CreateTenantRepoError, InsertError, KeyChanges, KeyHash, KeyId,
+    KeyPage, ListQuery, NewKey, RepositoryError, RevokeRepoError, RotateRepoError, Tenant,
+    TenantId, TenantRepository, UpdateRepoError,
+};
+use time::OffsetDateTime;
+
+use crate::admin::{database_url_for, drop_database, ensure_database, EnsureDatabaseError};
+use crate::errors::MigrateError;
+use crate::store::{PgStore, PoolConfig};
+
+/// The admin connection used when `DATABASE_URL` is not set.
+pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// How to start the local PostgreSQL, for the panic message.
+const HOW_TO_START: &str = "start it with \
+     `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, \
+     or point DATABASE_URL at a PostgreSQL admin connection";
+
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+/// A database of its own for one test: created with a unique name, migrated,
+/// and dropped (with `WITH (FORCE)`, closing its connections) when this value
+/// is dropped. Tests using it run in parallel and leave nothing behind.
+///
+/// It derefs to its [`PgStore`] (a pool of 4 connections) and implements both
+/// repository ports by delegating to it, so it can be handed to the
+/// repository contract suite and kept alive for the test's duration.
+#[derive(Debug)]
+pub struct TestDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+    store: PgStore,
+}
+
+impl TestDatabase {
+    /// A fresh database with every migration applied.
+    ///
+    /// # Panics
+    /// When PostgreSQL cannot be reached (the message says how to start it) or
+    /// the migrations fail: tests never pass by skipping.
+    #[track_caller]
+    pub fn new() -> Self {
+        let db = Self::unmigrated();
+        if let Err(e) = db.store.migrate() {
+            panic!(
+                "migrating the test database {}: {}",
+                db.name,
+                error_chain(&e)
+            );
+        }
+        db
+    }
+
+    /// A fresh, empty database: no migrations applied.
+    ///
+    /// # Panics
+    /// As [`TestDatabase::new`].
+    #[track_caller]
+    pub fn unmigrated() -> Self {
+        let admin_url = Self::admin_url();
+        let name = unique_name();
+        match ensure_database(&admin_url, &name) {
+            Ok(_) => {}
+            Err(e @ EnsureDatabaseError::Unavailable { .. }) => panic!(
+                "cannot reach PostgreSQL at {}: {}\n{HOW_TO_START}",
+                redact(&admin_url),
+                error_chain(&e)
+            ),
+            Err(e) => panic!("creating the test database {name}: {}", error_chain(&e)),
+        }
+        let url = database_url_for(&admin_url, &name);
+        let config = PoolConfig {
+            max_size: 4,
+            connection_timeout: Duration::from_secs(5),
+        };
+        let store = match PgStore::connect(&url, &config) {
+            Ok(store) => store,
+            Err(e) => panic!("building the test pool: {e}"),
+        };
+        TestDatabase {
+            admin_url,
+            name,
+            url,
+            store,
+        }
+    }
+
+    /// The admin connection: `DATABASE_URL`, or [`DEFAULT_ADMIN_URL`].
+    pub fn admin_url() -> String {
+        std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_ADMIN_URL.to_owned())
+    }
+
+    /// The database's URL, for another pool or another program.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The store (a clone sharing the pool).
+    pub fn store(&self) -> PgStore {
+        self.store.clone()
+    }
+
+    /// Reverts every applied migration, newest first, returning the versions
+    /// reverted.
+    ///
+    /// # Errors
+    /// [`MigrateError`].
+    pub fn revert_all_migrations(&self) -> Result<Vec<String>, MigrateError> {
+        self.store.revert_all_migrations()
+    }
+}
+
+impl Default for TestDatabase {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Deref for TestDatabase {
+    type Target = PgStore;
+
+    fn deref(&self) -> &PgStore {
+        &self.store
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Never panic here: a panic while a failed test unwinds would abort.
+        if let Err(e) = drop_database(&self.admin_url, &self.name) {
+            eprintln!(
+                "warning: could not drop test database {}: {}",
+                self.name,
+                error_chain(&e)
+            );
+        }
+    }
+}
+
+/// `apikeys_test_<pid>_<sequence>_<nanoseconds>`: unique across the threads
+/// of one run, concurrent runs, and runs that reuse a process id.
+fn unique_name() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "apikeys_test_{}_{}_{nanos}",
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|at| at + 3) else {
+        return url.to_owned();
+    };
+    let rest = url.get(scheme_end..).unwrap_or_default();
+    let authority = rest.split('/').next().unwrap_or_default();
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            url.get(..scheme_end).unwrap_or_default(),
+            authority.get(..colon).unwrap_or_default(),
+            rest.get(at..).unwrap_or_default()
+        ),
+        _ => url.to_owned(),
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl ApiKeyRepository for TestDatabase {
+    fn insert(
+        &self,
+        key: &NewKey,
+        max_active: u32,
+        now: OffsetDateTime,
+    ) -> Result<(), InsertError> {
+        self.store.insert(key, max_active, now)
+    }
+    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError> {
+        self.store.find_by_hash(hash)
+    }
+    fn find(&self, tenant: &TenantId, id: &KeyId) -> Result<Option<ApiKey>, RepositoryError> {
+        self.store.find(tenant, id)
+    }
+    fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<KeyPage, RepositoryError> {
+        self.store.list(tenant, query)
+    }
+    fn update(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        changes: &KeyChanges,
+        now: OffsetDateTime,
+    ) -> Result<ApiKey, UpdateRepoError> {
+        self.store.update(tenant, id, changes, now)
+    }
+    fn revoke(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        now: OffsetDateTime,
+    ) -> Result<ApiKey, RevokeRepoError> {
+        self.store.revoke(tenant, id, now)
+    }
+    fn rotate(
+        &self,
+        tenant: &TenantId,
+        old: &KeyId,
+        successor: &NewKey,
+        revokes_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), RotateRepoError> {
+        self.store.rotate(tenant, old, successor, revokes_at, now)
+    }
+    fn touch_last_used(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        now: OffsetDateTime,
+    ) -> Result<bool, RepositoryError> {
+        self.store.touch_last_used(tenant, id, now)
+    }
+}
+
+impl TenantRepository for TestDatabase {
+    fn create(&self, tenant: &Tenant, keys: &[NewKey]) -> Result<(), CreateTenantRepoError> {
+        self.store.create(tenant, keys)
+    }
+    fn find_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, RepositoryError> {
+        self.store.find_tenant(id)
+    }
+    fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, RepositoryError> {
+        self.store.find_tenant_by_name(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact(DEFAULT_ADMIN_URL), DEFAULT_ADMIN_URL);
+        assert_eq!(redact("host=/tmp dbname=x"), "host=/tmp dbname=x");
+    }
+
+    #[test]
+    fn names_are_unique() {
+        assert_ne!(unique_name(), unique_name());
+    }
+}
