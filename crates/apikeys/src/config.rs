@@ -117,7 +117,9 @@ impl<'a> Env<'a> {
                 .filter(|d| d.whole_seconds() >= 1 && d.whole_seconds() <= 60)
                 .ok_or_else(|| ConfigError::Invalid {
                     var: "APIKEYS_DB_TIMEOUT",
-                    reason: format!("expected a duration from 1s to 60s such as 5s, got {timeout:?}"),
+                    reason: format!(
+                        "expected a duration from 1s to 60s such as 5s, got {timeout:?}"
+                    ),
                 })?;
             pool.connection_timeout = Duration::from_secs(parsed.whole_seconds().unsigned_abs());
         }
@@ -145,7 +147,9 @@ impl<'a> Env<'a> {
     /// [`ConfigError::Invalid`] for an address that does not resolve or a bad
     /// worker count.
     pub fn server(&self) -> Result<ServerConfig, ConfigError> {
-        let raw = self.var("APIKEYS_BIND").unwrap_or_else(|| DEFAULT_BIND.to_owned());
+        let raw = self
+            .var("APIKEYS_BIND")
+            .unwrap_or_else(|| DEFAULT_BIND.to_owned());
         let bind = raw
             .trim()
             .to_socket_addrs()
@@ -226,7 +230,10 @@ mod tests {
     fn non_hex_hash_key_is_refused() {
         let get = env(&[("APIKEYS_HASH_KEY", &"zz".repeat(32))]);
         let err = Env::new(&get).hash_key().unwrap_err();
-        assert_eq!(err.to_string(), "APIKEYS_HASH_KEY is invalid: the hash key must be hex");
+        assert_eq!(
+            err.to_string(),
+            "APIKEYS_HASH_KEY is invalid: the hash key must be hex"
+        );
     }
 
     #[test]
@@ -247,7 +254,13 @@ mod tests {
     fn unusable_bind_address_is_refused() {
         let get = env(&[("APIKEYS_BIND", "not an address")]);
         let err = Env::new(&get).server().unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { var: "APIKEYS_BIND", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                var: "APIKEYS_BIND",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -260,12 +273,18 @@ mod tests {
         let get = env(&[("APIKEYS_DB_TIMEOUT", "5m")]);
         assert!(matches!(
             Env::new(&get).pool().unwrap_err(),
-            ConfigError::Invalid { var: "APIKEYS_DB_TIMEOUT", .. }
+            ConfigError::Invalid {
+                var: "APIKEYS_DB_TIMEOUT",
+                ..
+            }
         ));
         let get = env(&[("APIKEYS_DB_POOL_SIZE", "0")]);
         assert!(matches!(
             Env::new(&get).pool().unwrap_err(),
-            ConfigError::Invalid { var: "APIKEYS_DB_POOL_SIZE", .. }
+            ConfigError::Invalid {
+                var: "APIKEYS_DB_POOL_SIZE",
+                ..
+            }
         ));
     }
 

@@ -1,0 +1,135 @@
+//! The `apikeys` program as a user runs it.
+
+use std::process::Command;
+
+use infra_postgres::testing::TestDatabase;
+use serde_json::Value;
+
+const HASH_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+fn apikeys() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_apikeys"));
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("APIKEYS_HASH_KEY")
+        .env_remove("APIKEYS_BIND")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+#[test]
+fn tenant_create_json_prints_exactly_one_object() {
+    let db = TestDatabase::new();
+
+    let output = apikeys()
+        .args(["tenant", "create", "--name", "Acme Corp", "--json"])
+        .env("DATABASE_URL", db.url())
+        .env("APIKEYS_HASH_KEY", HASH_KEY)
+        .output()
+        .unwrap();
+
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "stdout: {stdout}");
+    let value: Value = serde_json::from_str(&stdout).unwrap();
+    let object = value.as_object().unwrap();
+    assert_eq!(
+        object.keys().collect::<Vec<_>>(),
+        ["tenant_id", "name", "keys"]
+    );
+    assert_eq!(value["name"], "Acme Corp");
+    assert!(value["tenant_id"].as_str().unwrap().starts_with("tnt_"));
+    assert_eq!(value["tenant_id"].as_str().unwrap().len(), 30);
+    let live = value["keys"]["live"].as_str().unwrap();
+    let test = value["keys"]["test"].as_str().unwrap();
+    assert!(live.starts_with("sk_live_") && live.len() == 46);
+    assert!(test.starts_with("sk_test_") && test.len() == 46);
+    assert!(domain::PlainKey::parse(live).is_ok());
+    assert!(domain::PlainKey::parse(test).is_ok());
+    // The keys went to stdout only, never to the logs.
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(!stderr.contains(live) && !stderr.contains(test));
+}
+
+#[test]
+fn serve_without_database_url_says_so_and_fails() {
+    let output = apikeys()
+        .arg("serve")
+        .env("APIKEYS_HASH_KEY", HASH_KEY)
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("DATABASE_URL is not set"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn serve_with_a_short_hash_key_refuses_to_start() {
+    let output = apikeys()
+        .arg("serve")
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        )
+        .env("APIKEYS_HASH_KEY", "abcd")
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("APIKEYS_HASH_KEY is invalid: the hash key must be at least 32 bytes"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn serve_with_an_unusable_bind_address_refuses_to_start() {
+    let output = apikeys()
+        .arg("serve")
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        )
+        .env("APIKEYS_HASH_KEY", HASH_KEY)
+        .env("APIKEYS_BIND", "localhost:notaport")
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("APIKEYS_BIND is invalid"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn migrate_applies_then_reports_up_to_date() {
+    let db = TestDatabase::new();
+
+    let output = apikeys()
+        .arg("migrate")
+        .env("DATABASE_URL", db.url())
+        .output()
+        .unwrap();
+
+    // TestDatabase has migrated already.
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "The database is up to date.\n"
+    );
+}
