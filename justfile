@@ -23,3 +23,8 @@ db-reset:
 # Benchmarks: key check (domain) and queries (infra-postgres).
 bench:
     cargo bench -p domain -p infra-postgres
+
+# Load the authenticated read path with wrk (apt-get install wrk) against a
+# running `just run`: `just load tnt_... sk_live_... key_...`.
+load TENANT KEY ID:
+    wrk -t2 -c32 -d10s -H "Authorization: Bearer {{KEY}}" -H "X-Tenant-ID: {{TENANT}}" http://127.0.0.1:8080/v1/api-keys/{{ID}}
