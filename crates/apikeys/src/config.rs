@@ -34,7 +34,8 @@ pub enum ConfigError {
 pub struct DatabaseConfig {
     /// `DATABASE_URL`.
     pub url: String,
-    /// `APIKEYS_DB_POOL_SIZE` and `APIKEYS_DB_TIMEOUT`.
+    /// `APIKEYS_DB_POOL_SIZE`, `APIKEYS_DB_TIMEOUT` and
+    /// `APIKEYS_DB_STATEMENT_TIMEOUT`.
     pub pool: PoolConfig,
 }
 
@@ -93,8 +94,11 @@ impl<'a> Env<'a> {
         Ok((self.var("DATABASE_URL"), self.pool()?))
     }
 
-    /// `APIKEYS_DB_POOL_SIZE` (1–1000, default 10) and `APIKEYS_DB_TIMEOUT`
-    /// (a duration such as `5s`, 1 s to 60 s, default 5 s).
+    /// `APIKEYS_DB_POOL_SIZE` (1–1000, default 10), `APIKEYS_DB_TIMEOUT`
+    /// (a duration such as `5s`, 1 s to 60 s, default 5 s) and
+    /// `APIKEYS_DB_STATEMENT_TIMEOUT` (how long one SQL statement may run,
+    /// lock waits included, before it is cancelled and the request answered
+    /// 503; 1 s to 600 s, default 5 s).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`].
@@ -122,6 +126,18 @@ impl<'a> Env<'a> {
                     ),
                 })?;
             pool.connection_timeout = Duration::from_secs(parsed.whole_seconds().unsigned_abs());
+        }
+        if let Some(timeout) = self.var("APIKEYS_DB_STATEMENT_TIMEOUT") {
+            let parsed = parse_duration(timeout.trim())
+                .ok()
+                .filter(|d| d.whole_seconds() >= 1 && d.whole_seconds() <= 600)
+                .ok_or_else(|| ConfigError::Invalid {
+                    var: "APIKEYS_DB_STATEMENT_TIMEOUT",
+                    reason: format!(
+                        "expected a duration from 1s to 600s such as 5s, got {timeout:?}"
+                    ),
+                })?;
+            pool.statement_timeout = Duration::from_secs(parsed.whole_seconds().unsigned_abs());
         }
         Ok(pool)
     }
@@ -286,6 +302,37 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn statement_timeout_is_read_and_checked() {
+        let get = env(&[]);
+        assert_eq!(
+            Env::new(&get).pool().unwrap().statement_timeout,
+            Duration::from_secs(5)
+        );
+        for (value, seconds) in [("1s", 1), ("30s", 30), ("10m", 600)] {
+            let get = env(&[("APIKEYS_DB_STATEMENT_TIMEOUT", value)]);
+            assert_eq!(
+                Env::new(&get).pool().unwrap().statement_timeout,
+                Duration::from_secs(seconds),
+                "{value}"
+            );
+        }
+
+        for value in ["0s", "11m", "1h", "5", "soon"] {
+            let get = env(&[("APIKEYS_DB_STATEMENT_TIMEOUT", value)]);
+            assert_eq!(
+                Env::new(&get).pool().unwrap_err(),
+                ConfigError::Invalid {
+                    var: "APIKEYS_DB_STATEMENT_TIMEOUT",
+                    reason: format!(
+                        "expected a duration from 1s to 600s such as 5s, got {value:?}"
+                    ),
+                },
+                "{value}"
+            );
+        }
     }
 
     #[test]

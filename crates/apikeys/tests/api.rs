@@ -43,21 +43,27 @@ async fn list_keys_as_in_the_document() {
     assert_eq!(fields(&body), ["data", "has_more"]);
     assert_eq!(body["has_more"], json!(false));
     let data = body["data"].as_array().unwrap();
-    // The tenant's two keys, newest first: the test key was created second.
+    // The tenant's two keys.
     assert_eq!(data.len(), 2);
-    assert_eq!(fields(&data[0]), KEY_OBJECT);
-    assert_eq!(data[0]["mode"], "test");
-    assert_eq!(data[1]["mode"], "live");
-    assert_eq!(data[1]["type"], "secret");
-    assert_eq!(data[1]["scopes"], json!(["*"]));
-    assert_eq!(data[1]["prefix"], &app.live_key[..12]);
-    assert_eq!(
-        data[1]["last_four"],
-        &app.live_key[app.live_key.len() - 4..]
-    );
-    assert_eq!(data[1]["created_at"], "2024-01-10T09:00:00Z");
-    assert_eq!(data[1]["revoked"], false);
-    assert_eq!(data[1]["expires_at"], Value::Null);
+    // Both keys were made in the same millisecond, so their order is the
+    // random part of their ULIDs: look them up by mode.
+    let by_mode = |mode: &str| {
+        data.iter()
+            .position(|k| k["mode"] == mode)
+            .unwrap_or_else(|| panic!("no {mode} key"))
+    };
+    let (live, test) = (by_mode("live"), by_mode("test"));
+    assert_eq!(fields(&data[test]), KEY_OBJECT);
+    assert_eq!(fields(&data[live]), KEY_OBJECT);
+    assert_eq!(data[test]["prefix"], &app.test_key[..12]);
+    let key = &data[live];
+    assert_eq!(key["type"], "secret");
+    assert_eq!(key["scopes"], json!(["*"]));
+    assert_eq!(key["prefix"], &app.live_key[..12]);
+    assert_eq!(key["last_four"], &app.live_key[app.live_key.len() - 4..]);
+    assert_eq!(key["created_at"], "2024-01-10T09:00:00Z");
+    assert_eq!(key["revoked"], false);
+    assert_eq!(key["expires_at"], Value::Null);
     // This very request used the key: last_used_at is recorded off the
     // request path, to the clock's time, shortly after.
     let mut last_used = Value::Null;
@@ -69,7 +75,7 @@ async fn list_keys_as_in_the_document() {
                 .unwrap(),
         )
         .await;
-        last_used = again["data"][1]["last_used_at"].clone();
+        last_used = again["data"][live]["last_used_at"].clone();
         if !last_used.is_null() {
             break;
         }

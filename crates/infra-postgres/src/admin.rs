@@ -121,11 +121,7 @@ fn quote_identifier(name: &str) -> Result<String, EnsureDatabaseError> {
 /// );
 /// ```
 pub fn database_url_for(admin_url: &str, name: &str) -> String {
-    let Some(scheme_end) = admin_url
-        .strip_prefix("postgres://")
-        .or_else(|| admin_url.strip_prefix("postgresql://"))
-        .map(|rest| admin_url.len() - rest.len())
-    else {
+    let Some(scheme_end) = url_scheme_len(admin_url) else {
         return format!("{admin_url} dbname={name}");
     };
     let (base, query) = match admin_url.find('?') {
@@ -138,6 +134,14 @@ pub fn database_url_for(admin_url: &str, name: &str) -> String {
         .map_or(base.len(), |at| scheme_end + at);
     let authority = base.get(..authority_end).unwrap_or(base);
     format!("{authority}/{name}{query}")
+}
+
+/// The length of the `postgres://` or `postgresql://` prefix of a connection
+/// URL; `None` for a `key=value` connection string.
+pub(crate) fn url_scheme_len(url: &str) -> Option<usize> {
+    url.strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .map(|rest| url.len() - rest.len())
 }
 
 #[cfg(test)]

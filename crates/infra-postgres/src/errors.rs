@@ -109,10 +109,39 @@ pub(crate) fn is_foreign_key_violation(error: &DieselError) -> bool {
     )
 }
 
+/// PostgreSQL's message for SQLSTATE 57014 (`query_canceled`) when
+/// `statement_timeout` ran out.
+const STATEMENT_TIMEOUT_MESSAGE: &str = "canceling statement due to statement timeout";
+
+/// PostgreSQL's message for SQLSTATE 55P03 (`lock_not_available`) when
+/// `lock_timeout` ran out. The store sets none, but a role or database
+/// setting may.
+const LOCK_TIMEOUT_MESSAGE: &str = "canceling statement due to lock timeout";
+
+/// Whether PostgreSQL cancelled the statement because it ran out of time:
+/// `statement_timeout` (57014) or `lock_timeout` (55P03).
+///
+/// Diesel 2.3 reports both as `DatabaseErrorKind::Unknown` and does not expose
+/// the SQLSTATE, so the (English) message is matched, and any kind accepted in
+/// case a later Diesel gives them one. A server with non-English
+/// `lc_messages` makes these plain failures (500) instead of 503.
+pub(crate) fn is_timeout(error: &DieselError) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(_, info)
+            if info.message() == STATEMENT_TIMEOUT_MESSAGE
+                || info.message() == LOCK_TIMEOUT_MESSAGE
+    )
+}
+
 /// The repository error for a database error that is no business outcome.
 pub(crate) fn repository_error(context: &'static str, error: &DieselError) -> RepositoryError {
     let failure = DatabaseFailure::from(error);
-    if is_connection_error(error) {
+    // A lost connection, and a statement cancelled for running out of time
+    // (overload, or a lock held too long), are worth retrying: the HTTP layer
+    // answers 503 with `Retry-After`. A cancelled statement changed nothing
+    // (its transaction is rolled back), and its connection stays usable.
+    if is_connection_error(error) || is_timeout(error) {
         RepositoryError::unavailable(context, failure)
     } else {
         RepositoryError::failure(context, failure)

@@ -14,11 +14,15 @@
 //!   guard) lock the tenant row first, so they are serialised per tenant.
 //!   A rotation is one statement that schedules the old key's revocation only
 //!   if it is still active and inserts the successor only if it did.
-//! - A connection failure or pool timeout is
+//! - A connection failure, pool timeout or statement timeout is
 //!   [`RepositoryError::Unavailable`](domain::RepositoryError::Unavailable);
 //!   unique violations are the domain's `Duplicate` variants; nothing panics.
-//!   A connection that failed that way is discarded, so the pool recovers by
-//!   itself when the database returns, without testing every checkout.
+//!   A connection that failed at the connection level is discarded, so the
+//!   pool recovers by itself when the database returns, without testing every
+//!   checkout.
+//! - No call hangs on a fault: getting a connection is bounded by the pool's
+//!   `connection_timeout`, opening one by libpq's `connect_timeout`, and every
+//!   statement by `statement_timeout` ([`PoolConfig`]).
 //! - Diesel types never leave the crate.
 //!
 //! # Features

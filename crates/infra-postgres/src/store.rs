@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::r2d2::Pool;
 use diesel::result::Error as DieselError;
@@ -10,7 +11,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use domain::RepositoryError;
 
 use crate::errors::{is_connection_error, repository_error, ConnectError, Fail, MigrateError};
-use crate::pool::{Manager, PgConn, TracingErrorHandler};
+use crate::pool::{with_connect_timeout, Manager, PgConn, TracingErrorHandler};
 
 /// The migrations of the repository's top-level `migrations/` directory.
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
@@ -19,22 +20,38 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migra
 /// session advisory lock; any constant works as long as it never changes.
 const MIGRATION_LOCK: i64 = 0x0061_7069_6b65_7973; // "apikeys" in ASCII
 
-/// Size and timeout of the connection pool.
+/// The largest `statement_timeout` PostgreSQL accepts, in milliseconds (a C
+/// `int`; about 24 days).
+const MAX_STATEMENT_TIMEOUT_MS: u128 = 2_147_483_647;
+
+/// Size and time limits of the connection pool.
+///
+/// Build it with struct update syntax (`PoolConfig { max_size: 4,
+/// ..PoolConfig::default() }`) so that new settings get their defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     /// Most connections open at once.
     pub max_size: u32,
     /// How long a call waits for a connection before it fails as
-    /// [`RepositoryError::Unavailable`].
+    /// [`RepositoryError::Unavailable`]. Opening a connection is bounded by
+    /// it too, rounded up to whole seconds and at least 2 (libpq's
+    /// `connect_timeout`, unless the database URL sets its own).
     pub connection_timeout: Duration,
+    /// How long one SQL statement may run, waiting for locks included, before
+    /// PostgreSQL cancels it and the call fails as
+    /// [`RepositoryError::Unavailable`]. Set once on every new connection
+    /// (`SET statement_timeout`); migrations run without it. Millisecond
+    /// precision, at most about 24 days.
+    pub statement_timeout: Duration,
 }
 
 impl Default for PoolConfig {
-    /// 10 connections, 5 seconds.
+    /// 10 connections, 5 seconds to get a connection, 5 seconds per statement.
     fn default() -> Self {
         PoolConfig {
             max_size: 10,
             connection_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -48,13 +65,17 @@ pub struct PgStore {
 impl PgStore {
     /// Builds the pool without connecting: the database need not be up yet.
     ///
-    /// Connections are opened on demand and kept; a checkout runs no test
-    /// query, and a connection that failed at the connection level is closed
-    /// instead of being reused, so the store recovers by itself once the
-    /// database returns.
+    /// Connections are opened on demand (within libpq's `connect_timeout`,
+    /// added to `database_url` unless it has one, see
+    /// [`PoolConfig::connection_timeout`]), set their statement timeout once,
+    /// and are kept; a checkout runs no test query, and a connection that
+    /// failed at the connection level is closed instead of being reused, so
+    /// the store recovers by itself once the database returns.
     ///
     /// # Errors
-    /// [`ConnectError::InvalidConfig`] for a pool size or timeout of zero.
+    /// [`ConnectError::InvalidConfig`] for a pool size or timeout of zero, or a
+    /// statement timeout PostgreSQL cannot take (shorter than a millisecond or
+    /// longer than about 24 days).
     pub fn connect(database_url: &str, config: &PoolConfig) -> Result<PgStore, ConnectError> {
         if config.max_size == 0 {
             return Err(ConnectError::InvalidConfig("max_size must be at least 1"));
@@ -64,19 +85,34 @@ impl PgStore {
                 "connection_timeout must be positive",
             ));
         }
+        // 0 would switch the timeout off, not make it immediate.
+        let statement_timeout_ms = config.statement_timeout.as_millis();
+        if statement_timeout_ms == 0 {
+            return Err(ConnectError::InvalidConfig(
+                "statement_timeout must be at least 1 millisecond",
+            ));
+        }
+        let statement_timeout_ms = u64::try_from(statement_timeout_ms)
+            .ok()
+            .filter(|ms| u128::from(*ms) <= MAX_STATEMENT_TIMEOUT_MS)
+            .ok_or(ConnectError::InvalidConfig(
+                "statement_timeout must be at most 2147483647 milliseconds",
+            ))?;
+        let url = with_connect_timeout(database_url, config.connection_timeout);
         let pool = Pool::builder()
             .max_size(config.max_size)
             .min_idle(Some(0))
             .test_on_check_out(false)
             .connection_timeout(config.connection_timeout)
             .error_handler(Box::new(TracingErrorHandler))
-            .build_unchecked(Manager::new(database_url));
+            .build_unchecked(Manager::new(&url, statement_timeout_ms));
         Ok(PgStore { pool })
     }
 
     /// Applies the pending embedded migrations, returning the versions applied
     /// (oldest first). Concurrent calls, also from other processes, wait for
-    /// each other.
+    /// each other. [`PoolConfig::statement_timeout`] does not apply: a long
+    /// migration, or the wait for another process's, is not cut short.
     ///
     /// # Errors
     /// [`MigrateError::Repository`] when the database cannot be reached,
@@ -106,28 +142,39 @@ impl PgStore {
         work: impl FnOnce(&mut PgConnection) -> Result<T, Box<dyn std::error::Error + Send + Sync>>,
     ) -> Result<T, MigrateError> {
         let mut conn = self.checkout(context)?;
-        let lock = sql_query("SELECT pg_advisory_lock($1)")
-            .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK)
-            .execute(&mut conn.pg);
+        // Switch the statement timeout off for this session before waiting
+        // for the lock (two statements, not one query string: before
+        // PostgreSQL 13 the timeout armed for a string covered all of it).
+        // The connection is discarded afterwards rather than restored, so no
+        // pooled connection ever runs without the timeout.
+        let lock = conn
+            .pg
+            .batch_execute("SET statement_timeout = 0")
+            .and_then(|()| {
+                sql_query("SELECT pg_advisory_lock($1)")
+                    .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK)
+                    .execute(&mut conn.pg)
+            });
         if let Err(e) = lock {
-            if is_connection_error(&e) {
-                conn.mark_broken();
-            }
+            // Whether or not the `SET` went through, this session is not
+            // reused.
+            conn.mark_broken();
             return Err(repository_error(context, &e).into());
         }
         let outcome = work(&mut conn.pg);
+        // Unlocking explicitly lets a waiting process go on at once; closing
+        // the session would release the lock too.
         let unlock = sql_query("SELECT pg_advisory_unlock($1)")
             .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK)
             .execute(&mut conn.pg);
-        if unlock.is_err() {
-            // Closing the session is the other way to release its lock.
-            conn.mark_broken();
+        if let Err(e) = unlock {
+            tracing::warn!(context, error = %e, "releasing the migration lock failed");
         }
+        // The session has no statement timeout any more: close it rather than
+        // return it to the pool. Migrations are rare; a new connection is cheap.
+        conn.mark_broken();
         outcome.map_err(|source| match source.downcast_ref::<DieselError>() {
-            Some(e) if is_connection_error(e) => {
-                conn.mark_broken();
-                repository_error(context, e).into()
-            }
+            Some(e) if is_connection_error(e) => repository_error(context, e).into(),
             _ => MigrateError::Migration { source },
         })
     }

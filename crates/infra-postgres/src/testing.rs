@@ -88,6 +88,7 @@ impl TestDatabase {
         let config = PoolConfig {
             max_size: 4,
             connection_timeout: Duration::from_secs(5),
+            ..PoolConfig::default()
         };
         let store = match PgStore::connect(&url, &config) {
             Ok(store) => store,

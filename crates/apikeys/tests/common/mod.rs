@@ -134,6 +134,7 @@ pub fn store_at(port: u16, database: &str, timeout_secs: u64) -> PgStore {
     let config = PoolConfig {
         max_size: 4,
         connection_timeout: std::time::Duration::from_secs(timeout_secs),
+        ..PoolConfig::default()
     };
     PgStore::connect(&url, &config).expect("pool")
 }

@@ -20,6 +20,7 @@ fn pool_for(db: &TestDatabase, threads: u32) -> PgStore {
         &PoolConfig {
             max_size: threads,
             connection_timeout: Duration::from_secs(5),
+            ..PoolConfig::default()
         },
     )
     .expect("pool")

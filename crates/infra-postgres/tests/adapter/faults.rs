@@ -1,10 +1,15 @@
 //! Faults: an unreachable database answers "unavailable" within the pool's
-//! timeout, and connections the server closed are replaced, not reused.
+//! timeout, connections the server closed are replaced, not reused, and a
+//! statement stuck behind a lock is cancelled by the statement timeout and
+//! answers "unavailable" too.
 
 use std::net::TcpListener;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use diesel::sql_types::Text;
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::sql_types::{BigInt, Text};
 use diesel::{sql_query, RunQueryDsl};
 use domain::testing::contract::{Fixture, T0};
 use domain::{
@@ -12,7 +17,7 @@ use domain::{
     RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
 use infra_postgres::testing::TestDatabase;
-use infra_postgres::{PgStore, PoolConfig};
+use infra_postgres::{ConnectError, PgStore, PoolConfig};
 
 /// A local port where nothing listens.
 fn closed_port() -> u16 {
@@ -37,6 +42,7 @@ fn every_call_is_unavailable_within_the_timeout_when_nothing_listens() {
         &PoolConfig {
             max_size: 2,
             connection_timeout: timeout,
+            ..PoolConfig::default()
         },
     )
     .expect("the pool is built without a database");
@@ -195,4 +201,195 @@ fn a_connection_the_server_closed_fails_once_and_is_replaced() {
         db.find_tenant(&tenant.id).expect("recovered").map(|t| t.id),
         Some(tenant.id)
     );
+}
+
+/// The statement timeout of the stores in the lock tests.
+const STATEMENT_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The advisory lock `PgStore::migrate` takes (a private constant of the store).
+const MIGRATION_LOCK: i64 = 0x0061_7069_6b65_7973;
+
+/// A store on `db` with one connection (so every call reuses it) and a short
+/// statement timeout.
+fn store_with_statement_timeout(db: &TestDatabase, statement_timeout: Duration) -> PgStore {
+    PgStore::connect(
+        db.url(),
+        &PoolConfig {
+            max_size: 1,
+            statement_timeout,
+            ..PoolConfig::default()
+        },
+    )
+    .expect("pool")
+}
+
+/// A plain connection that runs `lock` in a transaction it leaves open.
+/// Should the store under test not time out, the server ends this session
+/// after a few idle seconds, the lock goes, and the test fails instead of
+/// hanging.
+fn lock_holder(db: &TestDatabase, lock: &str) -> PgConnection {
+    let mut conn = super::connect(db);
+    conn.batch_execute(&format!(
+        "SET idle_in_transaction_session_timeout = '5s'; BEGIN; {lock}"
+    ))
+    .expect("take the lock");
+    conn
+}
+
+/// Whether `took` shows a call cancelled by [`STATEMENT_TIMEOUT`]: not before
+/// it, and well before the lock holder's session would have ended.
+fn cancelled_in_time(took: Duration) -> bool {
+    took >= STATEMENT_TIMEOUT && took < STATEMENT_TIMEOUT + Duration::from_secs(2)
+}
+
+#[test]
+fn a_write_waiting_for_a_locked_tenant_is_unavailable_and_changes_nothing() {
+    // Given a tenant with two full-access keys (so either may be revoked) and
+    // another session holding the tenant row's lock
+    let db = TestDatabase::new();
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(&*db, "Acme");
+    let (key, other) = (f.key(&tenant), f.key(&tenant));
+    f.insert(&*db, &key);
+    f.insert(&*db, &other);
+    let store = store_with_statement_timeout(&db, STATEMENT_TIMEOUT);
+    let mut holder = lock_holder(
+        &db,
+        &format!(
+            "SELECT id FROM tenants WHERE id = '{}' FOR UPDATE",
+            tenant.id
+        ),
+    );
+
+    // When the key is revoked
+    let started = Instant::now();
+    let revoked = store.revoke(&tenant.id, &key.key.id, T0);
+    let took = started.elapsed();
+
+    // Then the statement timeout cancels the wait: "unavailable", promptly
+    assert!(
+        matches!(
+            revoked,
+            Err(RevokeRepoError::Repository(
+                RepositoryError::Unavailable { .. }
+            ))
+        ),
+        "{revoked:?}"
+    );
+    assert!(cancelled_in_time(took), "took {took:?}");
+
+    // And once the lock is released nothing has changed, and the same
+    // connection serves the retry
+    holder.batch_execute("ROLLBACK").expect("release the lock");
+    let stored = db.find(&tenant.id, &key.key.id).expect("find");
+    assert_eq!(stored.map(|k| k.revokes_at), Some(None));
+    let revoked = store.revoke(&tenant.id, &key.key.id, T0).expect("retry");
+    assert_eq!(revoked.revokes_at, Some(T0));
+}
+
+#[test]
+fn reads_waiting_for_a_locked_table_are_unavailable() {
+    // Given a stored key and another session holding an exclusive lock on
+    // the keys table
+    let db = TestDatabase::new();
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(&*db, "Acme");
+    let key = f.key(&tenant);
+    f.insert(&*db, &key);
+    let store = store_with_statement_timeout(&db, STATEMENT_TIMEOUT);
+    let mut holder = lock_holder(&db, "LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE");
+
+    // When the key is looked up by id and by hash (authentication), each
+    // lookup is cancelled by the statement timeout: "unavailable", promptly
+    let started = Instant::now();
+    let found = store.find(&tenant.id, &key.key.id);
+    let took = started.elapsed();
+    assert!(
+        matches!(found, Err(RepositoryError::Unavailable { .. })),
+        "{found:?}"
+    );
+    assert!(cancelled_in_time(took), "find took {took:?}");
+
+    let started = Instant::now();
+    let found = store.find_by_hash(&key.hash);
+    let took = started.elapsed();
+    assert!(
+        matches!(found, Err(RepositoryError::Unavailable { .. })),
+        "{found:?}"
+    );
+    assert!(cancelled_in_time(took), "find_by_hash took {took:?}");
+
+    // And once the lock is released the key is found, unchanged
+    holder.batch_execute("ROLLBACK").expect("release the lock");
+    let found = store.find(&tenant.id, &key.key.id).expect("find");
+    assert_eq!(found, Some(key.key));
+}
+
+#[test]
+fn migrations_are_not_cut_short_by_the_statement_timeout() {
+    // Given an empty database whose migration lock another session holds for
+    // longer than the store's statement timeout
+    let db = TestDatabase::unmigrated();
+    let store = store_with_statement_timeout(&db, Duration::from_millis(100));
+    let hold_for = Duration::from_millis(600);
+    let (locked_tx, locked) = mpsc::channel();
+    let holder = {
+        let mut conn = super::connect(&db);
+        std::thread::spawn(move || {
+            sql_query("SELECT pg_advisory_lock($1)")
+                .bind::<BigInt, _>(MIGRATION_LOCK)
+                .execute(&mut conn)
+                .expect("take the migration lock");
+            locked_tx.send(()).expect("signal");
+            std::thread::sleep(hold_for);
+            sql_query("SELECT pg_advisory_unlock($1)")
+                .bind::<BigInt, _>(MIGRATION_LOCK)
+                .execute(&mut conn)
+                .expect("release the migration lock");
+        })
+    };
+    locked.recv().expect("the lock is taken");
+
+    // When the store migrates, it waits for the lock and then migrates
+    let started = Instant::now();
+    let applied = store.migrate();
+    let took = started.elapsed();
+    holder.join().expect("holder thread");
+    assert!(
+        applied.as_ref().is_ok_and(|versions| !versions.is_empty()),
+        "{applied:?}"
+    );
+    assert!(took >= hold_for / 2, "migrate took {took:?}");
+
+    // Then the pool's connections still have the statement timeout: the
+    // migration's session was not returned to the pool
+    let mut holder = lock_holder(&db, "LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE");
+    let found = store.find_tenant_by_name("Acme");
+    assert!(
+        matches!(found, Err(RepositoryError::Unavailable { .. })),
+        "{found:?}"
+    );
+    holder.batch_execute("ROLLBACK").expect("release the lock");
+    assert_eq!(store.find_tenant_by_name("Acme").expect("find"), None);
+}
+
+#[test]
+fn statement_timeouts_postgres_cannot_take_are_refused() {
+    for statement_timeout in [
+        Duration::ZERO,
+        Duration::from_micros(999),
+        Duration::from_secs(30 * 24 * 3600),
+    ] {
+        let refused = PgStore::connect(
+            "postgres://127.0.0.1/apikeys",
+            &PoolConfig {
+                statement_timeout,
+                ..PoolConfig::default()
+            },
+        );
+        assert!(
+            matches!(refused, Err(ConnectError::InvalidConfig(_))),
+            "{statement_timeout:?}: {refused:?}"
+        );
+    }
 }
