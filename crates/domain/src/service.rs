@@ -178,6 +178,13 @@ where
         now.replace_nanosecond(0).unwrap_or(now)
     }
 
+    /// The instant a new id is stamped with: the clock itself, not [`Self::now`],
+    /// so that ids made within one second still sort by creation time (to the
+    /// millisecond, as ULIDs do) and "newest first" holds between them.
+    fn id_instant(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
     /// The key repository (for adapters that need it, such as readiness checks).
     pub fn key_repository(&self) -> &K {
         &self.keys
@@ -369,7 +376,7 @@ where
         let name = KeyName::parse(name)?;
         let now = self.now();
         let tenant = Tenant {
-            id: TenantId::generate(now, &self.secrets),
+            id: TenantId::generate(self.id_instant(), &self.secrets),
             name: name.as_str().to_owned(),
             created_at: now,
         };
@@ -436,7 +443,7 @@ where
     ) -> (NewKey, PlainKey) {
         let secret = PlainKey::generate(key_type, mode, &self.secrets);
         let key = ApiKey {
-            id: KeyId::generate(now, &self.secrets),
+            id: KeyId::generate(self.id_instant(), &self.secrets),
             tenant_id,
             name,
             key_type,

@@ -332,6 +332,36 @@ fn list_pages_with_limit_and_cursor() {
 }
 
 #[test]
+fn keys_created_within_one_second_still_list_newest_first() {
+    // Stored timestamps are whole seconds, but ids must keep the clock's
+    // milliseconds: otherwise keys of the same second list in random order.
+    let h = Harness::new();
+    let acme = h.tenant();
+    let admin = h.principal(&acme.live);
+    h.clock.advance(Duration::seconds(1));
+    let mut created = Vec::new();
+    for _ in 0..20 {
+        h.clock.advance(Duration::milliseconds(10));
+        let key = h.create_kind(&admin, KeyType::Publishable, Mode::Live).key;
+        assert_eq!(key.created_at, T0 + Duration::seconds(1));
+        created.push(key.id);
+    }
+    created.reverse();
+
+    let listed = h
+        .service
+        .list(
+            &admin,
+            ListKeys {
+                key_type: Some(KeyType::Publishable),
+                ..ListKeys::default()
+            },
+        )
+        .expect("list");
+    assert_eq!(ids(&listed.keys), created);
+}
+
+#[test]
 fn a_test_key_lists_only_test_keys() {
     let h = Harness::new();
     let acme = h.tenant();

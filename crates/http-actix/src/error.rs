@@ -210,7 +210,13 @@ impl ApiError {
     /// Names the field or parameter at fault.
     #[must_use]
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
-        self.param = Some(param.into());
+        // The name of an unknown field or parameter is the client's input:
+        // never echo a key that was sent as one.
+        let param = param.into();
+        self.param = Some(match crate::redact::redact_keys(&param) {
+            std::borrow::Cow::Borrowed(_) => param,
+            std::borrow::Cow::Owned(redacted) => redacted,
+        });
         self
     }
 

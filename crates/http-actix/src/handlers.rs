@@ -140,7 +140,7 @@ fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
         (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, POST`"))),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, POST`"))),
         (status = 500, description = "`internal_error`.", body = ErrorBody),
         (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
     ),
@@ -181,7 +181,7 @@ pub(crate) async fn list_keys(
         (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`, `live_mode_required`.", body = ErrorBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, POST`"))),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, POST`"))),
         (status = 409, description = "`key_limit_reached`.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
@@ -254,7 +254,7 @@ pub(crate) async fn create_key(
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
         (status = 404, description = "`key_not_found` (unknown, malformed, another tenant's, or hidden by mode).", body = ErrorBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, PATCH, DELETE`"))),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, PATCH, DELETE`"))),
         (status = 500, description = "`internal_error`.", body = ErrorBody),
         (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
     ),
@@ -289,7 +289,7 @@ pub(crate) async fn get_key(
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
         (status = 404, description = "`key_not_found`.", body = ErrorBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, PATCH, DELETE`"))),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, PATCH, DELETE`"))),
         (status = 409, description = "`key_revoked`, `last_full_access_key`.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
@@ -346,7 +346,7 @@ pub(crate) async fn update_key(
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
         (status = 404, description = "`key_not_found`.", body = ErrorBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, PATCH, DELETE`"))),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, PATCH, DELETE`"))),
         (status = 409, description = "`last_full_access_key`.", body = ErrorBody),
         (status = 500, description = "`internal_error`.", body = ErrorBody),
         (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
@@ -419,7 +419,7 @@ pub(crate) async fn rotate_key(
     operation_id = "healthz",
     responses(
         (status = 200, description = "`{\"status\":\"ok\"}`.", body = StatusBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET`"))),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
     ),
 )]
 pub(crate) async fn healthz() -> HttpResponse {
@@ -434,7 +434,7 @@ pub(crate) async fn healthz() -> HttpResponse {
     operation_id = "readyz",
     responses(
         (status = 200, description = "`{\"status\":\"ready\"}`.", body = StatusBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET`"))),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
         (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
     ),
 )]
@@ -454,7 +454,7 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, A
     operation_id = "openapi",
     responses(
         (status = 200, description = "The OpenAPI 3 document of this API.", content_type = "application/json"),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET`"))),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
     ),
 )]
 pub(crate) async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {

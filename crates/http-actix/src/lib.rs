@@ -19,6 +19,7 @@ pub mod dto;
 mod error;
 mod handlers;
 pub mod openapi;
+mod redact;
 mod request_id;
 
 use std::net::TcpListener;
@@ -136,8 +137,9 @@ fn path_error(e: PathError, _: &HttpRequest) -> actix_web::Error {
 }
 
 /// Registers the API on an app or scope: state, extractor configuration
-/// (JSON, query and path errors as JSON, 16 KiB bodies), every route, a JSON
-/// 405 for a wrong method and a JSON 404 for an unknown route.
+/// (JSON, query and path errors as JSON, 16 KiB bodies), every route (`HEAD`
+/// wherever `GET` is: the same answer without a body), a JSON 405 for a wrong
+/// method and a JSON 404 for an unknown route.
 ///
 /// Wrap the app in [`request_context`] too (as [`app`] does): it sets
 /// `X-Request-ID` and puts the request id into error bodies.
@@ -161,8 +163,9 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
             .service(
                 web::resource("/v1/api-keys")
                     .route(web::get().to(handlers::list_keys))
+                    .route(web::head().to(handlers::list_keys))
                     .route(web::post().to(handlers::create_key))
-                    .default_service(not_allowed("GET, POST")),
+                    .default_service(not_allowed("GET, HEAD, POST")),
             )
             // Before `/{id}`, which would otherwise take `rotate` for an id.
             .service(
@@ -173,24 +176,28 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
             .service(
                 web::resource("/v1/api-keys/{id}")
                     .route(web::get().to(handlers::get_key))
+                    .route(web::head().to(handlers::get_key))
                     .route(web::patch().to(handlers::update_key))
                     .route(web::delete().to(handlers::revoke_key))
-                    .default_service(not_allowed("GET, PATCH, DELETE")),
+                    .default_service(not_allowed("GET, HEAD, PATCH, DELETE")),
             )
             .service(
                 web::resource("/healthz")
                     .route(web::get().to(handlers::healthz))
-                    .default_service(not_allowed("GET")),
+                    .route(web::head().to(handlers::healthz))
+                    .default_service(not_allowed("GET, HEAD")),
             )
             .service(
                 web::resource("/readyz")
                     .route(web::get().to(handlers::readyz))
-                    .default_service(not_allowed("GET")),
+                    .route(web::head().to(handlers::readyz))
+                    .default_service(not_allowed("GET, HEAD")),
             )
             .service(
                 web::resource("/openapi.json")
                     .route(web::get().to(handlers::openapi_json))
-                    .default_service(not_allowed("GET")),
+                    .route(web::head().to(handlers::openapi_json))
+                    .default_service(not_allowed("GET, HEAD")),
             )
             .default_service(web::to(handlers::route_not_found));
     }

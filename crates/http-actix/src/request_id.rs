@@ -27,12 +27,14 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 pub struct RequestId(String);
 
 impl RequestId {
-    /// The incoming id if it is 1 to 128 characters of `[A-Za-z0-9._-]`.
+    /// The incoming id if it is 1 to 128 characters of `[A-Za-z0-9._-]` and
+    /// does not look like an API key (it is echoed and logged).
     pub fn parse(raw: &str) -> Option<Self> {
         let ok = (1..=MAX_REQUEST_ID_LEN).contains(&raw.len())
             && raw
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            && !crate::redact::has_key(raw);
         ok.then(|| RequestId(raw.to_owned()))
     }
 
@@ -85,7 +87,7 @@ pub async fn request_context(
         "http_request",
         request_id = %request_id.as_str(),
         method = %req.method(),
-        path = %req.path(),
+        path = %crate::redact::redact_keys(req.path()),
         status = tracing::field::Empty,
     );
     let started = Instant::now();
@@ -184,6 +186,7 @@ mod tests {
         assert!(RequestId::parse("a b").is_none());
         assert!(RequestId::parse("a/b").is_none());
         assert!(RequestId::parse("é").is_none());
+        assert!(RequestId::parse("sk_live_O5CyYcOoIOQL0wXwpUBYhV4G8c2Og1wm15ZHsk").is_none());
     }
 
     #[test]

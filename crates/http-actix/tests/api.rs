@@ -107,16 +107,18 @@ async fn wrong_method_is_json_405_with_allow_header() {
     let fx = Fx::new();
     let app = init!(fx);
     let cases = [
-        (Method::DELETE, "/v1/api-keys", "GET, POST"),
+        (Method::DELETE, "/v1/api-keys", "GET, HEAD, POST"),
         (
             Method::PUT,
             "/v1/api-keys/key_01HABCDEF666555",
-            "GET, PATCH, DELETE",
+            "GET, HEAD, PATCH, DELETE",
         ),
         (Method::GET, "/v1/api-keys/rotate", "POST"),
-        (Method::POST, "/healthz", "GET"),
-        (Method::POST, "/readyz", "GET"),
-        (Method::DELETE, "/openapi.json", "GET"),
+        (Method::HEAD, "/v1/api-keys/rotate", "POST"),
+        (Method::POST, "/healthz", "GET, HEAD"),
+        (Method::POST, "/readyz", "GET, HEAD"),
+        (Method::DELETE, "/openapi.json", "GET, HEAD"),
+        (Method::OPTIONS, "/v1/api-keys", "GET, HEAD, POST"),
     ];
     for (method, uri, allow) in cases {
         let r = send(
@@ -126,6 +128,41 @@ async fn wrong_method_is_json_405_with_allow_header() {
         .await;
         r.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None);
         assert_eq!(r.header("allow"), Some(allow), "{uri}");
+    }
+}
+
+#[actix_web::test]
+async fn head_is_answered_wherever_get_is() {
+    // RFC 9110 §9.1: a server that answers GET answers HEAD (load balancers
+    // probe with it); the HTTP/1 encoder drops the body on the wire.
+    let fx = Fx::new();
+    let app = init!(fx);
+    for uri in ["/healthz", "/readyz", "/openapi.json"] {
+        let r = send(
+            &app,
+            TestRequest::default()
+                .method(Method::HEAD)
+                .uri(uri)
+                .to_request(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+        assert!(r.header("x-request-id").is_some(), "{uri}");
+    }
+    let key_uri = format!("/v1/api-keys/{}", fx.acme.live_id);
+    for uri in ["/v1/api-keys", key_uri.as_str()] {
+        let r = send(&app, fx.req(Method::HEAD, uri, &fx.acme.live).to_request()).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+        let r = send(
+            &app,
+            TestRequest::default()
+                .method(Method::HEAD)
+                .uri(uri)
+                .to_request(),
+        )
+        .await;
+        r.assert_error(StatusCode::UNAUTHORIZED, "missing_api_key", None);
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{uri}");
     }
 }
 
