@@ -55,8 +55,15 @@ mod tests {
             redact_keys("/v1/api-keys/key_01HABCDEF666555"),
             "/v1/api-keys/key_01HABCDEF666555"
         );
+        // A real key string, made here: no key literal lives in the source.
+        let key = domain::PlainKey::generate(
+            domain::KeyType::Secret,
+            domain::Mode::Live,
+            &domain::testing::SeqSecretSource::default(),
+        )
+        .into_secret();
         assert_eq!(
-            redact_keys("/v1/api-keys/sk_live_O5CyYcOoIOQL0wXwpUBYhV4G8c2Og1wm15ZHsk"),
+            redact_keys(&format!("/v1/api-keys/{key}")),
             "/v1/api-keys/sk_live_[redacted]"
         );
         assert_eq!(

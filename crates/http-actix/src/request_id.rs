@@ -186,7 +186,13 @@ mod tests {
         assert!(RequestId::parse("a b").is_none());
         assert!(RequestId::parse("a/b").is_none());
         assert!(RequestId::parse("é").is_none());
-        assert!(RequestId::parse("sk_live_O5CyYcOoIOQL0wXwpUBYhV4G8c2Og1wm15ZHsk").is_none());
+        let key = domain::PlainKey::generate(
+            domain::KeyType::Secret,
+            domain::Mode::Live,
+            &domain::testing::SeqSecretSource::default(),
+        )
+        .into_secret();
+        assert!(RequestId::parse(&key).is_none());
     }
 
     #[test]
