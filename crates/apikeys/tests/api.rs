@@ -470,26 +470,11 @@ async fn errors_are_json_with_a_request_id() {
 #[actix_web::test]
 async fn health_and_readiness_need_no_key() {
     let app = TestApp::spawn().await;
-    let health = app
-        .client
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let health = app.get_public("/healthz").await;
     assert_eq!(health.status(), StatusCode::OK);
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get_public("/readyz").await;
     assert_eq!(ready.status(), StatusCode::OK);
-    let openapi = app
-        .client
-        .get(format!("{}/openapi.json", app.base))
-        .send()
-        .await
-        .unwrap();
+    let openapi = app.get_public("/openapi.json").await;
     assert_eq!(openapi.status(), StatusCode::OK);
     let doc = json(openapi).await;
     assert!(doc["paths"]["/v1/api-keys/rotate"]["post"].is_object());

@@ -55,16 +55,30 @@ fn tenant_create_json_prints_exactly_one_object() {
     assert!(!stderr.contains(live) && !stderr.contains(test));
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "test helper: a failure is a failed test"
+)]
+/// Runs `apikeys serve` with `vars`, asserts that it refused to start, and
+/// returns what it said.
+fn serve_refuses(vars: &[(&str, &str)]) -> String {
+    let mut command = apikeys();
+    command.arg("serve");
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let output = command.output().expect("run apikeys");
+    assert!(!output.status.success(), "serve started with {vars:?}");
+    String::from_utf8(output.stderr).expect("UTF-8 stderr")
+}
+
+// The configuration is checked before any connection, so these never touch
+// the database they name.
+const ANY_DATABASE: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
 #[test]
 fn serve_without_database_url_says_so_and_fails() {
-    let output = apikeys()
-        .arg("serve")
-        .env("APIKEYS_HASH_KEY", HASH_KEY)
-        .output()
-        .unwrap();
-
-    assert!(!output.status.success());
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = serve_refuses(&[("APIKEYS_HASH_KEY", HASH_KEY)]);
     assert!(
         stderr.contains("DATABASE_URL is not set"),
         "stderr: {stderr}"
@@ -73,41 +87,41 @@ fn serve_without_database_url_says_so_and_fails() {
 
 #[test]
 fn serve_with_a_short_hash_key_refuses_to_start() {
-    let output = apikeys()
-        .arg("serve")
-        .env(
-            "DATABASE_URL",
-            "postgres://postgres@127.0.0.1:5432/postgres",
-        )
-        .env("APIKEYS_HASH_KEY", "abcd")
-        .output()
-        .unwrap();
-
-    assert!(!output.status.success());
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = serve_refuses(&[("DATABASE_URL", ANY_DATABASE), ("APIKEYS_HASH_KEY", "abcd")]);
     assert!(
         stderr.contains("APIKEYS_HASH_KEY is invalid: the hash key must be at least 32 bytes"),
+        "stderr: {stderr}"
+    );
+    assert!(!stderr.contains("abcd"), "the hash key was echoed");
+}
+
+#[test]
+fn serve_with_an_unusable_bind_address_refuses_to_start() {
+    let stderr = serve_refuses(&[
+        ("DATABASE_URL", ANY_DATABASE),
+        ("APIKEYS_HASH_KEY", HASH_KEY),
+        ("APIKEYS_BIND", "localhost:notaport"),
+    ]);
+    assert!(
+        stderr.contains("APIKEYS_BIND is invalid"),
         "stderr: {stderr}"
     );
 }
 
 #[test]
-fn serve_with_an_unusable_bind_address_refuses_to_start() {
-    let output = apikeys()
-        .arg("serve")
-        .env(
-            "DATABASE_URL",
-            "postgres://postgres@127.0.0.1:5432/postgres",
-        )
-        .env("APIKEYS_HASH_KEY", HASH_KEY)
-        .env("APIKEYS_BIND", "localhost:notaport")
-        .output()
-        .unwrap();
+fn serve_on_an_address_in_use_refuses_to_start() {
+    let db = TestDatabase::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
 
-    assert!(!output.status.success());
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = serve_refuses(&[
+        ("DATABASE_URL", db.url()),
+        ("APIKEYS_HASH_KEY", HASH_KEY),
+        ("APIKEYS_BIND", &addr),
+    ]);
+
     assert!(
-        stderr.contains("APIKEYS_BIND is invalid"),
+        stderr.contains(&format!("cannot listen on {addr}")),
         "stderr: {stderr}"
     );
 }

@@ -38,19 +38,9 @@ async fn an_unreachable_database_gives_503_and_the_service_recovers() {
     assert!(response.headers().contains_key("retry-after"));
     let body = json(response).await;
     assert_eq!(body["error"]["code"], "service_unavailable");
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get_public("/readyz").await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let health = app
-        .client
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let health = app.get_public("/healthz").await;
     assert_eq!(health.status(), StatusCode::OK);
 
     // And when it comes back, the same process serves again.

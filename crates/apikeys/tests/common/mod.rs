@@ -113,6 +113,15 @@ impl TestApp {
             .header("X-Tenant-ID", &self.tenant)
     }
 
+    /// GET `path` without credentials (health, readiness, OpenAPI).
+    pub async fn get_public(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("send")
+    }
+
     /// POST /v1/api-keys with a JSON body as the live key.
     pub async fn create_key(&self, body: Value) -> Response {
         self.request(reqwest::Method::POST, "/v1/api-keys")
