@@ -24,12 +24,10 @@ pub const DEV_TENANT_NAME: &str = "Development";
 
 fn connect_and_migrate(url: &str, pool: &PoolConfig) -> anyhow::Result<PgStore> {
     let store = PgStore::connect(url, pool).context("cannot set up the database pool")?;
-    let applied = store
+    // `migrate` logs the versions it applied.
+    store
         .migrate()
         .context("cannot apply migrations (is PostgreSQL running and DATABASE_URL right?)")?;
-    for version in &applied {
-        tracing::info!(%version, "applied migration");
-    }
     Ok(store)
 }
 
@@ -171,7 +169,9 @@ pub fn dev(env: Env<'_>) -> anyhow::Result<()> {
             println!();
         }
         None => {
-            let created = create_tenant(&store, hash_key.clone(), DEV_TENANT_NAME)?;
+            let created = service
+                .create_tenant(DEV_TENANT_NAME)
+                .context("cannot create the tenant")?;
             let tenant = created.tenant.id;
             let live = created.live.secret.into_secret();
             let test = created.test.secret.into_secret();

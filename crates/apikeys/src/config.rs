@@ -29,14 +29,24 @@ pub enum ConfigError {
     },
 }
 
-/// Settings shared by every command that talks to the database.
-#[derive(Debug, Clone)]
+/// Settings shared by every command that talks to the database. `Debug`
+/// leaves the URL out: it may carry a password.
+#[derive(Clone)]
 pub struct DatabaseConfig {
     /// `DATABASE_URL`.
     pub url: String,
     /// `APIKEYS_DB_POOL_SIZE`, `APIKEYS_DB_TIMEOUT` and
     /// `APIKEYS_DB_STATEMENT_TIMEOUT`.
     pub pool: PoolConfig,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &"[redacted]")
+            .field("pool", &self.pool)
+            .finish()
+    }
 }
 
 /// Settings of the HTTP server.
@@ -115,31 +125,32 @@ impl<'a> Env<'a> {
                     reason: format!("expected a whole number from 1 to 1000, got {size:?}"),
                 })?;
         }
-        if let Some(timeout) = self.var("APIKEYS_DB_TIMEOUT") {
-            let parsed = parse_duration(timeout.trim())
-                .ok()
-                .filter(|d| d.whole_seconds() >= 1 && d.whole_seconds() <= 60)
-                .ok_or_else(|| ConfigError::Invalid {
-                    var: "APIKEYS_DB_TIMEOUT",
-                    reason: format!(
-                        "expected a duration from 1s to 60s such as 5s, got {timeout:?}"
-                    ),
-                })?;
-            pool.connection_timeout = Duration::from_secs(parsed.whole_seconds().unsigned_abs());
+        if let Some(timeout) = self.seconds("APIKEYS_DB_TIMEOUT", 60)? {
+            pool.connection_timeout = timeout;
         }
-        if let Some(timeout) = self.var("APIKEYS_DB_STATEMENT_TIMEOUT") {
-            let parsed = parse_duration(timeout.trim())
-                .ok()
-                .filter(|d| d.whole_seconds() >= 1 && d.whole_seconds() <= 600)
-                .ok_or_else(|| ConfigError::Invalid {
-                    var: "APIKEYS_DB_STATEMENT_TIMEOUT",
-                    reason: format!(
-                        "expected a duration from 1s to 600s such as 5s, got {timeout:?}"
-                    ),
-                })?;
-            pool.statement_timeout = Duration::from_secs(parsed.whole_seconds().unsigned_abs());
+        if let Some(timeout) = self.seconds("APIKEYS_DB_STATEMENT_TIMEOUT", 600)? {
+            pool.statement_timeout = timeout;
         }
         Ok(pool)
+    }
+
+    /// A duration variable (`5s`, `2m`) of 1 to `max_secs` whole seconds;
+    /// `None` when unset.
+    fn seconds(&self, var: &'static str, max_secs: i64) -> Result<Option<Duration>, ConfigError> {
+        let Some(raw) = self.var(var) else {
+            return Ok(None);
+        };
+        parse_duration(raw.trim())
+            .ok()
+            .map(|d| d.whole_seconds())
+            .filter(|secs| (1..=max_secs).contains(secs))
+            .map(|secs| Some(Duration::from_secs(secs.unsigned_abs())))
+            .ok_or_else(|| ConfigError::Invalid {
+                var,
+                reason: format!(
+                    "expected a duration from 1s to {max_secs}s such as 5s, got {raw:?}"
+                ),
+            })
     }
 
     /// `APIKEYS_HASH_KEY`: at least 32 bytes, as hex (required).
@@ -220,6 +231,15 @@ mod tests {
     }
 
     const GOOD_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn debug_of_the_database_config_hides_the_url() {
+        let get = env(&[("DATABASE_URL", "postgres://app:s3cret@db/apikeys")]);
+        let db = Env::new(&get).database().unwrap();
+        let debug = format!("{db:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("[redacted]"), "{debug}");
+    }
 
     #[test]
     fn missing_database_url_is_named() {
@@ -339,7 +359,17 @@ mod tests {
     fn log_format_accepts_json_and_text_only() {
         let get = env(&[("APIKEYS_LOG_FORMAT", "json")]);
         assert!(Env::new(&get).json_logs().unwrap());
+        let get = env(&[("APIKEYS_LOG_FORMAT", "text")]);
+        assert!(!Env::new(&get).json_logs().unwrap());
+        let get = env(&[]);
+        assert!(!Env::new(&get).json_logs().unwrap());
         let get = env(&[("APIKEYS_LOG_FORMAT", "xml")]);
-        assert!(Env::new(&get).json_logs().is_err());
+        assert_eq!(
+            Env::new(&get).json_logs().unwrap_err(),
+            ConfigError::Invalid {
+                var: "APIKEYS_LOG_FORMAT",
+                reason: "expected json or text, got \"xml\"".into(),
+            }
+        );
     }
 }

@@ -206,7 +206,7 @@ where
         }
         let now = self.now();
         let expires_at = request.expires_in.map(|e| now + e.get());
-        let created = self.new_key(
+        let (new, secret) = self.new_key(
             caller.tenant_id,
             request.name,
             request.key_type,
@@ -215,10 +215,10 @@ where
             expires_at,
             now,
         );
-        match self.keys.insert(&created.0, self.max_active_keys, now) {
+        match self.keys.insert(&new, self.max_active_keys, now) {
             Ok(()) => Ok(CreatedKey {
-                key: created.0.key,
-                secret: created.1,
+                key: new.key,
+                secret,
             }),
             Err(InsertError::LimitReached) => Err(CreateError::LimitReached),
             Err(InsertError::Duplicate) => Err(CreateError::Repository(RepositoryError::failure(
@@ -395,18 +395,22 @@ where
         };
         let (live, live_secret) = make(Mode::Live, "Default live secret key");
         let (test, test_secret) = make(Mode::Test, "Default test secret key");
-        match self.tenants.create(&tenant, &[live.clone(), test.clone()]) {
-            Ok(()) => Ok(CreatedTenant {
-                tenant,
-                live: CreatedKey {
-                    key: live.key,
-                    secret: live_secret,
-                },
-                test: CreatedKey {
-                    key: test.key,
-                    secret: test_secret,
-                },
-            }),
+        let keys = [live, test];
+        match self.tenants.create(&tenant, &keys) {
+            Ok(()) => {
+                let [live, test] = keys;
+                Ok(CreatedTenant {
+                    tenant,
+                    live: CreatedKey {
+                        key: live.key,
+                        secret: live_secret,
+                    },
+                    test: CreatedKey {
+                        key: test.key,
+                        secret: test_secret,
+                    },
+                })
+            }
             Err(CreateTenantRepoError::Duplicate) => Err(CreateTenantError::Repository(
                 RepositoryError::failure("create tenant", "generated id or hash collided"),
             )),

@@ -2,12 +2,16 @@
 //! keep the product document's field order (serde writes fields in
 //! declaration order).
 
+use std::fmt;
+
 use domain::{ApiKey, CreatedKey, RotatedKey};
 use serde::{Deserialize, Serialize};
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 use utoipa::ToSchema;
+
+use crate::redact::REDACTED;
 
 const RFC3339_SECONDS: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
@@ -154,8 +158,9 @@ pub struct RotateKeyRequest {
     pub grace_period: Option<String>,
 }
 
-/// `201` body of `POST /v1/api-keys`: the only time `key` is shown.
-#[derive(Debug, Serialize, ToSchema)]
+/// `201` body of `POST /v1/api-keys`: the only time `key` is shown. Its
+/// `Debug` leaves the key out (CONTRACT §8).
+#[derive(Serialize, ToSchema)]
 pub struct CreatedKeyResponse {
     /// `key_` + ULID.
     pub id: String,
@@ -200,8 +205,9 @@ impl From<CreatedKey> for CreatedKeyResponse {
     }
 }
 
-/// `200` body of `POST /v1/api-keys/rotate`.
-#[derive(Debug, Serialize, ToSchema)]
+/// `200` body of `POST /v1/api-keys/rotate`. Its `Debug` leaves the key out
+/// (CONTRACT §8).
+#[derive(Serialize, ToSchema)]
 pub struct RotatedKeyResponse {
     /// The new key's id.
     pub id: String,
@@ -252,6 +258,27 @@ impl From<RotatedKey> for RotatedKeyResponse {
     }
 }
 
+impl fmt::Debug for CreatedKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedKeyResponse")
+            .field("id", &self.id)
+            .field("prefix", &self.prefix)
+            .field("key", &REDACTED)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for RotatedKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RotatedKeyResponse")
+            .field("id", &self.id)
+            .field("prefix", &self.prefix)
+            .field("key", &REDACTED)
+            .field("old_key_id", &self.old_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// `GET /healthz` and `GET /readyz` body.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StatusBody {
@@ -274,5 +301,46 @@ mod tests {
             timestamp(datetime!(2024-01-10 10:00:00 +01:00)),
             "2024-01-10T09:00:00Z"
         );
+    }
+
+    #[test]
+    fn debug_of_a_response_never_shows_the_full_key() {
+        let key = domain::PlainKey::generate(
+            domain::KeyType::Secret,
+            domain::Mode::Live,
+            &domain::testing::SeqSecretSource::default(),
+        )
+        .into_secret();
+        let created = CreatedKeyResponse {
+            id: "key_01HQ2ZJ8N0000000000000000B".to_owned(),
+            name: "Backend".to_owned(),
+            key_type: "secret".to_owned(),
+            mode: "live".to_owned(),
+            key: key.clone(),
+            prefix: key[..12].to_owned(),
+            last_four: key[key.len() - 4..].to_owned(),
+            scopes: vec!["*".to_owned()],
+            expires_at: None,
+            created_at: "2024-01-10T09:00:00Z".to_owned(),
+        };
+        let rotated = RotatedKeyResponse {
+            id: created.id.clone(),
+            key: key.clone(),
+            old_key_id: "key_01HQ2ZJ8N0000000000000000A".to_owned(),
+            old_key_revokes_at: "2024-01-10T10:00:00Z".to_owned(),
+            name: created.name.clone(),
+            key_type: created.key_type.clone(),
+            mode: created.mode.clone(),
+            scopes: created.scopes.clone(),
+            prefix: created.prefix.clone(),
+            last_four: created.last_four.clone(),
+            created_at: created.created_at.clone(),
+            expires_at: None,
+        };
+        for debug in [format!("{created:?}"), format!("{rotated:?}")] {
+            assert!(!debug.contains(&key), "{debug}");
+            assert!(!debug.contains(&key[12..]), "{debug}");
+            assert!(debug.contains("[redacted]"), "{debug}");
+        }
     }
 }

@@ -214,8 +214,8 @@ impl ApiError {
         // never echo a key that was sent as one.
         let param = param.into();
         self.param = Some(match crate::redact::redact_keys(&param) {
-            std::borrow::Cow::Borrowed(_) => param,
-            std::borrow::Cow::Owned(redacted) => redacted,
+            Cow::Borrowed(_) => param,
+            Cow::Owned(redacted) => redacted,
         });
         self
     }
@@ -490,6 +490,15 @@ fn conflict(code: ErrorCode, message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, code, message)
 }
 
+/// 409 `last_full_access_key`, for an update and a revocation alike.
+fn last_full_access_key() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::LastFullAccessKey,
+        "the tenant must keep at least one active, full-access live secret key",
+    )
+}
+
 impl From<CreateError> for ApiError {
     fn from(e: CreateError) -> Self {
         match e {
@@ -531,10 +540,7 @@ impl From<UpdateError> for ApiError {
             UpdateError::Access(e) => e.into(),
             UpdateError::NotFound => ApiError::key_not_found(),
             UpdateError::Revoked => conflict(ErrorCode::KeyRevoked, e.to_string()),
-            UpdateError::LastFullAccessKey => conflict(
-                ErrorCode::LastFullAccessKey,
-                "the tenant must keep at least one active, full-access live secret key".into(),
-            ),
+            UpdateError::LastFullAccessKey => last_full_access_key(),
             UpdateError::Repository(e) => e.into(),
         }
     }
@@ -545,10 +551,7 @@ impl From<RevokeError> for ApiError {
         match e {
             RevokeError::Access(e) => e.into(),
             RevokeError::NotFound => ApiError::key_not_found(),
-            RevokeError::LastFullAccessKey => conflict(
-                ErrorCode::LastFullAccessKey,
-                "the tenant must keep at least one active, full-access live secret key".into(),
-            ),
+            RevokeError::LastFullAccessKey => last_full_access_key(),
             RevokeError::Repository(e) => e.into(),
         }
     }

@@ -49,6 +49,17 @@ fn parse_name(raw: &str) -> Result<KeyName, ApiError> {
     KeyName::parse(raw).map_err(|e| ApiError::invalid_parameter("name", e.to_string()))
 }
 
+/// `type`, in the body of a creation or the query of a listing.
+fn parse_key_type(raw: &str) -> Result<KeyType, ApiError> {
+    KeyType::parse(raw)
+        .map_err(|_| ApiError::invalid_parameter("type", "`type` must be publishable or secret"))
+}
+
+/// `mode`, in the body of a creation or the query of a listing.
+fn parse_mode(raw: &str) -> Result<Mode, ApiError> {
+    Mode::parse(raw).map_err(|_| ApiError::invalid_parameter("mode", "`mode` must be live or test"))
+}
+
 /// The query string of `GET /v1/api-keys`, checked parameter by parameter.
 fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
     let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
@@ -72,14 +83,10 @@ fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
         seen.push(name);
         match name.as_str() {
             "type" => {
-                request.key_type = Some(KeyType::parse(value).map_err(|_| {
-                    ApiError::invalid_parameter("type", "`type` must be publishable or secret")
-                })?);
+                request.key_type = Some(parse_key_type(value)?);
             }
             "mode" => {
-                request.mode = Some(Mode::parse(value).map_err(|_| {
-                    ApiError::invalid_parameter("mode", "`mode` must be live or test")
-                })?);
+                request.mode = Some(parse_mode(value)?);
             }
             "revoked" => {
                 request.include_revoked = match value.as_str() {
@@ -211,15 +218,8 @@ pub(crate) async fn create_key(
     let body: CreateKeyRequest = body.decode()?;
     let request = CreateKey {
         name: parse_name(&body.name)?,
-        key_type: KeyType::parse(&body.key_type).map_err(|_| {
-            ApiError::invalid_parameter("type", "`type` must be publishable or secret")
-        })?,
-        mode: body
-            .mode
-            .as_deref()
-            .map(Mode::parse)
-            .transpose()
-            .map_err(|_| ApiError::invalid_parameter("mode", "`mode` must be live or test"))?,
+        key_type: parse_key_type(&body.key_type)?,
+        mode: body.mode.as_deref().map(parse_mode).transpose()?,
         scopes: match &body.scopes {
             Some(names) => parse_scopes(names)?,
             None => Scopes::full(),
@@ -460,7 +460,7 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, A
 pub(crate) async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(state.openapi.to_string())
+        .body(state.openapi.clone())
 }
 
 /// Any unknown route: 404 `not_found`.

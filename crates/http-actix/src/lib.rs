@@ -62,7 +62,8 @@ pub struct AppState {
     service: Arc<DynApiKeys>,
     authenticator: Arc<dyn Authenticator>,
     readiness: Arc<dyn Readiness>,
-    openapi: Arc<str>,
+    /// Rendered once; each response shares these bytes instead of copying them.
+    openapi: web::Bytes,
 }
 
 impl std::fmt::Debug for AppState {
@@ -85,7 +86,7 @@ impl AppState {
             service,
             authenticator,
             readiness,
-            openapi: openapi::openapi_json().into(),
+            openapi: web::Bytes::from(openapi::openapi_json()),
         }
     }
 

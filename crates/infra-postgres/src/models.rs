@@ -74,8 +74,9 @@ impl TryFrom<ApiKeyRow> for ApiKey {
     }
 }
 
-/// A key to insert, with its hash.
-#[derive(Debug, Clone, Insertable)]
+/// A key to insert, with its hash. Deliberately no `Debug`: the hash must not
+/// reach a log (CONTRACT §8).
+#[derive(Insertable)]
 #[diesel(table_name = api_keys, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct NewApiKeyRow {
     pub(crate) id: String,

@@ -57,41 +57,50 @@ INSERT INTO api_keys (id, tenant_id, hash, name, key_type, mode, prefix, last_fo
                       created_at, last_used_at, expires_at, revokes_at, replaced_by)
 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM old";
 
-/// Revokes key $2 of tenant $1 at $3 if it is not revoked at $3 and the
-/// full-access guard allows it: the key does not count for the guard
-/// (`ApiKey::counts_for_full_access_guard` at $3), or another key of the
-/// tenant does.
-const REVOKE: &str = "\
-UPDATE api_keys AS k SET revokes_at = $3
-WHERE k.tenant_id = $1 AND k.id = $2
-  AND (k.revokes_at IS NULL OR k.revokes_at > $3)
-  AND (NOT (k.key_type = 'secret' AND k.mode = 'live' AND k.scopes = ARRAY['*']::TEXT[]
+/// The full-access guard, shared by [`REVOKE`] and [`UPDATE`]: key `k` ($2
+/// of tenant $1) does not count for the guard at $3
+/// (`ApiKey::counts_for_full_access_guard`), or another key `g` of the tenant
+/// does. A macro, not a `const`, so that `concat!` can splice it in.
+macro_rules! guard_allows_sql {
+    () => {
+        "(NOT (k.key_type = 'secret' AND k.mode = 'live' AND k.scopes = ARRAY['*']::TEXT[]
             AND k.revokes_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $3))
        OR EXISTS (
            SELECT 1 FROM api_keys AS g
            WHERE g.tenant_id = $1 AND g.id <> $2
              AND g.key_type = 'secret' AND g.mode = 'live' AND g.scopes = ARRAY['*']::TEXT[]
-             AND g.revokes_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > $3)))
+             AND g.revokes_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > $3)))"
+    };
+}
+
+/// Revokes key $2 of tenant $1 at $3 if it is not revoked at $3 and the
+/// full-access guard allows it.
+const REVOKE: &str = concat!(
+    "\
+UPDATE api_keys AS k SET revokes_at = $3
+WHERE k.tenant_id = $1 AND k.id = $2
+  AND (k.revokes_at IS NULL OR k.revokes_at > $3)
+  AND ",
+    guard_allows_sql!(),
+    "
 RETURNING id, tenant_id, name, key_type, mode, prefix, last_four, scopes, created_at, \
-          last_used_at, expires_at, revokes_at, replaced_by";
+          last_used_at, expires_at, revokes_at, replaced_by"
+);
 
 /// Sets the name ($4, unless NULL) and scopes ($5, unless NULL) of key $2 of
 /// tenant $1 if it is not revoked at $3 and, when the change narrows the scopes
 /// ($6), the full-access guard allows it (as for [`REVOKE`]).
-const UPDATE: &str = "\
+const UPDATE: &str = concat!(
+    "\
 UPDATE api_keys AS k SET name = coalesce($4, k.name), scopes = coalesce($5, k.scopes)
 WHERE k.tenant_id = $1 AND k.id = $2
   AND (k.revokes_at IS NULL OR k.revokes_at > $3)
-  AND (NOT $6
-       OR NOT (k.key_type = 'secret' AND k.mode = 'live' AND k.scopes = ARRAY['*']::TEXT[]
-               AND k.revokes_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $3))
-       OR EXISTS (
-           SELECT 1 FROM api_keys AS g
-           WHERE g.tenant_id = $1 AND g.id <> $2
-             AND g.key_type = 'secret' AND g.mode = 'live' AND g.scopes = ARRAY['*']::TEXT[]
-             AND g.revokes_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > $3)))
+  AND (NOT $6 OR ",
+    guard_allows_sql!(),
+    ")
 RETURNING id, tenant_id, name, key_type, mode, prefix, last_four, scopes, created_at, \
-          last_used_at, expires_at, revokes_at, replaced_by";
+          last_used_at, expires_at, revokes_at, replaced_by"
+);
 
 /// Binds a key's 14 columns as $1..$14, in `NewApiKeyRow` order.
 fn bind_key<'a>(
