@@ -11,8 +11,8 @@ mod common;
 use common::{request, Harness, T0};
 use domain::testing::SeqSecretSource;
 use domain::{
-    AuthError, Authenticator, Credentials, ExpiresIn, KeyType, Mode, PlainKey, Principal,
-    RepositoryError, Scope, Scopes, TenantId,
+    AuthError, Authenticator, Credentials, KeyType, Mode, PlainKey, Principal, RepositoryError,
+    Scope, Scopes, TenantId,
 };
 use time::Duration;
 
@@ -163,15 +163,7 @@ fn a_key_works_until_one_second_before_expiry_and_is_expired_at_it() {
     let h = Harness::new();
     let acme = h.tenant();
     let admin = h.principal(&acme.live);
-    let key = h.create(
-        &admin,
-        request(
-            KeyType::Secret,
-            None,
-            Scopes::full(),
-            Some(ExpiresIn::parse("1h").expect("duration")),
-        ),
-    );
+    let key = h.create_expiring(&admin, "1h");
     assert_eq!(key.key.expires_at, Some(T0 + Duration::hours(1)));
 
     h.clock.set(T0 + Duration::hours(1) - Duration::seconds(1));
@@ -211,15 +203,7 @@ fn revoked_and_expired_come_before_tenant_mismatch() {
     let admin = h.principal(&acme.live);
     let revoked = h.create_kind(&admin, KeyType::Secret, Mode::Live);
     h.service.revoke(&admin, &revoked.key.id).expect("revoke");
-    let expiring = h.create(
-        &admin,
-        request(
-            KeyType::Secret,
-            None,
-            Scopes::full(),
-            Some(ExpiresIn::parse("1m").expect("duration")),
-        ),
-    );
+    let expiring = h.create_expiring(&admin, "1m");
     h.clock.advance(Duration::minutes(1));
 
     // when they are presented for another tenant, then the key's state answers.
@@ -238,15 +222,7 @@ fn a_key_both_revoked_and_expired_is_revoked() {
     let h = Harness::new();
     let acme = h.tenant();
     let admin = h.principal(&acme.live);
-    let key = h.create(
-        &admin,
-        request(
-            KeyType::Secret,
-            None,
-            Scopes::full(),
-            Some(ExpiresIn::parse("1m").expect("duration")),
-        ),
-    );
+    let key = h.create_expiring(&admin, "1m");
     h.service.revoke(&admin, &key.key.id).expect("revoke");
     h.clock.advance(Duration::hours(1));
 

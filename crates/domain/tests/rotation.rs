@@ -10,8 +10,7 @@ mod common;
 
 use common::{request, Harness, T0};
 use domain::{
-    ApiKey, AuthError, ExpiresIn, GracePeriod, KeyId, KeyType, Mode, RevokeError, RotateError,
-    Scope, Scopes,
+    ApiKey, AuthError, GracePeriod, KeyId, KeyType, Mode, RevokeError, RotateError, Scope, Scopes,
 };
 use time::Duration;
 
@@ -129,15 +128,7 @@ fn the_successor_gets_the_old_keys_lifetime_counted_from_now() {
     let h = Harness::new();
     let acme = h.tenant();
     let admin = h.principal(&acme.live);
-    let old = h.create(
-        &admin,
-        request(
-            KeyType::Secret,
-            None,
-            Scopes::full(),
-            Some(ExpiresIn::parse("90d").expect("duration")),
-        ),
-    );
+    let old = h.create_expiring(&admin, "90d");
     assert_eq!(old.key.expires_at, Some(T0 + Duration::days(90)));
 
     // when it is rotated ten days later,
@@ -239,15 +230,7 @@ fn an_expired_key_cannot_be_rotated() {
     let h = Harness::new();
     let acme = h.tenant();
     let admin = h.principal(&acme.live);
-    let key = h.create(
-        &admin,
-        request(
-            KeyType::Secret,
-            None,
-            Scopes::full(),
-            Some(ExpiresIn::parse("1d").expect("duration")),
-        ),
-    );
+    let key = h.create_expiring(&admin, "1d");
     h.clock.advance(Duration::days(1) - Duration::seconds(1));
     let hashes = h.store.stored_hashes().len();
 
@@ -333,15 +316,7 @@ fn an_old_key_past_its_expiry_stops_even_within_the_grace_period() {
     let h = Harness::new();
     let acme = h.tenant();
     let admin = h.principal(&acme.live);
-    let old = h.create(
-        &admin,
-        request(
-            KeyType::Secret,
-            None,
-            Scopes::full(),
-            Some(ExpiresIn::parse("30m").expect("duration")),
-        ),
-    );
+    let old = h.create_expiring(&admin, "30m");
 
     h.clock.advance(Duration::minutes(10));
     let rotated = h

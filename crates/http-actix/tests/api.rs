@@ -7,7 +7,7 @@ mod common;
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::test::{self, TestRequest};
-use common::{authed, send, with_json, Fx};
+use common::{authed, send, Fx};
 use domain::{KeyType, Mode, OsSecretSource, PlainKey};
 use http_actix::app;
 use serde_json::{json, Value};
@@ -401,7 +401,8 @@ async fn publishable_key_is_403_secret_key_required() {
     // Before any body validation, too.
     let r = send(
         &app,
-        with_json(fx.req(Method::POST, "/v1/api-keys", &pk), &json!({})).to_request(),
+        fx.req_json(Method::POST, "/v1/api-keys", &pk, &json!({}))
+            .to_request(),
     )
     .await;
     r.assert_error(StatusCode::FORBIDDEN, "secret_key_required", None);
@@ -457,7 +458,8 @@ async fn test_key_cannot_create_live_keys() {
     let body = json!({"name": "x", "type": "secret", "mode": "live"});
     let r = send(
         &app,
-        with_json(fx.req(Method::POST, "/v1/api-keys", &fx.acme.test), &body).to_request(),
+        fx.req_json(Method::POST, "/v1/api-keys", &fx.acme.test, &body)
+            .to_request(),
     )
     .await;
     r.assert_error(StatusCode::FORBIDDEN, "live_mode_required", Some("mode"));
@@ -465,7 +467,8 @@ async fn test_key_cannot_create_live_keys() {
     let body = json!({"name": "x", "type": "secret"});
     let r = send(
         &app,
-        with_json(fx.req(Method::POST, "/v1/api-keys", &fx.acme.test), &body).to_request(),
+        fx.req_json(Method::POST, "/v1/api-keys", &fx.acme.test, &body)
+            .to_request(),
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED);
@@ -662,7 +665,8 @@ async fn create_answers_the_documented_example() {
     });
     let r = send(
         &app,
-        with_json(fx.req(Method::POST, "/v1/api-keys", &fx.acme.live), &body).to_request(),
+        fx.req_json(Method::POST, "/v1/api-keys", &fx.acme.live, &body)
+            .to_request(),
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED);
@@ -707,7 +711,8 @@ async fn create_defaults_to_full_scopes_no_expiry_and_the_callers_mode() {
     let body = json!({"name": "  Frontend  ", "type": "publishable"});
     let r = send(
         &app,
-        with_json(fx.req(Method::POST, "/v1/api-keys", &fx.acme.live), &body).to_request(),
+        fx.req_json(Method::POST, "/v1/api-keys", &fx.acme.live, &body)
+            .to_request(),
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED);
@@ -841,7 +846,8 @@ async fn create_rejects_each_invalid_field_with_its_code_and_param() {
     for (body, code, param) in cases {
         let r = send(
             &app,
-            with_json(fx.req(Method::POST, "/v1/api-keys", &fx.acme.live), &body).to_request(),
+            fx.req_json(Method::POST, "/v1/api-keys", &fx.acme.live, &body)
+                .to_request(),
         )
         .await;
         r.assert_error(StatusCode::BAD_REQUEST, code, Some(param));
@@ -878,14 +884,16 @@ async fn body_over_16_kib_is_413_payload_too_large() {
     let body = json!({"name": "x".repeat(16 * 1024), "type": "secret"});
     let r = send(
         &app,
-        with_json(fx.req(Method::POST, "/v1/api-keys", &fx.acme.live), &body).to_request(),
+        fx.req_json(Method::POST, "/v1/api-keys", &fx.acme.live, &body)
+            .to_request(),
     )
     .await;
     r.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None);
     let uri = format!("/v1/api-keys/{}", fx.acme.test_id);
     let r = send(
         &app,
-        with_json(fx.req(Method::PATCH, &uri, &fx.acme.live), &body).to_request(),
+        fx.req_json(Method::PATCH, &uri, &fx.acme.live, &body)
+            .to_request(),
     )
     .await;
     r.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None);
@@ -928,13 +936,15 @@ async fn create_beyond_the_key_limit_is_409_key_limit_reached() {
     let body = json!({"name": "third", "type": "secret"});
     let r = send(
         &app,
-        with_json(fx.req(Method::POST, "/v1/api-keys", &fx.acme.live), &body).to_request(),
+        fx.req_json(Method::POST, "/v1/api-keys", &fx.acme.live, &body)
+            .to_request(),
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let r = send(
         &app,
-        with_json(fx.req(Method::POST, "/v1/api-keys", &fx.acme.live), &body).to_request(),
+        fx.req_json(Method::POST, "/v1/api-keys", &fx.acme.live, &body)
+            .to_request(),
     )
     .await;
     r.assert_error(StatusCode::CONFLICT, "key_limit_reached", None);
@@ -976,11 +986,8 @@ async fn unknown_or_malformed_or_foreign_id_is_404_key_not_found() {
         }
         let r = send(
             &app,
-            with_json(
-                fx.req(Method::PATCH, &uri, &fx.acme.live),
-                &json!({"name": "y"}),
-            )
-            .to_request(),
+            fx.req_json(Method::PATCH, &uri, &fx.acme.live, &json!({"name": "y"}))
+                .to_request(),
         )
         .await;
         r.assert_error(StatusCode::NOT_FOUND, "key_not_found", None);
@@ -996,7 +1003,8 @@ async fn patch_renames_and_rescopes() {
     let body = json!({"name": "Renamed", "scopes": ["webhooks:write", "audit-logs:read"]});
     let r = send(
         &app,
-        with_json(fx.req(Method::PATCH, &uri, &fx.acme.live), &body).to_request(),
+        fx.req_json(Method::PATCH, &uri, &fx.acme.live, &body)
+            .to_request(),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -1006,8 +1014,10 @@ async fn patch_renames_and_rescopes() {
     assert_eq!(key["scopes"], json!(["webhooks:write", "audit-logs:read"]));
     let r = send(
         &app,
-        with_json(
-            fx.req(Method::PATCH, &uri, &fx.acme.live),
+        fx.req_json(
+            Method::PATCH,
+            &uri,
+            &fx.acme.live,
             &json!({"name": "Only name"}),
         )
         .to_request(),
@@ -1028,7 +1038,8 @@ async fn patch_with_no_field_is_400_missing_parameter() {
     for body in [json!({}), json!({"name": null})] {
         let r = send(
             &app,
-            with_json(fx.req(Method::PATCH, &uri, &fx.acme.live), &body).to_request(),
+            fx.req_json(Method::PATCH, &uri, &fx.acme.live, &body)
+                .to_request(),
         )
         .await;
         r.assert_error(StatusCode::BAD_REQUEST, "missing_parameter", None);
@@ -1049,7 +1060,8 @@ async fn patch_rejects_invalid_fields() {
     for (body, code, param) in cases {
         let r = send(
             &app,
-            with_json(fx.req(Method::PATCH, &uri, &fx.acme.live), &body).to_request(),
+            fx.req_json(Method::PATCH, &uri, &fx.acme.live, &body)
+                .to_request(),
         )
         .await;
         r.assert_error(StatusCode::BAD_REQUEST, code, Some(param));
@@ -1070,11 +1082,8 @@ async fn patch_of_a_revoked_key_is_409_key_revoked() {
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let r = send(
         &app,
-        with_json(
-            fx.req(Method::PATCH, &uri, &fx.acme.live),
-            &json!({"name": "z"}),
-        )
-        .to_request(),
+        fx.req_json(Method::PATCH, &uri, &fx.acme.live, &json!({"name": "z"}))
+            .to_request(),
     )
     .await;
     r.assert_error(StatusCode::CONFLICT, "key_revoked", None);
@@ -1088,7 +1097,8 @@ async fn narrowing_the_last_full_access_key_is_409() {
     let body = json!({"scopes": ["users:read"]});
     let r = send(
         &app,
-        with_json(fx.req(Method::PATCH, &uri, &fx.acme.live), &body).to_request(),
+        fx.req_json(Method::PATCH, &uri, &fx.acme.live, &body)
+            .to_request(),
     )
     .await;
     r.assert_error(StatusCode::CONFLICT, "last_full_access_key", None);
@@ -1138,11 +1148,8 @@ async fn rotate_answers_the_documented_example() {
     let body = json!({"id": id, "grace_period": "24h"});
     let r = send(
         &app,
-        with_json(
-            fx.req(Method::POST, "/v1/api-keys/rotate", &fx.acme.live),
-            &body,
-        )
-        .to_request(),
+        fx.req_json(Method::POST, "/v1/api-keys/rotate", &fx.acme.live, &body)
+            .to_request(),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -1178,8 +1185,10 @@ async fn rotated_key_works_until_its_grace_period_ends() {
     let app = init!(fx);
     let r = send(
         &app,
-        with_json(
-            fx.req(Method::POST, "/v1/api-keys/rotate", &fx.acme.live),
+        fx.req_json(
+            Method::POST,
+            "/v1/api-keys/rotate",
+            &fx.acme.live,
             &json!({"id": id}),
         )
         .to_request(),
@@ -1210,11 +1219,8 @@ async fn zero_grace_period_revokes_the_old_key_at_once() {
     let body = json!({"id": id, "grace_period": "0s"});
     let r = send(
         &app,
-        with_json(
-            fx.req(Method::POST, "/v1/api-keys/rotate", &fx.acme.live),
-            &body,
-        )
-        .to_request(),
+        fx.req_json(Method::POST, "/v1/api-keys/rotate", &fx.acme.live, &body)
+            .to_request(),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -1229,11 +1235,8 @@ async fn rotating_twice_is_409_key_already_rotated() {
     let body = json!({"id": fx.acme.live_id});
     let r = send(
         &app,
-        with_json(
-            fx.req(Method::POST, "/v1/api-keys/rotate", &fx.acme.live),
-            &body,
-        )
-        .to_request(),
+        fx.req_json(Method::POST, "/v1/api-keys/rotate", &fx.acme.live, &body)
+            .to_request(),
     )
     .await;
     assert_eq!(
@@ -1243,11 +1246,8 @@ async fn rotating_twice_is_409_key_already_rotated() {
     );
     let r = send(
         &app,
-        with_json(
-            fx.req(Method::POST, "/v1/api-keys/rotate", &fx.acme.live),
-            &body,
-        )
-        .to_request(),
+        fx.req_json(Method::POST, "/v1/api-keys/rotate", &fx.acme.live, &body)
+            .to_request(),
     )
     .await;
     r.assert_error(StatusCode::CONFLICT, "key_already_rotated", None);
@@ -1267,8 +1267,10 @@ async fn rotating_a_revoked_key_is_409_key_revoked() {
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let r = send(
         &app,
-        with_json(
-            fx.req(Method::POST, "/v1/api-keys/rotate", &fx.acme.live),
+        fx.req_json(
+            Method::POST,
+            "/v1/api-keys/rotate",
+            &fx.acme.live,
             &json!({"id": id}),
         )
         .to_request(),
@@ -1285,8 +1287,10 @@ async fn rotating_an_expired_key_is_409_key_expired() {
     let app = init!(fx);
     let r = send(
         &app,
-        with_json(
-            fx.req(Method::POST, "/v1/api-keys/rotate", &fx.acme.live),
+        fx.req_json(
+            Method::POST,
+            "/v1/api-keys/rotate",
+            &fx.acme.live,
             &json!({"id": id}),
         )
         .to_request(),
@@ -1359,11 +1363,8 @@ async fn rotate_rejects_bad_bodies() {
     for (body, status, code, param) in cases {
         let r = send(
             &app,
-            with_json(
-                fx.req(Method::POST, "/v1/api-keys/rotate", &fx.acme.live),
-                &body,
-            )
-            .to_request(),
+            fx.req_json(Method::POST, "/v1/api-keys/rotate", &fx.acme.live, &body)
+                .to_request(),
         )
         .await;
         r.assert_error(status, code, param);
@@ -1377,11 +1378,8 @@ async fn test_key_cannot_rotate_a_live_key() {
     let body = json!({"id": fx.acme.live_id});
     let r = send(
         &app,
-        with_json(
-            fx.req(Method::POST, "/v1/api-keys/rotate", &fx.acme.test),
-            &body,
-        )
-        .to_request(),
+        fx.req_json(Method::POST, "/v1/api-keys/rotate", &fx.acme.test, &body)
+            .to_request(),
     )
     .await;
     r.assert_error(StatusCode::NOT_FOUND, "key_not_found", None);

@@ -87,6 +87,16 @@ impl Harness {
         self.service.create(caller, request).expect("create key")
     }
 
+    /// Creates a full-access live secret key that expires after `lifetime`
+    /// (such as `90d`).
+    pub fn create_expiring(&self, caller: &Principal, lifetime: &str) -> CreatedKey {
+        let expires_in = ExpiresIn::parse(lifetime).expect("duration");
+        self.create(
+            caller,
+            request(KeyType::Secret, None, Scopes::full(), Some(expires_in)),
+        )
+    }
+
     /// Creates a full-access key of the given type and mode.
     pub fn create_kind(&self, caller: &Principal, key_type: KeyType, mode: Mode) -> CreatedKey {
         self.create(caller, request(key_type, Some(mode), Scopes::full(), None))

@@ -129,6 +129,11 @@ impl Fx {
     pub fn req(&self, method: Method, uri: &str, key: &str) -> TestRequest {
         authed(method, uri, key, &self.acme.tenant)
     }
+
+    /// [`Fx::req`] with a JSON body.
+    pub fn req_json(&self, method: Method, uri: &str, key: &str, body: &Value) -> TestRequest {
+        with_json(self.req(method, uri, key), body)
+    }
 }
 
 pub fn authed(method: Method, uri: &str, key: &str, tenant: &str) -> TestRequest {
