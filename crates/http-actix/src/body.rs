@@ -6,7 +6,7 @@ use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{web, HttpRequest};
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::BODY_LIMIT;
 
 /// A JSON object body, already checked for unknown fields.
@@ -64,8 +64,7 @@ pub(crate) async fn read_object(
     };
     if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(ApiError::new(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            crate::error::ErrorCode::UnknownField,
+            ErrorCode::UnknownField,
             format!("unknown field; this endpoint accepts {}", known.join(", ")),
         )
         .with_param(unknown.clone()));

@@ -23,135 +23,115 @@ use utoipa::ToSchema;
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
-/// Every error code the service answers with. Codes are stable; messages are
-/// for people.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// 401: no `Authorization: Bearer` key.
-    MissingApiKey,
-    /// 401: not a key (shape or checksum), or no key has this value.
-    InvalidApiKey,
-    /// 401: the key is revoked (or its rotation grace period is over).
-    ApiKeyRevoked,
-    /// 401: the key is past `expires_at`.
-    ApiKeyExpired,
-    /// 400: `X-Tenant-ID` missing or not `tnt_` + ULID.
-    InvalidTenantId,
-    /// 403: the key belongs to another tenant.
-    TenantMismatch,
-    /// 403: a publishable key where a secret key is required.
-    SecretKeyRequired,
-    /// 403: the key lacks a required scope.
-    InsufficientScope,
-    /// 403: a test key asked for a live key.
-    LiveModeRequired,
-    /// 404: no such key visible to the caller.
-    KeyNotFound,
-    /// 404: no such route.
-    NotFound,
-    /// 405: the route exists, the method does not.
-    MethodNotAllowed,
-    /// 409: the tenant's last full-access live secret key.
-    LastFullAccessKey,
-    /// 409: the key is revoked.
-    KeyRevoked,
-    /// 409: the key was rotated already.
-    KeyAlreadyRotated,
-    /// 409: the key has expired.
-    KeyExpired,
-    /// 409: the tenant has the maximum number of active keys.
-    KeyLimitReached,
-    /// 400: the body is not a JSON object.
-    InvalidJson,
-    /// 400: a field or query parameter of the wrong type or value.
-    InvalidParameter,
-    /// 400: a required field is missing.
-    MissingParameter,
-    /// 400: the body has a field the endpoint does not know.
-    UnknownField,
-    /// 400: the query string has a parameter the endpoint does not know.
-    UnknownParameter,
-    /// 400: a malformed or out-of-range duration.
-    InvalidDuration,
-    /// 413: the body is larger than 16 KiB.
-    PayloadTooLarge,
-    /// 415: POST or PATCH without `Content-Type: application/json`.
-    UnsupportedMediaType,
-    /// 400 (or another 4xx): a malformed request that fits no other code.
-    BadRequest,
-    /// 503: the database cannot be reached; retry after `Retry-After`.
-    ServiceUnavailable,
-    /// 500: an unexpected failure; the request id identifies it in the logs.
-    InternalError,
+/// Defines [`ErrorCode`] from one table, row by row: the variant with its
+/// doc line, the code as it appears in the body, and its HTTP status. The
+/// enum, its serde names, [`ErrorCode::ALL`], [`ErrorCode::as_str`] and
+/// [`ErrorCode::status`] all come from the table, so a code cannot be listed
+/// in one of them and missed in another.
+///
+/// `$code` is a `tt`, not a `literal`: a `literal` fragment reaches the
+/// `ToSchema` derive wrapped in an invisible group, which it does not read as
+/// the `serde(rename)`, and the schema would list the variant names.
+macro_rules! error_codes {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident = $code:tt, $status:ident;
+    )*) => {
+        /// Every error code the service answers with. Codes are stable; messages are
+        /// for people.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+        pub enum ErrorCode {
+            $(
+                #[doc = concat!(
+                    "`", $code, "`, answered with `StatusCode::", stringify!($status), "`:"
+                )]
+                $(#[doc = $doc])*
+                #[serde(rename = $code)]
+                $variant,
+            )*
+        }
+
+        impl ErrorCode {
+            /// Every code, for documentation and tests.
+            pub const ALL: [ErrorCode; [$($code),*].len()] = [$(ErrorCode::$variant),*];
+
+            /// The code as it appears in the body.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+
+            /// The HTTP status an error with this code answers with.
+            pub const fn status(self) -> StatusCode {
+                match self {
+                    $(ErrorCode::$variant => StatusCode::$status,)*
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 28] = [
-        ErrorCode::MissingApiKey,
-        ErrorCode::InvalidApiKey,
-        ErrorCode::ApiKeyRevoked,
-        ErrorCode::ApiKeyExpired,
-        ErrorCode::InvalidTenantId,
-        ErrorCode::TenantMismatch,
-        ErrorCode::SecretKeyRequired,
-        ErrorCode::InsufficientScope,
-        ErrorCode::LiveModeRequired,
-        ErrorCode::KeyNotFound,
-        ErrorCode::NotFound,
-        ErrorCode::MethodNotAllowed,
-        ErrorCode::LastFullAccessKey,
-        ErrorCode::KeyRevoked,
-        ErrorCode::KeyAlreadyRotated,
-        ErrorCode::KeyExpired,
-        ErrorCode::KeyLimitReached,
-        ErrorCode::InvalidJson,
-        ErrorCode::InvalidParameter,
-        ErrorCode::MissingParameter,
-        ErrorCode::UnknownField,
-        ErrorCode::UnknownParameter,
-        ErrorCode::InvalidDuration,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::UnsupportedMediaType,
-        ErrorCode::BadRequest,
-        ErrorCode::ServiceUnavailable,
-        ErrorCode::InternalError,
-    ];
-
-    /// The code as it appears in the body.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::MissingApiKey => "missing_api_key",
-            ErrorCode::InvalidApiKey => "invalid_api_key",
-            ErrorCode::ApiKeyRevoked => "api_key_revoked",
-            ErrorCode::ApiKeyExpired => "api_key_expired",
-            ErrorCode::InvalidTenantId => "invalid_tenant_id",
-            ErrorCode::TenantMismatch => "tenant_mismatch",
-            ErrorCode::SecretKeyRequired => "secret_key_required",
-            ErrorCode::InsufficientScope => "insufficient_scope",
-            ErrorCode::LiveModeRequired => "live_mode_required",
-            ErrorCode::KeyNotFound => "key_not_found",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::LastFullAccessKey => "last_full_access_key",
-            ErrorCode::KeyRevoked => "key_revoked",
-            ErrorCode::KeyAlreadyRotated => "key_already_rotated",
-            ErrorCode::KeyExpired => "key_expired",
-            ErrorCode::KeyLimitReached => "key_limit_reached",
-            ErrorCode::InvalidJson => "invalid_json",
-            ErrorCode::InvalidParameter => "invalid_parameter",
-            ErrorCode::MissingParameter => "missing_parameter",
-            ErrorCode::UnknownField => "unknown_field",
-            ErrorCode::UnknownParameter => "unknown_parameter",
-            ErrorCode::InvalidDuration => "invalid_duration",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::ServiceUnavailable => "service_unavailable",
-            ErrorCode::InternalError => "internal_error",
-        }
-    }
+error_codes! {
+    /// no `Authorization: Bearer` key.
+    MissingApiKey = "missing_api_key", UNAUTHORIZED;
+    /// not a key (shape or checksum), or no key has this value.
+    InvalidApiKey = "invalid_api_key", UNAUTHORIZED;
+    /// the key is revoked (or its rotation grace period is over).
+    ApiKeyRevoked = "api_key_revoked", UNAUTHORIZED;
+    /// the key is past `expires_at`.
+    ApiKeyExpired = "api_key_expired", UNAUTHORIZED;
+    /// `X-Tenant-ID` missing or not `tnt_` + ULID.
+    InvalidTenantId = "invalid_tenant_id", BAD_REQUEST;
+    /// the key belongs to another tenant.
+    TenantMismatch = "tenant_mismatch", FORBIDDEN;
+    /// a publishable key where a secret key is required.
+    SecretKeyRequired = "secret_key_required", FORBIDDEN;
+    /// the key lacks a required scope.
+    InsufficientScope = "insufficient_scope", FORBIDDEN;
+    /// a test key asked for a live key.
+    LiveModeRequired = "live_mode_required", FORBIDDEN;
+    /// no such key visible to the caller.
+    KeyNotFound = "key_not_found", NOT_FOUND;
+    /// no such route.
+    NotFound = "not_found", NOT_FOUND;
+    /// the route exists, the method does not.
+    MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
+    /// the tenant's last full-access live secret key.
+    LastFullAccessKey = "last_full_access_key", CONFLICT;
+    /// the key is revoked.
+    KeyRevoked = "key_revoked", CONFLICT;
+    /// the key was rotated already.
+    KeyAlreadyRotated = "key_already_rotated", CONFLICT;
+    /// the key has expired.
+    KeyExpired = "key_expired", CONFLICT;
+    /// the tenant has the maximum number of active keys.
+    KeyLimitReached = "key_limit_reached", CONFLICT;
+    /// the body is not a JSON object.
+    InvalidJson = "invalid_json", BAD_REQUEST;
+    /// a field or query parameter of the wrong type or value.
+    InvalidParameter = "invalid_parameter", BAD_REQUEST;
+    /// a required field is missing.
+    MissingParameter = "missing_parameter", BAD_REQUEST;
+    /// the body has a field the endpoint does not know.
+    UnknownField = "unknown_field", BAD_REQUEST;
+    /// the query string has a parameter the endpoint does not know.
+    UnknownParameter = "unknown_parameter", BAD_REQUEST;
+    /// a malformed or out-of-range duration.
+    InvalidDuration = "invalid_duration", BAD_REQUEST;
+    /// the body is larger than 16 KiB.
+    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
+    /// POST or PATCH without `Content-Type: application/json`.
+    UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE;
+    /// a malformed request that fits no other code. The one exception
+    /// to the table: when actix or another team's handler answered another
+    /// 4xx without an error of ours, that status is kept
+    /// ([`ApiError::from_status`]).
+    BadRequest = "bad_request", BAD_REQUEST;
+    /// the database cannot be reached; retry after `Retry-After`.
+    ServiceUnavailable = "service_unavailable", SERVICE_UNAVAILABLE;
+    /// an unexpected failure; the request id identifies it in the logs.
+    InternalError = "internal_error", INTERNAL_SERVER_ERROR;
 }
 
 impl fmt::Display for ErrorCode {
@@ -183,9 +163,12 @@ pub struct ErrorDetail {
 
 type Source = Box<dyn StdError + Send + Sync + 'static>;
 
-/// An error answered as the JSON body of CONTRACT §7.
+/// An error answered as the JSON body of CONTRACT §7. Its status is its
+/// code's ([`ErrorCode::status`]).
 #[derive(Debug)]
 pub struct ApiError {
+    /// `code.status()`, except for the `bad_request` fallback of
+    /// [`ApiError::from_status`].
     status: StatusCode,
     code: ErrorCode,
     message: Cow<'static, str>,
@@ -195,10 +178,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error with this status, code and message.
-    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+    /// An error with this code and message, answered with the code's status.
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
         ApiError {
-            status,
+            status: code.status(),
             code,
             message: message.into(),
             param: None,
@@ -227,53 +210,38 @@ impl ApiError {
         self
     }
 
-    /// 400 `invalid_parameter` for `param`.
+    /// `invalid_parameter` for `param`.
     pub fn invalid_parameter(param: &str, message: impl Into<Cow<'static, str>>) -> Self {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidParameter,
-            message,
-        )
-        .with_param(param)
+        ApiError::new(ErrorCode::InvalidParameter, message).with_param(param)
     }
 
-    /// 400 `missing_parameter` for `param`.
+    /// `missing_parameter` for `param`.
     pub fn missing_parameter(param: &str) -> Self {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
             ErrorCode::MissingParameter,
             format!("`{param}` is required"),
         )
         .with_param(param)
     }
 
-    /// 400 `invalid_json`.
+    /// `invalid_json`.
     pub fn invalid_json(message: impl Into<Cow<'static, str>>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidJson, message)
+        ApiError::new(ErrorCode::InvalidJson, message)
     }
 
-    /// 404 `not_found`: no such route.
+    /// `not_found`: no such route.
     pub fn route_not_found() -> Self {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::NotFound,
-            "no such route; see /openapi.json",
-        )
+        ApiError::new(ErrorCode::NotFound, "no such route; see /openapi.json")
     }
 
-    /// 404 `key_not_found`.
+    /// `key_not_found`.
     pub fn key_not_found() -> Self {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::KeyNotFound,
-            "no such API key",
-        )
+        ApiError::new(ErrorCode::KeyNotFound, "no such API key")
     }
 
-    /// 405 `method_not_allowed` with the route's `Allow` header.
+    /// `method_not_allowed` with the route's `Allow` header.
     pub fn method_not_allowed(allow: &'static str) -> Self {
         let mut e = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::MethodNotAllowed,
             format!("this route allows only {allow}"),
         );
@@ -281,10 +249,9 @@ impl ApiError {
         e
     }
 
-    /// 413 `payload_too_large`.
+    /// `payload_too_large`.
     pub fn payload_too_large() -> Self {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::PayloadTooLarge,
             format!(
                 "the request body must be at most {} bytes",
@@ -293,28 +260,25 @@ impl ApiError {
         )
     }
 
-    /// 415 `unsupported_media_type`.
+    /// `unsupported_media_type`.
     pub fn unsupported_media_type() -> Self {
         ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::UnsupportedMediaType,
             "the request body must be sent with `Content-Type: application/json`",
         )
     }
 
-    /// 503 `service_unavailable` (with `Retry-After`).
+    /// `service_unavailable` (with `Retry-After`).
     pub fn unavailable() -> Self {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::ServiceUnavailable,
             "the service is temporarily unavailable; retry shortly",
         )
     }
 
-    /// 500 `internal_error`, with a message that reveals nothing.
+    /// `internal_error`, with a message that reveals nothing.
     pub fn internal() -> Self {
         ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::InternalError,
             "an internal error occurred; quote the request id when reporting it",
         )
@@ -326,16 +290,21 @@ impl ApiError {
         match status {
             StatusCode::NOT_FOUND => ApiError::route_not_found(),
             StatusCode::METHOD_NOT_ALLOWED => {
-                ApiError::new(status, ErrorCode::MethodNotAllowed, "method not allowed")
+                ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed")
             }
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::unsupported_media_type(),
             StatusCode::SERVICE_UNAVAILABLE => ApiError::unavailable(),
-            s if s.is_client_error() => ApiError::new(
-                s,
-                ErrorCode::BadRequest,
-                s.canonical_reason().unwrap_or("bad request"),
-            ),
+            s if s.is_client_error() => {
+                let mut e = ApiError::new(
+                    ErrorCode::BadRequest,
+                    s.canonical_reason().unwrap_or("bad request"),
+                );
+                // The one status not taken from the code: another 4xx keeps
+                // its status, with the catch-all code.
+                e.status = s;
+                e
+            }
             _ => ApiError::internal(),
         }
     }
@@ -434,10 +403,6 @@ impl ResponseError for ApiError {
     }
 }
 
-fn unauthorized(code: ErrorCode, e: &AuthError) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())
-}
-
 impl From<RepositoryError> for ApiError {
     fn from(e: RepositoryError) -> Self {
         match e {
@@ -450,20 +415,12 @@ impl From<RepositoryError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::MissingKey => unauthorized(ErrorCode::MissingApiKey, &e),
-            AuthError::InvalidKey => unauthorized(ErrorCode::InvalidApiKey, &e),
-            AuthError::Revoked => unauthorized(ErrorCode::ApiKeyRevoked, &e),
-            AuthError::Expired => unauthorized(ErrorCode::ApiKeyExpired, &e),
-            AuthError::InvalidTenantId => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidTenantId,
-                e.to_string(),
-            ),
-            AuthError::TenantMismatch => ApiError::new(
-                StatusCode::FORBIDDEN,
-                ErrorCode::TenantMismatch,
-                e.to_string(),
-            ),
+            AuthError::MissingKey => ApiError::new(ErrorCode::MissingApiKey, e.to_string()),
+            AuthError::InvalidKey => ApiError::new(ErrorCode::InvalidApiKey, e.to_string()),
+            AuthError::Revoked => ApiError::new(ErrorCode::ApiKeyRevoked, e.to_string()),
+            AuthError::Expired => ApiError::new(ErrorCode::ApiKeyExpired, e.to_string()),
+            AuthError::InvalidTenantId => ApiError::new(ErrorCode::InvalidTenantId, e.to_string()),
+            AuthError::TenantMismatch => ApiError::new(ErrorCode::TenantMismatch, e.to_string()),
             AuthError::Repository(e) => e.into(),
         }
     }
@@ -472,28 +429,19 @@ impl From<AuthError> for ApiError {
 impl From<AccessError> for ApiError {
     fn from(e: AccessError) -> Self {
         match e {
-            AccessError::SecretKeyRequired => ApiError::new(
-                StatusCode::FORBIDDEN,
-                ErrorCode::SecretKeyRequired,
-                e.to_string(),
-            ),
-            AccessError::InsufficientScope { .. } => ApiError::new(
-                StatusCode::FORBIDDEN,
-                ErrorCode::InsufficientScope,
-                e.to_string(),
-            ),
+            AccessError::SecretKeyRequired => {
+                ApiError::new(ErrorCode::SecretKeyRequired, e.to_string())
+            }
+            AccessError::InsufficientScope { .. } => {
+                ApiError::new(ErrorCode::InsufficientScope, e.to_string())
+            }
         }
     }
 }
 
-fn conflict(code: ErrorCode, message: String) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, code, message)
-}
-
-/// 409 `last_full_access_key`, for an update and a revocation alike.
+/// `last_full_access_key`, for an update and a revocation alike.
 fn last_full_access_key() -> ApiError {
     ApiError::new(
-        StatusCode::CONFLICT,
         ErrorCode::LastFullAccessKey,
         "the tenant must keep at least one active, full-access live secret key",
     )
@@ -503,13 +451,10 @@ impl From<CreateError> for ApiError {
     fn from(e: CreateError) -> Self {
         match e {
             CreateError::Access(e) => e.into(),
-            CreateError::LiveModeRequired => ApiError::new(
-                StatusCode::FORBIDDEN,
-                ErrorCode::LiveModeRequired,
-                e.to_string(),
-            )
-            .with_param("mode"),
-            CreateError::LimitReached => conflict(ErrorCode::KeyLimitReached, e.to_string()),
+            CreateError::LiveModeRequired => {
+                ApiError::new(ErrorCode::LiveModeRequired, e.to_string()).with_param("mode")
+            }
+            CreateError::LimitReached => ApiError::new(ErrorCode::KeyLimitReached, e.to_string()),
             CreateError::Repository(e) => e.into(),
         }
     }
@@ -539,7 +484,7 @@ impl From<UpdateError> for ApiError {
         match e {
             UpdateError::Access(e) => e.into(),
             UpdateError::NotFound => ApiError::key_not_found(),
-            UpdateError::Revoked => conflict(ErrorCode::KeyRevoked, e.to_string()),
+            UpdateError::Revoked => ApiError::new(ErrorCode::KeyRevoked, e.to_string()),
             UpdateError::LastFullAccessKey => last_full_access_key(),
             UpdateError::Repository(e) => e.into(),
         }
@@ -562,9 +507,11 @@ impl From<RotateError> for ApiError {
         match e {
             RotateError::Access(e) => e.into(),
             RotateError::NotFound => ApiError::key_not_found(),
-            RotateError::Revoked => conflict(ErrorCode::KeyRevoked, e.to_string()),
-            RotateError::AlreadyRotated => conflict(ErrorCode::KeyAlreadyRotated, e.to_string()),
-            RotateError::Expired => conflict(ErrorCode::KeyExpired, e.to_string()),
+            RotateError::Revoked => ApiError::new(ErrorCode::KeyRevoked, e.to_string()),
+            RotateError::AlreadyRotated => {
+                ApiError::new(ErrorCode::KeyAlreadyRotated, e.to_string())
+            }
+            RotateError::Expired => ApiError::new(ErrorCode::KeyExpired, e.to_string()),
             RotateError::Repository(e) => e.into(),
         }
     }
@@ -661,6 +608,44 @@ mod tests {
                 serde_json::to_value(code).unwrap(),
                 serde_json::Value::String(code.as_str().to_owned())
             );
+        }
+    }
+
+    #[test]
+    fn every_error_answers_with_its_codes_status() {
+        for code in ErrorCode::ALL {
+            let e = ApiError::new(code, "message");
+            assert_eq!(e.status(), code.status(), "{code}");
+            assert_eq!(e.to_response("r").status(), code.status(), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_bare_status_becomes_its_code_and_another_4xx_keeps_its_status() {
+        for (status, code) in [
+            (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
+            (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+            ),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::ServiceUnavailable,
+            ),
+            (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            (StatusCode::TOO_MANY_REQUESTS, ErrorCode::BadRequest),
+            (StatusCode::BAD_GATEWAY, ErrorCode::InternalError),
+        ] {
+            let e = ApiError::from_status(status);
+            assert_eq!(e.code(), code, "{status}");
+            let expected = if code == ErrorCode::BadRequest {
+                status
+            } else {
+                code.status()
+            };
+            assert_eq!(e.status(), expected, "{status}");
         }
     }
 

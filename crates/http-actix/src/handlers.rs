@@ -5,7 +5,6 @@
 //! [`blocking`].
 
 use actix_web::http::header::LOCATION;
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
     CreateKey, ExpiresIn, GracePeriod, KeyChanges, KeyId, KeyName, KeyType, ListKeys, Mode,
@@ -32,12 +31,7 @@ fn path_key_id(req: &HttpRequest) -> Result<KeyId, ApiError> {
 }
 
 fn invalid_duration(param: &str, e: &domain::DurationError) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        ErrorCode::InvalidDuration,
-        format!("`{param}`: {e}"),
-    )
-    .with_param(param)
+    ApiError::new(ErrorCode::InvalidDuration, format!("`{param}`: {e}")).with_param(param)
 }
 
 fn parse_scopes(names: &[String]) -> Result<Scopes, ApiError> {
@@ -63,13 +57,7 @@ fn parse_mode(raw: &str) -> Result<Mode, ApiError> {
 /// The query string of `GET /v1/api-keys`, checked parameter by parameter.
 fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
     let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidParameter,
-                "the query string is malformed",
-            )
-        })?
+        .map_err(|_| ApiError::new(ErrorCode::InvalidParameter, "the query string is malformed"))?
         .into_inner();
     let mut request = ListKeys::default();
     let mut seen: Vec<&str> = Vec::new();
@@ -117,7 +105,6 @@ fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
             }
             _ => {
                 return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
                     ErrorCode::UnknownParameter,
                     "unknown query parameter; this endpoint accepts type, revoked, mode, limit, starting_after",
                 )
@@ -311,7 +298,6 @@ pub(crate) async fn update_key(
     body.opt_str_array("scopes")?;
     if !body.has("name") && !body.has("scopes") {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
             ErrorCode::MissingParameter,
             "at least one of `name` or `scopes` is required",
         ));

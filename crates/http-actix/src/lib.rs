@@ -9,8 +9,9 @@
 //! - [`Authenticated`] is the authentication extractor (CONTRACT §3); its
 //!   principal's `require_scope` does authorization.
 //! - [`blocking`] is the one way domain calls leave the executor threads.
-//! - [`ApiError`] is the one error type; domain errors map to status and
-//!   code through one exhaustive `match` per error type.
+//! - [`ApiError`] is the one error type; domain errors map to a code through
+//!   one exhaustive `match` per error type, and each [`ErrorCode`] has its
+//!   one status.
 
 mod auth;
 mod blocking;
@@ -28,7 +29,6 @@ use std::sync::Arc;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpRequest, HttpServer};
 use domain::{Authenticator, DynApiKeys, RepositoryError};
@@ -108,7 +108,6 @@ fn json_error(e: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
         }
         JsonPayloadError::ContentType => ApiError::unsupported_media_type(),
         JsonPayloadError::Deserialize(de) if de.is_data() => ApiError::new(
-            StatusCode::BAD_REQUEST,
             ErrorCode::InvalidParameter,
             "a field has the wrong type or value",
         ),
@@ -123,7 +122,6 @@ fn json_error(e: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
 
 fn query_error(e: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     ApiError::new(
-        StatusCode::BAD_REQUEST,
         ErrorCode::InvalidParameter,
         "a query parameter has the wrong type or value",
     )

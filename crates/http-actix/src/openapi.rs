@@ -81,3 +81,38 @@ pub fn openapi_json() -> String {
         .to_json()
         .unwrap_or_else(|_| String::from("{}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The responses of each operation name the codes they may carry; each
+    /// code must be documented under the status the catalogue gives it.
+    #[test]
+    fn documented_codes_sit_under_their_status() {
+        let doc: serde_json::Value = serde_json::from_str(&openapi_json()).unwrap_or_default();
+        let paths = doc["paths"]
+            .as_object()
+            .map(|p| p.values())
+            .into_iter()
+            .flatten();
+        let mut checked = 0;
+        for operation in paths.filter_map(|p| p.as_object()).flat_map(|p| p.values()) {
+            let responses = operation["responses"].as_object().into_iter().flatten();
+            for (status, response) in responses {
+                let description = response["description"].as_str().unwrap_or_default();
+                for code in ErrorCode::ALL {
+                    if description.contains(&format!("`{}`", code.as_str())) {
+                        assert_eq!(
+                            status.as_str(),
+                            code.status().as_str(),
+                            "{code} documented under {status}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 50, "only {checked} documented codes found");
+    }
+}
