@@ -19,7 +19,7 @@ use crate::dto::{
     StatusBody, UpdateKeyRequest,
 };
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::AppState;
+use crate::state::AppState;
 
 /// The `id` path parameter as a key id; a malformed id is as unknown as a
 /// missing key.

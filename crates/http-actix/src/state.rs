@@ -1,0 +1,63 @@
+//! What the handlers share: [`AppState`], and the [`Readiness`] check the
+//! binary implements over its database.
+
+use std::sync::Arc;
+
+use actix_web::web;
+use domain::{Authenticator, DynApiKeys, RepositoryError};
+
+/// Whether the service can serve requests (`GET /readyz`): the binary
+/// implements it over its database.
+pub trait Readiness: Send + Sync {
+    /// Checks that storage is reachable. Called on the blocking pool.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when it is not; `/readyz` then answers 503.
+    fn check(&self) -> Result<(), RepositoryError>;
+}
+
+/// What the handlers share: the use cases, the authenticator and the
+/// readiness check.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) service: Arc<DynApiKeys>,
+    pub(crate) authenticator: Arc<dyn Authenticator>,
+    pub(crate) readiness: Arc<dyn Readiness>,
+    /// Rendered once; each response shares these bytes instead of copying them.
+    pub(crate) openapi: web::Bytes,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// The state over the service, the authenticator (often the service
+    /// itself, or a cache around it) and the readiness check.
+    pub fn new(
+        service: Arc<DynApiKeys>,
+        authenticator: Arc<dyn Authenticator>,
+        readiness: Arc<dyn Readiness>,
+    ) -> Self {
+        AppState {
+            service,
+            authenticator,
+            readiness,
+            openapi: web::Bytes::from(crate::openapi::openapi_json()),
+        }
+    }
+
+    /// The use cases.
+    pub fn service(&self) -> &Arc<DynApiKeys> {
+        &self.service
+    }
+
+    /// The authenticator the [`Authenticated`](crate::Authenticated) extractor uses.
+    pub fn authenticator(&self) -> &Arc<dyn Authenticator> {
+        &self.authenticator
+    }
+}
