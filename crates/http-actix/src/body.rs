@@ -1,6 +1,8 @@
 //! Reading JSON request bodies so that every failure has its own code and
 //! `param` (CONTRACT §7): the body is read with a 16 KiB limit, parsed as a
-//! JSON object, and checked field by field.
+//! JSON object, and read field by field. Each accessor checks the field's
+//! JSON type and hands back the value it borrows, which the handler parses
+//! into its domain type; the body is never decoded a second time.
 
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{web, HttpRequest};
@@ -109,21 +111,5 @@ impl JsonObject {
                 .map(Some),
             Some(_) => Err(wrong()),
         }
-    }
-
-    /// Whether the field is present and not `null`.
-    pub(crate) fn has(&self, field: &str) -> bool {
-        self.get(field).is_some()
-    }
-}
-
-impl JsonObject {
-    /// The object as a request type, once its fields were checked with the
-    /// accessors above (which give each failure its code and `param`).
-    pub(crate) fn decode<T: serde::de::DeserializeOwned>(self) -> Result<T, ApiError> {
-        serde_json::from_value(Value::Object(self.0)).map_err(|e| {
-            ApiError::invalid_json("the request body does not match the endpoint's schema")
-                .with_source(e.to_string())
-        })
     }
 }

@@ -115,6 +115,11 @@ pub struct KeyList {
     pub has_more: bool,
 }
 
+// The three request types below are the bodies' schemas for the OpenAPI
+// document only: the handlers read a body field by field (`crate::body`).
+// `Deserialize` is derived for the `serde` attributes the schema reads
+// (`deny_unknown_fields` for `additionalProperties: false`, `rename`).
+
 /// `POST /v1/api-keys` body.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -14,6 +14,8 @@ use domain::{
 use crate::auth::Authenticated;
 use crate::blocking::blocking;
 use crate::body::read_object;
+// The request types only describe the bodies in the OpenAPI document; the
+// handlers read a body field by field (`crate::body`).
 use crate::dto::{
     CreateKeyRequest, CreatedKeyResponse, KeyList, KeyObject, RotateKeyRequest, RotatedKeyResponse,
     StatusBody, UpdateKeyRequest,
@@ -34,8 +36,8 @@ fn invalid_duration(param: &str, e: &domain::DurationError) -> ApiError {
     ApiError::new(ErrorCode::InvalidDuration, format!("`{param}`: {e}")).with_param(param)
 }
 
-fn parse_scopes(names: &[String]) -> Result<Scopes, ApiError> {
-    Scopes::parse(names.iter().map(String::as_str))
+fn parse_scopes(names: &[&str]) -> Result<Scopes, ApiError> {
+    Scopes::parse(names.iter().copied())
         .map_err(|e| ApiError::invalid_parameter("scopes", e.to_string()))
 }
 
@@ -197,23 +199,23 @@ pub(crate) async fn create_key(
         &["name", "type", "scopes", "expires_in", "mode"],
     )
     .await?;
-    body.req_str("name")?;
-    body.req_str("type")?;
-    body.opt_str_array("scopes")?;
-    body.opt_str("expires_in")?;
-    body.opt_str("mode")?;
-    let body: CreateKeyRequest = body.decode()?;
+    // Each field's JSON type first (in this order), then each value (in the
+    // order of the fields below), as the error for a body with several
+    // faults has always been chosen.
+    let name = body.req_str("name")?;
+    let key_type = body.req_str("type")?;
+    let scopes = body.opt_str_array("scopes")?;
+    let expires_in = body.opt_str("expires_in")?;
+    let mode = body.opt_str("mode")?;
     let request = CreateKey {
-        name: parse_name(&body.name)?,
-        key_type: parse_key_type(&body.key_type)?,
-        mode: body.mode.as_deref().map(parse_mode).transpose()?,
-        scopes: match &body.scopes {
-            Some(names) => parse_scopes(names)?,
+        name: parse_name(name)?,
+        key_type: parse_key_type(key_type)?,
+        mode: mode.map(parse_mode).transpose()?,
+        scopes: match scopes {
+            Some(names) => parse_scopes(&names)?,
             None => Scopes::full(),
         },
-        expires_in: body
-            .expires_in
-            .as_deref()
+        expires_in: expires_in
             .map(ExpiresIn::parse)
             .transpose()
             .map_err(|e| invalid_duration("expires_in", &e))?,
@@ -294,18 +296,17 @@ pub(crate) async fn update_key(
     caller.require_key_management()?;
     let id = path_key_id(&req)?;
     let body = read_object(&req, payload, &["name", "scopes"]).await?;
-    body.opt_str("name")?;
-    body.opt_str_array("scopes")?;
-    if !body.has("name") && !body.has("scopes") {
+    let name = body.opt_str("name")?;
+    let scopes = body.opt_str_array("scopes")?;
+    if name.is_none() && scopes.is_none() {
         return Err(ApiError::new(
             ErrorCode::MissingParameter,
             "at least one of `name` or `scopes` is required",
         ));
     }
-    let body: UpdateKeyRequest = body.decode()?;
     let changes = KeyChanges {
-        name: body.name.as_deref().map(parse_name).transpose()?,
-        scopes: body.scopes.as_deref().map(parse_scopes).transpose()?,
+        name: name.map(parse_name).transpose()?,
+        scopes: scopes.as_deref().map(parse_scopes).transpose()?,
     };
     let service = state.service.clone();
     let principal = caller.into_principal();
@@ -383,14 +384,14 @@ pub(crate) async fn rotate_key(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_key_management()?;
     let body = read_object(&req, payload, &["id", "grace_period"]).await?;
-    body.req_str("id")?;
-    body.opt_str("grace_period")?;
-    let body: RotateKeyRequest = body.decode()?;
-    let grace = match body.grace_period.as_deref() {
+    let id = body.req_str("id")?;
+    let grace_period = body.opt_str("grace_period")?;
+    let grace = match grace_period {
         Some(raw) => GracePeriod::parse(raw).map_err(|e| invalid_duration("grace_period", &e))?,
         None => GracePeriod::default(),
     };
-    let id = KeyId::parse(&body.id).map_err(|_| ApiError::key_not_found())?;
+    // A malformed id is as unknown as a missing key.
+    let id = KeyId::parse(id).map_err(|_| ApiError::key_not_found())?;
     let service = state.service.clone();
     let principal = caller.into_principal();
     let rotated = blocking(move || service.rotate(&principal, &id, grace)).await??;

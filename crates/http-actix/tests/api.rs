@@ -855,6 +855,69 @@ async fn create_rejects_each_invalid_field_with_its_code_and_param() {
 }
 
 #[actix_web::test]
+async fn body_fields_are_type_checked_first_then_parsed_in_a_fixed_order() {
+    let fx = Fx::new();
+    let app = init!(fx);
+    let id = fx.acme.test_id.as_str();
+    let cases = [
+        // Every field's JSON type before any field's value.
+        (
+            "/v1/api-keys",
+            json!({"name": "", "type": 7}),
+            "invalid_parameter",
+            "type",
+        ),
+        (
+            "/v1/api-keys",
+            json!({"name": "x", "type": "secret", "scopes": "no", "mode": "bogus"}),
+            "invalid_parameter",
+            "scopes",
+        ),
+        // Then the values: name, type, mode, scopes, expires_in.
+        (
+            "/v1/api-keys",
+            json!({"name": "", "type": "nope"}),
+            "invalid_parameter",
+            "name",
+        ),
+        (
+            "/v1/api-keys",
+            json!({"name": "x", "type": "secret", "scopes": ["nope"], "mode": "bogus"}),
+            "invalid_parameter",
+            "mode",
+        ),
+        (
+            "/v1/api-keys",
+            json!({"name": "x", "type": "secret", "scopes": ["nope"], "expires_in": "90x"}),
+            "invalid_parameter",
+            "scopes",
+        ),
+        // Rotation: the grace period before the id.
+        (
+            "/v1/api-keys/rotate",
+            json!({"id": "key_bad", "grace_period": "8d"}),
+            "invalid_duration",
+            "grace_period",
+        ),
+        (
+            "/v1/api-keys/rotate",
+            json!({"id": id, "grace_period": 8}),
+            "invalid_parameter",
+            "grace_period",
+        ),
+    ];
+    for (uri, body, code, param) in cases {
+        let r = send(
+            &app,
+            fx.req_json(Method::POST, uri, &fx.acme.live, &body)
+                .to_request(),
+        )
+        .await;
+        r.assert_error(StatusCode::BAD_REQUEST, code, Some(param));
+    }
+}
+
+#[actix_web::test]
 async fn malformed_json_is_400_invalid_json() {
     let fx = Fx::new();
     let app = init!(fx);
