@@ -6,10 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use anyhow::Context;
-use domain::{
-    ApiKeyRepository, ApiKeys, Authenticator, Clock, DynApiKeys, HashKey, OsSecretSource,
-    RepositoryError, SecretSource, TenantRepository,
-};
+use domain::{ApiKeys, Authenticator, Clock, HashKey, OsSecretSource, RepositoryError};
 use http_actix::{AppState, Readiness};
 use infra_postgres::PgStore;
 
@@ -23,12 +20,17 @@ impl Readiness for StoreReadiness {
     }
 }
 
-/// The domain service over the PostgreSQL store.
-pub fn service(store: &PgStore, clock: Arc<dyn Clock>, hash_key: HashKey) -> DynApiKeys {
-    let keys: Arc<dyn ApiKeyRepository> = Arc::new(store.clone());
-    let tenants: Arc<dyn TenantRepository> = Arc::new(store.clone());
-    let secrets: Arc<dyn SecretSource> = Arc::new(OsSecretSource);
-    ApiKeys::new(keys, tenants, clock, secrets, hash_key)
+/// The domain service over the PostgreSQL store: one store (one pool) serves
+/// every repository port.
+pub fn service(store: &PgStore, clock: impl Clock + 'static, hash_key: HashKey) -> ApiKeys {
+    ApiKeys::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        clock,
+        OsSecretSource,
+        hash_key,
+    )
 }
 
 /// A bound, not yet running server.
@@ -54,7 +56,7 @@ impl Application {
     pub fn build(
         bind: SocketAddr,
         store: &PgStore,
-        clock: Arc<dyn Clock>,
+        clock: impl Clock + 'static,
         hash_key: HashKey,
         workers: Option<usize>,
     ) -> anyhow::Result<Self> {

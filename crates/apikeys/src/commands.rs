@@ -1,10 +1,8 @@
 //! What each subcommand does. Start-up work here (migrations, tenant
 //! creation) is blocking by design: it runs before any request is served.
 
-use std::sync::Arc;
-
 use anyhow::Context;
-use domain::{CreatedTenant, HashKey, SystemClock};
+use domain::{CreatedTenant, HashKey, Origin, SystemClock};
 use infra_postgres::{PgStore, PoolConfig};
 use serde::Serialize;
 
@@ -63,9 +61,9 @@ struct KeysJson {
 }
 
 fn create_tenant(store: &PgStore, hash_key: HashKey, name: &str) -> anyhow::Result<CreatedTenant> {
-    let service = application::service(store, Arc::new(SystemClock), hash_key);
+    let service = application::service(store, SystemClock, hash_key);
     service
-        .create_tenant(name)
+        .create_tenant(&Origin::cli(), name)
         .context("cannot create the tenant")
 }
 
@@ -99,13 +97,7 @@ pub fn tenant_create(env: Env<'_>, name: &str, json: bool) -> anyhow::Result<()>
 
 fn run_server(store: &PgStore, hash_key: HashKey, server: &ServerConfig) -> anyhow::Result<()> {
     let system = actix_web::rt::System::new();
-    let app = Application::build(
-        server.bind,
-        store,
-        Arc::new(SystemClock),
-        hash_key,
-        server.workers,
-    )?;
+    let app = Application::build(server.bind, store, SystemClock, hash_key, server.workers)?;
     tracing::info!(addr = %app.addr(), "listening");
     system
         .block_on(app.run_until_stopped())
@@ -153,7 +145,7 @@ pub fn dev(env: Env<'_>) -> anyhow::Result<()> {
     let hash_key = HashKey::from_hex(DEV_HASH_KEY_HEX).context("the development hash key")?;
     let store = connect_and_migrate(&url, &pool)?;
     let base = format!("http://{}", server.bind);
-    let service = application::service(&store, Arc::new(SystemClock), hash_key.clone());
+    let service = application::service(&store, SystemClock, hash_key.clone());
     match service
         .find_tenant_by_name(DEV_TENANT_NAME)
         .context("cannot look up the development tenant")?
@@ -170,7 +162,7 @@ pub fn dev(env: Env<'_>) -> anyhow::Result<()> {
         }
         None => {
             let created = service
-                .create_tenant(DEV_TENANT_NAME)
+                .create_tenant(&Origin::cli(), DEV_TENANT_NAME)
                 .context("cannot create the tenant")?;
             let tenant = created.tenant.id;
             let live = created.live.secret.into_secret();

@@ -1,7 +1,7 @@
 //! Logging: `tracing` to stderr, human-readable or JSON.
 //!
 //! Nothing logged here or in the HTTP layer contains a full key, a key hash,
-//! the hash key or an `Authorization` header (CONTRACT §8).
+//! the hash key or an `Authorization` header (docs/api.md, "Secrets").
 
 use tracing_subscriber::{fmt, EnvFilter};
 

@@ -97,7 +97,7 @@ async fn spawn_without_tenant(store: infra_postgres::PgStore) -> Bare {
     let app = apikeys::application::Application::build(
         "127.0.0.1:0".parse().unwrap(),
         &store,
-        std::sync::Arc::new(domain::testing::TestClock::default()),
+        domain::testing::TestClock::default(),
         common::hash_key(),
         Some(1),
     )

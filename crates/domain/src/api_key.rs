@@ -1,6 +1,6 @@
 //! The `ApiKey` entity, its status at an instant, and tenants.
 
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::hashing::KeyHash;
 use crate::ids::{KeyId, TenantId};
@@ -51,6 +51,11 @@ pub struct ApiKey {
     pub replaced_by: Option<KeyId>,
 }
 
+/// `last_used_at` is written at most once per key in this interval
+/// (docs/api.md, "The key object"). The rule lives only in
+/// [`ApiKey::last_used_due_before`]; adapters compare with the instant it gives.
+pub const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
+
 /// What a key is at a given instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyStatus {
@@ -84,7 +89,7 @@ impl ApiKey {
         self.status(now) == KeyStatus::Revoked
     }
 
-    /// Whether the key keeps its tenant manageable (CONTRACT §4): an active,
+    /// Whether the key keeps its tenant manageable (docs/api.md, "Conventions", authorization): an active,
     /// full-access, live secret key with no revocation scheduled. A tenant must
     /// always keep at least one.
     pub fn counts_for_full_access_guard(&self, now: OffsetDateTime) -> bool {
@@ -94,6 +99,20 @@ impl ApiKey {
             && self.scopes.is_full_access()
     }
 
+    /// A use at `now` is recorded only if `last_used_at` is unset or not
+    /// after this instant: at most one write per key per
+    /// [`LAST_USED_RESOLUTION`].
+    pub fn last_used_due_before(now: OffsetDateTime) -> OffsetDateTime {
+        now - LAST_USED_RESOLUTION
+    }
+
+    /// Whether a use at `now` should be recorded
+    /// ([`ApiKey::last_used_due_before`]).
+    pub fn last_used_due(&self, now: OffsetDateTime) -> bool {
+        self.last_used_at
+            .is_none_or(|at| at <= Self::last_used_due_before(now))
+    }
+
     /// Whether the key counts toward the tenant's active key limit: not revoked
     /// and not expired (a key in its grace period still counts).
     pub fn counts_for_key_limit(&self, now: OffsetDateTime) -> bool {
@@ -101,6 +120,29 @@ impl ApiKey {
             self.status(now),
             KeyStatus::Active | KeyStatus::RevocationScheduled
         )
+    }
+}
+
+/// A key together with its status at the instant a use case ran: what a
+/// response needs, so that handlers need no clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyView {
+    /// The key.
+    pub key: ApiKey,
+    /// Its status at the time of the call.
+    pub status: KeyStatus,
+}
+
+impl KeyView {
+    /// `key` as it is at `now`.
+    pub fn at(key: ApiKey, now: OffsetDateTime) -> Self {
+        let status = key.status(now);
+        KeyView { key, status }
+    }
+
+    /// `revoked` of the key object.
+    pub fn is_revoked(&self) -> bool {
+        self.status == KeyStatus::Revoked
     }
 }
 

@@ -1,7 +1,8 @@
-//! Authentication (CONTRACT §3) and the authenticated caller.
+//! Authentication (docs/api.md, "Conventions", authentication) and the authenticated caller.
 
 use thiserror::Error;
 
+use crate::events::{Actor, Origin};
 use crate::ids::{KeyId, TenantId};
 use crate::key_string::PlainKey;
 use crate::kinds::{KeyType, Mode};
@@ -142,7 +143,16 @@ impl Principal {
         }
     }
 
-    /// What managing keys requires (CONTRACT §4): a secret key with `*`.
+    /// The origin of a change this caller makes in the request `request_id`.
+    pub fn origin(&self, request_id: Option<String>) -> Origin {
+        Origin {
+            actor: Actor::ApiKey(self.key_id),
+            request_id,
+        }
+    }
+
+    /// What managing keys requires (docs/api.md, "Authorization"): a secret
+    /// key with `*`.
     ///
     /// # Errors
     /// [`AccessError`], the key type checked first.
@@ -156,7 +166,7 @@ impl Principal {
 /// (the HTTP layer depends on this trait, not on the service).
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait Authenticator: Send + Sync {
-    /// Steps 3 and 4 of CONTRACT §3: looks the key up by its hash and checks
+    /// Steps 3 and 4 of docs/api.md, "Conventions", authentication: looks the key up by its hash and checks
     /// revocation, expiry and tenant, in that order. Writes nothing.
     ///
     /// # Errors

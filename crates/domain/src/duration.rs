@@ -1,4 +1,4 @@
-//! Durations such as `90d` or `24h` (CONTRACT §6) and the bounds of each use.
+//! Durations such as `90d` or `24h` (docs/api.md, "Conventions", durations) and the bounds of each use.
 //!
 //! Grammar: `^(0|[1-9][0-9]*)(s|m|h|d|w|y)$`, a year being 365 days. Nothing
 //! else is accepted: no spaces, upper case, signs, fractions or leading zeros.

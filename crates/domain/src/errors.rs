@@ -19,6 +19,10 @@ pub enum CreateError {
     /// The tenant has the maximum number of active keys.
     #[error("the tenant has reached its limit of active keys")]
     LimitReached,
+    /// The calling key was revoked before the change could commit; nothing
+    /// was written.
+    #[error("the API key has been revoked")]
+    CallerRevoked,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -28,6 +32,17 @@ pub enum CreateError {
 #[derive(Debug, Error)]
 pub enum ListError {
     /// The caller may not manage keys.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// Storage failure.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// Why [`ApiKeys::list_events`](crate::ApiKeys::list_events) failed.
+#[derive(Debug, Error)]
+pub enum ListEventsError {
+    /// The caller may not read the audit log.
     #[error(transparent)]
     Access(#[from] AccessError),
     /// Storage failure.
@@ -65,6 +80,10 @@ pub enum UpdateError {
     /// secret key.
     #[error("this is the tenant's last full-access live secret key")]
     LastFullAccessKey,
+    /// The calling key was revoked before the change could commit; nothing
+    /// was written.
+    #[error("the API key has been revoked")]
+    CallerRevoked,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -82,6 +101,10 @@ pub enum RevokeError {
     /// Revoking would leave the tenant without a full-access live secret key.
     #[error("this is the tenant's last full-access live secret key")]
     LastFullAccessKey,
+    /// The calling key was revoked before the change could commit; nothing
+    /// was written.
+    #[error("the API key has been revoked")]
+    CallerRevoked,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -105,6 +128,10 @@ pub enum RotateError {
     /// The key is past its expiry.
     #[error("the API key has expired")]
     Expired,
+    /// The calling key was revoked before the change could commit; nothing
+    /// was written.
+    #[error("the API key has been revoked")]
+    CallerRevoked,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),

@@ -1,4 +1,4 @@
-//! HMAC-SHA256 of full keys under a server secret (CONTRACT §2).
+//! HMAC-SHA256 of full keys under a server secret (docs/api.md, "Key strings").
 //!
 //! The database holds only `HMAC(hash key, full key)`; the hash key never
 //! reaches it, so a stolen database yields neither keys nor a way to test
@@ -84,16 +84,11 @@ impl fmt::Debug for HashKey {
 }
 
 /// HMAC-SHA256 of a full key. `Debug` is redacted: a hash is not to be logged
-/// either (CONTRACT §8).
+/// either (docs/api.md, "Secrets").
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyHash([u8; 32]);
 
 impl KeyHash {
-    /// Wraps stored bytes (for repository adapters).
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        KeyHash(bytes)
-    }
-
     /// The 32 bytes, to store or look up.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

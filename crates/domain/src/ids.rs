@@ -1,4 +1,4 @@
-//! Identifiers: `tnt_` and `key_` followed by a ULID (CONTRACT §1).
+//! Identifiers: `tnt_`, `key_` and `evt_` followed by a ULID (docs/api.md, Conventions).
 //!
 //! A ULID is 48 bits of milliseconds since the Unix epoch followed by 80 random
 //! bits, written as 26 Crockford base32 characters. ULIDs sort by creation time,
@@ -9,7 +9,7 @@ use std::fmt;
 use thiserror::Error;
 use time::OffsetDateTime;
 
-use crate::ports::SecretSource;
+use crate::random::SecretSource;
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const ULID_LEN: usize = 26;
@@ -64,7 +64,7 @@ pub enum IdError {
     /// Not the expected prefix followed by 26 upper-case Crockford base32 characters.
     #[error("expected `{prefix}` followed by a 26-character ULID")]
     Malformed {
-        /// The prefix that was expected (`tnt_` or `key_`).
+        /// The prefix that was expected (`tnt_`, `key_` or `evt_`).
         prefix: &'static str,
     },
 }
@@ -128,3 +128,18 @@ prefixed_id!(
     KeyId,
     "key_"
 );
+prefixed_id!(
+    /// A key event's identifier: `evt_` + ULID.
+    EventId,
+    "evt_"
+);
+
+impl EventId {
+    /// The id right after this one: for the second event of one change (a
+    /// rotation's successor, a tenant's keys), so that events of one change
+    /// sort in the order they were made even within one millisecond.
+    #[must_use]
+    pub fn next(self) -> Self {
+        EventId(Ulid(self.0 .0.saturating_add(1)))
+    }
+}

@@ -1,4 +1,4 @@
-//! The key string (CONTRACT §2): `{pk|sk}_{live|test}_{body}{checksum}`.
+//! The key string (docs/api.md, "Key strings"): `{pk|sk}_{live|test}_{body}{checksum}`.
 //!
 //! `body` is 32 base62 characters drawn from a [`SecretSource`] without modulo
 //! bias; `checksum` is the CRC-32 (IEEE) of everything before it, as 6 base62
@@ -10,7 +10,7 @@ use std::fmt;
 use thiserror::Error;
 
 use crate::kinds::{KeyType, Mode};
-use crate::ports::SecretSource;
+use crate::random::SecretSource;
 
 /// The base62 alphabet: `0-9A-Za-z`.
 pub const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

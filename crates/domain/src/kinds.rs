@@ -13,7 +13,7 @@ pub enum KeyType {
     Secret,
 }
 
-/// Live keys act on production data; test keys see only test keys (CONTRACT §4).
+/// Live keys act on production data; test keys see only test keys (docs/api.md, "Conventions", authorization).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Mode {
     /// `live`

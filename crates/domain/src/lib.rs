@@ -26,38 +26,47 @@
 
 pub mod api_key;
 pub mod auth;
+pub mod clock;
 pub mod duration;
 pub mod errors;
+pub mod events;
 pub mod hashing;
 pub mod ids;
 pub mod key_string;
 pub mod kinds;
 pub mod name;
 pub mod ports;
+pub mod random;
 pub mod scope;
 pub mod service;
 
 #[cfg(any(test, feature = "mocks"))]
 pub mod testing;
 
-pub use api_key::{ApiKey, KeyStatus, NewKey, Tenant};
+pub use api_key::{ApiKey, KeyStatus, KeyView, NewKey, Tenant, LAST_USED_RESOLUTION};
 pub use auth::{AccessError, AuthError, Authentication, Authenticator, Credentials, Principal};
+pub use clock::{Clock, SystemClock};
 pub use duration::{parse_duration, DurationError, ExpiresIn, GracePeriod};
 pub use errors::{
-    CreateError, CreateTenantError, GetError, ListError, RevokeError, RotateError, UpdateError,
+    CreateError, CreateTenantError, GetError, ListError, ListEventsError, RevokeError, RotateError,
+    UpdateError,
+};
+pub use events::{
+    format_duration, Actor, Change, EventData, EventPage, EventQuery, EventType, FieldChanges,
+    KeyEvent, Origin, StoredEvent,
 };
 pub use hashing::{HashKey, HashKeyError, KeyHash};
-pub use ids::{IdError, KeyId, TenantId};
+pub use ids::{EventId, IdError, KeyId, TenantId};
 pub use key_string::{KeyFormatError, PlainKey};
 pub use kinds::{KeyType, Mode, UnknownVariant};
 pub use name::{KeyName, KeyNameError};
 pub use ports::{
-    ApiKeyRepository, Clock, CreateTenantRepoError, InsertError, KeyChanges, KeyPage, ListQuery,
-    OsSecretSource, RepositoryError, RevokeRepoError, RotateRepoError, SecretSource, SystemClock,
-    TenantRepository, UpdateRepoError,
+    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyPage, ListQuery,
+    RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
+pub use random::{OsSecretSource, SecretSource};
 pub use scope::{Scope, Scopes, ScopesError};
 pub use service::{
-    ApiKeys, CreateKey, CreatedKey, CreatedTenant, DynApiKeys, ListKeys, PageLimit, PageLimitError,
-    RotatedKey, DEFAULT_MAX_ACTIVE_KEYS, LAST_USED_RESOLUTION,
+    ApiKeys, CreateKey, CreatedKey, CreatedTenant, KeyViewPage, ListEvents, ListKeys, PageLimit,
+    PageLimitError, RotatedKey, DEFAULT_MAX_ACTIVE_KEYS,
 };

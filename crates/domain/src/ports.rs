@@ -15,11 +15,10 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::api_key::{ApiKey, NewKey, Tenant};
+use crate::events::{EventPage, EventQuery, FieldChanges, KeyEvent, StoredEvent};
 use crate::hashing::KeyHash;
 use crate::ids::{KeyId, TenantId};
 use crate::kinds::{KeyType, Mode};
-use crate::name::KeyName;
-use crate::scope::Scopes;
 
 type Source = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -96,15 +95,6 @@ pub struct KeyPage {
     pub has_more: bool,
 }
 
-/// What an update changes; `None` leaves a field as it is.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct KeyChanges {
-    /// A new name.
-    pub name: Option<KeyName>,
-    /// New scopes, replacing the old ones.
-    pub scopes: Option<Scopes>,
-}
-
 /// Why [`ApiKeyRepository::insert`] did not insert.
 #[derive(Debug, Error)]
 pub enum InsertError {
@@ -117,6 +107,9 @@ pub enum InsertError {
     /// No such tenant.
     #[error("unknown tenant")]
     UnknownTenant,
+    /// The event's actor key was revoked before the change could commit.
+    #[error("the calling key is revoked")]
+    ActorRevoked,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -134,6 +127,13 @@ pub enum UpdateRepoError {
     /// The change would leave the tenant without a full-access guard key.
     #[error("last full-access key")]
     LastFullAccessKey,
+    /// A changed field no longer holds its `old` value: a concurrent update
+    /// won. Nothing was written; read the key again and retry.
+    #[error("the key changed concurrently")]
+    Stale,
+    /// The event's actor key was revoked before the change could commit.
+    #[error("the calling key is revoked")]
+    ActorRevoked,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -148,6 +148,9 @@ pub enum RevokeRepoError {
     /// Revoking would leave the tenant without a full-access guard key.
     #[error("last full-access key")]
     LastFullAccessKey,
+    /// The event's actor key was revoked before the change could commit.
+    #[error("the calling key is revoked")]
+    ActorRevoked,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -167,6 +170,9 @@ pub enum RotateRepoError {
     /// The successor's id or hash is taken.
     #[error("a key with this id or hash exists")]
     Duplicate,
+    /// The event's actor key was revoked before the change could commit.
+    #[error("the calling key is revoked")]
+    ActorRevoked,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -176,18 +182,28 @@ pub enum RotateRepoError {
 ///
 /// Every method but [`find_by_hash`](Self::find_by_hash) is scoped to one
 /// tenant: a key of another tenant is "not found".
+///
+/// # Events and the actor
+/// Every write takes the [`KeyEvent`]s the domain built for it and stores
+/// them in the same transaction as the change: they exist exactly when the
+/// change committed, and a refused or failed write stores none. The change
+/// happens at the event's `created_at`. When the event's actor is a key
+/// ([`Actor::ApiKey`](crate::Actor::ApiKey)), the write commits only if that
+/// key exists in the event's tenant and is not revoked when the write
+/// commits (a write cannot commit after its caller's revocation did);
+/// otherwise it returns its `ActorRevoked` variant and writes nothing.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait ApiKeyRepository: Send + Sync {
-    /// Stores a new key if the tenant has fewer than `max_active` keys that
-    /// count for the limit at `now` ([`ApiKey::counts_for_key_limit`]).
+    /// Stores a new key and its `api_key.created` event if the tenant has
+    /// fewer than `max_active` keys that count for the limit
+    /// ([`ApiKey::counts_for_key_limit`]).
     ///
     /// Concurrency: the count and the insert are atomic per tenant, so
     /// concurrent inserts never take a tenant past `max_active`.
     ///
     /// # Errors
     /// [`InsertError`].
-    fn insert(&self, key: &NewKey, max_active: u32, now: OffsetDateTime)
-        -> Result<(), InsertError>;
+    fn insert(&self, key: &NewKey, max_active: u32, event: &KeyEvent) -> Result<(), InsertError>;
 
     /// The key with this hash, in any tenant and any state. This is the one
     /// lookup across tenants: the tenant is checked after the key is found.
@@ -208,8 +224,9 @@ pub trait ApiKeyRepository: Send + Sync {
     /// [`RepositoryError`].
     fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<KeyPage, RepositoryError>;
 
-    /// Applies `changes` to a key that is not revoked at `now`, returning the
-    /// key as stored afterwards.
+    /// Applies `changes` (not empty) to a key that is not revoked, only while
+    /// each changed field still holds its `old` value, and stores `event`
+    /// (`api_key.updated`). Returns the key as stored afterwards.
     ///
     /// The full-access guard: if the key counts for it
     /// ([`ApiKey::counts_for_full_access_guard`]) and the new scopes are not
@@ -225,13 +242,14 @@ pub trait ApiKeyRepository: Send + Sync {
         &self,
         tenant: &TenantId,
         id: &KeyId,
-        changes: &KeyChanges,
-        now: OffsetDateTime,
+        changes: &FieldChanges,
+        event: &KeyEvent,
     ) -> Result<ApiKey, UpdateRepoError>;
 
-    /// Revokes a key at `now` (also one in its grace period), returning the key
-    /// as stored afterwards. A key already revoked at `now` is returned as it
-    /// is: nothing changes.
+    /// Revokes a key at the event's time (also one in its grace period) and
+    /// stores `event` (`api_key.revoked`), returning the key as stored
+    /// afterwards. A key already revoked then is returned as it is: nothing
+    /// changes and no event is stored.
     ///
     /// The full-access guard and its concurrency are as for
     /// [`update`](Self::update): revoking a key that counts for the guard
@@ -243,13 +261,14 @@ pub trait ApiKeyRepository: Send + Sync {
         &self,
         tenant: &TenantId,
         id: &KeyId,
-        now: OffsetDateTime,
+        event: &KeyEvent,
     ) -> Result<ApiKey, RevokeRepoError>;
 
-    /// Rotates `old` into `successor` as one unit: inserts the successor and
-    /// sets the old key's `revokes_at` and `replaced_by`, but only if the old
-    /// key is [`Active`](crate::KeyStatus::Active) at `now` (not revoked, not
-    /// expired, no revocation scheduled).
+    /// Rotates `old` into `successor` as one unit: inserts the successor,
+    /// sets the old key's `revokes_at` and `replaced_by`, and stores both
+    /// events (`rotated` on the old key, `created` on the successor), but
+    /// only if the old key is [`Active`](crate::KeyStatus::Active) at the
+    /// events' time (not revoked, not expired, no revocation scheduled).
     ///
     /// Concurrency: of concurrent rotations of one key exactly one succeeds;
     /// the others get [`RotateRepoError::NotActive`] and write nothing. The
@@ -259,15 +278,17 @@ pub trait ApiKeyRepository: Send + Sync {
     /// [`RotateRepoError`].
     fn rotate(
         &self,
-        tenant: &TenantId,
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
-        now: OffsetDateTime,
+        rotated: &KeyEvent,
+        created: &KeyEvent,
     ) -> Result<(), RotateRepoError>;
 
-    /// Sets `last_used_at = now` only if it is unset or older than
-    /// `now - 60 s`, in one conditional write. Returns whether it wrote.
+    /// Sets `last_used_at = now` only if it is unset or not after
+    /// `due_before`, in one conditional write. Returns whether it wrote.
+    /// Writes no event: a use is not a change. The domain decides
+    /// `due_before` ([`ApiKey::last_used_due_before`]).
     ///
     /// # Errors
     /// [`RepositoryError`].
@@ -276,6 +297,7 @@ pub trait ApiKeyRepository: Send + Sync {
         tenant: &TenantId,
         id: &KeyId,
         now: OffsetDateTime,
+        due_before: OffsetDateTime,
     ) -> Result<bool, RepositoryError>;
 }
 
@@ -293,17 +315,18 @@ pub enum CreateTenantRepoError {
 /// Storage of tenants.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait TenantRepository: Send + Sync {
-    /// Stores a tenant together with its first keys, all or nothing.
+    /// Stores a tenant together with its first keys and their events
+    /// (`tenant.created`, then `api_key.created` for each key), all or
+    /// nothing.
     ///
     /// # Errors
     /// [`CreateTenantRepoError`].
-    fn create(&self, tenant: &Tenant, keys: &[NewKey]) -> Result<(), CreateTenantRepoError>;
-
-    /// The tenant with this id.
-    ///
-    /// # Errors
-    /// [`RepositoryError`].
-    fn find_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, RepositoryError>;
+    fn create(
+        &self,
+        tenant: &Tenant,
+        keys: &[NewKey],
+        events: &[KeyEvent],
+    ) -> Result<(), CreateTenantRepoError>;
 
     /// The oldest tenant with exactly this name (used by `apikeys dev`).
     ///
@@ -312,121 +335,28 @@ pub trait TenantRepository: Send + Sync {
     fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, RepositoryError>;
 }
 
-/// The current time. The only source of time in the domain: no `now()` in SQL.
+/// Reading the event log. Writing happens with each change, through the
+/// other repositories.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
-pub trait Clock: Send + Sync {
-    /// Now, in UTC.
-    fn now(&self) -> OffsetDateTime;
-}
-
-/// Cryptographically secure random bytes, for key bodies and ULIDs.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
-pub trait SecretSource: Send + Sync {
-    /// Fills `buf` with random bytes.
-    fn fill(&self, buf: &mut [u8]);
-}
-
-/// The wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
-
-/// The operating system's CSPRNG.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OsSecretSource;
-
-impl SecretSource for OsSecretSource {
-    fn fill(&self, buf: &mut [u8]) {
-        // The OS generator failing means the machine cannot make keys safely at
-        // all; there is no sensible way to go on.
-        #[expect(clippy::expect_used, reason = "no safe fallback for a broken CSPRNG")]
-        getrandom::getrandom(buf).expect("the operating system's random source failed");
-    }
-}
-
-// Shared ports: a service built over `Arc<dyn Port>` (as the HTTP layer does)
-// or over an `Arc` of a concrete adapter uses the same implementation.
-
-impl<P: ApiKeyRepository + ?Sized> ApiKeyRepository for std::sync::Arc<P> {
-    fn insert(
-        &self,
-        key: &NewKey,
-        max_active: u32,
-        now: OffsetDateTime,
-    ) -> Result<(), InsertError> {
-        (**self).insert(key, max_active, now)
-    }
-    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError> {
-        (**self).find_by_hash(hash)
-    }
-    fn find(&self, tenant: &TenantId, id: &KeyId) -> Result<Option<ApiKey>, RepositoryError> {
-        (**self).find(tenant, id)
-    }
-    fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<KeyPage, RepositoryError> {
-        (**self).list(tenant, query)
-    }
-    fn update(
+pub trait EventRepository: Send + Sync {
+    /// A page of the tenant's events matching `query`, newest (largest id)
+    /// first.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn list_events(
         &self,
         tenant: &TenantId,
-        id: &KeyId,
-        changes: &KeyChanges,
-        now: OffsetDateTime,
-    ) -> Result<ApiKey, UpdateRepoError> {
-        (**self).update(tenant, id, changes, now)
-    }
-    fn revoke(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        now: OffsetDateTime,
-    ) -> Result<ApiKey, RevokeRepoError> {
-        (**self).revoke(tenant, id, now)
-    }
-    fn rotate(
-        &self,
-        tenant: &TenantId,
-        old: &KeyId,
-        successor: &NewKey,
-        revokes_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), RotateRepoError> {
-        (**self).rotate(tenant, old, successor, revokes_at, now)
-    }
-    fn touch_last_used(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        now: OffsetDateTime,
-    ) -> Result<bool, RepositoryError> {
-        (**self).touch_last_used(tenant, id, now)
-    }
-}
+        query: &EventQuery,
+    ) -> Result<EventPage, RepositoryError>;
 
-impl<P: TenantRepository + ?Sized> TenantRepository for std::sync::Arc<P> {
-    fn create(&self, tenant: &Tenant, keys: &[NewKey]) -> Result<(), CreateTenantRepoError> {
-        (**self).create(tenant, keys)
-    }
-    fn find_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, RepositoryError> {
-        (**self).find_tenant(id)
-    }
-    fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, RepositoryError> {
-        (**self).find_tenant_by_name(name)
-    }
-}
-
-impl<P: Clock + ?Sized> Clock for std::sync::Arc<P> {
-    fn now(&self) -> OffsetDateTime {
-        (**self).now()
-    }
-}
-
-impl<P: SecretSource + ?Sized> SecretSource for std::sync::Arc<P> {
-    fn fill(&self, buf: &mut [u8]) {
-        (**self).fill(buf);
-    }
+    /// At most `limit` events of every tenant with a sequence number greater
+    /// than `after`, in sequence order: what another node follows. The one
+    /// read across tenants besides
+    /// [`ApiKeyRepository::find_by_hash`]. Numbers can commit out of order;
+    /// a follower re-reads an overlap window (docs/events.md).
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, RepositoryError>;
 }

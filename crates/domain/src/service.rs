@@ -1,30 +1,38 @@
 //! The use cases, on a service generic over its ports.
 
-use thiserror::Error;
-use time::{Duration, OffsetDateTime};
+use std::sync::Arc;
 
-use crate::api_key::{ApiKey, KeyStatus, NewKey, Tenant};
+use thiserror::Error;
+use time::OffsetDateTime;
+
+use crate::api_key::{ApiKey, KeyStatus, KeyView, NewKey, Tenant};
 use crate::auth::{AuthError, Authentication, Authenticator, Credentials, Principal};
+use crate::clock::Clock;
 use crate::duration::{ExpiresIn, GracePeriod};
 use crate::errors::{
-    CreateError, CreateTenantError, GetError, ListError, RevokeError, RotateError, UpdateError,
+    CreateError, CreateTenantError, GetError, ListError, ListEventsError, RevokeError, RotateError,
+    UpdateError,
 };
+use crate::events::{EventData, EventPage, EventQuery, EventType, FieldChanges, KeyEvent, Origin};
 use crate::hashing::HashKey;
-use crate::ids::{KeyId, TenantId};
+use crate::ids::{EventId, KeyId, TenantId};
 use crate::key_string::PlainKey;
 use crate::kinds::{KeyType, Mode};
 use crate::name::KeyName;
 use crate::ports::{
-    ApiKeyRepository, Clock, CreateTenantRepoError, InsertError, KeyChanges, KeyPage, ListQuery,
-    RepositoryError, RevokeRepoError, RotateRepoError, SecretSource, TenantRepository,
-    UpdateRepoError,
+    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, ListQuery,
+    RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
-use crate::scope::Scopes;
+use crate::random::SecretSource;
+use crate::scope::{Scope, Scopes};
 
-/// Most keys a tenant may have active at once (CONTRACT §7).
+/// Most keys a tenant may have active at once (docs/api.md, "Error codes":
+/// `key_limit_reached`).
 pub const DEFAULT_MAX_ACTIVE_KEYS: u32 = 10_000;
-/// `last_used_at` is written at most once per key in this interval (CONTRACT §8).
-pub const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
+
+/// How often [`ApiKeys::update`] re-reads and retries when a concurrent
+/// update changed the key between its read and its write.
+const UPDATE_ATTEMPTS: usize = 5;
 
 /// A page size of 1 to 100 (default 100).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +86,29 @@ pub struct CreateKey {
     pub expires_in: Option<ExpiresIn>,
 }
 
+/// An audit-log listing request; every field is already valid.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListEvents {
+    /// Only events of this key.
+    pub key_id: Option<KeyId>,
+    /// Only events of this type.
+    pub event_type: Option<EventType>,
+    /// Cursor: events older than this one.
+    pub starting_after: Option<EventId>,
+    /// Page size.
+    pub limit: PageLimit,
+}
+
+/// One page of a key listing, each key with its status at the time of the
+/// call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyViewPage {
+    /// Newest first.
+    pub keys: Vec<KeyView>,
+    /// Whether more keys match after the last one.
+    pub has_more: bool,
+}
+
 /// A listing request; every field is already valid.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListKeys {
@@ -126,18 +157,22 @@ pub struct CreatedTenant {
     pub test: CreatedKey,
 }
 
-/// The API-key use cases over their ports: `K` stores keys, `T` tenants, `C`
-/// tells the time and `S` supplies randomness.
-pub struct ApiKeys<K, T, C, S> {
-    keys: K,
-    tenants: T,
-    clock: C,
-    secrets: S,
+/// The API-key use cases over their ports: keys, tenants and events are
+/// stored through the repositories, time comes from the clock and randomness
+/// from the secret source. Ports are shared trait objects, so one service is
+/// built once and shared by every request.
+#[derive(Clone)]
+pub struct ApiKeys {
+    keys: Arc<dyn ApiKeyRepository>,
+    tenants: Arc<dyn TenantRepository>,
+    events: Arc<dyn EventRepository>,
+    clock: Arc<dyn Clock>,
+    secrets: Arc<dyn SecretSource>,
     hash_key: HashKey,
     max_active_keys: u32,
 }
 
-impl<K, T, C, S> std::fmt::Debug for ApiKeys<K, T, C, S> {
+impl std::fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiKeys")
             .field("max_active_keys", &self.max_active_keys)
@@ -145,20 +180,24 @@ impl<K, T, C, S> std::fmt::Debug for ApiKeys<K, T, C, S> {
     }
 }
 
-impl<K, T, C, S> ApiKeys<K, T, C, S>
-where
-    K: ApiKeyRepository,
-    T: TenantRepository,
-    C: Clock,
-    S: SecretSource,
-{
-    /// A service over the given ports, with the default key limit.
-    pub fn new(keys: K, tenants: T, clock: C, secrets: S, hash_key: HashKey) -> Self {
+impl ApiKeys {
+    /// A service over the given ports, with the default key limit. Adapters
+    /// are cheap to clone and share their state (a pool, a store), so pass a
+    /// clone of one store for each repository.
+    pub fn new(
+        keys: impl ApiKeyRepository + 'static,
+        tenants: impl TenantRepository + 'static,
+        events: impl EventRepository + 'static,
+        clock: impl Clock + 'static,
+        secrets: impl SecretSource + 'static,
+        hash_key: HashKey,
+    ) -> Self {
         ApiKeys {
-            keys,
-            tenants,
-            clock,
-            secrets,
+            keys: Arc::new(keys),
+            tenants: Arc::new(tenants),
+            events: Arc::new(events),
+            clock: Arc::new(clock),
+            secrets: Arc::new(secrets),
             hash_key,
             max_active_keys: DEFAULT_MAX_ACTIVE_KEYS,
         }
@@ -172,7 +211,8 @@ where
     }
 
     /// Now, to the second: every stored timestamp is whole seconds
-    /// (CONTRACT §1), so comparisons agree with what clients see.
+    /// (docs/decisions.md, "Keys and time"), so comparisons agree with what
+    /// clients see.
     pub fn now(&self) -> OffsetDateTime {
         let now = self.clock.now().to_offset(time::UtcOffset::UTC);
         now.replace_nanosecond(0).unwrap_or(now)
@@ -185,9 +225,19 @@ where
         self.clock.now()
     }
 
-    /// The key repository (for adapters that need it, such as readiness checks).
-    pub fn key_repository(&self) -> &K {
-        &self.keys
+    fn event_id(&self) -> EventId {
+        EventId::generate(self.id_instant(), self.secrets.as_ref())
+    }
+
+    /// An event about `key`, made at `now` by `origin`.
+    fn key_event(
+        &self,
+        now: OffsetDateTime,
+        key: &ApiKey,
+        origin: &Origin,
+        data: EventData,
+    ) -> KeyEvent {
+        KeyEvent::for_key(self.event_id(), now, key, origin, data)
     }
 
     /// Creates a key for the caller's tenant.
@@ -197,9 +247,11 @@ where
     pub fn create(
         &self,
         caller: &Principal,
+        request_id: Option<String>,
         request: CreateKey,
     ) -> Result<CreatedKey, CreateError> {
         caller.require_key_management()?;
+        let origin = caller.origin(request_id);
         let mode = request.mode.unwrap_or(caller.mode);
         if caller.mode == Mode::Test && mode == Mode::Live {
             return Err(CreateError::LiveModeRequired);
@@ -215,12 +267,19 @@ where
             expires_at,
             now,
         );
-        match self.keys.insert(&new, self.max_active_keys, now) {
+        let event = self.key_event(
+            now,
+            &new.key,
+            &origin,
+            EventData::KeyCreated { rotated_from: None },
+        );
+        match self.keys.insert(&new, self.max_active_keys, &event) {
             Ok(()) => Ok(CreatedKey {
                 key: new.key,
                 secret,
             }),
             Err(InsertError::LimitReached) => Err(CreateError::LimitReached),
+            Err(InsertError::ActorRevoked) => Err(CreateError::CallerRevoked),
             Err(InsertError::Duplicate) => Err(CreateError::Repository(RepositoryError::failure(
                 "insert key",
                 "generated key id or hash collided",
@@ -236,78 +295,125 @@ where
     ///
     /// # Errors
     /// [`ListError`].
-    pub fn list(&self, caller: &Principal, request: ListKeys) -> Result<KeyPage, ListError> {
+    pub fn list(&self, caller: &Principal, request: ListKeys) -> Result<KeyViewPage, ListError> {
         caller.require_key_management()?;
         let mode = match (caller.mode, request.mode) {
             (Mode::Live, requested) => requested,
             (Mode::Test, None | Some(Mode::Test)) => Some(Mode::Test),
             // Live keys are invisible to a test key: the page is empty.
             (Mode::Test, Some(Mode::Live)) => {
-                return Ok(KeyPage {
+                return Ok(KeyViewPage {
                     keys: Vec::new(),
                     has_more: false,
                 })
             }
         };
+        let now = self.now();
         let query = ListQuery {
             key_type: request.key_type,
             mode,
             include_revoked: request.include_revoked,
             starting_after: request.starting_after,
             limit: request.limit.get(),
-            now: self.now(),
+            now,
         };
-        Ok(self.keys.list(&caller.tenant_id, &query)?)
+        let page = self.keys.list(&caller.tenant_id, &query)?;
+        Ok(KeyViewPage {
+            keys: page.keys.into_iter().map(|k| KeyView::at(k, now)).collect(),
+            has_more: page.has_more,
+        })
     }
 
     /// One key visible to the caller.
     ///
     /// # Errors
     /// [`GetError`].
-    pub fn get(&self, caller: &Principal, id: &KeyId) -> Result<ApiKey, GetError> {
+    pub fn get(&self, caller: &Principal, id: &KeyId) -> Result<KeyView, GetError> {
         caller.require_key_management()?;
-        self.find_visible(caller, id)?.ok_or(GetError::NotFound)
+        let key = self.find_visible(caller, id)?.ok_or(GetError::NotFound)?;
+        Ok(KeyView::at(key, self.now()))
     }
 
-    /// Renames or re-scopes a key.
+    /// Renames or re-scopes a key (`None` leaves a field as it is). A change
+    /// that leaves every field as it was writes nothing and no event.
     ///
     /// # Errors
     /// [`UpdateError`].
     pub fn update(
         &self,
         caller: &Principal,
+        request_id: Option<String>,
         id: &KeyId,
-        changes: KeyChanges,
-    ) -> Result<ApiKey, UpdateError> {
+        name: Option<KeyName>,
+        scopes: Option<Scopes>,
+    ) -> Result<KeyView, UpdateError> {
         caller.require_key_management()?;
-        if self.find_visible(caller, id)?.is_none() {
-            return Err(UpdateError::NotFound);
+        let origin = caller.origin(request_id);
+        // The event records each field's old value, and the write applies
+        // only while the field still holds it; a concurrent update in between
+        // makes the write stale, and it is redone from a fresh read.
+        for _ in 0..UPDATE_ATTEMPTS {
+            let now = self.now();
+            let key = self
+                .find_visible(caller, id)?
+                .ok_or(UpdateError::NotFound)?;
+            if key.is_revoked(now) {
+                return Err(UpdateError::Revoked);
+            }
+            let changes = FieldChanges::between(&key, name.as_ref(), scopes.as_ref());
+            if changes.is_empty() {
+                return Ok(KeyView::at(key, now));
+            }
+            let event = self.key_event(
+                now,
+                &key,
+                &origin,
+                EventData::KeyUpdated {
+                    changes: changes.clone(),
+                },
+            );
+            return match self.keys.update(&caller.tenant_id, id, &changes, &event) {
+                Ok(key) => Ok(KeyView::at(key, now)),
+                Err(UpdateRepoError::Stale) => continue,
+                Err(UpdateRepoError::NotFound) => Err(UpdateError::NotFound),
+                Err(UpdateRepoError::Revoked) => Err(UpdateError::Revoked),
+                Err(UpdateRepoError::LastFullAccessKey) => Err(UpdateError::LastFullAccessKey),
+                Err(UpdateRepoError::ActorRevoked) => Err(UpdateError::CallerRevoked),
+                Err(UpdateRepoError::Repository(e)) => Err(e.into()),
+            };
         }
-        match self
-            .keys
-            .update(&caller.tenant_id, id, &changes, self.now())
-        {
-            Ok(key) => Ok(key),
-            Err(UpdateRepoError::NotFound) => Err(UpdateError::NotFound),
-            Err(UpdateRepoError::Revoked) => Err(UpdateError::Revoked),
-            Err(UpdateRepoError::LastFullAccessKey) => Err(UpdateError::LastFullAccessKey),
-            Err(UpdateRepoError::Repository(e)) => Err(e.into()),
-        }
+        Err(UpdateError::Repository(RepositoryError::failure(
+            "update key",
+            "concurrent updates of the key kept conflicting",
+        )))
     }
 
-    /// Revokes a key now. Revoking a revoked key changes nothing.
+    /// Revokes a key now. Revoking a revoked key changes nothing and writes
+    /// no event.
     ///
     /// # Errors
     /// [`RevokeError`].
-    pub fn revoke(&self, caller: &Principal, id: &KeyId) -> Result<ApiKey, RevokeError> {
+    pub fn revoke(
+        &self,
+        caller: &Principal,
+        request_id: Option<String>,
+        id: &KeyId,
+    ) -> Result<KeyView, RevokeError> {
         caller.require_key_management()?;
-        if self.find_visible(caller, id)?.is_none() {
-            return Err(RevokeError::NotFound);
+        let origin = caller.origin(request_id);
+        let now = self.now();
+        let key = self
+            .find_visible(caller, id)?
+            .ok_or(RevokeError::NotFound)?;
+        if key.is_revoked(now) {
+            return Ok(KeyView::at(key, now));
         }
-        match self.keys.revoke(&caller.tenant_id, id, self.now()) {
-            Ok(key) => Ok(key),
+        let event = self.key_event(now, &key, &origin, EventData::KeyRevoked);
+        match self.keys.revoke(&caller.tenant_id, id, &event) {
+            Ok(key) => Ok(KeyView::at(key, now)),
             Err(RevokeRepoError::NotFound) => Err(RevokeError::NotFound),
             Err(RevokeRepoError::LastFullAccessKey) => Err(RevokeError::LastFullAccessKey),
+            Err(RevokeRepoError::ActorRevoked) => Err(RevokeError::CallerRevoked),
             Err(RevokeRepoError::Repository(e)) => Err(e.into()),
         }
     }
@@ -322,10 +428,12 @@ where
     pub fn rotate(
         &self,
         caller: &Principal,
+        request_id: Option<String>,
         id: &KeyId,
         grace: GracePeriod,
     ) -> Result<RotatedKey, RotateError> {
         caller.require_key_management()?;
+        let origin = caller.origin(request_id);
         let now = self.now();
         let old = self
             .find_visible(caller, id)?
@@ -342,9 +450,28 @@ where
             now,
         );
         let revokes_at = now + grace.get();
+        let rotated = self.key_event(
+            now,
+            &old,
+            &origin,
+            EventData::KeyRotated {
+                replaced_by: successor.key.id,
+                grace_period: grace.get(),
+                revokes_at,
+            },
+        );
+        let created = KeyEvent::for_key(
+            rotated.id.next(),
+            now,
+            &successor.key,
+            &origin,
+            EventData::KeyCreated {
+                rotated_from: Some(old.id),
+            },
+        );
         match self
             .keys
-            .rotate(&caller.tenant_id, id, &successor, revokes_at, now)
+            .rotate(id, &successor, revokes_at, &rotated, &created)
         {
             Ok(()) => Ok(RotatedKey {
                 key: successor.key,
@@ -361,6 +488,7 @@ where
                 rotatable(&current, now)?;
                 Err(RotateError::AlreadyRotated)
             }
+            Err(RotateRepoError::ActorRevoked) => Err(RotateError::CallerRevoked),
             Err(RotateRepoError::Duplicate) => Err(RotateError::Repository(
                 RepositoryError::failure("rotate key", "generated key id or hash collided"),
             )),
@@ -372,11 +500,15 @@ where
     ///
     /// # Errors
     /// [`CreateTenantError`].
-    pub fn create_tenant(&self, name: &str) -> Result<CreatedTenant, CreateTenantError> {
+    pub fn create_tenant(
+        &self,
+        origin: &Origin,
+        name: &str,
+    ) -> Result<CreatedTenant, CreateTenantError> {
         let name = KeyName::parse(name)?;
         let now = self.now();
         let tenant = Tenant {
-            id: TenantId::generate(self.id_instant(), &self.secrets),
+            id: TenantId::generate(self.id_instant(), self.secrets.as_ref()),
             name: name.as_str().to_owned(),
             created_at: now,
         };
@@ -395,8 +527,26 @@ where
         };
         let (live, live_secret) = make(Mode::Live, "Default live secret key");
         let (test, test_secret) = make(Mode::Test, "Default test secret key");
+        let mut events = vec![KeyEvent {
+            id: self.event_id(),
+            created_at: now,
+            tenant_id: tenant.id,
+            key_id: None,
+            mode: None,
+            actor: origin.actor,
+            request_id: origin.request_id.clone(),
+            data: EventData::TenantCreated {
+                name: tenant.name.clone(),
+            },
+        }];
+        let mut id = events[0].id;
+        for key in [&live, &test] {
+            id = id.next();
+            let data = EventData::KeyCreated { rotated_from: None };
+            events.push(KeyEvent::for_key(id, now, &key.key, origin, data));
+        }
         let keys = [live, test];
-        match self.tenants.create(&tenant, &keys) {
+        match self.tenants.create(&tenant, &keys, &events) {
             Ok(()) => {
                 let [live, test] = keys;
                 Ok(CreatedTenant {
@@ -418,12 +568,30 @@ where
         }
     }
 
-    /// The tenant with this id.
+    /// A page of the tenant's audit log, newest first. Needs a secret key
+    /// with `*` or `audit-logs:read`; a test key sees only events of test
+    /// keys.
     ///
     /// # Errors
-    /// [`RepositoryError`].
-    pub fn find_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, RepositoryError> {
-        self.tenants.find_tenant(id)
+    /// [`ListEventsError`].
+    pub fn list_events(
+        &self,
+        caller: &Principal,
+        request: ListEvents,
+    ) -> Result<EventPage, ListEventsError> {
+        caller.require_secret()?;
+        caller.require_scope(Scope::AuditLogsRead)?;
+        let query = EventQuery {
+            key_id: request.key_id,
+            event_type: request.event_type,
+            mode: match caller.mode {
+                Mode::Live => None,
+                Mode::Test => Some(Mode::Test),
+            },
+            starting_after: request.starting_after,
+            limit: request.limit.get(),
+        };
+        Ok(self.events.list_events(&caller.tenant_id, &query)?)
     }
 
     /// The oldest tenant with this name.
@@ -445,9 +613,9 @@ where
         expires_at: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> (NewKey, PlainKey) {
-        let secret = PlainKey::generate(key_type, mode, &self.secrets);
+        let secret = PlainKey::generate(key_type, mode, self.secrets.as_ref());
         let key = ApiKey {
-            id: KeyId::generate(self.id_instant(), &self.secrets),
+            id: KeyId::generate(self.id_instant(), self.secrets.as_ref()),
             tenant_id,
             name,
             key_type,
@@ -487,13 +655,7 @@ fn rotatable(key: &ApiKey, now: OffsetDateTime) -> Result<(), RotateError> {
     }
 }
 
-impl<K, T, C, S> Authenticator for ApiKeys<K, T, C, S>
-where
-    K: ApiKeyRepository,
-    T: TenantRepository,
-    C: Clock,
-    S: SecretSource,
-{
+impl Authenticator for ApiKeys {
     fn authenticate(&self, credentials: &Credentials) -> Result<Authentication, AuthError> {
         let hash = self.hash_key.hash(credentials.key());
         let key = self
@@ -509,9 +671,7 @@ where
         if key.tenant_id != *credentials.tenant() {
             return Err(AuthError::TenantMismatch);
         }
-        let last_used_due = key
-            .last_used_at
-            .is_none_or(|at| now - at >= LAST_USED_RESOLUTION);
+        let last_used_due = key.last_used_due(now);
         Ok(Authentication {
             principal: Principal {
                 tenant_id: key.tenant_id,
@@ -525,17 +685,14 @@ where
     }
 
     fn record_use(&self, principal: &Principal) -> Result<(), RepositoryError> {
+        let now = self.now();
         self.keys
-            .touch_last_used(&principal.tenant_id, &principal.key_id, self.now())
+            .touch_last_used(
+                &principal.tenant_id,
+                &principal.key_id,
+                now,
+                ApiKey::last_used_due_before(now),
+            )
             .map(|_| ())
     }
 }
-
-/// The service over shared, type-erased ports: what an application wires
-/// once at start-up and hands to the HTTP layer.
-pub type DynApiKeys = ApiKeys<
-    std::sync::Arc<dyn ApiKeyRepository>,
-    std::sync::Arc<dyn TenantRepository>,
-    std::sync::Arc<dyn Clock>,
-    std::sync::Arc<dyn SecretSource>,
->;

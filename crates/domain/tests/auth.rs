@@ -11,8 +11,8 @@ mod common;
 use common::{request, Harness, T0};
 use domain::testing::SeqSecretSource;
 use domain::{
-    AuthError, Authenticator, Credentials, KeyType, Mode, PlainKey, Principal, RepositoryError,
-    Scope, Scopes, TenantId,
+    AuthError, Authenticator, Credentials, KeyType, Mode, Origin, PlainKey, Principal,
+    RepositoryError, Scope, Scopes, TenantId,
 };
 use time::Duration;
 
@@ -150,7 +150,7 @@ fn a_revoked_key_is_revoked() {
     let acme = h.tenant();
     let admin = h.principal(&acme.live);
     let key = h.create_kind(&admin, KeyType::Secret, Mode::Live);
-    h.service.revoke(&admin, &key.key.id).expect("revoke");
+    h.service.revoke(&admin, None, &key.key.id).expect("revoke");
 
     assert!(matches!(
         h.authenticate(&key.secret, &acme.tenant.id),
@@ -179,7 +179,10 @@ fn a_key_works_until_one_second_before_expiry_and_is_expired_at_it() {
 fn a_key_of_another_tenant_is_a_tenant_mismatch() {
     let h = Harness::new();
     let acme = h.tenant();
-    let other = h.service.create_tenant("Other").expect("tenant");
+    let other = h
+        .service
+        .create_tenant(&Origin::cli(), "Other")
+        .expect("tenant");
 
     assert!(matches!(
         h.authenticate(&acme.live.secret, &other.tenant.id),
@@ -199,10 +202,15 @@ fn revoked_and_expired_come_before_tenant_mismatch() {
     // Given a revoked and an expired key of Acme,
     let h = Harness::new();
     let acme = h.tenant();
-    let other = h.service.create_tenant("Other").expect("tenant");
+    let other = h
+        .service
+        .create_tenant(&Origin::cli(), "Other")
+        .expect("tenant");
     let admin = h.principal(&acme.live);
     let revoked = h.create_kind(&admin, KeyType::Secret, Mode::Live);
-    h.service.revoke(&admin, &revoked.key.id).expect("revoke");
+    h.service
+        .revoke(&admin, None, &revoked.key.id)
+        .expect("revoke");
     let expiring = h.create_expiring(&admin, "1m");
     h.clock.advance(Duration::minutes(1));
 
@@ -223,7 +231,7 @@ fn a_key_both_revoked_and_expired_is_revoked() {
     let acme = h.tenant();
     let admin = h.principal(&acme.live);
     let key = h.create_expiring(&admin, "1m");
-    h.service.revoke(&admin, &key.key.id).expect("revoke");
+    h.service.revoke(&admin, None, &key.key.id).expect("revoke");
     h.clock.advance(Duration::hours(1));
 
     assert!(matches!(

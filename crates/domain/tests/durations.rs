@@ -1,7 +1,7 @@
 //! Durations (CONTRACT §6): the grammar `^(0|[1-9][0-9]*)(s|m|h|d|w|y)$`, and
 //! the bounds of `expires_in` (1m–10y) and `grace_period` (0s–7d).
 
-use domain::{parse_duration, DurationError, ExpiresIn, GracePeriod};
+use domain::{format_duration, parse_duration, DurationError, ExpiresIn, GracePeriod};
 use time::Duration;
 
 const EXPIRES_RANGE: DurationError = DurationError::OutOfRange {
@@ -152,4 +152,43 @@ fn grace_period_outside_its_bounds_is_out_of_range() {
 #[test]
 fn grace_period_defaults_to_one_hour() {
     assert_eq!(GracePeriod::default().get(), Duration::hours(1));
+}
+
+#[test]
+fn a_grace_period_is_written_in_its_largest_exact_unit() {
+    let cases = [
+        (Duration::ZERO, "0s"),
+        (Duration::seconds(1), "1s"),
+        (Duration::seconds(90), "90s"),
+        (Duration::seconds(120), "2m"),
+        (Duration::seconds(3600), "1h"),
+        (Duration::seconds(5400), "90m"),
+        (Duration::seconds(86_400), "1d"),
+        (Duration::seconds(90_000), "25h"),
+        (Duration::weeks(1), "1w"),
+        (Duration::days(8), "8d"),
+        (Duration::days(365), "1y"),
+    ];
+    for (duration, expected) in cases {
+        assert_eq!(format_duration(duration), expected, "{duration}");
+    }
+}
+
+#[test]
+fn every_grace_period_reads_back_as_itself() {
+    for text in [
+        "0s", "59s", "1m", "61m", "1h", "24h", "36h", "1d", "6d", "7d", "1w",
+    ] {
+        let grace = GracePeriod::parse(text).expect("grace period");
+        let written = grace.to_duration_string();
+        assert_eq!(
+            GracePeriod::parse(&written).map(GracePeriod::get),
+            Ok(grace.get()),
+            "{text} written as {written}"
+        );
+    }
+    assert_eq!(
+        GracePeriod::parse("24h").map(GracePeriod::to_duration_string),
+        Ok("1d".to_owned())
+    );
 }

@@ -1,3 +1,3 @@
 //! The repository contract suite against the in-memory store.
 
-domain::repository_contract_tests!(domain::testing::InMemoryStore::new());
+domain::repository_contract_tests!(Box::new(domain::testing::InMemoryStore::new()));

@@ -35,7 +35,7 @@ fn the_successor_copies_the_old_keys_attributes() {
     // when it is rotated with a day's grace,
     let rotated = h
         .service
-        .rotate(&admin, &old.key.id, grace("24h"))
+        .rotate(&admin, None, &old.key.id, grace("24h"))
         .expect("rotate");
 
     // then the successor is a new key with the same tenant, name, type, mode and scopes,
@@ -69,7 +69,7 @@ fn the_old_key_works_until_one_second_before_revokes_at_and_is_revoked_at_it() {
 
     let rotated = h
         .service
-        .rotate(&admin, &old.key.id, grace("1h"))
+        .rotate(&admin, None, &old.key.id, grace("1h"))
         .expect("rotate");
     assert_eq!(rotated.old_key_revokes_at, T0 + Duration::hours(1));
 
@@ -95,7 +95,7 @@ fn the_default_grace_period_is_one_hour() {
 
     let rotated = h
         .service
-        .rotate(&admin, &old.key.id, GracePeriod::default())
+        .rotate(&admin, None, &old.key.id, GracePeriod::default())
         .expect("rotate");
 
     assert_eq!(rotated.old_key_revokes_at, T0 + Duration::hours(1));
@@ -110,7 +110,7 @@ fn a_zero_grace_period_revokes_the_old_key_at_once() {
 
     let rotated = h
         .service
-        .rotate(&admin, &old.key.id, grace("0s"))
+        .rotate(&admin, None, &old.key.id, grace("0s"))
         .expect("rotate");
 
     assert_eq!(rotated.old_key_revokes_at, T0);
@@ -135,7 +135,7 @@ fn the_successor_gets_the_old_keys_lifetime_counted_from_now() {
     h.clock.advance(Duration::days(10));
     let rotated = h
         .service
-        .rotate(&admin, &old.key.id, grace("1h"))
+        .rotate(&admin, None, &old.key.id, grace("1h"))
         .expect("rotate");
 
     // then the successor lives 90 days from then,
@@ -155,7 +155,7 @@ fn a_key_without_expiry_has_a_successor_without_expiry() {
 
     let rotated = h
         .service
-        .rotate(&admin, &acme.live.key.id, grace("1h"))
+        .rotate(&admin, None, &acme.live.key.id, grace("1h"))
         .expect("rotate");
 
     assert_eq!(rotated.key.expires_at, None);
@@ -169,13 +169,13 @@ fn rotate_twice_is_rejected() {
     let old = h.create_kind(&admin, KeyType::Secret, Mode::Live);
     let first = h
         .service
-        .rotate(&admin, &old.key.id, grace("1h"))
+        .rotate(&admin, None, &old.key.id, grace("1h"))
         .expect("rotate");
     let hashes_after_first = h.store.stored_hashes().len();
 
     h.clock.advance(Duration::minutes(30));
     assert!(matches!(
-        h.service.rotate(&admin, &old.key.id, grace("1h")),
+        h.service.rotate(&admin, None, &old.key.id, grace("1h")),
         Err(RotateError::AlreadyRotated)
     ));
     // Nothing was written, and the old key's schedule is unchanged.
@@ -187,7 +187,7 @@ fn rotate_twice_is_rejected() {
     // Once the grace period is over it is simply revoked.
     h.clock.advance(Duration::minutes(30));
     assert!(matches!(
-        h.service.rotate(&admin, &old.key.id, grace("1h")),
+        h.service.rotate(&admin, None, &old.key.id, grace("1h")),
         Err(RotateError::Revoked)
     ));
 }
@@ -199,12 +199,12 @@ fn the_successor_can_itself_be_rotated() {
     let admin = h.principal(&acme.live);
     let first = h
         .service
-        .rotate(&admin, &acme.test.key.id, grace("1h"))
+        .rotate(&admin, None, &acme.test.key.id, grace("1h"))
         .expect("rotate");
 
     let second = h
         .service
-        .rotate(&admin, &first.key.id, grace("1h"))
+        .rotate(&admin, None, &first.key.id, grace("1h"))
         .expect("rotate the successor");
 
     assert_eq!(second.old_key_id, first.key.id);
@@ -217,10 +217,10 @@ fn a_revoked_key_cannot_be_rotated() {
     let acme = h.tenant();
     let admin = h.principal(&acme.live);
     let key = h.create_kind(&admin, KeyType::Secret, Mode::Live);
-    h.service.revoke(&admin, &key.key.id).expect("revoke");
+    h.service.revoke(&admin, None, &key.key.id).expect("revoke");
 
     assert!(matches!(
-        h.service.rotate(&admin, &key.key.id, grace("1h")),
+        h.service.rotate(&admin, None, &key.key.id, grace("1h")),
         Err(RotateError::Revoked)
     ));
 }
@@ -236,7 +236,7 @@ fn an_expired_key_cannot_be_rotated() {
 
     h.clock.advance(Duration::seconds(1));
     assert!(matches!(
-        h.service.rotate(&admin, &key.key.id, grace("1h")),
+        h.service.rotate(&admin, None, &key.key.id, grace("1h")),
         Err(RotateError::Expired)
     ));
     assert_eq!(h.store.stored_hashes().len(), hashes);
@@ -250,18 +250,19 @@ fn an_unknown_or_hidden_key_is_not_found() {
     let unknown = KeyId::parse("key_01HABCDEF6665550000000000A").expect("id");
 
     assert!(matches!(
-        h.service.rotate(&tester, &unknown, grace("1h")),
+        h.service.rotate(&tester, None, &unknown, grace("1h")),
         Err(RotateError::NotFound)
     ));
     assert!(matches!(
-        h.service.rotate(&tester, &acme.live.key.id, grace("1h")),
+        h.service
+            .rotate(&tester, None, &acme.live.key.id, grace("1h")),
         Err(RotateError::NotFound)
     ));
     assert_eq!(h.stored(&acme.live.key).revokes_at, None);
     // A test key may rotate a test key.
     let rotated = h
         .service
-        .rotate(&tester, &acme.test.key.id, grace("1h"))
+        .rotate(&tester, None, &acme.test.key.id, grace("1h"))
         .expect("rotate");
     assert_eq!(rotated.key.mode, Mode::Test);
 }
@@ -276,7 +277,7 @@ fn rotating_the_last_full_access_key_is_allowed_and_its_successor_takes_over() {
     // when that key is rotated,
     let rotated = h
         .service
-        .rotate(&admin, &acme.live.key.id, grace("1h"))
+        .rotate(&admin, None, &acme.live.key.id, grace("1h"))
         .expect("rotation never trips the guard");
 
     // then the old key may be revoked early, but the successor may not.
@@ -285,14 +286,14 @@ fn rotating_the_last_full_access_key_is_allowed_and_its_successor_takes_over() {
         secret: rotated.secret.clone(),
     });
     h.service
-        .revoke(&successor, &acme.live.key.id)
+        .revoke(&successor, None, &acme.live.key.id)
         .expect("revoke the old key in its grace period");
     assert!(matches!(
         h.authenticate(&acme.live.secret, &acme.tenant.id),
         Err(AuthError::Revoked)
     ));
     assert!(matches!(
-        h.service.revoke(&successor, &rotated.key.id),
+        h.service.revoke(&successor, None, &rotated.key.id),
         Err(RevokeError::LastFullAccessKey)
     ));
 }
@@ -305,7 +306,7 @@ fn rotation_is_not_stopped_by_the_active_key_limit() {
 
     let rotated = h
         .service
-        .rotate(&admin, &acme.test.key.id, grace("1h"))
+        .rotate(&admin, None, &acme.test.key.id, grace("1h"))
         .expect("rotate at the limit");
 
     assert!(h.authenticate(&rotated.secret, &acme.tenant.id).is_ok());
@@ -321,7 +322,7 @@ fn an_old_key_past_its_expiry_stops_even_within_the_grace_period() {
     h.clock.advance(Duration::minutes(10));
     let rotated = h
         .service
-        .rotate(&admin, &old.key.id, grace("7d"))
+        .rotate(&admin, None, &old.key.id, grace("7d"))
         .expect("rotate");
     h.clock.advance(Duration::minutes(20));
 

@@ -10,14 +10,14 @@ mod common;
 
 use common::{request, Harness, T0};
 use domain::{
-    AccessError, ApiKey, CreateError, CreateTenantError, ExpiresIn, GetError, KeyChanges, KeyId,
-    KeyName, KeyNameError, KeyType, ListError, ListKeys, Mode, PageLimit, RepositoryError,
-    RevokeError, Scope, Scopes, UpdateError,
+    AccessError, ApiKey, CreateError, CreateTenantError, ExpiresIn, GetError, KeyId, KeyName,
+    KeyNameError, KeyStatus, KeyType, KeyView, ListError, ListKeys, Mode, Origin, PageLimit,
+    RepositoryError, RevokeError, Scope, Scopes, UpdateError,
 };
 use time::Duration;
 
-fn ids(keys: &[ApiKey]) -> Vec<KeyId> {
-    keys.iter().map(|k| k.id).collect()
+fn ids(keys: &[KeyView]) -> Vec<KeyId> {
+    keys.iter().map(|k| k.key.id).collect()
 }
 
 fn narrow() -> Scopes {
@@ -30,7 +30,10 @@ fn narrow() -> Scopes {
 fn create_tenant_returns_live_and_test_full_access_secret_keys_that_authenticate() {
     let h = Harness::new();
 
-    let created = h.service.create_tenant("  Acme Corp ").expect("tenant");
+    let created = h
+        .service
+        .create_tenant(&Origin::cli(), "  Acme Corp ")
+        .expect("tenant");
 
     assert_eq!(created.tenant.name, "Acme Corp");
     assert_eq!(created.tenant.created_at, T0);
@@ -53,10 +56,6 @@ fn create_tenant_returns_live_and_test_full_access_secret_keys_that_authenticate
         assert_eq!(principal.require_key_management(), Ok(()));
     }
     assert_eq!(
-        h.service.find_tenant(&created.tenant.id).expect("find"),
-        Some(created.tenant.clone())
-    );
-    assert_eq!(
         h.service.find_tenant_by_name("Acme Corp").expect("find"),
         Some(created.tenant)
     );
@@ -66,11 +65,11 @@ fn create_tenant_returns_live_and_test_full_access_secret_keys_that_authenticate
 fn create_tenant_refuses_a_name_that_breaks_the_key_name_rules() {
     let h = Harness::new();
     assert!(matches!(
-        h.service.create_tenant("   "),
+        h.service.create_tenant(&Origin::cli(), "   "),
         Err(CreateTenantError::InvalidName(KeyNameError::Empty))
     ));
     assert!(matches!(
-        h.service.create_tenant(&"x".repeat(101)),
+        h.service.create_tenant(&Origin::cli(), &"x".repeat(101)),
         Err(CreateTenantError::InvalidName(KeyNameError::TooLong))
     ));
     assert_eq!(h.store.stored_hashes(), vec![]);
@@ -90,6 +89,7 @@ fn create_stores_the_requested_key_and_returns_its_secret() {
         .service
         .create(
             &admin,
+            None,
             request(
                 KeyType::Publishable,
                 None,
@@ -117,7 +117,7 @@ fn create_stores_the_requested_key_and_returns_its_secret() {
     assert_eq!(created.key, expected);
     assert!(created.secret.expose_secret().starts_with("pk_live_"));
     assert_eq!(
-        h.service.get(&admin, &created.key.id).expect("get"),
+        h.service.get(&admin, &created.key.id).expect("get").key,
         expected
     );
     assert!(h.authenticate(&created.secret, &acme.tenant.id).is_ok());
@@ -158,6 +158,7 @@ fn a_test_key_cannot_create_live_keys() {
 
     let outcome = h.service.create(
         &test,
+        None,
         request(KeyType::Secret, Some(Mode::Live), Scopes::full(), None),
     );
 
@@ -175,16 +176,18 @@ fn create_stops_at_the_active_key_limit_and_revoked_keys_free_room() {
 
     // then no third key fits,
     assert!(matches!(
-        h.service.create(&admin, req()),
+        h.service.create(&admin, None, req()),
         Err(CreateError::LimitReached)
     ));
     // until one is revoked,
-    h.service.revoke(&admin, &acme.test.key.id).expect("revoke");
-    let third = h.service.create(&admin, req()).expect("room again");
+    h.service
+        .revoke(&admin, None, &acme.test.key.id)
+        .expect("revoke");
+    let third = h.service.create(&admin, None, req()).expect("room again");
     assert!(h.authenticate(&third.secret, &acme.tenant.id).is_ok());
     // and then the limit holds again.
     assert!(matches!(
-        h.service.create(&admin, req()),
+        h.service.create(&admin, None, req()),
         Err(CreateError::LimitReached)
     ));
 }
@@ -196,9 +199,11 @@ fn an_unreachable_store_fails_creation_as_unavailable() {
     let admin = h.principal(&acme.live);
     h.store.set_unavailable(true);
 
-    let outcome = h
-        .service
-        .create(&admin, request(KeyType::Secret, None, Scopes::full(), None));
+    let outcome = h.service.create(
+        &admin,
+        None,
+        request(KeyType::Secret, None, Scopes::full(), None),
+    );
 
     assert!(matches!(
         outcome,
@@ -221,7 +226,7 @@ fn a_secret_key_without_wildcard_cannot_manage_keys() {
     let id = acme.live.key.id;
 
     assert!(matches!(
-        h.service.create(&caller, request(KeyType::Secret, None, narrow(), None)),
+        h.service.create(&caller, None, request(KeyType::Secret, None, narrow(), None)),
         Err(CreateError::Access(e)) if e == denied
     ));
     assert!(matches!(
@@ -233,11 +238,11 @@ fn a_secret_key_without_wildcard_cannot_manage_keys() {
         Err(GetError::Access(e)) if e == denied
     ));
     assert!(matches!(
-        h.service.update(&caller, &id, KeyChanges::default()),
+        h.service.update(&caller, None, &id, None, None),
         Err(UpdateError::Access(e)) if e == denied
     ));
     assert!(matches!(
-        h.service.revoke(&caller, &id),
+        h.service.revoke(&caller, None, &id),
         Err(RevokeError::Access(e)) if e == denied
     ));
 }
@@ -255,7 +260,7 @@ fn list_is_newest_first_and_leaves_out_revoked_keys_unless_asked() {
     let b = h.create_kind(&admin, KeyType::Secret, Mode::Live);
     h.clock.advance(Duration::seconds(1));
     let c = h.create_kind(&admin, KeyType::Secret, Mode::Test);
-    h.service.revoke(&admin, &b.key.id).expect("revoke");
+    h.service.revoke(&admin, None, &b.key.id).expect("revoke");
     let tenant_keys = {
         let mut first = vec![acme.live.key.id, acme.test.key.id];
         first.sort_by(|x, y| y.cmp(x));
@@ -281,7 +286,9 @@ fn list_is_newest_first_and_leaves_out_revoked_keys_unless_asked() {
     let mut expected = vec![c.key.id, b.key.id, a.key.id];
     expected.extend(&tenant_keys);
     assert_eq!(ids(&all.keys), expected);
-    assert!(all.keys[1].is_revoked(h.service.now()));
+    assert!(all.keys[1].is_revoked());
+    assert_eq!(all.keys[1].status, KeyStatus::Revoked);
+    assert_eq!(all.keys[0].status, KeyStatus::Active);
 
     let publishable = h
         .service
@@ -324,9 +331,9 @@ fn list_pages_with_limit_and_cursor() {
     assert!(first.has_more);
     let second = page(Some(created[1]));
     assert_eq!(second.keys.len(), 2);
-    assert_eq!(second.keys[0].id, created[0]);
+    assert_eq!(second.keys[0].key.id, created[0]);
     assert!(second.has_more);
-    let last = page(second.keys.last().map(|k| k.id));
+    let last = page(second.keys.last().map(|k| k.key.id));
     assert_eq!(last.keys.len(), 1);
     assert!(!last.has_more);
 }
@@ -373,7 +380,7 @@ fn a_test_key_lists_only_test_keys() {
 
     let page = h.service.list(&tester, ListKeys::default()).expect("list");
     assert_eq!(ids(&page.keys), vec![test_pk.key.id, acme.test.key.id]);
-    assert!(page.keys.iter().all(|k| k.mode == Mode::Test));
+    assert!(page.keys.iter().all(|k| k.key.mode == Mode::Test));
 
     let asking_for_live = h
         .service
@@ -410,11 +417,11 @@ fn a_live_key_gets_any_key_of_its_tenant() {
     let admin = h.principal(&acme.live);
 
     assert_eq!(
-        h.service.get(&admin, &acme.test.key.id).expect("get"),
+        h.service.get(&admin, &acme.test.key.id).expect("get").key,
         acme.test.key
     );
     assert_eq!(
-        h.service.get(&admin, &acme.live.key.id).expect("get"),
+        h.service.get(&admin, &acme.live.key.id).expect("get").key,
         acme.live.key
     );
 }
@@ -430,7 +437,7 @@ fn a_test_key_gets_not_found_for_a_live_key() {
         Err(GetError::NotFound)
     ));
     assert_eq!(
-        h.service.get(&tester, &acme.test.key.id).expect("get"),
+        h.service.get(&tester, &acme.test.key.id).expect("get").key,
         acme.test.key
     );
 }
@@ -439,7 +446,10 @@ fn a_test_key_gets_not_found_for_a_live_key() {
 fn keys_of_other_tenants_and_unknown_ids_are_not_found() {
     let h = Harness::new();
     let acme = h.tenant();
-    let other = h.service.create_tenant("Other").expect("tenant");
+    let other = h
+        .service
+        .create_tenant(&Origin::cli(), "Other")
+        .expect("tenant");
     let admin = h.principal(&acme.live);
 
     assert!(matches!(
@@ -466,11 +476,10 @@ fn update_renames_and_rescopes_a_key() {
         .service
         .update(
             &admin,
+            None,
             &key.key.id,
-            KeyChanges {
-                name: Some(KeyName::parse("Analytics").expect("name")),
-                scopes: Some(narrow()),
-            },
+            Some(KeyName::parse("Analytics").expect("name")),
+            Some(narrow()),
         )
         .expect("update");
 
@@ -479,8 +488,11 @@ fn update_renames_and_rescopes_a_key() {
         scopes: narrow(),
         ..key.key.clone()
     };
-    assert_eq!(updated, expected);
-    assert_eq!(h.service.get(&admin, &expected.id).expect("get"), expected);
+    assert_eq!(updated, KeyView::at(expected.clone(), T0));
+    assert_eq!(
+        h.service.get(&admin, &expected.id).expect("get").key,
+        expected
+    );
     // The new scopes take effect on the next request.
     assert_eq!(h.principal(&key).scopes, narrow());
 }
@@ -491,15 +503,14 @@ fn updating_a_revoked_key_is_refused() {
     let acme = h.tenant();
     let admin = h.principal(&acme.live);
     let key = h.create_kind(&admin, KeyType::Secret, Mode::Live);
-    h.service.revoke(&admin, &key.key.id).expect("revoke");
+    h.service.revoke(&admin, None, &key.key.id).expect("revoke");
 
     let outcome = h.service.update(
         &admin,
+        None,
         &key.key.id,
-        KeyChanges {
-            name: Some(KeyName::parse("Too late").expect("name")),
-            scopes: None,
-        },
+        Some(KeyName::parse("Too late").expect("name")),
+        None,
     );
 
     assert!(matches!(outcome, Err(UpdateError::Revoked)));
@@ -513,11 +524,10 @@ fn a_test_key_cannot_update_a_live_key() {
 
     let outcome = h.service.update(
         &tester,
+        None,
         &acme.live.key.id,
-        KeyChanges {
-            name: Some(KeyName::parse("Hijacked").expect("name")),
-            scopes: None,
-        },
+        Some(KeyName::parse("Hijacked").expect("name")),
+        None,
     );
 
     assert!(matches!(outcome, Err(UpdateError::NotFound)));
@@ -530,14 +540,9 @@ fn narrowing_the_last_full_access_key_is_refused_but_renaming_it_is_not() {
     let acme = h.tenant();
     let admin = h.principal(&acme.live);
 
-    let narrowed = h.service.update(
-        &admin,
-        &acme.live.key.id,
-        KeyChanges {
-            name: None,
-            scopes: Some(narrow()),
-        },
-    );
+    let narrowed = h
+        .service
+        .update(&admin, None, &acme.live.key.id, None, Some(narrow()));
     assert!(matches!(narrowed, Err(UpdateError::LastFullAccessKey)));
     assert_eq!(h.stored(&acme.live.key).scopes, Scopes::full());
 
@@ -545,14 +550,13 @@ fn narrowing_the_last_full_access_key_is_refused_but_renaming_it_is_not() {
         .service
         .update(
             &admin,
+            None,
             &acme.live.key.id,
-            KeyChanges {
-                name: Some(KeyName::parse("Root").expect("name")),
-                scopes: Some(Scopes::full()),
-            },
+            Some(KeyName::parse("Root").expect("name")),
+            Some(Scopes::full()),
         )
         .expect("rename");
-    assert_eq!(renamed.name.as_str(), "Root");
+    assert_eq!(renamed.key.name.as_str(), "Root");
 }
 
 #[test]
@@ -564,27 +568,14 @@ fn with_a_second_full_access_key_the_first_may_be_narrowed() {
 
     let narrowed = h
         .service
-        .update(
-            &admin,
-            &acme.live.key.id,
-            KeyChanges {
-                name: None,
-                scopes: Some(narrow()),
-            },
-        )
+        .update(&admin, None, &acme.live.key.id, None, Some(narrow()))
         .expect("update");
 
-    assert_eq!(narrowed.scopes, narrow());
+    assert_eq!(narrowed.key.scopes, narrow());
     let last = h.principal(&second);
     assert!(matches!(
-        h.service.update(
-            &last,
-            &second.key.id,
-            KeyChanges {
-                name: None,
-                scopes: Some(narrow()),
-            },
-        ),
+        h.service
+            .update(&last, None, &second.key.id, None, Some(narrow())),
         Err(UpdateError::LastFullAccessKey)
     ));
 }
@@ -599,13 +590,16 @@ fn revoke_takes_effect_now_and_again_changes_nothing() {
     let key = h.create_kind(&admin, KeyType::Publishable, Mode::Live);
     h.clock.advance(Duration::minutes(3));
 
-    let revoked = h.service.revoke(&admin, &key.key.id).expect("revoke");
-    assert_eq!(revoked.revokes_at, Some(T0 + Duration::minutes(3)));
-    assert!(revoked.is_revoked(h.service.now()));
+    let revoked = h.service.revoke(&admin, None, &key.key.id).expect("revoke");
+    assert_eq!(revoked.key.revokes_at, Some(T0 + Duration::minutes(3)));
+    assert!(revoked.is_revoked());
 
     h.clock.advance(Duration::minutes(3));
-    let again = h.service.revoke(&admin, &key.key.id).expect("revoke again");
-    assert_eq!(again.revokes_at, Some(T0 + Duration::minutes(3)));
+    let again = h
+        .service
+        .revoke(&admin, None, &key.key.id)
+        .expect("revoke again");
+    assert_eq!(again.key.revokes_at, Some(T0 + Duration::minutes(3)));
 }
 
 #[test]
@@ -619,7 +613,7 @@ fn revoking_the_last_full_access_live_secret_key_is_refused() {
 
     // when it is revoked, then that is refused and it keeps working.
     assert!(matches!(
-        h.service.revoke(&admin, &acme.live.key.id),
+        h.service.revoke(&admin, None, &acme.live.key.id),
         Err(RevokeError::LastFullAccessKey)
     ));
     assert!(h.authenticate(&acme.live.secret, &acme.tenant.id).is_ok());
@@ -627,11 +621,11 @@ fn revoking_the_last_full_access_live_secret_key_is_refused() {
     // With a second one, either may go, but not both.
     let second = h.create_kind(&admin, KeyType::Secret, Mode::Live);
     h.service
-        .revoke(&admin, &acme.live.key.id)
+        .revoke(&admin, None, &acme.live.key.id)
         .expect("revoke first");
     let last = h.principal(&second);
     assert!(matches!(
-        h.service.revoke(&last, &second.key.id),
+        h.service.revoke(&last, None, &second.key.id),
         Err(RevokeError::LastFullAccessKey)
     ));
 }
@@ -646,23 +640,29 @@ fn a_test_key_cannot_revoke_a_live_key_but_may_revoke_a_test_key() {
     let live_pk = h.create_kind(&admin, KeyType::Publishable, Mode::Live);
 
     assert!(matches!(
-        h.service.revoke(&tester, &live_pk.key.id),
+        h.service.revoke(&tester, None, &live_pk.key.id),
         Err(RevokeError::NotFound)
     ));
     assert_eq!(h.stored(&live_pk.key).revokes_at, None);
-    let revoked = h.service.revoke(&tester, &test_pk.key.id).expect("revoke");
-    assert_eq!(revoked.revokes_at, Some(T0));
+    let revoked = h
+        .service
+        .revoke(&tester, None, &test_pk.key.id)
+        .expect("revoke");
+    assert_eq!(revoked.key.revokes_at, Some(T0));
 }
 
 #[test]
 fn a_key_of_another_tenant_cannot_be_revoked() {
     let h = Harness::new();
     let acme = h.tenant();
-    let other = h.service.create_tenant("Other").expect("tenant");
+    let other = h
+        .service
+        .create_tenant(&Origin::cli(), "Other")
+        .expect("tenant");
     let admin = h.principal(&acme.live);
 
     assert!(matches!(
-        h.service.revoke(&admin, &other.test.key.id),
+        h.service.revoke(&admin, None, &other.test.key.id),
         Err(RevokeError::NotFound)
     ));
     assert_eq!(h.stored(&other.test.key).revokes_at, None);

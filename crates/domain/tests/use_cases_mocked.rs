@@ -11,36 +11,63 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{hash_key, T0};
-use domain::testing::{MockApiKeyRepository, MockTenantRepository, SeqSecretSource, TestClock};
+use domain::testing::{
+    MockApiKeyRepository, MockEventRepository, MockTenantRepository, SeqSecretSource, TestClock,
+};
 use domain::{
-    AccessError, ApiKey, ApiKeys, AuthError, Authentication, Authenticator, CreateError, CreateKey,
-    CreateTenantRepoError, Credentials, GetError, GracePeriod, InsertError, KeyChanges, KeyId,
-    KeyName, KeyType, ListError, ListKeys, Mode, NewKey, PlainKey, Principal, RepositoryError,
-    RevokeError, RevokeRepoError, RotateError, RotateRepoError, Scopes, TenantId, UpdateError,
-    UpdateRepoError,
+    AccessError, Actor, ApiKey, ApiKeys, AuthError, Authentication, Authenticator, Change,
+    CreateError, CreateKey, CreateTenantRepoError, Credentials, EventData, EventId, EventPage,
+    EventType, FieldChanges, GetError, GracePeriod, InsertError, KeyEvent, KeyId, KeyName,
+    KeyStatus, KeyType, KeyView, ListError, ListEvents, ListEventsError, ListKeys, Mode, NewKey,
+    Origin, PageLimit, PlainKey, Principal, RepositoryError, RevokeError, RevokeRepoError,
+    RotateError, RotateRepoError, Scope, Scopes, TenantId, UpdateError, UpdateRepoError,
 };
 use mockall::Sequence;
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
 /// A repository answer and a check of the use case's error.
 type InsertCase = (fn() -> InsertError, fn(&CreateError) -> bool);
 /// A stored key's state and a check of the rotation's error.
 type RotateCase = (fn(ApiKey) -> ApiKey, fn(&RotateError) -> bool);
 
-type MockService = ApiKeys<MockApiKeyRepository, MockTenantRepository, TestClock, SeqSecretSource>;
+/// The request id the tests' HTTP requests carry.
+const REQUEST_ID: &str = "req_mocked";
 
-fn service(keys: MockApiKeyRepository) -> MockService {
+fn service(keys: MockApiKeyRepository) -> ApiKeys {
     service_with(keys, MockTenantRepository::new())
 }
 
-fn service_with(keys: MockApiKeyRepository, tenants: MockTenantRepository) -> MockService {
+fn service_with(keys: MockApiKeyRepository, tenants: MockTenantRepository) -> ApiKeys {
     ApiKeys::new(
         keys,
         tenants,
+        no_events(),
         TestClock::at(T0),
         SeqSecretSource::new(17),
         hash_key(),
     )
+}
+
+fn service_over_events(events: MockEventRepository) -> ApiKeys {
+    ApiKeys::new(
+        untouchable(),
+        MockTenantRepository::new(),
+        events,
+        TestClock::at(T0),
+        SeqSecretSource::new(17),
+        hash_key(),
+    )
+}
+
+/// An event repository that fails the test if it is read.
+fn no_events() -> MockEventRepository {
+    let mut events = MockEventRepository::new();
+    events.expect_list_events().never();
+    events
+}
+
+fn request_id() -> Option<String> {
+    Some(REQUEST_ID.to_owned())
 }
 
 /// A repository that fails the test if any method is called.
@@ -75,6 +102,17 @@ fn principal(key_type: KeyType, mode: Mode) -> Principal {
     }
 }
 
+/// Whether `event` is about `key` (of [`tenant_id`], in `mode`), made at T0
+/// by the [`principal`]'s key in the request [`REQUEST_ID`].
+fn made_now_by_the_caller(event: &KeyEvent, key: &KeyId, mode: Mode) -> bool {
+    event.created_at == T0
+        && event.tenant_id == tenant_id()
+        && event.key_id == Some(*key)
+        && event.mode == Some(mode)
+        && event.actor == Actor::ApiKey(key_id(200))
+        && event.request_id.as_deref() == Some(REQUEST_ID)
+}
+
 /// A stored key of [`tenant_id`], created a day before T0, with no expiry.
 fn stored_key(id: KeyId, mode: Mode) -> ApiKey {
     ApiKey {
@@ -106,7 +144,7 @@ fn create_request(mode: Option<Mode>) -> CreateKey {
 
 /// What a request goes through: the checks without I/O, then the lookup.
 fn authenticate_request(
-    service: &MockService,
+    service: &ApiKeys,
     bearer: Option<&str>,
     tenant: Option<&str>,
 ) -> Result<Authentication, AuthError> {
@@ -193,9 +231,11 @@ fn record_use_touches_the_principals_key_at_now() {
     let (tenant, id) = (caller.tenant_id, caller.key_id);
     let mut keys = MockApiKeyRepository::new();
     keys.expect_touch_last_used()
-        .withf(move |t, k, now| *t == tenant && *k == id && *now == T0)
+        .withf(move |t, k, now, due_before| {
+            *t == tenant && *k == id && *now == T0 && *due_before == T0 - Duration::seconds(60)
+        })
         .times(1)
-        .returning(|_, _, _| Ok(false));
+        .returning(|_, _, _, _| Ok(false));
     let service = service(keys);
 
     assert_eq!(service.record_use(&caller).ok(), Some(()));
@@ -213,7 +253,7 @@ fn a_publishable_key_never_reaches_a_management_use_case() {
 
     // then every management use case refuses it before any port is called.
     assert!(matches!(
-        service.create(&caller, create_request(None)),
+        service.create(&caller, None, create_request(None)),
         Err(CreateError::Access(e)) if e == denied
     ));
     assert!(matches!(
@@ -225,15 +265,15 @@ fn a_publishable_key_never_reaches_a_management_use_case() {
         Err(GetError::Access(e)) if e == denied
     ));
     assert!(matches!(
-        service.update(&caller, &id, KeyChanges::default()),
+        service.update(&caller, None, &id, None, None),
         Err(UpdateError::Access(e)) if e == denied
     ));
     assert!(matches!(
-        service.revoke(&caller, &id),
+        service.revoke(&caller, None, &id),
         Err(RevokeError::Access(e)) if e == denied
     ));
     assert!(matches!(
-        service.rotate(&caller, &id, GracePeriod::default()),
+        service.rotate(&caller, None, &id, GracePeriod::default()),
         Err(RotateError::Access(e)) if e == denied
     ));
 }
@@ -244,7 +284,7 @@ fn a_test_key_asking_for_a_live_key_never_reaches_insert() {
     let caller = principal(KeyType::Secret, Mode::Test);
 
     assert!(matches!(
-        service.create(&caller, create_request(Some(Mode::Live))),
+        service.create(&caller, None, create_request(Some(Mode::Live))),
         Err(CreateError::LiveModeRequired)
     ));
 }
@@ -268,15 +308,15 @@ fn a_test_key_never_changes_a_live_key() {
     // then to a test key it does not exist.
     assert!(matches!(service.get(&caller, &id), Err(GetError::NotFound)));
     assert!(matches!(
-        service.update(&caller, &id, KeyChanges::default()),
+        service.update(&caller, None, &id, None, None),
         Err(UpdateError::NotFound)
     ));
     assert!(matches!(
-        service.revoke(&caller, &id),
+        service.revoke(&caller, None, &id),
         Err(RevokeError::NotFound)
     ));
     assert!(matches!(
-        service.rotate(&caller, &id, GracePeriod::default()),
+        service.rotate(&caller, None, &id, GracePeriod::default()),
         Err(RotateError::NotFound)
     ));
 }
@@ -306,18 +346,23 @@ fn a_test_key_lists_with_the_test_mode_forced() {
 // ---- create ----
 
 #[test]
-fn create_inserts_the_returned_key_with_its_hmac_the_limit_and_now() {
-    let inserted: Arc<Mutex<Vec<NewKey>>> = Arc::default();
+fn create_inserts_the_returned_key_with_its_hmac_the_limit_and_its_event_at_now() {
+    let inserted: Arc<Mutex<Vec<(NewKey, KeyEvent)>>> = Arc::default();
     let sink = Arc::clone(&inserted);
     let tenant = tenant_id();
     let mut keys = MockApiKeyRepository::new();
     keys.expect_insert()
-        .withf(move |new, max, now| {
-            new.key.tenant_id == tenant && *max == 2 && *now == T0 && new.key.created_at == T0
+        .withf(move |new, max, event| {
+            new.key.tenant_id == tenant
+                && *max == 2
+                && event.created_at == T0
+                && new.key.created_at == T0
         })
         .times(1)
-        .returning(move |new, _, _| {
-            sink.lock().expect("lock").push(new.clone());
+        .returning(move |new, _, event| {
+            sink.lock()
+                .expect("lock")
+                .push((new.clone(), event.clone()));
             Ok(())
         });
     let service = service(keys).with_max_active_keys(2);
@@ -325,23 +370,31 @@ fn create_inserts_the_returned_key_with_its_hmac_the_limit_and_now() {
     let created = service
         .create(
             &principal(KeyType::Secret, Mode::Live),
+            request_id(),
             create_request(None),
         )
         .expect("create");
 
     let inserted = inserted.lock().expect("lock");
     assert_eq!(inserted.len(), 1);
-    assert_eq!(inserted[0].key, created.key);
-    assert_eq!(inserted[0].hash, hash_key().hash(&created.secret));
+    let (new, event) = &inserted[0];
+    assert_eq!(new.key, created.key);
+    assert_eq!(new.hash, hash_key().hash(&created.secret));
     assert_eq!(created.key.mode, Mode::Live);
+    assert!(made_now_by_the_caller(event, &created.key.id, Mode::Live));
+    assert_eq!(event.data, EventData::KeyCreated { rotated_from: None });
 }
 
 #[test]
 fn insert_outcomes_map_to_create_errors() {
-    let cases: [InsertCase; 4] = [
+    let cases: [InsertCase; 5] = [
         (
             || InsertError::LimitReached,
             |e| matches!(e, CreateError::LimitReached),
+        ),
+        (
+            || InsertError::ActorRevoked,
+            |e| matches!(e, CreateError::CallerRevoked),
         ),
         (
             || InsertError::Duplicate,
@@ -370,6 +423,7 @@ fn insert_outcomes_map_to_create_errors() {
 
         let outcome = service.create(
             &principal(KeyType::Secret, Mode::Live),
+            None,
             create_request(None),
         );
 
@@ -379,6 +433,10 @@ fn insert_outcomes_map_to_create_errors() {
 }
 
 // ---- update and revoke ----
+
+fn users_read() -> Scopes {
+    Scopes::parse(["users:read"]).expect("scopes")
+}
 
 #[test]
 fn repository_refusals_of_update_and_revoke_map_to_their_errors() {
@@ -400,6 +458,10 @@ fn repository_refusals_of_update_and_revoke_map_to_their_errors() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _, _, _| Err(UpdateRepoError::NotFound));
+    keys.expect_update()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _| Err(UpdateRepoError::ActorRevoked));
     keys.expect_revoke()
         .times(1)
         .in_sequence(&mut seq)
@@ -408,37 +470,255 @@ fn repository_refusals_of_update_and_revoke_map_to_their_errors() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _, _| Err(RevokeRepoError::NotFound));
+    keys.expect_revoke()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Err(RevokeRepoError::ActorRevoked));
     let service = service(keys);
     let caller = principal(KeyType::Secret, Mode::Live);
-    let change = || KeyChanges {
-        name: None,
-        scopes: Some(Scopes::parse(["users:read"]).expect("scopes")),
-    };
+    let update = || service.update(&caller, None, &id, None, Some(users_read()));
 
+    assert!(matches!(update(), Err(UpdateError::Revoked)));
+    assert!(matches!(update(), Err(UpdateError::LastFullAccessKey)));
+    assert!(matches!(update(), Err(UpdateError::NotFound)));
+    assert!(matches!(update(), Err(UpdateError::CallerRevoked)));
     assert!(matches!(
-        service.update(&caller, &id, change()),
-        Err(UpdateError::Revoked)
-    ));
-    assert!(matches!(
-        service.update(&caller, &id, change()),
-        Err(UpdateError::LastFullAccessKey)
-    ));
-    assert!(matches!(
-        service.update(&caller, &id, change()),
-        Err(UpdateError::NotFound)
-    ));
-    assert!(matches!(
-        service.revoke(&caller, &id),
+        service.revoke(&caller, None, &id),
         Err(RevokeError::LastFullAccessKey)
     ));
     assert!(matches!(
-        service.revoke(&caller, &id),
+        service.revoke(&caller, None, &id),
         Err(RevokeError::NotFound)
+    ));
+    assert!(matches!(
+        service.revoke(&caller, None, &id),
+        Err(RevokeError::CallerRevoked)
     ));
 }
 
 #[test]
-fn revoke_passes_the_tenant_key_and_now() {
+fn update_hands_the_changes_with_their_old_values_and_its_event_to_the_repository() {
+    let id = key_id(1);
+    let live = stored_key(id, Mode::Live);
+    let tenant = tenant_id();
+    let expected = FieldChanges {
+        name: Some(Change {
+            old: KeyName::parse("Stored").expect("name"),
+            new: KeyName::parse("Renamed").expect("name"),
+        }),
+        scopes: Some(Change {
+            old: Scopes::full(),
+            new: users_read(),
+        }),
+    };
+    let updated = expected.apply(&live);
+    let mut keys = MockApiKeyRepository::new();
+    let found = live.clone();
+    keys.expect_find()
+        .times(1)
+        .return_once(move |_, _| Ok(Some(found)));
+    let (wanted, answer) = (expected.clone(), updated.clone());
+    keys.expect_update()
+        .withf(move |t, k, changes, event| {
+            *t == tenant
+                && *k == id
+                && *changes == wanted
+                && made_now_by_the_caller(event, &id, Mode::Live)
+                && event.data
+                    == EventData::KeyUpdated {
+                        changes: wanted.clone(),
+                    }
+        })
+        .times(1)
+        .return_once(move |_, _, _, _| Ok(answer));
+    let service = service(keys);
+
+    let outcome = service
+        .update(
+            &principal(KeyType::Secret, Mode::Live),
+            request_id(),
+            &id,
+            Some(KeyName::parse("Renamed").expect("name")),
+            Some(users_read()),
+        )
+        .expect("update");
+
+    assert_eq!(outcome, KeyView::at(updated, T0));
+}
+
+#[test]
+fn an_update_that_changes_nothing_writes_nothing() {
+    // Given a stored key and a repository that refuses any write,
+    let id = key_id(1);
+    let live = stored_key(id, Mode::Live);
+    let mut keys = untouchable();
+    keys.checkpoint();
+    let found = live.clone();
+    keys.expect_find()
+        .times(4)
+        .returning(move |_, _| Ok(Some(found.clone())));
+    keys.expect_update().never();
+    let service = service(keys);
+    let caller = principal(KeyType::Secret, Mode::Live);
+    let same_name = || Some(KeyName::parse("Stored").expect("name"));
+
+    // then asking for nothing, or for the values it has, is answered with the
+    // key as it is.
+    for (name, scopes) in [
+        (None, None),
+        (same_name(), None),
+        (None, Some(Scopes::full())),
+        (same_name(), Some(Scopes::full())),
+    ] {
+        assert_eq!(
+            service
+                .update(&caller, request_id(), &id, name, scopes)
+                .expect("no-op update"),
+            KeyView::at(live.clone(), T0)
+        );
+    }
+}
+
+#[test]
+fn update_retries_from_a_fresh_read_when_the_key_changed_concurrently() {
+    // Given a key renamed by someone else between the first read and the write,
+    let id = key_id(1);
+    let before = stored_key(id, Mode::Live);
+    let theirs = ApiKey {
+        name: KeyName::parse("Theirs").expect("name"),
+        ..before.clone()
+    };
+    let mine = ApiKey {
+        name: KeyName::parse("Mine").expect("name"),
+        ..before.clone()
+    };
+    let changed_from = |old: &'static str| {
+        move |changes: &FieldChanges| {
+            changes.scopes.is_none()
+                && changes.name
+                    == Some(Change {
+                        old: KeyName::parse(old).expect("name"),
+                        new: KeyName::parse("Mine").expect("name"),
+                    })
+        }
+    };
+    let (first, second) = (changed_from("Stored"), changed_from("Theirs"));
+    let mut keys = MockApiKeyRepository::new();
+    let mut seq = Sequence::new();
+    keys.expect_find()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_once(move |_, _| Ok(Some(before)));
+    keys.expect_update()
+        .withf(move |_, _, changes, event| {
+            first(changes)
+                && event.data
+                    == EventData::KeyUpdated {
+                        changes: changes.clone(),
+                    }
+        })
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _| Err(UpdateRepoError::Stale));
+    keys.expect_find()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_once(move |_, _| Ok(Some(theirs)));
+    let answer = mine.clone();
+    keys.expect_update()
+        .withf(move |_, _, changes, event| {
+            second(changes)
+                && event.data
+                    == EventData::KeyUpdated {
+                        changes: changes.clone(),
+                    }
+        })
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_once(move |_, _, _, _| Ok(answer));
+    let service = service(keys);
+
+    // when the update is made, then it is redone from the fresh read.
+    let outcome = service
+        .update(
+            &principal(KeyType::Secret, Mode::Live),
+            request_id(),
+            &id,
+            Some(KeyName::parse("Mine").expect("name")),
+            None,
+        )
+        .expect("update");
+
+    assert_eq!(outcome, KeyView::at(mine, T0));
+}
+
+#[test]
+fn a_retry_that_finds_the_change_already_made_writes_nothing() {
+    let id = key_id(1);
+    let before = stored_key(id, Mode::Live);
+    let already = ApiKey {
+        scopes: users_read(),
+        ..before.clone()
+    };
+    let mut keys = MockApiKeyRepository::new();
+    let mut seq = Sequence::new();
+    keys.expect_find()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_once(move |_, _| Ok(Some(before)));
+    keys.expect_update()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _| Err(UpdateRepoError::Stale));
+    let found = already.clone();
+    keys.expect_find()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_once(move |_, _| Ok(Some(found)));
+    let service = service(keys);
+
+    let outcome = service
+        .update(
+            &principal(KeyType::Secret, Mode::Live),
+            None,
+            &id,
+            None,
+            Some(users_read()),
+        )
+        .expect("update");
+
+    assert_eq!(outcome, KeyView::at(already, T0));
+}
+
+#[test]
+fn update_gives_up_after_five_stale_attempts() {
+    let id = key_id(1);
+    let live = stored_key(id, Mode::Live);
+    let mut keys = MockApiKeyRepository::new();
+    keys.expect_find()
+        .times(5)
+        .returning(move |_, _| Ok(Some(live.clone())));
+    keys.expect_update()
+        .times(5)
+        .returning(|_, _, _, _| Err(UpdateRepoError::Stale));
+    let service = service(keys);
+
+    let outcome = service.update(
+        &principal(KeyType::Secret, Mode::Live),
+        None,
+        &id,
+        None,
+        Some(users_read()),
+    );
+
+    assert!(matches!(
+        outcome,
+        Err(UpdateError::Repository(RepositoryError::Failure { .. }))
+    ));
+}
+
+#[test]
+fn revoke_passes_the_tenant_the_key_and_its_event_at_now() {
     let id = key_id(1);
     let live = stored_key(id, Mode::Live);
     let revoked = ApiKey {
@@ -452,22 +732,51 @@ fn revoke_passes_the_tenant_key_and_now() {
         .return_once(move |_, _| Ok(Some(live)));
     let answer = revoked.clone();
     keys.expect_revoke()
-        .withf(move |t, k, now| *t == tenant && *k == id && *now == T0)
+        .withf(move |t, k, event| {
+            *t == tenant
+                && *k == id
+                && made_now_by_the_caller(event, &id, Mode::Live)
+                && event.data == EventData::KeyRevoked
+        })
         .times(1)
         .return_once(move |_, _, _| Ok(answer));
     let service = service(keys);
 
     let outcome = service
-        .revoke(&principal(KeyType::Secret, Mode::Live), &id)
+        .revoke(&principal(KeyType::Secret, Mode::Live), request_id(), &id)
         .expect("revoke");
 
-    assert_eq!(outcome, revoked);
+    assert_eq!(outcome, KeyView::at(revoked, T0));
+    assert_eq!(outcome.status, KeyStatus::Revoked);
+}
+
+#[test]
+fn revoking_a_key_read_as_revoked_writes_nothing() {
+    let id = key_id(1);
+    let revoked = ApiKey {
+        revokes_at: Some(T0 - Duration::minutes(5)),
+        ..stored_key(id, Mode::Live)
+    };
+    let mut keys = untouchable();
+    keys.checkpoint();
+    let found = revoked.clone();
+    keys.expect_find()
+        .times(1)
+        .return_once(move |_, _| Ok(Some(found)));
+    keys.expect_revoke().never();
+    let service = service(keys);
+
+    let outcome = service
+        .revoke(&principal(KeyType::Secret, Mode::Live), None, &id)
+        .expect("revoke");
+
+    assert_eq!(outcome, KeyView::at(revoked, T0));
 }
 
 // ---- rotation ----
 
 #[test]
-fn rotate_hands_the_successor_and_revocation_time_to_the_repository_in_one_call() {
+fn rotate_hands_the_successor_revocation_time_and_both_events_to_the_repository_in_one_call() {
     let id = key_id(1);
     let old = stored_key(id, Mode::Live);
     let tenant = tenant_id();
@@ -476,14 +785,25 @@ fn rotate_hands_the_successor_and_revocation_time_to_the_repository_in_one_call(
         .times(1)
         .return_once(move |_, _| Ok(Some(old)));
     keys.expect_rotate()
-        .withf(move |t, old_id, successor, revokes_at, now| {
-            *t == tenant
-                && *old_id == id
+        .withf(move |old_id, successor, revokes_at, rotated, created| {
+            *old_id == id
                 && successor.key.tenant_id == tenant
                 && successor.key.id != id
                 && successor.key.created_at == T0
                 && *revokes_at == T0 + Duration::hours(24)
-                && *now == T0
+                && made_now_by_the_caller(rotated, &id, Mode::Live)
+                && rotated.data
+                    == EventData::KeyRotated {
+                        replaced_by: successor.key.id,
+                        grace_period: Duration::hours(24),
+                        revokes_at: T0 + Duration::hours(24),
+                    }
+                && made_now_by_the_caller(created, &successor.key.id, Mode::Live)
+                && created.data
+                    == EventData::KeyCreated {
+                        rotated_from: Some(id),
+                    }
+                && rotated.id != created.id
         })
         .times(1)
         .returning(|_, _, _, _, _| Ok(()));
@@ -492,6 +812,7 @@ fn rotate_hands_the_successor_and_revocation_time_to_the_repository_in_one_call(
     let rotated = service
         .rotate(
             &principal(KeyType::Secret, Mode::Live),
+            request_id(),
             &id,
             GracePeriod::parse("24h").expect("grace"),
         )
@@ -499,6 +820,30 @@ fn rotate_hands_the_successor_and_revocation_time_to_the_repository_in_one_call(
 
     assert_eq!(rotated.old_key_revokes_at, T0 + Duration::hours(24));
     assert_eq!(rotated.old_key_id, id);
+}
+
+#[test]
+fn rotate_maps_a_revoked_actor_to_caller_revoked() {
+    let id = key_id(1);
+    let old = stored_key(id, Mode::Live);
+    let mut keys = MockApiKeyRepository::new();
+    keys.expect_find()
+        .times(1)
+        .return_once(move |_, _| Ok(Some(old)));
+    keys.expect_rotate()
+        .times(1)
+        .returning(|_, _, _, _, _| Err(RotateRepoError::ActorRevoked));
+    let service = service(keys);
+
+    assert!(matches!(
+        service.rotate(
+            &principal(KeyType::Secret, Mode::Live),
+            None,
+            &id,
+            GracePeriod::default()
+        ),
+        Err(RotateError::CallerRevoked)
+    ));
 }
 
 /// Rotation loses a race: the first read shows an active key, the repository
@@ -525,6 +870,7 @@ fn lose_rotation_race(after: Option<ApiKey>) -> Result<(), RotateError> {
     service
         .rotate(
             &principal(KeyType::Secret, Mode::Live),
+            None,
             &id,
             GracePeriod::default(),
         )
@@ -617,6 +963,7 @@ fn a_key_read_as_not_rotatable_never_reaches_repository_rotate() {
         let error = service
             .rotate(
                 &principal(KeyType::Secret, Mode::Live),
+                None,
                 &key_id(1),
                 GracePeriod::default(),
             )
@@ -629,32 +976,77 @@ fn a_key_read_as_not_rotatable_never_reaches_repository_rotate() {
 // ---- tenants ----
 
 #[test]
-fn create_tenant_stores_the_tenant_and_both_keys_in_one_call() {
-    let stored: Arc<Mutex<Vec<NewKey>>> = Arc::default();
+fn create_tenant_stores_the_tenant_both_keys_and_their_events_in_one_call() {
+    let stored: Arc<Mutex<(Vec<NewKey>, Vec<KeyEvent>)>> = Arc::default();
     let sink = Arc::clone(&stored);
     let mut tenants = MockTenantRepository::new();
     tenants
         .expect_create()
-        .withf(|tenant, keys| {
+        .withf(|tenant, keys, events| {
             tenant.name == "Acme"
                 && tenant.created_at == T0
                 && keys.len() == 2
                 && keys.iter().all(|k| k.key.tenant_id == tenant.id)
+                && events.len() == 3
         })
         .times(1)
-        .returning(move |_, keys| {
-            sink.lock().expect("lock").extend_from_slice(keys);
+        .returning(move |_, keys, events| {
+            let mut sink = sink.lock().expect("lock");
+            sink.0.extend_from_slice(keys);
+            sink.1.extend_from_slice(events);
             Ok(())
         });
     let service = service_with(untouchable(), tenants);
 
-    let created = service.create_tenant("Acme").expect("tenant");
+    let created = service
+        .create_tenant(&Origin::cli(), "Acme")
+        .expect("tenant");
 
     let stored = stored.lock().expect("lock");
-    assert_eq!(stored[0].key, created.live.key);
-    assert_eq!(stored[1].key, created.test.key);
-    assert_eq!(stored[0].hash, hash_key().hash(&created.live.secret));
-    assert_eq!(stored[1].hash, hash_key().hash(&created.test.secret));
+    let (keys, events) = &*stored;
+    assert_eq!(keys[0].key, created.live.key);
+    assert_eq!(keys[1].key, created.test.key);
+    assert_eq!(keys[0].hash, hash_key().hash(&created.live.secret));
+    assert_eq!(keys[1].hash, hash_key().hash(&created.test.secret));
+    // tenant.created, then api_key.created for each key, all by the command line.
+    let tenant = created.tenant.id;
+    assert_eq!(
+        events[0],
+        KeyEvent {
+            id: events[0].id,
+            created_at: T0,
+            tenant_id: tenant,
+            key_id: None,
+            mode: None,
+            actor: Actor::Cli,
+            request_id: None,
+            data: EventData::TenantCreated {
+                name: "Acme".to_owned(),
+            },
+        }
+    );
+    for (event, key) in events[1..]
+        .iter()
+        .zip([&created.live.key, &created.test.key])
+    {
+        assert_eq!(
+            *event,
+            KeyEvent {
+                id: event.id,
+                created_at: T0,
+                tenant_id: tenant,
+                key_id: Some(key.id),
+                mode: Some(key.mode),
+                actor: Actor::Cli,
+                request_id: None,
+                data: EventData::KeyCreated { rotated_from: None },
+            }
+        );
+    }
+    let mut ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
 }
 
 #[test]
@@ -663,11 +1055,11 @@ fn create_tenant_reports_a_collision_as_a_repository_failure() {
     tenants
         .expect_create()
         .times(1)
-        .returning(|_, _| Err(CreateTenantRepoError::Duplicate));
+        .returning(|_, _, _| Err(CreateTenantRepoError::Duplicate));
     let service = service_with(untouchable(), tenants);
 
     assert!(matches!(
-        service.create_tenant("Acme"),
+        service.create_tenant(&Origin::cli(), "Acme"),
         Err(domain::CreateTenantError::Repository(
             RepositoryError::Failure { .. }
         ))
@@ -677,18 +1069,16 @@ fn create_tenant_reports_a_collision_as_a_repository_failure() {
 #[test]
 fn the_clock_is_the_only_source_of_time() {
     // Given a clock that is 750 ms past a second,
-    let mut clock = domain::testing::MockClock::new();
-    clock
-        .expect_now()
-        .returning(|| T0 + Duration::milliseconds(750));
+    let clock = TestClock::at(T0 + Duration::milliseconds(750));
     let mut keys = MockApiKeyRepository::new();
     keys.expect_insert()
-        .withf(|new, _, now: &OffsetDateTime| *now == T0 && new.key.created_at == T0)
+        .withf(|new, _, event| event.created_at == T0 && new.key.created_at == T0)
         .times(1)
         .returning(|_, _, _| Ok(()));
     let service = ApiKeys::new(
         keys,
         MockTenantRepository::new(),
+        no_events(),
         clock,
         SeqSecretSource::new(1),
         hash_key(),
@@ -698,8 +1088,129 @@ fn the_clock_is_the_only_source_of_time() {
     let created = service
         .create(
             &principal(KeyType::Secret, Mode::Live),
+            None,
             create_request(None),
         )
         .expect("create");
     assert_eq!(created.key.created_at, T0);
+}
+
+// ---- the audit log ----
+
+fn caller_with(key_type: KeyType, mode: Mode, scopes: &[Scope]) -> Principal {
+    Principal {
+        scopes: Scopes::new(scopes.iter().copied()).expect("scopes"),
+        ..principal(key_type, mode)
+    }
+}
+
+#[test]
+fn the_audit_log_needs_a_secret_key_with_audit_logs_read_or_wildcard() {
+    let service = service_over_events(no_events());
+    let read = |caller: Principal| service.list_events(&caller, ListEvents::default());
+
+    // A publishable key never reads it, whatever its scopes.
+    for scopes in [&[Scope::All][..], &[Scope::AuditLogsRead]] {
+        assert!(matches!(
+            read(caller_with(KeyType::Publishable, Mode::Live, scopes)),
+            Err(ListEventsError::Access(AccessError::SecretKeyRequired))
+        ));
+    }
+    // A secret key needs the scope.
+    for scopes in [
+        &[Scope::UsersRead][..],
+        &[Scope::UsersRead, Scope::WebhooksRead],
+    ] {
+        assert!(matches!(
+            read(caller_with(KeyType::Secret, Mode::Live, scopes)),
+            Err(ListEventsError::Access(AccessError::InsufficientScope {
+                required: Scope::AuditLogsRead
+            }))
+        ));
+    }
+}
+
+#[test]
+fn the_audit_log_passes_the_filters_and_returns_the_page_as_it_is() {
+    let tenant = tenant_id();
+    let key = key_id(1);
+    let cursor = EventId::generate(T0, &SeqSecretSource::new(300));
+    let page = EventPage {
+        events: vec![],
+        has_more: true,
+    };
+    let mut events = MockEventRepository::new();
+    let answer = page.clone();
+    events
+        .expect_list_events()
+        .withf(move |t, q| {
+            *t == tenant
+                && q.key_id == Some(key)
+                && q.event_type == Some(EventType::KeyRevoked)
+                && q.mode.is_none()
+                && q.starting_after == Some(cursor)
+                && q.limit == 10
+        })
+        .times(1)
+        .return_once(move |_, _| Ok(answer));
+    let service = service_over_events(events);
+
+    let listed = service
+        .list_events(
+            &caller_with(KeyType::Secret, Mode::Live, &[Scope::AuditLogsRead]),
+            ListEvents {
+                key_id: Some(key),
+                event_type: Some(EventType::KeyRevoked),
+                starting_after: Some(cursor),
+                limit: PageLimit::new(10).expect("limit"),
+            },
+        )
+        .expect("list events");
+
+    assert_eq!(listed, page);
+}
+
+#[test]
+fn a_test_key_reads_only_events_of_test_keys() {
+    let mut events = MockEventRepository::new();
+    events
+        .expect_list_events()
+        .withf(|_, q| q.mode == Some(Mode::Test) && q.limit == 100)
+        .times(2)
+        .returning(|_, _| {
+            Ok(EventPage {
+                events: vec![],
+                has_more: false,
+            })
+        });
+    let service = service_over_events(events);
+
+    for scopes in [&[Scope::All][..], &[Scope::AuditLogsRead]] {
+        service
+            .list_events(
+                &caller_with(KeyType::Secret, Mode::Test, scopes),
+                ListEvents::default(),
+            )
+            .expect("list events");
+    }
+}
+
+#[test]
+fn an_unreachable_event_store_fails_the_audit_log_as_unavailable() {
+    let mut events = MockEventRepository::new();
+    events
+        .expect_list_events()
+        .times(1)
+        .returning(|_, _| Err(RepositoryError::unavailable("list events", "down")));
+    let service = service_over_events(events);
+
+    assert!(matches!(
+        service.list_events(
+            &principal(KeyType::Secret, Mode::Live),
+            ListEvents::default()
+        ),
+        Err(ListEventsError::Repository(
+            RepositoryError::Unavailable { .. }
+        ))
+    ));
 }

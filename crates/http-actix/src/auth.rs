@@ -1,4 +1,4 @@
-//! The authentication extractor (CONTRACT §3), usable on any actix handler.
+//! The authentication extractor (docs/api.md, "Conventions", authentication), usable on any actix handler.
 
 use std::future::Future;
 use std::ops::Deref;
@@ -20,7 +20,7 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 ///
 /// Put it first among a handler's arguments (actix polls extractors
 /// together, so a later extractor's error could otherwise answer before
-/// authentication does). It checks, in the order of CONTRACT §3:
+/// authentication does). It checks, in the order of docs/api.md, "Conventions", authentication:
 ///
 /// 1. `Authorization: Bearer <key>` (scheme case-insensitive): missing, or
 ///    another scheme, or an empty token: 401 `missing_api_key`; not a key

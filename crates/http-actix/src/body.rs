@@ -1,6 +1,6 @@
 //! Reading JSON request bodies so that every failure has its own code and
-//! `param` (CONTRACT §7): the body is read with a 16 KiB limit, parsed as a
-//! JSON object, and read field by field. Each accessor checks the field's
+//! `param` (docs/api.md, "Conventions", request bodies): the body is read
+//! with a 16 KiB limit, parsed as a JSON object, and read field by field. Each accessor checks the field's
 //! JSON type and hands back the value it borrows, which the handler parses
 //! into its domain type; the body is never decoded a second time.
 

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use domain::{ApiKey, CreatedKey, RotatedKey};
+use domain::{ApiKey, CreatedKey, KeyView, RotatedKey};
 use serde::{Deserialize, Serialize};
 use time::format_description::FormatItem;
 use time::macros::format_description;
@@ -86,9 +86,10 @@ pub struct KeyObject {
     pub revokes_at: Option<String>,
 }
 
-impl KeyObject {
-    /// The object for `key` as of `now`.
-    pub fn new(key: &ApiKey, now: OffsetDateTime) -> Self {
+impl From<&KeyView> for KeyObject {
+    /// The object for a key with its status at the time of the call.
+    fn from(view: &KeyView) -> Self {
+        let key = &view.key;
         KeyObject {
             id: key.id.to_string(),
             name: key.name.as_str().to_owned(),
@@ -100,7 +101,7 @@ impl KeyObject {
             created_at: timestamp(key.created_at),
             last_used_at: opt_timestamp(key.last_used_at),
             expires_at: opt_timestamp(key.expires_at),
-            revoked: key.is_revoked(now),
+            revoked: view.is_revoked(),
             revokes_at: opt_timestamp(key.revokes_at),
         }
     }
@@ -164,7 +165,7 @@ pub struct RotateKeyRequest {
 }
 
 /// `201` body of `POST /v1/api-keys`: the only time `key` is shown. Its
-/// `Debug` leaves the key out (CONTRACT §8).
+/// `Debug` leaves the key out (docs/api.md, "Secrets").
 #[derive(Serialize, ToSchema)]
 pub struct CreatedKeyResponse {
     /// `key_` + ULID.
@@ -211,7 +212,7 @@ impl From<CreatedKey> for CreatedKeyResponse {
 }
 
 /// `200` body of `POST /v1/api-keys/rotate`. Its `Debug` leaves the key out
-/// (CONTRACT §8).
+/// (docs/api.md, "Secrets").
 #[derive(Serialize, ToSchema)]
 pub struct RotatedKeyResponse {
     /// The new key's id.

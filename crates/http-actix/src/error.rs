@@ -1,4 +1,4 @@
-//! The one error type of the HTTP layer and its JSON body (CONTRACT §7).
+//! The one error type of the HTTP layer and its JSON body (docs/api.md, "Conventions", errors).
 //!
 //! Every failure a client can meet is an [`ApiError`]: domain errors through
 //! one exhaustive `From` impl per error type, actix's own extractor and
@@ -14,8 +14,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use domain::{
-    AccessError, AuthError, CreateError, GetError, ListError, RepositoryError, RevokeError,
-    RotateError, UpdateError,
+    AccessError, AuthError, CreateError, GetError, ListError, ListEventsError, RepositoryError,
+    RevokeError, RotateError, UpdateError,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -163,8 +163,8 @@ pub struct ErrorDetail {
 
 type Source = Box<dyn StdError + Send + Sync + 'static>;
 
-/// An error answered as the JSON body of CONTRACT §7. Its status is its
-/// code's ([`ErrorCode::status`]).
+/// An error answered as the JSON error body (docs/api.md, "Conventions",
+/// errors). Its status is its code's ([`ErrorCode::status`]).
 #[derive(Debug)]
 pub struct ApiError {
     /// `code.status()`, except for the `bad_request` fallback of
@@ -447,6 +447,12 @@ fn last_full_access_key() -> ApiError {
     )
 }
 
+/// The calling key was revoked while its write was waiting to commit: the
+/// same answer as authenticating with a revoked key (401 `api_key_revoked`).
+fn caller_revoked() -> ApiError {
+    AuthError::Revoked.into()
+}
+
 impl From<CreateError> for ApiError {
     fn from(e: CreateError) -> Self {
         match e {
@@ -455,6 +461,7 @@ impl From<CreateError> for ApiError {
                 ApiError::new(ErrorCode::LiveModeRequired, e.to_string()).with_param("mode")
             }
             CreateError::LimitReached => ApiError::new(ErrorCode::KeyLimitReached, e.to_string()),
+            CreateError::CallerRevoked => caller_revoked(),
             CreateError::Repository(e) => e.into(),
         }
     }
@@ -465,6 +472,15 @@ impl From<ListError> for ApiError {
         match e {
             ListError::Access(e) => e.into(),
             ListError::Repository(e) => e.into(),
+        }
+    }
+}
+
+impl From<ListEventsError> for ApiError {
+    fn from(e: ListEventsError) -> Self {
+        match e {
+            ListEventsError::Access(e) => e.into(),
+            ListEventsError::Repository(e) => e.into(),
         }
     }
 }
@@ -486,6 +502,7 @@ impl From<UpdateError> for ApiError {
             UpdateError::NotFound => ApiError::key_not_found(),
             UpdateError::Revoked => ApiError::new(ErrorCode::KeyRevoked, e.to_string()),
             UpdateError::LastFullAccessKey => last_full_access_key(),
+            UpdateError::CallerRevoked => caller_revoked(),
             UpdateError::Repository(e) => e.into(),
         }
     }
@@ -497,6 +514,7 @@ impl From<RevokeError> for ApiError {
             RevokeError::Access(e) => e.into(),
             RevokeError::NotFound => ApiError::key_not_found(),
             RevokeError::LastFullAccessKey => last_full_access_key(),
+            RevokeError::CallerRevoked => caller_revoked(),
             RevokeError::Repository(e) => e.into(),
         }
     }
@@ -512,6 +530,7 @@ impl From<RotateError> for ApiError {
                 ApiError::new(ErrorCode::KeyAlreadyRotated, e.to_string())
             }
             RotateError::Expired => ApiError::new(ErrorCode::KeyExpired, e.to_string()),
+            RotateError::CallerRevoked => caller_revoked(),
             RotateError::Repository(e) => e.into(),
         }
     }

@@ -6,10 +6,7 @@
 
 use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
-use domain::{
-    CreateKey, ExpiresIn, GracePeriod, KeyChanges, KeyId, KeyName, KeyType, ListKeys, Mode,
-    PageLimit, Scopes,
-};
+use domain::{CreateKey, ExpiresIn, GracePeriod, KeyId, KeyName, KeyType, ListKeys, Mode, Scopes};
 
 use crate::auth::Authenticated;
 use crate::blocking::blocking;
@@ -21,6 +18,8 @@ use crate::dto::{
     StatusBody, UpdateKeyRequest,
 };
 use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::query::{parse_limit, query_pairs};
+use crate::request_id::request_id_of;
 use crate::state::AppState;
 
 /// The `id` path parameter as a key id; a malformed id is as unknown as a
@@ -58,26 +57,12 @@ fn parse_mode(raw: &str) -> Result<Mode, ApiError> {
 
 /// The query string of `GET /v1/api-keys`, checked parameter by parameter.
 fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
-    let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
-        .map_err(|_| ApiError::new(ErrorCode::InvalidParameter, "the query string is malformed"))?
-        .into_inner();
     let mut request = ListKeys::default();
-    let mut seen: Vec<&str> = Vec::new();
-    for (name, value) in &pairs {
-        if seen.contains(&name.as_str()) {
-            return Err(ApiError::invalid_parameter(
-                name,
-                format!("`{name}` may be given only once"),
-            ));
-        }
-        seen.push(name);
+    let known = ["type", "revoked", "mode", "limit", "starting_after"];
+    for (name, value) in query_pairs(query, &known)? {
         match name.as_str() {
-            "type" => {
-                request.key_type = Some(parse_key_type(value)?);
-            }
-            "mode" => {
-                request.mode = Some(parse_mode(value)?);
-            }
+            "type" => request.key_type = Some(parse_key_type(&value)?),
+            "mode" => request.mode = Some(parse_mode(&value)?),
             "revoked" => {
                 request.include_revoked = match value.as_str() {
                     "true" => true,
@@ -90,27 +75,15 @@ fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
                     }
                 };
             }
-            "limit" => {
-                let wrong = || {
-                    ApiError::invalid_parameter("limit", "`limit` must be an integer from 1 to 100")
-                };
-                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(wrong());
-                }
-                let n = value.parse::<u32>().map_err(|_| wrong())?;
-                request.limit = PageLimit::new(n).map_err(|_| wrong())?;
-            }
-            "starting_after" => {
-                request.starting_after = Some(KeyId::parse(value).map_err(|_| {
-                    ApiError::invalid_parameter("starting_after", "`starting_after` must be a key id")
-                })?);
-            }
+            "limit" => request.limit = parse_limit(&value)?,
+            // `query_pairs` lets only the known names through.
             _ => {
-                return Err(ApiError::new(
-                    ErrorCode::UnknownParameter,
-                    "unknown query parameter; this endpoint accepts type, revoked, mode, limit, starting_after",
-                )
-                .with_param(name.clone()))
+                request.starting_after = Some(KeyId::parse(&value).map_err(|_| {
+                    ApiError::invalid_parameter(
+                        "starting_after",
+                        "`starting_after` must be a key id",
+                    )
+                })?);
             }
         }
     }
@@ -149,16 +122,11 @@ pub(crate) async fn list_keys(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_key_management()?;
     let request = parse_list_query(req.query_string())?;
-    let service = state.service.clone();
+    let service = state.service().clone();
     let principal = caller.into_principal();
-    let (page, now) = blocking(move || {
-        service
-            .list(&principal, request)
-            .map(|page| (page, service.now()))
-    })
-    .await??;
+    let page = blocking(move || service.list(&principal, request)).await??;
     Ok(HttpResponse::Ok().json(KeyList {
-        data: page.keys.iter().map(|k| KeyObject::new(k, now)).collect(),
+        data: page.keys.iter().map(KeyObject::from).collect(),
         has_more: page.has_more,
     }))
 }
@@ -220,9 +188,10 @@ pub(crate) async fn create_key(
             .transpose()
             .map_err(|e| invalid_duration("expires_in", &e))?,
     };
-    let service = state.service.clone();
+    let service = state.service().clone();
     let principal = caller.into_principal();
-    let created = blocking(move || service.create(&principal, request)).await??;
+    let request_id = request_id_of(&req);
+    let created = blocking(move || service.create(&principal, request_id, request)).await??;
     let location = format!("/v1/api-keys/{}", created.key.id);
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, location))
@@ -256,11 +225,10 @@ pub(crate) async fn get_key(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_key_management()?;
     let id = path_key_id(&req)?;
-    let service = state.service.clone();
+    let service = state.service().clone();
     let principal = caller.into_principal();
-    let (key, now) =
-        blocking(move || service.get(&principal, &id).map(|k| (k, service.now()))).await??;
-    Ok(HttpResponse::Ok().json(KeyObject::new(&key, now)))
+    let key = blocking(move || service.get(&principal, &id)).await??;
+    Ok(HttpResponse::Ok().json(KeyObject::from(&key)))
 }
 
 /// Rename or re-scope a key.
@@ -304,19 +272,13 @@ pub(crate) async fn update_key(
             "at least one of `name` or `scopes` is required",
         ));
     }
-    let changes = KeyChanges {
-        name: name.map(parse_name).transpose()?,
-        scopes: scopes.as_deref().map(parse_scopes).transpose()?,
-    };
-    let service = state.service.clone();
+    let name = name.map(parse_name).transpose()?;
+    let scopes = scopes.as_deref().map(parse_scopes).transpose()?;
+    let service = state.service().clone();
     let principal = caller.into_principal();
-    let (key, now) = blocking(move || {
-        service
-            .update(&principal, &id, changes)
-            .map(|k| (k, service.now()))
-    })
-    .await??;
-    Ok(HttpResponse::Ok().json(KeyObject::new(&key, now)))
+    let request_id = request_id_of(&req);
+    let key = blocking(move || service.update(&principal, request_id, &id, name, scopes)).await??;
+    Ok(HttpResponse::Ok().json(KeyObject::from(&key)))
 }
 
 /// Revoke a key now (also one in its rotation grace period).
@@ -347,9 +309,10 @@ pub(crate) async fn revoke_key(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_key_management()?;
     let id = path_key_id(&req)?;
-    let service = state.service.clone();
+    let service = state.service().clone();
     let principal = caller.into_principal();
-    blocking(move || service.revoke(&principal, &id)).await??;
+    let request_id = request_id_of(&req);
+    blocking(move || service.revoke(&principal, request_id, &id)).await??;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -392,9 +355,10 @@ pub(crate) async fn rotate_key(
     };
     // A malformed id is as unknown as a missing key.
     let id = KeyId::parse(id).map_err(|_| ApiError::key_not_found())?;
-    let service = state.service.clone();
+    let service = state.service().clone();
     let principal = caller.into_principal();
-    let rotated = blocking(move || service.rotate(&principal, &id, grace)).await??;
+    let request_id = request_id_of(&req);
+    let rotated = blocking(move || service.rotate(&principal, request_id, &id, grace)).await??;
     Ok(HttpResponse::Ok().json(RotatedKeyResponse::from(rotated)))
 }
 

@@ -2,17 +2,19 @@
 //! other services can use.
 //!
 //! - [`app`] (or [`configure`] plus [`request_context`]) builds the whole API:
-//!   the seven key routes of the product document, `GET /healthz`,
-//!   `GET /readyz` and `GET /openapi.json`, JSON errors for everything
-//!   (CONTRACT §7, also actix's own), `X-Request-ID` and a tracing span per
+//!   the seven key routes of the product document, the audit log
+//!   (`GET /v1/audit-events`), `GET /healthz`, `GET /readyz` and
+//!   `GET /openapi.json`, JSON errors for everything (docs/api.md,
+//!   "Conventions"; also actix's own), `X-Request-ID` and a tracing span per
 //!   request. [`server`] serves it with graceful shutdown.
-//! - [`Authenticated`] is the authentication extractor (CONTRACT §3); its
+//! - [`Authenticated`] is the authentication extractor (docs/api.md, "Authentication"); its
 //!   principal's `require_scope` does authorization.
 //! - [`blocking`] is the one way domain calls leave the executor threads.
 //! - [`ApiError`] is the one error type; domain errors map to a code through
 //!   one exhaustive `match` per error type, and each [`ErrorCode`] has its
 //!   one status.
 
+mod audit;
 mod auth;
 mod blocking;
 mod body;
@@ -20,6 +22,7 @@ pub mod dto;
 mod error;
 mod handlers;
 pub mod openapi;
+mod query;
 mod redact;
 mod request_id;
 mod routes;
@@ -29,7 +32,9 @@ pub use auth::{bearer_token, Authenticated, TENANT_HEADER};
 pub use blocking::blocking;
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, RETRY_AFTER_SECONDS};
 pub use openapi::ApiDoc;
-pub use request_id::{request_context, RequestId, MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER};
+pub use request_id::{
+    request_context, request_id_of, RequestId, MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER,
+};
 pub use routes::{app, configure, server};
 pub use state::{AppState, Readiness};
 

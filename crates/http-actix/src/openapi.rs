@@ -24,6 +24,7 @@ use crate::handlers;
         handlers::get_key,
         handlers::update_key,
         handlers::revoke_key,
+        crate::audit::list_events,
         handlers::healthz,
         handlers::readyz,
         handlers::openapi_json,
@@ -41,11 +42,15 @@ use crate::handlers;
         RotateKeyRequest,
         CreatedKeyResponse,
         RotatedKeyResponse,
+        crate::audit::EventObject,
+        crate::audit::ActorObject,
+        crate::audit::EventList,
         StatusBody,
     )),
     modifiers(&Security),
     tags(
         (name = "api-keys", description = "Managing a tenant's API keys (secret key with `*` required)."),
+        (name = "audit-events", description = "The tenant's key events, newest first (secret key with `*` or `audit-logs:read`)."),
         (name = "health", description = "Probes and this document; no key needed."),
     ),
 )]

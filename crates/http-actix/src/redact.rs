@@ -1,4 +1,4 @@
-//! Keeping key strings out of what the service echoes and logs (CONTRACT §8).
+//! Keeping key strings out of what the service echoes and logs (docs/api.md, "Secrets").
 //!
 //! A client can put a key where it does not belong: in the path
 //! (`GET /v1/api-keys/sk_live_...` instead of the key's id), as a query

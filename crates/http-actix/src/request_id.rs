@@ -1,5 +1,6 @@
 //! The request context: `X-Request-ID`, the request's tracing span, and the
-//! rendering of every error response as the JSON body of CONTRACT §7.
+//! rendering of every error response as the JSON error body (docs/api.md,
+//! "Conventions", errors).
 
 use std::time::Instant;
 
@@ -57,6 +58,14 @@ impl RequestId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The request id [`request_context`] gave `req`, to record with the changes
+/// the request makes; `None` when the middleware is not installed.
+pub fn request_id_of(req: &actix_web::HttpRequest) -> Option<String> {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|id| id.as_str().to_owned())
 }
 
 /// Middleware (use with [`actix_web::middleware::from_fn`]) that every app

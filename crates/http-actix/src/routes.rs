@@ -12,9 +12,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpRequest, HttpServer};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::handlers;
 use crate::request_id::request_context;
 use crate::state::AppState;
+use crate::{audit, handlers};
 use crate::{BODY_LIMIT, SHUTDOWN_TIMEOUT_SECS};
 
 fn json_error(e: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
@@ -81,6 +81,12 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
                     .route(web::head().to(handlers::list_keys))
                     .route(web::post().to(handlers::create_key))
                     .default_service(not_allowed("GET, HEAD, POST")),
+            )
+            .service(
+                web::resource("/v1/audit-events")
+                    .route(web::get().to(audit::list_events))
+                    .route(web::head().to(audit::list_events))
+                    .default_service(not_allowed("GET, HEAD")),
             )
             // Before `/{id}`, which would otherwise take `rotate` for an id.
             .service(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use actix_web::web;
-use domain::{Authenticator, DynApiKeys, RepositoryError};
+use domain::{ApiKeys, Authenticator, RepositoryError};
 
 /// Whether the service can serve requests (`GET /readyz`): the binary
 /// implements it over its database.
@@ -20,7 +20,7 @@ pub trait Readiness: Send + Sync {
 /// readiness check.
 #[derive(Clone)]
 pub struct AppState {
-    pub(crate) service: Arc<DynApiKeys>,
+    pub(crate) service: Arc<ApiKeys>,
     pub(crate) authenticator: Arc<dyn Authenticator>,
     pub(crate) readiness: Arc<dyn Readiness>,
     /// Rendered once; each response shares these bytes instead of copying them.
@@ -39,7 +39,7 @@ impl AppState {
     /// The state over the service, the authenticator (often the service
     /// itself, or a cache around it) and the readiness check.
     pub fn new(
-        service: Arc<DynApiKeys>,
+        service: Arc<ApiKeys>,
         authenticator: Arc<dyn Authenticator>,
         readiness: Arc<dyn Readiness>,
     ) -> Self {
@@ -52,7 +52,7 @@ impl AppState {
     }
 
     /// The use cases.
-    pub fn service(&self) -> &Arc<DynApiKeys> {
+    pub fn service(&self) -> &Arc<ApiKeys> {
         &self.service
     }
 

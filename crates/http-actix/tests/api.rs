@@ -215,7 +215,7 @@ async fn malformed_request_id_is_replaced_by_a_generated_one() {
     assert_eq!(r.header("x-request-id"), Some(max.as_str()));
 }
 
-// ---- authentication (CONTRACT §3) -------------------------------------------
+// ---- authentication (docs/api.md, "Conventions", authentication) -------------------------------------------
 
 #[actix_web::test]
 async fn missing_authorization_is_401_missing_api_key() {
@@ -389,7 +389,7 @@ async fn authentication_answers_before_body_validation() {
     r.assert_error(StatusCode::UNAUTHORIZED, "missing_api_key", None);
 }
 
-// ---- authorization (CONTRACT §4) --------------------------------------------
+// ---- authorization (docs/api.md, "Conventions", authorization) --------------------------------------------
 
 #[actix_web::test]
 async fn publishable_key_is_403_secret_key_required() {

@@ -40,7 +40,7 @@ impl CapturedLogs {
 
 #[actix_web::test]
 async fn a_key_sent_in_the_wrong_place_is_neither_echoed_nor_logged() {
-    // CONTRACT §8: no log line or error contains a full key, also when a
+    // docs/api.md, "Secrets": no log line or error contains a full key, also when a
     // client puts one in the path, a parameter or field name, or the
     // request id (all of which are echoed or logged).
     let logs = CapturedLogs::default();

@@ -31,6 +31,7 @@
 
 mod admin;
 mod errors;
+mod events;
 mod models;
 mod pool;
 mod repo;

@@ -16,6 +16,12 @@ pub(crate) struct InvalidRow {
     column: &'static str,
 }
 
+impl InvalidRow {
+    pub(crate) fn new(column: &'static str) -> Self {
+        InvalidRow { column }
+    }
+}
+
 fn invalid(column: &'static str) -> impl FnOnce(domain::IdError) -> InvalidRow {
     move |_| InvalidRow { column }
 }
@@ -75,7 +81,7 @@ impl TryFrom<ApiKeyRow> for ApiKey {
 }
 
 /// A key to insert, with its hash. Deliberately no `Debug`: the hash must not
-/// reach a log (CONTRACT §8).
+/// reach a log (docs/api.md, "Secrets").
 #[derive(Insertable)]
 #[diesel(table_name = api_keys, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct NewApiKeyRow {

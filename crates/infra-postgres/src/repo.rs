@@ -7,6 +7,15 @@
 //! under READ COMMITTED a statement reads one snapshot taken before it waited
 //! for the lock, so the count or guard check after it would miss a write the
 //! lock holder just committed.
+//!
+//! Every write statement also inserts its events (`key_events`, whose trigger
+//! sends `NOTIFY apikeys_key_events`) and checks its actor, in the same
+//! statement: events cost no extra round trip. The actor check locks the
+//! actor's row and the changed key's row together, in id order
+//! ([`WRITE_PRELUDE`]), so that the write commits only while the actor is not
+//! revoked, and two writes that lock the same two rows cannot deadlock.
+
+use std::sync::LazyLock;
 
 use diesel::pg::{Pg, PgConnection};
 use diesel::prelude::*;
@@ -15,94 +24,208 @@ use diesel::query_builder::SqlQuery;
 use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bool, Bytea, Nullable, Text, Timestamptz};
 use domain::{
-    ApiKey, ApiKeyRepository, CreateTenantRepoError, InsertError, KeyChanges, KeyHash, KeyId,
-    KeyPage, ListQuery, NewKey, RepositoryError, RevokeRepoError, RotateRepoError, Tenant,
-    TenantId, TenantRepository, UpdateRepoError, LAST_USED_RESOLUTION,
+    ApiKey, ApiKeyRepository, CreateTenantRepoError, FieldChanges, InsertError, KeyEvent, KeyHash,
+    KeyId, KeyPage, ListQuery, NewKey, RepositoryError, RevokeRepoError, RotateRepoError, Tenant,
+    TenantId, TenantRepository, UpdateRepoError,
 };
 use time::OffsetDateTime;
 
 use crate::errors::{is_foreign_key_violation, is_unique_violation, Fail};
+use crate::events::{insert_events_sql, EventColumns};
 use crate::models::{ApiKeyRow, NewApiKeyRow, TenantRow};
 use crate::schema::{api_keys, tenants};
 use crate::store::PgStore;
 
-/// Inserts a key ($1..$14) only if the tenant has fewer than $16 keys that
-/// count for the limit at $15 (`ApiKey::counts_for_key_limit`: neither revoked
-/// nor expired). The count stops at the limit.
-const INSERT_UNDER_LIMIT: &str = "\
-INSERT INTO api_keys (id, tenant_id, hash, name, key_type, mode, prefix, last_four, scopes, \
-                      created_at, last_used_at, expires_at, revokes_at, replaced_by)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
-WHERE (SELECT count(*) FROM (
-           SELECT 1 FROM api_keys
-           WHERE tenant_id = $2
-             AND (revokes_at IS NULL OR revokes_at > $15)
-             AND (expires_at IS NULL OR expires_at > $15)
-           LIMIT $16) AS counted) < $16";
+/// The columns a key is inserted with: the one list, in [`bind_key`] order.
+const KEY_COLUMNS: [&str; 14] = [
+    "id",
+    "tenant_id",
+    "hash",
+    "name",
+    "key_type",
+    "mode",
+    "prefix",
+    "last_four",
+    "scopes",
+    "created_at",
+    "last_used_at",
+    "expires_at",
+    "revokes_at",
+    "replaced_by",
+];
 
-/// Rotates key $16 of tenant $15 into the successor ($1..$14) as one statement:
-/// the old key gets `revokes_at = $17` and `replaced_by` only if it is active at
-/// $18 (no revocation scheduled, not expired), and the successor is inserted
-/// only if that update happened. Of concurrent rotations the first takes the
-/// row lock; the others re-check the condition on the updated row, find it no
-/// longer active, and insert nothing.
-const ROTATE: &str = "\
-WITH old AS (
-    UPDATE api_keys SET revokes_at = $17, replaced_by = $1
-    WHERE tenant_id = $15 AND id = $16
-      AND revokes_at IS NULL
-      AND (expires_at IS NULL OR expires_at > $18)
-    RETURNING id)
-INSERT INTO api_keys (id, tenant_id, hash, name, key_type, mode, prefix, last_four, scopes, \
-                      created_at, last_used_at, expires_at, revokes_at, replaced_by)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM old";
-
-/// The full-access guard, shared by [`REVOKE`] and [`UPDATE`]: key `k` ($2
-/// of tenant $1) does not count for the guard at $3
-/// (`ApiKey::counts_for_full_access_guard`), or another key `g` of the tenant
-/// does. A macro, not a `const`, so that `concat!` can splice it in.
-macro_rules! guard_allows_sql {
-    () => {
-        "(NOT (k.key_type = 'secret' AND k.mode = 'live' AND k.scopes = ARRAY['*']::TEXT[]
-            AND k.revokes_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $3))
-       OR EXISTS (
-           SELECT 1 FROM api_keys AS g
-           WHERE g.tenant_id = $1 AND g.id <> $2
-             AND g.key_type = 'secret' AND g.mode = 'live' AND g.scopes = ARRAY['*']::TEXT[]
-             AND g.revokes_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > $3)))"
-    };
+/// The columns a key is read back with ([`ApiKeyRow`]): all but the hash.
+fn key_returning() -> String {
+    KEY_COLUMNS
+        .iter()
+        .filter(|c| **c != "hash")
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// Revokes key $2 of tenant $1 at $3 if it is not revoked at $3 and the
-/// full-access guard allows it.
-const REVOKE: &str = concat!(
-    "\
-UPDATE api_keys AS k SET revokes_at = $3
-WHERE k.tenant_id = $1 AND k.id = $2
-  AND (k.revokes_at IS NULL OR k.revokes_at > $3)
-  AND ",
-    guard_allows_sql!(),
-    "
-RETURNING id, tenant_id, name, key_type, mode, prefix, last_four, scopes, created_at, \
-          last_used_at, expires_at, revokes_at, replaced_by"
-);
+/// `$first, $first+1, …` for the [`KEY_COLUMNS`].
+fn key_values(first: usize) -> String {
+    (first..first + KEY_COLUMNS.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
-/// Sets the name ($4, unless NULL) and scopes ($5, unless NULL) of key $2 of
-/// tenant $1 if it is not revoked at $3 and, when the change narrows the scopes
-/// ($6), the full-access guard allows it (as for [`REVOKE`]).
-const UPDATE: &str = concat!(
-    "\
-UPDATE api_keys AS k SET name = coalesce($4, k.name), scopes = coalesce($5, k.scopes)
-WHERE k.tenant_id = $1 AND k.id = $2
-  AND (k.revokes_at IS NULL OR k.revokes_at > $3)
-  AND (NOT $6 OR ",
-    guard_allows_sql!(),
-    ")
-RETURNING id, tenant_id, name, key_type, mode, prefix, last_four, scopes, created_at, \
-          last_used_at, expires_at, revokes_at, replaced_by"
-);
+/// The parameters every write statement starts with: `$1` tenant, `$2` the
+/// changed key (NULL for an insert), `$3` now (the event's time), `$4` the
+/// actor key (NULL when the actor is not a key). See [`bind_write`].
+const WRITE_PARAMS: usize = 4;
 
-/// Binds a key's 14 columns as $1..$14, in `NewApiKeyRow` order.
+/// Locks the changed key and the actor key, in id order (no deadlock between
+/// two writes that lock the same pair), and says whether the actor may write:
+/// it is not a key, or its key is not revoked at `$3` as it stands once
+/// locked. A revocation of the actor that commits first is seen here (READ
+/// COMMITTED re-reads a row it waited for); one that comes later waits for
+/// this write to commit.
+const WRITE_PRELUDE: &str = "WITH locked AS (
+    SELECT id, revokes_at FROM api_keys
+    WHERE tenant_id = $1 AND id IN ($2, $4)
+    ORDER BY id
+    FOR NO KEY UPDATE),
+actor_ok AS (
+    SELECT $4::text IS NULL OR EXISTS (
+        SELECT 1 FROM locked WHERE id = $4 AND (revokes_at IS NULL OR revokes_at > $3)) AS ok)";
+
+/// Inserts a key (from `$6`) only if the actor may write and the tenant has
+/// fewer than `$5` keys that count for the limit at `$3`
+/// (`ApiKey::counts_for_key_limit`: neither revoked nor expired; the count
+/// stops at the limit), and its events (after the key) only if it did.
+static INSERT_UNDER_LIMIT: LazyLock<String> = LazyLock::new(|| {
+    let key_first = WRITE_PARAMS + 2;
+    format!(
+        "{WRITE_PRELUDE},
+inserted AS (
+    INSERT INTO api_keys ({columns})
+    SELECT {values}
+    WHERE (SELECT ok FROM actor_ok)
+      AND (SELECT count(*) FROM (
+               SELECT 1 FROM api_keys
+               WHERE tenant_id = $1
+                 AND (revokes_at IS NULL OR revokes_at > $3)
+                 AND (expires_at IS NULL OR expires_at > $3)
+               LIMIT $5) AS counted) < $5
+    RETURNING id)
+{events} WHERE EXISTS (SELECT 1 FROM inserted)",
+        columns = KEY_COLUMNS.join(", "),
+        values = key_values(key_first),
+        events = insert_events_sql(key_first + KEY_COLUMNS.len()),
+    )
+});
+
+/// Rotates key `$2` into the successor (from `$6`, whose id is `$6`) as one
+/// statement: the old key gets `revokes_at = $5` and `replaced_by` only if
+/// it is active at `$3` (no revocation scheduled, not expired) and the actor
+/// may write; the successor and the events are inserted only if that update
+/// happened. Of concurrent rotations the first takes the row lock; the
+/// others re-check the condition on the updated row, find it no longer
+/// active, and write nothing.
+static ROTATE: LazyLock<String> = LazyLock::new(|| {
+    let key_first = WRITE_PARAMS + 2;
+    format!(
+        "{WRITE_PRELUDE},
+old AS (
+    UPDATE api_keys SET revokes_at = $5, replaced_by = ${key_first}
+    WHERE tenant_id = $1 AND id = $2
+      AND revokes_at IS NULL
+      AND (expires_at IS NULL OR expires_at > $3)
+      AND (SELECT ok FROM actor_ok)
+    RETURNING id),
+successor AS (
+    INSERT INTO api_keys ({columns})
+    SELECT {values} FROM old
+    RETURNING id)
+{events} WHERE EXISTS (SELECT 1 FROM successor)",
+        columns = KEY_COLUMNS.join(", "),
+        values = key_values(key_first),
+        events = insert_events_sql(key_first + KEY_COLUMNS.len()),
+    )
+});
+
+/// The full-access guard, shared by [`REVOKE`] and [`UPDATE`]: key `k` (`$2`
+/// of tenant `$1`) does not count for the guard at `$3`
+/// (`ApiKey::counts_for_full_access_guard`), or another key `g` of the tenant
+/// does.
+const GUARD_ALLOWS: &str =
+    "(NOT (k.key_type = 'secret' AND k.mode = 'live' AND k.scopes = ARRAY['*']::TEXT[]
+        AND k.revokes_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $3))
+   OR EXISTS (
+       SELECT 1 FROM api_keys AS g
+       WHERE g.tenant_id = $1 AND g.id <> $2
+         AND g.key_type = 'secret' AND g.mode = 'live' AND g.scopes = ARRAY['*']::TEXT[]
+         AND g.revokes_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > $3)))";
+
+/// Revokes key `$2` of tenant `$1` at `$3` if it is not revoked at `$3`, the
+/// actor may write and the full-access guard allows it; inserts the events
+/// (from `$5`) only if it did. Returns the revoked key.
+static REVOKE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{WRITE_PRELUDE},
+changed AS (
+    UPDATE api_keys AS k SET revokes_at = $3
+    WHERE k.tenant_id = $1 AND k.id = $2
+      AND (k.revokes_at IS NULL OR k.revokes_at > $3)
+      AND (SELECT ok FROM actor_ok)
+      AND {GUARD_ALLOWS}
+    RETURNING {returning}),
+events AS ({events} WHERE EXISTS (SELECT 1 FROM changed))
+SELECT * FROM changed",
+        returning = key_returning(),
+        events = insert_events_sql(WRITE_PARAMS + 1),
+    )
+});
+
+/// Sets the name (`$5`, unless NULL, while it is still `$6`) and the scopes
+/// (`$7`, unless NULL, while they are still `$8`) of key `$2` of tenant `$1`
+/// if it is not revoked at `$3`, the actor may write and, when the change
+/// narrows the scopes (`$9`), the full-access guard allows it (as for
+/// [`REVOKE`]); inserts the events (from `$10`) only if it did. Returns the
+/// updated key.
+static UPDATE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{WRITE_PRELUDE},
+changed AS (
+    UPDATE api_keys AS k SET name = coalesce($5, k.name), scopes = coalesce($7, k.scopes)
+    WHERE k.tenant_id = $1 AND k.id = $2
+      AND (k.revokes_at IS NULL OR k.revokes_at > $3)
+      AND ($5::text IS NULL OR k.name = $6)
+      AND ($7::text[] IS NULL OR k.scopes = $8)
+      AND (SELECT ok FROM actor_ok)
+      AND (NOT $9 OR {GUARD_ALLOWS})
+    RETURNING {returning}),
+events AS ({events} WHERE EXISTS (SELECT 1 FROM changed))
+SELECT * FROM changed",
+        returning = key_returning(),
+        events = insert_events_sql(WRITE_PARAMS + 6),
+    )
+});
+
+/// Inserts events alone (a tenant's creation, inside its transaction).
+static INSERT_EVENTS: LazyLock<String> = LazyLock::new(|| insert_events_sql(1));
+
+/// Binds [`WRITE_PARAMS`]: the tenant, the changed key, the event's time and
+/// its actor key.
+fn bind_write<'a>(
+    query: &'a str,
+    tenant: &'a str,
+    target: Option<&'a str>,
+    event: &'a KeyEvent,
+    actor: &'a Option<String>,
+) -> BoxedSqlQuery<'a, Pg, SqlQuery> {
+    sql_query(query)
+        .into_boxed()
+        .bind::<Text, _>(tenant)
+        .bind::<Nullable<Text>, _>(target)
+        .bind::<Timestamptz, _>(event.created_at)
+        .bind::<Nullable<Text>, _>(actor)
+}
+
+/// Binds a key's [`KEY_COLUMNS`], in order.
 fn bind_key<'a>(
     query: BoxedSqlQuery<'a, Pg, SqlQuery>,
     row: &'a NewApiKeyRow,
@@ -151,14 +274,29 @@ fn find_row(conn: &mut PgConnection, tenant: &str, id: &str) -> QueryResult<Opti
         .optional()
 }
 
+/// After a write that wrote nothing: whether its actor key was the reason
+/// (revoked at the event's time, or gone). Only on the failure path.
+fn actor_revoked(conn: &mut PgConnection, tenant: &str, event: &KeyEvent) -> QueryResult<bool> {
+    let Some(actor) = event.actor.key_id() else {
+        return Ok(false);
+    };
+    let revokes_at: Option<Option<OffsetDateTime>> = api_keys::table
+        .filter(api_keys::tenant_id.eq(tenant))
+        .filter(api_keys::id.eq(actor.to_string()))
+        .select(api_keys::revokes_at)
+        .first(conn)
+        .optional()?;
+    Ok(match revokes_at {
+        None => true,
+        Some(at) => at.is_some_and(|at| at <= event.created_at),
+    })
+}
+
 impl ApiKeyRepository for PgStore {
-    fn insert(
-        &self,
-        new: &NewKey,
-        max_active: u32,
-        now: OffsetDateTime,
-    ) -> Result<(), InsertError> {
+    fn insert(&self, new: &NewKey, max_active: u32, event: &KeyEvent) -> Result<(), InsertError> {
         let row = NewApiKeyRow::from(new);
+        let actor = event.actor.key_id().map(|id| id.to_string());
+        let events = EventColumns::new([event]);
         self.run(
             "inserting a key",
             |conn| {
@@ -166,11 +304,14 @@ impl ApiKeyRepository for PgStore {
                     if !lock_tenant(conn, &row.tenant_id)? {
                         return Err(Fail::Domain(InsertError::UnknownTenant));
                     }
-                    let inserted = bind_key(sql_query(INSERT_UNDER_LIMIT).into_boxed(), &row)
-                        .bind::<Timestamptz, _>(now)
-                        .bind::<BigInt, _>(i64::from(max_active))
-                        .execute(conn)?;
+                    let query =
+                        bind_write(&INSERT_UNDER_LIMIT, &row.tenant_id, None, event, &actor)
+                            .bind::<BigInt, _>(i64::from(max_active));
+                    let inserted = events.bind(bind_key(query, &row)).execute(conn)?;
                     if inserted == 0 {
+                        if actor_revoked(conn, &row.tenant_id, event)? {
+                            return Err(Fail::Domain(InsertError::ActorRevoked));
+                        }
                         return Err(Fail::Domain(InsertError::LimitReached));
                     }
                     Ok(())
@@ -257,26 +398,38 @@ impl ApiKeyRepository for PgStore {
         &self,
         tenant: &TenantId,
         id: &KeyId,
-        changes: &KeyChanges,
-        now: OffsetDateTime,
+        changes: &FieldChanges,
+        event: &KeyEvent,
     ) -> Result<ApiKey, UpdateRepoError> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
-        let name = changes.name.as_ref().map(|n| n.as_str());
-        let scopes: Option<Vec<&str>> = changes.scopes.as_ref().map(|s| s.names().collect());
+        let actor = event.actor.key_id().map(|id| id.to_string());
+        let events = EventColumns::new([event]);
+        let name = changes
+            .name
+            .as_ref()
+            .map(|c| (c.new.as_str(), c.old.as_str()));
+        let scopes = changes.scopes.as_ref().map(|c| {
+            let names = |s: &domain::Scopes| s.names().collect::<Vec<&str>>();
+            (names(&c.new), names(&c.old))
+        });
         // Only narrowing the scopes can take away a guard key; everything else
         // needs neither the tenant lock nor a transaction.
-        let narrows = changes.scopes.as_ref().is_some_and(|s| !s.is_full_access());
+        let narrows = changes
+            .scopes
+            .as_ref()
+            .is_some_and(|c| !c.new.is_full_access());
         let attempt = |conn: &mut PgConnection| -> Result<ApiKey, Fail<UpdateRepoError>> {
             if narrows && !lock_tenant(conn, &tenant)? {
                 return Err(Fail::Domain(UpdateRepoError::NotFound));
             }
-            let updated = sql_query(UPDATE)
-                .bind::<Text, _>(&tenant)
-                .bind::<Text, _>(&id)
-                .bind::<Timestamptz, _>(now)
-                .bind::<Nullable<Text>, _>(name)
-                .bind::<Nullable<Array<Text>>, _>(&scopes)
-                .bind::<Bool, _>(narrows)
+            let query = bind_write(&UPDATE, &tenant, Some(&id), event, &actor)
+                .bind::<Nullable<Text>, _>(name.map(|(new, _)| new))
+                .bind::<Nullable<Text>, _>(name.map(|(_, old)| old))
+                .bind::<Nullable<Array<Text>>, _>(scopes.as_ref().map(|(new, _)| new))
+                .bind::<Nullable<Array<Text>>, _>(scopes.as_ref().map(|(_, old)| old))
+                .bind::<Bool, _>(narrows);
+            let updated = events
+                .bind(query)
                 .get_result::<ApiKeyRow>(conn)
                 .optional()?;
             if let Some(row) = updated {
@@ -286,11 +439,18 @@ impl ApiKeyRepository for PgStore {
             let Some(row) = find_row(conn, &tenant, &id)? else {
                 return Err(Fail::Domain(UpdateRepoError::NotFound));
             };
-            if to_key::<UpdateRepoError>(row)?.is_revoked(now) {
-                Err(Fail::Domain(UpdateRepoError::Revoked))
+            let key = to_key::<UpdateRepoError>(row)?;
+            let stale = changes.name.as_ref().is_some_and(|c| c.old != key.name)
+                || changes.scopes.as_ref().is_some_and(|c| c.old != key.scopes);
+            Err(Fail::Domain(if key.is_revoked(event.created_at) {
+                UpdateRepoError::Revoked
+            } else if actor_revoked(conn, &tenant, event)? {
+                UpdateRepoError::ActorRevoked
+            } else if stale {
+                UpdateRepoError::Stale
             } else {
-                Err(Fail::Domain(UpdateRepoError::LastFullAccessKey))
-            }
+                UpdateRepoError::LastFullAccessKey
+            }))
         };
         self.run(
             "updating a key",
@@ -309,9 +469,11 @@ impl ApiKeyRepository for PgStore {
         &self,
         tenant: &TenantId,
         id: &KeyId,
-        now: OffsetDateTime,
+        event: &KeyEvent,
     ) -> Result<ApiKey, RevokeRepoError> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
+        let actor = event.actor.key_id().map(|id| id.to_string());
+        let events = EventColumns::new([event]);
         self.run(
             "revoking a key",
             |conn| {
@@ -319,23 +481,25 @@ impl ApiKeyRepository for PgStore {
                     if !lock_tenant(conn, &tenant)? {
                         return Err(Fail::Domain(RevokeRepoError::NotFound));
                     }
-                    let revoked = sql_query(REVOKE)
-                        .bind::<Text, _>(&tenant)
-                        .bind::<Text, _>(&id)
-                        .bind::<Timestamptz, _>(now)
+                    let query = bind_write(&REVOKE, &tenant, Some(&id), event, &actor);
+                    let revoked = events
+                        .bind(query)
                         .get_result::<ApiKeyRow>(conn)
                         .optional()?;
                     if let Some(row) = revoked {
                         return to_key(row);
                     }
                     // Nothing written: unknown, already revoked (returned as
-                    // it is), or the tenant's last guard key.
+                    // it is, without an event), a revoked actor, or the
+                    // tenant's last guard key.
                     let Some(row) = find_row(conn, &tenant, &id)? else {
                         return Err(Fail::Domain(RevokeRepoError::NotFound));
                     };
                     let key = to_key(row)?;
-                    if key.is_revoked(now) {
+                    if key.is_revoked(event.created_at) {
                         Ok(key)
+                    } else if actor_revoked(conn, &tenant, event)? {
+                        Err(Fail::Domain(RevokeRepoError::ActorRevoked))
                     } else {
                         Err(Fail::Domain(RevokeRepoError::LastFullAccessKey))
                     }
@@ -347,30 +511,33 @@ impl ApiKeyRepository for PgStore {
 
     fn rotate(
         &self,
-        tenant: &TenantId,
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
-        now: OffsetDateTime,
+        rotated: &KeyEvent,
+        created: &KeyEvent,
     ) -> Result<(), RotateRepoError> {
-        let (tenant, old) = (tenant.to_string(), old.to_string());
         let row = NewApiKeyRow::from(successor);
+        let (tenant, old) = (row.tenant_id.clone(), old.to_string());
+        let actor = rotated.actor.key_id().map(|id| id.to_string());
+        let events = EventColumns::new([rotated, created]);
         self.run(
             "rotating a key",
             |conn| {
-                let inserted = bind_key(sql_query(ROTATE).into_boxed(), &row)
-                    .bind::<Text, _>(&tenant)
-                    .bind::<Text, _>(&old)
-                    .bind::<Timestamptz, _>(revokes_at)
-                    .bind::<Timestamptz, _>(now)
-                    .execute(conn)?;
-                if inserted == 1 {
+                let query = bind_write(&ROTATE, &tenant, Some(&old), rotated, &actor)
+                    .bind::<Timestamptz, _>(revokes_at);
+                let written = events.bind(bind_key(query, &row)).execute(conn)?;
+                if written > 0 {
                     return Ok(());
                 }
-                // Nothing written: unknown key, or no longer active.
-                match find_row(conn, &tenant, &old)? {
-                    None => Err(Fail::Domain(RotateRepoError::NotFound)),
-                    Some(_) => Err(Fail::Domain(RotateRepoError::NotActive)),
+                // Nothing written: unknown key, a revoked actor, or no longer
+                // active.
+                if find_row(conn, &tenant, &old)?.is_none() {
+                    Err(Fail::Domain(RotateRepoError::NotFound))
+                } else if actor_revoked(conn, &tenant, rotated)? {
+                    Err(Fail::Domain(RotateRepoError::ActorRevoked))
+                } else {
+                    Err(Fail::Domain(RotateRepoError::NotActive))
                 }
             },
             |e| is_unique_violation(e).then_some(RotateRepoError::Duplicate),
@@ -382,9 +549,9 @@ impl ApiKeyRepository for PgStore {
         tenant: &TenantId,
         id: &KeyId,
         now: OffsetDateTime,
+        due_before: OffsetDateTime,
     ) -> Result<bool, RepositoryError> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
-        let stale_before = now - LAST_USED_RESOLUTION;
         self.run(
             "recording a key's use",
             |conn| {
@@ -395,7 +562,7 @@ impl ApiKeyRepository for PgStore {
                         .filter(
                             api_keys::last_used_at
                                 .is_null()
-                                .or(api_keys::last_used_at.le(stale_before)),
+                                .or(api_keys::last_used_at.le(due_before)),
                         ),
                 )
                 .set(api_keys::last_used_at.eq(now))
@@ -408,7 +575,12 @@ impl ApiKeyRepository for PgStore {
 }
 
 impl TenantRepository for PgStore {
-    fn create(&self, tenant: &Tenant, keys: &[NewKey]) -> Result<(), CreateTenantRepoError> {
+    fn create(
+        &self,
+        tenant: &Tenant,
+        keys: &[NewKey],
+        events: &[KeyEvent],
+    ) -> Result<(), CreateTenantRepoError> {
         if keys.iter().any(|k| k.key.tenant_id != tenant.id) {
             return Err(RepositoryError::failure(
                 "creating a tenant",
@@ -418,6 +590,7 @@ impl TenantRepository for PgStore {
         }
         let tenant_row = TenantRow::from(tenant);
         let key_rows: Vec<NewApiKeyRow> = keys.iter().map(NewApiKeyRow::from).collect();
+        let events = EventColumns::new(events);
         self.run(
             "creating a tenant",
             |conn| {
@@ -430,26 +603,13 @@ impl TenantRepository for PgStore {
                             .values(&key_rows)
                             .execute(conn)?;
                     }
+                    events
+                        .bind(sql_query(INSERT_EVENTS.as_str()).into_boxed())
+                        .execute(conn)?;
                     Ok(())
                 })
             },
             |e| is_unique_violation(e).then_some(CreateTenantRepoError::Duplicate),
-        )
-    }
-
-    fn find_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, RepositoryError> {
-        let id = id.to_string();
-        self.run(
-            "finding a tenant",
-            |conn| {
-                let row = tenants::table
-                    .find(&id)
-                    .select(TenantRow::as_select())
-                    .first(conn)
-                    .optional()?;
-                row.map(to_tenant).transpose()
-            },
-            |_| None,
         )
     }
 

@@ -24,6 +24,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    key_events (seq) {
+        seq -> Int8,
+        id -> Text,
+        #[sql_name = "type"]
+        event_type -> Text,
+        created_at -> Timestamptz,
+        tenant_id -> Text,
+        key_id -> Nullable<Text>,
+        mode -> Nullable<Text>,
+        actor_type -> Text,
+        actor_key_id -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        data -> Jsonb,
+    }
+}
+
+diesel::table! {
     tenants (id) {
         id -> Text,
         name -> Text,
@@ -32,5 +49,6 @@ diesel::table! {
 }
 
 diesel::joinable!(api_keys -> tenants (tenant_id));
+diesel::joinable!(key_events -> tenants (tenant_id));
 
-diesel::allow_tables_to_appear_in_same_query!(api_keys, tenants,);
+diesel::allow_tables_to_appear_in_same_query!(api_keys, key_events, tenants,);

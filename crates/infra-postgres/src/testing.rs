@@ -12,13 +12,6 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use domain::{
-    ApiKey, ApiKeyRepository, CreateTenantRepoError, InsertError, KeyChanges, KeyHash, KeyId,
-    KeyPage, ListQuery, NewKey, RepositoryError, RevokeRepoError, RotateRepoError, Tenant,
-    TenantId, TenantRepository, UpdateRepoError,
-};
-use time::OffsetDateTime;
-
 use crate::admin::{database_url_for, drop_database, ensure_database, EnsureDatabaseError};
 use crate::errors::MigrateError;
 use crate::store::{PgStore, PoolConfig};
@@ -37,9 +30,9 @@ static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 /// and dropped (with `WITH (FORCE)`, closing its connections) when this value
 /// is dropped. Tests using it run in parallel and leave nothing behind.
 ///
-/// It derefs to its [`PgStore`] (a pool of 4 connections) and implements both
-/// repository ports by delegating to it, so it can be handed to the
-/// repository contract suite and kept alive for the test's duration.
+/// It derefs to its [`PgStore`] (a pool of 4 connections), so `&*db` is a
+/// store that implements every port (what the repository contract suite
+/// takes) while `db` keeps the database alive for the test's duration.
 #[derive(Debug)]
 pub struct TestDatabase {
     admin_url: String,
@@ -202,73 +195,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-impl ApiKeyRepository for TestDatabase {
-    fn insert(
-        &self,
-        key: &NewKey,
-        max_active: u32,
-        now: OffsetDateTime,
-    ) -> Result<(), InsertError> {
-        self.store.insert(key, max_active, now)
-    }
-    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError> {
-        self.store.find_by_hash(hash)
-    }
-    fn find(&self, tenant: &TenantId, id: &KeyId) -> Result<Option<ApiKey>, RepositoryError> {
-        self.store.find(tenant, id)
-    }
-    fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<KeyPage, RepositoryError> {
-        self.store.list(tenant, query)
-    }
-    fn update(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        changes: &KeyChanges,
-        now: OffsetDateTime,
-    ) -> Result<ApiKey, UpdateRepoError> {
-        self.store.update(tenant, id, changes, now)
-    }
-    fn revoke(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        now: OffsetDateTime,
-    ) -> Result<ApiKey, RevokeRepoError> {
-        self.store.revoke(tenant, id, now)
-    }
-    fn rotate(
-        &self,
-        tenant: &TenantId,
-        old: &KeyId,
-        successor: &NewKey,
-        revokes_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), RotateRepoError> {
-        self.store.rotate(tenant, old, successor, revokes_at, now)
-    }
-    fn touch_last_used(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        now: OffsetDateTime,
-    ) -> Result<bool, RepositoryError> {
-        self.store.touch_last_used(tenant, id, now)
-    }
-}
-
-impl TenantRepository for TestDatabase {
-    fn create(&self, tenant: &Tenant, keys: &[NewKey]) -> Result<(), CreateTenantRepoError> {
-        self.store.create(tenant, keys)
-    }
-    fn find_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, RepositoryError> {
-        self.store.find_tenant(id)
-    }
-    fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, RepositoryError> {
-        self.store.find_tenant_by_name(name)
-    }
 }
 
 #[cfg(test)]

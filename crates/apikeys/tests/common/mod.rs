@@ -10,11 +10,10 @@
 pub mod proxy;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use apikeys::application::{self, Application};
 use domain::testing::TestClock;
-use domain::{Clock, HashKey};
+use domain::{HashKey, Origin};
 use infra_postgres::testing::TestDatabase;
 use infra_postgres::{PgStore, PoolConfig};
 use reqwest::{Client, RequestBuilder, Response};
@@ -58,9 +57,8 @@ pub struct Tenant {
 
 /// Creates a tenant directly through the domain service over `store`.
 pub fn create_tenant(store: &PgStore, clock: &TestClock, name: &str) -> Tenant {
-    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let created = application::service(store, clock, hash_key())
-        .create_tenant(name)
+    let created = application::service(store, clock.clone(), hash_key())
+        .create_tenant(&Origin::cli(), name)
         .expect("create tenant");
     Tenant {
         id: created.tenant.id.to_string(),
@@ -82,7 +80,7 @@ impl TestApp {
         let clock = TestClock::default();
         let tenant = create_tenant(&store, &clock, "Acme");
         let bind: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let app = Application::build(bind, &store, Arc::new(clock.clone()), hash_key(), Some(2))
+        let app = Application::build(bind, &store, clock.clone(), hash_key(), Some(2))
             .expect("build application");
         let base = format!("http://{}", app.addr());
         let handle = app.handle();

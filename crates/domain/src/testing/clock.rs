@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use time::{Duration, OffsetDateTime};
 
-use crate::ports::Clock;
+use crate::clock::Clock;
 
 /// A clock that stands still until told to move. Clones share the same time,
 /// so a test can keep one and hand another to the service.

@@ -1,46 +1,61 @@
-//! The repository contract suite: what every [`ApiKeyRepository`] and
-//! [`TenantRepository`] adapter must do, as checks any adapter's tests can run.
+//! The repository contract suite: what every [`ApiKeyRepository`],
+//! [`TenantRepository`] and [`EventRepository`] adapter must do, as checks
+//! any adapter's tests can run.
 //!
 //! Use [`repository_contract_tests!`](crate::repository_contract_tests) with an
-//! expression that makes a fresh, empty store; it expands to one `#[test]` per
-//! check. Concurrency guarantees need real threads against the real adapter and
-//! are tested there; these checks cover everything one thread can observe.
-//! A failed check panics with the step that failed, as a test should.
+//! expression that makes a fresh, empty store, or a value that dereferences to
+//! one (a `Box`, a guard that owns a test database); it expands to one
+//! `#[test]` per check. Concurrency guarantees need real threads against the
+//! real adapter and are tested there; these checks cover everything one thread
+//! can observe. Events are observed only through
+//! [`EventRepository::list_events`], as the service reads them. A failed check
+//! panics with the step that failed, as a test should.
 
 #![expect(
     clippy::expect_used,
     reason = "test support: a failed step is a failed test"
 )]
 
+use std::cell::Cell;
+
 use time::{Duration, OffsetDateTime};
 
 use crate::api_key::{ApiKey, NewKey, Tenant};
+use crate::events::{
+    Actor, Change, EventData, EventQuery, EventType, FieldChanges, KeyEvent, Origin,
+};
 use crate::hashing::HashKey;
-use crate::ids::{KeyId, TenantId};
+use crate::ids::{EventId, KeyId, TenantId};
 use crate::key_string::PlainKey;
 use crate::kinds::{KeyType, Mode};
 use crate::name::KeyName;
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, InsertError, KeyChanges, ListQuery, RevokeRepoError,
-    RotateRepoError, SecretSource, TenantRepository, UpdateRepoError,
+    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, ListQuery,
+    RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
+use crate::random::SecretSource;
 use crate::scope::{Scope, Scopes};
 use crate::testing::SeqSecretSource;
 
-/// What the suite needs: both repositories in one store.
-pub trait Store: ApiKeyRepository + TenantRepository {}
-impl<S: ApiKeyRepository + TenantRepository> Store for S {}
+/// What the suite needs: the three repositories in one store.
+pub trait Store: ApiKeyRepository + TenantRepository + EventRepository {}
+impl<S: ApiKeyRepository + TenantRepository + EventRepository> Store for S {}
 
 /// The instant the suite's data is created at (whole seconds, as the service
 /// stores them).
 pub const T0: OffsetDateTime = time::macros::datetime!(2024-01-10 09:00:00 UTC);
 
-/// Builds tenants and keys with distinct ids and hashes.
+/// The request id of the suite's changes made "over HTTP" ([`by_key`]).
+pub const REQUEST_ID: &str = "req_contract_0001";
+
+/// Builds tenants, keys and events with distinct ids and hashes. Every id it
+/// makes (tenant, key or event) is larger than the ones it made before, so
+/// creation order is id order.
 #[derive(Debug)]
 pub struct Fixture {
     secrets: SeqSecretSource,
     hash_key: HashKey,
-    clock_ms: std::cell::Cell<i64>,
+    clock_ms: Cell<i64>,
 }
 
 impl Default for Fixture {
@@ -56,7 +71,7 @@ impl Fixture {
             secrets: SeqSecretSource::new(42),
             // 32 bytes of a fixed test key; the suite never checks hashing itself.
             hash_key: HashKey::from_bytes(&[7u8; 32]).unwrap_or_else(|_| unreachable!()),
-            clock_ms: std::cell::Cell::new(0),
+            clock_ms: Cell::new(0),
         }
     }
 
@@ -69,18 +84,20 @@ impl Fixture {
         }
     }
 
-    /// A stored tenant with no keys.
+    /// A stored tenant with no keys, created by the command line with its
+    /// `tenant.created` event.
     ///
     /// # Panics
     /// If the store refuses it.
     pub fn stored_tenant(&self, store: &impl Store, name: &str) -> Tenant {
         let tenant = self.tenant(name);
-        store.create(&tenant, &[]).expect("create tenant");
+        store
+            .create(&tenant, &[], &[self.tenant_created_event(&tenant)])
+            .expect("create tenant");
         tenant
     }
 
-    /// A full-access live secret key of `tenant`, created at [`T0`]. Each call
-    /// gets a larger id than the previous one (ids sort by creation).
+    /// A full-access live secret key of `tenant`, created at [`T0`].
     pub fn key(&self, tenant: &Tenant) -> NewKey {
         self.key_with(tenant, KeyType::Secret, Mode::Live, Scopes::full())
     }
@@ -115,12 +132,140 @@ impl Fixture {
         }
     }
 
-    /// Inserts `key` with a generous limit.
+    /// Inserts `key` at [`T0`] by the command line, with a generous limit.
     ///
     /// # Panics
     /// If the store refuses it.
     pub fn insert(&self, store: &impl Store, key: &NewKey) {
-        store.insert(key, 10_000, T0).expect("insert key");
+        store
+            .insert(key, 10_000, &self.created_event(&key.key, T0))
+            .expect("insert key");
+    }
+
+    /// Applies `changes` to `key` at `at`, by the command line.
+    ///
+    /// # Errors
+    /// The store's refusal.
+    pub fn update(
+        &self,
+        store: &impl Store,
+        key: &ApiKey,
+        changes: &FieldChanges,
+        at: OffsetDateTime,
+    ) -> Result<ApiKey, UpdateRepoError> {
+        let event = self.updated_event(key, changes, at);
+        store.update(&key.tenant_id, &key.id, changes, &event)
+    }
+
+    /// Revokes `key` at `at`, by the command line.
+    ///
+    /// # Errors
+    /// The store's refusal.
+    pub fn revoke(
+        &self,
+        store: &impl Store,
+        key: &ApiKey,
+        at: OffsetDateTime,
+    ) -> Result<ApiKey, RevokeRepoError> {
+        store.revoke(&key.tenant_id, &key.id, &self.revoked_event(key, at))
+    }
+
+    /// Rotates `old` into `successor` at `at` with a grace period of `grace`,
+    /// by the command line.
+    ///
+    /// # Errors
+    /// The store's refusal.
+    pub fn rotate(
+        &self,
+        store: &impl Store,
+        old: &ApiKey,
+        successor: &NewKey,
+        grace: Duration,
+        at: OffsetDateTime,
+    ) -> Result<(), RotateRepoError> {
+        let (rotated, created) = self.rotated_events(old, &successor.key, grace, at);
+        store.rotate(&old.id, successor, at + grace, &rotated, &created)
+    }
+
+    /// A new event id.
+    pub fn event_id(&self) -> EventId {
+        EventId::generate(self.tick(), &self.secrets)
+    }
+
+    /// An event about `key` at `at`, by the command line.
+    pub fn event(&self, key: &ApiKey, at: OffsetDateTime, data: EventData) -> KeyEvent {
+        KeyEvent::for_key(self.event_id(), at, key, &Origin::cli(), data)
+    }
+
+    /// `api_key.created` for a new key (not a rotation's successor).
+    pub fn created_event(&self, key: &ApiKey, at: OffsetDateTime) -> KeyEvent {
+        self.event(key, at, EventData::KeyCreated { rotated_from: None })
+    }
+
+    /// `api_key.updated` with `changes`.
+    pub fn updated_event(
+        &self,
+        key: &ApiKey,
+        changes: &FieldChanges,
+        at: OffsetDateTime,
+    ) -> KeyEvent {
+        self.event(
+            key,
+            at,
+            EventData::KeyUpdated {
+                changes: changes.clone(),
+            },
+        )
+    }
+
+    /// `api_key.revoked`.
+    pub fn revoked_event(&self, key: &ApiKey, at: OffsetDateTime) -> KeyEvent {
+        self.event(key, at, EventData::KeyRevoked)
+    }
+
+    /// The two events of a rotation at `at`: `api_key.rotated` on `old`
+    /// (revoked at `at + grace`) and `api_key.created` on `successor`, in
+    /// that order (so the successor's event has the larger id).
+    pub fn rotated_events(
+        &self,
+        old: &ApiKey,
+        successor: &ApiKey,
+        grace: Duration,
+        at: OffsetDateTime,
+    ) -> (KeyEvent, KeyEvent) {
+        let rotated = self.event(
+            old,
+            at,
+            EventData::KeyRotated {
+                replaced_by: successor.id,
+                grace_period: grace,
+                revokes_at: at + grace,
+            },
+        );
+        let created = self.event(
+            successor,
+            at,
+            EventData::KeyCreated {
+                rotated_from: Some(old.id),
+            },
+        );
+        (rotated, created)
+    }
+
+    /// `tenant.created` at the tenant's creation time, by the command line.
+    pub fn tenant_created_event(&self, tenant: &Tenant) -> KeyEvent {
+        KeyEvent {
+            id: self.event_id(),
+            created_at: tenant.created_at,
+            tenant_id: tenant.id,
+            key_id: None,
+            mode: None,
+            actor: Actor::Cli,
+            request_id: None,
+            data: EventData::TenantCreated {
+                name: tenant.name.clone(),
+            },
+        }
     }
 
     // Ids are ULIDs whose time part grows by one millisecond per call, so
@@ -134,6 +279,66 @@ impl Fixture {
     /// Random bytes from the fixture's deterministic source.
     pub fn random(&self, buf: &mut [u8]) {
         self.secrets.fill(buf);
+    }
+}
+
+/// `event` as made by `actor` in the request `request_id`.
+pub fn made_by(actor: Actor, request_id: Option<&str>, event: KeyEvent) -> KeyEvent {
+    KeyEvent {
+        actor,
+        request_id: request_id.map(str::to_owned),
+        ..event
+    }
+}
+
+/// `event` as made over HTTP, in the request [`REQUEST_ID`], by a caller
+/// authenticated with `caller`.
+pub fn by_key(caller: &ApiKey, event: KeyEvent) -> KeyEvent {
+    made_by(Actor::ApiKey(caller.id), Some(REQUEST_ID), event)
+}
+
+/// The changes that rename `key` (to a name it does not have yet).
+///
+/// # Panics
+/// If `name` is not a valid key name.
+pub fn rename(key: &ApiKey, name: &str) -> FieldChanges {
+    let name = KeyName::parse(name).expect("name");
+    FieldChanges::between(key, Some(&name), None)
+}
+
+/// The changes that give `key` other scopes.
+pub fn rescope(key: &ApiKey, scopes: Scopes) -> FieldChanges {
+    FieldChanges::between(key, None, Some(&scopes))
+}
+
+/// Every event of `tenant`, newest first.
+///
+/// # Panics
+/// If the store fails, or the tenant has more than 100 events.
+pub fn events_of(store: &impl Store, tenant: &TenantId) -> Vec<KeyEvent> {
+    let page = store
+        .list_events(tenant, &event_query())
+        .expect("list events");
+    assert!(!page.has_more, "the suite never makes more than 100 events");
+    page.events
+}
+
+/// `event` as if the caller's tenant were `tenant` (a request naming a key of
+/// another tenant).
+fn in_tenant(event: KeyEvent, tenant: &Tenant) -> KeyEvent {
+    KeyEvent {
+        tenant_id: tenant.id,
+        ..event
+    }
+}
+
+fn event_query() -> EventQuery {
+    EventQuery {
+        key_id: None,
+        event_type: None,
+        mode: None,
+        starting_after: None,
+        limit: 100,
     }
 }
 
@@ -152,6 +357,20 @@ fn ids(keys: &[ApiKey]) -> Vec<KeyId> {
     keys.iter().map(|k| k.id).collect()
 }
 
+fn event_ids(events: &[KeyEvent]) -> Vec<EventId> {
+    events.iter().map(|e| e.id).collect()
+}
+
+fn scopes(list: &[Scope]) -> Scopes {
+    Scopes::new(list.iter().copied()).expect("scopes")
+}
+
+fn name(text: &str) -> KeyName {
+    KeyName::parse(text).expect("name")
+}
+
+// ---- keys ----
+
 /// Every field survives an insert and comes back by id and by hash.
 pub fn insert_then_find_round_trips_every_field(store: &impl Store) {
     let f = Fixture::new();
@@ -160,9 +379,9 @@ pub fn insert_then_find_round_trips_every_field(store: &impl Store) {
         &tenant,
         KeyType::Publishable,
         Mode::Test,
-        Scopes::new([Scope::UsersRead, Scope::AuditLogsRead]).expect("scopes"),
+        scopes(&[Scope::UsersRead, Scope::AuditLogsRead]),
     );
-    new.key.name = KeyName::parse("Ünïcødé – analytics ✓").expect("name");
+    new.key.name = name("Ünïcødé – analytics ✓");
     new.key.expires_at = Some(T0 + Duration::days(90));
     f.insert(store, &new);
 
@@ -206,11 +425,11 @@ pub fn insert_refuses_duplicate_id_or_hash(store: &impl Store) {
     same_id.key.id = first.key.id;
 
     assert!(matches!(
-        store.insert(&same_hash, 100, T0),
+        store.insert(&same_hash, 100, &f.created_event(&same_hash.key, T0)),
         Err(InsertError::Duplicate)
     ));
     assert!(matches!(
-        store.insert(&same_id, 100, T0),
+        store.insert(&same_id, 100, &f.created_event(&same_id.key, T0)),
         Err(InsertError::Duplicate)
     ));
     assert_eq!(
@@ -230,7 +449,7 @@ pub fn insert_refuses_unknown_tenant(store: &impl Store) {
     let key = f.key(&ghost);
 
     assert!(matches!(
-        store.insert(&key, 100, T0),
+        store.insert(&key, 100, &f.created_event(&key.key, T0)),
         Err(InsertError::UnknownTenant)
     ));
     assert_eq!(store.find_by_hash(&key.hash).expect("find"), None);
@@ -251,19 +470,17 @@ pub fn insert_respects_the_active_key_limit(store: &impl Store) {
     f.insert(store, &revoked);
     let guard = f.key(&tenant);
     f.insert(store, &guard);
-    store
-        .revoke(&tenant.id, &revoked.key.id, T0)
-        .expect("revoke");
+    f.revoke(store, &revoked.key, T0).expect("revoke");
     f.insert(store, &f.key(&other));
     f.insert(store, &f.key(&other));
 
     let second = f.key(&tenant);
     store
-        .insert(&second, 2, now)
+        .insert(&second, 2, &f.created_event(&second.key, now))
         .expect("second active key fits under a limit of 2");
     let third = f.key(&tenant);
     assert!(matches!(
-        store.insert(&third, 2, now),
+        store.insert(&third, 2, &f.created_event(&third.key, now)),
         Err(InsertError::LimitReached)
     ));
     assert_eq!(store.find(&tenant.id, &third.key.id).expect("find"), None);
@@ -280,56 +497,30 @@ pub fn list_pages_newest_first(store: &impl Store) {
     let other = f.stored_tenant(store, "Other");
     f.insert(store, &f.key(&other));
     let newest_first: Vec<KeyId> = keys.iter().rev().map(|k| k.key.id).collect();
+    let page = |limit: u32, starting_after: Option<KeyId>| {
+        let page = store
+            .list(
+                &tenant.id,
+                &ListQuery {
+                    limit,
+                    starting_after,
+                    ..query(T0)
+                },
+            )
+            .expect("list");
+        (ids(&page.keys), page.has_more)
+    };
 
-    let first = store
-        .list(
-            &tenant.id,
-            &ListQuery {
-                limit: 2,
-                ..query(T0)
-            },
-        )
-        .expect("list");
-    assert_eq!(ids(&first.keys), newest_first[..2]);
-    assert!(first.has_more);
-
-    let second = store
-        .list(
-            &tenant.id,
-            &ListQuery {
-                limit: 2,
-                starting_after: Some(newest_first[1]),
-                ..query(T0)
-            },
-        )
-        .expect("list");
-    assert_eq!(ids(&second.keys), newest_first[2..4]);
-    assert!(second.has_more);
-
-    let last = store
-        .list(
-            &tenant.id,
-            &ListQuery {
-                limit: 2,
-                starting_after: Some(newest_first[3]),
-                ..query(T0)
-            },
-        )
-        .expect("list");
-    assert_eq!(ids(&last.keys), newest_first[4..]);
-    assert!(!last.has_more);
-
-    let exact = store
-        .list(
-            &tenant.id,
-            &ListQuery {
-                limit: 5,
-                ..query(T0)
-            },
-        )
-        .expect("list");
-    assert_eq!(ids(&exact.keys), newest_first);
-    assert!(!exact.has_more);
+    assert_eq!(page(2, None), (newest_first[..2].to_vec(), true));
+    assert_eq!(
+        page(2, Some(newest_first[1])),
+        (newest_first[2..4].to_vec(), true)
+    );
+    assert_eq!(
+        page(2, Some(newest_first[3])),
+        (newest_first[4..].to_vec(), false)
+    );
+    assert_eq!(page(5, None), (newest_first, false));
 }
 
 /// Type and mode filters; revoked keys only when asked, judged at `now`.
@@ -344,18 +535,9 @@ pub fn list_filters_by_type_mode_and_revocation(store: &impl Store) {
     for key in [&live_sk, &test_sk, &live_pk, &revoked, &in_grace] {
         f.insert(store, key);
     }
-    store
-        .revoke(&tenant.id, &revoked.key.id, T0)
-        .expect("revoke");
+    f.revoke(store, &revoked.key, T0).expect("revoke");
     let successor = f.key(&tenant);
-    store
-        .rotate(
-            &tenant.id,
-            &in_grace.key.id,
-            &successor,
-            T0 + Duration::hours(1),
-            T0,
-        )
+    f.rotate(store, &in_grace.key, &successor, Duration::hours(1), T0)
         .expect("rotate");
     let list = |q: ListQuery| ids(&store.list(&tenant.id, &q).expect("list").keys);
 
@@ -417,51 +599,54 @@ pub fn update_changes_name_and_scopes(store: &impl Store) {
     let key = f.key(&tenant);
     f.insert(store, &guard);
     f.insert(store, &key);
-    let changes = KeyChanges {
-        name: Some(KeyName::parse("Renamed").expect("name")),
-        scopes: Some(Scopes::new([Scope::WebhooksRead]).expect("scopes")),
-    };
+    let changes = FieldChanges::between(
+        &key.key,
+        Some(&name("Renamed")),
+        Some(&scopes(&[Scope::WebhooksRead])),
+    );
 
-    let updated = store
-        .update(&tenant.id, &key.key.id, &changes, T0)
-        .expect("update");
+    let updated = f.update(store, &key.key, &changes, T0).expect("update");
 
     let expected = ApiKey {
-        name: KeyName::parse("Renamed").expect("name"),
-        scopes: Scopes::new([Scope::WebhooksRead]).expect("scopes"),
+        name: name("Renamed"),
+        scopes: scopes(&[Scope::WebhooksRead]),
         ..key.key.clone()
     };
     assert_eq!(updated, expected);
     assert_eq!(
         store.find(&tenant.id, &key.key.id).expect("find"),
-        Some(expected)
+        Some(expected.clone())
     );
 
-    let only_name = KeyChanges {
-        name: Some(KeyName::parse("Again").expect("name")),
-        scopes: None,
-    };
-    let renamed = store
-        .update(&tenant.id, &key.key.id, &only_name, T0)
-        .expect("update");
+    let only_name = rename(&expected, "Again");
+    let renamed = f.update(store, &key.key, &only_name, T0).expect("update");
     assert_eq!(
-        renamed.scopes,
-        Scopes::new([Scope::WebhooksRead]).expect("scopes")
+        renamed,
+        ApiKey {
+            name: name("Again"),
+            ..expected
+        }
     );
 
     let unknown = f.key(&tenant);
     assert!(matches!(
-        store.update(&tenant.id, &unknown.key.id, &changes, T0),
+        f.update(store, &unknown.key, &rename(&unknown.key, "Renamed"), T0),
         Err(UpdateRepoError::NotFound)
     ));
     let other = f.stored_tenant(store, "Other");
+    let elsewhere = rename(&renamed, "Elsewhere");
     assert!(matches!(
-        store.update(&other.id, &key.key.id, &changes, T0),
+        store.update(
+            &other.id,
+            &key.key.id,
+            &elsewhere,
+            &in_tenant(f.updated_event(&key.key, &elsewhere, T0), &other)
+        ),
         Err(UpdateRepoError::NotFound)
     ));
-    store.revoke(&tenant.id, &key.key.id, T0).expect("revoke");
+    f.revoke(store, &key.key, T0).expect("revoke");
     assert!(matches!(
-        store.update(&tenant.id, &key.key.id, &only_name, T0),
+        f.update(store, &key.key, &rename(&renamed, "Too late"), T0),
         Err(UpdateRepoError::Revoked)
     ));
 }
@@ -482,38 +667,32 @@ pub fn update_keeps_a_full_access_key(store: &impl Store) {
         store,
         &f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full()),
     );
-    let narrow = KeyChanges {
-        name: None,
-        scopes: Some(Scopes::new([Scope::UsersRead]).expect("scopes")),
-    };
+    let narrow = rescope(&only.key, scopes(&[Scope::UsersRead]));
 
     assert!(matches!(
-        store.update(&tenant.id, &only.key.id, &narrow, T0),
+        f.update(store, &only.key, &narrow, T0),
         Err(UpdateRepoError::LastFullAccessKey)
     ));
     assert_eq!(
         store.find(&tenant.id, &only.key.id).expect("find"),
         Some(only.key.clone())
     );
-    let rename = KeyChanges {
-        name: Some(KeyName::parse("Still full").expect("name")),
-        scopes: Some(Scopes::full()),
-    };
-    store
-        .update(&tenant.id, &only.key.id, &rename, T0)
-        .expect("rename");
+    // Scopes that stay `*` are no change at all: only the name changes.
+    let rename = FieldChanges::between(&only.key, Some(&name("Still full")), Some(&Scopes::full()));
+    assert_eq!(rename.scopes, None);
+    f.update(store, &only.key, &rename, T0).expect("rename");
 
     let second = f.key(&tenant);
     f.insert(store, &second);
-    let narrowed = store
-        .update(&tenant.id, &only.key.id, &narrow, T0)
-        .expect("update");
-    assert_eq!(
-        narrowed.scopes,
-        Scopes::new([Scope::UsersRead]).expect("scopes")
-    );
+    let narrowed = f.update(store, &only.key, &narrow, T0).expect("update");
+    assert_eq!(narrowed.scopes, scopes(&[Scope::UsersRead]));
     assert!(matches!(
-        store.update(&tenant.id, &second.key.id, &narrow, T0),
+        f.update(
+            store,
+            &second.key,
+            &rescope(&second.key, scopes(&[Scope::UsersRead])),
+            T0
+        ),
         Err(UpdateRepoError::LastFullAccessKey)
     ));
 }
@@ -529,17 +708,15 @@ pub fn revoke_is_immediate_idempotent_and_guarded(store: &impl Store) {
     f.insert(store, &key);
     let later = T0 + Duration::minutes(5);
 
-    let revoked = store
-        .revoke(&tenant.id, &key.key.id, later)
-        .expect("revoke");
+    let revoked = f.revoke(store, &key.key, later).expect("revoke");
     assert_eq!(revoked.revokes_at, Some(later));
-    let again = store
-        .revoke(&tenant.id, &key.key.id, later + Duration::minutes(1))
+    let again = f
+        .revoke(store, &key.key, later + Duration::minutes(1))
         .expect("revoke again");
     assert_eq!(again.revokes_at, Some(later));
 
     assert!(matches!(
-        store.revoke(&tenant.id, &guard.key.id, later),
+        f.revoke(store, &guard.key, later),
         Err(RevokeRepoError::LastFullAccessKey)
     ));
     assert_eq!(
@@ -551,23 +728,18 @@ pub fn revoke_is_immediate_idempotent_and_guarded(store: &impl Store) {
     );
     let other = f.stored_tenant(store, "Other");
     assert!(matches!(
-        store.revoke(&other.id, &guard.key.id, later),
+        store.revoke(
+            &other.id,
+            &guard.key.id,
+            &in_tenant(f.revoked_event(&guard.key, later), &other)
+        ),
         Err(RevokeRepoError::NotFound)
     ));
 
     let successor = f.key(&tenant);
-    store
-        .rotate(
-            &tenant.id,
-            &guard.key.id,
-            &successor,
-            later + Duration::hours(1),
-            later,
-        )
+    f.rotate(store, &guard.key, &successor, Duration::hours(1), later)
         .expect("rotate");
-    let cut_short = store
-        .revoke(&tenant.id, &guard.key.id, later)
-        .expect("revoke in grace");
+    let cut_short = f.revoke(store, &guard.key, later).expect("revoke in grace");
     assert_eq!(cut_short.revokes_at, Some(later));
 }
 
@@ -579,17 +751,16 @@ pub fn rotate_is_one_unit_and_only_for_active_keys(store: &impl Store) {
     let old = f.key(&tenant);
     f.insert(store, &old);
     let successor = f.key(&tenant);
-    let revokes_at = T0 + Duration::hours(24);
+    let grace = Duration::hours(24);
 
-    store
-        .rotate(&tenant.id, &old.key.id, &successor, revokes_at, T0)
+    f.rotate(store, &old.key, &successor, grace, T0)
         .expect("rotate");
 
     let stored_old = store
         .find(&tenant.id, &old.key.id)
         .expect("find")
         .expect("old key");
-    assert_eq!(stored_old.revokes_at, Some(revokes_at));
+    assert_eq!(stored_old.revokes_at, Some(T0 + grace));
     assert_eq!(stored_old.replaced_by, Some(successor.key.id));
     assert_eq!(
         store.find_by_hash(&successor.hash).expect("find"),
@@ -598,7 +769,7 @@ pub fn rotate_is_one_unit_and_only_for_active_keys(store: &impl Store) {
 
     let loser = f.key(&tenant);
     assert!(matches!(
-        store.rotate(&tenant.id, &old.key.id, &loser, revokes_at, T0),
+        f.rotate(store, &old.key, &loser, grace, T0),
         Err(RotateRepoError::NotActive)
     ));
     assert_eq!(store.find_by_hash(&loser.hash).expect("find"), None);
@@ -609,46 +780,46 @@ pub fn rotate_is_one_unit_and_only_for_active_keys(store: &impl Store) {
     let late = T0 + Duration::minutes(1);
     let unused = f.key(&tenant);
     assert!(matches!(
-        store.rotate(&tenant.id, &expiring.key.id, &unused, late, late),
+        f.rotate(store, &expiring.key, &unused, Duration::ZERO, late),
         Err(RotateRepoError::NotActive)
     ));
     assert!(matches!(
-        store.rotate(&tenant.id, &f.key(&tenant).key.id, &unused, late, late),
+        f.rotate(store, &f.key(&tenant).key, &unused, Duration::ZERO, late),
         Err(RotateRepoError::NotFound)
     ));
     assert_eq!(store.find_by_hash(&unused.hash).expect("find"), None);
 }
 
-/// `last_used_at` is written at most once per 60 s.
+/// `last_used_at` is written at most once per 60 s, and writes no event.
 pub fn touch_last_used_writes_at_most_once_a_minute(store: &impl Store) {
     let f = Fixture::new();
     let tenant = f.stored_tenant(store, "Acme");
     let key = f.key(&tenant);
     f.insert(store, &key);
-    let last_used = |store: &dyn ApiKeyRepository| {
+    let events = events_of(store, &tenant.id);
+    let touch = |tenant: &TenantId, now: OffsetDateTime| {
+        store
+            .touch_last_used(tenant, &key.key.id, now, ApiKey::last_used_due_before(now))
+            .expect("touch")
+    };
+    let last_used = || {
         store
             .find(&tenant.id, &key.key.id)
             .expect("find")
             .and_then(|k| k.last_used_at)
     };
 
-    assert!(store
-        .touch_last_used(&tenant.id, &key.key.id, T0)
-        .expect("touch"));
-    assert_eq!(last_used(store), Some(T0));
-    assert!(!store
-        .touch_last_used(&tenant.id, &key.key.id, T0 + Duration::seconds(59))
-        .expect("touch"));
-    assert_eq!(last_used(store), Some(T0));
-    assert!(store
-        .touch_last_used(&tenant.id, &key.key.id, T0 + Duration::seconds(60))
-        .expect("touch"));
-    assert_eq!(last_used(store), Some(T0 + Duration::seconds(60)));
+    assert!(touch(&tenant.id, T0));
+    assert_eq!(last_used(), Some(T0));
+    assert!(!touch(&tenant.id, T0 + Duration::seconds(59)));
+    assert_eq!(last_used(), Some(T0));
+    assert!(touch(&tenant.id, T0 + Duration::seconds(60)));
+    assert_eq!(last_used(), Some(T0 + Duration::seconds(60)));
 
     let other = f.stored_tenant(store, "Other");
-    assert!(!store
-        .touch_last_used(&other.id, &key.key.id, T0 + Duration::hours(1))
-        .expect("touch"));
+    assert!(!touch(&other.id, T0 + Duration::hours(1)));
+    assert_eq!(last_used(), Some(T0 + Duration::seconds(60)));
+    assert_eq!(events_of(store, &tenant.id), events);
 }
 
 /// A tenant and its keys are stored together or not at all.
@@ -657,11 +828,16 @@ pub fn tenant_create_is_all_or_nothing(store: &impl Store) {
     let tenant = f.tenant("Acme");
     let live = f.key(&tenant);
     let test = f.key_with(&tenant, KeyType::Secret, Mode::Test, Scopes::full());
+    let events = [
+        f.tenant_created_event(&tenant),
+        f.created_event(&live.key, T0),
+        f.created_event(&test.key, T0),
+    ];
     store
-        .create(&tenant, &[live.clone(), test.clone()])
+        .create(&tenant, &[live.clone(), test.clone()], &events)
         .expect("create");
     assert_eq!(
-        store.find_tenant(&tenant.id).expect("find"),
+        store.find_tenant_by_name("Acme").expect("find"),
         Some(tenant.clone())
     );
     assert_eq!(
@@ -673,31 +849,40 @@ pub fn tenant_create_is_all_or_nothing(store: &impl Store) {
     let fresh = f.key(&second);
     let mut clash = f.key(&second);
     clash.hash = live.hash;
+    let events = [
+        f.tenant_created_event(&second),
+        f.created_event(&fresh.key, T0),
+        f.created_event(&clash.key, T0),
+    ];
     assert!(matches!(
-        store.create(&second, &[fresh.clone(), clash]),
+        store.create(&second, &[fresh.clone(), clash], &events),
         Err(CreateTenantRepoError::Duplicate)
     ));
-    assert_eq!(store.find_tenant(&second.id).expect("find"), None);
+    assert_eq!(store.find_tenant_by_name("Second").expect("find"), None);
     assert_eq!(store.find_by_hash(&fresh.hash).expect("find"), None);
+    // The tenant was not stored: a key for it is refused.
+    let late = f.key(&second);
+    assert!(matches!(
+        store.insert(&late, 100, &f.created_event(&late.key, T0)),
+        Err(InsertError::UnknownTenant)
+    ));
 }
 
-/// Tenants are found by id and by name (the oldest of that name).
-pub fn tenants_are_found_by_id_and_name(store: &impl Store) {
+/// Tenants are found by name (the oldest of that name).
+pub fn tenants_are_found_by_name_oldest_first(store: &impl Store) {
     let f = Fixture::new();
     let first = f.stored_tenant(store, "Development");
     let mut younger = f.tenant("Development");
     younger.created_at = T0 + Duration::days(1);
-    store.create(&younger, &[]).expect("create");
+    store
+        .create(&younger, &[], &[f.tenant_created_event(&younger)])
+        .expect("create");
 
     assert_eq!(
         store.find_tenant_by_name("Development").expect("find"),
         Some(first)
     );
     assert_eq!(store.find_tenant_by_name("Nobody").expect("find"), None);
-    assert_eq!(
-        store.find_tenant(&f.tenant("Ghost").id).expect("find"),
-        None
-    );
 }
 
 /// `find_by_hash` returns revoked, expired and rotated keys too (so that
@@ -716,9 +901,8 @@ pub fn find_by_hash_returns_keys_in_any_state(store: &impl Store) {
     for key in [&guard, &revoked, &rotated, &expired, &foreign] {
         f.insert(store, key);
     }
-    store.revoke(&acme.id, &revoked.key.id, T0).expect("revoke");
-    store
-        .rotate(&acme.id, &rotated.key.id, &f.key(&acme), T0, T0)
+    f.revoke(store, &revoked.key, T0).expect("revoke");
+    f.rotate(store, &rotated.key, &f.key(&acme), Duration::ZERO, T0)
         .expect("rotate with no grace");
     let later = T0 + Duration::days(1);
 
@@ -743,9 +927,7 @@ pub fn list_cursor_works_across_revoked_keys(store: &impl Store) {
     }
     // Oldest to newest: k0 .. k4; k1 and k3 are revoked.
     for i in [1, 3] {
-        store
-            .revoke(&tenant.id, &keys[i].key.id, T0)
-            .expect("revoke");
+        f.revoke(store, &keys[i].key, T0).expect("revoke");
     }
     let page = |include_revoked: bool, after: KeyId| {
         let page = store
@@ -782,32 +964,25 @@ pub fn update_applies_to_keys_that_are_not_revoked(store: &impl Store) {
     f.insert(store, &in_grace);
     f.insert(store, &expired);
     let successor = f.key(&tenant);
-    store
-        .rotate(
-            &tenant.id,
-            &in_grace.key.id,
-            &successor,
-            T0 + Duration::hours(1),
-            T0,
-        )
+    f.rotate(store, &in_grace.key, &successor, Duration::hours(1), T0)
         .expect("rotate");
-    let rename = KeyChanges {
-        name: Some(KeyName::parse("Renamed").expect("name")),
-        scopes: None,
-    };
     let now = T0 + Duration::minutes(30);
 
     for key in [&in_grace, &expired] {
-        let updated = store
-            .update(&tenant.id, &key.key.id, &rename, now)
+        let updated = f
+            .update(store, &key.key, &rename(&key.key, "Renamed"), now)
             .expect("update");
         assert_eq!(updated.name.as_str(), "Renamed");
     }
+    let renamed = ApiKey {
+        name: name("Renamed"),
+        ..in_grace.key.clone()
+    };
     assert!(matches!(
-        store.update(
-            &tenant.id,
-            &in_grace.key.id,
-            &rename,
+        f.update(
+            store,
+            &in_grace.key,
+            &rename(&renamed, "Too late"),
             T0 + Duration::hours(1)
         ),
         Err(UpdateRepoError::Revoked)
@@ -843,28 +1018,23 @@ pub fn guard_counts_only_active_live_full_access_secret_keys(store: &impl Store)
             &tenant,
             KeyType::Secret,
             Mode::Live,
-            Scopes::new([Scope::UsersRead]).expect("scopes"),
+            scopes(&[Scope::UsersRead]),
         ),
     );
-    store
-        .revoke(&tenant.id, &revoked.key.id, T0)
-        .expect("revoke");
+    f.revoke(store, &revoked.key, T0).expect("revoke");
 
     assert!(matches!(
-        store.revoke(&tenant.id, &guard.key.id, now),
+        f.revoke(store, &guard.key, now),
         Err(RevokeRepoError::LastFullAccessKey)
     ));
-    let narrow = KeyChanges {
-        name: None,
-        scopes: Some(Scopes::new([Scope::UsersRead]).expect("scopes")),
-    };
+    let narrow = rescope(&guard.key, scopes(&[Scope::UsersRead]));
     assert!(matches!(
-        store.update(&tenant.id, &guard.key.id, &narrow, now),
+        f.update(store, &guard.key, &narrow, now),
         Err(UpdateRepoError::LastFullAccessKey)
     ));
     // Keys that do not count may go freely.
-    let expired_gone = store
-        .revoke(&tenant.id, &expired.key.id, now)
+    let expired_gone = f
+        .revoke(store, &expired.key, now)
         .expect("revoke an expired key");
     assert_eq!(expired_gone.revokes_at, Some(now));
     assert_eq!(
@@ -886,38 +1056,1157 @@ pub fn rotated_keys_count_for_the_limit_and_the_successor_guards(store: &impl St
     f.insert(store, &old);
     let successor = f.key(&tenant);
 
-    store
-        .rotate(
-            &tenant.id,
-            &old.key.id,
-            &successor,
-            T0 + Duration::hours(1),
-            T0,
-        )
+    f.rotate(store, &old.key, &successor, Duration::hours(1), T0)
         .expect("rotate");
+    let extra = f.key(&tenant);
     assert!(matches!(
-        store.insert(&f.key(&tenant), 2, T0),
+        store.insert(&extra, 2, &f.created_event(&extra.key, T0)),
         Err(InsertError::LimitReached)
     ));
 
     assert!(matches!(
-        store.revoke(&tenant.id, &successor.key.id, T0),
+        f.revoke(store, &successor.key, T0),
         Err(RevokeRepoError::LastFullAccessKey)
     ));
-    let cut_short = store
-        .revoke(&tenant.id, &old.key.id, T0)
+    let cut_short = f
+        .revoke(store, &old.key, T0)
         .expect("revoke the old key in its grace period");
     assert_eq!(cut_short.revokes_at, Some(T0));
     store
-        .insert(&f.key(&tenant), 2, T0)
+        .insert(&extra, 2, &f.created_event(&extra.key, T0))
         .expect("room once the old key is revoked");
 }
 
+// ---- events written with each change ----
+
+/// An insert stores exactly its `api_key.created` event, with every field as
+/// given: type, key, mode, actor, request id and time.
+pub fn insert_stores_its_created_event(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.tenant("Acme");
+    let tenant_created = f.tenant_created_event(&tenant);
+    store
+        .create(&tenant, &[], std::slice::from_ref(&tenant_created))
+        .expect("create tenant");
+    let admin = f.key(&tenant);
+    let by_cli = f.created_event(&admin.key, T0);
+    store.insert(&admin, 100, &by_cli).expect("insert");
+    let test_pk = f.key_with(&tenant, KeyType::Publishable, Mode::Test, Scopes::full());
+    let at = T0 + Duration::minutes(1);
+    let by_admin = by_key(&admin.key, f.created_event(&test_pk.key, at));
+    store.insert(&test_pk, 100, &by_admin).expect("insert");
+
+    let events = events_of(store, &tenant.id);
+    assert_eq!(
+        events,
+        vec![by_admin.clone(), by_cli.clone(), tenant_created]
+    );
+    assert_eq!(
+        events[0],
+        KeyEvent {
+            id: by_admin.id,
+            created_at: at,
+            tenant_id: tenant.id,
+            key_id: Some(test_pk.key.id),
+            mode: Some(Mode::Test),
+            actor: Actor::ApiKey(admin.key.id),
+            request_id: Some(REQUEST_ID.to_owned()),
+            data: EventData::KeyCreated { rotated_from: None },
+        }
+    );
+    assert_eq!(
+        (events[1].actor, events[1].request_id.as_deref()),
+        (Actor::Cli, None)
+    );
+}
+
+/// An update stores exactly its `api_key.updated` event, with the old and new
+/// value of each changed field and nothing for the others.
+pub fn update_stores_its_updated_event(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let admin = f.key(&tenant);
+    let key = f.key_with(&tenant, KeyType::Secret, Mode::Test, Scopes::full());
+    f.insert(store, &admin);
+    f.insert(store, &key);
+    let before = events_of(store, &tenant.id);
+    let (t1, t2, t3) = (
+        T0 + Duration::minutes(1),
+        T0 + Duration::minutes(2),
+        T0 + Duration::minutes(3),
+    );
+
+    let only_name = rename(&key.key, "Renamed");
+    let renamed_event = f.updated_event(&key.key, &only_name, t1);
+    let renamed = store
+        .update(&tenant.id, &key.key.id, &only_name, &renamed_event)
+        .expect("rename");
+    let only_scopes = rescope(&renamed, scopes(&[Scope::UsersRead]));
+    let rescoped_event = by_key(&admin.key, f.updated_event(&key.key, &only_scopes, t2));
+    let rescoped = store
+        .update(&tenant.id, &key.key.id, &only_scopes, &rescoped_event)
+        .expect("rescope");
+    let both = FieldChanges::between(
+        &rescoped,
+        Some(&name("Both")),
+        Some(&scopes(&[Scope::UsersRead, Scope::UsersWrite])),
+    );
+    let both_event = by_key(&admin.key, f.updated_event(&key.key, &both, t3));
+    store
+        .update(&tenant.id, &key.key.id, &both, &both_event)
+        .expect("update both");
+
+    let mut expected = vec![
+        both_event.clone(),
+        rescoped_event.clone(),
+        renamed_event.clone(),
+    ];
+    expected.extend(before);
+    assert_eq!(events_of(store, &tenant.id), expected);
+    assert_eq!(
+        rescoped_event,
+        KeyEvent {
+            id: rescoped_event.id,
+            created_at: t2,
+            tenant_id: tenant.id,
+            key_id: Some(key.key.id),
+            mode: Some(Mode::Test),
+            actor: Actor::ApiKey(admin.key.id),
+            request_id: Some(REQUEST_ID.to_owned()),
+            data: EventData::KeyUpdated {
+                changes: FieldChanges {
+                    name: None,
+                    scopes: Some(Change {
+                        old: Scopes::full(),
+                        new: scopes(&[Scope::UsersRead]),
+                    }),
+                },
+            },
+        }
+    );
+    assert_eq!(
+        both_event.data,
+        EventData::KeyUpdated {
+            changes: FieldChanges {
+                name: Some(Change {
+                    old: name("Renamed"),
+                    new: name("Both"),
+                }),
+                scopes: Some(Change {
+                    old: scopes(&[Scope::UsersRead]),
+                    new: scopes(&[Scope::UsersRead, Scope::UsersWrite]),
+                }),
+            },
+        }
+    );
+}
+
+/// A revocation stores exactly its `api_key.revoked` event; revoking a key
+/// that is already revoked returns it unchanged and stores none; cutting a
+/// grace period short stores one.
+pub fn revoke_stores_one_revoked_event(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let admin = f.key(&tenant);
+    let key = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    let rotated = f.key_with(&tenant, KeyType::Publishable, Mode::Test, Scopes::full());
+    for k in [&admin, &key, &rotated] {
+        f.insert(store, k);
+    }
+    let before = events_of(store, &tenant.id);
+    let at = T0 + Duration::minutes(5);
+
+    let revoked_event = by_key(&admin.key, f.revoked_event(&key.key, at));
+    let revoked = store
+        .revoke(&tenant.id, &key.key.id, &revoked_event)
+        .expect("revoke");
+    assert_eq!(revoked.revokes_at, Some(at));
+    let again = store
+        .revoke(
+            &tenant.id,
+            &key.key.id,
+            &by_key(
+                &admin.key,
+                f.revoked_event(&key.key, at + Duration::minutes(1)),
+            ),
+        )
+        .expect("revoke again");
+    assert_eq!(again, revoked);
+
+    let mut expected = vec![revoked_event.clone()];
+    expected.extend(before);
+    assert_eq!(events_of(store, &tenant.id), expected);
+    assert_eq!(
+        revoked_event,
+        KeyEvent {
+            id: revoked_event.id,
+            created_at: at,
+            tenant_id: tenant.id,
+            key_id: Some(key.key.id),
+            mode: Some(Mode::Live),
+            actor: Actor::ApiKey(admin.key.id),
+            request_id: Some(REQUEST_ID.to_owned()),
+            data: EventData::KeyRevoked,
+        }
+    );
+
+    let successor = f.key_with(&tenant, KeyType::Publishable, Mode::Test, Scopes::full());
+    f.rotate(store, &rotated.key, &successor, Duration::hours(1), at)
+        .expect("rotate");
+    let cut_short = f.revoked_event(&rotated.key, at + Duration::minutes(10));
+    store
+        .revoke(&tenant.id, &rotated.key.id, &cut_short)
+        .expect("revoke in grace");
+    let newest = store
+        .list_events(
+            &tenant.id,
+            &EventQuery {
+                limit: 1,
+                ..event_query()
+            },
+        )
+        .expect("list events");
+    assert_eq!(newest.events, vec![cut_short]);
+    assert!(newest.has_more);
+}
+
+/// A rotation stores exactly two events: `api_key.rotated` on the old key,
+/// with the successor, the grace period and the revocation time, and
+/// `api_key.created` on the successor, with the key it replaces.
+pub fn rotate_stores_rotated_and_created_events(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let admin = f.key(&tenant);
+    let old = f.key_with(&tenant, KeyType::Secret, Mode::Test, Scopes::full());
+    let other = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    for k in [&admin, &old, &other] {
+        f.insert(store, k);
+    }
+    let before = events_of(store, &tenant.id);
+    let at = T0 + Duration::hours(1);
+    let grace = Duration::hours(24);
+
+    let successor = f.key_with(&tenant, KeyType::Secret, Mode::Test, Scopes::full());
+    let (rotated, created) = f.rotated_events(&old.key, &successor.key, grace, at);
+    let (rotated, created) = (by_key(&admin.key, rotated), by_key(&admin.key, created));
+    store
+        .rotate(&old.key.id, &successor, at + grace, &rotated, &created)
+        .expect("rotate");
+    // A zero grace period is stored as such.
+    let other_successor = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    let (zero_rotated, zero_created) =
+        f.rotated_events(&other.key, &other_successor.key, Duration::ZERO, at);
+    store
+        .rotate(
+            &other.key.id,
+            &other_successor,
+            at,
+            &zero_rotated,
+            &zero_created,
+        )
+        .expect("rotate with no grace");
+
+    let mut expected = vec![
+        zero_created.clone(),
+        zero_rotated.clone(),
+        created.clone(),
+        rotated.clone(),
+    ];
+    expected.extend(before);
+    assert_eq!(events_of(store, &tenant.id), expected);
+    assert_eq!(
+        rotated,
+        KeyEvent {
+            id: rotated.id,
+            created_at: at,
+            tenant_id: tenant.id,
+            key_id: Some(old.key.id),
+            mode: Some(Mode::Test),
+            actor: Actor::ApiKey(admin.key.id),
+            request_id: Some(REQUEST_ID.to_owned()),
+            data: EventData::KeyRotated {
+                replaced_by: successor.key.id,
+                grace_period: Duration::hours(24),
+                revokes_at: T0 + Duration::hours(25),
+            },
+        }
+    );
+    assert_eq!(
+        created,
+        KeyEvent {
+            id: created.id,
+            created_at: at,
+            tenant_id: tenant.id,
+            key_id: Some(successor.key.id),
+            mode: Some(Mode::Test),
+            actor: Actor::ApiKey(admin.key.id),
+            request_id: Some(REQUEST_ID.to_owned()),
+            data: EventData::KeyCreated {
+                rotated_from: Some(old.key.id),
+            },
+        }
+    );
+}
+
+/// Creating a tenant stores its `tenant.created` event (no key, no mode) and
+/// the `api_key.created` event of each of its keys.
+pub fn tenant_create_stores_its_events(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.tenant("Acme");
+    let live = f.key(&tenant);
+    let test = f.key_with(&tenant, KeyType::Secret, Mode::Test, Scopes::full());
+    let events = [
+        f.tenant_created_event(&tenant),
+        f.created_event(&live.key, T0),
+        f.created_event(&test.key, T0),
+    ];
+    store
+        .create(&tenant, &[live.clone(), test.clone()], &events)
+        .expect("create");
+
+    let [tenant_created, live_created, test_created] = events;
+    assert_eq!(
+        events_of(store, &tenant.id),
+        vec![test_created, live_created, tenant_created.clone()]
+    );
+    assert_eq!(
+        tenant_created,
+        KeyEvent {
+            id: tenant_created.id,
+            created_at: T0,
+            tenant_id: tenant.id,
+            key_id: None,
+            mode: None,
+            actor: Actor::Cli,
+            request_id: None,
+            data: EventData::TenantCreated {
+                name: "Acme".to_owned(),
+            },
+        }
+    );
+}
+
+// ---- no event without its change ----
+
+/// A refused insert (limit reached, duplicate, unknown tenant) stores no event.
+pub fn refused_inserts_store_no_event(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let guard = f.key(&tenant);
+    f.insert(store, &guard);
+    let before = events_of(store, &tenant.id);
+
+    let over = f.key(&tenant);
+    assert!(matches!(
+        store.insert(&over, 1, &f.created_event(&over.key, T0)),
+        Err(InsertError::LimitReached)
+    ));
+    let mut duplicate = f.key(&tenant);
+    duplicate.hash = guard.hash;
+    assert!(matches!(
+        store.insert(&duplicate, 100, &f.created_event(&duplicate.key, T0)),
+        Err(InsertError::Duplicate)
+    ));
+    let ghost = f.tenant("Ghost");
+    let stray = f.key(&ghost);
+    assert!(matches!(
+        store.insert(&stray, 100, &f.created_event(&stray.key, T0)),
+        Err(InsertError::UnknownTenant)
+    ));
+
+    assert_eq!(events_of(store, &tenant.id), before);
+    assert_eq!(events_of(store, &ghost.id), vec![]);
+}
+
+/// A refused update (not found, other tenant, revoked, last full-access key,
+/// stale) stores no event.
+pub fn refused_updates_store_no_event(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let other = f.stored_tenant(store, "Other");
+    let guard = f.key(&tenant);
+    let revoked = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    f.insert(store, &guard);
+    f.insert(store, &revoked);
+    f.revoke(store, &revoked.key, T0).expect("revoke");
+    let before = (events_of(store, &tenant.id), events_of(store, &other.id));
+
+    let unknown = f.key(&tenant);
+    assert!(matches!(
+        f.update(store, &unknown.key, &rename(&unknown.key, "Renamed"), T0),
+        Err(UpdateRepoError::NotFound)
+    ));
+    let elsewhere = rename(&guard.key, "Renamed");
+    assert!(matches!(
+        store.update(
+            &other.id,
+            &guard.key.id,
+            &elsewhere,
+            &in_tenant(f.updated_event(&guard.key, &elsewhere, T0), &other)
+        ),
+        Err(UpdateRepoError::NotFound)
+    ));
+    assert!(matches!(
+        f.update(store, &revoked.key, &rename(&revoked.key, "Renamed"), T0),
+        Err(UpdateRepoError::Revoked)
+    ));
+    assert!(matches!(
+        f.update(
+            store,
+            &guard.key,
+            &rescope(&guard.key, scopes(&[Scope::UsersRead])),
+            T0
+        ),
+        Err(UpdateRepoError::LastFullAccessKey)
+    ));
+    let stale = FieldChanges {
+        name: Some(Change {
+            old: name("Not its name"),
+            new: name("Renamed"),
+        }),
+        scopes: None,
+    };
+    assert!(matches!(
+        f.update(store, &guard.key, &stale, T0),
+        Err(UpdateRepoError::Stale)
+    ));
+
+    assert_eq!(
+        (events_of(store, &tenant.id), events_of(store, &other.id)),
+        before
+    );
+    assert_eq!(
+        store.find(&tenant.id, &guard.key.id).expect("find"),
+        Some(guard.key)
+    );
+}
+
+/// A refused revocation (not found, other tenant, last full-access key)
+/// stores no event, and neither does revoking a revoked key.
+pub fn refused_revocations_store_no_event(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let other = f.stored_tenant(store, "Other");
+    let guard = f.key(&tenant);
+    let revoked = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    f.insert(store, &guard);
+    f.insert(store, &revoked);
+    f.revoke(store, &revoked.key, T0).expect("revoke");
+    let before = (events_of(store, &tenant.id), events_of(store, &other.id));
+    let later = T0 + Duration::minutes(1);
+
+    assert!(matches!(
+        f.revoke(store, &f.key(&tenant).key, later),
+        Err(RevokeRepoError::NotFound)
+    ));
+    assert!(matches!(
+        store.revoke(
+            &other.id,
+            &revoked.key.id,
+            &in_tenant(f.revoked_event(&revoked.key, later), &other)
+        ),
+        Err(RevokeRepoError::NotFound)
+    ));
+    assert!(matches!(
+        f.revoke(store, &guard.key, later),
+        Err(RevokeRepoError::LastFullAccessKey)
+    ));
+    let again = f.revoke(store, &revoked.key, later).expect("revoke again");
+    assert_eq!(again.revokes_at, Some(T0));
+
+    assert_eq!(
+        (events_of(store, &tenant.id), events_of(store, &other.id)),
+        before
+    );
+}
+
+/// A refused rotation (not found, already rotated, revoked, expired, taken
+/// successor id or hash) stores no event and no successor.
+pub fn refused_rotations_store_no_event(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let guard = f.key(&tenant);
+    let rotated = f.key(&tenant);
+    let revoked = f.key(&tenant);
+    let mut expired = f.key(&tenant);
+    expired.key.expires_at = Some(T0 + Duration::minutes(1));
+    for k in [&guard, &rotated, &revoked, &expired] {
+        f.insert(store, k);
+    }
+    f.rotate(store, &rotated.key, &f.key(&tenant), Duration::hours(1), T0)
+        .expect("rotate");
+    f.revoke(store, &revoked.key, T0).expect("revoke");
+    let before = events_of(store, &tenant.id);
+    let later = T0 + Duration::minutes(2);
+    let hour = Duration::hours(1);
+    let successor = f.key(&tenant);
+
+    assert!(matches!(
+        f.rotate(store, &f.key(&tenant).key, &successor, hour, later),
+        Err(RotateRepoError::NotFound)
+    ));
+    for old in [&rotated, &revoked, &expired] {
+        assert!(matches!(
+            f.rotate(store, &old.key, &successor, hour, later),
+            Err(RotateRepoError::NotActive)
+        ));
+    }
+    let mut same_hash = f.key(&tenant);
+    same_hash.hash = guard.hash;
+    let mut same_id = f.key(&tenant);
+    same_id.key.id = rotated.key.id;
+    for taken in [&same_hash, &same_id] {
+        assert!(matches!(
+            f.rotate(store, &guard.key, taken, hour, later),
+            Err(RotateRepoError::Duplicate)
+        ));
+    }
+
+    assert_eq!(events_of(store, &tenant.id), before);
+    assert_eq!(store.find_by_hash(&successor.hash).expect("find"), None);
+    assert_eq!(store.find_by_hash(&same_id.hash).expect("find"), None);
+    assert_eq!(
+        store.find(&tenant.id, &guard.key.id).expect("find"),
+        Some(guard.key)
+    );
+}
+
+/// A refused tenant creation (taken tenant id, taken key hash) stores no
+/// event.
+pub fn refused_tenant_creation_stores_no_event(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.tenant("Acme");
+    let live = f.key(&tenant);
+    store
+        .create(
+            &tenant,
+            std::slice::from_ref(&live),
+            &[
+                f.tenant_created_event(&tenant),
+                f.created_event(&live.key, T0),
+            ],
+        )
+        .expect("create");
+    let before = events_of(store, &tenant.id);
+
+    let again = f.key(&tenant);
+    assert!(matches!(
+        store.create(
+            &tenant,
+            std::slice::from_ref(&again),
+            &[
+                f.tenant_created_event(&tenant),
+                f.created_event(&again.key, T0),
+            ],
+        ),
+        Err(CreateTenantRepoError::Duplicate)
+    ));
+    let second = f.tenant("Second");
+    let mut clash = f.key(&second);
+    clash.hash = live.hash;
+    assert!(matches!(
+        store.create(
+            &second,
+            std::slice::from_ref(&clash),
+            &[
+                f.tenant_created_event(&second),
+                f.created_event(&clash.key, T0),
+            ],
+        ),
+        Err(CreateTenantRepoError::Duplicate)
+    ));
+
+    assert_eq!(events_of(store, &tenant.id), before);
+    assert_eq!(events_of(store, &second.id), vec![]);
+    assert_eq!(store.find(&tenant.id, &again.key.id).expect("find"), None);
+}
+
+// ---- the actor ----
+
+/// A write whose actor key is revoked at the event's time (revoked earlier
+/// through the port, or exactly then) is refused with `ActorRevoked`: no
+/// key change, no new key, no event. The same write by the command line
+/// succeeds.
+pub fn a_revoked_actor_writes_nothing(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let guard = f.key(&tenant);
+    let actor = f.key(&tenant);
+    let target = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    for k in [&guard, &actor, &target] {
+        f.insert(store, k);
+    }
+    let revoked_at = T0 + Duration::minutes(1);
+    f.revoke(store, &actor.key, revoked_at)
+        .expect("revoke the actor");
+    let before = events_of(store, &tenant.id);
+    let now = T0 + Duration::minutes(2);
+
+    let fresh = f.key(&tenant);
+    for at in [revoked_at, now] {
+        assert!(matches!(
+            store.insert(
+                &fresh,
+                100,
+                &by_key(&actor.key, f.created_event(&fresh.key, at))
+            ),
+            Err(InsertError::ActorRevoked)
+        ));
+    }
+    let changes = rename(&target.key, "Renamed");
+    assert!(matches!(
+        store.update(
+            &tenant.id,
+            &target.key.id,
+            &changes,
+            &by_key(&actor.key, f.updated_event(&target.key, &changes, now))
+        ),
+        Err(UpdateRepoError::ActorRevoked)
+    ));
+    assert!(matches!(
+        store.revoke(
+            &tenant.id,
+            &target.key.id,
+            &by_key(&actor.key, f.revoked_event(&target.key, now))
+        ),
+        Err(RevokeRepoError::ActorRevoked)
+    ));
+    let successor = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    let hour = Duration::hours(1);
+    let (rotated, created) = f.rotated_events(&target.key, &successor.key, hour, now);
+    assert!(matches!(
+        store.rotate(
+            &target.key.id,
+            &successor,
+            now + hour,
+            &by_key(&actor.key, rotated),
+            &by_key(&actor.key, created)
+        ),
+        Err(RotateRepoError::ActorRevoked)
+    ));
+
+    assert_eq!(events_of(store, &tenant.id), before);
+    assert_eq!(store.find(&tenant.id, &fresh.key.id).expect("find"), None);
+    assert_eq!(store.find_by_hash(&successor.hash).expect("find"), None);
+    assert_eq!(
+        store.find(&tenant.id, &target.key.id).expect("find"),
+        Some(target.key.clone())
+    );
+    // The actor was the only reason: the command line may do the same.
+    let renamed = f
+        .update(store, &target.key, &changes, now)
+        .expect("update by the command line");
+    assert_eq!(renamed.name.as_str(), "Renamed");
+}
+
+/// An actor key whose revocation is only scheduled (a rotated key in its
+/// grace period) may still write, until the grace period ends.
+pub fn an_actor_in_its_grace_period_may_write_until_it_ends(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let actor = f.key(&tenant);
+    let renamed = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    let revoked = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    for k in [&actor, &renamed, &revoked] {
+        f.insert(store, k);
+    }
+    f.rotate(store, &actor.key, &f.key(&tenant), Duration::hours(1), T0)
+        .expect("rotate the actor");
+    let before = events_of(store, &tenant.id);
+    let now = T0 + Duration::minutes(59);
+
+    let fresh = f.key(&tenant);
+    let created = by_key(&actor.key, f.created_event(&fresh.key, now));
+    store.insert(&fresh, 100, &created).expect("insert");
+    let changes = rename(&renamed.key, "Renamed");
+    let updated = by_key(&actor.key, f.updated_event(&renamed.key, &changes, now));
+    store
+        .update(&tenant.id, &renamed.key.id, &changes, &updated)
+        .expect("update");
+    let revocation = by_key(&actor.key, f.revoked_event(&revoked.key, now));
+    store
+        .revoke(&tenant.id, &revoked.key.id, &revocation)
+        .expect("revoke");
+    let successor = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    let (rotated, successor_created) =
+        f.rotated_events(&renamed.key, &successor.key, Duration::ZERO, now);
+    let (rotated, successor_created) = (
+        by_key(&actor.key, rotated),
+        by_key(&actor.key, successor_created),
+    );
+    store
+        .rotate(
+            &renamed.key.id,
+            &successor,
+            now,
+            &rotated,
+            &successor_created,
+        )
+        .expect("rotate");
+
+    let mut expected = vec![successor_created, rotated, revocation, updated, created];
+    expected.extend(before);
+    assert_eq!(events_of(store, &tenant.id), expected);
+
+    // At the end of the grace period the actor is revoked.
+    let end = T0 + Duration::hours(1);
+    let late = f.key(&tenant);
+    assert!(matches!(
+        store.insert(
+            &late,
+            100,
+            &by_key(&actor.key, f.created_event(&late.key, end))
+        ),
+        Err(InsertError::ActorRevoked)
+    ));
+    assert_eq!(store.find(&tenant.id, &late.key.id).expect("find"), None);
+    assert_eq!(events_of(store, &tenant.id), expected);
+}
+
+/// Writes by the command line or a leak report need no key at all: they
+/// succeed in a tenant that has no key to act with, and record their actor.
+pub fn writes_by_the_cli_or_a_leak_report_need_no_key(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let before = events_of(store, &tenant.id);
+    let key = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    let successor = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+
+    let created = f.created_event(&key.key, T0);
+    store.insert(&key, 100, &created).expect("insert");
+    let changes = rename(&key.key, "Renamed");
+    let updated = f.updated_event(&key.key, &changes, T0);
+    store
+        .update(&tenant.id, &key.key.id, &changes, &updated)
+        .expect("update");
+    let (rotated, successor_created) =
+        f.rotated_events(&key.key, &successor.key, Duration::hours(1), T0);
+    store
+        .rotate(
+            &key.key.id,
+            &successor,
+            T0 + Duration::hours(1),
+            &rotated,
+            &successor_created,
+        )
+        .expect("rotate");
+    let leaked = made_by(
+        Actor::LeakReport,
+        None,
+        f.revoked_event(&successor.key, T0 + Duration::minutes(1)),
+    );
+    store
+        .revoke(&tenant.id, &successor.key.id, &leaked)
+        .expect("revoke");
+
+    let mut expected = vec![leaked, successor_created, rotated, updated, created];
+    expected.extend(before);
+    let events = events_of(store, &tenant.id);
+    assert_eq!(events, expected);
+    assert_eq!(
+        events[..5]
+            .iter()
+            .map(|e| (e.actor, e.request_id.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (Actor::LeakReport, None),
+            (Actor::Cli, None),
+            (Actor::Cli, None),
+            (Actor::Cli, None),
+            (Actor::Cli, None),
+        ]
+    );
+}
+
+// ---- stale updates ----
+
+/// An update applies only while each changed field still holds its `old`
+/// value; otherwise `Stale`, and nothing is written (not even the fields that
+/// were not stale).
+pub fn update_refuses_stale_changes(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let guard = f.key(&tenant);
+    let key = f.key(&tenant);
+    f.insert(store, &guard);
+    f.insert(store, &key);
+    // A concurrent update renamed the key after "we" read it.
+    let theirs = f
+        .update(store, &key.key, &rename(&key.key, "Theirs"), T0)
+        .expect("rename");
+    let before = events_of(store, &tenant.id);
+    let now = T0 + Duration::minutes(1);
+    let narrow = scopes(&[Scope::UsersRead]);
+
+    let stale_name = rename(&key.key, "Mine");
+    let stale_name_valid_scopes =
+        FieldChanges::between(&key.key, Some(&name("Mine")), Some(&narrow));
+    let stale_scopes = FieldChanges {
+        name: None,
+        scopes: Some(Change {
+            old: scopes(&[Scope::WebhooksRead]),
+            new: narrow.clone(),
+        }),
+    };
+    for changes in [&stale_name, &stale_name_valid_scopes, &stale_scopes] {
+        assert!(
+            matches!(
+                f.update(store, &key.key, changes, now),
+                Err(UpdateRepoError::Stale)
+            ),
+            "{changes:?}"
+        );
+    }
+    assert_eq!(
+        store.find(&tenant.id, &key.key.id).expect("find"),
+        Some(theirs.clone())
+    );
+    assert_eq!(events_of(store, &tenant.id), before);
+
+    // Fields that are not changed are not compared: the stale name does not
+    // matter to a change of the scopes alone.
+    let rescoped = f
+        .update(store, &key.key, &rescope(&key.key, narrow.clone()), now)
+        .expect("rescope");
+    assert_eq!(
+        rescoped,
+        ApiKey {
+            scopes: narrow,
+            ..theirs
+        }
+    );
+}
+
+// ---- reading events ----
+
+/// Newest (largest id) first whatever the order they were stored in;
+/// `limit`, `has_more` and `starting_after` page through them, and a cursor
+/// is an id, not a position.
+pub fn list_events_is_newest_first_and_pages_with_a_cursor(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.tenant("Acme");
+    let tenant_created = f.tenant_created_event(&tenant);
+    store
+        .create(&tenant, &[], std::slice::from_ref(&tenant_created))
+        .expect("create tenant");
+    let keys: Vec<NewKey> = (0..4).map(|_| f.key(&tenant)).collect();
+    let e0 = f.created_event(&keys[0].key, T0);
+    let e1 = f.created_event(&keys[1].key, T0);
+    let gap = f.event_id();
+    let e2 = f.created_event(&keys[2].key, T0);
+    let e3 = f.created_event(&keys[3].key, T0);
+    // Stored out of id order, as concurrent requests may commit.
+    for (key, event) in [
+        (&keys[1], &e1),
+        (&keys[0], &e0),
+        (&keys[3], &e3),
+        (&keys[2], &e2),
+    ] {
+        store.insert(key, 100, event).expect("insert");
+    }
+    let page = |limit: u32, starting_after: Option<EventId>| {
+        let page = store
+            .list_events(
+                &tenant.id,
+                &EventQuery {
+                    limit,
+                    starting_after,
+                    ..event_query()
+                },
+            )
+            .expect("list events");
+        (event_ids(&page.events), page.has_more)
+    };
+
+    assert_eq!(
+        events_of(store, &tenant.id),
+        vec![
+            e3.clone(),
+            e2.clone(),
+            e1.clone(),
+            e0.clone(),
+            tenant_created.clone()
+        ]
+    );
+    assert_eq!(page(2, None), (vec![e3.id, e2.id], true));
+    assert_eq!(page(2, Some(e2.id)), (vec![e1.id, e0.id], true));
+    assert_eq!(page(2, Some(e0.id)), (vec![tenant_created.id], false));
+    assert_eq!(page(1, Some(tenant_created.id)), (vec![], false));
+    assert_eq!(
+        page(5, None),
+        (vec![e3.id, e2.id, e1.id, e0.id, tenant_created.id], false)
+    );
+    // A cursor that names no event.
+    assert_eq!(page(1, Some(gap)), (vec![e1.id], true));
+}
+
+/// Filters by key, by type and by mode (events with no mode, such as
+/// `tenant.created`, are left out by a mode filter), alone and together, and
+/// with a cursor.
+pub fn list_events_filters_by_key_type_and_mode(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.tenant("Acme");
+    let live = f.key(&tenant);
+    let test = f.key_with(&tenant, KeyType::Secret, Mode::Test, Scopes::full());
+    let tenant_created = f.tenant_created_event(&tenant);
+    let live_created = f.created_event(&live.key, T0);
+    let test_created = f.created_event(&test.key, T0);
+    store
+        .create(
+            &tenant,
+            &[live.clone(), test.clone()],
+            &[
+                tenant_created.clone(),
+                live_created.clone(),
+                test_created.clone(),
+            ],
+        )
+        .expect("create tenant");
+    let changes = rename(&live.key, "Renamed");
+    let live_updated = f.updated_event(&live.key, &changes, T0);
+    store
+        .update(&tenant.id, &live.key.id, &changes, &live_updated)
+        .expect("update");
+    let test_revoked = f.revoked_event(&test.key, T0);
+    store
+        .revoke(&tenant.id, &test.key.id, &test_revoked)
+        .expect("revoke");
+    let successor = f.key(&tenant);
+    let (live_rotated, successor_created) =
+        f.rotated_events(&live.key, &successor.key, Duration::hours(1), T0);
+    store
+        .rotate(
+            &live.key.id,
+            &successor,
+            T0 + Duration::hours(1),
+            &live_rotated,
+            &successor_created,
+        )
+        .expect("rotate");
+    let list = |query: EventQuery| {
+        let page = store.list_events(&tenant.id, &query).expect("list events");
+        (event_ids(&page.events), page.has_more)
+    };
+    let ids = |events: &[&KeyEvent]| events.iter().map(|e| e.id).collect::<Vec<_>>();
+
+    assert_eq!(
+        list(EventQuery {
+            key_id: Some(live.key.id),
+            ..event_query()
+        }),
+        (ids(&[&live_rotated, &live_updated, &live_created]), false)
+    );
+    assert_eq!(
+        list(EventQuery {
+            key_id: Some(successor.key.id),
+            ..event_query()
+        }),
+        (ids(&[&successor_created]), false)
+    );
+    assert_eq!(
+        list(EventQuery {
+            event_type: Some(EventType::KeyCreated),
+            ..event_query()
+        }),
+        (
+            ids(&[&successor_created, &test_created, &live_created]),
+            false
+        )
+    );
+    assert_eq!(
+        list(EventQuery {
+            event_type: Some(EventType::TenantCreated),
+            ..event_query()
+        }),
+        (ids(&[&tenant_created]), false)
+    );
+    assert_eq!(
+        list(EventQuery {
+            mode: Some(Mode::Test),
+            ..event_query()
+        }),
+        (ids(&[&test_revoked, &test_created]), false)
+    );
+    assert_eq!(
+        list(EventQuery {
+            mode: Some(Mode::Live),
+            ..event_query()
+        }),
+        (
+            ids(&[
+                &successor_created,
+                &live_rotated,
+                &live_updated,
+                &live_created
+            ]),
+            false
+        )
+    );
+    assert_eq!(
+        list(EventQuery {
+            key_id: Some(live.key.id),
+            event_type: Some(EventType::KeyUpdated),
+            mode: Some(Mode::Live),
+            ..event_query()
+        }),
+        (ids(&[&live_updated]), false)
+    );
+    assert_eq!(
+        list(EventQuery {
+            key_id: Some(live.key.id),
+            mode: Some(Mode::Test),
+            ..event_query()
+        }),
+        (vec![], false)
+    );
+    // Filters and the cursor together.
+    assert_eq!(
+        list(EventQuery {
+            event_type: Some(EventType::KeyCreated),
+            limit: 1,
+            ..event_query()
+        }),
+        (ids(&[&successor_created]), true)
+    );
+    assert_eq!(
+        list(EventQuery {
+            event_type: Some(EventType::KeyCreated),
+            starting_after: Some(successor_created.id),
+            limit: 1,
+            ..event_query()
+        }),
+        (ids(&[&test_created]), true)
+    );
+    assert_eq!(
+        list(EventQuery {
+            event_type: Some(EventType::KeyCreated),
+            starting_after: Some(test_created.id),
+            limit: 1,
+            ..event_query()
+        }),
+        (ids(&[&live_created]), false)
+    );
+}
+
+/// A tenant sees only its own events, also when it filters by another
+/// tenant's key; an unknown tenant has none.
+pub fn list_events_is_scoped_to_the_tenant(store: &impl Store) {
+    let f = Fixture::new();
+    let acme = f.stored_tenant(store, "Acme");
+    let other = f.stored_tenant(store, "Other");
+    let acme_key = f.key(&acme);
+    let other_key = f.key(&other);
+    let acme_created = f.created_event(&acme_key.key, T0);
+    let other_created = f.created_event(&other_key.key, T0);
+    store.insert(&acme_key, 100, &acme_created).expect("insert");
+    store
+        .insert(&other_key, 100, &other_created)
+        .expect("insert");
+
+    let acme_events = events_of(store, &acme.id);
+    assert_eq!(acme_events.len(), 2);
+    assert_eq!(acme_events[0], acme_created);
+    assert!(acme_events.iter().all(|e| e.tenant_id == acme.id));
+    let other_events = events_of(store, &other.id);
+    assert_eq!(other_events.len(), 2);
+    assert_eq!(other_events[0], other_created);
+    assert!(other_events.iter().all(|e| e.tenant_id == other.id));
+
+    let by_foreign_key = store
+        .list_events(
+            &acme.id,
+            &EventQuery {
+                key_id: Some(other_key.key.id),
+                ..event_query()
+            },
+        )
+        .expect("list events");
+    assert_eq!(by_foreign_key.events, vec![]);
+    assert!(!by_foreign_key.has_more);
+    assert_eq!(events_of(store, &f.tenant("Ghost").id), vec![]);
+}
+
+/// `events_after` follows every tenant's events in storage order: a
+/// sequence number that grows with each stored event (a rotation's
+/// `rotated` before its `created`, a tenant's events in the order given),
+/// strictly after the given number and at most `limit` of them.
+pub fn events_after_follows_every_tenant_in_storage_order(store: &impl Store) {
+    let f = Fixture::new();
+    let acme = f.tenant("Acme");
+    let live = f.key(&acme);
+    let acme_events = [
+        f.tenant_created_event(&acme),
+        f.created_event(&live.key, T0),
+    ];
+    store
+        .create(&acme, std::slice::from_ref(&live), &acme_events)
+        .expect("create tenant");
+    let other = f.tenant("Other");
+    let other_created = f.tenant_created_event(&other);
+    store
+        .create(&other, &[], std::slice::from_ref(&other_created))
+        .expect("create tenant");
+    let key = f.key_with(&acme, KeyType::Publishable, Mode::Test, Scopes::full());
+    // Created before the key's own event, stored after it: storage order,
+    // not id order.
+    let other_key = f.key(&other);
+    let other_key_created = f.created_event(&other_key.key, T0);
+    let key_created = f.created_event(&key.key, T0);
+    store.insert(&key, 100, &key_created).expect("insert");
+    store
+        .insert(&other_key, 100, &other_key_created)
+        .expect("insert");
+    let successor = f.key_with(&acme, KeyType::Publishable, Mode::Test, Scopes::full());
+    let (rotated, successor_created) =
+        f.rotated_events(&key.key, &successor.key, Duration::hours(1), T0);
+    store
+        .rotate(
+            &key.key.id,
+            &successor,
+            T0 + Duration::hours(1),
+            &rotated,
+            &successor_created,
+        )
+        .expect("rotate");
+    let [acme_created, live_created] = acme_events;
+    let expected = vec![
+        acme_created,
+        live_created,
+        other_created,
+        key_created,
+        other_key_created,
+        rotated,
+        successor_created,
+    ];
+
+    let all = store.events_after(0, 1000).expect("events after");
+    assert_eq!(
+        all.iter().map(|s| s.event.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "{all:?}");
+    let seqs: Vec<i64> = all.iter().map(|s| s.seq).collect();
+    assert_eq!(
+        store.events_after(seqs[1], 3).expect("events after"),
+        all[2..5].to_vec()
+    );
+    assert_eq!(
+        store.events_after(seqs[5], 3).expect("events after"),
+        all[6..].to_vec()
+    );
+    assert_eq!(
+        store.events_after(seqs[6], 3).expect("events after"),
+        vec![]
+    );
+}
+
 /// Expands to one `#[test]` per contract check, each on a fresh store made by
-/// `$factory` (an expression evaluated once per test).
+/// `$factory` (an expression evaluated once per test). The factory may return
+/// the store itself in anything that dereferences to it (a `Box`, a guard that
+/// owns a test database); each check gets `&*store`.
 ///
 /// ```text
-/// domain::repository_contract_tests!(domain::testing::InMemoryStore::new());
+/// domain::repository_contract_tests!(Box::new(domain::testing::InMemoryStore::new()));
 /// ```
 #[macro_export]
 macro_rules! repository_contract_tests {
@@ -936,12 +2225,30 @@ macro_rules! repository_contract_tests {
             rotate_is_one_unit_and_only_for_active_keys,
             touch_last_used_writes_at_most_once_a_minute,
             tenant_create_is_all_or_nothing,
-            tenants_are_found_by_id_and_name,
+            tenants_are_found_by_name_oldest_first,
             find_by_hash_returns_keys_in_any_state,
             list_cursor_works_across_revoked_keys,
             update_applies_to_keys_that_are_not_revoked,
             guard_counts_only_active_live_full_access_secret_keys,
             rotated_keys_count_for_the_limit_and_the_successor_guards,
+            insert_stores_its_created_event,
+            update_stores_its_updated_event,
+            revoke_stores_one_revoked_event,
+            rotate_stores_rotated_and_created_events,
+            tenant_create_stores_its_events,
+            refused_inserts_store_no_event,
+            refused_updates_store_no_event,
+            refused_revocations_store_no_event,
+            refused_rotations_store_no_event,
+            refused_tenant_creation_stores_no_event,
+            a_revoked_actor_writes_nothing,
+            an_actor_in_its_grace_period_may_write_until_it_ends,
+            writes_by_the_cli_or_a_leak_report_need_no_key,
+            update_refuses_stale_changes,
+            list_events_is_newest_first_and_pages_with_a_cursor,
+            list_events_filters_by_key_type_and_mode,
+            list_events_is_scoped_to_the_tenant,
+            events_after_follows_every_tenant_in_storage_order,
         );
     };
     (@tests $factory:expr; $($name:ident,)*) => {
@@ -949,7 +2256,7 @@ macro_rules! repository_contract_tests {
             #[test]
             fn $name() {
                 let store = $factory;
-                $crate::testing::contract::$name(&store);
+                $crate::testing::contract::$name(&*store);
             }
         )*
     };

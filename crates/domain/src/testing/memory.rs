@@ -5,21 +5,44 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use time::OffsetDateTime;
 
 use crate::api_key::{ApiKey, KeyStatus, NewKey, Tenant};
+use crate::events::{Actor, EventPage, EventQuery, FieldChanges, KeyEvent, StoredEvent};
 use crate::hashing::KeyHash;
 use crate::ids::{KeyId, TenantId};
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, InsertError, KeyChanges, KeyPage, ListQuery,
+    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyPage, ListQuery,
     RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
-use crate::service::LAST_USED_RESOLUTION;
 
 #[derive(Debug, Default)]
 struct State {
     tenants: Vec<Tenant>,
     keys: BTreeMap<KeyId, (ApiKey, KeyHash)>,
+    /// In insertion order; `seq` is the position plus one.
+    events: Vec<StoredEvent>,
 }
 
 impl State {
+    /// Whether the event's actor may still write at `now`: an actor key must
+    /// not be revoked.
+    fn actor_allowed(&self, event: &KeyEvent) -> bool {
+        match event.actor {
+            Actor::ApiKey(id) => self.keys.get(&id).is_some_and(|(k, _)| {
+                k.tenant_id == event.tenant_id && !k.is_revoked(event.created_at)
+            }),
+            Actor::Cli | Actor::LeakReport => true,
+        }
+    }
+
+    fn record(&mut self, events: &[&KeyEvent]) {
+        for event in events {
+            let seq = i64::try_from(self.events.len()).unwrap_or(i64::MAX - 1) + 1;
+            self.events.push(StoredEvent {
+                seq,
+                event: (*event).clone(),
+            });
+        }
+    }
+
     fn has_id_or_hash(&self, key: &NewKey) -> bool {
         self.keys.contains_key(&key.key.id) || self.keys.values().any(|(_, h)| *h == key.hash)
     }
@@ -84,16 +107,26 @@ impl InMemoryStore {
     }
 }
 
+impl InMemoryStore {
+    /// Every stored event, oldest first, with its sequence number.
+    pub fn stored_events(&self) -> Vec<StoredEvent> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .events
+            .clone()
+    }
+}
+
 impl ApiKeyRepository for InMemoryStore {
-    fn insert(
-        &self,
-        new: &NewKey,
-        max_active: u32,
-        now: OffsetDateTime,
-    ) -> Result<(), InsertError> {
+    fn insert(&self, new: &NewKey, max_active: u32, event: &KeyEvent) -> Result<(), InsertError> {
+        let now = event.created_at;
         let mut state = self.lock()?;
         if !state.tenants.iter().any(|t| t.id == new.key.tenant_id) {
             return Err(InsertError::UnknownTenant);
+        }
+        if !state.actor_allowed(event) {
+            return Err(InsertError::ActorRevoked);
         }
         if state.has_id_or_hash(new) {
             return Err(InsertError::Duplicate);
@@ -107,6 +140,7 @@ impl ApiKeyRepository for InMemoryStore {
             return Err(InsertError::LimitReached);
         }
         state.keys.insert(new.key.id, (new.key.clone(), new.hash));
+        state.record(&[event]);
         Ok(())
     }
 
@@ -149,9 +183,10 @@ impl ApiKeyRepository for InMemoryStore {
         &self,
         tenant: &TenantId,
         id: &KeyId,
-        changes: &KeyChanges,
-        now: OffsetDateTime,
+        changes: &FieldChanges,
+        event: &KeyEvent,
     ) -> Result<ApiKey, UpdateRepoError> {
+        let now = event.created_at;
         let mut state = self.lock()?;
         let key = state
             .tenant_key_mut(tenant, id)
@@ -160,31 +195,40 @@ impl ApiKeyRepository for InMemoryStore {
         if key.is_revoked(now) {
             return Err(UpdateRepoError::Revoked);
         }
-        let narrows = changes.scopes.as_ref().is_some_and(|s| !s.is_full_access());
+        let stale = changes.name.as_ref().is_some_and(|c| c.old != key.name)
+            || changes.scopes.as_ref().is_some_and(|c| c.old != key.scopes);
+        if stale {
+            return Err(UpdateRepoError::Stale);
+        }
+        if !state.actor_allowed(event) {
+            return Err(UpdateRepoError::ActorRevoked);
+        }
+        let narrows = changes
+            .scopes
+            .as_ref()
+            .is_some_and(|c| !c.new.is_full_access());
         if narrows
             && key.counts_for_full_access_guard(now)
             && !state.other_guard_key(tenant, id, now)
         {
             return Err(UpdateRepoError::LastFullAccessKey);
         }
-        let stored = state
-            .tenant_key_mut(tenant, id)
-            .ok_or(UpdateRepoError::NotFound)?;
-        if let Some(name) = &changes.name {
-            stored.name = name.clone();
-        }
-        if let Some(scopes) = &changes.scopes {
-            stored.scopes = scopes.clone();
-        }
-        Ok(stored.clone())
+        let updated = changes.apply(&key);
+        state
+            .keys
+            .entry(*id)
+            .and_modify(|(k, _)| *k = updated.clone());
+        state.record(&[event]);
+        Ok(updated)
     }
 
     fn revoke(
         &self,
         tenant: &TenantId,
         id: &KeyId,
-        now: OffsetDateTime,
+        event: &KeyEvent,
     ) -> Result<ApiKey, RevokeRepoError> {
+        let now = event.created_at;
         let mut state = self.lock()?;
         let key = state
             .tenant_key_mut(tenant, id)
@@ -193,6 +237,9 @@ impl ApiKeyRepository for InMemoryStore {
         if key.is_revoked(now) {
             return Ok(key);
         }
+        if !state.actor_allowed(event) {
+            return Err(RevokeRepoError::ActorRevoked);
+        }
         if key.counts_for_full_access_guard(now) && !state.other_guard_key(tenant, id, now) {
             return Err(RevokeRepoError::LastFullAccessKey);
         }
@@ -200,17 +247,20 @@ impl ApiKeyRepository for InMemoryStore {
             .tenant_key_mut(tenant, id)
             .ok_or(RevokeRepoError::NotFound)?;
         stored.revokes_at = Some(now);
-        Ok(stored.clone())
+        let revoked = stored.clone();
+        state.record(&[event]);
+        Ok(revoked)
     }
 
     fn rotate(
         &self,
-        tenant: &TenantId,
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
-        now: OffsetDateTime,
+        rotated: &KeyEvent,
+        created: &KeyEvent,
     ) -> Result<(), RotateRepoError> {
+        let (tenant, now) = (&successor.key.tenant_id, rotated.created_at);
         let mut state = self.lock()?;
         let status = state
             .tenant_key_mut(tenant, old)
@@ -218,6 +268,9 @@ impl ApiKeyRepository for InMemoryStore {
             .status(now);
         if status != KeyStatus::Active {
             return Err(RotateRepoError::NotActive);
+        }
+        if !state.actor_allowed(rotated) {
+            return Err(RotateRepoError::ActorRevoked);
         }
         if state.has_id_or_hash(successor) {
             return Err(RotateRepoError::Duplicate);
@@ -230,6 +283,7 @@ impl ApiKeyRepository for InMemoryStore {
         state
             .keys
             .insert(successor.key.id, (successor.key.clone(), successor.hash));
+        state.record(&[rotated, created]);
         Ok(())
     }
 
@@ -238,15 +292,13 @@ impl ApiKeyRepository for InMemoryStore {
         tenant: &TenantId,
         id: &KeyId,
         now: OffsetDateTime,
+        due_before: OffsetDateTime,
     ) -> Result<bool, RepositoryError> {
         let mut state = self.lock()?;
         let Some(key) = state.tenant_key_mut(tenant, id) else {
             return Ok(false);
         };
-        if key
-            .last_used_at
-            .is_some_and(|at| at > now - LAST_USED_RESOLUTION)
-        {
+        if key.last_used_at.is_some_and(|at| at > due_before) {
             return Ok(false);
         }
         key.last_used_at = Some(now);
@@ -255,7 +307,12 @@ impl ApiKeyRepository for InMemoryStore {
 }
 
 impl TenantRepository for InMemoryStore {
-    fn create(&self, tenant: &Tenant, keys: &[NewKey]) -> Result<(), CreateTenantRepoError> {
+    fn create(
+        &self,
+        tenant: &Tenant,
+        keys: &[NewKey],
+        events: &[KeyEvent],
+    ) -> Result<(), CreateTenantRepoError> {
         let mut state = self.lock()?;
         let mut ids: Vec<KeyId> = keys.iter().map(|k| k.key.id).collect();
         ids.sort_unstable();
@@ -270,11 +327,8 @@ impl TenantRepository for InMemoryStore {
         for key in keys {
             state.keys.insert(key.key.id, (key.key.clone(), key.hash));
         }
+        state.record(&events.iter().collect::<Vec<_>>());
         Ok(())
-    }
-
-    fn find_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, RepositoryError> {
-        Ok(self.lock()?.tenants.iter().find(|t| t.id == *id).cloned())
     }
 
     fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, RepositoryError> {
@@ -285,5 +339,42 @@ impl TenantRepository for InMemoryStore {
             .filter(|t| t.name == name)
             .min_by_key(|t| (t.created_at, t.id))
             .cloned())
+    }
+}
+
+impl EventRepository for InMemoryStore {
+    fn list_events(
+        &self,
+        tenant: &TenantId,
+        query: &EventQuery,
+    ) -> Result<EventPage, RepositoryError> {
+        let state = self.lock()?;
+        let limit = query.limit as usize;
+        let mut events: Vec<KeyEvent> = state
+            .events
+            .iter()
+            .map(|stored| &stored.event)
+            .filter(|e| e.tenant_id == *tenant)
+            .filter(|e| query.key_id.is_none_or(|id| e.key_id == Some(id)))
+            .filter(|e| query.event_type.is_none_or(|t| e.event_type() == t))
+            .filter(|e| query.mode.is_none_or(|m| e.mode == Some(m)))
+            .filter(|e| query.starting_after.is_none_or(|after| e.id < after))
+            .cloned()
+            .collect();
+        events.sort_by_key(|e| std::cmp::Reverse(e.id));
+        let has_more = events.len() > limit;
+        events.truncate(limit);
+        Ok(EventPage { events, has_more })
+    }
+
+    fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, RepositoryError> {
+        let state = self.lock()?;
+        Ok(state
+            .events
+            .iter()
+            .filter(|e| e.seq > after)
+            .take(limit as usize)
+            .cloned()
+            .collect())
     }
 }

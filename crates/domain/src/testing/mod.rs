@@ -12,4 +12,4 @@ pub use memory::InMemoryStore;
 pub use secrets::SeqSecretSource;
 
 pub use crate::auth::MockAuthenticator;
-pub use crate::ports::{MockApiKeyRepository, MockClock, MockSecretSource, MockTenantRepository};
+pub use crate::ports::{MockApiKeyRepository, MockEventRepository, MockTenantRepository};

@@ -1,6 +1,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::ports::SecretSource;
+use crate::random::SecretSource;
 
 /// Deterministic "randomness": a seeded xorshift stream. Same seed, same keys
 /// and ids, so tests can be repeated exactly. Never use it outside tests.

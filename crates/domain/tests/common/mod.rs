@@ -13,16 +13,13 @@
 use domain::testing::{InMemoryStore, SeqSecretSource, TestClock};
 use domain::{
     ApiKey, ApiKeys, AuthError, Authentication, Authenticator, CreateKey, CreatedKey,
-    CreatedTenant, Credentials, ExpiresIn, HashKey, KeyName, KeyType, Mode, PlainKey, Principal,
-    Scopes, TenantId,
+    CreatedTenant, Credentials, ExpiresIn, HashKey, KeyEvent, KeyName, KeyType, Mode, Origin,
+    PlainKey, Principal, Scopes, TenantId,
 };
 use time::OffsetDateTime;
 
 /// Where every test's clock starts.
 pub const T0: OffsetDateTime = time::macros::datetime!(2024-01-10 09:00:00 UTC);
-
-/// The service as the tests build it.
-pub type Service = ApiKeys<InMemoryStore, InMemoryStore, TestClock, SeqSecretSource>;
 
 /// A fixed 32-byte hash key.
 pub fn hash_key() -> HashKey {
@@ -34,7 +31,7 @@ pub fn hash_key() -> HashKey {
 pub struct Harness {
     pub store: InMemoryStore,
     pub clock: TestClock,
-    pub service: Service,
+    pub service: ApiKeys,
 }
 
 impl Harness {
@@ -46,6 +43,7 @@ impl Harness {
         let store = InMemoryStore::new();
         let clock = TestClock::at(T0);
         let service = ApiKeys::new(
+            store.clone(),
             store.clone(),
             store.clone(),
             clock.clone(),
@@ -62,7 +60,9 @@ impl Harness {
 
     /// A new tenant "Acme" with its live and test full-access secret keys.
     pub fn tenant(&self) -> CreatedTenant {
-        self.service.create_tenant("Acme").expect("create tenant")
+        self.service
+            .create_tenant(&Origin::cli(), "Acme")
+            .expect("create tenant")
     }
 
     /// Authenticates `key` for `tenant`, as a request would after parsing.
@@ -84,7 +84,9 @@ impl Harness {
 
     /// Creates a key through the service.
     pub fn create(&self, caller: &Principal, request: CreateKey) -> CreatedKey {
-        self.service.create(caller, request).expect("create key")
+        self.service
+            .create(caller, None, request)
+            .expect("create key")
     }
 
     /// Creates a full-access live secret key that expires after `lifetime`
@@ -109,6 +111,15 @@ impl Harness {
             .find(&key.tenant_id, &key.id)
             .expect("find")
             .expect("the key is stored")
+    }
+
+    /// Every stored event, oldest first.
+    pub fn events(&self) -> Vec<KeyEvent> {
+        self.store
+            .stored_events()
+            .into_iter()
+            .map(|stored| stored.event)
+            .collect()
     }
 }
 

@@ -12,8 +12,8 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::test::{self, TestRequest};
 use domain::testing::{InMemoryStore, SeqSecretSource, TestClock};
 use domain::{
-    ApiKeyRepository, ApiKeys, Authenticator, Clock, CreateKey, DynApiKeys, ExpiresIn, HashKey,
-    KeyName, KeyType, Mode, Principal, RepositoryError, Scopes, SecretSource, TenantRepository,
+    ApiKeys, Authenticator, CreateKey, ExpiresIn, HashKey, KeyName, KeyType, Mode, Origin,
+    Principal, RepositoryError, Scopes, TenantRepository,
 };
 use http_actix::{AppState, Readiness};
 use serde_json::Value;
@@ -39,17 +39,23 @@ pub struct TenantKeys {
 pub struct Fx {
     pub store: InMemoryStore,
     pub clock: TestClock,
-    pub service: Arc<DynApiKeys>,
+    pub service: Arc<ApiKeys>,
     pub acme: TenantKeys,
 }
 
-pub fn service_over(store: &InMemoryStore, clock: &TestClock, max_keys: u32) -> Arc<DynApiKeys> {
-    let keys: Arc<dyn ApiKeyRepository> = Arc::new(store.clone());
-    let tenants: Arc<dyn TenantRepository> = Arc::new(store.clone());
-    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let secrets: Arc<dyn SecretSource> = Arc::new(SeqSecretSource::new(42));
+pub fn service_over(store: &InMemoryStore, clock: &TestClock, max_keys: u32) -> Arc<ApiKeys> {
     let hash_key = HashKey::from_bytes(&[7u8; 32]).unwrap();
-    Arc::new(ApiKeys::new(keys, tenants, clock, secrets, hash_key).with_max_active_keys(max_keys))
+    Arc::new(
+        ApiKeys::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            clock.clone(),
+            SeqSecretSource::new(42),
+            hash_key,
+        )
+        .with_max_active_keys(max_keys),
+    )
 }
 
 impl Fx {
@@ -70,8 +76,8 @@ impl Fx {
         }
     }
 
-    pub fn tenant_of(service: &DynApiKeys, name: &str) -> TenantKeys {
-        let created = service.create_tenant(name).unwrap();
+    pub fn tenant_of(service: &ApiKeys, name: &str) -> TenantKeys {
+        let created = service.create_tenant(&Origin::cli(), name).unwrap();
         TenantKeys {
             tenant: created.tenant.id.to_string(),
             live_id: created.live.key.id.to_string(),
@@ -113,6 +119,7 @@ impl Fx {
             .service
             .create(
                 &self.live_principal(),
+                None,
                 CreateKey {
                     name: KeyName::parse("Made in a test").unwrap(),
                     key_type,

@@ -4,10 +4,11 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
+use domain::testing::contract::rescope;
 use domain::testing::contract::{Fixture, T0};
 use domain::{
-    ApiKeyRepository, InsertError, KeyChanges, ListQuery, RevokeRepoError, RotateRepoError, Scope,
-    Scopes, UpdateRepoError,
+    ApiKeyRepository, InsertError, ListQuery, RevokeRepoError, RotateRepoError, Scope, Scopes,
+    UpdateRepoError,
 };
 use infra_postgres::testing::TestDatabase;
 use infra_postgres::{PgStore, PoolConfig};
@@ -54,20 +55,24 @@ fn of_sixteen_concurrent_rotations_of_one_key_exactly_one_succeeds() {
     let tenant = f.stored_tenant(&store, "Acme");
     let old = f.key(&tenant);
     f.insert(&store, &old);
-    let successors: Arc<Vec<_>> = Arc::new((0..16).map(|_| f.key(&tenant)).collect());
+    let grace = time::Duration::hours(1);
+    let successors: Arc<Vec<_>> = Arc::new(
+        (0..16)
+            .map(|_| {
+                let successor = f.key(&tenant);
+                let events = f.rotated_events(&old.key, &successor.key, grace, T0);
+                (successor, events)
+            })
+            .collect(),
+    );
 
     // When 16 threads rotate it at once
     let results = {
         let (store, successors) = (store.clone(), successors.clone());
-        let (tenant_id, old_id) = (tenant.id, old.key.id);
+        let old_id = old.key.id;
         race(16, move |i| {
-            store.rotate(
-                &tenant_id,
-                &old_id,
-                &successors[i],
-                T0 + time::Duration::hours(1),
-                T0,
-            )
+            let (successor, (rotated, created)) = &successors[i];
+            store.rotate(&old_id, successor, T0 + grace, rotated, created)
         })
     };
 
@@ -79,13 +84,13 @@ fn of_sixteen_concurrent_rotations_of_one_key_exactly_one_succeeds() {
         .iter()
         .filter(|r| r.is_err())
         .all(|r| matches!(r, Err(RotateRepoError::NotActive))));
-    let winner = &successors[winners[0]];
+    let winner = &successors[winners[0]].0;
     let stored_old = store
         .find(&tenant.id, &old.key.id)
         .expect("find")
         .expect("old");
     assert_eq!(stored_old.replaced_by, Some(winner.key.id));
-    for (i, successor) in successors.iter().enumerate() {
+    for (i, (successor, _)) in successors.iter().enumerate() {
         let found = store.find_by_hash(&successor.hash).expect("find");
         assert_eq!(found.is_some(), i == winners[0]);
     }
@@ -96,10 +101,7 @@ fn concurrent_removals_of_the_last_two_guard_keys_cannot_both_succeed() {
     let db = TestDatabase::new();
     let store = pool_for(&db, 2);
     let f = Fixture::new();
-    let narrow = KeyChanges {
-        name: None,
-        scopes: Some(Scopes::new([Scope::UsersRead]).expect("scopes")),
-    };
+    let narrow = Scopes::new([Scope::UsersRead]).expect("scopes");
     for round in 0..12 {
         // Given a tenant whose only guard keys are `a` and `b`
         let tenant = f.stored_tenant(&store, "Acme");
@@ -109,18 +111,21 @@ fn concurrent_removals_of_the_last_two_guard_keys_cannot_both_succeed() {
 
         // When two threads take one each away at once (revoking both, or
         // narrowing one and revoking the other)
+        let changes = rescope(&a.key, narrow.clone());
+        let narrowed = f.updated_event(&a.key, &changes, T0);
+        let revoked = [f.revoked_event(&a.key, T0), f.revoked_event(&b.key, T0)];
         let results = {
-            let (store, narrow) = (store.clone(), narrow.clone());
+            let store = store.clone();
             let (tenant_id, ids) = (tenant.id, [a.key.id, b.key.id]);
             race(2, move |i| {
                 if round % 2 == 1 && i == 0 {
                     store
-                        .update(&tenant_id, &ids[i], &narrow, T0)
+                        .update(&tenant_id, &ids[i], &changes, &narrowed)
                         .map(drop)
                         .map_err(|e| matches!(e, UpdateRepoError::LastFullAccessKey))
                 } else {
                     store
-                        .revoke(&tenant_id, &ids[i], T0)
+                        .revoke(&tenant_id, &ids[i], &revoked[i])
                         .map(drop)
                         .map_err(|e| matches!(e, RevokeRepoError::LastFullAccessKey))
                 }
@@ -152,12 +157,20 @@ fn concurrent_creates_never_exceed_the_key_limit() {
     let f = Fixture::new();
     let tenant = f.stored_tenant(&store, "Acme");
     f.insert(&store, &f.key(&tenant));
-    let keys: Arc<Vec<_>> = Arc::new((0..16).map(|_| f.key(&tenant)).collect());
+    let keys: Arc<Vec<_>> = Arc::new(
+        (0..16)
+            .map(|_| {
+                let key = f.key(&tenant);
+                let event = f.created_event(&key.key, T0);
+                (key, event)
+            })
+            .collect(),
+    );
 
     // When 16 threads create a key at once
     let results = {
         let (store, keys) = (store.clone(), keys.clone());
-        race(16, move |i| store.insert(&keys[i], 5, T0))
+        race(16, move |i| store.insert(&keys[i].0, 5, &keys[i].1))
     };
 
     // Then exactly 4 fit and the others are refused

@@ -11,10 +11,10 @@ use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::sql_types::{BigInt, Text};
 use diesel::{sql_query, RunQueryDsl};
-use domain::testing::contract::{Fixture, T0};
+use domain::testing::contract::{rename, Fixture, T0};
 use domain::{
-    ApiKeyRepository, CreateTenantRepoError, InsertError, KeyChanges, ListQuery, RepositoryError,
-    RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
+    ApiKeyRepository, CreateTenantRepoError, EventQuery, EventRepository, InsertError, ListQuery,
+    RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
 use infra_postgres::testing::TestDatabase;
 use infra_postgres::{ConnectError, PgStore, PoolConfig};
@@ -57,6 +57,19 @@ fn every_call_is_unavailable_within_the_timeout_when_nothing_listens() {
         limit: 10,
         now: T0,
     };
+    let created = f.created_event(&key.key, T0);
+    let changes = rename(&key.key, "Renamed");
+    let updated = f.updated_event(&key.key, &changes, T0);
+    let revoked = f.revoked_event(&key.key, T0);
+    let (rotated, successor_created) =
+        f.rotated_events(&key.key, &key.key, time::Duration::ZERO, T0);
+    let events = EventQuery {
+        key_id: None,
+        event_type: None,
+        mode: None,
+        starting_after: None,
+        limit: 10,
+    };
 
     // When every call is made, each is "unavailable" within the timeout
     let calls: Vec<Call<'_>> = vec![
@@ -71,7 +84,7 @@ fn every_call_is_unavailable_within_the_timeout_when_nothing_listens() {
         (
             "insert",
             Box::new(
-                || matches!(store.insert(&key, 10, T0), Err(InsertError::Repository(e)) if unavailable(&e)),
+                || matches!(store.insert(&key, 10, &created), Err(InsertError::Repository(e)) if unavailable(&e)),
             ),
         ),
         (
@@ -102,7 +115,7 @@ fn every_call_is_unavailable_within_the_timeout_when_nothing_listens() {
             "update",
             Box::new(|| {
                 matches!(
-                    store.update(&tenant.id, &key.key.id, &KeyChanges::default(), T0),
+                    store.update(&tenant.id, &key.key.id, &changes, &updated),
                     Err(UpdateRepoError::Repository(e)) if unavailable(&e)
                 )
             }),
@@ -111,7 +124,7 @@ fn every_call_is_unavailable_within_the_timeout_when_nothing_listens() {
             "revoke",
             Box::new(|| {
                 matches!(
-                    store.revoke(&tenant.id, &key.key.id, T0),
+                    store.revoke(&tenant.id, &key.key.id, &revoked),
                     Err(RevokeRepoError::Repository(e)) if unavailable(&e)
                 )
             }),
@@ -120,7 +133,7 @@ fn every_call_is_unavailable_within_the_timeout_when_nothing_listens() {
             "rotate",
             Box::new(|| {
                 matches!(
-                    store.rotate(&tenant.id, &key.key.id, &key, T0, T0),
+                    store.rotate(&key.key.id, &key, T0, &rotated, &successor_created),
                     Err(RotateRepoError::Repository(e)) if unavailable(&e)
                 )
             }),
@@ -129,7 +142,7 @@ fn every_call_is_unavailable_within_the_timeout_when_nothing_listens() {
             "touch_last_used",
             Box::new(|| {
                 store
-                    .touch_last_used(&tenant.id, &key.key.id, T0)
+                    .touch_last_used(&tenant.id, &key.key.id, T0, T0)
                     .is_err_and(|e| unavailable(&e))
             }),
         ),
@@ -137,18 +150,22 @@ fn every_call_is_unavailable_within_the_timeout_when_nothing_listens() {
             "create",
             Box::new(|| {
                 matches!(
-                    store.create(&tenant, &[]),
+                    store.create(&tenant, &[], &[]),
                     Err(CreateTenantRepoError::Repository(e)) if unavailable(&e)
                 )
             }),
         ),
         (
-            "find_tenant",
+            "list_events",
             Box::new(|| {
                 store
-                    .find_tenant(&tenant.id)
+                    .list_events(&tenant.id, &events)
                     .is_err_and(|e| unavailable(&e))
             }),
+        ),
+        (
+            "events_after",
+            Box::new(|| store.events_after(0, 10).is_err_and(|e| unavailable(&e))),
         ),
         (
             "find_tenant_by_name",
@@ -176,7 +193,7 @@ fn a_connection_the_server_closed_fails_once_and_is_replaced() {
     let db = TestDatabase::new();
     let f = Fixture::new();
     let tenant = f.stored_tenant(&*db, "Acme");
-    assert!(db.find_tenant(&tenant.id).expect("find").is_some());
+    assert!(db.find_tenant_by_name("Acme").expect("find").is_some());
 
     // When the server terminates every connection to the database
     let mut admin = super::connect(&db);
@@ -192,13 +209,15 @@ fn a_connection_the_server_closed_fails_once_and_is_replaced() {
 
     // Then the next call on the dead connection is "unavailable", and the one
     // after it works on a fresh connection
-    let first = db.find_tenant(&tenant.id);
+    let first = db.find_tenant_by_name("Acme");
     assert!(
         first.as_ref().is_err_and(RepositoryError::is_unavailable),
         "{first:?}"
     );
     assert_eq!(
-        db.find_tenant(&tenant.id).expect("recovered").map(|t| t.id),
+        db.find_tenant_by_name("Acme")
+            .expect("recovered")
+            .map(|t| t.id),
         Some(tenant.id)
     );
 }
@@ -262,8 +281,9 @@ fn a_write_waiting_for_a_locked_tenant_is_unavailable_and_changes_nothing() {
     );
 
     // When the key is revoked
+    let event = f.revoked_event(&key.key, T0);
     let started = Instant::now();
-    let revoked = store.revoke(&tenant.id, &key.key.id, T0);
+    let revoked = store.revoke(&tenant.id, &key.key.id, &event);
     let took = started.elapsed();
 
     // Then the statement timeout cancels the wait: "unavailable", promptly
@@ -283,7 +303,9 @@ fn a_write_waiting_for_a_locked_tenant_is_unavailable_and_changes_nothing() {
     holder.batch_execute("ROLLBACK").expect("release the lock");
     let stored = db.find(&tenant.id, &key.key.id).expect("find");
     assert_eq!(stored.map(|k| k.revokes_at), Some(None));
-    let revoked = store.revoke(&tenant.id, &key.key.id, T0).expect("retry");
+    let revoked = store
+        .revoke(&tenant.id, &key.key.id, &f.revoked_event(&key.key, T0))
+        .expect("retry");
     assert_eq!(revoked.revokes_at, Some(T0));
 }
 

@@ -9,6 +9,7 @@
 
 mod admin;
 mod concurrency;
+mod events;
 mod faults;
 mod migrations;
 mod schema;

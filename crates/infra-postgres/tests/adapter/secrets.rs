@@ -75,13 +75,18 @@ fn no_full_key_is_stored_anywhere() {
     };
     let live = m.key(&tenant, KeyType::Secret, Mode::Live);
     let test = m.key(&tenant, KeyType::Secret, Mode::Test);
-    db.create(&tenant, &[live.clone(), test.clone()])
+    let events = [
+        f.tenant_created_event(&tenant),
+        f.created_event(&live.key, T0),
+        f.created_event(&test.key, T0),
+    ];
+    db.create(&tenant, &[live.clone(), test.clone()], &events)
         .expect("tenant");
     let publishable = m.key(&tenant, KeyType::Publishable, Mode::Live);
     f.insert(&*db, &publishable);
     for old in [&live, &publishable] {
         let successor = m.key(&tenant, old.key.key_type, old.key.mode);
-        db.rotate(&tenant.id, &old.key.id, &successor, T0, T0)
+        f.rotate(&*db, &old.key, &successor, time::Duration::ZERO, T0)
             .expect("rotate");
     }
     assert_eq!(m.plain.len(), 5);

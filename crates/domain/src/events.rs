@@ -1,0 +1,361 @@
+//! Key events: one record of every committed change (docs/api.md, "Key
+//! events and the audit log").
+//!
+//! The use cases build each event in full, here in the domain, and hand it to
+//! the repository port together with the change; the adapter writes both in
+//! one transaction, so an event exists exactly when its change committed.
+//! Adapters add only what storage decides: the sequence number other nodes
+//! follow.
+
+use std::fmt;
+
+use time::{Duration, OffsetDateTime};
+
+use crate::api_key::ApiKey;
+use crate::duration::GracePeriod;
+use crate::ids::{EventId, KeyId, TenantId};
+use crate::kinds::{Mode, UnknownVariant};
+use crate::name::KeyName;
+use crate::scope::Scopes;
+
+/// Who made a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Actor {
+    /// A request authenticated with this key.
+    ApiKey(KeyId),
+    /// The operator's command line (`apikeys tenant create`, ...).
+    Cli,
+    /// A leaked-key report.
+    LeakReport,
+}
+
+impl Actor {
+    /// The actor's `type` as the API writes it: `api_key`, `cli` or
+    /// `leak_report`.
+    pub fn type_str(&self) -> &'static str {
+        match self {
+            Actor::ApiKey(_) => "api_key",
+            Actor::Cli => "cli",
+            Actor::LeakReport => "leak_report",
+        }
+    }
+
+    /// The calling key, for an [`Actor::ApiKey`].
+    pub fn key_id(&self) -> Option<KeyId> {
+        match self {
+            Actor::ApiKey(id) => Some(*id),
+            Actor::Cli | Actor::LeakReport => None,
+        }
+    }
+
+    /// The inverse of [`Actor::type_str`] with [`Actor::key_id`].
+    ///
+    /// # Errors
+    /// [`UnknownVariant`] for an unknown type, or a key id given for a type
+    /// that has none (or missing for `api_key`).
+    pub fn from_parts(type_str: &str, key_id: Option<KeyId>) -> Result<Self, UnknownVariant> {
+        match (type_str, key_id) {
+            ("api_key", Some(id)) => Ok(Actor::ApiKey(id)),
+            ("cli", None) => Ok(Actor::Cli),
+            ("leak_report", None) => Ok(Actor::LeakReport),
+            _ => Err(UnknownVariant {
+                expected: "api_key (with a key id), cli or leak_report",
+            }),
+        }
+    }
+}
+
+/// Where a change comes from: the actor and, for a change made over HTTP,
+/// the request id. Every write use case takes one and records it in its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Who is making the change.
+    pub actor: Actor,
+    /// The `X-Request-ID` of the request, `None` outside HTTP.
+    pub request_id: Option<String>,
+}
+
+impl Origin {
+    /// A change made by the command line.
+    pub fn cli() -> Self {
+        Origin {
+            actor: Actor::Cli,
+            request_id: None,
+        }
+    }
+}
+
+/// The kinds of event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// `api_key.created`.
+    KeyCreated,
+    /// `api_key.updated`.
+    KeyUpdated,
+    /// `api_key.revoked`.
+    KeyRevoked,
+    /// `api_key.rotated`.
+    KeyRotated,
+    /// `tenant.created`.
+    TenantCreated,
+}
+
+impl EventType {
+    /// Every type, in documentation order.
+    pub const ALL: [EventType; 5] = [
+        EventType::KeyCreated,
+        EventType::KeyUpdated,
+        EventType::KeyRevoked,
+        EventType::KeyRotated,
+        EventType::TenantCreated,
+    ];
+
+    /// The type as the API writes it (`api_key.created`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::KeyCreated => "api_key.created",
+            EventType::KeyUpdated => "api_key.updated",
+            EventType::KeyRevoked => "api_key.revoked",
+            EventType::KeyRotated => "api_key.rotated",
+            EventType::TenantCreated => "tenant.created",
+        }
+    }
+
+    /// Parses [`EventType::as_str`]'s form.
+    ///
+    /// # Errors
+    /// [`UnknownVariant`] for anything else.
+    pub fn parse(s: &str) -> Result<Self, UnknownVariant> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or(UnknownVariant {
+                expected: "api_key.created, api_key.updated, api_key.revoked, api_key.rotated or tenant.created",
+            })
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One field's value before and after an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change<T> {
+    /// Before.
+    pub old: T,
+    /// After.
+    pub new: T,
+}
+
+/// What an update changed: only fields whose value really changed are
+/// present. It doubles as the update's precondition: the repository applies
+/// it only while each changed field still holds its `old` value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FieldChanges {
+    /// The name, if it changed.
+    pub name: Option<Change<KeyName>>,
+    /// The scopes, if they changed.
+    pub scopes: Option<Change<Scopes>>,
+}
+
+impl FieldChanges {
+    /// The difference between `key` and the requested values (`None`: leave
+    /// as it is).
+    pub fn between(key: &ApiKey, name: Option<&KeyName>, scopes: Option<&Scopes>) -> Self {
+        FieldChanges {
+            name: name.filter(|n| **n != key.name).map(|n| Change {
+                old: key.name.clone(),
+                new: n.clone(),
+            }),
+            scopes: scopes.filter(|s| **s != key.scopes).map(|s| Change {
+                old: key.scopes.clone(),
+                new: s.clone(),
+            }),
+        }
+    }
+
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.scopes.is_none()
+    }
+
+    /// Whether the scopes lose full access (the only change the full-access
+    /// guard cares about).
+    pub fn narrows_full_access(&self) -> bool {
+        self.scopes
+            .as_ref()
+            .is_some_and(|c| c.old.is_full_access() && !c.new.is_full_access())
+    }
+
+    /// `key` with the new values applied.
+    pub fn apply(&self, key: &ApiKey) -> ApiKey {
+        let mut key = key.clone();
+        if let Some(c) = &self.name {
+            key.name = c.new.clone();
+        }
+        if let Some(c) = &self.scopes {
+            key.scopes = c.new.clone();
+        }
+        key
+    }
+}
+
+/// What an event says beyond its envelope (`data` in the API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventData {
+    /// `api_key.created`; `rotated_from` for the successor of a rotation.
+    KeyCreated {
+        /// The rotated key this one replaces.
+        rotated_from: Option<KeyId>,
+    },
+    /// `api_key.updated`.
+    KeyUpdated {
+        /// The old and new value of each changed field.
+        changes: FieldChanges,
+    },
+    /// `api_key.revoked`.
+    KeyRevoked,
+    /// `api_key.rotated`, on the old key.
+    KeyRotated {
+        /// The successor.
+        replaced_by: KeyId,
+        /// How long the old key keeps working.
+        grace_period: Duration,
+        /// When the old key stops working.
+        revokes_at: OffsetDateTime,
+    },
+    /// `tenant.created`.
+    TenantCreated {
+        /// The tenant's name.
+        name: String,
+    },
+}
+
+impl EventData {
+    /// The event's type.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            EventData::KeyCreated { .. } => EventType::KeyCreated,
+            EventData::KeyUpdated { .. } => EventType::KeyUpdated,
+            EventData::KeyRevoked => EventType::KeyRevoked,
+            EventData::KeyRotated { .. } => EventType::KeyRotated,
+            EventData::TenantCreated { .. } => EventType::TenantCreated,
+        }
+    }
+}
+
+/// One event. Events are never changed or deleted through the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEvent {
+    /// `evt_` + ULID; newest first is descending id.
+    pub id: EventId,
+    /// When the change happened (the change's `now`).
+    pub created_at: OffsetDateTime,
+    /// The tenant the change belongs to.
+    pub tenant_id: TenantId,
+    /// The key changed, `None` for tenant events.
+    pub key_id: Option<KeyId>,
+    /// The changed key's mode, `None` for tenant events.
+    pub mode: Option<Mode>,
+    /// Who made the change.
+    pub actor: Actor,
+    /// The request that made it, `None` outside HTTP.
+    pub request_id: Option<String>,
+    /// What happened.
+    pub data: EventData,
+}
+
+impl KeyEvent {
+    /// An event about `key`.
+    pub fn for_key(
+        id: EventId,
+        at: OffsetDateTime,
+        key: &ApiKey,
+        origin: &Origin,
+        data: EventData,
+    ) -> Self {
+        KeyEvent {
+            id,
+            created_at: at,
+            tenant_id: key.tenant_id,
+            key_id: Some(key.id),
+            mode: Some(key.mode),
+            actor: origin.actor,
+            request_id: origin.request_id.clone(),
+            data,
+        }
+    }
+
+    /// The event's type.
+    pub fn event_type(&self) -> EventType {
+        self.data.event_type()
+    }
+}
+
+/// A stored event with the sequence number storage gave it. Numbers increase
+/// with every insert but may commit out of order (docs/events.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Storage order.
+    pub seq: i64,
+    /// The event.
+    pub event: KeyEvent,
+}
+
+/// Filters, cursor and page size of an audit-log listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Only events of this key.
+    pub key_id: Option<KeyId>,
+    /// Only events of this type.
+    pub event_type: Option<EventType>,
+    /// Only events of keys of this mode (tenant events have none and are then
+    /// left out).
+    pub mode: Option<Mode>,
+    /// Events whose id is strictly smaller (older) than this one.
+    pub starting_after: Option<EventId>,
+    /// At most this many events (1 to 100).
+    pub limit: u32,
+}
+
+/// One page of events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPage {
+    /// Newest first (descending id).
+    pub events: Vec<KeyEvent>,
+    /// Whether more events match after the last one.
+    pub has_more: bool,
+}
+
+/// A grace period in the duration grammar, in its largest exact unit
+/// (`86400s` is written `1d`), as `data.grace_period` shows it.
+pub fn format_duration(d: Duration) -> String {
+    let seconds = d.whole_seconds();
+    let units: [(i64, char); 6] = [
+        (365 * 86_400, 'y'),
+        (7 * 86_400, 'w'),
+        (86_400, 'd'),
+        (3_600, 'h'),
+        (60, 'm'),
+        (1, 's'),
+    ];
+    if seconds == 0 {
+        return "0s".to_owned();
+    }
+    for (size, unit) in units {
+        if seconds % size == 0 {
+            return format!("{}{unit}", seconds / size);
+        }
+    }
+    format!("{seconds}s")
+}
+
+impl GracePeriod {
+    /// [`format_duration`] of the period.
+    pub fn to_duration_string(self) -> String {
+        format_duration(self.get())
+    }
+}

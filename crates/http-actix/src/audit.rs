@@ -1,0 +1,203 @@
+//! `GET /v1/audit-events`: the tenant's key events, newest first
+//! (docs/api.md, "GET /v1/audit-events").
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use domain::{Actor, EventData, EventId, EventType, KeyEvent, KeyId, ListEvents};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+
+use crate::auth::Authenticated;
+use crate::blocking::blocking;
+use crate::dto::timestamp;
+use crate::error::ApiError;
+use crate::query::{parse_limit, query_pairs};
+use crate::state::AppState;
+
+/// Who made a change: `{"type": "api_key", "key_id": "key_..."}`,
+/// `{"type": "cli"}` or `{"type": "leak_report"}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActorObject {
+    /// `api_key`, `cli` or `leak_report`.
+    #[serde(rename = "type")]
+    pub actor_type: &'static str,
+    /// The calling key, for `api_key` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}
+
+/// One event of the audit log.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventObject {
+    /// `evt_` + ULID.
+    #[schema(example = "evt_01HABCDEF666555KXYZ0123456")]
+    pub id: String,
+    /// `api_key.created`, `api_key.updated`, `api_key.revoked`,
+    /// `api_key.rotated` or `tenant.created`.
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    /// When the change happened.
+    #[schema(example = "2024-01-10T09:00:00Z")]
+    pub created_at: String,
+    /// The tenant.
+    pub tenant_id: String,
+    /// The changed key; null for `tenant.created`.
+    pub key_id: Option<String>,
+    /// The changed key's mode; null for `tenant.created`.
+    pub mode: Option<&'static str>,
+    /// Who made the change.
+    pub actor: ActorObject,
+    /// The `X-Request-ID` of the request that made it; null outside HTTP.
+    pub request_id: Option<String>,
+    /// What changed: `changes` (updated), `replaced_by`, `grace_period`,
+    /// `revokes_at` (rotated), `rotated_from` (created by a rotation), `name`
+    /// (tenant created).
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+impl From<&KeyEvent> for EventObject {
+    fn from(event: &KeyEvent) -> Self {
+        EventObject {
+            id: event.id.to_string(),
+            event_type: event.event_type().as_str(),
+            created_at: timestamp(event.created_at),
+            tenant_id: event.tenant_id.to_string(),
+            key_id: event.key_id.map(|id| id.to_string()),
+            mode: event.mode.map(domain::Mode::as_str),
+            actor: ActorObject {
+                actor_type: event.actor.type_str(),
+                key_id: match event.actor {
+                    Actor::ApiKey(id) => Some(id.to_string()),
+                    Actor::Cli | Actor::LeakReport => None,
+                },
+            },
+            request_id: event.request_id.clone(),
+            data: data_json(&event.data),
+        }
+    }
+}
+
+fn scope_list(scopes: &domain::Scopes) -> Value {
+    Value::from(scopes.names().collect::<Vec<_>>())
+}
+
+/// `data` as the API shows it.
+fn data_json(data: &EventData) -> Value {
+    match data {
+        EventData::KeyCreated {
+            rotated_from: Some(id),
+        } => json!({ "rotated_from": id.to_string() }),
+        EventData::KeyCreated { rotated_from: None } | EventData::KeyRevoked => json!({}),
+        EventData::KeyUpdated { changes } => {
+            let mut fields = Map::new();
+            if let Some(c) = &changes.name {
+                fields.insert(
+                    "name".to_owned(),
+                    json!({ "old": c.old.as_str(), "new": c.new.as_str() }),
+                );
+            }
+            if let Some(c) = &changes.scopes {
+                fields.insert(
+                    "scopes".to_owned(),
+                    json!({ "old": scope_list(&c.old), "new": scope_list(&c.new) }),
+                );
+            }
+            json!({ "changes": fields })
+        }
+        EventData::KeyRotated {
+            replaced_by,
+            grace_period,
+            revokes_at,
+        } => json!({
+            "replaced_by": replaced_by.to_string(),
+            "grace_period": domain::format_duration(*grace_period),
+            "revokes_at": timestamp(*revokes_at),
+        }),
+        EventData::TenantCreated { name } => json!({ "name": name }),
+    }
+}
+
+/// A page of events, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventList {
+    /// The events.
+    pub data: Vec<EventObject>,
+    /// Whether more events follow (`starting_after` the last one).
+    pub has_more: bool,
+}
+
+/// The query string of `GET /v1/audit-events`, checked parameter by
+/// parameter.
+fn parse_query(query: &str) -> Result<ListEvents, ApiError> {
+    let mut request = ListEvents::default();
+    for (name, value) in query_pairs(query, &["key_id", "type", "limit", "starting_after"])? {
+        match name.as_str() {
+            "key_id" => {
+                request.key_id = Some(KeyId::parse(&value).map_err(|_| {
+                    ApiError::invalid_parameter("key_id", "`key_id` must be a key id")
+                })?);
+            }
+            "type" => {
+                request.event_type =
+                    Some(EventType::parse(&value).map_err(|e| {
+                        ApiError::invalid_parameter("type", format!("`type`: {e}"))
+                    })?);
+            }
+            "limit" => request.limit = parse_limit(&value)?,
+            // `query_pairs` lets only the names above through.
+            _ => {
+                request.starting_after = Some(EventId::parse(&value).map_err(|_| {
+                    ApiError::invalid_parameter(
+                        "starting_after",
+                        "`starting_after` must be an event id",
+                    )
+                })?);
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// The tenant's key events, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/audit-events",
+    tag = "audit-events",
+    operation_id = "list_audit_events",
+    params(
+        ("key_id" = Option<String>, Query, description = "Only events of this key."),
+        ("type" = Option<String>, Query, description = "Only events of this type (`api_key.created`, `api_key.updated`, `api_key.revoked`, `api_key.rotated`, `tenant.created`)."),
+        ("limit" = Option<u32>, Query, description = "1 to 100 (default 100)."),
+        ("starting_after" = Option<String>, Query, description = "An event id: events older than it."),
+    ),
+    responses(
+        (status = 200, description = "A page of events, newest first.", body = EventList),
+        (status = 400, description = "`invalid_tenant_id`, `invalid_parameter`, `unknown_parameter`.", body = crate::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = crate::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope` (needs `*` or `audit-logs:read`).", body = crate::ErrorBody),
+        (status = 405, description = "`method_not_allowed`.", body = crate::ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
+        (status = 500, description = "`internal_error`.", body = crate::ErrorBody),
+        (status = 503, description = "`service_unavailable`.", body = crate::ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [], "tenant" = [])),
+)]
+pub(crate) async fn list_events(
+    caller: Authenticated,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    // Authorization first, so that a forbidden caller learns nothing from
+    // validation.
+    caller.require_secret()?;
+    caller.require_scope(domain::Scope::AuditLogsRead)?;
+    let request = parse_query(req.query_string())?;
+    let service = state.service().clone();
+    let principal = caller.into_principal();
+    let page = blocking(move || service.list_events(&principal, request)).await??;
+    Ok(HttpResponse::Ok().json(EventList {
+        data: page.events.iter().map(EventObject::from).collect(),
+        has_more: page.has_more,
+    }))
+}

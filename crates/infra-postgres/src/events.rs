@@ -1,0 +1,357 @@
+//! Key events in PostgreSQL: how an event becomes a `key_events` row (and its
+//! `data` JSON) and back, the column arrays that let any write statement
+//! insert its events with `unnest`, and [`EventRepository`] on [`PgStore`].
+
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::sql_types::{Array, Jsonb, Nullable, Text, Timestamptz};
+use domain::{
+    format_duration, Actor, Change, EventData, EventId, EventPage, EventQuery, EventRepository,
+    EventType, FieldChanges, KeyEvent, KeyId, KeyName, Mode, RepositoryError, Scopes, StoredEvent,
+    TenantId,
+};
+use serde_json::{json, Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::errors::Fail;
+use crate::models::InvalidRow;
+use crate::schema::key_events;
+use crate::store::PgStore;
+
+/// The columns an event is inserted with, in the order of [`EventColumns`]'s
+/// arrays and of the `unnest` that [`events_source`] writes.
+const EVENT_COLUMNS: [(&str, &str); 10] = [
+    ("id", "text"),
+    ("type", "text"),
+    ("created_at", "timestamptz"),
+    ("tenant_id", "text"),
+    ("key_id", "text"),
+    ("mode", "text"),
+    ("actor_type", "text"),
+    ("actor_key_id", "text"),
+    ("request_id", "text"),
+    ("data", "jsonb"),
+];
+
+/// `INSERT INTO key_events (…) SELECT * FROM unnest($first, …)`: inserts every
+/// event bound by [`EventColumns::bind`] from parameter `$first` on. Append
+/// `WHERE …` to make it conditional on the change.
+pub(crate) fn insert_events_sql(first: usize) -> String {
+    let names: Vec<&str> = EVENT_COLUMNS.iter().map(|(name, _)| *name).collect();
+    let arrays: Vec<String> = EVENT_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| format!("${}::{ty}[]", first + i))
+        .collect();
+    format!(
+        "INSERT INTO key_events ({}) SELECT * FROM unnest({})",
+        names.join(", "),
+        arrays.join(", ")
+    )
+}
+
+/// Events as one array per column, to bind for [`insert_events_sql`].
+pub(crate) struct EventColumns {
+    id: Vec<String>,
+    event_type: Vec<&'static str>,
+    created_at: Vec<OffsetDateTime>,
+    tenant_id: Vec<String>,
+    key_id: Vec<Option<String>>,
+    mode: Vec<Option<&'static str>>,
+    actor_type: Vec<&'static str>,
+    actor_key_id: Vec<Option<String>>,
+    request_id: Vec<Option<String>>,
+    data: Vec<Value>,
+}
+
+impl EventColumns {
+    pub(crate) fn new<'e>(events: impl IntoIterator<Item = &'e KeyEvent>) -> Self {
+        let mut columns = EventColumns {
+            id: Vec::new(),
+            event_type: Vec::new(),
+            created_at: Vec::new(),
+            tenant_id: Vec::new(),
+            key_id: Vec::new(),
+            mode: Vec::new(),
+            actor_type: Vec::new(),
+            actor_key_id: Vec::new(),
+            request_id: Vec::new(),
+            data: Vec::new(),
+        };
+        for event in events {
+            columns.id.push(event.id.to_string());
+            columns.event_type.push(event.event_type().as_str());
+            columns.created_at.push(event.created_at);
+            columns.tenant_id.push(event.tenant_id.to_string());
+            columns.key_id.push(event.key_id.map(|id| id.to_string()));
+            columns.mode.push(event.mode.map(Mode::as_str));
+            columns.actor_type.push(event.actor.type_str());
+            columns
+                .actor_key_id
+                .push(event.actor.key_id().map(|id| id.to_string()));
+            columns.request_id.push(event.request_id.clone());
+            columns.data.push(data_to_json(&event.data));
+        }
+        columns
+    }
+
+    /// Binds the [`EVENT_PARAMS`] arrays, in [`EVENT_COLUMNS`] order.
+    pub(crate) fn bind<'a>(
+        &'a self,
+        query: BoxedSqlQuery<'a, Pg, SqlQuery>,
+    ) -> BoxedSqlQuery<'a, Pg, SqlQuery> {
+        query
+            .bind::<Array<Text>, _>(&self.id)
+            .bind::<Array<Text>, _>(&self.event_type)
+            .bind::<Array<Timestamptz>, _>(&self.created_at)
+            .bind::<Array<Text>, _>(&self.tenant_id)
+            .bind::<Array<Nullable<Text>>, _>(&self.key_id)
+            .bind::<Array<Nullable<Text>>, _>(&self.mode)
+            .bind::<Array<Text>, _>(&self.actor_type)
+            .bind::<Array<Nullable<Text>>, _>(&self.actor_key_id)
+            .bind::<Array<Nullable<Text>>, _>(&self.request_id)
+            .bind::<Array<Jsonb>, _>(&self.data)
+    }
+}
+
+fn scopes_json(scopes: &Scopes) -> Value {
+    Value::from(scopes.names().collect::<Vec<_>>())
+}
+
+fn rfc3339(at: OffsetDateTime) -> Value {
+    at.format(&Rfc3339).map_or(Value::Null, Value::from)
+}
+
+/// The stored `data`. It has the same shape the API shows today, but it is
+/// the storage schema, owned here: `http-actix` renders the API's `data`
+/// itself, so neither can change the other by accident, and a change to the
+/// stored shape needs a migration of the rows already written.
+pub(crate) fn data_to_json(data: &EventData) -> Value {
+    match data {
+        EventData::KeyCreated { rotated_from } => match rotated_from {
+            Some(id) => json!({ "rotated_from": id.to_string() }),
+            None => json!({}),
+        },
+        EventData::KeyUpdated { changes } => {
+            let mut map = Map::new();
+            if let Some(c) = &changes.name {
+                map.insert(
+                    "name".to_owned(),
+                    json!({ "old": c.old.as_str(), "new": c.new.as_str() }),
+                );
+            }
+            if let Some(c) = &changes.scopes {
+                map.insert(
+                    "scopes".to_owned(),
+                    json!({ "old": scopes_json(&c.old), "new": scopes_json(&c.new) }),
+                );
+            }
+            json!({ "changes": map })
+        }
+        EventData::KeyRevoked => json!({}),
+        EventData::KeyRotated {
+            replaced_by,
+            grace_period,
+            revokes_at,
+        } => json!({
+            "replaced_by": replaced_by.to_string(),
+            "grace_period": format_duration(*grace_period),
+            "revokes_at": rfc3339(*revokes_at),
+        }),
+        EventData::TenantCreated { name } => json!({ "name": name }),
+    }
+}
+
+fn bad(column: &'static str) -> InvalidRow {
+    InvalidRow::new(column)
+}
+
+fn str_at<'v>(value: &'v Value, path: &[&str]) -> Result<&'v str, InvalidRow> {
+    path.iter()
+        .try_fold(value, |v, key| v.get(key))
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("data"))
+}
+
+fn scopes_at(value: &Value, path: &[&str]) -> Result<Scopes, InvalidRow> {
+    let names = path
+        .iter()
+        .try_fold(value, |v, key| v.get(key))
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("data"))?
+        .iter()
+        .map(Value::as_str)
+        .collect::<Option<Vec<&str>>>()
+        .ok_or_else(|| bad("data"))?;
+    Scopes::parse(names).map_err(|_| bad("data"))
+}
+
+fn data_from_json(event_type: EventType, value: &Value) -> Result<EventData, InvalidRow> {
+    let key_id = |path: &[&str]| -> Result<KeyId, InvalidRow> {
+        KeyId::parse(str_at(value, path)?).map_err(|_| bad("data"))
+    };
+    let name = |path: &[&str]| -> Result<KeyName, InvalidRow> {
+        KeyName::parse(str_at(value, path)?).map_err(|_| bad("data"))
+    };
+    Ok(match event_type {
+        EventType::KeyCreated => EventData::KeyCreated {
+            rotated_from: match value.get("rotated_from") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(key_id(&["rotated_from"])?),
+            },
+        },
+        EventType::KeyUpdated => {
+            let changes = value.get("changes").ok_or_else(|| bad("data"))?;
+            let changes = FieldChanges {
+                name: match changes.get("name") {
+                    None => None,
+                    Some(_) => Some(Change {
+                        old: name(&["changes", "name", "old"])?,
+                        new: name(&["changes", "name", "new"])?,
+                    }),
+                },
+                scopes: match changes.get("scopes") {
+                    None => None,
+                    Some(_) => Some(Change {
+                        old: scopes_at(value, &["changes", "scopes", "old"])?,
+                        new: scopes_at(value, &["changes", "scopes", "new"])?,
+                    }),
+                },
+            };
+            EventData::KeyUpdated { changes }
+        }
+        EventType::KeyRevoked => EventData::KeyRevoked,
+        EventType::KeyRotated => EventData::KeyRotated {
+            replaced_by: key_id(&["replaced_by"])?,
+            grace_period: domain::parse_duration(str_at(value, &["grace_period"])?)
+                .map_err(|_| bad("data"))?,
+            revokes_at: OffsetDateTime::parse(str_at(value, &["revokes_at"])?, &Rfc3339)
+                .map_err(|_| bad("data"))?,
+        },
+        EventType::TenantCreated => EventData::TenantCreated {
+            name: str_at(value, &["name"])?.to_owned(),
+        },
+    })
+}
+
+/// An event as read back, with its sequence number.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = key_events, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct EventRow {
+    seq: i64,
+    id: String,
+    event_type: String,
+    created_at: OffsetDateTime,
+    tenant_id: String,
+    key_id: Option<String>,
+    mode: Option<String>,
+    actor_type: String,
+    actor_key_id: Option<String>,
+    request_id: Option<String>,
+    data: Value,
+}
+
+impl TryFrom<EventRow> for KeyEvent {
+    type Error = InvalidRow;
+
+    fn try_from(row: EventRow) -> Result<Self, InvalidRow> {
+        let event_type = EventType::parse(&row.event_type).map_err(|_| bad("type"))?;
+        let actor_key_id = row
+            .actor_key_id
+            .as_deref()
+            .map(KeyId::parse)
+            .transpose()
+            .map_err(|_| bad("actor_key_id"))?;
+        Ok(KeyEvent {
+            id: EventId::parse(&row.id).map_err(|_| bad("id"))?,
+            created_at: row.created_at,
+            tenant_id: TenantId::parse(&row.tenant_id).map_err(|_| bad("tenant_id"))?,
+            key_id: row
+                .key_id
+                .as_deref()
+                .map(KeyId::parse)
+                .transpose()
+                .map_err(|_| bad("key_id"))?,
+            mode: row
+                .mode
+                .as_deref()
+                .map(Mode::parse)
+                .transpose()
+                .map_err(|_| bad("mode"))?,
+            actor: Actor::from_parts(&row.actor_type, actor_key_id)
+                .map_err(|_| bad("actor_type"))?,
+            request_id: row.request_id,
+            data: data_from_json(event_type, &row.data)?,
+        })
+    }
+}
+
+impl EventRepository for PgStore {
+    fn list_events(
+        &self,
+        tenant: &TenantId,
+        query: &EventQuery,
+    ) -> Result<EventPage, RepositoryError> {
+        let tenant = tenant.to_string();
+        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+        self.run(
+            "listing events",
+            |conn| {
+                let mut select = key_events::table
+                    .filter(key_events::tenant_id.eq(&tenant))
+                    .select(EventRow::as_select())
+                    .order(key_events::id.desc())
+                    .limit(i64::from(query.limit) + 1)
+                    .into_boxed();
+                if let Some(key_id) = query.key_id {
+                    select = select.filter(key_events::key_id.eq(key_id.to_string()));
+                }
+                if let Some(event_type) = query.event_type {
+                    select = select.filter(key_events::event_type.eq(event_type.as_str()));
+                }
+                if let Some(mode) = query.mode {
+                    select = select.filter(key_events::mode.eq(mode.as_str()));
+                }
+                if let Some(after) = query.starting_after {
+                    select = select.filter(key_events::id.lt(after.to_string()));
+                }
+                let mut events = select
+                    .load::<EventRow>(conn)?
+                    .into_iter()
+                    .map(|row| to_event(row).map(|stored| stored.event))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let has_more = events.len() > limit;
+                events.truncate(limit);
+                Ok(EventPage { events, has_more })
+            },
+            |_| None,
+        )
+    }
+
+    fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, RepositoryError> {
+        self.run(
+            "following events",
+            |conn| {
+                key_events::table
+                    .filter(key_events::seq.gt(after))
+                    .order(key_events::seq.asc())
+                    .limit(i64::from(limit))
+                    .select(EventRow::as_select())
+                    .load::<EventRow>(conn)?
+                    .into_iter()
+                    .map(to_event)
+                    .collect()
+            },
+            |_| None,
+        )
+    }
+}
+
+fn to_event(row: EventRow) -> Result<StoredEvent, Fail<RepositoryError>> {
+    let seq = row.seq;
+    KeyEvent::try_from(row)
+        .map(|event| StoredEvent { seq, event })
+        .map_err(|e| Fail::Domain(RepositoryError::failure("reading a stored event", e)))
+}
