@@ -182,14 +182,6 @@ impl FieldChanges {
         self.name.is_none() && self.scopes.is_none()
     }
 
-    /// Whether the scopes lose full access (the only change the full-access
-    /// guard cares about).
-    pub fn narrows_full_access(&self) -> bool {
-        self.scopes
-            .as_ref()
-            .is_some_and(|c| c.old.is_full_access() && !c.new.is_full_access())
-    }
-
     /// `key` with the new values applied.
     pub fn apply(&self, key: &ApiKey) -> ApiKey {
         let mut key = key.clone();

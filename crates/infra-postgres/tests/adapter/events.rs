@@ -415,3 +415,46 @@ fn events_cannot_be_changed_or_deleted() {
     }
     assert_eq!(all_events(&store).len(), 1);
 }
+
+#[test]
+fn two_keys_rotating_each_other_at_once_never_deadlock() {
+    // K rotates J while J rotates K: each write locks both rows. Taken in id
+    // order they cannot deadlock; both rotations succeed (each actor is still
+    // in its grace period when the other's write commits).
+    let db = TestDatabase::new();
+    let store = pool_for(&db, 4);
+    let f = Fixture::new();
+    let grace = time::Duration::hours(1);
+    for round in 0..20 {
+        let tenant = f.stored_tenant(&store, "Acme");
+        let (k, j) = (f.key(&tenant), f.key(&tenant));
+        f.insert(&store, &k);
+        f.insert(&store, &j);
+        let mut attempts = Vec::new();
+        for (actor, old) in [(&k.key, &j.key), (&j.key, &k.key)] {
+            let successor = f.key(&tenant);
+            let (rotated, created) = f.rotated_events(old, &successor.key, grace, T0);
+            attempts.push((
+                old.id,
+                successor,
+                by_key(actor, rotated),
+                by_key(actor, created),
+            ));
+        }
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let handles: Vec<_> = attempts
+            .into_iter()
+            .map(|(old, successor, rotated, created)| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    store.rotate(&old, &successor, T0 + grace, &rotated, &created)
+                })
+            })
+            .collect();
+        for handle in handles {
+            let result = handle.join().expect("thread");
+            assert!(result.is_ok(), "round {round}: {result:?}");
+        }
+    }
+}
