@@ -1,4 +1,4 @@
-//! Authentication (CONTRACT §3): the order of the checks, the principal, and
+//! Authentication (docs/api.md, "Conventions", authentication): the order of the checks, the principal, and
 //! the once-a-minute `last_used_at` write.
 
 #![expect(

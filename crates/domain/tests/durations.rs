@@ -1,4 +1,4 @@
-//! Durations (CONTRACT §6): the grammar `^(0|[1-9][0-9]*)(s|m|h|d|w|y)$`, and
+//! Durations (docs/api.md, "Conventions", durations): the grammar `^(0|[1-9][0-9]*)(s|m|h|d|w|y)$`, and
 //! the bounds of `expires_in` (1m–10y) and `grace_period` (0s–7d).
 
 use domain::{format_duration, parse_duration, DurationError, ExpiresIn, GracePeriod};

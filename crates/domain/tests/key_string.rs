@@ -1,4 +1,4 @@
-//! The key string (CONTRACT §2): generation, parsing, the CRC-32 checksum,
+//! The key string (docs/api.md, "Key strings"): generation, parsing, the CRC-32 checksum,
 //! prefix and last four, and the uniformity of the base62 body.
 
 use std::sync::atomic::{AtomicU32, Ordering};
