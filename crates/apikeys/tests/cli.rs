@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use infra_postgres::testing::TestDatabase;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const HASH_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
@@ -53,6 +53,102 @@ fn tenant_create_json_prints_exactly_one_object() {
     // The keys went to stdout only, never to the logs.
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(!stderr.contains(live) && !stderr.contains(test));
+}
+
+#[actix_web::test]
+async fn tenant_create_records_tenant_created_and_both_key_creations_by_the_cli() {
+    // Given a tenant made by `apikeys tenant create --json`.
+    let db = TestDatabase::new();
+    let output = apikeys()
+        .args(["tenant", "create", "--name", "Initech", "--json"])
+        .env("DATABASE_URL", db.url())
+        .env("APIKEYS_HASH_KEY", HASH_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let tenant = printed["tenant_id"].as_str().unwrap();
+    let live = printed["keys"]["live"].as_str().unwrap();
+
+    // When a server on the same database is asked for the audit log with
+    // the printed live key.
+    let app = apikeys::application::Application::build(
+        "127.0.0.1:0".parse().unwrap(),
+        &db.store(),
+        domain::SystemClock,
+        domain::HashKey::from_hex(HASH_KEY).unwrap(),
+        Some(1),
+    )
+    .unwrap();
+    let base = format!("http://{}", app.addr());
+    let handle = app.handle();
+    actix_web::rt::spawn(app.into_server());
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        client
+            .get(format!("{base}{path}"))
+            .header("Authorization", format!("Bearer {live}"))
+            .header("X-Tenant-ID", tenant)
+            .send()
+    };
+    let response = get("/v1/audit-events").await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let log: Value = response.json().await.unwrap();
+    let keys: Value = get("/v1/api-keys").await.unwrap().json().await.unwrap();
+    handle.stop(true).await;
+
+    // Then it holds tenant.created and then one api_key.created per key,
+    // all by the CLI, outside any request, at the tenant's creation.
+    assert_eq!(log["has_more"], false);
+    let events = log["data"].as_array().unwrap();
+    let key_id = |mode: &str| {
+        keys["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["mode"] == mode)
+            .unwrap()["id"]
+            .clone()
+    };
+    let created_at = keys["data"][0]["created_at"].clone();
+    let without_id = |event: &Value| {
+        let mut event = event.clone();
+        event.as_object_mut().unwrap().remove("id");
+        event
+    };
+    let expected = [
+        json!({"type": "api_key.created", "created_at": created_at, "tenant_id": tenant,
+            "key_id": key_id("test"), "mode": "test", "actor": {"type": "cli"},
+            "request_id": null, "data": {}}),
+        json!({"type": "api_key.created", "created_at": created_at, "tenant_id": tenant,
+            "key_id": key_id("live"), "mode": "live", "actor": {"type": "cli"},
+            "request_id": null, "data": {}}),
+        json!({"type": "tenant.created", "created_at": created_at, "tenant_id": tenant,
+            "key_id": null, "mode": null, "actor": {"type": "cli"},
+            "request_id": null, "data": {"name": "Initech"}}),
+    ];
+    assert_eq!(events.len(), 3, "{log}");
+    for (got, want) in events.iter().zip(&expected) {
+        assert_eq!(&without_id(got), want);
+        assert_eq!(
+            got.as_object().unwrap().keys().collect::<Vec<_>>(),
+            [
+                "id",
+                "type",
+                "created_at",
+                "tenant_id",
+                "key_id",
+                "mode",
+                "actor",
+                "request_id",
+                "data"
+            ]
+        );
+    }
 }
 
 #[expect(

@@ -168,7 +168,7 @@ fn parse_query(query: &str) -> Result<ListEvents, ApiError> {
     params(
         ("key_id" = Option<String>, Query, description = "Only events of this key."),
         ("type" = Option<String>, Query, description = "Only events of this type (`api_key.created`, `api_key.updated`, `api_key.revoked`, `api_key.rotated`, `tenant.created`)."),
-        ("limit" = Option<u32>, Query, description = "1 to 100 (default 100)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100 (default 100)."),
         ("starting_after" = Option<String>, Query, description = "An event id: events older than it."),
     ),
     responses(
