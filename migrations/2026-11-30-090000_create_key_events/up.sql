@@ -29,11 +29,12 @@ CREATE TABLE key_events (
     -- Only key events have a key, and a key event always has its mode.
     CONSTRAINT key_events_key_has_mode CHECK ((key_id IS NULL) = (mode IS NULL)),
     CONSTRAINT key_events_key_type CHECK ((key_id IS NULL) = (type = 'tenant.created')),
-    CONSTRAINT key_events_actor_key CHECK ((actor_type = 'api_key') = (actor_key_id IS NOT NULL)),
-    -- Deferred: the key and its event are written by one statement, in an
-    -- order PostgreSQL does not promise.
-    CONSTRAINT key_events_key_id_fkey FOREIGN KEY (tenant_id, key_id)
-        REFERENCES api_keys (tenant_id, id) DEFERRABLE INITIALLY DEFERRED
+    CONSTRAINT key_events_actor_key CHECK ((actor_type = 'api_key') = (actor_key_id IS NOT NULL))
+    -- No foreign key from (tenant_id, key_id) to api_keys: every event is
+    -- written by the very statement that writes its key, so the key exists
+    -- by construction, and keys are never deleted. Checking it anyway (a
+    -- `FOR KEY SHARE` lock on a row the same transaction just updated)
+    -- doubled the cost of a rotation (docs/performance.md).
 );
 
 -- The audit log: `WHERE tenant_id = $1 [AND id < $cursor] ORDER BY id DESC`,

@@ -2,9 +2,7 @@
 //! `data` JSON) and back, the column arrays that let any write statement
 //! insert its events with `unnest`, and [`EventRepository`] on [`PgStore`].
 
-use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{Array, Jsonb, Nullable, Text, Timestamptz};
 use domain::{
     format_duration, Actor, Change, EventData, EventId, EventPage, EventQuery, EventRepository,
@@ -18,6 +16,7 @@ use time::OffsetDateTime;
 use crate::errors::Fail;
 use crate::models::InvalidRow;
 use crate::schema::key_events;
+use crate::statement::Statement;
 use crate::store::PgStore;
 
 /// The columns an event is inserted with, in the order of [`EventColumns`]'s
@@ -98,11 +97,8 @@ impl EventColumns {
     }
 
     /// Binds the [`EVENT_PARAMS`] arrays, in [`EVENT_COLUMNS`] order.
-    pub(crate) fn bind<'a>(
-        &'a self,
-        query: BoxedSqlQuery<'a, Pg, SqlQuery>,
-    ) -> BoxedSqlQuery<'a, Pg, SqlQuery> {
-        query
+    pub(crate) fn bind<'a>(&'a self, statement: Statement<'a>) -> Statement<'a> {
+        statement
             .bind::<Array<Text>, _>(&self.id)
             .bind::<Array<Text>, _>(&self.event_type)
             .bind::<Array<Timestamptz>, _>(&self.created_at)

@@ -36,6 +36,7 @@ mod models;
 mod pool;
 mod repo;
 mod schema;
+mod statement;
 mod store;
 
 #[cfg(feature = "test-support")]

@@ -17,11 +17,8 @@
 
 use std::sync::LazyLock;
 
-use diesel::pg::{Pg, PgConnection};
+use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::query_builder::BoxedSqlQuery;
-use diesel::query_builder::SqlQuery;
-use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bool, Bytea, Nullable, Text, Timestamptz};
 use domain::{
     ApiKey, ApiKeyRepository, CreateTenantRepoError, FieldChanges, InsertError, KeyEvent, KeyHash,
@@ -34,6 +31,7 @@ use crate::errors::{is_foreign_key_violation, is_unique_violation, Fail};
 use crate::events::{insert_events_sql, EventColumns};
 use crate::models::{ApiKeyRow, NewApiKeyRow, TenantRow};
 use crate::schema::{api_keys, tenants};
+use crate::statement::{Statement, Template};
 use crate::store::PgStore;
 
 /// The columns a key is inserted with: the one list, in [`bind_key`] order.
@@ -96,9 +94,9 @@ actor_ok AS (
 /// fewer than `$5` keys that count for the limit at `$3`
 /// (`ApiKey::counts_for_key_limit`: neither revoked nor expired; the count
 /// stops at the limit), and its events (after the key) only if it did.
-static INSERT_UNDER_LIMIT: LazyLock<String> = LazyLock::new(|| {
+static INSERT_UNDER_LIMIT: LazyLock<Template> = LazyLock::new(|| {
     let key_first = WRITE_PARAMS + 2;
-    format!(
+    Template::parse(&format!(
         "{WRITE_PRELUDE},
 inserted AS (
     INSERT INTO api_keys ({columns})
@@ -115,7 +113,7 @@ inserted AS (
         columns = KEY_COLUMNS.join(", "),
         values = key_values(key_first),
         events = insert_events_sql(key_first + KEY_COLUMNS.len()),
-    )
+    ))
 });
 
 /// Rotates key `$2` into the successor (from `$6`, whose id is `$6`) as one
@@ -125,9 +123,9 @@ inserted AS (
 /// happened. Of concurrent rotations the first takes the row lock; the
 /// others re-check the condition on the updated row, find it no longer
 /// active, and write nothing.
-static ROTATE: LazyLock<String> = LazyLock::new(|| {
+static ROTATE: LazyLock<Template> = LazyLock::new(|| {
     let key_first = WRITE_PARAMS + 2;
-    format!(
+    Template::parse(&format!(
         "{WRITE_PRELUDE},
 old AS (
     UPDATE api_keys SET revokes_at = $5, replaced_by = ${key_first}
@@ -144,7 +142,7 @@ successor AS (
         columns = KEY_COLUMNS.join(", "),
         values = key_values(key_first),
         events = insert_events_sql(key_first + KEY_COLUMNS.len()),
-    )
+    ))
 });
 
 /// The full-access guard, shared by [`REVOKE`] and [`UPDATE`]: key `k` (`$2`
@@ -163,8 +161,8 @@ const GUARD_ALLOWS: &str =
 /// Revokes key `$2` of tenant `$1` at `$3` if it is not revoked at `$3`, the
 /// actor may write and the full-access guard allows it; inserts the events
 /// (from `$5`) only if it did. Returns the revoked key.
-static REVOKE: LazyLock<String> = LazyLock::new(|| {
-    format!(
+static REVOKE: LazyLock<Template> = LazyLock::new(|| {
+    Template::parse(&format!(
         "{WRITE_PRELUDE},
 changed AS (
     UPDATE api_keys AS k SET revokes_at = $3
@@ -177,7 +175,7 @@ events AS ({events} WHERE EXISTS (SELECT 1 FROM changed))
 SELECT * FROM changed",
         returning = key_returning(),
         events = insert_events_sql(WRITE_PARAMS + 1),
-    )
+    ))
 });
 
 /// Sets the name (`$5`, unless NULL, while it is still `$6`) and the scopes
@@ -186,8 +184,8 @@ SELECT * FROM changed",
 /// narrows the scopes (`$9`), the full-access guard allows it (as for
 /// [`REVOKE`]); inserts the events (from `$10`) only if it did. Returns the
 /// updated key.
-static UPDATE: LazyLock<String> = LazyLock::new(|| {
-    format!(
+static UPDATE: LazyLock<Template> = LazyLock::new(|| {
+    Template::parse(&format!(
         "{WRITE_PRELUDE},
 changed AS (
     UPDATE api_keys AS k SET name = coalesce($5, k.name), scopes = coalesce($7, k.scopes)
@@ -202,35 +200,31 @@ events AS ({events} WHERE EXISTS (SELECT 1 FROM changed))
 SELECT * FROM changed",
         returning = key_returning(),
         events = insert_events_sql(WRITE_PARAMS + 6),
-    )
+    ))
 });
 
 /// Inserts events alone (a tenant's creation, inside its transaction).
-static INSERT_EVENTS: LazyLock<String> = LazyLock::new(|| insert_events_sql(1));
+static INSERT_EVENTS: LazyLock<Template> = LazyLock::new(|| Template::parse(&insert_events_sql(1)));
 
 /// Binds [`WRITE_PARAMS`]: the tenant, the changed key, the event's time and
 /// its actor key.
 fn bind_write<'a>(
-    query: &'a str,
+    template: &'a Template,
     tenant: &'a str,
-    target: Option<&'a str>,
+    target: &'a Option<&'a str>,
     event: &'a KeyEvent,
     actor: &'a Option<String>,
-) -> BoxedSqlQuery<'a, Pg, SqlQuery> {
-    sql_query(query)
-        .into_boxed()
+) -> Statement<'a> {
+    Statement::new(template)
         .bind::<Text, _>(tenant)
         .bind::<Nullable<Text>, _>(target)
-        .bind::<Timestamptz, _>(event.created_at)
+        .bind::<Timestamptz, _>(&event.created_at)
         .bind::<Nullable<Text>, _>(actor)
 }
 
 /// Binds a key's [`KEY_COLUMNS`], in order.
-fn bind_key<'a>(
-    query: BoxedSqlQuery<'a, Pg, SqlQuery>,
-    row: &'a NewApiKeyRow,
-) -> BoxedSqlQuery<'a, Pg, SqlQuery> {
-    query
+fn bind_key<'a>(statement: Statement<'a>, row: &'a NewApiKeyRow) -> Statement<'a> {
+    statement
         .bind::<Text, _>(&row.id)
         .bind::<Text, _>(&row.tenant_id)
         .bind::<Bytea, _>(&row.hash)
@@ -240,10 +234,10 @@ fn bind_key<'a>(
         .bind::<Text, _>(&row.prefix)
         .bind::<Text, _>(&row.last_four)
         .bind::<Array<Text>, _>(&row.scopes)
-        .bind::<Timestamptz, _>(row.created_at)
-        .bind::<Nullable<Timestamptz>, _>(row.last_used_at)
-        .bind::<Nullable<Timestamptz>, _>(row.expires_at)
-        .bind::<Nullable<Timestamptz>, _>(row.revokes_at)
+        .bind::<Timestamptz, _>(&row.created_at)
+        .bind::<Nullable<Timestamptz>, _>(&row.last_used_at)
+        .bind::<Nullable<Timestamptz>, _>(&row.expires_at)
+        .bind::<Nullable<Timestamptz>, _>(&row.revokes_at)
         .bind::<Nullable<Text>, _>(&row.replaced_by)
 }
 
@@ -297,6 +291,7 @@ impl ApiKeyRepository for PgStore {
         let row = NewApiKeyRow::from(new);
         let actor = event.actor.key_id().map(|id| id.to_string());
         let events = EventColumns::new([event]);
+        let max_active = i64::from(max_active);
         self.run(
             "inserting a key",
             |conn| {
@@ -305,8 +300,8 @@ impl ApiKeyRepository for PgStore {
                         return Err(Fail::Domain(InsertError::UnknownTenant));
                     }
                     let query =
-                        bind_write(&INSERT_UNDER_LIMIT, &row.tenant_id, None, event, &actor)
-                            .bind::<BigInt, _>(i64::from(max_active));
+                        bind_write(&INSERT_UNDER_LIMIT, &row.tenant_id, &None, event, &actor)
+                            .bind::<BigInt, _>(&max_active);
                     let inserted = events.bind(bind_key(query, &row)).execute(conn)?;
                     if inserted == 0 {
                         if actor_revoked(conn, &row.tenant_id, event)? {
@@ -404,14 +399,12 @@ impl ApiKeyRepository for PgStore {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         let actor = event.actor.key_id().map(|id| id.to_string());
         let events = EventColumns::new([event]);
-        let name = changes
-            .name
-            .as_ref()
-            .map(|c| (c.new.as_str(), c.old.as_str()));
-        let scopes = changes.scopes.as_ref().map(|c| {
-            let names = |s: &domain::Scopes| s.names().collect::<Vec<&str>>();
-            (names(&c.new), names(&c.old))
-        });
+        let target = Some(id.as_str());
+        let new_name = changes.name.as_ref().map(|c| c.new.as_str());
+        let old_name = changes.name.as_ref().map(|c| c.old.as_str());
+        let names = |s: &domain::Scopes| s.names().collect::<Vec<&str>>();
+        let new_scopes = changes.scopes.as_ref().map(|c| names(&c.new));
+        let old_scopes = changes.scopes.as_ref().map(|c| names(&c.old));
         // Only narrowing the scopes can take away a guard key; everything else
         // needs neither the tenant lock nor a transaction.
         let narrows = changes
@@ -422,12 +415,12 @@ impl ApiKeyRepository for PgStore {
             if narrows && !lock_tenant(conn, &tenant)? {
                 return Err(Fail::Domain(UpdateRepoError::NotFound));
             }
-            let query = bind_write(&UPDATE, &tenant, Some(&id), event, &actor)
-                .bind::<Nullable<Text>, _>(name.map(|(new, _)| new))
-                .bind::<Nullable<Text>, _>(name.map(|(_, old)| old))
-                .bind::<Nullable<Array<Text>>, _>(scopes.as_ref().map(|(new, _)| new))
-                .bind::<Nullable<Array<Text>>, _>(scopes.as_ref().map(|(_, old)| old))
-                .bind::<Bool, _>(narrows);
+            let query = bind_write(&UPDATE, &tenant, &target, event, &actor)
+                .bind::<Nullable<Text>, _>(&new_name)
+                .bind::<Nullable<Text>, _>(&old_name)
+                .bind::<Nullable<Array<Text>>, _>(&new_scopes)
+                .bind::<Nullable<Array<Text>>, _>(&old_scopes)
+                .bind::<Bool, _>(&narrows);
             let updated = events
                 .bind(query)
                 .get_result::<ApiKeyRow>(conn)
@@ -481,7 +474,8 @@ impl ApiKeyRepository for PgStore {
                     if !lock_tenant(conn, &tenant)? {
                         return Err(Fail::Domain(RevokeRepoError::NotFound));
                     }
-                    let query = bind_write(&REVOKE, &tenant, Some(&id), event, &actor);
+                    let target = Some(id.as_str());
+                    let query = bind_write(&REVOKE, &tenant, &target, event, &actor);
                     let revoked = events
                         .bind(query)
                         .get_result::<ApiKeyRow>(conn)
@@ -524,8 +518,9 @@ impl ApiKeyRepository for PgStore {
         self.run(
             "rotating a key",
             |conn| {
-                let query = bind_write(&ROTATE, &tenant, Some(&old), rotated, &actor)
-                    .bind::<Timestamptz, _>(revokes_at);
+                let target = Some(old.as_str());
+                let query = bind_write(&ROTATE, &tenant, &target, rotated, &actor)
+                    .bind::<Timestamptz, _>(&revokes_at);
                 let written = events.bind(bind_key(query, &row)).execute(conn)?;
                 if written > 0 {
                     return Ok(());
@@ -603,9 +598,7 @@ impl TenantRepository for PgStore {
                             .values(&key_rows)
                             .execute(conn)?;
                     }
-                    events
-                        .bind(sql_query(INSERT_EVENTS.as_str()).into_boxed())
-                        .execute(conn)?;
+                    events.bind(Statement::new(&INSERT_EVENTS)).execute(conn)?;
                     Ok(())
                 })
             },

@@ -75,7 +75,7 @@ fn migrations_go_up_down_and_up_again() {
     assert_eq!(applied, versions);
     let migrated = schema(&mut conn);
     assert!(migrated.contains("api_keys_hash_key"), "{migrated}");
-    assert!(migrated.contains("key_events_key_id_fkey"), "{migrated}");
+    assert!(migrated.contains("key_events_tenant_id_fkey"), "{migrated}");
     assert!(
         db.migrate().expect("up again").is_empty(),
         "nothing pending"
