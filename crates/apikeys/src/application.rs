@@ -4,11 +4,13 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use domain::{ApiKeys, Authenticator, Clock, HashKey, OsSecretSource, RepositoryError};
 use http_actix::{AppState, Readiness};
-use infra_postgres::PgStore;
+use infra_postgres::{EventFeed, FeedConfig, PgStore};
+use key_cache::{CacheConfig, Freshness, KeyCache, UseBuffer, UseFlusher};
 
 /// `/readyz` over the store's connection pool.
 #[derive(Debug, Clone)]
@@ -33,10 +35,41 @@ pub fn service(store: &PgStore, clock: impl Clock + 'static, hash_key: HashKey) 
     )
 }
 
-/// A bound, not yet running server.
+/// How the server authenticates and follows other nodes' changes; the
+/// defaults suit tests and a single node.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// HTTP worker threads (`None`: one per core).
+    pub workers: Option<usize>,
+    /// The key cache.
+    pub cache: CacheConfig,
+    /// The event feed that keeps the cache in step with other nodes.
+    pub feed: FeedConfig,
+    /// How often buffered key uses are written.
+    pub flush_uses_every: Option<Duration>,
+}
+
+/// The threads that serve the cache: the event feed and the last-used
+/// writer. Stopping writes the uses still buffered.
+#[derive(Debug)]
+struct Background {
+    feed: EventFeed,
+    uses: UseFlusher,
+}
+
+impl Background {
+    fn stop(&mut self) {
+        self.uses.stop();
+        self.feed.stop();
+    }
+}
+
+/// A bound, not yet running server, with the threads that keep its key
+/// cache fresh.
 pub struct Application {
     addr: SocketAddr,
     server: actix_web::dev::Server,
+    background: Background,
 }
 
 impl std::fmt::Debug for Application {
@@ -48,11 +81,10 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Binds `bind` (port 0 picks a free port) and builds the server over
-    /// `store`, telling time by `clock`.
+    /// [`Application::build_with`] default [`Settings`] and `workers`.
     ///
     /// # Errors
-    /// When the address cannot be bound.
+    /// When the address cannot be bound or a thread cannot start.
     pub fn build(
         bind: SocketAddr,
         store: &PgStore,
@@ -60,16 +92,72 @@ impl Application {
         hash_key: HashKey,
         workers: Option<usize>,
     ) -> anyhow::Result<Self> {
+        let settings = Settings {
+            workers,
+            ..Settings::default()
+        };
+        Self::build_with(bind, store, clock, hash_key, &settings)
+    }
+
+    /// Binds `bind` (port 0 picks a free port) and builds the server over
+    /// `store`, telling time by `clock`: the service, the key cache in front
+    /// of authentication (told of this node's changes by the service and of
+    /// other nodes' by the event feed), and the last-used writer.
+    ///
+    /// # Errors
+    /// When the address cannot be bound or a thread cannot start.
+    pub fn build_with(
+        bind: SocketAddr,
+        store: &PgStore,
+        clock: impl Clock + 'static,
+        hash_key: HashKey,
+        settings: &Settings,
+    ) -> anyhow::Result<Self> {
         let listener =
             TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
         let addr = listener.local_addr().context("no local address")?;
-        let service = Arc::new(service(store, clock, hash_key));
-        let authenticator: Arc<dyn Authenticator> = service.clone();
+        let clock: Arc<dyn Clock> = Arc::new(clock);
+        let freshness = Arc::new(Freshness::new(settings.cache.freshness));
+        let uses = Arc::new(UseBuffer::new());
+        let cache = Arc::new(KeyCache::new(
+            Arc::new(store.clone()),
+            clock.clone(),
+            hash_key.clone(),
+            freshness,
+            uses.clone(),
+            settings.cache.clone(),
+        ));
+        let service = Arc::new(
+            ApiKeys::new(
+                store.clone(),
+                store.clone(),
+                store.clone(),
+                SharedClock(clock),
+                OsSecretSource,
+                hash_key,
+            )
+            .with_change_listener(cache.clone()),
+        );
+        let feed = EventFeed::spawn(store.database_url(), settings.feed.clone(), cache.clone())
+            .context("cannot start the event feed")?;
+        let uses = UseFlusher::spawn(
+            uses,
+            Arc::new(store.clone()),
+            settings
+                .flush_uses_every
+                .unwrap_or(Duration::from_secs(1)),
+        )
+        .context("cannot start the last-used writer")?;
+        let authenticator: Arc<dyn Authenticator> = cache;
         let readiness: Arc<dyn Readiness> = Arc::new(StoreReadiness(store.clone()));
         let state = AppState::new(service, authenticator, readiness);
-        let server = http_actix::server(listener, state, workers)
+        let server = http_actix::server(listener, state, settings.workers)
             .with_context(|| format!("cannot serve on {addr}"))?;
-        Ok(Application { addr, server })
+        Ok(Application {
+            addr,
+            server,
+            background: Background { feed, uses },
+        })
     }
 
     /// The address actually bound.
@@ -82,12 +170,20 @@ impl Application {
         self.addr.port()
     }
 
-    /// Serves until SIGINT or SIGTERM; requests in flight finish first.
+    /// Serves until SIGINT or SIGTERM; requests in flight finish first, then
+    /// the buffered key uses are written and the event feed stops.
     ///
     /// # Errors
     /// When the server fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Application {
+            server,
+            mut background,
+            ..
+        } = self;
+        let served = server.await;
+        background.stop();
+        served
     }
 
     /// The running server's handle, to stop it (tests).
@@ -95,8 +191,17 @@ impl Application {
         self.server.handle()
     }
 
-    /// The server future itself, to spawn it (tests).
-    pub fn into_server(self) -> actix_web::dev::Server {
-        self.server
+    /// [`Application::run_until_stopped`] as a future to spawn (tests).
+    pub fn into_server(self) -> impl std::future::Future<Output = std::io::Result<()>> {
+        self.run_until_stopped()
+    }
+}
+
+/// One clock shared by the service and the cache.
+struct SharedClock(Arc<dyn Clock>);
+
+impl Clock for SharedClock {
+    fn now(&self) -> time::OffsetDateTime {
+        self.0.now()
     }
 }

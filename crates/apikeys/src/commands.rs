@@ -1,12 +1,15 @@
 //! What each subcommand does. Start-up work here (migrations, tenant
 //! creation) is blocking by design: it runs before any request is served.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use domain::{CreatedTenant, HashKey, Origin, SystemClock};
-use infra_postgres::{PgStore, PoolConfig};
+use infra_postgres::{FeedConfig, PgStore, PoolConfig};
+use key_cache::CacheConfig;
 use serde::Serialize;
 
-use crate::application::{self, Application};
+use crate::application::{self, Application, Settings};
 use crate::config::{Env, ServerConfig};
 
 /// The fixed hash key of `apikeys dev`. Public on purpose: keys hashed with it
@@ -95,9 +98,29 @@ pub fn tenant_create(env: Env<'_>, name: &str, json: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-fn run_server(store: &PgStore, hash_key: HashKey, server: &ServerConfig) -> anyhow::Result<()> {
+fn run_server(
+    store: &PgStore,
+    pool: &PoolConfig,
+    hash_key: HashKey,
+    server: &ServerConfig,
+) -> anyhow::Result<()> {
     let system = actix_web::rt::System::new();
-    let app = Application::build(server.bind, store, SystemClock, hash_key, server.workers)?;
+    let settings = Settings {
+        workers: server.workers,
+        cache: CacheConfig {
+            max_entries: server.cache_max_keys,
+            serve_stale_for: server.cache_serve_stale,
+            ..CacheConfig::default()
+        },
+        // The feed re-reads events as far back as a write can take between
+        // taking its sequence number and committing: a statement, plus margin.
+        feed: FeedConfig {
+            overlap: pool.statement_timeout * 2 + Duration::from_secs(5),
+            ..FeedConfig::default()
+        },
+        flush_uses_every: None,
+    };
+    let app = Application::build_with(server.bind, store, SystemClock, hash_key, &settings)?;
     tracing::info!(addr = %app.addr(), "listening");
     system
         .block_on(app.run_until_stopped())
@@ -115,7 +138,7 @@ pub fn serve(env: Env<'_>) -> anyhow::Result<()> {
     let hash_key = env.hash_key()?;
     let server = env.server()?;
     let store = connect_and_migrate(&db.url, &db.pool)?;
-    run_server(&store, hash_key, &server)
+    run_server(&store, &db.pool, hash_key, &server)
 }
 
 /// `apikeys dev`: no configuration needed.
@@ -178,7 +201,7 @@ pub fn dev(env: Env<'_>) -> anyhow::Result<()> {
             println!();
         }
     }
-    run_server(&store, hash_key, &server)
+    run_server(&store, &pool, hash_key, &server)
 }
 
 fn warn_dev_hash_key() {

@@ -56,7 +56,17 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// `APIKEYS_WORKERS`; `None` lets actix choose (one per core).
     pub workers: Option<usize>,
+    /// `APIKEYS_CACHE_MAX_KEYS`: most keys the authentication cache holds.
+    pub cache_max_keys: u64,
+    /// `APIKEYS_CACHE_SERVE_STALE`: opt-in, how long after the event feed's
+    /// last confirmation cached keys may still be served while the database
+    /// is unreachable; `None` (the default) fails closed.
+    pub cache_serve_stale: Option<Duration>,
 }
+
+/// Keys the authentication cache holds unless `APIKEYS_CACHE_MAX_KEYS` says
+/// otherwise: about 100 MB at most (a cached key takes well under 1 KiB).
+pub const DEFAULT_CACHE_MAX_KEYS: u64 = 100_000;
 
 /// Reads variables through `get`, so tests need not touch the process
 /// environment.
@@ -168,7 +178,9 @@ impl<'a> Env<'a> {
         })
     }
 
-    /// `APIKEYS_BIND` (default `127.0.0.1:8080`) and `APIKEYS_WORKERS`.
+    /// `APIKEYS_BIND` (default `127.0.0.1:8080`), `APIKEYS_WORKERS`,
+    /// `APIKEYS_CACHE_MAX_KEYS` (default 100,000) and
+    /// `APIKEYS_CACHE_SERVE_STALE` (1s–3600s; default off).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] for an address that does not resolve or a bad
@@ -199,7 +211,25 @@ impl<'a> Env<'a> {
                     })?,
             ),
         };
-        Ok(ServerConfig { bind, workers })
+        let cache_max_keys = match self.var("APIKEYS_CACHE_MAX_KEYS") {
+            None => DEFAULT_CACHE_MAX_KEYS,
+            Some(n) => n
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=100_000_000).contains(n))
+                .ok_or_else(|| ConfigError::Invalid {
+                    var: "APIKEYS_CACHE_MAX_KEYS",
+                    reason: format!("expected a whole number from 1 to 100000000, got {n:?}"),
+                })?,
+        };
+        let cache_serve_stale = self.seconds("APIKEYS_CACHE_SERVE_STALE", 3600)?;
+        Ok(ServerConfig {
+            bind,
+            workers,
+            cache_max_keys,
+            cache_serve_stale,
+        })
     }
 
     /// Whether `APIKEYS_LOG_FORMAT=json`.

@@ -1,7 +1,11 @@
 //! Authentication (docs/api.md, "Conventions", authentication) and the authenticated caller.
 
-use thiserror::Error;
+use std::sync::Arc;
 
+use thiserror::Error;
+use time::OffsetDateTime;
+
+use crate::api_key::{ApiKey, KeyStatus};
 use crate::events::{Actor, Origin};
 use crate::ids::{KeyId, TenantId};
 use crate::key_string::PlainKey;
@@ -78,15 +82,30 @@ impl Credentials {
     }
 }
 
-/// The result of a successful authentication.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authentication {
-    /// Who is calling.
-    pub principal: Principal,
-    /// Whether the key's `last_used_at` is unset or 60 s old or more: the caller
-    /// should then call [`Authenticator::record_use`]. Otherwise it must not,
-    /// so that a key costs at most one write a minute.
-    pub last_used_due: bool,
+/// Steps 3 and 4 of docs/api.md ("Conventions", authentication) for the key
+/// found by the presented key's hash (`None`: no such key), judged at `now`
+/// for the tenant the request names: unknown, revoked, expired, other
+/// tenant, in that order. Every authenticator, cached or not, decides with
+/// this one function, on every request: a cache keeps keys, never verdicts.
+///
+/// # Errors
+/// [`AuthError::InvalidKey`], [`AuthError::Revoked`], [`AuthError::Expired`]
+/// or [`AuthError::TenantMismatch`].
+pub fn check_key(
+    key: Option<&ApiKey>,
+    tenant: &TenantId,
+    now: OffsetDateTime,
+) -> Result<(), AuthError> {
+    let key = key.ok_or(AuthError::InvalidKey)?;
+    match key.status(now) {
+        KeyStatus::Revoked => return Err(AuthError::Revoked),
+        KeyStatus::Expired => return Err(AuthError::Expired),
+        KeyStatus::Active | KeyStatus::RevocationScheduled => {}
+    }
+    if key.tenant_id != *tenant {
+        return Err(AuthError::TenantMismatch);
+    }
+    Ok(())
 }
 
 /// Why an authenticated caller may not do something.
@@ -104,8 +123,9 @@ pub enum AccessError {
 }
 
 /// An authenticated caller: the key that was presented, as far as it matters
-/// for deciding what the request may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// for deciding what the request may do. `Copy`: handing it around costs
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
     /// The tenant the key belongs to (and `X-Tenant-ID` named).
     pub tenant_id: TenantId,
@@ -120,6 +140,17 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The caller that presented `key`.
+    pub fn of(key: &ApiKey) -> Self {
+        Principal {
+            tenant_id: key.tenant_id,
+            key_id: key.id,
+            key_type: key.key_type,
+            mode: key.mode,
+            scopes: key.scopes,
+        }
+    }
+
     /// Requires a secret key.
     ///
     /// # Errors
@@ -164,21 +195,30 @@ impl Principal {
 
 /// The authentication path, as a port of its own so that a cache can wrap it
 /// (the HTTP layer depends on this trait, not on the service).
+///
+/// An implementation also records the key's use (`last_used_at`, at most one
+/// write per key per 60 s, [`ApiKey::last_used_due`]): callers never do.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait Authenticator: Send + Sync {
-    /// Steps 3 and 4 of docs/api.md, "Conventions", authentication: looks the key up by its hash and checks
-    /// revocation, expiry and tenant, in that order. Writes nothing.
+    /// Answers from memory without blocking, when the implementation can
+    /// (a cache hit it can prove fresh); `None` means "call
+    /// [`authenticate`](Self::authenticate) on a thread that may block". The
+    /// default never can.
+    fn authenticate_cached(
+        &self,
+        credentials: &Credentials,
+    ) -> Option<Result<Arc<ApiKey>, AuthError>> {
+        let _ = credentials;
+        None
+    }
+
+    /// Steps 3 and 4 of docs/api.md ("Conventions", authentication): finds
+    /// the key by its hash and judges it with [`check_key`]. May block on
+    /// storage. Returns the key as stored.
     ///
     /// # Errors
     /// [`AuthError::InvalidKey`], [`AuthError::Revoked`],
     /// [`AuthError::Expired`], [`AuthError::TenantMismatch`] or
     /// [`AuthError::Repository`].
-    fn authenticate(&self, credentials: &Credentials) -> Result<Authentication, AuthError>;
-
-    /// Records that the principal's key was used now (at most one write a
-    /// minute per key; see [`Authentication::last_used_due`]).
-    ///
-    /// # Errors
-    /// [`RepositoryError`].
-    fn record_use(&self, principal: &Principal) -> Result<(), RepositoryError>;
+    fn authenticate(&self, credentials: &Credentials) -> Result<Arc<ApiKey>, AuthError>;
 }

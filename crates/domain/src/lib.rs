@@ -44,7 +44,7 @@ pub mod service;
 pub mod testing;
 
 pub use api_key::{ApiKey, KeyStatus, KeyView, NewKey, Tenant, LAST_USED_RESOLUTION};
-pub use auth::{AccessError, AuthError, Authentication, Authenticator, Credentials, Principal};
+pub use auth::{check_key, AccessError, AuthError, Authenticator, Credentials, Principal};
 pub use clock::{Clock, SystemClock};
 pub use duration::{parse_duration, DurationError, ExpiresIn, GracePeriod};
 pub use errors::{
@@ -61,8 +61,9 @@ pub use key_string::{KeyFormatError, PlainKey};
 pub use kinds::{KeyType, Mode, UnknownVariant};
 pub use name::{KeyName, KeyNameError};
 pub use ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyPage, ListQuery,
-    RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
+    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyChangeListener,
+    KeyPage, KeyUse, ListQuery, RepositoryError, RevokeRepoError, RotateRepoError,
+    TenantRepository, UpdateRepoError,
 };
 pub use random::{OsSecretSource, SecretSource};
 pub use scope::{Scope, Scopes, ScopesError};

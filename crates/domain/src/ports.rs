@@ -95,6 +95,48 @@ pub struct KeyPage {
     pub has_more: bool,
 }
 
+/// One use of a key, to record as its `last_used_at` ([`ApiKeyRepository::record_uses`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyUse {
+    /// The key's tenant.
+    pub tenant_id: TenantId,
+    /// The key.
+    pub key_id: KeyId,
+    /// When it was used.
+    pub at: OffsetDateTime,
+    /// Written only if `last_used_at` is unset or not after this instant
+    /// ([`ApiKey::last_used_due_before`]).
+    pub due_before: OffsetDateTime,
+}
+
+impl KeyUse {
+    /// A use of `key` at `at`, with the domain's once-a-minute rule.
+    pub fn of(key: &ApiKey, at: OffsetDateTime) -> Self {
+        KeyUse {
+            tenant_id: key.tenant_id,
+            key_id: key.id,
+            at,
+            due_before: ApiKey::last_used_due_before(at),
+        }
+    }
+}
+
+/// Hears of committed key changes, so that a cache of keys drops what it
+/// holds. The service tells it of every change it commits, before it answers;
+/// the event feed of other nodes' changes tells it too.
+pub trait KeyChangeListener: Send + Sync {
+    /// Key `id` changed. Idempotent: a change may be reported more than once
+    /// (by the service and again by the event feed).
+    fn key_changed(&self, id: &KeyId);
+
+    /// Every change committed before `as_of` has been reported (the event
+    /// feed says this after each complete read of the event log). The default
+    /// ignores it.
+    fn caught_up(&self, as_of: std::time::Instant) {
+        let _ = as_of;
+    }
+}
+
 /// Why [`ApiKeyRepository::insert`] did not insert.
 #[derive(Debug, Error)]
 pub enum InsertError {
@@ -285,20 +327,19 @@ pub trait ApiKeyRepository: Send + Sync {
         created: &KeyEvent,
     ) -> Result<(), RotateRepoError>;
 
-    /// Sets `last_used_at = now` only if it is unset or not after
-    /// `due_before`, in one conditional write. Returns whether it wrote.
-    /// Writes no event: a use is not a change. The domain decides
-    /// `due_before` ([`ApiKey::last_used_due_before`]).
+    /// Records uses of keys: sets each key's `last_used_at` to the use's
+    /// `at`, but only where it is unset or not after the use's `due_before`
+    /// (in one statement for all of them, so a batch costs one round trip).
+    /// Uses of unknown keys are ignored. Returns how many keys were written.
+    /// Writes no event: a use is not a change.
+    ///
+    /// Concurrency: the condition is checked by the write itself, so however
+    /// many nodes record uses of one key, it is written at most once per
+    /// [`LAST_USED_RESOLUTION`](crate::LAST_USED_RESOLUTION).
     ///
     /// # Errors
     /// [`RepositoryError`].
-    fn touch_last_used(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        now: OffsetDateTime,
-        due_before: OffsetDateTime,
-    ) -> Result<bool, RepositoryError>;
+    fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError>;
 }
 
 /// Why [`TenantRepository::create`] did not create.

@@ -93,14 +93,29 @@ pub enum ScopesError {
 }
 
 /// A valid, canonical set of scopes: non-empty, `*` only alone, no duplicates,
-/// in the document's table order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Scopes(Vec<Scope>);
+/// in the document's table order. A bit set, so it is `Copy`: an
+/// authenticated caller costs no allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Scopes(u16);
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Scopes")
+            .field(&self.iter().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Scope {
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
 
 impl Scopes {
     /// `["*"]`, the default for new keys.
     pub fn full() -> Self {
-        Scopes(vec![Scope::All])
+        Scopes(Scope::All.bit())
     }
 
     /// Builds the canonical set from parsed scopes.
@@ -108,13 +123,13 @@ impl Scopes {
     /// # Errors
     /// [`ScopesError::Empty`] or [`ScopesError::WildcardNotAlone`].
     pub fn new(scopes: impl IntoIterator<Item = Scope>) -> Result<Self, ScopesError> {
-        let mut list: Vec<Scope> = scopes.into_iter().collect();
-        list.sort_unstable();
-        list.dedup();
-        match list.as_slice() {
-            [] => Err(ScopesError::Empty),
-            [Scope::All, _, ..] => Err(ScopesError::WildcardNotAlone),
-            _ => Ok(Scopes(list)),
+        let bits = scopes.into_iter().fold(0u16, |bits, s| bits | s.bit());
+        if bits == 0 {
+            Err(ScopesError::Empty)
+        } else if bits & Scope::All.bit() != 0 && bits != Scope::All.bit() {
+            Err(ScopesError::WildcardNotAlone)
+        } else {
+            Ok(Scopes(bits))
         }
     }
 
@@ -132,21 +147,21 @@ impl Scopes {
 
     /// Whether these scopes grant `required` (`*` grants everything).
     pub fn allows(&self, required: Scope) -> bool {
-        self.is_full_access() || self.0.contains(&required)
+        self.is_full_access() || self.0 & required.bit() != 0
     }
 
     /// Whether this is `["*"]`.
     pub fn is_full_access(&self) -> bool {
-        self.0 == [Scope::All]
+        self.0 == Scope::All.bit()
     }
 
     /// The scopes in canonical order.
-    pub fn as_slice(&self) -> &[Scope] {
-        &self.0
+    pub fn iter(&self) -> impl Iterator<Item = Scope> + '_ {
+        Scope::ALL.into_iter().filter(|s| self.0 & s.bit() != 0)
     }
 
     /// The wire names in canonical order.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.0.iter().map(|s| s.as_str())
+        self.iter().map(Scope::as_str)
     }
 }

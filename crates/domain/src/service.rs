@@ -6,7 +6,7 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::api_key::{ApiKey, KeyStatus, KeyView, NewKey, Tenant};
-use crate::auth::{AuthError, Authentication, Authenticator, Credentials, Principal};
+use crate::auth::{check_key, AuthError, Authenticator, Credentials, Principal};
 use crate::clock::Clock;
 use crate::duration::{ExpiresIn, GracePeriod};
 use crate::errors::{
@@ -20,8 +20,9 @@ use crate::key_string::PlainKey;
 use crate::kinds::{KeyType, Mode};
 use crate::name::KeyName;
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, ListQuery,
-    RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
+    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyChangeListener,
+    KeyUse, ListQuery, RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository,
+    UpdateRepoError,
 };
 use crate::random::SecretSource;
 use crate::scope::{Scope, Scopes};
@@ -170,6 +171,7 @@ pub struct ApiKeys {
     secrets: Arc<dyn SecretSource>,
     hash_key: HashKey,
     max_active_keys: u32,
+    listeners: Vec<Arc<dyn KeyChangeListener>>,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -200,6 +202,24 @@ impl ApiKeys {
             secrets: Arc::new(secrets),
             hash_key,
             max_active_keys: DEFAULT_MAX_ACTIVE_KEYS,
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Tells `listener` of every key change this service commits, before the
+    /// use case returns (a cache of keys on this node drops the key at once).
+    #[must_use]
+    pub fn with_change_listener(mut self, listener: Arc<dyn KeyChangeListener>) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Reports committed changes of `keys` to the listeners.
+    fn changed(&self, keys: &[KeyId]) {
+        for listener in &self.listeners {
+            for key in keys {
+                listener.key_changed(key);
+            }
         }
     }
 
@@ -274,10 +294,13 @@ impl ApiKeys {
             EventData::KeyCreated { rotated_from: None },
         );
         match self.keys.insert(&new, self.max_active_keys, &event) {
-            Ok(()) => Ok(CreatedKey {
-                key: new.key,
-                secret,
-            }),
+            Ok(()) => {
+                self.changed(&[new.key.id]);
+                Ok(CreatedKey {
+                    key: new.key,
+                    secret,
+                })
+            }
             Err(InsertError::LimitReached) => Err(CreateError::LimitReached),
             Err(InsertError::ActorRevoked) => Err(CreateError::CallerRevoked),
             Err(InsertError::Duplicate) => Err(CreateError::Repository(RepositoryError::failure(
@@ -373,7 +396,10 @@ impl ApiKeys {
                 },
             );
             return match self.keys.update(&caller.tenant_id, id, &changes, &event) {
-                Ok(key) => Ok(KeyView::at(key, now)),
+                Ok(key) => {
+                    self.changed(&[key.id]);
+                    Ok(KeyView::at(key, now))
+                }
                 Err(UpdateRepoError::Stale) => continue,
                 Err(UpdateRepoError::NotFound) => Err(UpdateError::NotFound),
                 Err(UpdateRepoError::Revoked) => Err(UpdateError::Revoked),
@@ -410,7 +436,10 @@ impl ApiKeys {
         }
         let event = self.key_event(now, &key, &origin, EventData::KeyRevoked);
         match self.keys.revoke(&caller.tenant_id, id, &event) {
-            Ok(key) => Ok(KeyView::at(key, now)),
+            Ok(key) => {
+                self.changed(&[key.id]);
+                Ok(KeyView::at(key, now))
+            }
             Err(RevokeRepoError::NotFound) => Err(RevokeError::NotFound),
             Err(RevokeRepoError::LastFullAccessKey) => Err(RevokeError::LastFullAccessKey),
             Err(RevokeRepoError::ActorRevoked) => Err(RevokeError::CallerRevoked),
@@ -473,12 +502,15 @@ impl ApiKeys {
             .keys
             .rotate(id, &successor, revokes_at, &rotated, &created)
         {
-            Ok(()) => Ok(RotatedKey {
-                key: successor.key,
-                secret,
-                old_key_id: *id,
-                old_key_revokes_at: revokes_at,
-            }),
+            Ok(()) => {
+                self.changed(&[*id, successor.key.id]);
+                Ok(RotatedKey {
+                    key: successor.key,
+                    secret,
+                    old_key_id: *id,
+                    old_key_revokes_at: revokes_at,
+                })
+            }
             Err(RotateRepoError::NotFound) => Err(RotateError::NotFound),
             // Lost a race: say what the key has become since it was read.
             Err(RotateRepoError::NotActive) => {
@@ -548,6 +580,7 @@ impl ApiKeys {
         let keys = [live, test];
         match self.tenants.create(&tenant, &keys, &events) {
             Ok(()) => {
+                self.changed(&[keys[0].key.id, keys[1].key.id]);
                 let [live, test] = keys;
                 Ok(CreatedTenant {
                     tenant,
@@ -656,43 +689,20 @@ fn rotatable(key: &ApiKey, now: OffsetDateTime) -> Result<(), RotateError> {
 }
 
 impl Authenticator for ApiKeys {
-    fn authenticate(&self, credentials: &Credentials) -> Result<Authentication, AuthError> {
+    /// Looks the key up in storage on every call, and records its use when
+    /// due with one write of its own (best effort: a failed write is not the
+    /// request's failure). A cache in front batches those writes instead.
+    fn authenticate(&self, credentials: &Credentials) -> Result<Arc<ApiKey>, AuthError> {
         let hash = self.hash_key.hash(credentials.key());
-        let key = self
-            .keys
-            .find_by_hash(&hash)?
-            .ok_or(AuthError::InvalidKey)?;
+        let key = self.keys.find_by_hash(&hash)?;
         let now = self.now();
-        match key.status(now) {
-            KeyStatus::Revoked => return Err(AuthError::Revoked),
-            KeyStatus::Expired => return Err(AuthError::Expired),
-            KeyStatus::Active | KeyStatus::RevocationScheduled => {}
+        check_key(key.as_ref(), credentials.tenant(), now)?;
+        let key = key.ok_or(AuthError::InvalidKey)?;
+        if key.last_used_due(now) {
+            // `last_used_at` is accurate to a minute at best; losing one
+            // write to a storage hiccup is not worth failing the request.
+            let _ = self.keys.record_uses(&[KeyUse::of(&key, now)]);
         }
-        if key.tenant_id != *credentials.tenant() {
-            return Err(AuthError::TenantMismatch);
-        }
-        let last_used_due = key.last_used_due(now);
-        Ok(Authentication {
-            principal: Principal {
-                tenant_id: key.tenant_id,
-                key_id: key.id,
-                key_type: key.key_type,
-                mode: key.mode,
-                scopes: key.scopes,
-            },
-            last_used_due,
-        })
-    }
-
-    fn record_use(&self, principal: &Principal) -> Result<(), RepositoryError> {
-        let now = self.now();
-        self.keys
-            .touch_last_used(
-                &principal.tenant_id,
-                &principal.key_id,
-                now,
-                ApiKey::last_used_due_before(now),
-            )
-            .map(|_| ())
+        Ok(Arc::new(key))
     }
 }

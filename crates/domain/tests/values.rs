@@ -122,7 +122,7 @@ fn scopes_come_out_in_document_order_without_duplicates() {
         ]
     );
     assert_eq!(
-        scopes.as_slice(),
+        scopes.iter().collect::<Vec<_>>(),
         [
             Scope::UsersRead,
             Scope::UsersWrite,

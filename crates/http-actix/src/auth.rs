@@ -1,16 +1,16 @@
-//! The authentication extractor (docs/api.md, "Conventions", authentication), usable on any actix handler.
+//! The authentication extractor (docs/api.md, "Conventions",
+//! authentication), usable on any actix handler.
 
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use domain::{Authenticator, Credentials, Principal};
 
-use crate::blocking::{blocking, spawn_blocking};
+use crate::blocking::blocking;
 use crate::error::ApiError;
 
 /// The tenant header.
@@ -20,19 +20,22 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 ///
 /// Put it first among a handler's arguments (actix polls extractors
 /// together, so a later extractor's error could otherwise answer before
-/// authentication does). It checks, in the order of docs/api.md, "Conventions", authentication:
+/// authentication does). It checks, in the order docs/api.md gives
+/// ("Conventions", authentication):
 ///
 /// 1. `Authorization: Bearer <key>` (scheme case-insensitive): missing, or
 ///    another scheme, or an empty token: 401 `missing_api_key`; not a key
 ///    string: 401 `invalid_api_key`, without any I/O;
 /// 2. `X-Tenant-ID`: 400 `invalid_tenant_id`;
-/// 3. and 4. the [`Authenticator`], on the blocking pool: 401
-///    `invalid_api_key`, `api_key_revoked`, `api_key_expired`, 403
+/// 3. and 4. the [`Authenticator`]: first
+///    [`authenticate_cached`](Authenticator::authenticate_cached) on the
+///    executor thread (a cache hit costs no thread hop), else
+///    [`authenticate`](Authenticator::authenticate) on the blocking pool:
+///    401 `invalid_api_key`, `api_key_revoked`, `api_key_expired`, 403
 ///    `tenant_mismatch`, or 503 when storage is down.
 ///
-/// When the key's `last_used_at` is due it calls
-/// [`Authenticator::record_use`] on the blocking pool without waiting for
-/// it; a failure is logged and never fails the request.
+/// Recording the key's use is the authenticator's business, not the
+/// extractor's.
 ///
 /// Authorization is the handler's: `principal.require_scope(..)`,
 /// `require_secret()` or `require_key_management()` (through `Deref`), each
@@ -98,8 +101,7 @@ impl FromRequest for Authenticated {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         // A second extraction in the same request reuses the first.
-        if let Some(principal) = req.extensions().get::<Principal>() {
-            let principal = principal.clone();
+        if let Some(principal) = req.extensions().get::<Principal>().copied() {
             return Box::pin(async move { Ok(Authenticated(principal)) });
         }
         let headers = req.headers();
@@ -110,30 +112,40 @@ impl FromRequest for Authenticated {
         let authenticator = req
             .app_data::<web::Data<dyn Authenticator>>()
             .map(|data| data.clone().into_inner());
+        let credentials = match (credentials, &authenticator) {
+            (Err(e), _) => return Box::pin(async move { Err(e.into()) }),
+            (Ok(_), None) => {
+                return Box::pin(async move {
+                    Err(ApiError::internal()
+                        .with_source("no web::Data<dyn Authenticator> registered in the app"))
+                })
+            }
+            (Ok(credentials), Some(authenticator)) => {
+                // A cache hit is answered here, on the executor thread.
+                if let Some(verdict) = authenticator.authenticate_cached(&credentials) {
+                    let outcome = verdict.map(|key| remember(req, Principal::of(&key)));
+                    return Box::pin(async move { outcome.map_err(ApiError::from) });
+                }
+                credentials
+            }
+        };
         let req = req.clone();
         Box::pin(async move {
-            let credentials = credentials?;
             let Some(authenticator) = authenticator else {
-                return Err(ApiError::internal()
-                    .with_source("no web::Data<dyn Authenticator> registered in the app"));
+                return Err(ApiError::internal());
             };
-            let auth = Arc::clone(&authenticator);
-            let authentication = blocking(move || auth.authenticate(&credentials))
+            let key = blocking(move || authenticator.authenticate(&credentials))
                 .await?
                 .map_err(ApiError::from)?;
-            let principal = authentication.principal;
-            if authentication.last_used_due {
-                let recorder = principal.clone();
-                spawn_blocking(move || {
-                    if let Err(e) = authenticator.record_use(&recorder) {
-                        tracing::warn!(error = %e, key_id = %recorder.key_id, "could not record key use");
-                    }
-                });
-            }
-            req.extensions_mut().insert(principal.clone());
-            Ok(Authenticated(principal))
+            Ok(remember(&req, Principal::of(&key)))
         })
     }
+}
+
+/// Keeps the caller in the request, for a second extraction.
+fn remember(req: &HttpRequest, principal: Principal) -> Authenticated {
+    req.extensions_mut().insert(principal);
+    Authenticated(principal)
 }
 
 #[cfg(test)]

@@ -19,14 +19,3 @@ where
     let span = tracing::Span::current();
     Ok(web::block(move || span.in_scope(f)).await?)
 }
-
-/// Starts `f` on the blocking pool inside the current span and does not wait
-/// for it: for work off the request path, such as recording a key's use.
-pub(crate) fn spawn_blocking<F>(f: F)
-where
-    F: FnOnce() + Send + 'static,
-{
-    let span = tracing::Span::current();
-    // Dropping the handle detaches the task; it still runs to completion.
-    drop(web::block(move || span.in_scope(f)));
-}

@@ -32,6 +32,7 @@
 mod admin;
 mod errors;
 mod events;
+mod follower;
 mod models;
 mod pool;
 mod repo;
@@ -44,4 +45,5 @@ pub mod testing;
 
 pub use admin::{database_url_for, ensure_database, EnsureDatabaseError};
 pub use errors::{ConnectError, MigrateError};
+pub use follower::{EventFeed, FeedConfig};
 pub use store::{PgStore, PoolConfig};

@@ -1,7 +1,7 @@
 //! The domain's repository ports on [`PgStore`].
 //!
 //! Round trips per call (happy path): `find_by_hash`, `find`, `list`,
-//! `touch_last_used`, `rotate`, an update that does not narrow scopes: one
+//! `record_uses` (any number of keys), `rotate`, an update that does not narrow scopes: one
 //! statement each. `insert`, `revoke` and a narrowing update: `BEGIN`, the
 //! tenant lock, one statement, `COMMIT`. The lock must be its own statement:
 //! under READ COMMITTED a statement reads one snapshot taken before it waited
@@ -21,7 +21,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Bytea, Nullable, Text, Timestamptz};
 use domain::{
-    ApiKey, ApiKeyRepository, CreateTenantRepoError, FieldChanges, InsertError, KeyEvent, KeyHash,
+    ApiKey, ApiKeyRepository, CreateTenantRepoError, FieldChanges, InsertError, KeyEvent, KeyUse, KeyHash,
     KeyId, KeyPage, ListQuery, NewKey, RepositoryError, RevokeRepoError, RotateRepoError, Tenant,
     TenantId, TenantRepository, UpdateRepoError,
 };
@@ -201,6 +201,21 @@ SELECT * FROM changed",
         returning = key_returning(),
         events = insert_events_sql(WRITE_PARAMS + 6),
     ))
+});
+
+/// Sets `last_used_at` of many keys in one statement: each key (`$1` tenant,
+/// `$2` id) to its use's time (`$3`) only where it is unset or not after the
+/// use's `due_before` (`$4`), the domain's once-a-minute rule, checked by the
+/// write itself so that concurrent nodes cannot both write.
+static RECORD_USES: LazyLock<Template> = LazyLock::new(|| {
+    Template::parse(
+        "\
+UPDATE api_keys AS k SET last_used_at = u.at
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+    AS u(tenant_id, id, at, due_before)
+WHERE k.tenant_id = u.tenant_id AND k.id = u.id
+  AND (k.last_used_at IS NULL OR k.last_used_at <= u.due_before)",
+    )
 });
 
 /// Inserts events alone (a tenant's creation, inside its transaction).
@@ -539,30 +554,23 @@ impl ApiKeyRepository for PgStore {
         )
     }
 
-    fn touch_last_used(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        now: OffsetDateTime,
-        due_before: OffsetDateTime,
-    ) -> Result<bool, RepositoryError> {
-        let (tenant, id) = (tenant.to_string(), id.to_string());
+    fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
+        if uses.is_empty() {
+            return Ok(0);
+        }
+        let tenants: Vec<String> = uses.iter().map(|u| u.tenant_id.to_string()).collect();
+        let ids: Vec<String> = uses.iter().map(|u| u.key_id.to_string()).collect();
+        let at: Vec<OffsetDateTime> = uses.iter().map(|u| u.at).collect();
+        let due_before: Vec<OffsetDateTime> = uses.iter().map(|u| u.due_before).collect();
         self.run(
-            "recording a key's use",
+            "recording key uses",
             |conn| {
-                let written = diesel::update(
-                    api_keys::table
-                        .filter(api_keys::tenant_id.eq(&tenant))
-                        .filter(api_keys::id.eq(&id))
-                        .filter(
-                            api_keys::last_used_at
-                                .is_null()
-                                .or(api_keys::last_used_at.le(due_before)),
-                        ),
-                )
-                .set(api_keys::last_used_at.eq(now))
-                .execute(conn)?;
-                Ok(written > 0)
+                Ok(Statement::new(&RECORD_USES)
+                    .bind::<Array<Text>, _>(&tenants)
+                    .bind::<Array<Text>, _>(&ids)
+                    .bind::<Array<Timestamptz>, _>(&at)
+                    .bind::<Array<Timestamptz>, _>(&due_before)
+                    .execute(conn)?)
             },
             |_| None,
         )

@@ -57,9 +57,21 @@ impl Default for PoolConfig {
 }
 
 /// The PostgreSQL store of keys and tenants. Clones share one pool.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgStore {
     pool: Pool<Manager>,
+    /// The URL the pool connects with, for connections of their own (the
+    /// event feed's).
+    url: std::sync::Arc<str>,
+}
+
+impl std::fmt::Debug for PgStore {
+    // Not the URL: it may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("connections", &self.pool.state().connections)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PgStore {
@@ -106,7 +118,10 @@ impl PgStore {
             .connection_timeout(config.connection_timeout)
             .error_handler(Box::new(TracingErrorHandler))
             .build_unchecked(Manager::new(&url, statement_timeout_ms));
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            url: database_url.into(),
+        })
     }
 
     /// Applies the pending embedded migrations, returning the versions applied
@@ -177,6 +192,12 @@ impl PgStore {
             Some(e) if is_connection_error(e) => repository_error(context, e).into(),
             _ => MigrateError::Migration { source },
         })
+    }
+
+    /// The database URL this store was built with (it may hold a password:
+    /// never log it).
+    pub fn database_url(&self) -> &str {
+        &self.url
     }
 
     /// One `SELECT 1` through the pool, for readiness checks.

@@ -30,7 +30,7 @@ use crate::key_string::PlainKey;
 use crate::kinds::{KeyType, Mode};
 use crate::name::KeyName;
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, ListQuery,
+    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyUse, ListQuery,
     RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
 use crate::random::SecretSource;
@@ -791,16 +791,18 @@ pub fn rotate_is_one_unit_and_only_for_active_keys(store: &impl Store) {
 }
 
 /// `last_used_at` is written at most once per 60 s, and writes no event.
-pub fn touch_last_used_writes_at_most_once_a_minute(store: &impl Store) {
+pub fn record_uses_writes_at_most_once_a_minute(store: &impl Store) {
     let f = Fixture::new();
     let tenant = f.stored_tenant(store, "Acme");
     let key = f.key(&tenant);
     f.insert(store, &key);
     let events = events_of(store, &tenant.id);
     let touch = |tenant: &TenantId, now: OffsetDateTime| {
-        store
-            .touch_last_used(tenant, &key.key.id, now, ApiKey::last_used_due_before(now))
-            .expect("touch")
+        let one = KeyUse {
+            tenant_id: *tenant,
+            ..KeyUse::of(&key.key, now)
+        };
+        store.record_uses(&[one]).expect("record") == 1
     };
     let last_used = || {
         store
@@ -820,6 +822,39 @@ pub fn touch_last_used_writes_at_most_once_a_minute(store: &impl Store) {
     assert!(!touch(&other.id, T0 + Duration::hours(1)));
     assert_eq!(last_used(), Some(T0 + Duration::seconds(60)));
     assert_eq!(events_of(store, &tenant.id), events);
+}
+
+/// Many uses are recorded in one call: each key by its own rule, unknown
+/// keys ignored, and the count says how many keys were written.
+pub fn record_uses_takes_a_batch(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let (a, b) = (f.key(&tenant), f.key(&tenant));
+    f.insert(store, &a);
+    f.insert(store, &b);
+    let unknown = f.key(&tenant);
+    let t1 = T0 + Duration::seconds(30);
+    assert_eq!(
+        store
+            .record_uses(&[KeyUse::of(&a.key, T0)])
+            .expect("record"),
+        1
+    );
+    let batch = [
+        KeyUse::of(&a.key, t1),
+        KeyUse::of(&b.key, t1),
+        KeyUse::of(&unknown.key, t1),
+    ];
+    assert_eq!(store.record_uses(&batch).expect("record"), 1);
+    let last_used = |k: &NewKey| {
+        store
+            .find(&tenant.id, &k.key.id)
+            .expect("find")
+            .and_then(|k| k.last_used_at)
+    };
+    assert_eq!(last_used(&a), Some(T0));
+    assert_eq!(last_used(&b), Some(t1));
+    assert_eq!(store.record_uses(&[]).expect("empty"), 0);
 }
 
 /// A tenant and its keys are stored together or not at all.
@@ -2223,7 +2258,8 @@ macro_rules! repository_contract_tests {
             update_keeps_a_full_access_key,
             revoke_is_immediate_idempotent_and_guarded,
             rotate_is_one_unit_and_only_for_active_keys,
-            touch_last_used_writes_at_most_once_a_minute,
+            record_uses_writes_at_most_once_a_minute,
+            record_uses_takes_a_batch,
             tenant_create_is_all_or_nothing,
             tenants_are_found_by_name_oldest_first,
             find_by_hash_returns_keys_in_any_state,

@@ -9,7 +9,8 @@ use crate::events::{Actor, EventPage, EventQuery, FieldChanges, KeyEvent, Stored
 use crate::hashing::KeyHash;
 use crate::ids::{KeyId, TenantId};
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyPage, ListQuery,
+    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyPage, KeyUse,
+    ListQuery,
     RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
 
@@ -287,22 +288,20 @@ impl ApiKeyRepository for InMemoryStore {
         Ok(())
     }
 
-    fn touch_last_used(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        now: OffsetDateTime,
-        due_before: OffsetDateTime,
-    ) -> Result<bool, RepositoryError> {
+    fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
         let mut state = self.lock()?;
-        let Some(key) = state.tenant_key_mut(tenant, id) else {
-            return Ok(false);
-        };
-        if key.last_used_at.is_some_and(|at| at > due_before) {
-            return Ok(false);
+        let mut written = 0;
+        for u in uses {
+            let Some(key) = state.tenant_key_mut(&u.tenant_id, &u.key_id) else {
+                continue;
+            };
+            if key.last_used_at.is_some_and(|at| at > u.due_before) {
+                continue;
+            }
+            key.last_used_at = Some(u.at);
+            written += 1;
         }
-        key.last_used_at = Some(now);
-        Ok(true)
+        Ok(written)
     }
 }
 

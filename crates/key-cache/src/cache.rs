@@ -1,0 +1,344 @@
+//! [`KeyCache`]: the keys last seen, by the HMAC of their value, in front of
+//! the key repository (docs/cache.md).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domain::{
+    check_key, ApiKey, ApiKeyRepository, AuthError, Authenticator, Clock, Credentials, HashKey,
+    KeyChangeListener, KeyHash, KeyId, KeyUse, RepositoryError,
+};
+use moka::sync::Cache;
+use time::OffsetDateTime;
+
+use crate::freshness::Freshness;
+use crate::uses::UseBuffer;
+
+/// Sizes and times of a [`KeyCache`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Most keys held (known and unknown together); the least useful are
+    /// evicted first.
+    pub max_entries: u64,
+    /// How long a known key is kept without being looked up again. Changes
+    /// reach the cache through events long before; this only bounds memory
+    /// of keys nobody uses.
+    pub ttl: Duration,
+    /// How long an unknown key ("no such hash") is remembered, so that a
+    /// well-formed random key repeated at high rate costs one query per
+    /// period, not one per request.
+    pub negative_ttl: Duration,
+    /// How long a confirmation by the event feed is trusted (at most 1 s:
+    /// a change reaches every node within it).
+    pub freshness: Duration,
+    /// Opt-in: while the database is unreachable, keep answering from the
+    /// cache for this long after the feed's last confirmation. `None` (the
+    /// default) fails closed: no confirmation, no cached answer.
+    pub serve_stale_for: Option<Duration>,
+}
+
+impl Default for CacheConfig {
+    /// 100,000 entries, 10 minutes, 30 s for unknown keys, a 1 s freshness
+    /// window, no stale answers.
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: 100_000,
+            ttl: Duration::from_secs(600),
+            negative_ttl: Duration::from_secs(30),
+            freshness: Duration::from_secs(1),
+            serve_stale_for: None,
+        }
+    }
+}
+
+/// What the cache holds for one hash.
+#[derive(Debug)]
+struct Entry {
+    /// The key, or `None`: no key has this hash.
+    key: Option<Arc<ApiKey>>,
+    /// The invalidation epoch when the load began: an invalidation of the
+    /// key after that makes the entry stale, even if it was stored after the
+    /// invalidation ran.
+    loaded_epoch: u64,
+    /// Unix seconds of the key's last recorded use (from storage, then from
+    /// this node's own recordings): a hit records a use only when this is
+    /// due, so a hot key costs one buffered use a minute, not one a request.
+    last_use: AtomicI64,
+}
+
+type Shared = Arc<Entry>;
+
+/// The cache, as an [`Authenticator`] in front of the key repository and a
+/// [`KeyChangeListener`] for the service and the event feed.
+pub struct KeyCache {
+    keys: Arc<dyn ApiKeyRepository>,
+    clock: Arc<dyn Clock>,
+    hash_key: HashKey,
+    entries: Cache<KeyHash, Shared>,
+    /// Key id to hash, to drop an entry when an event names its key.
+    hashes: Cache<KeyId, KeyHash>,
+    /// Key id to the epoch of its last invalidation, kept long enough to
+    /// outlive any load that was running when it happened.
+    invalidated: Cache<KeyId, u64>,
+    epoch: AtomicU64,
+    freshness: Arc<Freshness>,
+    uses: Arc<UseBuffer>,
+    config: CacheConfig,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("entries", &self.entries.entry_count())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long an invalidation is remembered: longer than any load can take
+/// (a pool wait plus a statement, both bounded well under this).
+const INVALIDATION_MEMORY: Duration = Duration::from_secs(300);
+
+struct EntryExpiry {
+    ttl: Duration,
+    negative_ttl: Duration,
+}
+
+impl moka::Expiry<KeyHash, Shared> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &KeyHash,
+        value: &Shared,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(if value.key.is_some() {
+            self.ttl
+        } else {
+            self.negative_ttl
+        })
+    }
+}
+
+impl KeyCache {
+    /// A cache in front of `keys`, judging keys at `clock`'s time, hashing
+    /// presented keys with `hash_key` (the service's), collecting uses in
+    /// `uses` and trusting itself while `freshness` is confirmed.
+    pub fn new(
+        keys: Arc<dyn ApiKeyRepository>,
+        clock: Arc<dyn Clock>,
+        hash_key: HashKey,
+        freshness: Arc<Freshness>,
+        uses: Arc<UseBuffer>,
+        config: CacheConfig,
+    ) -> Self {
+        let entries = Cache::builder()
+            .max_capacity(config.max_entries)
+            .expire_after(EntryExpiry {
+                ttl: config.ttl,
+                negative_ttl: config.negative_ttl,
+            })
+            .build();
+        let hashes = Cache::builder()
+            .max_capacity(config.max_entries)
+            .time_to_live(config.ttl)
+            .build();
+        let invalidated = Cache::builder()
+            .max_capacity(config.max_entries)
+            .time_to_live(INVALIDATION_MEMORY)
+            .build();
+        KeyCache {
+            keys,
+            clock,
+            hash_key,
+            entries,
+            hashes,
+            invalidated,
+            epoch: AtomicU64::new(0),
+            freshness,
+            uses,
+            config,
+        }
+    }
+
+    /// The freshness this cache trusts itself by.
+    pub fn freshness(&self) -> &Arc<Freshness> {
+        &self.freshness
+    }
+
+    /// How many hashes are held (after pending evictions ran).
+    pub fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Now, to the second, as the service judges keys.
+    fn now(&self) -> OffsetDateTime {
+        let now = self.clock.now().to_offset(time::UtcOffset::UTC);
+        now.replace_nanosecond(0).unwrap_or(now)
+    }
+
+    /// Whether `entry` may be used: it was loaded after the last
+    /// invalidation of its key.
+    fn current(&self, entry: &Entry) -> bool {
+        match &entry.key {
+            None => true,
+            Some(key) => self
+                .invalidated
+                .get(&key.id)
+                .is_none_or(|epoch| epoch < entry.loaded_epoch),
+        }
+    }
+
+    /// Loads the key with `hash` from storage into an entry.
+    fn load(&self, hash: &KeyHash) -> Result<Shared, RepositoryError> {
+        // Taken before the query: an invalidation while it runs is newer.
+        let loaded_epoch = self.epoch.load(Ordering::Acquire) + 1;
+        let key = self.keys.find_by_hash(hash)?;
+        let last_use = key
+            .as_ref()
+            .and_then(|k| k.last_used_at)
+            .map_or(i64::MIN, OffsetDateTime::unix_timestamp);
+        if let Some(key) = &key {
+            self.hashes.insert(key.id, *hash);
+        }
+        Ok(Arc::new(Entry {
+            key: key.map(Arc::new),
+            loaded_epoch,
+            last_use: AtomicI64::new(last_use),
+        }))
+    }
+
+    /// The entry for `hash`, loading it once however many callers ask at the
+    /// same time.
+    fn entry(&self, hash: &KeyHash) -> Result<Shared, RepositoryError> {
+        let entry = self
+            .entries
+            .try_get_with(*hash, || self.load(hash))
+            .map_err(shared_error)?;
+        if self.current(&entry) {
+            return Ok(entry);
+        }
+        // Loaded before its key's last invalidation: load again.
+        self.entries.invalidate(hash);
+        let entry = self.load(hash)?;
+        self.entries.insert(*hash, entry.clone());
+        Ok(entry)
+    }
+
+    /// Judges `entry` for the request and records the use when due.
+    fn verdict(
+        &self,
+        entry: &Entry,
+        credentials: &Credentials,
+        now: OffsetDateTime,
+    ) -> Result<Arc<ApiKey>, AuthError> {
+        check_key(entry.key.as_deref(), credentials.tenant(), now)?;
+        let key = entry.key.clone().ok_or(AuthError::InvalidKey)?;
+        self.note_use(entry, &key, now);
+        Ok(key)
+    }
+
+    /// Buffers a use of `key` if its last use is due (one per key per
+    /// minute on this node; storage applies the rule across nodes).
+    fn note_use(&self, entry: &Entry, key: &ApiKey, now: OffsetDateTime) {
+        let due_before = ApiKey::last_used_due_before(now).unix_timestamp();
+        let last = entry.last_use.load(Ordering::Relaxed);
+        if last > due_before {
+            return;
+        }
+        let claimed = entry
+            .last_use
+            .compare_exchange(
+                last,
+                now.unix_timestamp(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if claimed {
+            self.uses.push(KeyUse::of(key, now));
+        }
+    }
+}
+
+/// `try_get_with` shares one loader error among all waiters.
+fn shared_error(e: Arc<RepositoryError>) -> RepositoryError {
+    if e.is_unavailable() {
+        RepositoryError::unavailable("loading a key into the cache", e)
+    } else {
+        RepositoryError::failure("loading a key into the cache", e)
+    }
+}
+
+impl Authenticator for KeyCache {
+    /// A hit on a confirmed-fresh cache, judged now; `None` otherwise.
+    fn authenticate_cached(
+        &self,
+        credentials: &Credentials,
+    ) -> Option<Result<Arc<ApiKey>, AuthError>> {
+        if !self.freshness.is_fresh(Instant::now()) {
+            return None;
+        }
+        let hash = self.hash_key.hash(credentials.key());
+        let entry = self.entries.get(&hash)?;
+        if !self.current(&entry) {
+            return None;
+        }
+        Some(self.verdict(&entry, credentials, self.now()))
+    }
+
+    /// Through the cache while it is fresh (one query per key, shared by
+    /// concurrent misses); straight to storage while it is not, falling back
+    /// to the cache only if `serve_stale_for` allows and storage is down.
+    fn authenticate(&self, credentials: &Credentials) -> Result<Arc<ApiKey>, AuthError> {
+        let hash = self.hash_key.hash(credentials.key());
+        let now = self.now();
+        if self.freshness.is_fresh(Instant::now()) {
+            let entry = self.entry(&hash)?;
+            return self.verdict(&entry, credentials, now);
+        }
+        match self.load(&hash) {
+            Ok(entry) => {
+                self.entries.insert(hash, entry.clone());
+                self.verdict(&entry, credentials, now)
+            }
+            Err(e) if e.is_unavailable() => {
+                let stale = self.config.serve_stale_for.and_then(|bound| {
+                    self.freshness
+                        .confirmed_within(Instant::now(), bound)
+                        .then(|| self.entries.get(&hash))
+                        .flatten()
+                        .filter(|entry| self.current(entry))
+                });
+                match stale {
+                    Some(entry) => {
+                        tracing::warn!("database unreachable: answering from the cache");
+                        self.verdict(&entry, credentials, now)
+                    }
+                    None => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl KeyChangeListener for KeyCache {
+    fn key_changed(&self, id: &KeyId) {
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.invalidated.insert(*id, epoch);
+        if let Some(hash) = self.hashes.get(id) {
+            self.entries.invalidate(&hash);
+        }
+    }
+
+    fn caught_up(&self, as_of: Instant) {
+        self.freshness.confirm(as_of);
+    }
+}
