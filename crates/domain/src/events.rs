@@ -171,8 +171,8 @@ impl FieldChanges {
                 new: n.clone(),
             }),
             scopes: scopes.filter(|s| **s != key.scopes).map(|s| Change {
-                old: key.scopes.clone(),
-                new: s.clone(),
+                old: key.scopes,
+                new: *s,
             }),
         }
     }
@@ -189,7 +189,7 @@ impl FieldChanges {
             key.name = c.new.clone();
         }
         if let Some(c) = &self.scopes {
-            key.scopes = c.new.clone();
+            key.scopes = c.new;
         }
         key
     }

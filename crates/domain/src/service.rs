@@ -474,7 +474,7 @@ impl ApiKeys {
             old.name.clone(),
             old.key_type,
             old.mode,
-            old.scopes.clone(),
+            old.scopes,
             expires_at,
             now,
         );

@@ -2,7 +2,8 @@
 //! other services can use.
 //!
 //! - [`app`] (or [`configure`] plus [`request_context`]) builds the whole API:
-//!   the seven key routes of the product document, the audit log
+//!   the seven key routes of the product document, verification for other
+//!   services (`POST /v1/api-keys/verify`), the audit log
 //!   (`GET /v1/audit-events`), `GET /healthz`, `GET /readyz` and
 //!   `GET /openapi.json`, JSON errors for everything (docs/api.md,
 //!   "Conventions"; also actix's own), `X-Request-ID` and a tracing span per
@@ -27,6 +28,7 @@ mod redact;
 mod request_id;
 mod routes;
 mod state;
+mod verify;
 
 pub use auth::{bearer_token, Authenticated, TENANT_HEADER};
 pub use blocking::blocking;

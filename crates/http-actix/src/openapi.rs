@@ -15,12 +15,13 @@ use crate::handlers;
 #[openapi(
     info(
         title = "apikeys",
-        description = "Create, list, update, revoke and rotate a tenant's API keys. Every `/v1` request needs `Authorization: Bearer <secret key>` and `X-Tenant-ID`. Every response carries `X-Request-ID`. Every error is `{\"error\": {\"code\", \"message\", \"param\"?, \"request_id\"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.",
+        description = "Create, list, update, revoke, rotate and verify a tenant's API keys. Every `/v1` request needs `X-Tenant-ID`, and `Authorization: Bearer <secret key>` except `POST /v1/api-keys/verify`, whose body carries the key to check. Every response carries `X-Request-ID`. Every error is `{\"error\": {\"code\", \"message\", \"param\"?, \"request_id\"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.",
     ),
     paths(
         handlers::list_keys,
         handlers::create_key,
         handlers::rotate_key,
+        crate::verify::verify_key,
         handlers::get_key,
         handlers::update_key,
         handlers::revoke_key,
@@ -42,6 +43,10 @@ use crate::handlers;
         RotateKeyRequest,
         CreatedKeyResponse,
         RotatedKeyResponse,
+        crate::verify::VerifyKeyRequest,
+        crate::verify::VerifyKeyResponse,
+        crate::verify::VerifiedKey,
+        crate::verify::VerifyCode,
         crate::audit::EventObject,
         crate::audit::ActorObject,
         crate::audit::EventList,
@@ -50,6 +55,7 @@ use crate::handlers;
     modifiers(&Security),
     tags(
         (name = "api-keys", description = "Managing a tenant's API keys (secret key with `*` required)."),
+        (name = "api-key-verification", description = "Checking a key presented to another service: the key is in the body, no `Authorization`."),
         (name = "audit-events", description = "The tenant's key events, newest first (secret key with `*` or `audit-logs:read`)."),
         (name = "health", description = "Probes and this document; no key needed."),
     ),

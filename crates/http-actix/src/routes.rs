@@ -14,7 +14,7 @@ use actix_web::{web, App, HttpRequest, HttpServer};
 use crate::error::{ApiError, ErrorCode};
 use crate::request_id::request_context;
 use crate::state::AppState;
-use crate::{audit, handlers};
+use crate::{audit, handlers, verify};
 use crate::{BODY_LIMIT, SHUTDOWN_TIMEOUT_SECS};
 
 fn json_error(e: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
@@ -93,6 +93,14 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
                 web::resource("/v1/api-keys/rotate")
                     .route(web::post().to(handlers::rotate_key))
                     .default_service(not_allowed("POST")),
+            )
+            // Before `/{id}` too. `no_store` wraps the whole resource, 405
+            // included.
+            .service(
+                web::resource("/v1/api-keys/verify")
+                    .route(web::post().to(verify::verify_key))
+                    .default_service(not_allowed("POST"))
+                    .wrap(from_fn(verify::no_store)),
             )
             .service(
                 web::resource("/v1/api-keys/{id}")

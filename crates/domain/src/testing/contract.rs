@@ -1880,7 +1880,7 @@ pub fn update_refuses_stale_changes(store: &impl Store) {
         name: None,
         scopes: Some(Change {
             old: scopes(&[Scope::WebhooksRead]),
-            new: narrow.clone(),
+            new: narrow,
         }),
     };
     for changes in [&stale_name, &stale_name_valid_scopes, &stale_scopes] {
@@ -1901,7 +1901,7 @@ pub fn update_refuses_stale_changes(store: &impl Store) {
     // Fields that are not changed are not compared: the stale name does not
     // matter to a change of the scopes alone.
     let rescoped = f
-        .update(store, &key.key, &rescope(&key.key, narrow.clone()), now)
+        .update(store, &key.key, &rescope(&key.key, narrow), now)
         .expect("rescope");
     assert_eq!(
         rescoped,

@@ -10,8 +10,8 @@ use crate::hashing::KeyHash;
 use crate::ids::{KeyId, TenantId};
 use crate::ports::{
     ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyPage, KeyUse,
-    ListQuery,
-    RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
+    ListQuery, RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository,
+    UpdateRepoError,
 };
 
 #[derive(Debug, Default)]

@@ -1,0 +1,324 @@
+//! `POST /v1/api-keys/verify`: another service asks whether a key presented
+//! to it is good for a tenant (docs/api.md, "POST /v1/api-keys/verify").
+//!
+//! The key travels in the body and is the credential: there is no
+//! `Authorization`. The verdict comes from the same [`Authenticator`] as the
+//! [`Authenticated`](crate::Authenticated) extractor's, so a key verifies
+//! exactly when it would authenticate (and the authenticator records the use
+//! the same way). A well-formed request always gets 200 with the verdict;
+//! only the request itself (tenant header, body) and storage failures are
+//! errors. Every answer of the route carries `Cache-Control: no-store`
+//! ([`no_store`]).
+
+use std::fmt;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderValue, CACHE_CONTROL};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse};
+use domain::{
+    ApiKey, AuthError, Authenticator, Credentials, KeyFormatError, PlainKey, Scope, TenantId,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::TENANT_HEADER;
+use crate::blocking::blocking;
+use crate::body::{read_object, JsonObject};
+use crate::dto::{timestamp, KeyTypeDto, ModeDto};
+use crate::error::{ApiError, ErrorBody};
+use crate::redact::REDACTED;
+use crate::request_id::request_id_of;
+
+// Only the body's schema for the OpenAPI document: the handler reads the
+// body field by field (`crate::body`). Its `Debug` leaves the key out
+// (docs/api.md, "Secrets").
+/// `POST /v1/api-keys/verify` body.
+#[derive(Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(
+    dead_code,
+    reason = "never built: the handler reads the body field by field"
+)]
+pub struct VerifyKeyRequest {
+    /// The key to check, as it was presented to your service. A string that
+    /// is not a well-formed key (shape or checksum) is answered
+    /// `invalid_api_key`, without any database work.
+    pub key: String,
+    /// Scopes the key must have (a key with `*` has every scope). Absent,
+    /// `null` or `[]`: none required. Known scopes only; duplicates are
+    /// ignored.
+    #[schema(example = json!(["users:read"]))]
+    pub scopes: Option<Vec<String>>,
+}
+
+impl fmt::Debug for VerifyKeyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyKeyRequest")
+            .field("key", &REDACTED)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+/// The verdict's `code`: `valid`, or why the key is not good for the tenant,
+/// in the order authentication checks (then the scopes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyCode {
+    /// The key authenticates for the tenant and has every scope asked for.
+    Valid,
+    /// Not a key (shape or checksum), or no key has this value.
+    InvalidApiKey,
+    /// Revoked, or rotated and past its grace period.
+    ApiKeyRevoked,
+    /// Past `expires_at`.
+    ApiKeyExpired,
+    /// The key belongs to another tenant.
+    TenantMismatch,
+    /// The key is valid but lacks some of `scopes` (see `missing_scopes`).
+    InsufficientScope,
+}
+
+/// The verified key: what a service needs to decide what the caller may do.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VerifiedKey {
+    /// `key_` + ULID.
+    #[schema(example = "key_01HABCDEF666555KXYZ0123456")]
+    pub id: String,
+    /// The tenant the key belongs to (the one `X-Tenant-ID` named).
+    pub tenant_id: String,
+    /// Label.
+    pub name: String,
+    /// `publishable` or `secret`.
+    #[serde(rename = "type")]
+    #[schema(value_type = KeyTypeDto)]
+    pub key_type: String,
+    /// `live` or `test`.
+    #[schema(value_type = ModeDto)]
+    pub mode: String,
+    /// The key's scopes, `["*"]` for full access.
+    pub scopes: Vec<String>,
+    /// Expiry, or null.
+    pub expires_at: Option<String>,
+    /// When a scheduled revocation (a rotation's grace period) takes effect,
+    /// or null.
+    pub revokes_at: Option<String>,
+}
+
+impl From<&ApiKey> for VerifiedKey {
+    fn from(key: &ApiKey) -> Self {
+        VerifiedKey {
+            id: key.id.to_string(),
+            tenant_id: key.tenant_id.to_string(),
+            name: key.name.as_str().to_owned(),
+            key_type: key.key_type.as_str().to_owned(),
+            mode: key.mode.as_str().to_owned(),
+            scopes: key.scopes.names().map(str::to_owned).collect(),
+            expires_at: key.expires_at.map(timestamp),
+            revokes_at: key.revokes_at.map(timestamp),
+        }
+    }
+}
+
+/// `200` body of `POST /v1/api-keys/verify`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VerifyKeyResponse {
+    /// Whether the key is good for the tenant (and the scopes).
+    pub valid: bool,
+    /// `valid`, or why not.
+    pub code: VerifyCode,
+    /// The key, when `code` is `valid` or `insufficient_scope`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub key: Option<VerifiedKey>,
+    /// The scopes asked for that the key lacks, in canonical order; only
+    /// with `insufficient_scope`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub missing_scopes: Option<Vec<String>>,
+}
+
+impl VerifyKeyResponse {
+    /// A key that is not good for the tenant.
+    fn refused(code: VerifyCode) -> Self {
+        VerifyKeyResponse {
+            valid: false,
+            code,
+            key: None,
+            missing_scopes: None,
+        }
+    }
+
+    /// The verdict on a key that authenticated, given the scopes required.
+    fn of(key: &ApiKey, required: &[Scope]) -> Self {
+        let missing: Vec<String> = Scope::ALL
+            .into_iter()
+            .filter(|s| required.contains(s) && !key.scopes.allows(*s))
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        let valid = missing.is_empty();
+        VerifyKeyResponse {
+            valid,
+            code: if valid {
+                VerifyCode::Valid
+            } else {
+                VerifyCode::InsufficientScope
+            },
+            key: Some(VerifiedKey::from(key)),
+            missing_scopes: (!valid).then_some(missing),
+        }
+    }
+}
+
+/// The verdict for an authentication failure; a storage failure is no
+/// verdict but an error (503 or 500, as on every route).
+fn refusal(e: AuthError) -> Result<VerifyKeyResponse, ApiError> {
+    let code = match e {
+        // `MissingKey` cannot come from an authenticator given a parsed
+        // key; if one says so, the key is not good.
+        AuthError::MissingKey | AuthError::InvalidKey => VerifyCode::InvalidApiKey,
+        AuthError::Revoked => VerifyCode::ApiKeyRevoked,
+        AuthError::Expired => VerifyCode::ApiKeyExpired,
+        AuthError::TenantMismatch => VerifyCode::TenantMismatch,
+        AuthError::InvalidTenantId | AuthError::Repository(_) => return Err(e.into()),
+    };
+    Ok(VerifyKeyResponse::refused(code))
+}
+
+/// The fields of the body, checked in order: `key` (type), `scopes` (type,
+/// then each name). The key string's own shape is a verdict, not an error.
+fn read_fields(
+    body: &JsonObject,
+) -> Result<(Result<PlainKey, KeyFormatError>, Vec<Scope>), ApiError> {
+    let key = body.req_str("key")?;
+    let names = body.opt_str_array("scopes")?.unwrap_or_default();
+    let mut required = Vec::with_capacity(names.len());
+    for name in names {
+        let scope =
+            Scope::parse(name).map_err(|e| ApiError::invalid_parameter("scopes", e.to_string()))?;
+        if !required.contains(&scope) {
+            required.push(scope);
+        }
+    }
+    Ok((PlainKey::parse(key), required))
+}
+
+/// Verify a key presented to your service: is it good for this tenant (and
+/// these scopes)?
+///
+/// No `Authorization`: the key in the body is the credential. A well-formed
+/// request is answered 200 with the verdict; verifying a key that
+/// authenticates counts as a use (`last_used_at`).
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys/verify",
+    tag = "api-key-verification",
+    operation_id = "verify_api_key",
+    request_body(content = VerifyKeyRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The verdict: `valid` true with the key, or false with the reason in `code` (with the key and `missing_scopes` when only scopes are lacking).", body = VerifyKeyResponse,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "`invalid_tenant_id` (checked before the body), `invalid_json`, `unknown_field`, `missing_parameter` (`key`), `invalid_parameter` (`key`, `scopes`).", body = ErrorBody,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody,
+            headers(("Allow" = String, description = "`POST`"), ("Cache-Control" = String, description = "`no-store`"))),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 500, description = "`internal_error`.", body = ErrorBody,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 503, description = "`service_unavailable`.", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds to wait."), ("Cache-Control" = String, description = "`no-store`"))),
+    ),
+    security(("tenant" = [])),
+)]
+pub(crate) async fn verify_key(
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    // The tenant header before the body, as authentication checks it before
+    // any other route reads its body.
+    let tenant = req
+        .headers()
+        .get(TENANT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| TenantId::parse(t).ok())
+        .ok_or(AuthError::InvalidTenantId)?;
+    let (key, required) = {
+        let body = read_object(&req, payload, &["key", "scopes"]).await?;
+        read_fields(&body)?
+    };
+    // Not a key string: refused without any I/O, as authentication does.
+    let Ok(key) = key else {
+        return Ok(answer(&VerifyKeyResponse::refused(
+            VerifyCode::InvalidApiKey,
+        )));
+    };
+    let authenticator = req
+        .app_data::<web::Data<dyn Authenticator>>()
+        .map(|data| data.clone().into_inner())
+        .ok_or_else(|| {
+            ApiError::internal()
+                .with_source("no web::Data<dyn Authenticator> registered in the app")
+        })?;
+    let credentials = Credentials::new(key, tenant);
+    // A cache hit is answered here, on the executor thread.
+    let outcome = match authenticator.authenticate_cached(&credentials) {
+        Some(outcome) => outcome,
+        None => blocking(move || authenticator.authenticate(&credentials)).await?,
+    };
+    let response = match outcome {
+        Ok(key) => VerifyKeyResponse::of(&key, &required),
+        Err(e) => refusal(e)?,
+    };
+    Ok(answer(&response))
+}
+
+fn answer(response: &VerifyKeyResponse) -> HttpResponse {
+    HttpResponse::Ok().json(response)
+}
+
+/// Resource middleware of the verify route: `Cache-Control: no-store` on
+/// every answer, errors (also 405) included.
+///
+/// [`request_context`](crate::request_context) renders an error response
+/// anew, which would drop the header; so an [`ApiError`] is rendered here
+/// instead, exactly as it would be there (the request id in the body, server
+/// errors logged with their cause), and the outer middleware leaves the
+/// finished JSON error as it is.
+///
+/// # Errors
+/// None of its own: the wrapped service's are passed on.
+pub(crate) async fn no_store(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let res = next.call(req).await?.map_into_boxed_body();
+    let rendered = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<ApiError>())
+        .map(|api| {
+            if api.status().is_server_error() {
+                tracing::error!(
+                    code = %api.code(),
+                    cause = api.cause_chain().as_deref().unwrap_or("none"),
+                    "request failed"
+                );
+            }
+            api.to_response(&request_id_of(res.request()).unwrap_or_default())
+        });
+    let mut res = match rendered {
+        Some(response) => {
+            let (req, _) = res.into_parts();
+            ServiceResponse::new(req, response)
+        }
+        None => res,
+    };
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
