@@ -143,9 +143,7 @@ impl Application {
         let uses = UseFlusher::spawn(
             uses,
             Arc::new(store.clone()),
-            settings
-                .flush_uses_every
-                .unwrap_or(Duration::from_secs(1)),
+            settings.flush_uses_every.unwrap_or(Duration::from_secs(1)),
         )
         .context("cannot start the last-used writer")?;
         let authenticator: Arc<dyn Authenticator> = cache;

@@ -21,9 +21,9 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Bytea, Nullable, Text, Timestamptz};
 use domain::{
-    ApiKey, ApiKeyRepository, CreateTenantRepoError, FieldChanges, InsertError, KeyEvent, KeyUse, KeyHash,
-    KeyId, KeyPage, ListQuery, NewKey, RepositoryError, RevokeRepoError, RotateRepoError, Tenant,
-    TenantId, TenantRepository, UpdateRepoError,
+    ApiKey, ApiKeyRepository, CreateTenantRepoError, FieldChanges, InsertError, KeyEvent, KeyHash,
+    KeyId, KeyPage, KeyUse, ListQuery, NewKey, RepositoryError, RevokeRepoError, RotateRepoError,
+    Tenant, TenantId, TenantRepository, UpdateRepoError,
 };
 use time::OffsetDateTime;
 

@@ -29,7 +29,9 @@ fn hit(c: &mut Criterion) {
         SeqSecretSource::new(1),
         hash_key.clone(),
     );
-    let created = service.create_tenant(&Origin::cli(), "Bench").expect("tenant");
+    let created = service
+        .create_tenant(&Origin::cli(), "Bench")
+        .expect("tenant");
     let tenant = created.tenant.id.to_string();
     let key = created.live.secret.into_secret();
     // A long window: the benchmark measures the hit, not the feed.
@@ -48,9 +50,8 @@ fn hit(c: &mut Criterion) {
 
     c.bench_function("cache_hit", |b| {
         b.iter(|| {
-            let credentials =
-                Credentials::parse(Some(black_box(&key)), Some(black_box(&tenant)))
-                    .expect("credentials");
+            let credentials = Credentials::parse(Some(black_box(&key)), Some(black_box(&tenant)))
+                .expect("credentials");
             cache
                 .authenticate_cached(&credentials)
                 .expect("hit")
