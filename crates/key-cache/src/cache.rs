@@ -21,9 +21,9 @@ pub struct CacheConfig {
     /// Most keys held (known and unknown together); the least useful are
     /// evicted first.
     pub max_entries: u64,
-    /// How long a known key is kept without being looked up again. Changes
-    /// reach the cache through events long before; this only bounds memory
-    /// of keys nobody uses.
+    /// How long a known key is kept after it was loaded (a key in use is
+    /// then loaded again). Changes reach the cache through events long
+    /// before; this bounds memory and the life of any entry.
     pub ttl: Duration,
     /// How long an unknown key ("no such hash") is remembered, so that a
     /// well-formed random key repeated at high rate costs one query per
@@ -96,9 +96,13 @@ impl std::fmt::Debug for KeyCache {
     }
 }
 
-/// How long an invalidation is remembered: longer than any load can take
-/// (a pool wait plus a statement, both bounded well under this).
-const INVALIDATION_MEMORY: Duration = Duration::from_secs(300);
+/// An invalidation is remembered this much longer than an entry can live,
+/// so that no entry loaded before it can outlive the memory of it.
+const INVALIDATION_MARGIN: Duration = Duration::from_secs(60);
+
+/// Invalidations remembered per cache entry allowed: a burst of changes to
+/// keys this node does not hold must not push out the memory of one it does.
+const INVALIDATIONS_PER_ENTRY: u64 = 10;
 
 struct EntryExpiry {
     ttl: Duration,
@@ -132,20 +136,32 @@ impl KeyCache {
         uses: Arc<UseBuffer>,
         config: CacheConfig,
     ) -> Self {
+        let memory = config.ttl + INVALIDATION_MARGIN;
+        // Bounded by `entries`: a mapping goes when its entry is evicted.
+        let hashes: Cache<KeyId, KeyHash> = Cache::builder().time_to_live(memory).build();
         let entries = Cache::builder()
             .max_capacity(config.max_entries)
             .expire_after(EntryExpiry {
                 ttl: config.ttl,
                 negative_ttl: config.negative_ttl,
             })
-            .build();
-        let hashes = Cache::builder()
-            .max_capacity(config.max_entries)
-            .time_to_live(config.ttl)
+            .eviction_listener({
+                let hashes = hashes.clone();
+                move |hash: Arc<KeyHash>, entry: Shared, cause| {
+                    if cause == moka::notification::RemovalCause::Replaced {
+                        return;
+                    }
+                    if let Some(key) = &entry.key {
+                        if hashes.get(&key.id).as_ref() == Some(&*hash) {
+                            hashes.invalidate(&key.id);
+                        }
+                    }
+                }
+            })
             .build();
         let invalidated = Cache::builder()
-            .max_capacity(config.max_entries)
-            .time_to_live(INVALIDATION_MEMORY)
+            .max_capacity(config.max_entries.saturating_mul(INVALIDATIONS_PER_ENTRY))
+            .time_to_live(memory)
             .build();
         KeyCache {
             keys,

@@ -32,6 +32,11 @@ impl Freshness {
     /// Every change committed before `as_of` has been reported. Older
     /// confirmations than the one held are ignored.
     pub fn confirm(&self, as_of: Instant) {
+        // A confirmation from before this value existed says nothing about
+        // the time since; counting it as one at `base` would overstate it.
+        if as_of < self.base {
+            return;
+        }
         let nanos = self.nanos(as_of).max(1);
         self.confirmed.fetch_max(nanos, Ordering::AcqRel);
     }
