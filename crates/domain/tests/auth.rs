@@ -1,5 +1,6 @@
-//! Authentication (docs/api.md, "Conventions", authentication): the order of the checks, the principal, and
-//! the once-a-minute `last_used_at` write.
+//! Authentication (docs/api.md, "Conventions", authentication): the order of the checks
+//! ([`check_key`] and the service that uses it), the principal, and the
+//! once-a-minute `last_used_at` write the service makes itself.
 
 #![expect(
     clippy::expect_used,
@@ -8,13 +9,13 @@
 
 mod common;
 
-use common::{request, Harness, T0};
+use common::{request, used_at, Harness, T0};
 use domain::testing::SeqSecretSource;
 use domain::{
-    AuthError, Authenticator, Credentials, KeyType, Mode, Origin, PlainKey, Principal,
-    RepositoryError, Scope, Scopes, TenantId,
+    check_key, ApiKey, AuthError, Credentials, KeyId, KeyName, KeyType, Mode, Origin, PlainKey,
+    Principal, RepositoryError, Scope, Scopes, TenantId,
 };
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 
 fn valid_key_text() -> String {
     PlainKey::generate(KeyType::Secret, Mode::Live, &SeqSecretSource::new(99)).into_secret()
@@ -98,6 +99,136 @@ fn valid_credentials_keep_the_key_and_tenant() {
     assert_eq!(credentials.tenant().to_string(), tenant);
 }
 
+// ---- steps 3 and 4: `check_key`, without I/O ----
+
+fn acme_id() -> TenantId {
+    TenantId::generate(T0 - Duration::days(30), &SeqSecretSource::new(500))
+}
+
+/// A key of [`acme_id`], created a day before T0: active, never used, no
+/// expiry.
+fn key_of_acme() -> ApiKey {
+    ApiKey {
+        id: KeyId::generate(T0 - Duration::days(1), &SeqSecretSource::new(501)),
+        tenant_id: acme_id(),
+        name: KeyName::parse("Key").expect("name"),
+        key_type: KeyType::Secret,
+        mode: Mode::Live,
+        prefix: "sk_live_abc1".to_owned(),
+        last_four: "x123".to_owned(),
+        scopes: Scopes::full(),
+        created_at: T0 - Duration::days(1),
+        last_used_at: None,
+        expires_at: None,
+        revokes_at: None,
+        replaced_by: None,
+    }
+}
+
+fn revoked_at(at: OffsetDateTime, key: ApiKey) -> ApiKey {
+    ApiKey {
+        revokes_at: Some(at),
+        ..key
+    }
+}
+
+fn expiring_at(at: OffsetDateTime, key: ApiKey) -> ApiKey {
+    ApiKey {
+        expires_at: Some(at),
+        ..key
+    }
+}
+
+/// [`check_key`]'s verdict, by the error code it answers with.
+fn verdict(key: Option<&ApiKey>, tenant: &TenantId, now: OffsetDateTime) -> &'static str {
+    match check_key(key, tenant, now) {
+        Ok(()) => "ok",
+        Err(AuthError::InvalidKey) => "invalid_api_key",
+        Err(AuthError::Revoked) => "api_key_revoked",
+        Err(AuthError::Expired) => "api_key_expired",
+        Err(AuthError::TenantMismatch) => "tenant_mismatch",
+        Err(other) => panic!("check_key does no I/O, yet answered {other:?}"),
+    }
+}
+
+#[test]
+fn check_key_passes_an_active_key_of_the_named_tenant() {
+    assert_eq!(verdict(Some(&key_of_acme()), &acme_id(), T0), "ok");
+}
+
+#[test]
+fn check_key_refuses_no_key_as_invalid() {
+    assert_eq!(verdict(None, &acme_id(), T0), "invalid_api_key");
+}
+
+#[test]
+fn check_key_refuses_a_revoked_key_from_revokes_at_on() {
+    let key = revoked_at(T0, key_of_acme());
+    assert_eq!(
+        verdict(Some(&key), &acme_id(), T0 - Duration::seconds(1)),
+        "ok",
+        "a scheduled revocation still authenticates"
+    );
+    assert_eq!(verdict(Some(&key), &acme_id(), T0), "api_key_revoked");
+    assert_eq!(
+        verdict(Some(&key), &acme_id(), T0 + Duration::days(1)),
+        "api_key_revoked"
+    );
+}
+
+#[test]
+fn check_key_refuses_an_expired_key_from_expires_at_on() {
+    let key = expiring_at(T0, key_of_acme());
+    assert_eq!(
+        verdict(Some(&key), &acme_id(), T0 - Duration::seconds(1)),
+        "ok"
+    );
+    assert_eq!(verdict(Some(&key), &acme_id(), T0), "api_key_expired");
+}
+
+#[test]
+fn check_key_refuses_a_key_of_another_tenant() {
+    let other = TenantId::generate(T0, &SeqSecretSource::new(502));
+    assert_eq!(verdict(Some(&key_of_acme()), &other, T0), "tenant_mismatch");
+}
+
+#[test]
+fn check_key_answers_unknown_then_revoked_then_expired_then_tenant() {
+    let other = TenantId::generate(T0, &SeqSecretSource::new(502));
+    let expired = expiring_at(T0 - Duration::minutes(1), key_of_acme());
+    let revoked_and_expired = revoked_at(T0 - Duration::minutes(1), expired.clone());
+
+    // No key is invalid whatever the tenant; revoked comes before expired,
+    // both before the tenant.
+    assert_eq!(verdict(None, &other, T0), "invalid_api_key");
+    assert_eq!(
+        verdict(Some(&revoked_and_expired), &other, T0),
+        "api_key_revoked"
+    );
+    assert_eq!(
+        verdict(Some(&revoked_and_expired), &acme_id(), T0),
+        "api_key_revoked"
+    );
+    assert_eq!(verdict(Some(&expired), &other, T0), "api_key_expired");
+    // A scheduled revocation is no refusal: the tenant still decides.
+    let scheduled = revoked_at(T0 + Duration::hours(1), key_of_acme());
+    assert_eq!(verdict(Some(&scheduled), &other, T0), "tenant_mismatch");
+    assert_eq!(verdict(Some(&scheduled), &acme_id(), T0), "ok");
+}
+
+#[test]
+fn check_key_ignores_what_does_not_decide_authentication() {
+    // Type, mode, scopes and last use never refuse a key.
+    let key = ApiKey {
+        key_type: KeyType::Publishable,
+        mode: Mode::Test,
+        scopes: Scopes::new([Scope::UsersRead]).expect("scopes"),
+        last_used_at: Some(T0 - Duration::seconds(1)),
+        ..key_of_acme()
+    };
+    assert_eq!(verdict(Some(&key), &acme_id(), T0), "ok");
+}
+
 // ---- steps 3 and 4: through the store ----
 
 #[test]
@@ -127,12 +258,12 @@ fn an_active_key_authenticates_as_its_principal() {
         ),
     );
 
-    let auth = h
+    let key = h
         .authenticate(&narrow.secret, &acme.tenant.id)
         .expect("authenticates");
 
     assert_eq!(
-        auth.principal,
+        Principal::of(&key),
         Principal {
             tenant_id: acme.tenant.id,
             key_id: narrow.key.id,
@@ -141,7 +272,10 @@ fn an_active_key_authenticates_as_its_principal() {
             scopes: Scopes::new([Scope::UsersRead]).expect("scopes"),
         }
     );
-    assert!(auth.last_used_due);
+    // It is the key as stored when it was found: never used, so its use was
+    // due.
+    assert_eq!(*key, narrow.key);
+    assert!(key.last_used_due(T0));
 }
 
 #[test]
@@ -241,14 +375,25 @@ fn a_key_both_revoked_and_expired_is_revoked() {
 }
 
 #[test]
-fn authenticating_writes_nothing() {
+fn authenticating_writes_only_last_used_at_and_no_event() {
+    // Given a key never used,
     let h = Harness::new();
     let acme = h.tenant();
+    let events = h.events();
 
+    // when it authenticates, then its use is its only change, with no event,
     h.authenticate(&acme.live.secret, &acme.tenant.id)
         .expect("authenticates");
+    let used = used_at(&acme.live.key, T0);
+    assert_eq!(h.stored(&acme.live.key), used);
+    assert_eq!(h.events(), events);
 
-    assert_eq!(h.stored(&acme.live.key), acme.live.key);
+    // and within the minute it writes nothing at all.
+    h.clock.set(T0 + Duration::seconds(30));
+    h.authenticate(&acme.live.secret, &acme.tenant.id)
+        .expect("authenticates");
+    assert_eq!(h.stored(&acme.live.key), used);
+    assert_eq!(h.events(), events);
 }
 
 #[test]
@@ -256,67 +401,92 @@ fn last_used_is_due_first_then_not_within_60_seconds_then_again() {
     // Given a key that was never used,
     let h = Harness::new();
     let acme = h.tenant();
+
+    // when it first authenticates, it is found due, and its use is recorded;
     let first = h
         .authenticate(&acme.live.secret, &acme.tenant.id)
         .expect("authenticates");
-    assert!(first.last_used_due);
-
-    // when its use is recorded,
-    h.service.record_use(&first.principal).expect("record use");
+    assert!(first.last_used_due(T0));
     assert_eq!(h.stored(&acme.live.key).last_used_at, Some(T0));
 
-    // then it is not due again for 60 seconds,
+    // then it is not due again for 60 seconds, and nothing is written,
     for after in [0, 1, 59] {
-        h.clock.set(T0 + Duration::seconds(after));
-        let auth = h
+        let now = T0 + Duration::seconds(after);
+        h.clock.set(now);
+        let key = h
             .authenticate(&acme.live.secret, &acme.tenant.id)
             .expect("authenticates");
-        assert!(!auth.last_used_due, "{after} s after");
+        assert!(!key.last_used_due(now), "{after} s after");
+        assert_eq!(
+            h.stored(&acme.live.key).last_used_at,
+            Some(T0),
+            "{after} s after"
+        );
     }
     // and due again from 60 seconds on.
-    h.clock.set(T0 + Duration::seconds(60));
+    let later = T0 + Duration::seconds(60);
+    h.clock.set(later);
     let again = h
         .authenticate(&acme.live.secret, &acme.tenant.id)
         .expect("authenticates");
-    assert!(again.last_used_due);
+    assert!(again.last_used_due(later));
+    assert_eq!(h.stored(&acme.live.key).last_used_at, Some(later));
 }
 
 #[test]
-fn record_use_writes_now_at_most_once_a_minute() {
+fn authenticate_records_the_use_at_now_at_most_once_a_minute() {
     let h = Harness::new();
     let acme = h.tenant();
-    let principal = h.principal(&acme.live);
+    let use_at = |seconds: i64| {
+        h.clock.set(T0 + Duration::seconds(seconds));
+        h.authenticate(&acme.live.secret, &acme.tenant.id)
+            .expect("authenticates");
+        h.stored(&acme.live.key).last_used_at
+    };
 
-    h.clock.set(T0 + Duration::seconds(10));
-    h.service.record_use(&principal).expect("record use");
-    assert_eq!(
-        h.stored(&acme.live.key).last_used_at,
-        Some(T0 + Duration::seconds(10))
-    );
+    assert_eq!(use_at(10), Some(T0 + Duration::seconds(10)));
+    assert_eq!(use_at(69), Some(T0 + Duration::seconds(10)));
+    assert_eq!(use_at(70), Some(T0 + Duration::seconds(70)));
+}
 
-    h.clock.set(T0 + Duration::seconds(69));
-    h.service.record_use(&principal).expect("record use");
-    assert_eq!(
-        h.stored(&acme.live.key).last_used_at,
-        Some(T0 + Duration::seconds(10))
-    );
+#[test]
+fn a_refused_key_is_not_recorded_as_used() {
+    // Given a revoked key, an expired key and a key presented for another
+    // tenant,
+    let h = Harness::new();
+    let acme = h.tenant();
+    let other = h
+        .service
+        .create_tenant(&Origin::cli(), "Other")
+        .expect("tenant");
+    let admin = h.principal(&acme.live);
+    let revoked = h.create_kind(&admin, KeyType::Secret, Mode::Live);
+    h.service
+        .revoke(&admin, None, &revoked.key.id)
+        .expect("revoke");
+    let expiring = h.create_expiring(&admin, "1m");
+    let mismatched = h.create_kind(&admin, KeyType::Secret, Mode::Test);
+    h.clock.advance(Duration::minutes(1));
 
-    h.clock.set(T0 + Duration::seconds(70));
-    h.service.record_use(&principal).expect("record use");
-    assert_eq!(
-        h.stored(&acme.live.key).last_used_at,
-        Some(T0 + Duration::seconds(70))
-    );
+    // when they are presented, then none of them counts as used.
+    assert!(h.authenticate(&revoked.secret, &acme.tenant.id).is_err());
+    assert!(h.authenticate(&expiring.secret, &acme.tenant.id).is_err());
+    assert!(h
+        .authenticate(&mismatched.secret, &other.tenant.id)
+        .is_err());
+    for key in [&revoked.key, &expiring.key, &mismatched.key] {
+        assert_eq!(h.stored(key).last_used_at, None, "{}", key.id);
+    }
 }
 
 #[test]
 fn stored_times_are_whole_seconds_even_when_the_clock_is_not() {
     let h = Harness::new();
     let acme = h.tenant();
-    let principal = h.principal(&acme.live);
 
     h.clock.set(T0 + Duration::milliseconds(1_999));
-    h.service.record_use(&principal).expect("record use");
+    h.authenticate(&acme.live.secret, &acme.tenant.id)
+        .expect("authenticates");
 
     assert_eq!(
         h.stored(&acme.live.key).last_used_at,

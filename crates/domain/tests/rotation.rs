@@ -27,7 +27,7 @@ fn the_successor_copies_the_old_keys_attributes() {
     let scopes = Scopes::new([Scope::UsersRead, Scope::SessionsRead]).expect("scopes");
     let old = h.create(
         &admin,
-        request(KeyType::Publishable, Some(Mode::Test), scopes.clone(), None),
+        request(KeyType::Publishable, Some(Mode::Test), scopes, None),
     );
     h.clock.advance(Duration::hours(2));
     let now = T0 + Duration::hours(2);

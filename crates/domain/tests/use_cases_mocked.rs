@@ -10,17 +10,17 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{hash_key, T0};
+use common::{hash_key, Recorder, T0};
 use domain::testing::{
     MockApiKeyRepository, MockEventRepository, MockTenantRepository, SeqSecretSource, TestClock,
 };
 use domain::{
-    AccessError, Actor, ApiKey, ApiKeys, AuthError, Authentication, Authenticator, Change,
-    CreateError, CreateKey, CreateTenantRepoError, Credentials, EventData, EventId, EventPage,
-    EventType, FieldChanges, GetError, GracePeriod, InsertError, KeyEvent, KeyId, KeyName,
-    KeyStatus, KeyType, KeyView, ListError, ListEvents, ListEventsError, ListKeys, Mode, NewKey,
-    Origin, PageLimit, PlainKey, Principal, RepositoryError, RevokeError, RevokeRepoError,
-    RotateError, RotateRepoError, Scope, Scopes, TenantId, UpdateError, UpdateRepoError,
+    AccessError, Actor, ApiKey, ApiKeys, AuthError, Authenticator, Change, CreateError, CreateKey,
+    CreateTenantRepoError, Credentials, EventData, EventId, EventPage, EventType, FieldChanges,
+    GetError, GracePeriod, InsertError, KeyEvent, KeyId, KeyName, KeyStatus, KeyType, KeyUse,
+    KeyView, ListError, ListEvents, ListEventsError, ListKeys, Mode, NewKey, Origin, PageLimit,
+    PlainKey, Principal, RepositoryError, RevokeError, RevokeRepoError, RotateError,
+    RotateRepoError, Scope, Scopes, TenantId, UpdateError, UpdateRepoError,
 };
 use mockall::Sequence;
 use time::Duration;
@@ -46,6 +46,32 @@ fn service_with(keys: MockApiKeyRepository, tenants: MockTenantRepository) -> Ap
         SeqSecretSource::new(17),
         hash_key(),
     )
+}
+
+/// [`service`] on a clock the test moves.
+fn service_on(keys: MockApiKeyRepository, clock: &TestClock) -> ApiKeys {
+    ApiKeys::new(
+        keys,
+        MockTenantRepository::new(),
+        no_events(),
+        clock.clone(),
+        SeqSecretSource::new(17),
+        hash_key(),
+    )
+}
+
+/// `service` telling a new [`Recorder`] of every key change it commits.
+fn listened(service: ApiKeys) -> (ApiKeys, Arc<Recorder>) {
+    let recorder = Recorder::new();
+    (service.with_change_listener(recorder.clone()), recorder)
+}
+
+/// `heard` and `expected` hold the same keys (the order of the reports of one
+/// use case is not part of the contract).
+fn assert_same_keys(mut heard: Vec<KeyId>, mut expected: Vec<KeyId>) {
+    heard.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(heard, expected);
 }
 
 fn service_over_events(events: MockEventRepository) -> ApiKeys {
@@ -80,7 +106,7 @@ fn untouchable() -> MockApiKeyRepository {
     keys.expect_update().never();
     keys.expect_revoke().never();
     keys.expect_rotate().never();
-    keys.expect_touch_last_used().never();
+    keys.expect_record_uses().never();
     keys
 }
 
@@ -147,7 +173,7 @@ fn authenticate_request(
     service: &ApiKeys,
     bearer: Option<&str>,
     tenant: Option<&str>,
-) -> Result<Authentication, AuthError> {
+) -> Result<Arc<ApiKey>, AuthError> {
     let credentials = Credentials::parse(bearer, tenant)?;
     service.authenticate(&credentials)
 }
@@ -198,18 +224,21 @@ fn a_valid_key_is_looked_up_once_by_its_hmac_and_nothing_is_written() {
     stored.last_used_at = Some(T0 - Duration::seconds(30));
     let mut keys = untouchable();
     keys.checkpoint();
+    let found = stored.clone();
     keys.expect_find_by_hash()
         .withf(move |hash| *hash == expected_hash)
         .times(1)
-        .return_once(move |_| Ok(Some(stored)));
+        .return_once(move |_| Ok(Some(found)));
+    keys.expect_record_uses().never();
     let service = service(keys);
 
-    let auth = service
+    let key = service
         .authenticate(&Credentials::new(secret, tenant_id()))
         .expect("authenticates");
 
-    assert_eq!(auth.principal.key_id, key_id(1));
-    assert!(!auth.last_used_due);
+    assert_eq!(key.id, key_id(1));
+    assert_eq!(*key, stored);
+    assert!(!key.last_used_due(T0));
 }
 
 #[test]
@@ -226,19 +255,128 @@ fn an_unknown_key_is_invalid_after_one_lookup() {
 }
 
 #[test]
-fn record_use_touches_the_principals_key_at_now() {
-    let caller = principal(KeyType::Secret, Mode::Live);
-    let (tenant, id) = (caller.tenant_id, caller.key_id);
-    let mut keys = MockApiKeyRepository::new();
-    keys.expect_touch_last_used()
-        .withf(move |t, k, now, due_before| {
-            *t == tenant && *k == id && *now == T0 && *due_before == T0 - Duration::seconds(60)
-        })
-        .times(1)
-        .returning(|_, _, _, _| Ok(false));
-    let service = service(keys);
+fn authenticate_records_a_due_use_once_with_its_exact_key_use() {
+    // Given a key never used, in a repository whose `record_uses` writes
+    // `last_used_at` as storage would, and expects exactly the uses at T0
+    // and at T0 + 60 s, in that order,
+    let secret = PlainKey::generate(KeyType::Secret, Mode::Live, &SeqSecretSource::new(6));
+    let stored = Arc::new(Mutex::new(stored_key(key_id(1), Mode::Live)));
+    let mut keys = untouchable();
+    keys.checkpoint();
+    let found = Arc::clone(&stored);
+    keys.expect_find_by_hash()
+        .times(4)
+        .returning(move |_| Ok(Some(found.lock().expect("lock").clone())));
+    let mut seq = Sequence::new();
+    for at in [T0, T0 + Duration::seconds(60)] {
+        let expected = KeyUse {
+            tenant_id: tenant_id(),
+            key_id: key_id(1),
+            at,
+            due_before: at - Duration::seconds(60),
+        };
+        let written = Arc::clone(&stored);
+        keys.expect_record_uses()
+            .withf(move |uses| uses == [expected])
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(move |uses| {
+                written.lock().expect("lock").last_used_at = Some(uses[0].at);
+                Ok(1)
+            });
+    }
+    let clock = TestClock::at(T0);
+    let service = service_on(keys, &clock);
+    let credentials = Credentials::new(secret, tenant_id());
 
-    assert_eq!(service.record_use(&caller).ok(), Some(()));
+    // when it authenticates at T0, 1 s, 59 s and 60 s later, then its use is
+    // recorded at T0 and at 60 s only.
+    for seconds in [0, 1, 59, 60] {
+        clock.set(T0 + Duration::seconds(seconds));
+        let key = service.authenticate(&credentials).expect("authenticates");
+        assert_eq!(key.id, key_id(1));
+    }
+    assert_eq!(
+        stored.lock().expect("lock").last_used_at,
+        Some(T0 + Duration::seconds(60))
+    );
+}
+
+#[test]
+fn a_use_is_recorded_with_the_key_uses_rule() {
+    let key = stored_key(key_id(1), Mode::Live);
+    assert_eq!(
+        KeyUse::of(&key, T0),
+        KeyUse {
+            tenant_id: tenant_id(),
+            key_id: key_id(1),
+            at: T0,
+            due_before: T0 - domain::LAST_USED_RESOLUTION,
+        }
+    );
+    assert_eq!(domain::LAST_USED_RESOLUTION, Duration::seconds(60));
+}
+
+#[test]
+fn a_failed_or_lost_use_record_never_fails_authentication() {
+    let answers: [fn() -> Result<usize, RepositoryError>; 3] = [
+        || Err(RepositoryError::unavailable("record uses", "down")),
+        || Err(RepositoryError::failure("record uses", "deadlock detected")),
+        // Another node recorded a use first.
+        || Ok(0),
+    ];
+    for answer in answers {
+        let secret = PlainKey::generate(KeyType::Secret, Mode::Live, &SeqSecretSource::new(6));
+        let mut keys = untouchable();
+        keys.checkpoint();
+        let stored = stored_key(key_id(1), Mode::Live);
+        keys.expect_find_by_hash()
+            .times(1)
+            .return_once(move |_| Ok(Some(stored)));
+        keys.expect_record_uses()
+            .times(1)
+            .returning(move |_| answer());
+        let service = service(keys);
+
+        let key = service
+            .authenticate(&Credentials::new(secret, tenant_id()))
+            .expect("authenticates despite the failed write");
+
+        assert_eq!(key.id, key_id(1));
+    }
+}
+
+#[test]
+fn a_refused_key_is_never_recorded_as_used() {
+    let cases: [fn(ApiKey) -> ApiKey; 3] = [
+        |k| ApiKey {
+            revokes_at: Some(T0),
+            ..k
+        },
+        |k| ApiKey {
+            expires_at: Some(T0),
+            ..k
+        },
+        |k| ApiKey {
+            tenant_id: TenantId::generate(T0, &SeqSecretSource::new(101)),
+            ..k
+        },
+    ];
+    for shape in cases {
+        let secret = PlainKey::generate(KeyType::Secret, Mode::Live, &SeqSecretSource::new(6));
+        let mut keys = untouchable();
+        keys.checkpoint();
+        let stored = shape(stored_key(key_id(1), Mode::Live));
+        keys.expect_find_by_hash()
+            .times(1)
+            .return_once(move |_| Ok(Some(stored)));
+        keys.expect_record_uses().never();
+        let service = service(keys);
+
+        assert!(service
+            .authenticate(&Credentials::new(secret, tenant_id()))
+            .is_err());
+    }
 }
 
 // ---- access ----
@@ -246,7 +384,7 @@ fn record_use_touches_the_principals_key_at_now() {
 #[test]
 fn a_publishable_key_never_reaches_a_management_use_case() {
     // Given a publishable key, even one with `*`,
-    let service = service(untouchable());
+    let (service, heard) = listened(service(untouchable()));
     let caller = principal(KeyType::Publishable, Mode::Live);
     let id = key_id(1);
     let denied = AccessError::SecretKeyRequired;
@@ -276,6 +414,7 @@ fn a_publishable_key_never_reaches_a_management_use_case() {
         service.rotate(&caller, None, &id, GracePeriod::default()),
         Err(RotateError::Access(e)) if e == denied
     ));
+    assert_eq!(heard.take(), []);
 }
 
 #[test]
@@ -301,7 +440,7 @@ fn a_test_key_never_changes_a_live_key() {
     keys.expect_update().never();
     keys.expect_revoke().never();
     keys.expect_rotate().never();
-    let service = service(keys);
+    let (service, heard) = listened(service(keys));
     let caller = principal(KeyType::Secret, Mode::Test);
     let id = key_id(1);
 
@@ -319,6 +458,7 @@ fn a_test_key_never_changes_a_live_key() {
         service.rotate(&caller, None, &id, GracePeriod::default()),
         Err(RotateError::NotFound)
     ));
+    assert_eq!(heard.take(), []);
 }
 
 #[test]
@@ -365,7 +505,7 @@ fn create_inserts_the_returned_key_with_its_hmac_the_limit_and_its_event_at_now(
                 .push((new.clone(), event.clone()));
             Ok(())
         });
-    let service = service(keys).with_max_active_keys(2);
+    let (service, heard) = listened(service(keys).with_max_active_keys(2));
 
     let created = service
         .create(
@@ -383,6 +523,7 @@ fn create_inserts_the_returned_key_with_its_hmac_the_limit_and_its_event_at_now(
     assert_eq!(created.key.mode, Mode::Live);
     assert!(made_now_by_the_caller(event, &created.key.id, Mode::Live));
     assert_eq!(event.data, EventData::KeyCreated { rotated_from: None });
+    assert_eq!(heard.take(), [created.key.id]);
 }
 
 #[test]
@@ -419,7 +560,7 @@ fn insert_outcomes_map_to_create_errors() {
         keys.expect_insert()
             .times(1)
             .returning(move |_, _, _| Err(answer()));
-        let service = service(keys);
+        let (service, heard) = listened(service(keys));
 
         let outcome = service.create(
             &principal(KeyType::Secret, Mode::Live),
@@ -429,6 +570,7 @@ fn insert_outcomes_map_to_create_errors() {
 
         let error = outcome.expect_err("an error");
         assert!(expected(&error), "{error:?}");
+        assert_eq!(heard.take(), [], "{error:?}");
     }
 }
 
@@ -474,7 +616,7 @@ fn repository_refusals_of_update_and_revoke_map_to_their_errors() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _, _| Err(RevokeRepoError::ActorRevoked));
-    let service = service(keys);
+    let (service, heard) = listened(service(keys));
     let caller = principal(KeyType::Secret, Mode::Live);
     let update = || service.update(&caller, None, &id, None, Some(users_read()));
 
@@ -494,6 +636,7 @@ fn repository_refusals_of_update_and_revoke_map_to_their_errors() {
         service.revoke(&caller, None, &id),
         Err(RevokeError::CallerRevoked)
     ));
+    assert_eq!(heard.take(), []);
 }
 
 #[test]
@@ -531,7 +674,7 @@ fn update_hands_the_changes_with_their_old_values_and_its_event_to_the_repositor
         })
         .times(1)
         .return_once(move |_, _, _, _| Ok(answer));
-    let service = service(keys);
+    let (service, heard) = listened(service(keys));
 
     let outcome = service
         .update(
@@ -544,6 +687,7 @@ fn update_hands_the_changes_with_their_old_values_and_its_event_to_the_repositor
         .expect("update");
 
     assert_eq!(outcome, KeyView::at(updated, T0));
+    assert_eq!(heard.take(), [id]);
 }
 
 #[test]
@@ -558,7 +702,7 @@ fn an_update_that_changes_nothing_writes_nothing() {
         .times(4)
         .returning(move |_, _| Ok(Some(found.clone())));
     keys.expect_update().never();
-    let service = service(keys);
+    let (service, heard) = listened(service(keys));
     let caller = principal(KeyType::Secret, Mode::Live);
     let same_name = || Some(KeyName::parse("Stored").expect("name"));
 
@@ -577,6 +721,7 @@ fn an_update_that_changes_nothing_writes_nothing() {
             KeyView::at(live.clone(), T0)
         );
     }
+    assert_eq!(heard.take(), []);
 }
 
 #[test]
@@ -636,9 +781,10 @@ fn update_retries_from_a_fresh_read_when_the_key_changed_concurrently() {
         .times(1)
         .in_sequence(&mut seq)
         .return_once(move |_, _, _, _| Ok(answer));
-    let service = service(keys);
+    let (service, heard) = listened(service(keys));
 
-    // when the update is made, then it is redone from the fresh read.
+    // when the update is made, then it is redone from the fresh read, and
+    // the one write that committed is reported once.
     let outcome = service
         .update(
             &principal(KeyType::Secret, Mode::Live),
@@ -650,6 +796,7 @@ fn update_retries_from_a_fresh_read_when_the_key_changed_concurrently() {
         .expect("update");
 
     assert_eq!(outcome, KeyView::at(mine, T0));
+    assert_eq!(heard.take(), [id]);
 }
 
 #[test]
@@ -675,7 +822,7 @@ fn a_retry_that_finds_the_change_already_made_writes_nothing() {
         .times(1)
         .in_sequence(&mut seq)
         .return_once(move |_, _| Ok(Some(found)));
-    let service = service(keys);
+    let (service, heard) = listened(service(keys));
 
     let outcome = service
         .update(
@@ -688,6 +835,7 @@ fn a_retry_that_finds_the_change_already_made_writes_nothing() {
         .expect("update");
 
     assert_eq!(outcome, KeyView::at(already, T0));
+    assert_eq!(heard.take(), []);
 }
 
 #[test]
@@ -701,7 +849,7 @@ fn update_gives_up_after_five_stale_attempts() {
     keys.expect_update()
         .times(5)
         .returning(|_, _, _, _| Err(UpdateRepoError::Stale));
-    let service = service(keys);
+    let (service, heard) = listened(service(keys));
 
     let outcome = service.update(
         &principal(KeyType::Secret, Mode::Live),
@@ -715,6 +863,7 @@ fn update_gives_up_after_five_stale_attempts() {
         outcome,
         Err(UpdateError::Repository(RepositoryError::Failure { .. }))
     ));
+    assert_eq!(heard.take(), []);
 }
 
 #[test]
@@ -740,7 +889,7 @@ fn revoke_passes_the_tenant_the_key_and_its_event_at_now() {
         })
         .times(1)
         .return_once(move |_, _, _| Ok(answer));
-    let service = service(keys);
+    let (service, heard) = listened(service(keys));
 
     let outcome = service
         .revoke(&principal(KeyType::Secret, Mode::Live), request_id(), &id)
@@ -748,6 +897,7 @@ fn revoke_passes_the_tenant_the_key_and_its_event_at_now() {
 
     assert_eq!(outcome, KeyView::at(revoked, T0));
     assert_eq!(outcome.status, KeyStatus::Revoked);
+    assert_eq!(heard.take(), [id]);
 }
 
 #[test]
@@ -764,13 +914,14 @@ fn revoking_a_key_read_as_revoked_writes_nothing() {
         .times(1)
         .return_once(move |_, _| Ok(Some(found)));
     keys.expect_revoke().never();
-    let service = service(keys);
+    let (service, heard) = listened(service(keys));
 
     let outcome = service
         .revoke(&principal(KeyType::Secret, Mode::Live), None, &id)
         .expect("revoke");
 
     assert_eq!(outcome, KeyView::at(revoked, T0));
+    assert_eq!(heard.take(), []);
 }
 
 // ---- rotation ----
@@ -807,7 +958,7 @@ fn rotate_hands_the_successor_revocation_time_and_both_events_to_the_repository_
         })
         .times(1)
         .returning(|_, _, _, _, _| Ok(()));
-    let service = service(keys);
+    let (service, heard) = listened(service(keys));
 
     let rotated = service
         .rotate(
@@ -820,6 +971,7 @@ fn rotate_hands_the_successor_revocation_time_and_both_events_to_the_repository_
 
     assert_eq!(rotated.old_key_revokes_at, T0 + Duration::hours(24));
     assert_eq!(rotated.old_key_id, id);
+    assert_same_keys(heard.take(), vec![id, rotated.key.id]);
 }
 
 #[test]
@@ -833,7 +985,7 @@ fn rotate_maps_a_revoked_actor_to_caller_revoked() {
     keys.expect_rotate()
         .times(1)
         .returning(|_, _, _, _, _| Err(RotateRepoError::ActorRevoked));
-    let service = service(keys);
+    let (service, heard) = listened(service(keys));
 
     assert!(matches!(
         service.rotate(
@@ -844,10 +996,12 @@ fn rotate_maps_a_revoked_actor_to_caller_revoked() {
         ),
         Err(RotateError::CallerRevoked)
     ));
+    assert_eq!(heard.take(), []);
 }
 
 /// Rotation loses a race: the first read shows an active key, the repository
-/// answers `NotActive`, and the second read shows `after`.
+/// answers `NotActive`, and the second read shows `after`. Nothing was
+/// written, so the change listener hears nothing.
 fn lose_rotation_race(after: Option<ApiKey>) -> Result<(), RotateError> {
     let id = key_id(1);
     let before = stored_key(id, Mode::Live);
@@ -865,16 +1019,18 @@ fn lose_rotation_race(after: Option<ApiKey>) -> Result<(), RotateError> {
         .times(1)
         .in_sequence(&mut seq)
         .return_once(move |_, _| Ok(after));
-    let service = service(keys);
+    let (service, heard) = listened(service(keys));
 
-    service
+    let outcome = service
         .rotate(
             &principal(KeyType::Secret, Mode::Live),
             None,
             &id,
             GracePeriod::default(),
         )
-        .map(|_| ())
+        .map(|_| ());
+    assert_eq!(heard.take(), []);
+    outcome
 }
 
 #[test]
@@ -958,7 +1114,7 @@ fn a_key_read_as_not_rotatable_never_reaches_repository_rotate() {
             .times(1)
             .return_once(move |_, _| Ok(Some(key)));
         keys.expect_rotate().never();
-        let service = service(keys);
+        let (service, heard) = listened(service(keys));
 
         let error = service
             .rotate(
@@ -970,6 +1126,7 @@ fn a_key_read_as_not_rotatable_never_reaches_repository_rotate() {
             .expect_err("an error");
 
         assert!(expected(&error), "{error:?}");
+        assert_eq!(heard.take(), [], "{error:?}");
     }
 }
 
@@ -996,11 +1153,12 @@ fn create_tenant_stores_the_tenant_both_keys_and_their_events_in_one_call() {
             sink.1.extend_from_slice(events);
             Ok(())
         });
-    let service = service_with(untouchable(), tenants);
+    let (service, heard) = listened(service_with(untouchable(), tenants));
 
     let created = service
         .create_tenant(&Origin::cli(), "Acme")
         .expect("tenant");
+    assert_same_keys(heard.take(), vec![created.live.key.id, created.test.key.id]);
 
     let stored = stored.lock().expect("lock");
     let (keys, events) = &*stored;
@@ -1056,7 +1214,7 @@ fn create_tenant_reports_a_collision_as_a_repository_failure() {
         .expect_create()
         .times(1)
         .returning(|_, _, _| Err(CreateTenantRepoError::Duplicate));
-    let service = service_with(untouchable(), tenants);
+    let (service, heard) = listened(service_with(untouchable(), tenants));
 
     assert!(matches!(
         service.create_tenant(&Origin::cli(), "Acme"),
@@ -1064,6 +1222,7 @@ fn create_tenant_reports_a_collision_as_a_repository_failure() {
             RepositoryError::Failure { .. }
         ))
     ));
+    assert_eq!(heard.take(), []);
 }
 
 #[test]

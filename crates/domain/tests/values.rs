@@ -137,6 +137,100 @@ fn scopes_come_out_in_document_order_without_duplicates() {
 }
 
 #[test]
+fn scopes_are_a_set_in_the_document_order_whatever_the_input_order() {
+    // Every scope but `*`, in the document's order, then reversed and
+    // interleaved with duplicates.
+    let table: Vec<Scope> = Scope::ALL[1..].to_vec();
+    let reversed: Vec<Scope> = table.iter().rev().copied().collect();
+    let shuffled: Vec<Scope> = [5, 0, 8, 3, 3, 1, 7, 2, 6, 4, 0]
+        .into_iter()
+        .map(|i| table[i])
+        .collect();
+
+    let sets =
+        [table.clone(), reversed, shuffled].map(|scopes| Scopes::new(scopes).expect("scopes"));
+
+    for set in sets {
+        assert_eq!(set, sets[0]);
+        assert_eq!(set.iter().collect::<Vec<_>>(), table);
+        assert_eq!(
+            set.names().collect::<Vec<_>>(),
+            [
+                "users:read",
+                "users:write",
+                "sessions:read",
+                "sessions:write",
+                "organizations:read",
+                "organizations:write",
+                "webhooks:read",
+                "webhooks:write",
+                "audit-logs:read",
+            ]
+        );
+        assert!(!set.is_full_access());
+        assert!(!set.allows(Scope::All));
+    }
+    // Sets that differ by one scope differ.
+    assert_ne!(
+        Scopes::new([Scope::UsersRead]).expect("scopes"),
+        Scopes::new([Scope::UsersRead, Scope::UsersWrite]).expect("scopes")
+    );
+}
+
+#[test]
+fn each_scope_alone_is_a_set_of_itself() {
+    for scope in Scope::ALL {
+        let one = Scopes::new([scope]).expect("scopes");
+        assert_eq!(one.iter().collect::<Vec<_>>(), [scope]);
+        assert_eq!(one.names().collect::<Vec<_>>(), [scope.as_str()]);
+        assert_eq!(Scopes::parse([scope.as_str()]), Ok(one));
+        for other in Scope::ALL {
+            assert_eq!(
+                one.allows(other),
+                scope == Scope::All || other == scope,
+                "{scope} allows {other}"
+            );
+        }
+    }
+}
+
+#[test]
+fn wildcard_alone_is_the_full_set() {
+    let full = Scopes::full();
+    assert_eq!(Scopes::new([Scope::All]), Ok(full));
+    assert_eq!(Scopes::new([Scope::All, Scope::All]), Ok(full));
+    assert_eq!(full.iter().collect::<Vec<_>>(), [Scope::All]);
+    assert_eq!(full.names().collect::<Vec<_>>(), ["*"]);
+    assert!(full.is_full_access());
+    // `*` with every other scope is still refused, whatever the order.
+    let mut everything = Scope::ALL.to_vec();
+    assert_eq!(
+        Scopes::new(everything.clone()),
+        Err(ScopesError::WildcardNotAlone)
+    );
+    everything.reverse();
+    assert_eq!(Scopes::new(everything), Err(ScopesError::WildcardNotAlone));
+    // Naming every scope but `*` is not full access.
+    assert_ne!(Scopes::new(Scope::ALL[1..].iter().copied()), Ok(full));
+}
+
+#[test]
+fn scopes_are_copied_and_debug_as_the_list_of_their_scopes() {
+    let scopes = Scopes::parse(["webhooks:read", "users:read", "users:write"]).expect("scopes");
+    let copy = scopes;
+    assert_eq!(copy, scopes);
+    assert_eq!(
+        format!("{scopes:?}"),
+        "Scopes([UsersRead, UsersWrite, WebhooksRead])"
+    );
+    assert_eq!(format!("{:?}", Scopes::full()), "Scopes([All])");
+    assert_eq!(
+        format!("{:?}", Scopes::new([Scope::AuditLogsRead]).expect("scopes")),
+        "Scopes([AuditLogsRead])"
+    );
+}
+
+#[test]
 fn wildcard_scope_must_stand_alone() {
     assert_eq!(
         Scopes::parse(["*", "users:read"]),

@@ -13,10 +13,7 @@ use std::sync::Arc;
 use actix_web::http::{Method, StatusCode};
 use actix_web::test::{self, TestRequest};
 use common::{send, Fx, Reply, StoreReadiness};
-use domain::{
-    ApiKeys, AuthError, Authentication, Authenticator, Credentials, KeyType, Mode, Principal,
-    RepositoryError,
-};
+use domain::{ApiKey, ApiKeys, AuthError, Authenticator, Credentials, KeyType, Mode, Principal};
 use http_actix::{app, AppState};
 use serde_json::{json, Value};
 use time::Duration;
@@ -814,11 +811,7 @@ async fn authentication_failures_answer_before_anything_else() {
 /// The id of a key of Acme, by its value.
 fn revoked_id(fx: &Fx, key: &str) -> domain::KeyId {
     let credentials = Credentials::parse(Some(key), Some(&fx.acme.tenant)).unwrap();
-    fx.service
-        .authenticate(&credentials)
-        .unwrap()
-        .principal
-        .key_id
+    fx.service.authenticate(&credentials).unwrap().id
 }
 
 // ---- bad input, methods, the document ---------------------------------------
@@ -1012,17 +1005,12 @@ struct RevokeAfterAuthentication {
 }
 
 impl Authenticator for RevokeAfterAuthentication {
-    fn authenticate(&self, credentials: &Credentials) -> Result<Authentication, AuthError> {
-        let authentication = self.service.authenticate(credentials)?;
-        let caller = authentication.principal.key_id;
-        if caller != self.revoker.key_id {
-            self.service.revoke(&self.revoker, None, &caller).unwrap();
+    fn authenticate(&self, credentials: &Credentials) -> Result<Arc<ApiKey>, AuthError> {
+        let key = self.service.authenticate(credentials)?;
+        if key.id != self.revoker.key_id {
+            self.service.revoke(&self.revoker, None, &key.id).unwrap();
         }
-        Ok(authentication)
-    }
-
-    fn record_use(&self, principal: &Principal) -> Result<(), RepositoryError> {
-        self.service.record_use(principal)
+        Ok(key)
     }
 }
 

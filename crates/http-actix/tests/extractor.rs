@@ -1,23 +1,29 @@
 //! The `Authenticated` extractor and the error safety net, with a mock
-//! authenticator and handlers another team might write.
+//! authenticator and handlers another team might write: the extractor asks
+//! `authenticate_cached` first, on the executor thread, and falls back to
+//! `authenticate` on the blocking pool; recording a key's use is the
+//! authenticator's business.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, ThreadId};
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::from_fn;
 use actix_web::test::{self, TestRequest};
 use actix_web::{web, App, HttpResponse};
 use common::{authed, send, Fx};
-use domain::testing::MockAuthenticator;
+use domain::testing::{
+    MockApiKeyRepository, MockAuthenticator, MockEventRepository, MockTenantRepository,
+    SeqSecretSource, TestClock,
+};
 use domain::{
-    AuthError, Authentication, Authenticator, KeyId, KeyType, Mode, OsSecretSource, PlainKey,
-    Principal, RepositoryError, Scope, Scopes, TenantId,
+    ApiKey, ApiKeyRepository, ApiKeys, AuthError, Authenticator, HashKey, KeyId, KeyName, KeyType,
+    Mode, OsSecretSource, PlainKey, Principal, RepositoryError, Scope, Scopes, TenantId,
 };
 use http_actix::{configure, request_context, ApiError, AppState, Authenticated, Readiness};
 use serde::Deserialize;
@@ -47,29 +53,46 @@ fn any_key() -> String {
     PlainKey::generate(KeyType::Secret, Mode::Live, &OsSecretSource).into_secret()
 }
 
-/// A mock that authenticates every well-formed request as `who`, counting
-/// `record_use` calls and signalling each on `used`.
-fn mock(
-    who: Principal,
-    due: bool,
-    record: Result<(), ()>,
-) -> (MockAuthenticator, Arc<AtomicUsize>, mpsc::Receiver<()>) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let (tx, rx) = mpsc::channel();
+/// The key `who` presents, as stored: never used.
+fn key_of(who: &Principal) -> Arc<ApiKey> {
+    let created = datetime!(2024-01-09 09:00:00 UTC);
+    Arc::new(ApiKey {
+        id: who.key_id,
+        tenant_id: who.tenant_id,
+        name: KeyName::parse("Foreign").unwrap(),
+        key_type: who.key_type,
+        mode: who.mode,
+        prefix: "sk_live_abc1".to_owned(),
+        last_four: "x123".to_owned(),
+        scopes: who.scopes,
+        created_at: created,
+        last_used_at: None,
+        expires_at: None,
+        revokes_at: None,
+        replaced_by: None,
+    })
+}
+
+/// A mock authenticator without a cache: `authenticate_cached` answers
+/// `None`, so every request needs `authenticate`.
+fn uncached() -> MockAuthenticator {
     let mut m = MockAuthenticator::new();
-    m.expect_authenticate().returning(move |_| {
-        Ok(Authentication {
-            principal: who.clone(),
-            last_used_due: due,
-        })
-    });
+    m.expect_authenticate_cached().returning(|_| None);
+    m
+}
+
+/// A mock without a cache that authenticates every well-formed request as
+/// `who`, counting its `authenticate` calls.
+fn mock(who: Principal) -> (MockAuthenticator, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&count);
-    m.expect_record_use().returning(move |_| {
+    let mut m = uncached();
+    let key = key_of(&who);
+    m.expect_authenticate().returning(move |_| {
         counter.fetch_add(1, Ordering::SeqCst);
-        tx.send(()).ok();
-        record.map_err(|()| RepositoryError::unavailable("touch", "database down"))
+        Ok(Arc::clone(&key))
     });
-    (m, count, rx)
+    (m, count)
 }
 
 async fn users(caller: Authenticated) -> Result<HttpResponse, ApiError> {
@@ -97,45 +120,195 @@ fn users_request(tenant: &TenantId) -> TestRequest {
 }
 
 #[actix_web::test]
-async fn record_use_is_called_off_the_request_path_when_due() {
+async fn a_cache_miss_falls_back_to_authenticate_once_per_request() {
     let who = principal(&["users:read"]);
-    let (m, count, used) = mock(who.clone(), true, Ok(()));
+    let (m, count) = mock(who);
     let app = foreign_app!(m);
-    let r = send(&app, users_request(&who.tenant_id).to_request()).await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.json()["key_id"], who.key_id.to_string());
-    used.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert_eq!(count.load(Ordering::SeqCst), 1);
-}
-
-#[actix_web::test]
-async fn record_use_is_not_called_when_not_due() {
-    let who = principal(&["*"]);
-    let (m, count, used) = mock(who.clone(), false, Ok(()));
-    let app = foreign_app!(m);
-    for _ in 0..3 {
+    for n in 1..=3 {
         let r = send(&app, users_request(&who.tenant_id).to_request()).await;
         assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json()["key_id"], who.key_id.to_string());
+        assert_eq!(count.load(Ordering::SeqCst), n);
     }
-    assert!(used.recv_timeout(Duration::from_millis(200)).is_err());
-    assert_eq!(count.load(Ordering::SeqCst), 0);
 }
 
 #[actix_web::test]
-async fn failing_record_use_never_fails_the_request() {
-    let who = principal(&["*"]);
-    let (m, count, used) = mock(who.clone(), true, Err(()));
+async fn a_cache_hit_answers_and_authenticate_is_never_called() {
+    let who = principal(&["users:read"]);
+    let key = key_of(&who);
+    let mut m = MockAuthenticator::new();
+    m.expect_authenticate_cached()
+        .times(2)
+        .returning(move |_| Some(Ok(Arc::clone(&key))));
+    m.expect_authenticate().never();
     let app = foreign_app!(m);
+    for _ in 0..2 {
+        let r = send(&app, users_request(&who.tenant_id).to_request()).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json()["key_id"], who.key_id.to_string());
+    }
+}
+
+#[actix_web::test]
+async fn a_cached_refusal_answers_and_authenticate_is_never_called() {
+    let who = principal(&["*"]);
+    let cases = [
+        (
+            AuthError::Revoked,
+            StatusCode::UNAUTHORIZED,
+            "api_key_revoked",
+        ),
+        (
+            AuthError::TenantMismatch,
+            StatusCode::FORBIDDEN,
+            "tenant_mismatch",
+        ),
+    ];
+    for (error, status, code) in cases {
+        let error = Mutex::new(Some(error));
+        let mut m = MockAuthenticator::new();
+        m.expect_authenticate_cached()
+            .times(1)
+            .returning(move |_| error.lock().unwrap().take().map(Err));
+        m.expect_authenticate().never();
+        let app = foreign_app!(m);
+        let r = send(&app, users_request(&who.tenant_id).to_request()).await;
+        r.assert_error(status, code, None);
+    }
+}
+
+#[actix_web::test]
+async fn the_cache_is_asked_first_on_the_executor_thread_and_authenticate_then_blocks_elsewhere() {
+    // Given an authenticator that notes the thread of each call,
+    let who = principal(&["*"]);
+    let key = key_of(&who);
+    let threads: Arc<Mutex<Vec<(&str, ThreadId)>>> = Arc::default();
+    let mut m = MockAuthenticator::new();
+    let (cached, blocking) = (Arc::clone(&threads), Arc::clone(&threads));
+    m.expect_authenticate_cached().times(1).returning(move |_| {
+        cached
+            .lock()
+            .unwrap()
+            .push(("authenticate_cached", thread::current().id()));
+        None
+    });
+    m.expect_authenticate().times(1).returning(move |_| {
+        blocking
+            .lock()
+            .unwrap()
+            .push(("authenticate", thread::current().id()));
+        Ok(Arc::clone(&key))
+    });
+    let app = foreign_app!(m);
+
+    // when a request misses the cache,
     let r = send(&app, users_request(&who.tenant_id).to_request()).await;
     assert_eq!(r.status, StatusCode::OK);
-    used.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert_eq!(count.load(Ordering::SeqCst), 1);
+
+    // then the cache was asked first, on this (the executor's) thread, and
+    // `authenticate` then ran on another.
+    let threads = threads.lock().unwrap();
+    let executor = thread::current().id();
+    assert_eq!(threads.len(), 2);
+    assert_eq!(threads[0], ("authenticate_cached", executor));
+    assert_eq!(threads[1].0, "authenticate");
+    assert_ne!(threads[1].1, executor);
+}
+
+// ---- the use of a key: recorded by the authenticator, never by the extractor
+
+/// Another team's app over a real service (`ApiKeys` as the authenticator).
+macro_rules! foreign_app_over {
+    ($service:expr) => {{
+        let authenticator: Arc<dyn Authenticator> = $service;
+        test::init_service(
+            App::new()
+                .app_data(web::Data::from(authenticator))
+                .wrap(from_fn(request_context))
+                .route("/v1/users", web::get().to(users)),
+        )
+        .await
+    }};
+}
+
+#[actix_web::test]
+async fn a_request_records_the_use_when_due_and_not_again_within_the_minute() {
+    // Given a real service over the in-memory store,
+    let fx = Fx::new();
+    let app = foreign_app_over!(fx.service.clone());
+    let tenant: TenantId = fx.acme.tenant.parse().unwrap();
+    let id: KeyId = fx.acme.live_id.parse().unwrap();
+    let last_used = || fx.store.find(&tenant, &id).unwrap().unwrap().last_used_at;
+    let t0 = datetime!(2024-01-10 09:00:00 UTC);
+    let request = || authed(Method::GET, "/v1/users", &fx.acme.live, &fx.acme.tenant);
+    assert_eq!(last_used(), None);
+
+    // when its key makes requests, then the first one records the use, by
+    // the time it is answered,
+    let r = send(&app, request().to_request()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(last_used(), Some(t0));
+    // and the next ones within 60 s do not,
+    for seconds in [1, 59] {
+        fx.clock.set(t0 + time::Duration::seconds(seconds));
+        let r = send(&app, request().to_request()).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(last_used(), Some(t0), "{seconds} s later");
+    }
+    // until a minute has passed.
+    let later = t0 + time::Duration::seconds(60);
+    fx.clock.set(later);
+    let r = send(&app, request().to_request()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(last_used(), Some(later));
+}
+
+#[actix_web::test]
+async fn failing_to_record_the_use_never_fails_the_request() {
+    // Given a service whose repository finds the key but fails every write,
+    let who = principal(&["*"]);
+    let secret = PlainKey::generate(KeyType::Secret, Mode::Live, &OsSecretSource);
+    let hash_key = HashKey::from_bytes(&[9u8; 32]).unwrap();
+    let expected_hash = hash_key.hash(&secret);
+    let mut keys = MockApiKeyRepository::new();
+    let found = key_of(&who);
+    keys.expect_find_by_hash()
+        .withf(move |hash| *hash == expected_hash)
+        .times(1)
+        .returning(move |_| Ok(Some((*found).clone())));
+    keys.expect_record_uses()
+        .times(1)
+        .returning(|_| Err(RepositoryError::unavailable("record uses", "database down")));
+    let service = ApiKeys::new(
+        keys,
+        MockTenantRepository::new(),
+        MockEventRepository::new(),
+        TestClock::default(),
+        SeqSecretSource::new(1),
+        hash_key,
+    );
+    let app = foreign_app_over!(Arc::new(service));
+
+    // when its key makes a request, then the request succeeds.
+    let r = send(
+        &app,
+        authed(
+            Method::GET,
+            "/v1/users",
+            secret.expose_secret(),
+            &who.tenant_id.to_string(),
+        )
+        .to_request(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["key_id"], who.key_id.to_string());
 }
 
 #[actix_web::test]
 async fn foreign_handler_gets_403_insufficient_scope_from_require_scope() {
     let who = principal(&["sessions:read"]);
-    let (m, _, _) = mock(who.clone(), false, Ok(()));
+    let (m, _) = mock(who);
     let app = foreign_app!(m);
     let r = send(&app, users_request(&who.tenant_id).to_request()).await;
     r.assert_error(StatusCode::FORBIDDEN, "insufficient_scope", None);
@@ -144,8 +317,8 @@ async fn foreign_handler_gets_403_insufficient_scope_from_require_scope() {
 #[actix_web::test]
 async fn extractor_checks_headers_before_calling_the_authenticator() {
     let mut m = MockAuthenticator::new();
+    m.expect_authenticate_cached().never();
     m.expect_authenticate().never();
-    m.expect_record_use().never();
     let app = foreign_app!(m);
     let r = send(&app, TestRequest::get().uri("/v1/users").to_request()).await;
     r.assert_error(StatusCode::UNAUTHORIZED, "missing_api_key", None);
@@ -163,7 +336,7 @@ async fn extractor_checks_headers_before_calling_the_authenticator() {
 
 #[actix_web::test]
 async fn repository_failure_is_500_internal_error_without_the_cause() {
-    let mut m = MockAuthenticator::new();
+    let mut m = uncached();
     m.expect_authenticate().returning(|_| {
         Err(AuthError::Repository(RepositoryError::failure(
             "find key",
@@ -186,7 +359,7 @@ async fn repository_failure_is_500_internal_error_without_the_cause() {
 
 #[actix_web::test]
 async fn repository_unavailable_during_authentication_is_503() {
-    let mut m = MockAuthenticator::new();
+    let mut m = uncached();
     m.expect_authenticate().returning(|_| {
         Err(AuthError::Repository(RepositoryError::unavailable(
             "pool",
@@ -228,7 +401,7 @@ async fn authentication_errors_of_the_authenticator_keep_their_codes() {
     ];
     for (error, status, code) in cases {
         let error = Arc::new(std::sync::Mutex::new(Some(error)));
-        let mut m = MockAuthenticator::new();
+        let mut m = uncached();
         m.expect_authenticate()
             .returning(move |_| Err(error.lock().unwrap().take().unwrap()));
         let app = foreign_app!(m);

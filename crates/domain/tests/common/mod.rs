@@ -10,10 +10,14 @@
     reason = "test helpers: a failed set-up step is a failed test"
 )]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use domain::testing::{InMemoryStore, SeqSecretSource, TestClock};
 use domain::{
-    ApiKey, ApiKeys, AuthError, Authentication, Authenticator, CreateKey, CreatedKey,
-    CreatedTenant, Credentials, ExpiresIn, HashKey, KeyEvent, KeyName, KeyType, Mode, Origin,
+    ApiKey, ApiKeys, AuthError, Authenticator, CreateKey, CreatedKey, CreatedTenant, Credentials,
+    ExpiresIn, HashKey, KeyChangeListener, KeyEvent, KeyId, KeyName, KeyType, Mode, Origin,
     PlainKey, Principal, Scopes, TenantId,
 };
 use time::OffsetDateTime;
@@ -65,21 +69,32 @@ impl Harness {
             .expect("create tenant")
     }
 
-    /// Authenticates `key` for `tenant`, as a request would after parsing.
+    /// The same harness, its service telling `listener` of every key change
+    /// it commits.
+    pub fn with_listener(self, listener: Arc<dyn KeyChangeListener>) -> Self {
+        Harness {
+            service: self.service.with_change_listener(listener),
+            ..self
+        }
+    }
+
+    /// Authenticates `key` for `tenant`, as a request would after parsing
+    /// (which records the key's use when it is due).
     pub fn authenticate(
         &self,
         key: &PlainKey,
         tenant: &TenantId,
-    ) -> Result<Authentication, AuthError> {
+    ) -> Result<Arc<ApiKey>, AuthError> {
         self.service
             .authenticate(&Credentials::new(key.clone(), *tenant))
     }
 
     /// The principal of a key that authenticates.
     pub fn principal(&self, key: &CreatedKey) -> Principal {
-        self.authenticate(&key.secret, &key.key.tenant_id)
-            .expect("the key authenticates")
-            .principal
+        let key = self
+            .authenticate(&key.secret, &key.key.tenant_id)
+            .expect("the key authenticates");
+        Principal::of(&key)
     }
 
     /// Creates a key through the service.
@@ -123,6 +138,14 @@ impl Harness {
     }
 }
 
+/// `key` as stored once a use at `at` was recorded.
+pub fn used_at(key: &ApiKey, at: OffsetDateTime) -> ApiKey {
+    ApiKey {
+        last_used_at: Some(at),
+        ..key.clone()
+    }
+}
+
 /// A creation request named "Backend".
 pub fn request(
     key_type: KeyType,
@@ -136,5 +159,38 @@ pub fn request(
         mode,
         scopes,
         expires_in,
+    }
+}
+
+/// A [`KeyChangeListener`] that records what it hears, in order.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    changed: Mutex<Vec<KeyId>>,
+    caught_up: AtomicUsize,
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// The keys reported changed since the last call, in order.
+    pub fn take(&self) -> Vec<KeyId> {
+        std::mem::take(&mut *self.changed.lock().expect("lock"))
+    }
+
+    /// How many times it heard `caught_up`.
+    pub fn caught_up_calls(&self) -> usize {
+        self.caught_up.load(Ordering::SeqCst)
+    }
+}
+
+impl KeyChangeListener for Recorder {
+    fn key_changed(&self, id: &KeyId) {
+        self.changed.lock().expect("lock").push(*id);
+    }
+
+    fn caught_up(&self, _as_of: Instant) {
+        self.caught_up.fetch_add(1, Ordering::SeqCst);
     }
 }
