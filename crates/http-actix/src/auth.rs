@@ -112,7 +112,7 @@ impl FromRequest for Authenticated {
         let authenticator = req
             .app_data::<web::Data<dyn Authenticator>>()
             .map(|data| data.clone().into_inner());
-        let credentials = match (credentials, &authenticator) {
+        let (credentials, authenticator) = match (credentials, authenticator) {
             (Err(e), _) => return Box::pin(async move { Err(e.into()) }),
             (Ok(_), None) => {
                 return Box::pin(async move {
@@ -126,14 +126,11 @@ impl FromRequest for Authenticated {
                     let outcome = verdict.map(|key| remember(req, Principal::of(&key)));
                     return Box::pin(async move { outcome.map_err(ApiError::from) });
                 }
-                credentials
+                (credentials, authenticator)
             }
         };
         let req = req.clone();
         Box::pin(async move {
-            let Some(authenticator) = authenticator else {
-                return Err(ApiError::internal());
-            };
             let key = blocking(move || authenticator.authenticate(&credentials))
                 .await?
                 .map_err(ApiError::from)?;
