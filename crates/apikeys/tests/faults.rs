@@ -1,5 +1,6 @@
 //! The database going away: 503 with `Retry-After` within the pool timeout,
-//! never a hang or a panic, and recovery without a restart.
+//! never a hang or a panic, and recovery without a restart; the database
+//! restarting: no request fails for it.
 
 mod common;
 
@@ -9,7 +10,9 @@ use std::time::{Duration, Instant};
 use common::proxy::Proxy;
 use common::{json, store_at, TestApp};
 use infra_postgres::testing::TestDatabase;
+use infra_postgres::{PgStore, PoolConfig};
 use reqwest::{Method, StatusCode};
+use serde_json::json;
 
 /// Generous bound for "within the pool timeout" (1 s here) on a loaded CI
 /// machine; a hang would take far longer. This is a liveness bound, not a
@@ -57,6 +60,78 @@ async fn an_unreachable_database_gives_503_and_the_service_recovers() {
         recovered,
         "the service did not recover after the database returned"
     );
+}
+
+/// Sends 3 list requests and 1 key creation at once; their statuses.
+#[expect(clippy::unwrap_used, reason = "test helper")]
+async fn a_round_of_requests(app: &TestApp) -> Vec<StatusCode> {
+    let mut pending = Vec::new();
+    for i in 0..4 {
+        let request = if i == 0 {
+            app.request(Method::POST, "/v1/api-keys")
+                .json(&json!({"name": "Worker", "type": "secret"}))
+        } else {
+            app.request(Method::GET, "/v1/api-keys")
+        };
+        pending.push(actix_web::rt::spawn(request.send()));
+    }
+    let mut statuses = Vec::new();
+    for request in pending {
+        statuses.push(request.await.unwrap().unwrap().status());
+    }
+    statuses
+}
+
+#[actix_web::test]
+async fn requests_keep_succeeding_when_every_database_session_ends() {
+    // Given the application under light load (its pool's connections open),
+    // and a second pool on the same database.
+    let db = TestDatabase::new();
+    let killer = PgStore::connect(
+        db.url(),
+        &PoolConfig {
+            max_size: 1,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    let app = TestApp::spawn_on(db.store(), Some(db)).await;
+    for _ in 0..5 {
+        for status in a_round_of_requests(&app).await {
+            assert!(status.is_success(), "{status}");
+        }
+    }
+
+    // When every session of the application's database ends, as in a
+    // restart or a failover (the cluster is shared by the tests: a real
+    // restart is not an option).
+    let terminate = || {
+        let killer = killer.clone();
+        async move {
+            actix_web::rt::task::spawn_blocking(move || killer.terminate_other_sessions())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let ended = terminate().await;
+    assert!(ended >= 1, "{ended} sessions ended");
+
+    // Then at most one request of 32 fails (none in practice: every one of
+    // them reads, or writes in a transaction).
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.extend(a_round_of_requests(&app).await);
+    }
+    let failed: Vec<_> = statuses.iter().filter(|s| !s.is_success()).collect();
+    assert!(failed.len() <= 1, "{failed:?} of {}", statuses.len());
+
+    // And after it happens again, readiness says ready every time (the
+    // application's pool has 4 connections).
+    terminate().await;
+    for _ in 0..6 {
+        assert_eq!(app.get_public("/readyz").await.status(), StatusCode::OK);
+    }
 }
 
 #[actix_web::test]

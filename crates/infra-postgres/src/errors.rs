@@ -82,15 +82,20 @@ impl<E> From<DieselError> for Fail<E> {
 
 /// Whether the error means the connection itself is gone (the server closed
 /// it, or a command could not be sent): the connection must not be reused and
-/// the caller may retry later.
+/// the caller may retry later. A `COMMIT` that failed so, and whose rollback
+/// failed too, counts (Diesel reports the pair as `RollbackErrorOnCommit`).
 pub(crate) fn is_connection_error(error: &DieselError) -> bool {
-    matches!(
-        error,
+    match error {
         DieselError::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-            _
-        ) | DieselError::BrokenTransactionManager
-    )
+            _,
+        )
+        | DieselError::BrokenTransactionManager => true,
+        DieselError::RollbackErrorOnCommit { commit_error, .. } => {
+            is_connection_error(commit_error)
+        }
+        _ => false,
+    }
 }
 
 /// Whether the error is a unique violation.

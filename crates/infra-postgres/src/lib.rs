@@ -17,9 +17,13 @@
 //! - A connection failure, pool timeout or statement timeout is
 //!   [`RepositoryError::Unavailable`](domain::RepositoryError::Unavailable);
 //!   unique violations are the domain's `Duplicate` variants; nothing panics.
-//!   A connection that failed at the connection level is discarded, so the
-//!   pool recovers by itself when the database returns, without testing every
-//!   checkout.
+//!   A connection that failed at the connection level is discarded, and the
+//!   other idle connections are checked once (`SELECT 1`) before their next
+//!   use, so the pool recovers by itself when the database returns at the
+//!   cost of at most one failed call, without testing every checkout in the
+//!   steady state. A call that provably changed nothing (a read, or a
+//!   transaction that never reached `COMMIT`) is retried once on a fresh
+//!   connection.
 //! - No call hangs on a fault: getting a connection is bounded by the pool's
 //!   `connection_timeout`, opening one by libpq's `connect_timeout`, and every
 //!   statement by `statement_timeout` ([`PoolConfig`]).

@@ -1,12 +1,31 @@
 //! The r2d2 connection manager: Diesel's, plus time limits on every new
-//! connection and discarding connections that failed at the connection level.
+//! connection, discarding connections that failed at the connection level,
+//! and checking the other connections once after such a failure.
 //!
 //! Diesel's manager only counts a connection as broken when its transaction
 //! manager is; a connection the server closed between two queries looks
-//! healthy and would fail once more for every checkout. Instead of testing
-//! every checkout with `SELECT 1` (a round trip per query), the store marks a
-//! connection broken when a query on it fails at the connection level, and the
-//! pool drops it when it comes back.
+//! healthy and would fail once more for every checkout. Testing every checkout
+//! with `SELECT 1` would cost a round trip per query, so the pool does it only
+//! when there is a reason to:
+//!
+//! - a connection on which a query failed at the connection level is marked
+//!   broken, and the pool drops it when it comes back;
+//! - that failure also advances the pool's [`Generation`]: every connection
+//!   last known alive in an older generation (all the others, idle or busy)
+//!   is *suspect*, and runs one `SELECT 1` on its next checkout; if that
+//!   fails it is dropped and the checkout takes another one (or opens a new
+//!   one), all within the pool's `connection_timeout`.
+//!
+//! A database restart or failover kills every pooled connection at once; the
+//! first call to meet a dead one reveals it, and the other dead connections
+//! are weeded out on checkout instead of failing one call each. In the steady
+//! state (no connection-level failure since a connection was opened or last
+//! checked) a checkout compares two integers and runs no query.
+//!
+//! Each connection also carries a [`CallLog`] (a Diesel instrumentation) that
+//! records what the statements of the current call may have done, so that
+//! [`PgStore::run`](crate::PgStore) can tell whether a call that failed at the
+//! connection level may be run again on another connection.
 //!
 //! The pool's `connection_timeout` only bounds the wait for a connection. So
 //! that a fault never hangs a thread for longer, every connection is opened
@@ -15,18 +34,46 @@
 //! `SET statement_timeout` once, when it is opened (a query stuck behind a
 //! lock or on an overloaded server is cancelled by the server).
 
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
+use diesel::connection::{Connection, Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, Error as ManagerError, ManageConnection, R2D2Connection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use crate::admin::url_scheme_len;
+use crate::errors::is_connection_error;
+
+/// The pool's count of connection-level failures. A connection last known
+/// alive in an older generation is checked (`SELECT 1`) before its next use.
+/// Clones share the count.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Generation(Arc<AtomicU64>);
+
+impl Generation {
+    fn current(&self) -> u64 {
+        // SeqCst for simplicity: one load per checkout, no measurable cost.
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Makes every connection opened or checked before now suspect. Called
+    /// after a connection-level failure, before the failed connection goes
+    /// back to the pool (and so before any retry's checkout).
+    pub(crate) fn advance(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// A pooled PostgreSQL connection and whether it failed at the connection level.
 pub(crate) struct PgConn {
     pub(crate) pg: PgConnection,
     broken: bool,
+    /// The [`Generation`] in which this connection was last known alive
+    /// (opened, or answered a check).
+    alive_in: u64,
 }
 
 impl PgConn {
@@ -34,25 +81,175 @@ impl PgConn {
     pub(crate) fn mark_broken(&mut self) {
         self.broken = true;
     }
+
+    /// Starts a new [`CallLog`]: what the statements run from now on may do.
+    pub(crate) fn start_call(&mut self) {
+        if let Some(log) = self.call_log() {
+            *log = CallLog::default();
+        }
+    }
+
+    /// Whether the call since [`PgConn::start_call`], which failed at the
+    /// connection level, may be run again on another connection: `Ok` with
+    /// why it is safe, or `Err` with why not.
+    pub(crate) fn replay(&mut self) -> Result<&'static str, &'static str> {
+        self.call_log()
+            .and_then(|log| log.first_failure)
+            .unwrap_or(Err("no statement was seen failing at the connection level"))
+    }
+
+    fn call_log(&mut self) -> Option<&mut CallLog> {
+        self.pg.instrumentation().downcast_mut::<CallLog>()
+    }
+}
+
+/// What the statements of one call on a connection may have done, recorded
+/// from Diesel's instrumentation events. Nothing is formatted or allocated
+/// on the happy path; the failing statement's SQL is looked at only when it
+/// failed at the connection level.
+///
+/// A call may be run again after a connection-level failure only when none of
+/// its statements can have taken effect:
+///
+/// - every statement before the failing one ran inside a transaction that
+///   never sent `COMMIT` (PostgreSQL rolls back the open transaction of a
+///   connection that dies), or there was none; and
+/// - the failing statement ran inside such a transaction (`BEGIN` itself
+///   included), or was never sent (`UnableToSendCommand`), or is a plain
+///   `SELECT` outside a transaction (a read changes nothing).
+///
+/// A failure *during* `COMMIT` is ambiguous (the server may have committed
+/// before the connection died), and so is a write statement outside a
+/// transaction (autocommit): neither is run again.
+#[derive(Debug, Default)]
+pub(crate) struct CallLog {
+    /// Open transaction depth, announced before `BEGIN` is sent.
+    depth: u32,
+    /// A `COMMIT` (or `ROLLBACK`) of the given depth was announced and its
+    /// statement has not finished yet.
+    closing: Option<Closing>,
+    /// A statement outside any transaction has started: another one after it
+    /// means that one may have taken effect.
+    autocommit_started: bool,
+    /// Something of this call may already be committed.
+    may_have_written: bool,
+    /// The verdict at the first connection-level failure (see
+    /// [`PgConn::replay`]).
+    first_failure: Option<Result<&'static str, &'static str>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    Commit(NonZeroU32),
+    Rollback(NonZeroU32),
+}
+
+impl CallLog {
+    fn started(&mut self) {
+        if self.autocommit_started {
+            self.may_have_written = true;
+        }
+        if self.depth == 0 {
+            self.autocommit_started = true;
+        }
+    }
+
+    fn finished(&mut self, query: &dyn std::fmt::Display, error: Option<&DieselError>) {
+        if let Some(error) = error.filter(|e| is_connection_error(e)) {
+            if self.first_failure.is_none() {
+                self.first_failure = Some(self.verdict(query, error));
+            }
+        }
+        match self.closing.take() {
+            Some(Closing::Commit(depth)) => {
+                self.depth = depth.get() - 1;
+                if depth.get() == 1 && error.is_none() {
+                    self.may_have_written = true;
+                }
+            }
+            Some(Closing::Rollback(depth)) => self.depth = depth.get() - 1,
+            None => {}
+        }
+    }
+
+    fn verdict(
+        &self,
+        query: &dyn std::fmt::Display,
+        error: &DieselError,
+    ) -> Result<&'static str, &'static str> {
+        if self.may_have_written {
+            Err("an earlier statement of the call may have taken effect")
+        } else if matches!(self.closing, Some(Closing::Commit(depth)) if depth.get() == 1) {
+            Err("the connection failed during COMMIT: the transaction may have committed")
+        } else if self.depth > 0 {
+            Ok("the transaction was not committed")
+        } else if matches!(
+            error,
+            DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)
+        ) {
+            Ok("the statement was not sent")
+        } else if is_plain_select(query) {
+            Ok("the statement was a read")
+        } else {
+            Err("a statement outside a transaction may have taken effect")
+        }
+    }
+}
+
+/// Whether the statement is a plain `SELECT`: the crate writes with `INSERT`,
+/// `UPDATE` or `WITH …`, and never calls a function with side effects from a
+/// `SELECT` run through the store. (Diesel's rendering of a query starts with
+/// its SQL; should that change, reads are merely not run again.)
+fn is_plain_select(query: &dyn std::fmt::Display) -> bool {
+    let sql = query.to_string();
+    sql.trim_start()
+        .get(..7)
+        .is_some_and(|head| head.eq_ignore_ascii_case("SELECT "))
+}
+
+impl Instrumentation for CallLog {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        match event {
+            // Announced before `BEGIN` (or `SAVEPOINT`) is sent.
+            InstrumentationEvent::BeginTransaction { depth, .. } => self.depth = depth.get(),
+            // Announced before `COMMIT` (or `RELEASE SAVEPOINT`) is sent.
+            InstrumentationEvent::CommitTransaction { depth, .. } => {
+                self.closing = Some(Closing::Commit(depth));
+            }
+            InstrumentationEvent::RollbackTransaction { depth, .. } => {
+                self.closing = Some(Closing::Rollback(depth));
+            }
+            InstrumentationEvent::StartQuery { .. } => self.started(),
+            InstrumentationEvent::FinishQuery { query, error, .. } => self.finished(query, error),
+            _ => {}
+        }
+    }
 }
 
 /// Diesel's connection manager, setting the statement timeout of each new
-/// connection and reporting [`PgConn::mark_broken`] connections as broken.
+/// connection, reporting [`PgConn::mark_broken`] connections as broken, and
+/// checking suspect connections (see [`Generation`]) on checkout.
 #[derive(Debug)]
 pub(crate) struct Manager {
     inner: ConnectionManager<PgConnection>,
     /// `SET statement_timeout = <ms>`, run once per new connection.
     set_statement_timeout: String,
+    generation: Generation,
 }
 
 impl Manager {
     /// Connects to `database_url` (which should carry a `connect_timeout`, see
     /// [`with_connect_timeout`]); every connection cancels statements that
     /// run longer than `statement_timeout_ms` milliseconds.
-    pub(crate) fn new(database_url: &str, statement_timeout_ms: u64) -> Self {
+    pub(crate) fn new(
+        database_url: &str,
+        statement_timeout_ms: u64,
+        generation: Generation,
+    ) -> Self {
         Manager {
             inner: ConnectionManager::new(database_url),
             set_statement_timeout: format!("SET statement_timeout = {statement_timeout_ms}"),
+            generation,
         }
     }
 }
@@ -62,17 +259,41 @@ impl ManageConnection for Manager {
     type Error = ManagerError;
 
     fn connect(&self) -> Result<PgConn, ManagerError> {
+        // Read before connecting: a failure elsewhere while this connection
+        // is being opened makes it suspect, which costs one check at worst.
+        let alive_in = self.generation.current();
         let mut pg = self.inner.connect()?;
         // Once per connection rather than per checkout: a session setting
         // outlives transactions, and nothing in the store changes it except
         // the migrations, whose connection is discarded afterwards.
         pg.batch_execute(&self.set_statement_timeout)
             .map_err(ManagerError::QueryError)?;
-        Ok(PgConn { pg, broken: false })
+        pg.set_instrumentation(CallLog::default());
+        Ok(PgConn {
+            pg,
+            broken: false,
+            alive_in,
+        })
     }
 
+    /// Called on every checkout (`test_on_check_out`): free unless the pool
+    /// saw a connection-level failure since this connection was last known
+    /// alive, and then one `SELECT 1`.
     fn is_valid(&self, conn: &mut PgConn) -> Result<(), ManagerError> {
-        conn.pg.ping().map_err(ManagerError::QueryError)
+        let current = self.generation.current();
+        if conn.alive_in >= current {
+            return Ok(());
+        }
+        match conn.pg.ping() {
+            Ok(_) => {
+                conn.alive_in = current;
+                Ok(())
+            }
+            Err(e) => {
+                conn.mark_broken();
+                Err(ManagerError::QueryError(e))
+            }
+        }
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
@@ -87,7 +308,16 @@ pub(crate) struct TracingErrorHandler;
 
 impl diesel::r2d2::HandleError<ManagerError> for TracingErrorHandler {
     fn handle_error(&self, error: ManagerError) {
-        tracing::warn!(error = %error, "cannot open a PostgreSQL connection");
+        match error {
+            ManagerError::ConnectionError(error) => {
+                tracing::warn!(error = %error, "cannot open a PostgreSQL connection");
+            }
+            // A new connection's `SET statement_timeout`, or the check of a
+            // suspect connection, failed: the connection is dropped.
+            ManagerError::QueryError(error) => {
+                tracing::warn!(error = %error, "dropping a PostgreSQL connection that failed its check");
+            }
+        }
     }
 }
 
@@ -167,6 +397,156 @@ fn conninfo_keywords(conninfo: &str) -> impl Iterator<Item = String> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The events of one statement: start, then finish with `error`.
+    fn statement(log: &mut CallLog, sql: &str, error: Option<DatabaseErrorKind>) {
+        log.started();
+        let error = error.map(|kind| DieselError::DatabaseError(kind, Box::new(String::new())));
+        log.finished(&sql, error.as_ref());
+    }
+
+    const CLOSED: Option<DatabaseErrorKind> = Some(DatabaseErrorKind::ClosedConnection);
+    const ONE: NonZeroU32 = NonZeroU32::MIN;
+
+    fn begin(log: &mut CallLog, error: Option<DatabaseErrorKind>) {
+        log.depth = 1;
+        statement(log, "BEGIN", error);
+    }
+
+    fn commit(log: &mut CallLog, error: Option<DatabaseErrorKind>) {
+        log.closing = Some(Closing::Commit(ONE));
+        statement(log, "COMMIT", error);
+    }
+
+    #[test]
+    fn a_read_that_failed_first_may_run_again() {
+        let mut log = CallLog::default();
+        statement(
+            &mut log,
+            "SELECT \"api_keys\".\"id\" FROM \"api_keys\" -- binds: []",
+            CLOSED,
+        );
+        assert!(log.first_failure.is_some_and(|v| v.is_ok()), "{log:?}");
+        let mut log = CallLog::default();
+        statement(&mut log, "  select 1", CLOSED);
+        assert!(log.first_failure.is_some_and(|v| v.is_ok()), "{log:?}");
+    }
+
+    #[test]
+    fn a_write_outside_a_transaction_that_failed_may_not_run_again() {
+        for sql in [
+            "WITH locked AS (SELECT 1) UPDATE t SET a = 1",
+            "UPDATE t SET a = 1",
+            "SELECTED",
+        ] {
+            let mut log = CallLog::default();
+            statement(&mut log, sql, CLOSED);
+            assert!(
+                log.first_failure.is_some_and(|v| v.is_err()),
+                "{sql}: {log:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_statement_that_was_not_sent_may_run_again() {
+        let mut log = CallLog::default();
+        statement(
+            &mut log,
+            "UPDATE t SET a = 1",
+            Some(DatabaseErrorKind::UnableToSendCommand),
+        );
+        assert!(log.first_failure.is_some_and(|v| v.is_ok()), "{log:?}");
+    }
+
+    #[test]
+    fn nothing_may_run_again_after_a_statement_outside_a_transaction() {
+        // A write that went through, then a read that failed.
+        let mut log = CallLog::default();
+        statement(&mut log, "UPDATE t SET a = 1", None);
+        statement(&mut log, "SELECT 1", CLOSED);
+        assert!(log.first_failure.is_some_and(|v| v.is_err()), "{log:?}");
+        // Even when the first statement's end was not reported.
+        let mut log = CallLog::default();
+        log.started();
+        statement(
+            &mut log,
+            "SELECT 1",
+            Some(DatabaseErrorKind::UnableToSendCommand),
+        );
+        assert!(log.first_failure.is_some_and(|v| v.is_err()), "{log:?}");
+    }
+
+    #[test]
+    fn a_transaction_that_failed_before_commit_may_run_again() {
+        // At BEGIN.
+        let mut log = CallLog::default();
+        begin(&mut log, CLOSED);
+        assert!(log.first_failure.is_some_and(|v| v.is_ok()), "{log:?}");
+        // At a write inside it, whatever the rollback does next.
+        let mut log = CallLog::default();
+        begin(&mut log, None);
+        statement(&mut log, "SELECT id FROM tenants FOR NO KEY UPDATE", None);
+        statement(
+            &mut log,
+            "WITH locked AS (SELECT 1) INSERT INTO t VALUES (1)",
+            CLOSED,
+        );
+        log.closing = Some(Closing::Rollback(ONE));
+        statement(&mut log, "ROLLBACK", CLOSED);
+        assert!(log.first_failure.is_some_and(|v| v.is_ok()), "{log:?}");
+        assert_eq!(log.depth, 0);
+    }
+
+    #[test]
+    fn a_failure_during_commit_may_not_run_again() {
+        let mut log = CallLog::default();
+        begin(&mut log, None);
+        statement(&mut log, "INSERT INTO t VALUES (1)", None);
+        commit(&mut log, CLOSED);
+        assert!(log.first_failure.is_some_and(|v| v.is_err()), "{log:?}");
+    }
+
+    #[test]
+    fn releasing_a_savepoint_is_not_a_commit() {
+        let mut log = CallLog::default();
+        begin(&mut log, None);
+        log.depth = 2;
+        statement(&mut log, "SAVEPOINT diesel_savepoint_1", None);
+        log.closing = NonZeroU32::new(2).map(Closing::Commit);
+        statement(&mut log, "RELEASE SAVEPOINT diesel_savepoint_1", CLOSED);
+        assert!(log.first_failure.is_some_and(|v| v.is_ok()), "{log:?}");
+    }
+
+    #[test]
+    fn nothing_may_run_again_after_a_commit() {
+        let mut log = CallLog::default();
+        begin(&mut log, None);
+        statement(&mut log, "INSERT INTO t VALUES (1)", None);
+        commit(&mut log, None);
+        assert_eq!(log.depth, 0);
+        begin(&mut log, CLOSED);
+        assert!(log.first_failure.is_some_and(|v| v.is_err()), "{log:?}");
+    }
+
+    #[test]
+    fn only_the_first_failure_counts() {
+        let mut log = CallLog::default();
+        statement(&mut log, "UPDATE t SET a = 1", CLOSED);
+        statement(&mut log, "SELECT 1", CLOSED);
+        assert!(log.first_failure.is_some_and(|v| v.is_err()), "{log:?}");
+    }
+
+    #[test]
+    fn other_errors_are_no_connection_failure() {
+        let mut log = CallLog::default();
+        statement(
+            &mut log,
+            "SELECT 1",
+            Some(DatabaseErrorKind::UniqueViolation),
+        );
+        assert!(log.first_failure.is_none(), "{log:?}");
+    }
 
     const FIVE: Duration = Duration::from_secs(5);
 

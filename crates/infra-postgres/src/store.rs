@@ -1,6 +1,6 @@
 //! The store: an r2d2 pool of PostgreSQL connections, migrations and pings.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
@@ -11,7 +11,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use domain::RepositoryError;
 
 use crate::errors::{is_connection_error, repository_error, ConnectError, Fail, MigrateError};
-use crate::pool::{with_connect_timeout, Manager, PgConn, TracingErrorHandler};
+use crate::pool::{with_connect_timeout, Generation, Manager, TracingErrorHandler};
 
 /// The migrations of the repository's top-level `migrations/` directory.
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
@@ -60,6 +60,11 @@ impl Default for PoolConfig {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool<Manager>,
+    /// Advanced on every connection-level failure, so that the pool checks
+    /// its other connections before reusing them (see [`PgStore::run`]).
+    generation: Generation,
+    /// [`PoolConfig::connection_timeout`]: also bounds a call's retry.
+    connection_timeout: Duration,
     /// The URL the pool connects with, for connections of their own (the
     /// event feed's).
     url: std::sync::Arc<str>,
@@ -82,7 +87,12 @@ impl PgStore {
     /// [`PoolConfig::connection_timeout`]), set their statement timeout once,
     /// and are kept; a checkout runs no test query, and a connection that
     /// failed at the connection level is closed instead of being reused, so
-    /// the store recovers by itself once the database returns.
+    /// the store recovers by itself once the database returns. Such a
+    /// failure also makes the pool check each of its other connections once
+    /// (`SELECT 1`) before reusing it, and a call that provably changed
+    /// nothing is run again on another connection (see [`PgStore::run`]):
+    /// after a restart or failover, at most the first write that meets a dead
+    /// connection fails, and reads do not.
     ///
     /// # Errors
     /// [`ConnectError::InvalidConfig`] for a pool size or timeout of zero, or a
@@ -111,15 +121,19 @@ impl PgStore {
                 "statement_timeout must be at most 2147483647 milliseconds",
             ))?;
         let url = with_connect_timeout(database_url, config.connection_timeout);
+        let generation = Generation::default();
         let pool = Pool::builder()
             .max_size(config.max_size)
             .min_idle(Some(0))
-            .test_on_check_out(false)
+            // `Manager::is_valid` runs a query only on a suspect connection.
+            .test_on_check_out(true)
             .connection_timeout(config.connection_timeout)
             .error_handler(Box::new(TracingErrorHandler))
-            .build_unchecked(Manager::new(&url, statement_timeout_ms));
+            .build_unchecked(Manager::new(&url, statement_timeout_ms, generation.clone()));
         Ok(PgStore {
             pool,
+            generation,
+            connection_timeout: config.connection_timeout,
             url: database_url.into(),
         })
     }
@@ -200,7 +214,9 @@ impl PgStore {
         &self.url
     }
 
-    /// One `SELECT 1` through the pool, for readiness checks.
+    /// One `SELECT 1` through the pool, for readiness checks. A read: when
+    /// the pooled connection turns out dead (the database restarted), it is
+    /// run again on another one, so a healthy database is not reported down.
     ///
     /// # Errors
     /// [`RepositoryError::Unavailable`] when the database cannot be reached.
@@ -228,30 +244,120 @@ impl PgStore {
     ///
     /// A database error becomes what `domain_error` makes of it (a unique
     /// violation into a `Duplicate`, say), or else a [`RepositoryError`]:
-    /// `Unavailable` for a connection-level failure (the connection is then
-    /// discarded) or a pool timeout, `Failure` otherwise.
+    /// `Unavailable` for a connection-level failure or a pool timeout,
+    /// `Failure` otherwise.
+    ///
+    /// # Connection-level failures
+    /// The pool tests no connection on checkout in the steady state, so a
+    /// connection the server closed (a restart, a failover, an idle-session
+    /// timeout) is discovered by the call that uses it. Then:
+    ///
+    /// 1. the connection is discarded, and the pool's generation advanced:
+    ///    every other pooled connection runs one `SELECT 1` on its next
+    ///    checkout and is dropped if that fails. A restart kills all the
+    ///    connections at once; only the first call to meet one pays.
+    /// 2. `op` runs once more, on a connection that is new or has just
+    ///    answered, if its first run provably changed nothing (the
+    ///    connection's [`CallLog`](crate::pool::CallLog) decides): it failed
+    ///    inside a transaction before `COMMIT` was sent (PostgreSQL rolls the
+    ///    transaction back), or on a statement that was never sent, or on a
+    ///    plain `SELECT` with nothing written before it. Every read is in
+    ///    that case, and so are the transactional writes whose `BEGIN` meets
+    ///    the dead connection. Not run again: a failure during `COMMIT`, or
+    ///    on a write statement outside a transaction (it may have committed
+    ///    just before the connection died); the caller gets `Unavailable`.
+    ///
+    /// The second checkout waits only for what is left of the pool's
+    /// `connection_timeout` since the call started, so that a call still
+    /// fails within about that time when the database is really down.
     pub(crate) fn run<T, E>(
         &self,
         context: &'static str,
-        op: impl FnOnce(&mut PgConnection) -> Result<T, Fail<E>>,
+        mut op: impl FnMut(&mut PgConnection) -> Result<T, Fail<E>>,
         domain_error: impl FnOnce(&DieselError) -> Option<E>,
     ) -> Result<T, E>
     where
         E: From<RepositoryError>,
     {
-        let mut conn: diesel::r2d2::PooledConnection<Manager> = self.checkout(context)?;
-        let conn: &mut PgConn = &mut conn;
-        match op(&mut conn.pg) {
-            Ok(value) => Ok(value),
-            Err(Fail::Domain(e)) => Err(e),
-            Err(Fail::Db(e)) => {
-                if is_connection_error(&e) {
-                    tracing::warn!(context, error = %e, "discarding a failed PostgreSQL connection");
-                    conn.mark_broken();
-                    return Err(repository_error(context, &e).into());
+        let started = Instant::now();
+        let mut conn = self.checkout(context)?;
+        let mut retried = false;
+        loop {
+            conn.start_call();
+            let error = match op(&mut conn.pg) {
+                Ok(value) => return Ok(value),
+                Err(Fail::Domain(e)) => return Err(e),
+                Err(Fail::Db(e)) => e,
+            };
+            if !is_connection_error(&error) {
+                return Err(domain_error(&error)
+                    .unwrap_or_else(|| repository_error(context, &error).into()));
+            }
+            let replay = conn.replay();
+            conn.mark_broken();
+            // Before the connection goes back (and is closed), and so before
+            // the retry's checkout.
+            self.generation.advance();
+            drop(conn);
+            let remaining = self
+                .connection_timeout
+                .checked_sub(started.elapsed())
+                .filter(|left| !left.is_zero());
+            match (replay, remaining) {
+                (Ok(safe), Some(remaining)) if !retried => {
+                    tracing::warn!(
+                        context,
+                        error = %error,
+                        safe,
+                        "discarding a failed PostgreSQL connection; running the call again"
+                    );
+                    match self.pool.get_timeout(remaining) {
+                        Ok(fresh) => {
+                            conn = fresh;
+                            retried = true;
+                        }
+                        Err(e) => {
+                            tracing::warn!(context, error = %e, "no connection for the retry");
+                            return Err(repository_error(context, &error).into());
+                        }
+                    }
                 }
-                Err(domain_error(&e).unwrap_or_else(|| repository_error(context, &e).into()))
+                (replay, _) => {
+                    tracing::warn!(
+                        context,
+                        error = %error,
+                        retried,
+                        not_retried = replay.err().unwrap_or("out of time"),
+                        "discarding a failed PostgreSQL connection"
+                    );
+                    return Err(repository_error(context, &error).into());
+                }
             }
         }
+    }
+
+    /// Ends every other session on this store's database with
+    /// `pg_terminate_backend`, as a restart or a failover would, and returns
+    /// how many there were. For fault tests: call it on a store other than
+    /// the one under test (its own session survives).
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the database cannot be reached or the role
+    /// may not signal the other sessions.
+    #[cfg(feature = "test-support")]
+    pub fn terminate_other_sessions(&self) -> Result<usize, RepositoryError> {
+        // Not through `run`: this `SELECT` is not a read, and must not be
+        // run again.
+        let context = "terminating sessions";
+        let mut conn = self.checkout(context)?;
+        sql_query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(&mut conn.pg)
+        .map_err(|e| {
+            conn.mark_broken();
+            repository_error(context, &e)
+        })
     }
 }

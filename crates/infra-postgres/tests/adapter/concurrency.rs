@@ -111,7 +111,7 @@ fn concurrent_removals_of_the_last_two_guard_keys_cannot_both_succeed() {
 
         // When two threads take one each away at once (revoking both, or
         // narrowing one and revoking the other)
-        let changes = rescope(&a.key, narrow.clone());
+        let changes = rescope(&a.key, narrow);
         let narrowed = f.updated_event(&a.key, &changes, T0);
         let revoked = [f.revoked_event(&a.key, T0), f.revoked_event(&b.key, T0)];
         let results = {

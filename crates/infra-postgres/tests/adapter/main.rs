@@ -12,6 +12,7 @@ mod concurrency;
 mod events;
 mod faults;
 mod migrations;
+mod reconnect;
 mod schema;
 mod secrets;
 
