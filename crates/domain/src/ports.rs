@@ -306,6 +306,19 @@ pub trait ApiKeyRepository: Send + Sync {
         event: &KeyEvent,
     ) -> Result<ApiKey, RevokeRepoError>;
 
+    /// [`revoke`](Self::revoke) without the full-access guard: even the
+    /// tenant's last full-access key is revoked. For a leaked key (a leak
+    /// outweighs the lockout) and the operator's `key revoke --force`.
+    ///
+    /// # Errors
+    /// [`RevokeRepoError`] but `LastFullAccessKey`.
+    fn revoke_unguarded(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        event: &KeyEvent,
+    ) -> Result<ApiKey, RevokeRepoError>;
+
     /// Rotates `old` into `successor` as one unit: inserts the successor,
     /// sets the old key's `revokes_at` and `replaced_by`, and stores both
     /// events (`rotated` on the old key, `created` on the successor), but

@@ -159,8 +159,9 @@ const GUARD_ALLOWS: &str =
          AND g.revokes_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > $3)))";
 
 /// Revokes key `$2` of tenant `$1` at `$3` if it is not revoked at `$3`, the
-/// actor may write and the full-access guard allows it; inserts the events
-/// (from `$5`) only if it did. Returns the revoked key.
+/// actor may write and, unless `$5` is false, the full-access guard allows
+/// it; inserts the events (from `$6`) only if it did. Returns the revoked
+/// key.
 static REVOKE: LazyLock<Template> = LazyLock::new(|| {
     Template::parse(&format!(
         "{WRITE_PRELUDE},
@@ -169,12 +170,12 @@ changed AS (
     WHERE k.tenant_id = $1 AND k.id = $2
       AND (k.revokes_at IS NULL OR k.revokes_at > $3)
       AND (SELECT ok FROM actor_ok)
-      AND {GUARD_ALLOWS}
+      AND (NOT $5 OR {GUARD_ALLOWS})
     RETURNING {returning}),
 events AS ({events} WHERE EXISTS (SELECT 1 FROM changed))
 SELECT * FROM changed",
         returning = key_returning(),
-        events = insert_events_sql(WRITE_PARAMS + 1),
+        events = insert_events_sql(WRITE_PARAMS + 2),
     ))
 });
 
@@ -479,45 +480,17 @@ impl ApiKeyRepository for PgStore {
         id: &KeyId,
         event: &KeyEvent,
     ) -> Result<ApiKey, RevokeRepoError> {
-        let (tenant, id) = (tenant.to_string(), id.to_string());
-        let actor = event.actor.key_id().map(|id| id.to_string());
-        let events = EventColumns::new([event]);
-        self.run(
-            "revoking a key",
-            |conn| {
-                conn.transaction(|conn| {
-                    if !lock_tenant(conn, &tenant)? {
-                        return Err(Fail::Domain(RevokeRepoError::NotFound));
-                    }
-                    let target = Some(id.as_str());
-                    let query = bind_write(&REVOKE, &tenant, &target, event, &actor);
-                    let revoked = events
-                        .bind(query)
-                        .get_result::<ApiKeyRow>(conn)
-                        .optional()?;
-                    if let Some(row) = revoked {
-                        return to_key(row);
-                    }
-                    // Nothing written: unknown, already revoked (returned as
-                    // it is, without an event), a revoked actor, or the
-                    // tenant's last guard key.
-                    let Some(row) = find_row(conn, &tenant, &id)? else {
-                        return Err(Fail::Domain(RevokeRepoError::NotFound));
-                    };
-                    let key = to_key(row)?;
-                    if key.is_revoked(event.created_at) {
-                        Ok(key)
-                    } else if actor_revoked(conn, &tenant, event)? {
-                        Err(Fail::Domain(RevokeRepoError::ActorRevoked))
-                    } else {
-                        Err(Fail::Domain(RevokeRepoError::LastFullAccessKey))
-                    }
-                })
-            },
-            |_| None,
-        )
+        self.revoke_with(tenant, id, event, true)
     }
 
+    fn revoke_unguarded(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        event: &KeyEvent,
+    ) -> Result<ApiKey, RevokeRepoError> {
+        self.revoke_with(tenant, id, event, false)
+    }
     fn rotate(
         &self,
         old: &KeyId,
@@ -634,4 +607,55 @@ impl TenantRepository for PgStore {
 fn to_tenant(row: TenantRow) -> Result<Tenant, Fail<RepositoryError>> {
     Tenant::try_from(row)
         .map_err(|e| Fail::Domain(RepositoryError::failure("reading a stored tenant", e)))
+}
+
+impl PgStore {
+    /// [`ApiKeyRepository::revoke`], with the full-access guard or without
+    /// it ([`ApiKeyRepository::revoke_unguarded`]).
+    fn revoke_with(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        event: &KeyEvent,
+        guarded: bool,
+    ) -> Result<ApiKey, RevokeRepoError> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        let actor = event.actor.key_id().map(|id| id.to_string());
+        let events = EventColumns::new([event]);
+        self.run(
+            "revoking a key",
+            |conn| {
+                conn.transaction(|conn| {
+                    if !lock_tenant(conn, &tenant)? {
+                        return Err(Fail::Domain(RevokeRepoError::NotFound));
+                    }
+                    let target = Some(id.as_str());
+                    let query = bind_write(&REVOKE, &tenant, &target, event, &actor)
+                        .bind::<Bool, _>(&guarded);
+                    let revoked = events
+                        .bind(query)
+                        .get_result::<ApiKeyRow>(conn)
+                        .optional()?;
+                    if let Some(row) = revoked {
+                        return to_key(row);
+                    }
+                    // Nothing written: unknown, already revoked (returned as
+                    // it is, without an event), a revoked actor, or the
+                    // tenant's last guard key.
+                    let Some(row) = find_row(conn, &tenant, &id)? else {
+                        return Err(Fail::Domain(RevokeRepoError::NotFound));
+                    };
+                    let key = to_key(row)?;
+                    if key.is_revoked(event.created_at) {
+                        Ok(key)
+                    } else if actor_revoked(conn, &tenant, event)? {
+                        Err(Fail::Domain(RevokeRepoError::ActorRevoked))
+                    } else {
+                        Err(Fail::Domain(RevokeRepoError::LastFullAccessKey))
+                    }
+                })
+            },
+            |_| None,
+        )
+    }
 }

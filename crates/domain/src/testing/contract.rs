@@ -790,6 +790,41 @@ pub fn rotate_is_one_unit_and_only_for_active_keys(store: &impl Store) {
     assert_eq!(store.find_by_hash(&unused.hash).expect("find"), None);
 }
 
+/// `revoke_unguarded` revokes even the tenant's last full-access key, with
+/// its event, and leaves a revoked key (and its events) as it is.
+pub fn revoke_unguarded_takes_even_the_last_full_access_key(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let guard = f.key(&tenant);
+    f.insert(store, &guard);
+    let later = T0 + Duration::minutes(5);
+    assert!(matches!(
+        f.revoke(store, &guard.key, later),
+        Err(RevokeRepoError::LastFullAccessKey)
+    ));
+    let before = events_of(store, &tenant.id);
+
+    let event = made_by(Actor::LeakReport, None, f.revoked_event(&guard.key, later));
+    let revoked = store
+        .revoke_unguarded(&tenant.id, &guard.key.id, &event)
+        .expect("revoke unguarded");
+    assert_eq!(revoked.revokes_at, Some(later));
+    let after = events_of(store, &tenant.id);
+    assert_eq!(after.len(), before.len() + 1);
+    assert_eq!(after[0], event);
+
+    let again = made_by(
+        Actor::LeakReport,
+        None,
+        f.revoked_event(&guard.key, later + Duration::minutes(1)),
+    );
+    let unchanged = store
+        .revoke_unguarded(&tenant.id, &guard.key.id, &again)
+        .expect("already revoked");
+    assert_eq!(unchanged.revokes_at, Some(later));
+    assert_eq!(events_of(store, &tenant.id), after);
+}
+
 /// `last_used_at` is written at most once per 60 s, and writes no event.
 pub fn record_uses_writes_at_most_once_a_minute(store: &impl Store) {
     let f = Fixture::new();
@@ -2257,6 +2292,7 @@ macro_rules! repository_contract_tests {
             update_changes_name_and_scopes,
             update_keeps_a_full_access_key,
             revoke_is_immediate_idempotent_and_guarded,
+            revoke_unguarded_takes_even_the_last_full_access_key,
             rotate_is_one_unit_and_only_for_active_keys,
             record_uses_writes_at_most_once_a_minute,
             record_uses_takes_a_batch,

@@ -109,6 +109,40 @@ impl InMemoryStore {
 }
 
 impl InMemoryStore {
+    fn revoke_with(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        event: &KeyEvent,
+        guarded: bool,
+    ) -> Result<ApiKey, RevokeRepoError> {
+        let now = event.created_at;
+        let mut state = self.lock()?;
+        let key = state
+            .tenant_key_mut(tenant, id)
+            .ok_or(RevokeRepoError::NotFound)?
+            .clone();
+        if key.is_revoked(now) {
+            return Ok(key);
+        }
+        if !state.actor_allowed(event) {
+            return Err(RevokeRepoError::ActorRevoked);
+        }
+        if guarded
+            && key.counts_for_full_access_guard(now)
+            && !state.other_guard_key(tenant, id, now)
+        {
+            return Err(RevokeRepoError::LastFullAccessKey);
+        }
+        let stored = state
+            .tenant_key_mut(tenant, id)
+            .ok_or(RevokeRepoError::NotFound)?;
+        stored.revokes_at = Some(now);
+        let revoked = stored.clone();
+        state.record(&[event]);
+        Ok(revoked)
+    }
+
     /// Every stored event, oldest first, with its sequence number.
     pub fn stored_events(&self) -> Vec<StoredEvent> {
         self.state
@@ -229,28 +263,16 @@ impl ApiKeyRepository for InMemoryStore {
         id: &KeyId,
         event: &KeyEvent,
     ) -> Result<ApiKey, RevokeRepoError> {
-        let now = event.created_at;
-        let mut state = self.lock()?;
-        let key = state
-            .tenant_key_mut(tenant, id)
-            .ok_or(RevokeRepoError::NotFound)?
-            .clone();
-        if key.is_revoked(now) {
-            return Ok(key);
-        }
-        if !state.actor_allowed(event) {
-            return Err(RevokeRepoError::ActorRevoked);
-        }
-        if key.counts_for_full_access_guard(now) && !state.other_guard_key(tenant, id, now) {
-            return Err(RevokeRepoError::LastFullAccessKey);
-        }
-        let stored = state
-            .tenant_key_mut(tenant, id)
-            .ok_or(RevokeRepoError::NotFound)?;
-        stored.revokes_at = Some(now);
-        let revoked = stored.clone();
-        state.record(&[event]);
-        Ok(revoked)
+        self.revoke_with(tenant, id, event, true)
+    }
+
+    fn revoke_unguarded(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        event: &KeyEvent,
+    ) -> Result<ApiKey, RevokeRepoError> {
+        self.revoke_with(tenant, id, event, false)
     }
 
     fn rotate(
