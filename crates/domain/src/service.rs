@@ -164,14 +164,16 @@ pub struct CreatedTenant {
 /// built once and shared by every request.
 #[derive(Clone)]
 pub struct ApiKeys {
-    keys: Arc<dyn ApiKeyRepository>,
-    tenants: Arc<dyn TenantRepository>,
-    events: Arc<dyn EventRepository>,
-    clock: Arc<dyn Clock>,
-    secrets: Arc<dyn SecretSource>,
-    hash_key: HashKey,
-    max_active_keys: u32,
-    listeners: Vec<Arc<dyn KeyChangeListener>>,
+    // `pub(crate)`: the use cases of `leaks.rs` and `operator.rs` are
+    // methods of this type too.
+    pub(crate) keys: Arc<dyn ApiKeyRepository>,
+    pub(crate) tenants: Arc<dyn TenantRepository>,
+    pub(crate) events: Arc<dyn EventRepository>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) secrets: Arc<dyn SecretSource>,
+    pub(crate) hash_key: HashKey,
+    pub(crate) max_active_keys: u32,
+    pub(crate) listeners: Vec<Arc<dyn KeyChangeListener>>,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -215,7 +217,7 @@ impl ApiKeys {
     }
 
     /// Reports committed changes of `keys` to the listeners.
-    fn changed(&self, keys: &[KeyId]) {
+    pub(crate) fn changed(&self, keys: &[KeyId]) {
         for listener in &self.listeners {
             for key in keys {
                 listener.key_changed(key);
@@ -241,16 +243,16 @@ impl ApiKeys {
     /// The instant a new id is stamped with: the clock itself, not [`Self::now`],
     /// so that ids made within one second still sort by creation time (to the
     /// millisecond, as ULIDs do) and "newest first" holds between them.
-    fn id_instant(&self) -> OffsetDateTime {
+    pub(crate) fn id_instant(&self) -> OffsetDateTime {
         self.clock.now()
     }
 
-    fn event_id(&self) -> EventId {
+    pub(crate) fn event_id(&self) -> EventId {
         EventId::generate(self.id_instant(), self.secrets.as_ref())
     }
 
     /// An event about `key`, made at `now` by `origin`.
-    fn key_event(
+    pub(crate) fn key_event(
         &self,
         now: OffsetDateTime,
         key: &ApiKey,
@@ -636,7 +638,7 @@ impl ApiKeys {
     }
 
     #[expect(clippy::too_many_arguments, reason = "every field of a new key")]
-    fn new_key(
+    pub(crate) fn new_key(
         &self,
         tenant_id: TenantId,
         name: KeyName,
