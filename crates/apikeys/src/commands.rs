@@ -1,10 +1,15 @@
 //! What each subcommand does. Start-up work here (migrations, tenant
-//! creation) is blocking by design: it runs before any request is served.
+//! creation) and the operator's commands are blocking by design: they run
+//! before any request is served, or with no server at all.
 
 use std::time::Duration;
 
-use anyhow::Context;
-use domain::{CreatedTenant, HashKey, Origin, SystemClock};
+use anyhow::{anyhow, Context};
+use domain::{
+    ApiKeys, CreateKey, CreatedTenant, ExpiresIn, HashKey, KeyId, KeyName, KeyStatus, KeyType,
+    KeyView, ListKeys, Mode, Origin, RevokeKeyForError, Scopes, SystemClock, TenantId,
+};
+use http_actix::dto::{timestamp, CreatedKeyResponse, KeyObject};
 use infra_postgres::{FeedConfig, PgStore, PoolConfig};
 use key_cache::CacheConfig;
 use serde::Serialize;
@@ -94,6 +99,282 @@ pub fn tenant_create(env: Env<'_>, name: &str, json: bool) -> anyhow::Result<()>
         println!("  live secret key: {live}");
         println!("  test secret key: {test}");
         println!("Store these keys now: they cannot be shown again.");
+    }
+    Ok(())
+}
+
+/// The service of an operator's command: the database (migrated) and the
+/// hash key from the same configuration as `tenant create`.
+fn operator_service(env: &Env<'_>) -> anyhow::Result<ApiKeys> {
+    let db = env.database()?;
+    let hash_key = env.hash_key()?;
+    let store = connect_and_migrate(&db.url, &db.pool)?;
+    Ok(application::service(&store, SystemClock, hash_key))
+}
+
+/// Ids are not echoed back: a mistyped one may be a pasted key.
+fn parse_tenant(tenant: &str) -> anyhow::Result<TenantId> {
+    TenantId::parse(tenant).context("invalid --tenant")
+}
+
+#[derive(Serialize)]
+struct TenantRowJson<'a> {
+    tenant_id: String,
+    name: &'a str,
+    created_at: String,
+}
+
+/// `apikeys tenant list [--json]`: every tenant, oldest first.
+///
+/// # Errors
+/// Configuration or database problems.
+pub fn tenant_list(env: Env<'_>, json: bool) -> anyhow::Result<()> {
+    let service = operator_service(&env)?;
+    let tenants = service.list_tenants().context("cannot list the tenants")?;
+    if json {
+        let rows: Vec<TenantRowJson<'_>> = tenants
+            .iter()
+            .map(|t| TenantRowJson {
+                tenant_id: t.id.to_string(),
+                name: &t.name,
+                created_at: timestamp(t.created_at),
+            })
+            .collect();
+        println!("{}", serde_json::to_string(&rows)?);
+    } else if tenants.is_empty() {
+        println!("No tenants.");
+    } else {
+        let rows = tenants
+            .iter()
+            .map(|t| vec![t.id.to_string(), timestamp(t.created_at), t.name.clone()]);
+        print_table(&["TENANT_ID", "CREATED_AT", "NAME"], rows);
+    }
+    Ok(())
+}
+
+/// What `apikeys key create` was given, as typed; checked by
+/// [`key_create`] before anything else.
+#[derive(Debug, Clone)]
+pub struct KeyCreateArgs {
+    /// `--tenant`.
+    pub tenant: String,
+    /// `--name`.
+    pub name: String,
+    /// `--type`: `secret` or `publishable`.
+    pub key_type: String,
+    /// `--mode`: `live` or `test`.
+    pub mode: String,
+    /// `--scopes`, split at commas; empty means `*`.
+    pub scopes: Vec<String>,
+    /// `--expires-in`.
+    pub expires_in: Option<String>,
+}
+
+impl KeyCreateArgs {
+    /// The tenant and the request, or why they are invalid.
+    fn parse(&self) -> anyhow::Result<(TenantId, CreateKey)> {
+        let tenant = parse_tenant(&self.tenant)?;
+        let name = KeyName::parse(&self.name).context("invalid --name")?;
+        let key_type = KeyType::parse(&self.key_type).context("invalid --type")?;
+        let mode = Mode::parse(&self.mode).context("invalid --mode")?;
+        let scopes = if self.scopes.is_empty() {
+            Scopes::full()
+        } else {
+            Scopes::parse(self.scopes.iter().map(|s| s.trim())).context("invalid --scopes")?
+        };
+        let expires_in = self
+            .expires_in
+            .as_deref()
+            .map(ExpiresIn::parse)
+            .transpose()
+            .context("invalid --expires-in")?;
+        let request = CreateKey {
+            name,
+            key_type,
+            mode: Some(mode),
+            scopes,
+            expires_in,
+        };
+        Ok((tenant, request))
+    }
+}
+
+/// `apikeys key create --tenant T --name N [...] [--json]`: a key for any
+/// tenant, printed once. `--json` prints the API's 201 body of
+/// `POST /v1/api-keys`.
+///
+/// # Errors
+/// Invalid arguments, an unknown tenant, the key limit, configuration or
+/// database problems.
+pub fn key_create(env: Env<'_>, args: &KeyCreateArgs, json: bool) -> anyhow::Result<()> {
+    let (tenant, request) = args.parse()?;
+    let service = operator_service(&env)?;
+    let created = service
+        .create_key_for(&Origin::cli(), &tenant, request)
+        .context("cannot create the key")?;
+    let out = CreatedKeyResponse::from(created);
+    if json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!(
+            "Created {} {} key {} for tenant {tenant}",
+            out.mode, out.key_type, out.id
+        );
+        println!("  name:    {}", out.name);
+        println!("  scopes:  {}", out.scopes.join(","));
+        println!(
+            "  expires: {}",
+            out.expires_at.as_deref().unwrap_or("never")
+        );
+        println!("  key:     {}", out.key);
+        println!("Store this key now: it cannot be shown again.");
+    }
+    Ok(())
+}
+
+/// Prints `header` and `rows` as aligned columns, the last one unpadded.
+fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let mut lines: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
+    lines.extend(rows);
+    let mut widths = vec![0; header.len()];
+    for line in &lines {
+        for (width, cell) in widths.iter_mut().zip(line) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for line in &lines {
+        let last = line.len().saturating_sub(1);
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, width))| {
+                if i == last {
+                    cell.clone()
+                } else {
+                    format!("{cell:<width$}")
+                }
+            })
+            .collect();
+        println!("{}", cells.join("  "));
+    }
+}
+
+fn status_text(view: &KeyView) -> String {
+    match view.status {
+        KeyStatus::Active => "active".to_owned(),
+        KeyStatus::Expired => "expired".to_owned(),
+        KeyStatus::Revoked => "revoked".to_owned(),
+        KeyStatus::RevocationScheduled => match view.key.revokes_at {
+            Some(at) => format!("revokes at {}", timestamp(at)),
+            None => "revoking".to_owned(),
+        },
+    }
+}
+
+/// `apikeys key list --tenant T [--revoked] [--json]`: the tenant's keys of
+/// every mode, newest first; revoked keys only with `--revoked`. `--json`
+/// prints one array of the API's key objects.
+///
+/// # Errors
+/// An invalid or unknown tenant, configuration or database problems.
+pub fn key_list(env: Env<'_>, tenant: &str, revoked: bool, json: bool) -> anyhow::Result<()> {
+    let tenant = parse_tenant(tenant)?;
+    let service = operator_service(&env)?;
+    let mut keys = Vec::new();
+    let mut starting_after = None;
+    loop {
+        let request = ListKeys {
+            include_revoked: revoked,
+            starting_after,
+            ..ListKeys::default()
+        };
+        let page = service
+            .list_keys_for(&tenant, request)
+            .context("cannot list the keys")?;
+        let last = page.keys.last().map(|k| k.key.id);
+        keys.extend(page.keys);
+        match last {
+            Some(last) if page.has_more => starting_after = Some(last),
+            _ => break,
+        }
+    }
+    if json {
+        let objects: Vec<KeyObject> = keys.iter().map(KeyObject::from).collect();
+        println!("{}", serde_json::to_string(&objects)?);
+    } else if keys.is_empty() {
+        println!(
+            "No keys{}.",
+            if revoked {
+                ""
+            } else {
+                " (--revoked also lists revoked keys)"
+            }
+        );
+    } else {
+        let rows = keys.iter().map(|view| {
+            let key = &view.key;
+            vec![
+                key.id.to_string(),
+                key.mode.as_str().to_owned(),
+                key.key_type.as_str().to_owned(),
+                format!("{}...{}", key.prefix, key.last_four),
+                status_text(view),
+                key.expires_at.map_or_else(|| "never".to_owned(), timestamp),
+                key.scopes.names().collect::<Vec<_>>().join(","),
+                key.name.as_str().to_owned(),
+            ]
+        });
+        let header = [
+            "ID",
+            "MODE",
+            "TYPE",
+            "KEY",
+            "STATUS",
+            "EXPIRES_AT",
+            "SCOPES",
+            "NAME",
+        ];
+        print_table(&header, rows);
+    }
+    Ok(())
+}
+
+/// `apikeys key revoke --tenant T ID [--force]`: revokes now. Refused for
+/// the tenant's last active full-access live secret key unless `force`. A
+/// revoked key: success, nothing changes.
+///
+/// # Errors
+/// Invalid arguments, an unknown tenant or key, the lockout guard,
+/// configuration or database problems.
+pub fn key_revoke(env: Env<'_>, tenant: &str, id: &str, force: bool) -> anyhow::Result<()> {
+    let tenant = parse_tenant(tenant)?;
+    let id = KeyId::parse(id).context("invalid key id")?;
+    let service = operator_service(&env)?;
+    let revoked = match service.revoke_key_for(&Origin::cli(), &tenant, &id, force) {
+        Ok(revoked) => revoked,
+        Err(e @ RevokeKeyForError::LastFullAccessKey(_)) => {
+            return Err(anyhow!(
+                "cannot revoke the key: {e}. Create another full-access live secret key first \
+                 (apikeys key create --tenant {tenant} --name NAME), or pass --force to revoke it \
+                 anyway"
+            ))
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("cannot revoke the key")),
+    };
+    let key = &revoked.key.key;
+    if revoked.changed {
+        println!(
+            "Revoked {} {} key {id} ({}) of tenant {tenant}",
+            key.mode,
+            key.key_type,
+            key.name.as_str()
+        );
+    } else {
+        let at = key
+            .revokes_at
+            .map_or_else(String::new, |at| format!(" at {}", timestamp(at)));
+        println!("Key {id} was already revoked{at}; nothing changed.");
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
-//! `apikeys`: serve the API, apply migrations, create tenants, or run a
-//! zero-configuration development server.
+//! `apikeys`: serve the API, apply migrations, manage tenants and their keys
+//! as the operator, or run a zero-configuration development server.
 
 use std::process::ExitCode;
 
+use apikeys::commands::KeyCreateArgs;
 use apikeys::config::Env;
 use apikeys::{commands, telemetry};
 use clap::{Parser, Subcommand};
@@ -30,6 +31,12 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Manage any tenant's keys as the operator (DATABASE_URL and
+    /// APIKEYS_HASH_KEY required); every change is recorded with actor `cli`.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Run a development server with no configuration: local PostgreSQL,
     /// database `apikeys_dev`, a fixed development hash key, and a
     /// development tenant whose keys are printed on first start.
@@ -47,6 +54,67 @@ enum TenantCommand {
         /// Print one JSON object: {"tenant_id", "name", "keys": {"live", "test"}}.
         #[arg(long)]
         json: bool,
+    },
+    /// List every tenant, oldest first.
+    List {
+        /// Print one JSON array of {"tenant_id", "name", "created_at"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create a key for a tenant, printed once: the way back in for a tenant
+    /// that lost every full-access key.
+    Create {
+        /// The tenant (`tnt_...`).
+        #[arg(long)]
+        tenant: String,
+        /// The key's name.
+        #[arg(long)]
+        name: String,
+        /// The key's type.
+        #[arg(long = "type", default_value = "secret", value_parser = ["secret", "publishable"])]
+        key_type: String,
+        /// The key's mode.
+        #[arg(long, default_value = "live", value_parser = ["live", "test"])]
+        mode: String,
+        /// Comma-separated scopes (default `*`, full access).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Lifetime, 1m to 10y (such as `90d`); default: never expires.
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Print the API's creation response (POST /v1/api-keys, 201) as one
+        /// JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a tenant's keys of every mode, newest first.
+    List {
+        /// The tenant (`tnt_...`).
+        #[arg(long)]
+        tenant: String,
+        /// Also list revoked keys.
+        #[arg(long)]
+        revoked: bool,
+        /// Print one JSON array of the API's key objects.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key now. Refused for the tenant's last active full-access
+    /// live secret key unless --force.
+    Revoke {
+        /// The tenant (`tnt_...`).
+        #[arg(long)]
+        tenant: String,
+        /// The key (`key_...`).
+        id: String,
+        /// Revoke even the tenant's last active full-access live secret key,
+        /// locking the tenant out until `apikeys key create`.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -68,6 +136,39 @@ fn main() -> ExitCode {
         Command::Tenant {
             command: TenantCommand::Create { name, json },
         } => commands::tenant_create(env, &name, json),
+        Command::Tenant {
+            command: TenantCommand::List { json },
+        } => commands::tenant_list(env, json),
+        Command::Key { command } => match command {
+            KeyCommand::Create {
+                tenant,
+                name,
+                key_type,
+                mode,
+                scopes,
+                expires_in,
+                json,
+            } => commands::key_create(
+                env,
+                &KeyCreateArgs {
+                    tenant,
+                    name,
+                    key_type,
+                    mode,
+                    scopes,
+                    expires_in,
+                },
+                json,
+            ),
+            KeyCommand::List {
+                tenant,
+                revoked,
+                json,
+            } => commands::key_list(env, &tenant, revoked, json),
+            KeyCommand::Revoke { tenant, id, force } => {
+                commands::key_revoke(env, &tenant, &id, force)
+            }
+        },
         Command::Dev => commands::dev(env),
     };
     match result {

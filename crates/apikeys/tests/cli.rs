@@ -243,3 +243,526 @@ fn migrate_applies_then_reports_up_to_date() {
         "The database is up to date.\n"
     );
 }
+
+// ---- the operator's commands ----
+
+/// Helpers of the operator commands' tests.
+#[expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure is a failed test"
+)]
+mod operator {
+    use super::{apikeys, HASH_KEY};
+    use infra_postgres::testing::TestDatabase;
+    use serde_json::Value;
+
+    /// Runs `apikeys ARGS` on `db` with the test hash key.
+    pub(crate) fn run(db: &TestDatabase, args: &[&str]) -> std::process::Output {
+        apikeys()
+            .args(args)
+            .env("DATABASE_URL", db.url())
+            .env("APIKEYS_HASH_KEY", HASH_KEY)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `apikeys ARGS`, asserts success and returns stdout.
+    pub(crate) fn succeeds(db: &TestDatabase, args: &[&str]) -> String {
+        let output = run(db, args);
+        assert!(
+            output.status.success(),
+            "{args:?}: stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs `apikeys ARGS`, asserts a non-zero exit with nothing on stdout and
+    /// returns stderr.
+    pub(crate) fn fails(db: &TestDatabase, args: &[&str]) -> String {
+        let output = run(db, args);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert_ne!(output.status.code(), Some(0));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "", "{args:?}");
+        String::from_utf8(output.stderr).unwrap()
+    }
+
+    /// Runs `apikeys ARGS --json` and parses its one line of output.
+    pub(crate) fn json(db: &TestDatabase, args: &[&str]) -> Value {
+        let stdout = succeeds(db, &[args, &["--json"]].concat());
+        assert_eq!(stdout.lines().count(), 1, "stdout: {stdout}");
+        serde_json::from_str(&stdout).unwrap()
+    }
+
+    /// A tenant made by `apikeys tenant create`: (id, live key, test key).
+    pub(crate) fn cli_tenant(db: &TestDatabase, name: &str) -> (String, String, String) {
+        let created = json(db, &["tenant", "create", "--name", name]);
+        let field = |v: &Value| v.as_str().unwrap().to_owned();
+        (
+            field(&created["tenant_id"]),
+            field(&created["keys"]["live"]),
+            field(&created["keys"]["test"]),
+        )
+    }
+
+    pub(crate) fn field_names(object: &Value) -> Vec<&str> {
+        object
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// A server on the same database, with the test hash key.
+    pub(crate) struct Server {
+        base: String,
+        client: reqwest::Client,
+        handle: actix_web::dev::ServerHandle,
+    }
+
+    impl Server {
+        pub(crate) fn start(db: &TestDatabase) -> Self {
+            let app = apikeys::application::Application::build(
+                "127.0.0.1:0".parse().unwrap(),
+                &db.store(),
+                domain::SystemClock,
+                domain::HashKey::from_hex(HASH_KEY).unwrap(),
+                Some(1),
+            )
+            .unwrap();
+            let base = format!("http://{}", app.addr());
+            let handle = app.handle();
+            actix_web::rt::spawn(app.into_server());
+            Server {
+                base,
+                client: reqwest::Client::new(),
+                handle,
+            }
+        }
+
+        /// `GET path` with `key` for `tenant`: (status, body).
+        pub(crate) async fn get(&self, path: &str, key: &str, tenant: &str) -> (u16, Value) {
+            let response = self
+                .client
+                .get(format!("{}{path}", self.base))
+                .header("Authorization", format!("Bearer {key}"))
+                .header("X-Tenant-ID", tenant)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap())
+        }
+
+        /// `POST /v1/api-keys` with `key` for `tenant`: the response body.
+        pub(crate) async fn create_key(&self, key: &str, tenant: &str, body: Value) -> Value {
+            let response = self
+                .client
+                .post(format!("{}/v1/api-keys", self.base))
+                .header("Authorization", format!("Bearer {key}"))
+                .header("X-Tenant-ID", tenant)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+            response.json().await.unwrap()
+        }
+
+        pub(crate) async fn stop(self) {
+            self.handle.stop(true).await;
+        }
+    }
+
+    /// `value` without its `field`s, for comparing what does not depend on them.
+    pub(crate) fn without(value: &Value, fields: &[&str]) -> Value {
+        let mut value = value.clone();
+        for field in fields {
+            value.as_object_mut().unwrap().remove(*field);
+        }
+        value
+    }
+}
+
+use operator::{cli_tenant, fails, field_names, json, succeeds, without, Server};
+
+#[test]
+fn tenant_list_json_prints_every_tenant_oldest_first() {
+    let db = TestDatabase::new();
+    assert_eq!(json(&db, &["tenant", "list"]), json!([]));
+    let (acme, _, _) = cli_tenant(&db, "Acme Corp");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (initech, _, _) = cli_tenant(&db, "Initech");
+
+    let listed = json(&db, &["tenant", "list"]);
+
+    let tenants = listed.as_array().unwrap();
+    assert_eq!(tenants.len(), 2, "{listed}");
+    for (tenant, (id, name)) in tenants
+        .iter()
+        .zip([(&acme, "Acme Corp"), (&initech, "Initech")])
+    {
+        assert_eq!(field_names(tenant), ["tenant_id", "name", "created_at"]);
+        assert_eq!(tenant["tenant_id"], id.as_str());
+        assert_eq!(tenant["name"], name);
+        let created_at = tenant["created_at"].as_str().unwrap();
+        assert!(
+            created_at.len() == 20 && created_at.ends_with('Z'),
+            "{created_at}"
+        );
+    }
+    assert!(tenants[0]["created_at"].as_str() < tenants[1]["created_at"].as_str());
+    // The readable form names both.
+    let text = succeeds(&db, &["tenant", "list"]);
+    assert!(text.contains(&acme) && text.contains("Acme Corp"), "{text}");
+    assert!(
+        text.contains(&initech) && text.contains("Initech"),
+        "{text}"
+    );
+}
+
+#[actix_web::test]
+async fn key_create_json_prints_the_apis_201_body_and_the_key_works_against_a_server() {
+    let db = TestDatabase::new();
+    let (tenant, live, _) = cli_tenant(&db, "Acme");
+
+    let created = json(
+        &db,
+        &["key", "create", "--tenant", &tenant, "--name", "Recovery"],
+    );
+    let scoped = json(
+        &db,
+        &[
+            "key",
+            "create",
+            "--tenant",
+            &tenant,
+            "--name",
+            "Analytics",
+            "--type",
+            "publishable",
+            "--mode",
+            "test",
+            "--scopes",
+            "users:read,sessions:read",
+            "--expires-in",
+            "90d",
+        ],
+    );
+
+    // The defaults: a live full-access secret key that never expires.
+    let key = created["key"].as_str().unwrap();
+    assert!(key.starts_with("sk_live_") && domain::PlainKey::parse(key).is_ok());
+    assert_eq!(created["name"], "Recovery");
+    assert_eq!(
+        (&created["type"], &created["mode"]),
+        (&json!("secret"), &json!("live"))
+    );
+    assert_eq!(created["scopes"], json!(["*"]));
+    assert_eq!(created["expires_at"], Value::Null);
+    assert_eq!(created["prefix"], &key[..12]);
+    assert_eq!(created["last_four"], &key[key.len() - 4..]);
+    assert!(created["id"].as_str().unwrap().starts_with("key_"));
+    // Every option.
+    let pk = scoped["key"].as_str().unwrap();
+    assert!(pk.starts_with("pk_test_"), "{scoped}");
+    assert_eq!(scoped["scopes"], json!(["users:read", "sessions:read"]));
+    assert!(scoped["expires_at"].is_string(), "{scoped}");
+
+    let server = Server::start(&db);
+    // The same object, field for field and in the same order, as the API's
+    // own 201 body.
+    let by_api = server
+        .create_key(
+            &live,
+            &tenant,
+            json!({"name": "By the API", "type": "secret"}),
+        )
+        .await;
+    assert_eq!(field_names(&created), field_names(&by_api));
+    assert_eq!(
+        field_names(&created),
+        [
+            "id",
+            "name",
+            "type",
+            "mode",
+            "key",
+            "prefix",
+            "last_four",
+            "scopes",
+            "expires_at",
+            "created_at"
+        ]
+    );
+    // The new key manages the tenant's keys.
+    let (status, keys) = server.get("/v1/api-keys", key, &tenant).await;
+    assert_eq!(status, 200, "{keys}");
+    let listed = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == created["id"])
+        .cloned()
+        .unwrap();
+    assert_eq!(listed["created_at"], created["created_at"]);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn key_list_json_prints_the_apis_key_objects_of_every_mode() {
+    let db = TestDatabase::new();
+    let (tenant, live, test) = cli_tenant(&db, "Acme");
+    let (_, _, _) = cli_tenant(&db, "Another tenant");
+    let test_id = json(&db, &["key", "list", "--tenant", &tenant]);
+    let test_id = test_id
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["mode"] == "test")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    succeeds(&db, &["key", "revoke", "--tenant", &tenant, &test_id]);
+
+    let active = json(&db, &["key", "list", "--tenant", &tenant]);
+    let every = json(&db, &["key", "list", "--tenant", &tenant, "--revoked"]);
+
+    let active = active.as_array().unwrap();
+    let every = every.as_array().unwrap();
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_eq!(every.len(), 2, "{every:?}");
+    assert_eq!(active[0]["mode"], "live");
+    let revoked = every.iter().find(|k| k["id"] == test_id.as_str()).unwrap();
+    assert_eq!(revoked["revoked"], true);
+    assert!(revoked["revokes_at"].is_string());
+    // The API lists the same objects (its caller's use aside).
+    let server = Server::start(&db);
+    let (status, by_api) = server
+        .get("/v1/api-keys?revoked=true", &live, &tenant)
+        .await;
+    assert_eq!(status, 200, "{by_api}");
+    let (status, _) = server.get("/v1/api-keys", &test, &tenant).await;
+    assert_eq!(status, 401, "the revoked test key");
+    server.stop().await;
+    let by_api = by_api["data"].as_array().unwrap();
+    assert_eq!(by_api.len(), every.len());
+    for (cli, api) in every.iter().zip(by_api) {
+        assert_eq!(field_names(cli), field_names(api));
+        assert_eq!(
+            without(cli, &["last_used_at"]),
+            without(api, &["last_used_at"])
+        );
+    }
+    // The readable form.
+    let text = succeeds(&db, &["key", "list", "--tenant", &tenant, "--revoked"]);
+    assert!(
+        text.contains(&test_id) && text.contains("revoked"),
+        "{text}"
+    );
+    assert!(!text.contains(&live) && !text.contains(&test), "{text}");
+}
+
+#[actix_web::test]
+async fn a_locked_out_tenant_gets_back_in_and_every_change_is_recorded_by_the_cli() {
+    let db = TestDatabase::new();
+    let (tenant, live, _) = cli_tenant(&db, "Acme");
+    let live_id = json(&db, &["key", "list", "--tenant", &tenant])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["mode"] == "live")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let service = apikeys::application::service(
+        &db.store(),
+        domain::SystemClock,
+        domain::HashKey::from_hex(HASH_KEY).unwrap(),
+    );
+    let authenticates = |key: &str| {
+        use domain::Authenticator;
+        let credentials = domain::Credentials::new(
+            domain::PlainKey::parse(key).unwrap(),
+            domain::TenantId::parse(&tenant).unwrap(),
+        );
+        service.authenticate(&credentials).is_ok()
+    };
+
+    // The last full-access live secret key: refused without --force.
+    let stderr = fails(&db, &["key", "revoke", "--tenant", &tenant, &live_id]);
+    assert!(
+        stderr.contains("last active full-access live secret key") && stderr.contains("--force"),
+        "stderr: {stderr}"
+    );
+    assert!(authenticates(&live), "the key still works");
+
+    // Revoked with --force; revoking it again changes nothing.
+    let out = succeeds(
+        &db,
+        &["key", "revoke", "--tenant", &tenant, &live_id, "--force"],
+    );
+    assert!(out.contains("Revoked") && out.contains(&live_id), "{out}");
+    let again = succeeds(&db, &["key", "revoke", "--tenant", &tenant, &live_id]);
+    assert!(again.contains("already revoked"), "{again}");
+    assert!(!authenticates(&live));
+
+    // The way back in.
+    let recovery = json(
+        &db,
+        &["key", "create", "--tenant", &tenant, "--name", "Recovery"],
+    );
+    let key = recovery["key"].as_str().unwrap();
+
+    let server = Server::start(&db);
+    let (status, error) = server.get("/v1/api-keys", &live, &tenant).await;
+    assert_eq!(status, 401);
+    assert_eq!(error["error"]["code"], "api_key_revoked");
+    let (status, log) = server.get("/v1/audit-events", key, &tenant).await;
+    server.stop().await;
+    assert_eq!(status, 200, "{log}");
+
+    // Newest first: the recovery key's creation, the one revocation, then
+    // the tenant's creation (three events), all by the CLI outside HTTP.
+    let events = log["data"].as_array().unwrap();
+    assert_eq!(events.len(), 5, "{log}");
+    let summary: Vec<(&Value, &Value, &Value)> = events[..2]
+        .iter()
+        .map(|e| (&e["type"], &e["key_id"], &e["mode"]))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (&json!("api_key.created"), &recovery["id"], &json!("live")),
+            (&json!("api_key.revoked"), &json!(live_id), &json!("live")),
+        ]
+    );
+    for event in events {
+        assert_eq!(event["actor"], json!({"type": "cli"}), "{event}");
+        assert_eq!(event["request_id"], Value::Null, "{event}");
+        assert_eq!(event["tenant_id"], tenant.as_str());
+    }
+}
+
+#[test]
+fn key_create_without_json_prints_the_key_once_with_a_warning() {
+    let db = TestDatabase::new();
+    let (tenant, _, _) = cli_tenant(&db, "Acme");
+
+    let out = succeeds(
+        &db,
+        &["key", "create", "--tenant", &tenant, "--name", "Recovery"],
+    );
+
+    let keys: Vec<&str> = out
+        .split_whitespace()
+        .filter(|w| w.starts_with("sk_live_") && w.len() == 46)
+        .collect();
+    assert_eq!(keys.len(), 1, "{out}");
+    assert!(domain::PlainKey::parse(keys[0]).is_ok());
+    assert!(out.contains("cannot be shown again"), "{out}");
+    assert!(out.contains(&tenant), "{out}");
+}
+
+#[test]
+fn invalid_operator_commands_say_why_and_change_nothing() {
+    let db = TestDatabase::new();
+    let (tenant, _, _) = cli_tenant(&db, "Acme");
+    let keys_before = json(&db, &["key", "list", "--tenant", &tenant, "--revoked"]);
+    let live_id = keys_before
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["mode"] == "live")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ghost = "tnt_01HQ2ZJ8N00000000000000000";
+    let no_key = "key_01HQ2ZJ8N00000000000000000";
+    let create = |extra: &[&str]| -> Vec<String> {
+        let name: &[&str] = if extra.contains(&"--name") {
+            &[]
+        } else {
+            &["--name", "Backend"]
+        };
+        ["key", "create", "--tenant", &tenant]
+            .iter()
+            .chain(name)
+            .chain(extra)
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (create(&["--name", "  "]), "invalid --name"),
+        (create(&["--scopes", "users:read,nope"]), "invalid --scopes"),
+        (create(&["--scopes", "*,users:read"]), "invalid --scopes"),
+        (create(&["--expires-in", "90"]), "invalid --expires-in"),
+        (create(&["--expires-in", "11y"]), "invalid --expires-in"),
+        (create(&["--mode", "prod"]), "--mode"),
+        (create(&["--type", "public"]), "--type"),
+        (
+            ["key", "create", "--tenant", "acme", "--name", "Backend"]
+                .map(str::to_owned)
+                .to_vec(),
+            "invalid --tenant",
+        ),
+        (
+            ["key", "create", "--tenant", ghost, "--name", "Backend"]
+                .map(str::to_owned)
+                .to_vec(),
+            "unknown tenant",
+        ),
+        (
+            ["key", "list", "--tenant", ghost]
+                .map(str::to_owned)
+                .to_vec(),
+            "unknown tenant",
+        ),
+        (
+            ["key", "revoke", "--tenant", ghost, &live_id]
+                .map(str::to_owned)
+                .to_vec(),
+            "unknown tenant",
+        ),
+        (
+            ["key", "revoke", "--tenant", &tenant, no_key]
+                .map(str::to_owned)
+                .to_vec(),
+            "no key",
+        ),
+        (
+            ["key", "revoke", "--tenant", &tenant, "sk_live_oops"]
+                .map(str::to_owned)
+                .to_vec(),
+            "invalid key id",
+        ),
+    ];
+    for (args, message) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stderr = fails(&db, &args);
+        assert!(stderr.contains(message), "{args:?}: stderr: {stderr}");
+        assert!(!stderr.contains("sk_live_oops"), "an id is not echoed");
+    }
+
+    assert_eq!(
+        json(&db, &["key", "list", "--tenant", &tenant, "--revoked"]),
+        keys_before
+    );
+    let events = domain::EventRepository::list_events(
+        &db.store(),
+        &domain::TenantId::parse(&tenant).unwrap(),
+        &domain::EventQuery {
+            key_id: None,
+            event_type: None,
+            mode: None,
+            starting_after: None,
+            limit: 100,
+        },
+    )
+    .unwrap();
+    assert_eq!(events.events.len(), 3, "only the tenant's creation");
+}

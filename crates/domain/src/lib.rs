@@ -61,7 +61,9 @@ pub use hashing::{HashKey, HashKeyError, KeyHash};
 pub use ids::{EventId, IdError, KeyId, TenantId};
 pub use key_string::{KeyFormatError, PlainKey};
 pub use kinds::{KeyType, Mode, UnknownVariant};
+pub use leaks::LeakReport;
 pub use name::{KeyName, KeyNameError};
+pub use operator::{CreateKeyForError, ListKeysForError, RevokeKeyForError, RevokedKey};
 pub use ports::{
     ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyChangeListener,
     KeyPage, KeyUse, ListQuery, RepositoryError, RevokeRepoError, RotateRepoError,

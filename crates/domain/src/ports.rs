@@ -387,6 +387,14 @@ pub trait TenantRepository: Send + Sync {
     /// # Errors
     /// [`RepositoryError`].
     fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, RepositoryError>;
+
+    /// Every tenant, oldest first (by creation time, then id). For the
+    /// operator's `apikeys tenant list`; the operator use cases also tell an
+    /// unknown tenant by it.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn list_tenants(&self) -> Result<Vec<Tenant>, RepositoryError>;
 }
 
 /// Reading the event log. Writing happens with each change, through the

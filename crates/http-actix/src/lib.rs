@@ -22,6 +22,7 @@ mod body;
 pub mod dto;
 mod error;
 mod handlers;
+mod leaks;
 pub mod openapi;
 mod query;
 mod redact;

@@ -15,13 +15,14 @@ use crate::handlers;
 #[openapi(
     info(
         title = "apikeys",
-        description = "Create, list, update, revoke, rotate and verify a tenant's API keys. Every `/v1` request needs `X-Tenant-ID`, and `Authorization: Bearer <secret key>` except `POST /v1/api-keys/verify`, whose body carries the key to check. Every response carries `X-Request-ID`. Every error is `{\"error\": {\"code\", \"message\", \"param\"?, \"request_id\"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.",
+        description = "Create, list, update, revoke, rotate and verify a tenant's API keys. Every `/v1` request needs `X-Tenant-ID`, and `Authorization: Bearer <secret key>` except `POST /v1/api-keys/verify`, whose body carries the key to check; `POST /v1/leaked-keys` (reporting leaked keys) needs neither. Every response carries `X-Request-ID`. Every error is `{\"error\": {\"code\", \"message\", \"param\"?, \"request_id\"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.",
     ),
     paths(
         handlers::list_keys,
         handlers::create_key,
         handlers::rotate_key,
         crate::verify::verify_key,
+        crate::leaks::report_leaked_keys,
         handlers::get_key,
         handlers::update_key,
         handlers::revoke_key,
@@ -47,6 +48,8 @@ use crate::handlers;
         crate::verify::VerifyKeyResponse,
         crate::verify::VerifiedKey,
         crate::verify::VerifyCode,
+        crate::leaks::LeakedKeysRequest,
+        crate::leaks::LeakReportAccepted,
         crate::audit::EventObject,
         crate::audit::ActorObject,
         crate::audit::EventList,
@@ -56,6 +59,7 @@ use crate::handlers;
     tags(
         (name = "api-keys", description = "Managing a tenant's API keys (secret key with `*` required)."),
         (name = "api-key-verification", description = "Checking a key presented to another service: the key is in the body, no `Authorization`."),
+        (name = "leaked-keys", description = "Reporting keys found where they should not be: no `Authorization`, no `X-Tenant-ID`; every active secret key reported is revoked."),
         (name = "audit-events", description = "The tenant's key events, newest first (secret key with `*` or `audit-logs:read`)."),
         (name = "health", description = "Probes and this document; no key needed."),
     ),

@@ -14,7 +14,7 @@ use actix_web::{web, App, HttpRequest, HttpServer};
 use crate::error::{ApiError, ErrorCode};
 use crate::request_id::request_context;
 use crate::state::AppState;
-use crate::{audit, handlers, verify};
+use crate::{audit, handlers, leaks, verify};
 use crate::{BODY_LIMIT, SHUTDOWN_TIMEOUT_SECS};
 
 fn json_error(e: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
@@ -87,6 +87,12 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
                     .route(web::get().to(audit::list_events))
                     .route(web::head().to(audit::list_events))
                     .default_service(not_allowed("GET, HEAD")),
+            )
+            // No `Authorization`, no `X-Tenant-ID`: anyone may report a key.
+            .service(
+                web::resource("/v1/leaked-keys")
+                    .route(web::post().to(leaks::report_leaked_keys))
+                    .default_service(not_allowed("POST")),
             )
             // Before `/{id}`, which would otherwise take `rotate` for an id.
             .service(

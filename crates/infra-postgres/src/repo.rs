@@ -602,6 +602,22 @@ impl TenantRepository for PgStore {
             |_| None,
         )
     }
+
+    fn list_tenants(&self) -> Result<Vec<Tenant>, RepositoryError> {
+        self.run(
+            "listing tenants",
+            |conn| {
+                tenants::table
+                    .order((tenants::created_at.asc(), tenants::id.asc()))
+                    .select(TenantRow::as_select())
+                    .load(conn)?
+                    .into_iter()
+                    .map(to_tenant)
+                    .collect()
+            },
+            |_| None,
+        )
+    }
 }
 
 fn to_tenant(row: TenantRow) -> Result<Tenant, Fail<RepositoryError>> {

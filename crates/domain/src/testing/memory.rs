@@ -361,6 +361,12 @@ impl TenantRepository for InMemoryStore {
             .min_by_key(|t| (t.created_at, t.id))
             .cloned())
     }
+
+    fn list_tenants(&self) -> Result<Vec<Tenant>, RepositoryError> {
+        let mut tenants = self.lock()?.tenants.clone();
+        tenants.sort_by_key(|t| (t.created_at, t.id));
+        Ok(tenants)
+    }
 }
 
 impl EventRepository for InMemoryStore {

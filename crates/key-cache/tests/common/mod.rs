@@ -128,6 +128,15 @@ impl ApiKeyRepository for CountingRepo {
         self.store.revoke(tenant, id, event)
     }
 
+    fn revoke_unguarded(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        event: &KeyEvent,
+    ) -> Result<ApiKey, RevokeRepoError> {
+        self.store.revoke_unguarded(tenant, id, event)
+    }
+
     fn rotate(
         &self,
         old: &KeyId,

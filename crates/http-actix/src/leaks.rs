@@ -1,0 +1,138 @@
+//! `POST /v1/leaked-keys`: anyone who finds keys may report them, and every
+//! real secret key among them is revoked (docs/api.md, "POST
+//! /v1/leaked-keys").
+//!
+//! No `Authorization` and no `X-Tenant-ID`: whoever found a key is not its
+//! owner. The answer must not tell which strings were keys, neither by its
+//! content (always 202 `{"received": N}`) nor by its timing: the lookups and
+//! revocations cost time in proportion to the number of real keys, so they
+//! run after the answer, on the blocking pool ([`report_leaked_keys`]). The
+//! work before the answer (reading and checking the body) does not depend on
+//! what the strings are.
+
+use std::fmt;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+use utoipa::ToSchema;
+
+use crate::blocking::blocking;
+use crate::body::{read_object, JsonObject};
+use crate::error::{ApiError, ErrorBody};
+use crate::redact::REDACTED;
+use crate::request_id::request_id_of;
+use crate::state::AppState;
+
+/// Most strings in one report.
+pub(crate) const MAX_REPORTED_KEYS: usize = 100;
+
+// Only the body's schema for the OpenAPI document: the handler reads the
+// body field by field (`crate::body`). Its `Debug` leaves the keys out
+// (docs/api.md, "Secrets").
+/// `POST /v1/leaked-keys` body.
+#[derive(Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(
+    dead_code,
+    reason = "never built: the handler reads the body field by field"
+)]
+pub struct LeakedKeysRequest {
+    /// 1 to 100 strings found where they should not be: each that is an
+    /// active secret key (also one in its rotation grace period) is revoked.
+    /// Publishable keys and anything else are ignored. Strings are matched
+    /// exactly, as found.
+    #[schema(example = json!(["sk_live_..."]), min_items = 1, max_items = 100)]
+    pub keys: Vec<String>,
+}
+
+impl fmt::Debug for LeakedKeysRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeakedKeysRequest")
+            .field("keys", &format_args!("[{} x {REDACTED}]", self.keys.len()))
+            .finish()
+    }
+}
+
+/// `202` body of `POST /v1/leaked-keys`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LeakReportAccepted {
+    /// How many strings the report held (repetitions included). It never
+    /// says how many were keys.
+    #[schema(example = 3)]
+    pub received: usize,
+}
+
+/// The `keys` field: an array of 1 to [`MAX_REPORTED_KEYS`] strings.
+fn read_keys(body: &JsonObject) -> Result<Vec<String>, ApiError> {
+    let keys = body
+        .opt_str_array("keys")?
+        .ok_or_else(|| ApiError::missing_parameter("keys"))?;
+    if keys.is_empty() || keys.len() > MAX_REPORTED_KEYS {
+        return Err(ApiError::invalid_parameter(
+            "keys",
+            format!("`keys` must hold 1 to {MAX_REPORTED_KEYS} strings"),
+        ));
+    }
+    Ok(keys.into_iter().map(str::to_owned).collect())
+}
+
+/// Report leaked keys: every active secret key among them is revoked.
+///
+/// No `Authorization`, no `X-Tenant-ID`. Always 202 with the number of
+/// strings received, whatever they are: the answer (content and timing)
+/// never tells which were keys. The revocations take effect within moments
+/// of the 202, each writing `api_key.revoked` with actor `leak_report`.
+#[utoipa::path(
+    post,
+    path = "/v1/leaked-keys",
+    tag = "leaked-keys",
+    operation_id = "report_leaked_keys",
+    request_body(content = LeakedKeysRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted for processing: every active secret key among the strings is revoked within moments. The same answer whatever the strings are.", body = LeakReportAccepted),
+        (status = 400, description = "`invalid_json`, `unknown_field`, `missing_parameter` (`keys`), `invalid_parameter` (`keys`: not an array of 1 to 100 strings).", body = ErrorBody),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody,
+            headers(("Allow" = String, description = "`POST`"))),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn report_leaked_keys(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let keys = {
+        let body = read_object(&req, payload, &["keys"]).await?;
+        read_keys(&body)?
+    };
+    let received = keys.len();
+    let service = state.service().clone();
+    let request_id = request_id_of(&req);
+    // Not awaited: the answer goes out now, the lookups and revocations
+    // follow on the blocking pool, in the request's span (its logs keep the
+    // request id). Only the outcome's counts and a failure's cause are
+    // logged, never a string of the report.
+    actix_web::rt::spawn(
+        async move {
+            let outcome = blocking(move || service.revoke_leaked(request_id, &keys))
+                .await
+                .and_then(|r| r.map_err(ApiError::from));
+            match outcome {
+                Ok(report) => tracing::info!(
+                    revoked = report.revoked,
+                    ignored = report.ignored,
+                    "leaked-key report processed"
+                ),
+                Err(e) => tracing::error!(
+                    code = %e.code(),
+                    cause = e.cause_chain().as_deref().unwrap_or("none"),
+                    "leaked-key report failed"
+                ),
+            }
+        }
+        .instrument(tracing::Span::current()),
+    );
+    Ok(HttpResponse::Accepted().json(LeakReportAccepted { received }))
+}
