@@ -27,7 +27,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{sql_query, QueryableByName};
 use domain::{KeyChangeListener, KeyId};
 
-use crate::pool::with_connect_timeout;
+use crate::pool::connection_url;
 
 /// How the feed reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +78,7 @@ impl EventFeed {
         config: FeedConfig,
         listener: Arc<dyn KeyChangeListener>,
     ) -> std::io::Result<Self> {
-        let url = with_connect_timeout(database_url, config.timeout);
+        let url = connection_url(database_url, config.timeout);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();

@@ -361,6 +361,56 @@ pub(crate) fn with_connect_timeout(database_url: &str, timeout: Duration) -> Str
     }
 }
 
+/// `database_url` with `sslmode=disable` when it is a `postgres://` URL to a
+/// loopback host (`localhost`, `127.x.x.x`, `[::1]`) that sets no `sslmode`
+/// and `PGSSLMODE` is unset. libpq's default (`prefer`) would wrap every
+/// query to a server on the same machine in TLS, which protects nothing
+/// there and cost a quarter of the authenticated read rate
+/// (docs/performance.md). An explicit `sslmode` (or `PGSSLMODE`) wins.
+pub(crate) fn without_loopback_tls(database_url: &str, pgsslmode_set: bool) -> String {
+    let Some(scheme_len) = url_scheme_len(database_url) else {
+        return database_url.to_owned();
+    };
+    let (base, query) = match database_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (database_url, None),
+    };
+    let sets_sslmode = query.is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.split('=').next() == Some("sslmode"))
+    });
+    if pgsslmode_set || sets_sslmode {
+        return database_url.to_owned();
+    }
+    let authority = base[scheme_len..].split('/').next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(rest) = host_port.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return database_url.to_owned();
+    }
+    match query {
+        None => format!("{database_url}?sslmode=disable"),
+        Some(q) if q.is_empty() || q.ends_with('&') => format!("{database_url}sslmode=disable"),
+        Some(_) => format!("{database_url}&sslmode=disable"),
+    }
+}
+
+/// The URL every connection of this crate opens: [`without_loopback_tls`],
+/// then [`with_connect_timeout`].
+pub(crate) fn connection_url(database_url: &str, timeout: Duration) -> String {
+    let pgsslmode_set = std::env::var_os("PGSSLMODE").is_some();
+    with_connect_timeout(&without_loopback_tls(database_url, pgsslmode_set), timeout)
+}
+
 /// The keywords of a `key=value` connection string, parsed as libpq does:
 /// spaces around `=` allowed, values optionally in single quotes, `\`
 /// escaping the next character. Stops at the first malformed pair (libpq
@@ -397,6 +447,46 @@ fn conninfo_keywords(conninfo: &str) -> impl Iterator<Item = String> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_urls_without_sslmode_skip_tls_and_others_are_untouched() {
+        let cases = [
+            (
+                "postgres://postgres@127.0.0.1:5432/db",
+                "postgres://postgres@127.0.0.1:5432/db?sslmode=disable",
+            ),
+            (
+                "postgres://localhost/db?x=1",
+                "postgres://localhost/db?x=1&sslmode=disable",
+            ),
+            (
+                "postgresql://u:p@[::1]:5433/db?",
+                "postgresql://u:p@[::1]:5433/db?sslmode=disable",
+            ),
+            (
+                "postgres://127.8.9.1/db",
+                "postgres://127.8.9.1/db?sslmode=disable",
+            ),
+            (
+                "postgres://127.0.0.1/db?sslmode=require",
+                "postgres://127.0.0.1/db?sslmode=require",
+            ),
+            ("postgres://db.internal/db", "postgres://db.internal/db"),
+            ("postgres://10.0.0.5/db", "postgres://10.0.0.5/db"),
+            (
+                "host=127.0.0.1 user=postgres",
+                "host=127.0.0.1 user=postgres",
+            ),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(without_loopback_tls(url, false), expected, "{url}");
+        }
+        assert_eq!(
+            without_loopback_tls("postgres://127.0.0.1/db", true),
+            "postgres://127.0.0.1/db",
+            "PGSSLMODE wins"
+        );
+    }
 
     /// The events of one statement: start, then finish with `error`.
     fn statement(log: &mut CallLog, sql: &str, error: Option<DatabaseErrorKind>) {

@@ -11,7 +11,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use domain::RepositoryError;
 
 use crate::errors::{is_connection_error, repository_error, ConnectError, Fail, MigrateError};
-use crate::pool::{with_connect_timeout, Generation, Manager, TracingErrorHandler};
+use crate::pool::{connection_url, Generation, Manager, TracingErrorHandler};
 
 /// The migrations of the repository's top-level `migrations/` directory.
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
@@ -120,7 +120,7 @@ impl PgStore {
             .ok_or(ConnectError::InvalidConfig(
                 "statement_timeout must be at most 2147483647 milliseconds",
             ))?;
-        let url = with_connect_timeout(database_url, config.connection_timeout);
+        let url = connection_url(database_url, config.connection_timeout);
         let generation = Generation::default();
         let pool = Pool::builder()
             .max_size(config.max_size)
