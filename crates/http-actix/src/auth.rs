@@ -95,14 +95,48 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The extractor's future: ready at once for everything decided on the
+/// executor thread (a malformed request, a cache hit), so those cost no
+/// allocation; boxed only when the authenticator must block.
+pub enum AuthFuture {
+    /// Decided already; taken on the first poll.
+    Ready(Option<Result<Authenticated, ApiError>>),
+    /// Waiting for the blocking pool.
+    Pending(Pin<Box<dyn Future<Output = Result<Authenticated, ApiError>>>>),
+}
+
+impl AuthFuture {
+    fn ready(outcome: Result<Authenticated, ApiError>) -> Self {
+        AuthFuture::Ready(Some(outcome))
+    }
+}
+
+impl Future for AuthFuture {
+    type Output = Result<Authenticated, ApiError>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            AuthFuture::Ready(outcome) => std::task::Poll::Ready(
+                outcome
+                    .take()
+                    .unwrap_or_else(|| Err(ApiError::internal().with_source("polled twice"))),
+            ),
+            AuthFuture::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
 impl FromRequest for Authenticated {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future = AuthFuture;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         // A second extraction in the same request reuses the first.
         if let Some(principal) = req.extensions().get::<Principal>().copied() {
-            return Box::pin(async move { Ok(Authenticated(principal)) });
+            return AuthFuture::ready(Ok(Authenticated(principal)));
         }
         let headers = req.headers();
         let credentials = Credentials::parse(
@@ -113,29 +147,32 @@ impl FromRequest for Authenticated {
             .app_data::<web::Data<dyn Authenticator>>()
             .map(|data| data.clone().into_inner());
         let (credentials, authenticator) = match (credentials, authenticator) {
-            (Err(e), _) => return Box::pin(async move { Err(e.into()) }),
+            (Err(e), _) => return AuthFuture::ready(Err(e.into())),
             (Ok(_), None) => {
-                return Box::pin(async move {
-                    Err(ApiError::internal()
-                        .with_source("no web::Data<dyn Authenticator> registered in the app"))
-                })
+                return AuthFuture::ready(Err(ApiError::internal()
+                    .with_source("no web::Data<dyn Authenticator> registered in the app")))
             }
             (Ok(credentials), Some(authenticator)) => {
-                // A cache hit is answered here, on the executor thread.
+                // A cache hit is answered here, on the executor thread, and
+                // not remembered in the request: a second extraction is
+                // another hit, cheaper than the map insert on every request.
                 if let Some(verdict) = authenticator.authenticate_cached(&credentials) {
-                    let outcome = verdict.map(|key| remember(req, Principal::of(&key)));
-                    return Box::pin(async move { outcome.map_err(ApiError::from) });
+                    return AuthFuture::ready(
+                        verdict
+                            .map(|key| Authenticated(Principal::of(&key)))
+                            .map_err(ApiError::from),
+                    );
                 }
                 (credentials, authenticator)
             }
         };
         let req = req.clone();
-        Box::pin(async move {
+        AuthFuture::Pending(Box::pin(async move {
             let key = blocking(move || authenticator.authenticate(&credentials))
                 .await?
                 .map_err(ApiError::from)?;
             Ok(remember(&req, Principal::of(&key)))
-        })
+        }))
     }
 }
 

@@ -31,7 +31,7 @@ mod routes;
 mod state;
 mod verify;
 
-pub use auth::{bearer_token, Authenticated, TENANT_HEADER};
+pub use auth::{bearer_token, AuthFuture, Authenticated, TENANT_HEADER};
 pub use blocking::blocking;
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, RETRY_AFTER_SECONDS};
 pub use openapi::ApiDoc;
