@@ -283,7 +283,7 @@ fn summary(name: &str, mut samples: Vec<StdDuration>) -> String {
 /// timings depend on the machine. What is asserted is that every report is
 /// answered 202 and the real keys end up revoked.
 #[actix_web::test]
-async fn the_answer_takes_as_long_for_real_keys_as_for_junk() {
+async fn reports_of_junk_unknown_and_real_keys_are_all_answered_202_and_their_latency_printed() {
     let app = TestApp::spawn().await;
     let service = common_service(&app);
     let tenant: TenantId = app.tenant.parse().unwrap();

@@ -106,31 +106,9 @@ impl ApiKeys {
         tenant: &TenantId,
         request: CreateKey,
     ) -> Result<CreatedKey, CreateKeyForError> {
-        let now = self.now();
-        let expires_at = request.expires_in.map(|e| now + e.get());
-        let (new, secret) = self.new_key(
-            *tenant,
-            request.name,
-            request.key_type,
-            request.mode.unwrap_or(Mode::Live),
-            request.scopes,
-            expires_at,
-            now,
-        );
-        let event = self.key_event(
-            now,
-            &new.key,
-            origin,
-            EventData::KeyCreated { rotated_from: None },
-        );
-        match self.keys.insert(&new, self.max_active_keys, &event) {
-            Ok(()) => {
-                self.changed(&[new.key.id]);
-                Ok(CreatedKey {
-                    key: new.key,
-                    secret,
-                })
-            }
+        let mode = request.mode.unwrap_or(Mode::Live);
+        match self.insert_key(origin, *tenant, mode, request) {
+            Ok(created) => Ok(created),
             Err(InsertError::UnknownTenant) => Err(CreateKeyForError::UnknownTenant(*tenant)),
             Err(InsertError::LimitReached) => Err(CreateKeyForError::LimitReached),
             Err(InsertError::Duplicate) => Err(RepositoryError::failure(

@@ -278,31 +278,8 @@ impl ApiKeys {
         if caller.mode == Mode::Test && mode == Mode::Live {
             return Err(CreateError::LiveModeRequired);
         }
-        let now = self.now();
-        let expires_at = request.expires_in.map(|e| now + e.get());
-        let (new, secret) = self.new_key(
-            caller.tenant_id,
-            request.name,
-            request.key_type,
-            mode,
-            request.scopes,
-            expires_at,
-            now,
-        );
-        let event = self.key_event(
-            now,
-            &new.key,
-            &origin,
-            EventData::KeyCreated { rotated_from: None },
-        );
-        match self.keys.insert(&new, self.max_active_keys, &event) {
-            Ok(()) => {
-                self.changed(&[new.key.id]);
-                Ok(CreatedKey {
-                    key: new.key,
-                    secret,
-                })
-            }
+        match self.insert_key(&origin, caller.tenant_id, mode, request) {
+            Ok(created) => Ok(created),
             Err(InsertError::LimitReached) => Err(CreateError::LimitReached),
             Err(InsertError::ActorRevoked) => Err(CreateError::CallerRevoked),
             Err(InsertError::Duplicate) => Err(CreateError::Repository(RepositoryError::failure(
@@ -314,6 +291,44 @@ impl ApiKeys {
             )),
             Err(InsertError::Repository(e)) => Err(e.into()),
         }
+    }
+
+    /// Makes a key of `mode` for `tenant` as `request` says and stores it
+    /// with its `api_key.created` event by `origin`, under the key limit:
+    /// what creating a key means for the API and the operator alike.
+    ///
+    /// # Errors
+    /// The store's [`InsertError`], for the caller to name.
+    pub(crate) fn insert_key(
+        &self,
+        origin: &Origin,
+        tenant: TenantId,
+        mode: Mode,
+        request: CreateKey,
+    ) -> Result<CreatedKey, InsertError> {
+        let now = self.now();
+        let expires_at = request.expires_in.map(|e| now + e.get());
+        let (new, secret) = self.new_key(
+            tenant,
+            request.name,
+            request.key_type,
+            mode,
+            request.scopes,
+            expires_at,
+            now,
+        );
+        let event = self.key_event(
+            now,
+            &new.key,
+            origin,
+            EventData::KeyCreated { rotated_from: None },
+        );
+        self.keys.insert(&new, self.max_active_keys, &event)?;
+        self.changed(&[new.key.id]);
+        Ok(CreatedKey {
+            key: new.key,
+            secret,
+        })
     }
 
     /// Lists the keys visible to the caller, newest first.
