@@ -12,6 +12,8 @@ use http_actix::{AppState, Readiness};
 use infra_postgres::{EventFeed, FeedConfig, PgStore};
 use key_cache::{CacheConfig, Freshness, KeyCache, UseBuffer, UseFlusher};
 
+use crate::sweeper::{RecordSweeper, DEFAULT_SWEEP_EVERY};
+
 /// `/readyz` over the store's connection pool.
 #[derive(Debug, Clone)]
 pub struct StoreReadiness(pub PgStore);
@@ -26,6 +28,7 @@ impl Readiness for StoreReadiness {
 /// every repository port.
 pub fn service(store: &PgStore, clock: impl Clock + 'static, hash_key: HashKey) -> ApiKeys {
     ApiKeys::new(
+        store.clone(),
         store.clone(),
         store.clone(),
         store.clone(),
@@ -47,20 +50,26 @@ pub struct Settings {
     pub feed: FeedConfig,
     /// How often buffered key uses are written.
     pub flush_uses_every: Option<Duration>,
+    /// How often expired idempotency records are deleted (`None`:
+    /// [`DEFAULT_SWEEP_EVERY`]).
+    pub sweep_records_every: Option<Duration>,
 }
 
-/// The threads that serve the cache: the event feed and the last-used
-/// writer. Stopping writes the uses still buffered.
+/// The threads beside the server: the event feed and the last-used writer,
+/// which serve the cache, and the idempotency record sweeper. Stopping
+/// writes the uses still buffered.
 #[derive(Debug)]
 struct Background {
     feed: EventFeed,
     uses: UseFlusher,
+    records: RecordSweeper,
 }
 
 impl Background {
     fn stop(&mut self) {
         self.uses.stop();
         self.feed.stop();
+        self.records.stop();
     }
 }
 
@@ -132,6 +141,7 @@ impl Application {
                 store.clone(),
                 store.clone(),
                 store.clone(),
+                store.clone(),
                 SharedClock(clock),
                 OsSecretSource,
                 hash_key,
@@ -146,6 +156,11 @@ impl Application {
             settings.flush_uses_every.unwrap_or(Duration::from_secs(1)),
         )
         .context("cannot start the last-used writer")?;
+        let records = RecordSweeper::spawn(
+            service.clone(),
+            settings.sweep_records_every.unwrap_or(DEFAULT_SWEEP_EVERY),
+        )
+        .context("cannot start the idempotency record sweeper")?;
         let authenticator: Arc<dyn Authenticator> = cache;
         let readiness: Arc<dyn Readiness> = Arc::new(StoreReadiness(store.clone()));
         let state = AppState::new(service, authenticator, readiness);
@@ -154,7 +169,11 @@ impl Application {
         Ok(Application {
             addr,
             server,
-            background: Background { feed, uses },
+            background: Background {
+                feed,
+                uses,
+                records,
+            },
         })
     }
 

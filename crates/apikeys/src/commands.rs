@@ -400,6 +400,7 @@ fn run_server(
             ..FeedConfig::default()
         },
         flush_uses_every: None,
+        sweep_records_every: None,
     };
     let app = Application::build_with(server.bind, store, SystemClock, hash_key, &settings)?;
     tracing::info!(addr = %app.addr(), "listening");

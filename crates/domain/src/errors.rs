@@ -23,6 +23,13 @@ pub enum CreateError {
     /// was written.
     #[error("the API key has been revoked")]
     CallerRevoked,
+    /// The idempotency key was used before by this caller with another
+    /// request (within 24 hours).
+    #[error("this idempotency key was used with another request")]
+    IdempotencyKeyReused,
+    /// A request with this idempotency key is still being processed.
+    #[error("a request with this idempotency key is in progress")]
+    IdempotencyKeyInUse,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -132,6 +139,13 @@ pub enum RotateError {
     /// was written.
     #[error("the API key has been revoked")]
     CallerRevoked,
+    /// The idempotency key was used before by this caller with another
+    /// request (within 24 hours).
+    #[error("this idempotency key was used with another request")]
+    IdempotencyKeyReused,
+    /// A request with this idempotency key is still being processed.
+    #[error("a request with this idempotency key is in progress")]
+    IdempotencyKeyInUse,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use thiserror::Error;
@@ -32,6 +33,9 @@ pub struct HashKey {
     // Keyed once: every hash clones this state instead of re-deriving the
     // HMAC pads from the key, which is the per-request work done once.
     mac: Hmac<Sha256>,
+    // HKDF-Extract of the hash key, for keys derived from it under a label
+    // (the idempotent-response sealing key): one secret to configure.
+    derived: Hkdf<Sha256>,
 }
 
 impl HashKey {
@@ -44,7 +48,10 @@ impl HashKey {
             return Err(HashKeyError::TooShort);
         }
         let mac = Hmac::<Sha256>::new_from_slice(bytes).map_err(|_| HashKeyError::TooShort)?;
-        Ok(HashKey { mac })
+        Ok(HashKey {
+            mac,
+            derived: Hkdf::<Sha256>::new(None, bytes),
+        })
     }
 
     /// From hex, as `APIKEYS_HASH_KEY` holds it (upper or lower case).
@@ -67,6 +74,19 @@ impl HashKey {
             .collect::<Option<Vec<u8>>>()
             .ok_or(HashKeyError::NotHex)?;
         Self::from_bytes(&bytes)
+    }
+
+    /// A 256-bit key derived from the hash key with HKDF-SHA256 under
+    /// `label`: a new hash key derives new keys, and no derived key reveals
+    /// the hash key.
+    pub(crate) fn derive_key(&self, label: &[u8]) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's 8160-byte bound.
+        #[allow(clippy::expect_used)]
+        self.derived
+            .expand(label, &mut key)
+            .expect("32 bytes is a valid HKDF-SHA256 length");
+        key
     }
 
     /// The hash that the repository stores and looks keys up by.

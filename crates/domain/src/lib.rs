@@ -31,6 +31,7 @@ pub mod duration;
 pub mod errors;
 pub mod events;
 pub mod hashing;
+pub mod idempotency;
 pub mod ids;
 pub mod key_string;
 pub mod kinds;
@@ -39,6 +40,7 @@ pub mod name;
 pub mod operator;
 pub mod ports;
 pub mod random;
+pub mod retries;
 pub mod scope;
 pub mod service;
 
@@ -58,6 +60,10 @@ pub use events::{
     KeyEvent, Origin, StoredEvent,
 };
 pub use hashing::{HashKey, HashKeyError, KeyHash};
+pub use idempotency::{
+    IdempotencyKey, IdempotencyKeyError, IdempotencyRecord, IdempotencyScope, IdempotentResponse,
+    ReplayableResponse, RequestFingerprint, ResponseSealer, SealedResponse, IDEMPOTENCY_WINDOW,
+};
 pub use ids::{EventId, IdError, KeyId, TenantId};
 pub use key_string::{KeyFormatError, PlainKey};
 pub use kinds::{KeyType, Mode, UnknownVariant};
@@ -65,9 +71,9 @@ pub use leaks::LeakReport;
 pub use name::{KeyName, KeyNameError};
 pub use operator::{CreateKeyForError, ListKeysForError, RevokeKeyForError, RevokedKey};
 pub use ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyChangeListener,
-    KeyPage, KeyUse, ListQuery, RepositoryError, RevokeRepoError, RotateRepoError,
-    TenantRepository, UpdateRepoError,
+    ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
+    KeyChangeListener, KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError,
+    RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
 pub use random::{OsSecretSource, SecretSource};
 pub use scope::{Scope, Scopes, ScopesError};

@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use crate::api_key::{ApiKey, NewKey, Tenant};
 use crate::events::{EventPage, EventQuery, FieldChanges, KeyEvent, StoredEvent};
 use crate::hashing::KeyHash;
+use crate::idempotency::{IdempotencyKey, IdempotencyRecord, IdempotencyScope};
 use crate::ids::{KeyId, TenantId};
 use crate::kinds::{KeyType, Mode};
 
@@ -353,6 +354,89 @@ pub trait ApiKeyRepository: Send + Sync {
     /// # Errors
     /// [`RepositoryError`].
     fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError>;
+}
+
+/// Why an idempotent write of [`IdempotencyRepository`] did not write.
+#[derive(Debug, Error)]
+pub enum RecordedWriteError<E> {
+    /// Another request of the same scope and idempotency key is being written
+    /// right now. Nothing was written.
+    #[error("a request with this idempotency key is in progress")]
+    InUse,
+    /// A request of the same scope and idempotency key completed while this
+    /// one ran: its live record. Nothing was written.
+    #[error("a request with this idempotency key completed meanwhile")]
+    Completed(Box<IdempotencyRecord>),
+    /// The write itself was refused or failed. Nothing was written.
+    #[error(transparent)]
+    Write(E),
+}
+
+/// A storage failure is the write's.
+impl<E: From<RepositoryError>> From<RepositoryError> for RecordedWriteError<E> {
+    fn from(e: RepositoryError) -> Self {
+        RecordedWriteError::Write(e.into())
+    }
+}
+
+/// The records of idempotent requests (docs/api.md, "Idempotent requests"),
+/// each written in the same transaction as the change it records, so that a
+/// record exists exactly when its change committed.
+///
+/// A record is live until its `expires_at`; an expired record is as good as
+/// absent (a new request replaces it) until
+/// [`delete_expired_records`](Self::delete_expired_records) removes it.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait IdempotencyRepository: Send + Sync {
+    /// The live record (`expires_at` after `now`) of `key` in `scope`.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn find_record(
+        &self,
+        scope: &IdempotencyScope,
+        key: &IdempotencyKey,
+        now: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>, RepositoryError>;
+
+    /// Does what [`ApiKeyRepository::insert`] does and stores `record`, as
+    /// one unit, unless the record's scope and key are taken.
+    ///
+    /// Concurrency: of concurrent calls with one scope and key, at most one
+    /// writes; the others get [`RecordedWriteError::InUse`] while it runs,
+    /// or [`RecordedWriteError::Completed`] once it has committed.
+    ///
+    /// # Errors
+    /// [`RecordedWriteError`].
+    fn insert_recorded(
+        &self,
+        key: &NewKey,
+        max_active: u32,
+        event: &KeyEvent,
+        record: &IdempotencyRecord,
+    ) -> Result<(), RecordedWriteError<InsertError>>;
+
+    /// Does what [`ApiKeyRepository::rotate`] does and stores `record`, as
+    /// one unit, unless the record's scope and key are taken (as for
+    /// [`insert_recorded`](Self::insert_recorded)).
+    ///
+    /// # Errors
+    /// [`RecordedWriteError`].
+    fn rotate_recorded(
+        &self,
+        old: &KeyId,
+        successor: &NewKey,
+        revokes_at: OffsetDateTime,
+        rotated: &KeyEvent,
+        created: &KeyEvent,
+        record: &IdempotencyRecord,
+    ) -> Result<(), RecordedWriteError<RotateRepoError>>;
+
+    /// Deletes the records expired at `now`; returns how many.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn delete_expired_records(&self, now: OffsetDateTime) -> Result<usize, RepositoryError>;
 }
 
 /// Why [`TenantRepository::create`] did not create.

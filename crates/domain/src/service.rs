@@ -15,14 +15,15 @@ use crate::errors::{
 };
 use crate::events::{EventData, EventPage, EventQuery, EventType, FieldChanges, KeyEvent, Origin};
 use crate::hashing::HashKey;
+use crate::idempotency::ResponseSealer;
 use crate::ids::{EventId, KeyId, TenantId};
 use crate::key_string::PlainKey;
 use crate::kinds::{KeyType, Mode};
 use crate::name::KeyName;
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyChangeListener,
-    KeyUse, ListQuery, RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository,
-    UpdateRepoError,
+    ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
+    KeyChangeListener, KeyUse, ListQuery, RepositoryError, RevokeRepoError, RotateRepoError,
+    TenantRepository, UpdateRepoError,
 };
 use crate::random::SecretSource;
 use crate::scope::{Scope, Scopes};
@@ -169,9 +170,12 @@ pub struct ApiKeys {
     pub(crate) keys: Arc<dyn ApiKeyRepository>,
     pub(crate) tenants: Arc<dyn TenantRepository>,
     pub(crate) events: Arc<dyn EventRepository>,
+    pub(crate) idempotency: Arc<dyn IdempotencyRepository>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) secrets: Arc<dyn SecretSource>,
     pub(crate) hash_key: HashKey,
+    // Derived from the hash key once, not per request.
+    pub(crate) sealer: ResponseSealer,
     pub(crate) max_active_keys: u32,
     pub(crate) listeners: Vec<Arc<dyn KeyChangeListener>>,
 }
@@ -192,6 +196,7 @@ impl ApiKeys {
         keys: impl ApiKeyRepository + 'static,
         tenants: impl TenantRepository + 'static,
         events: impl EventRepository + 'static,
+        idempotency: impl IdempotencyRepository + 'static,
         clock: impl Clock + 'static,
         secrets: impl SecretSource + 'static,
         hash_key: HashKey,
@@ -200,8 +205,10 @@ impl ApiKeys {
             keys: Arc::new(keys),
             tenants: Arc::new(tenants),
             events: Arc::new(events),
+            idempotency: Arc::new(idempotency),
             clock: Arc::new(clock),
             secrets: Arc::new(secrets),
+            sealer: ResponseSealer::new(&hash_key),
             hash_key,
             max_active_keys: DEFAULT_MAX_ACTIVE_KEYS,
             listeners: Vec::new(),
@@ -273,39 +280,21 @@ impl ApiKeys {
         request: CreateKey,
     ) -> Result<CreatedKey, CreateError> {
         caller.require_key_management()?;
+        let mode = creatable_mode(caller, &request)?;
         let origin = caller.origin(request_id);
-        let mode = request.mode.unwrap_or(caller.mode);
-        if caller.mode == Mode::Test && mode == Mode::Live {
-            return Err(CreateError::LiveModeRequired);
-        }
-        match self.insert_key(&origin, caller.tenant_id, mode, request) {
-            Ok(created) => Ok(created),
-            Err(InsertError::LimitReached) => Err(CreateError::LimitReached),
-            Err(InsertError::ActorRevoked) => Err(CreateError::CallerRevoked),
-            Err(InsertError::Duplicate) => Err(CreateError::Repository(RepositoryError::failure(
-                "insert key",
-                "generated key id or hash collided",
-            ))),
-            Err(InsertError::UnknownTenant) => Err(CreateError::Repository(
-                RepositoryError::failure("insert key", "the caller's tenant does not exist"),
-            )),
-            Err(InsertError::Repository(e)) => Err(e.into()),
-        }
+        self.insert_key(&origin, caller.tenant_id, mode, request)
+            .map_err(create_failed)
     }
 
-    /// Makes a key of `mode` for `tenant` as `request` says and stores it
-    /// with its `api_key.created` event by `origin`, under the key limit:
-    /// what creating a key means for the API and the operator alike.
-    ///
-    /// # Errors
-    /// The store's [`InsertError`], for the caller to name.
-    pub(crate) fn insert_key(
+    /// Makes a key of `mode` for `tenant` as `request` says, with its
+    /// `api_key.created` event by `origin`, ready to store.
+    pub(crate) fn prepare_key(
         &self,
         origin: &Origin,
         tenant: TenantId,
         mode: Mode,
         request: CreateKey,
-    ) -> Result<CreatedKey, InsertError> {
+    ) -> PreparedKey {
         let now = self.now();
         let expires_at = request.expires_in.map(|e| now + e.get());
         let (new, secret) = self.new_key(
@@ -323,12 +312,35 @@ impl ApiKeys {
             origin,
             EventData::KeyCreated { rotated_from: None },
         );
-        self.keys.insert(&new, self.max_active_keys, &event)?;
-        self.changed(&[new.key.id]);
-        Ok(CreatedKey {
-            key: new.key,
+        let created = CreatedKey {
+            key: new.key.clone(),
             secret,
-        })
+        };
+        PreparedKey {
+            new,
+            event,
+            created,
+        }
+    }
+
+    /// Makes a key of `mode` for `tenant` as `request` says and stores it
+    /// with its `api_key.created` event by `origin`, under the key limit:
+    /// what creating a key means for the API and the operator alike.
+    ///
+    /// # Errors
+    /// The store's [`InsertError`], for the caller to name.
+    pub(crate) fn insert_key(
+        &self,
+        origin: &Origin,
+        tenant: TenantId,
+        mode: Mode,
+        request: CreateKey,
+    ) -> Result<CreatedKey, InsertError> {
+        let prepared = self.prepare_key(origin, tenant, mode, request);
+        self.keys
+            .insert(&prepared.new, self.max_active_keys, &prepared.event)?;
+        self.changed(&[prepared.new.key.id]);
+        Ok(prepared.created)
     }
 
     /// Lists the keys visible to the caller, newest first.
@@ -479,6 +491,34 @@ impl ApiKeys {
         grace: GracePeriod,
     ) -> Result<RotatedKey, RotateError> {
         caller.require_key_management()?;
+        let rotation = self.prepare_rotation(caller, request_id, id, grace)?;
+        match self.keys.rotate(
+            id,
+            &rotation.successor,
+            rotation.outcome.old_key_revokes_at,
+            &rotation.rotated,
+            &rotation.created,
+        ) {
+            Ok(()) => {
+                self.changed(&[*id, rotation.successor.key.id]);
+                Ok(rotation.outcome)
+            }
+            Err(e) => Err(self.rotation_failed(caller, id, e)),
+        }
+    }
+
+    /// Reads key `id` as the caller sees it, checks that it can be rotated
+    /// now, and makes its successor and both events by the caller.
+    ///
+    /// # Errors
+    /// [`RotateError`]: not found, or not active.
+    pub(crate) fn prepare_rotation(
+        &self,
+        caller: &Principal,
+        request_id: Option<String>,
+        id: &KeyId,
+        grace: GracePeriod,
+    ) -> Result<PreparedRotation, RotateError> {
         let origin = caller.origin(request_id);
         let now = self.now();
         let old = self
@@ -515,33 +555,43 @@ impl ApiKeys {
                 rotated_from: Some(old.id),
             },
         );
-        match self
-            .keys
-            .rotate(id, &successor, revokes_at, &rotated, &created)
-        {
-            Ok(()) => {
-                self.changed(&[*id, successor.key.id]);
-                Ok(RotatedKey {
-                    key: successor.key,
-                    secret,
-                    old_key_id: *id,
-                    old_key_revokes_at: revokes_at,
-                })
-            }
-            Err(RotateRepoError::NotFound) => Err(RotateError::NotFound),
+        let outcome = RotatedKey {
+            key: successor.key.clone(),
+            secret,
+            old_key_id: *id,
+            old_key_revokes_at: revokes_at,
+        };
+        Ok(PreparedRotation {
+            successor,
+            rotated,
+            created,
+            outcome,
+        })
+    }
+
+    /// Names why the store did not rotate key `id`.
+    pub(crate) fn rotation_failed(
+        &self,
+        caller: &Principal,
+        id: &KeyId,
+        error: RotateRepoError,
+    ) -> RotateError {
+        match error {
+            RotateRepoError::NotFound => RotateError::NotFound,
             // Lost a race: say what the key has become since it was read.
-            Err(RotateRepoError::NotActive) => {
-                let current = self
-                    .find_visible(caller, id)?
-                    .ok_or(RotateError::NotFound)?;
-                rotatable(&current, now)?;
-                Err(RotateError::AlreadyRotated)
-            }
-            Err(RotateRepoError::ActorRevoked) => Err(RotateError::CallerRevoked),
-            Err(RotateRepoError::Duplicate) => Err(RotateError::Repository(
-                RepositoryError::failure("rotate key", "generated key id or hash collided"),
+            RotateRepoError::NotActive => match self.find_visible(caller, id) {
+                Ok(Some(current)) => rotatable(&current, self.now())
+                    .err()
+                    .unwrap_or(RotateError::AlreadyRotated),
+                Ok(None) => RotateError::NotFound,
+                Err(e) => e.into(),
+            },
+            RotateRepoError::ActorRevoked => RotateError::CallerRevoked,
+            RotateRepoError::Duplicate => RotateError::Repository(RepositoryError::failure(
+                "rotate key",
+                "generated key id or hash collided",
             )),
-            Err(RotateRepoError::Repository(e)) => Err(e.into()),
+            RotateRepoError::Repository(e) => e.into(),
         }
     }
 
@@ -696,6 +746,50 @@ impl ApiKeys {
 }
 
 /// Why a key cannot be rotated now, if it cannot.
+/// A key made and ready to store: the row, its event, and what the caller
+/// gets back.
+pub(crate) struct PreparedKey {
+    pub(crate) new: NewKey,
+    pub(crate) event: KeyEvent,
+    pub(crate) created: CreatedKey,
+}
+
+/// A rotation made and ready to store: the successor, both events, and what
+/// the caller gets back.
+pub(crate) struct PreparedRotation {
+    pub(crate) successor: NewKey,
+    pub(crate) rotated: KeyEvent,
+    pub(crate) created: KeyEvent,
+    pub(crate) outcome: RotatedKey,
+}
+
+/// The mode a creation makes its key in: the request's, or the caller's.
+/// A test key cannot create live keys.
+pub(crate) fn creatable_mode(caller: &Principal, request: &CreateKey) -> Result<Mode, CreateError> {
+    let mode = request.mode.unwrap_or(caller.mode);
+    if caller.mode == Mode::Test && mode == Mode::Live {
+        return Err(CreateError::LiveModeRequired);
+    }
+    Ok(mode)
+}
+
+/// Names why the store did not insert the caller's new key.
+pub(crate) fn create_failed(error: InsertError) -> CreateError {
+    match error {
+        InsertError::LimitReached => CreateError::LimitReached,
+        InsertError::ActorRevoked => CreateError::CallerRevoked,
+        InsertError::Duplicate => CreateError::Repository(RepositoryError::failure(
+            "insert key",
+            "generated key id or hash collided",
+        )),
+        InsertError::UnknownTenant => CreateError::Repository(RepositoryError::failure(
+            "insert key",
+            "the caller's tenant does not exist",
+        )),
+        InsertError::Repository(e) => e.into(),
+    }
+}
+
 fn rotatable(key: &ApiKey, now: OffsetDateTime) -> Result<(), RotateError> {
     match key.status(now) {
         KeyStatus::Active => Ok(()),

@@ -12,7 +12,8 @@ mod common;
 
 use common::{hash_key, request, Harness, Recorder, T0};
 use domain::testing::{
-    MockApiKeyRepository, MockEventRepository, MockTenantRepository, SeqSecretSource, TestClock,
+    MockApiKeyRepository, MockEventRepository, MockIdempotencyRepository, MockTenantRepository,
+    SeqSecretSource, TestClock,
 };
 use domain::{
     Actor, ApiKey, ApiKeys, AuthError, CreatedKey, EventData, GracePeriod, KeyEvent, KeyName,
@@ -361,6 +362,7 @@ fn mocked(key: ApiKey, answer: fn() -> RevokeRepoError) -> (ApiKeys, std::sync::
         keys,
         MockTenantRepository::new(),
         MockEventRepository::new(),
+        MockIdempotencyRepository::new(),
         TestClock::at(T0),
         SeqSecretSource::new(17),
         hash_key(),
@@ -433,6 +435,7 @@ fn a_failure_on_one_key_does_not_spare_the_others() {
         keys,
         MockTenantRepository::new(),
         MockEventRepository::new(),
+        MockIdempotencyRepository::new(),
         TestClock::at(T0),
         SeqSecretSource::new(17),
         hash_key(),

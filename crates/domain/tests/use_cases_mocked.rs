@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use common::{hash_key, Recorder, T0};
 use domain::testing::{
-    MockApiKeyRepository, MockEventRepository, MockTenantRepository, SeqSecretSource, TestClock,
+    MockApiKeyRepository, MockEventRepository, MockIdempotencyRepository, MockTenantRepository,
+    SeqSecretSource, TestClock,
 };
 use domain::{
     AccessError, Actor, ApiKey, ApiKeys, AuthError, Authenticator, Change, CreateError, CreateKey,
@@ -42,6 +43,7 @@ fn service_with(keys: MockApiKeyRepository, tenants: MockTenantRepository) -> Ap
         keys,
         tenants,
         no_events(),
+        MockIdempotencyRepository::new(),
         TestClock::at(T0),
         SeqSecretSource::new(17),
         hash_key(),
@@ -54,6 +56,7 @@ fn service_on(keys: MockApiKeyRepository, clock: &TestClock) -> ApiKeys {
         keys,
         MockTenantRepository::new(),
         no_events(),
+        MockIdempotencyRepository::new(),
         clock.clone(),
         SeqSecretSource::new(17),
         hash_key(),
@@ -79,6 +82,7 @@ fn service_over_events(events: MockEventRepository) -> ApiKeys {
         untouchable(),
         MockTenantRepository::new(),
         events,
+        MockIdempotencyRepository::new(),
         TestClock::at(T0),
         SeqSecretSource::new(17),
         hash_key(),
@@ -1238,6 +1242,7 @@ fn the_clock_is_the_only_source_of_time() {
         keys,
         MockTenantRepository::new(),
         no_events(),
+        MockIdempotencyRepository::new(),
         clock,
         SeqSecretSource::new(1),
         hash_key(),

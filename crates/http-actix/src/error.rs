@@ -107,6 +107,10 @@ error_codes! {
     KeyExpired = "key_expired", CONFLICT;
     /// the tenant has the maximum number of active keys.
     KeyLimitReached = "key_limit_reached", CONFLICT;
+    /// a request with this `Idempotency-Key` is still being processed.
+    IdempotencyKeyInUse = "idempotency_key_in_use", CONFLICT;
+    /// this `Idempotency-Key` was used with another request (within 24 h).
+    IdempotencyKeyReused = "idempotency_key_reused", UNPROCESSABLE_ENTITY;
     /// the body is not a JSON object.
     InvalidJson = "invalid_json", BAD_REQUEST;
     /// a field or query parameter of the wrong type or value.
@@ -453,6 +457,22 @@ fn caller_revoked() -> ApiError {
     AuthError::Revoked.into()
 }
 
+/// 422 `idempotency_key_reused`: the key answers another request.
+fn idempotency_key_reused() -> ApiError {
+    ApiError::new(
+        ErrorCode::IdempotencyKeyReused,
+        "this Idempotency-Key was used with a different request in the last 24 hours; use a new key for a new request",
+    )
+}
+
+/// 409 `idempotency_key_in_use`: the twin request is still running.
+fn idempotency_key_in_use() -> ApiError {
+    ApiError::new(
+        ErrorCode::IdempotencyKeyInUse,
+        "a request with this Idempotency-Key is still being processed; retry once it has completed",
+    )
+}
+
 impl From<CreateError> for ApiError {
     fn from(e: CreateError) -> Self {
         match e {
@@ -462,6 +482,8 @@ impl From<CreateError> for ApiError {
             }
             CreateError::LimitReached => ApiError::new(ErrorCode::KeyLimitReached, e.to_string()),
             CreateError::CallerRevoked => caller_revoked(),
+            CreateError::IdempotencyKeyReused => idempotency_key_reused(),
+            CreateError::IdempotencyKeyInUse => idempotency_key_in_use(),
             CreateError::Repository(e) => e.into(),
         }
     }
@@ -531,6 +553,8 @@ impl From<RotateError> for ApiError {
             }
             RotateError::Expired => ApiError::new(ErrorCode::KeyExpired, e.to_string()),
             RotateError::CallerRevoked => caller_revoked(),
+            RotateError::IdempotencyKeyReused => idempotency_key_reused(),
+            RotateError::IdempotencyKeyInUse => idempotency_key_in_use(),
             RotateError::Repository(e) => e.into(),
         }
     }
@@ -581,6 +605,26 @@ mod tests {
         );
         check(CreateError::LiveModeRequired, 403, "live_mode_required");
         check(CreateError::LimitReached, 409, "key_limit_reached");
+        check(
+            CreateError::IdempotencyKeyReused,
+            422,
+            "idempotency_key_reused",
+        );
+        check(
+            CreateError::IdempotencyKeyInUse,
+            409,
+            "idempotency_key_in_use",
+        );
+        check(
+            RotateError::IdempotencyKeyReused,
+            422,
+            "idempotency_key_reused",
+        );
+        check(
+            RotateError::IdempotencyKeyInUse,
+            409,
+            "idempotency_key_in_use",
+        );
         check(CreateError::Repository(down()), 503, "service_unavailable");
         check(
             CreateError::Access(AccessError::SecretKeyRequired),

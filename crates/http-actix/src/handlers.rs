@@ -5,8 +5,12 @@
 //! [`blocking`].
 
 use actix_web::http::header::LOCATION;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use domain::{CreateKey, ExpiresIn, GracePeriod, KeyId, KeyName, KeyType, ListKeys, Mode, Scopes};
+use domain::{
+    CreateKey, CreatedKey, ExpiresIn, GracePeriod, KeyId, KeyName, KeyType, ListKeys, Mode,
+    ReplayableResponse, RotatedKey, Scopes,
+};
 
 use crate::auth::Authenticated;
 use crate::blocking::blocking;
@@ -18,6 +22,7 @@ use crate::dto::{
     StatusBody, UpdateKeyRequest,
 };
 use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::idempotency::{self, idempotency_key, json_response};
 use crate::query::{parse_limit, query_pairs};
 use crate::request_id::request_id_of;
 use crate::state::AppState;
@@ -161,6 +166,7 @@ pub(crate) async fn create_key(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_key_management()?;
+    let once = idempotency_key(&req)?;
     let body = read_object(
         &req,
         payload,
@@ -191,11 +197,39 @@ pub(crate) async fn create_key(
     let service = state.service().clone();
     let principal = caller.into_principal();
     let request_id = request_id_of(&req);
-    let created = blocking(move || service.create(&principal, request_id, request)).await??;
+    Ok(match once {
+        Some(key) => idempotency::send(
+            blocking(move || {
+                service.create_idempotent(&principal, request_id, request, &key, created_response)
+            })
+            .await??,
+        ),
+        None => {
+            let created =
+                blocking(move || service.create(&principal, request_id, request)).await??;
+            idempotency::send_once(created_response(created))
+        }
+    })
+}
+
+/// `201` with `Location` and the new key: rendered once, for the client and,
+/// under an `Idempotency-Key`, for its replays.
+fn created_response(created: CreatedKey) -> ReplayableResponse {
     let location = format!("/v1/api-keys/{}", created.key.id);
-    Ok(HttpResponse::Created()
-        .insert_header((LOCATION, location))
-        .json(CreatedKeyResponse::from(created)))
+    json_response(
+        StatusCode::CREATED,
+        vec![(LOCATION.as_str().to_owned(), location)],
+        &CreatedKeyResponse::from(created),
+    )
+}
+
+/// `200` with the successor, rendered once as [`created_response`] is.
+fn rotated_response(rotated: RotatedKey) -> ReplayableResponse {
+    json_response(
+        StatusCode::OK,
+        Vec::new(),
+        &RotatedKeyResponse::from(rotated),
+    )
 }
 
 /// One key, without its value.
@@ -346,6 +380,7 @@ pub(crate) async fn rotate_key(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_key_management()?;
+    let once = idempotency_key(&req)?;
     let body = read_object(&req, payload, &["id", "grace_period"]).await?;
     let id = body.req_str("id")?;
     let grace_period = body.opt_str("grace_period")?;
@@ -358,8 +393,26 @@ pub(crate) async fn rotate_key(
     let service = state.service().clone();
     let principal = caller.into_principal();
     let request_id = request_id_of(&req);
-    let rotated = blocking(move || service.rotate(&principal, request_id, &id, grace)).await??;
-    Ok(HttpResponse::Ok().json(RotatedKeyResponse::from(rotated)))
+    Ok(match once {
+        Some(key) => idempotency::send(
+            blocking(move || {
+                service.rotate_idempotent(
+                    &principal,
+                    request_id,
+                    &id,
+                    grace,
+                    &key,
+                    rotated_response,
+                )
+            })
+            .await??,
+        ),
+        None => {
+            let rotated =
+                blocking(move || service.rotate(&principal, request_id, &id, grace)).await??;
+            idempotency::send_once(rotated_response(rotated))
+        }
+    })
 }
 
 /// Liveness: the process is up.

@@ -22,6 +22,7 @@ mod body;
 pub mod dto;
 mod error;
 mod handlers;
+mod idempotency;
 mod leaks;
 pub mod openapi;
 mod query;
@@ -34,6 +35,7 @@ mod verify;
 pub use auth::{bearer_token, AuthFuture, Authenticated, TENANT_HEADER};
 pub use blocking::blocking;
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, RETRY_AFTER_SECONDS};
+pub use idempotency::{IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER};
 pub use openapi::ApiDoc;
 pub use request_id::{
     request_context, request_id_of, RequestId, MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER,

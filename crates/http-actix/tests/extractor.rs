@@ -18,8 +18,8 @@ use actix_web::test::{self, TestRequest};
 use actix_web::{web, App, HttpResponse};
 use common::{authed, send, Fx};
 use domain::testing::{
-    MockApiKeyRepository, MockAuthenticator, MockEventRepository, MockTenantRepository,
-    SeqSecretSource, TestClock,
+    MockApiKeyRepository, MockAuthenticator, MockEventRepository, MockIdempotencyRepository,
+    MockTenantRepository, SeqSecretSource, TestClock,
 };
 use domain::{
     ApiKey, ApiKeyRepository, ApiKeys, AuthError, Authenticator, HashKey, KeyId, KeyName, KeyType,
@@ -283,6 +283,7 @@ async fn failing_to_record_the_use_never_fails_the_request() {
         keys,
         MockTenantRepository::new(),
         MockEventRepository::new(),
+        MockIdempotencyRepository::new(),
         TestClock::default(),
         SeqSecretSource::new(1),
         hash_key,

@@ -37,6 +37,7 @@ mod admin;
 mod errors;
 mod events;
 mod follower;
+mod idempotency;
 mod models;
 mod pool;
 mod repo;

@@ -302,41 +302,132 @@ fn actor_revoked(conn: &mut PgConnection, tenant: &str, event: &KeyEvent) -> Que
     })
 }
 
+/// An insert of a key and its event, bound once: [`ApiKeyRepository::insert`]
+/// runs it in a transaction of its own, an idempotent insert inside the
+/// transaction that also writes its record.
+pub(crate) struct KeyInsert<'a> {
+    row: NewApiKeyRow,
+    event: &'a KeyEvent,
+    actor: Option<String>,
+    events: EventColumns,
+    max_active: i64,
+}
+
+impl<'a> KeyInsert<'a> {
+    pub(crate) fn new(new: &NewKey, max_active: u32, event: &'a KeyEvent) -> Self {
+        KeyInsert {
+            row: NewApiKeyRow::from(new),
+            event,
+            actor: event.actor.key_id().map(|id| id.to_string()),
+            events: EventColumns::new([event]),
+            max_active: i64::from(max_active),
+        }
+    }
+
+    /// Runs the insert; must be inside a transaction (the tenant lock is
+    /// held until it ends).
+    pub(crate) fn run(&self, conn: &mut PgConnection) -> Result<(), Fail<InsertError>> {
+        let (row, event) = (&self.row, self.event);
+        if !lock_tenant(conn, &row.tenant_id)? {
+            return Err(Fail::Domain(InsertError::UnknownTenant));
+        }
+        let query = bind_write(
+            &INSERT_UNDER_LIMIT,
+            &row.tenant_id,
+            &None,
+            event,
+            &self.actor,
+        )
+        .bind::<BigInt, _>(&self.max_active);
+        let inserted = self.events.bind(bind_key(query, row)).execute(conn)?;
+        if inserted == 0 {
+            if actor_revoked(conn, &row.tenant_id, event)? {
+                return Err(Fail::Domain(InsertError::ActorRevoked));
+            }
+            return Err(Fail::Domain(InsertError::LimitReached));
+        }
+        Ok(())
+    }
+
+    /// The database errors that are the insert's business outcomes.
+    pub(crate) fn refused(e: &diesel::result::Error) -> Option<InsertError> {
+        if is_unique_violation(e) {
+            Some(InsertError::Duplicate)
+        } else if is_foreign_key_violation(e) {
+            Some(InsertError::UnknownTenant)
+        } else {
+            None
+        }
+    }
+}
+
+/// A rotation and its two events, bound once: one statement, which
+/// [`ApiKeyRepository::rotate`] runs alone and an idempotent rotation inside
+/// the transaction that also writes its record.
+pub(crate) struct KeyRotation<'a> {
+    tenant: String,
+    old: String,
+    row: NewApiKeyRow,
+    revokes_at: OffsetDateTime,
+    rotated: &'a KeyEvent,
+    actor: Option<String>,
+    events: EventColumns,
+}
+
+impl<'a> KeyRotation<'a> {
+    pub(crate) fn new(
+        old: &KeyId,
+        successor: &NewKey,
+        revokes_at: OffsetDateTime,
+        rotated: &'a KeyEvent,
+        created: &KeyEvent,
+    ) -> Self {
+        let row = NewApiKeyRow::from(successor);
+        KeyRotation {
+            tenant: row.tenant_id.clone(),
+            old: old.to_string(),
+            row,
+            revokes_at,
+            rotated,
+            actor: rotated.actor.key_id().map(|id| id.to_string()),
+            events: EventColumns::new([rotated, created]),
+        }
+    }
+
+    /// Runs the rotation statement, and on no write, says why.
+    pub(crate) fn run(&self, conn: &mut PgConnection) -> Result<(), Fail<RotateRepoError>> {
+        let (tenant, old) = (&self.tenant, &self.old);
+        let target = Some(old.as_str());
+        let query = bind_write(&ROTATE, tenant, &target, self.rotated, &self.actor)
+            .bind::<Timestamptz, _>(&self.revokes_at);
+        let written = self.events.bind(bind_key(query, &self.row)).execute(conn)?;
+        if written > 0 {
+            return Ok(());
+        }
+        // Nothing written: unknown key, a revoked actor, or no longer
+        // active.
+        if find_row(conn, tenant, old)?.is_none() {
+            Err(Fail::Domain(RotateRepoError::NotFound))
+        } else if actor_revoked(conn, tenant, self.rotated)? {
+            Err(Fail::Domain(RotateRepoError::ActorRevoked))
+        } else {
+            Err(Fail::Domain(RotateRepoError::NotActive))
+        }
+    }
+
+    /// The database errors that are the rotation's business outcomes.
+    pub(crate) fn refused(e: &diesel::result::Error) -> Option<RotateRepoError> {
+        is_unique_violation(e).then_some(RotateRepoError::Duplicate)
+    }
+}
+
 impl ApiKeyRepository for PgStore {
     fn insert(&self, new: &NewKey, max_active: u32, event: &KeyEvent) -> Result<(), InsertError> {
-        let row = NewApiKeyRow::from(new);
-        let actor = event.actor.key_id().map(|id| id.to_string());
-        let events = EventColumns::new([event]);
-        let max_active = i64::from(max_active);
+        let insert = KeyInsert::new(new, max_active, event);
         self.run(
             "inserting a key",
-            |conn| {
-                conn.transaction(|conn| {
-                    if !lock_tenant(conn, &row.tenant_id)? {
-                        return Err(Fail::Domain(InsertError::UnknownTenant));
-                    }
-                    let query =
-                        bind_write(&INSERT_UNDER_LIMIT, &row.tenant_id, &None, event, &actor)
-                            .bind::<BigInt, _>(&max_active);
-                    let inserted = events.bind(bind_key(query, &row)).execute(conn)?;
-                    if inserted == 0 {
-                        if actor_revoked(conn, &row.tenant_id, event)? {
-                            return Err(Fail::Domain(InsertError::ActorRevoked));
-                        }
-                        return Err(Fail::Domain(InsertError::LimitReached));
-                    }
-                    Ok(())
-                })
-            },
-            |e| {
-                if is_unique_violation(e) {
-                    Some(InsertError::Duplicate)
-                } else if is_foreign_key_violation(e) {
-                    Some(InsertError::UnknownTenant)
-                } else {
-                    None
-                }
-            },
+            |conn| conn.transaction(|conn| insert.run(conn)),
+            KeyInsert::refused,
         )
     }
 
@@ -499,31 +590,11 @@ impl ApiKeyRepository for PgStore {
         rotated: &KeyEvent,
         created: &KeyEvent,
     ) -> Result<(), RotateRepoError> {
-        let row = NewApiKeyRow::from(successor);
-        let (tenant, old) = (row.tenant_id.clone(), old.to_string());
-        let actor = rotated.actor.key_id().map(|id| id.to_string());
-        let events = EventColumns::new([rotated, created]);
+        let rotation = KeyRotation::new(old, successor, revokes_at, rotated, created);
         self.run(
             "rotating a key",
-            |conn| {
-                let target = Some(old.as_str());
-                let query = bind_write(&ROTATE, &tenant, &target, rotated, &actor)
-                    .bind::<Timestamptz, _>(&revokes_at);
-                let written = events.bind(bind_key(query, &row)).execute(conn)?;
-                if written > 0 {
-                    return Ok(());
-                }
-                // Nothing written: unknown key, a revoked actor, or no longer
-                // active.
-                if find_row(conn, &tenant, &old)?.is_none() {
-                    Err(Fail::Domain(RotateRepoError::NotFound))
-                } else if actor_revoked(conn, &tenant, rotated)? {
-                    Err(Fail::Domain(RotateRepoError::ActorRevoked))
-                } else {
-                    Err(Fail::Domain(RotateRepoError::NotActive))
-                }
-            },
-            |e| is_unique_violation(e).then_some(RotateRepoError::Duplicate),
+            |conn| rotation.run(conn),
+            KeyRotation::refused,
         )
     }
 

@@ -24,6 +24,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    idempotency_records (tenant_id, caller_key_id, idempotency_key) {
+        tenant_id -> Text,
+        caller_key_id -> Text,
+        idempotency_key -> Text,
+        fingerprint -> Bytea,
+        response -> Bytea,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     key_events (seq) {
         seq -> Int8,
         id -> Text,
@@ -49,6 +61,7 @@ diesel::table! {
 }
 
 diesel::joinable!(api_keys -> tenants (tenant_id));
+diesel::joinable!(idempotency_records -> tenants (tenant_id));
 diesel::joinable!(key_events -> tenants (tenant_id));
 
-diesel::allow_tables_to_appear_in_same_query!(api_keys, key_events, tenants,);
+diesel::allow_tables_to_appear_in_same_query!(api_keys, idempotency_records, key_events, tenants,);

@@ -25,6 +25,7 @@ fn hit(c: &mut Criterion) {
         store.clone(),
         store.clone(),
         store.clone(),
+        store.clone(),
         TestClock::default(),
         SeqSecretSource::new(1),
         hash_key.clone(),

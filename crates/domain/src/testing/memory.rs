@@ -7,11 +7,12 @@ use time::OffsetDateTime;
 use crate::api_key::{ApiKey, KeyStatus, NewKey, Tenant};
 use crate::events::{Actor, EventPage, EventQuery, FieldChanges, KeyEvent, StoredEvent};
 use crate::hashing::KeyHash;
+use crate::idempotency::{IdempotencyKey, IdempotencyRecord, IdempotencyScope};
 use crate::ids::{KeyId, TenantId};
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyPage, KeyUse,
-    ListQuery, RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository,
-    UpdateRepoError,
+    ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
+    KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError, RevokeRepoError,
+    RotateRepoError, TenantRepository, UpdateRepoError,
 };
 
 #[derive(Debug, Default)]
@@ -20,6 +21,7 @@ struct State {
     keys: BTreeMap<KeyId, (ApiKey, KeyHash)>,
     /// In insertion order; `seq` is the position plus one.
     events: Vec<StoredEvent>,
+    records: Vec<IdempotencyRecord>,
 }
 
 impl State {
@@ -44,6 +46,87 @@ impl State {
         }
     }
 
+    fn insert(
+        &mut self,
+        new: &NewKey,
+        max_active: u32,
+        event: &KeyEvent,
+    ) -> Result<(), InsertError> {
+        let now = event.created_at;
+        if !self.tenants.iter().any(|t| t.id == new.key.tenant_id) {
+            return Err(InsertError::UnknownTenant);
+        }
+        if !self.actor_allowed(event) {
+            return Err(InsertError::ActorRevoked);
+        }
+        if self.has_id_or_hash(new) {
+            return Err(InsertError::Duplicate);
+        }
+        let active = self
+            .keys
+            .values()
+            .filter(|(k, _)| k.tenant_id == new.key.tenant_id && k.counts_for_key_limit(now))
+            .count();
+        if active >= max_active as usize {
+            return Err(InsertError::LimitReached);
+        }
+        self.keys.insert(new.key.id, (new.key.clone(), new.hash));
+        self.record(&[event]);
+        Ok(())
+    }
+
+    fn rotate(
+        &mut self,
+        old: &KeyId,
+        successor: &NewKey,
+        revokes_at: OffsetDateTime,
+        rotated: &KeyEvent,
+        created: &KeyEvent,
+    ) -> Result<(), RotateRepoError> {
+        let (tenant, now) = (&successor.key.tenant_id, rotated.created_at);
+        let status = self
+            .tenant_key_mut(tenant, old)
+            .ok_or(RotateRepoError::NotFound)?
+            .status(now);
+        if status != KeyStatus::Active {
+            return Err(RotateRepoError::NotActive);
+        }
+        if !self.actor_allowed(rotated) {
+            return Err(RotateRepoError::ActorRevoked);
+        }
+        if self.has_id_or_hash(successor) {
+            return Err(RotateRepoError::Duplicate);
+        }
+        let stored = self
+            .tenant_key_mut(tenant, old)
+            .ok_or(RotateRepoError::NotFound)?;
+        stored.revokes_at = Some(revokes_at);
+        stored.replaced_by = Some(successor.key.id);
+        self.keys
+            .insert(successor.key.id, (successor.key.clone(), successor.hash));
+        self.record(&[rotated, created]);
+        Ok(())
+    }
+
+    /// The live record of `record`'s scope and key at `now`.
+    fn live_record(
+        &self,
+        scope: &IdempotencyScope,
+        key: &IdempotencyKey,
+        now: OffsetDateTime,
+    ) -> Option<&IdempotencyRecord> {
+        self.records
+            .iter()
+            .find(|r| r.scope == *scope && r.key == *key && r.expires_at > now)
+    }
+
+    /// Stores `record` after its change, replacing an expired one.
+    fn keep_record(&mut self, record: &IdempotencyRecord) {
+        self.records
+            .retain(|r| !(r.scope == record.scope && r.key == record.key));
+        self.records.push(record.clone());
+    }
+
     fn has_id_or_hash(&self, key: &NewKey) -> bool {
         self.keys.contains_key(&key.key.id) || self.keys.values().any(|(_, h)| *h == key.hash)
     }
@@ -63,7 +146,8 @@ impl State {
     }
 }
 
-/// An in-memory [`ApiKeyRepository`] and [`TenantRepository`].
+/// An in-memory [`ApiKeyRepository`], [`TenantRepository`],
+/// [`EventRepository`] and [`IdempotencyRepository`].
 ///
 /// One mutex serialises every call, which makes each one atomic and keeps every
 /// concurrency guarantee of the port docs. Clones share the same data.
@@ -155,28 +239,7 @@ impl InMemoryStore {
 
 impl ApiKeyRepository for InMemoryStore {
     fn insert(&self, new: &NewKey, max_active: u32, event: &KeyEvent) -> Result<(), InsertError> {
-        let now = event.created_at;
-        let mut state = self.lock()?;
-        if !state.tenants.iter().any(|t| t.id == new.key.tenant_id) {
-            return Err(InsertError::UnknownTenant);
-        }
-        if !state.actor_allowed(event) {
-            return Err(InsertError::ActorRevoked);
-        }
-        if state.has_id_or_hash(new) {
-            return Err(InsertError::Duplicate);
-        }
-        let active = state
-            .keys
-            .values()
-            .filter(|(k, _)| k.tenant_id == new.key.tenant_id && k.counts_for_key_limit(now))
-            .count();
-        if active >= max_active as usize {
-            return Err(InsertError::LimitReached);
-        }
-        state.keys.insert(new.key.id, (new.key.clone(), new.hash));
-        state.record(&[event]);
-        Ok(())
+        self.lock()?.insert(new, max_active, event)
     }
 
     fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError> {
@@ -283,31 +346,8 @@ impl ApiKeyRepository for InMemoryStore {
         rotated: &KeyEvent,
         created: &KeyEvent,
     ) -> Result<(), RotateRepoError> {
-        let (tenant, now) = (&successor.key.tenant_id, rotated.created_at);
-        let mut state = self.lock()?;
-        let status = state
-            .tenant_key_mut(tenant, old)
-            .ok_or(RotateRepoError::NotFound)?
-            .status(now);
-        if status != KeyStatus::Active {
-            return Err(RotateRepoError::NotActive);
-        }
-        if !state.actor_allowed(rotated) {
-            return Err(RotateRepoError::ActorRevoked);
-        }
-        if state.has_id_or_hash(successor) {
-            return Err(RotateRepoError::Duplicate);
-        }
-        let stored = state
-            .tenant_key_mut(tenant, old)
-            .ok_or(RotateRepoError::NotFound)?;
-        stored.revokes_at = Some(revokes_at);
-        stored.replaced_by = Some(successor.key.id);
-        state
-            .keys
-            .insert(successor.key.id, (successor.key.clone(), successor.hash));
-        state.record(&[rotated, created]);
-        Ok(())
+        self.lock()?
+            .rotate(old, successor, revokes_at, rotated, created)
     }
 
     fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
@@ -324,6 +364,68 @@ impl ApiKeyRepository for InMemoryStore {
             written += 1;
         }
         Ok(written)
+    }
+}
+
+/// One mutex serialises every call, so a twin request is never seen in
+/// progress here: it has either committed (`Completed`) or not started.
+impl IdempotencyRepository for InMemoryStore {
+    fn find_record(
+        &self,
+        scope: &IdempotencyScope,
+        key: &IdempotencyKey,
+        now: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>, RepositoryError> {
+        Ok(self.lock()?.live_record(scope, key, now).cloned())
+    }
+
+    fn insert_recorded(
+        &self,
+        key: &NewKey,
+        max_active: u32,
+        event: &KeyEvent,
+        record: &IdempotencyRecord,
+    ) -> Result<(), RecordedWriteError<InsertError>> {
+        let mut state = self
+            .lock()
+            .map_err(|e| RecordedWriteError::Write(e.into()))?;
+        if let Some(found) = state.live_record(&record.scope, &record.key, record.created_at) {
+            return Err(RecordedWriteError::Completed(Box::new(found.clone())));
+        }
+        state
+            .insert(key, max_active, event)
+            .map_err(RecordedWriteError::Write)?;
+        state.keep_record(record);
+        Ok(())
+    }
+
+    fn rotate_recorded(
+        &self,
+        old: &KeyId,
+        successor: &NewKey,
+        revokes_at: OffsetDateTime,
+        rotated: &KeyEvent,
+        created: &KeyEvent,
+        record: &IdempotencyRecord,
+    ) -> Result<(), RecordedWriteError<RotateRepoError>> {
+        let mut state = self
+            .lock()
+            .map_err(|e| RecordedWriteError::Write(e.into()))?;
+        if let Some(found) = state.live_record(&record.scope, &record.key, record.created_at) {
+            return Err(RecordedWriteError::Completed(Box::new(found.clone())));
+        }
+        state
+            .rotate(old, successor, revokes_at, rotated, created)
+            .map_err(RecordedWriteError::Write)?;
+        state.keep_record(record);
+        Ok(())
+    }
+
+    fn delete_expired_records(&self, now: OffsetDateTime) -> Result<usize, RepositoryError> {
+        let mut state = self.lock()?;
+        let before = state.records.len();
+        state.records.retain(|r| r.expires_at > now);
+        Ok(before - state.records.len())
     }
 }
 

@@ -12,4 +12,6 @@ pub use memory::InMemoryStore;
 pub use secrets::SeqSecretSource;
 
 pub use crate::auth::MockAuthenticator;
-pub use crate::ports::{MockApiKeyRepository, MockEventRepository, MockTenantRepository};
+pub use crate::ports::{
+    MockApiKeyRepository, MockEventRepository, MockIdempotencyRepository, MockTenantRepository,
+};

@@ -50,6 +50,7 @@ impl Harness {
             store.clone(),
             store.clone(),
             store.clone(),
+            store.clone(),
             clock.clone(),
             SeqSecretSource::new(7),
             hash_key(),

@@ -50,6 +50,7 @@ pub fn service_over(store: &InMemoryStore, clock: &TestClock, max_keys: u32) -> 
             store.clone(),
             store.clone(),
             store.clone(),
+            store.clone(),
             clock.clone(),
             SeqSecretSource::new(42),
             hash_key,

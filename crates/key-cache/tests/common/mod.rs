@@ -200,6 +200,7 @@ impl Harness {
                 store.clone(),
                 store.clone(),
                 store.clone(),
+                store.clone(),
                 clock.clone(),
                 SeqSecretSource::new(seed),
                 hash_key(),

@@ -1,0 +1,554 @@
+//! Safe retries: `Idempotency-Key` (docs/api.md, "Idempotent requests").
+//!
+//! A create or a rotation sent with an idempotency key is recorded in the
+//! same transaction as the change it made: the record holds a fingerprint of
+//! the request and the response the client got, sealed, because that response
+//! holds the full key. A repeat within [`IDEMPOTENCY_WINDOW`] with the same
+//! request gets that response again and changes nothing; with another request
+//! it is refused. Because record and change commit together, a crash between
+//! them cannot leave a record of a change that did not happen, nor a change
+//! that a retry would make a second time.
+//!
+//! The seal is AES-256-GCM under a key derived from the [`HashKey`] with HKDF
+//! ([`ResponseSealer`]), bound to the record's scope, idempotency key and
+//! fingerprint, so a row copied onto another record does not open.
+
+use std::fmt;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use time::{Duration, OffsetDateTime};
+
+use crate::auth::Principal;
+use crate::hashing::HashKey;
+use crate::ids::{KeyId, TenantId};
+use crate::service::CreateKey;
+use crate::GracePeriod;
+
+/// How long a request's record answers its repeats: 24 hours.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
+
+/// Longest idempotency key, in characters.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The HKDF label of the response-sealing key. Fixed: changing it makes
+/// every stored response unreadable, as changing the hash key does.
+const SEALING_LABEL: &[u8] = b"apikeys idempotent-response AES-256-GCM v1";
+
+/// AES-GCM's 96-bit nonce, stored in front of the ciphertext.
+const NONCE_LEN: usize = 12;
+
+/// A client's `Idempotency-Key`: 1 to 255 printable ASCII characters
+/// (`' '` to `'~'`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+/// Why an idempotency key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum IdempotencyKeyError {
+    /// Empty.
+    #[error("`Idempotency-Key` must not be empty")]
+    Empty,
+    /// Over [`MAX_IDEMPOTENCY_KEY_LEN`] characters.
+    #[error("`Idempotency-Key` must be at most 255 characters")]
+    TooLong,
+    /// A character outside printable ASCII.
+    #[error("`Idempotency-Key` must be printable ASCII")]
+    NotPrintable,
+}
+
+impl IdempotencyKey {
+    /// Checks `raw` (as the header carried it).
+    ///
+    /// # Errors
+    /// [`IdempotencyKeyError`].
+    pub fn parse(raw: &str) -> Result<Self, IdempotencyKeyError> {
+        if raw.is_empty() {
+            return Err(IdempotencyKeyError::Empty);
+        }
+        if !raw.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            return Err(IdempotencyKeyError::NotPrintable);
+        }
+        if raw.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            return Err(IdempotencyKeyError::TooLong);
+        }
+        Ok(IdempotencyKey(raw.to_owned()))
+    }
+
+    /// The key as the client sent it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdempotencyKey({:?})", self.0)
+    }
+}
+
+/// Whose idempotency keys these are: one calling key of one tenant. Two
+/// callers may use the same idempotency key without meeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdempotencyScope {
+    /// The caller's tenant.
+    pub tenant_id: TenantId,
+    /// The calling key.
+    pub caller: KeyId,
+}
+
+impl IdempotencyScope {
+    /// The scope of `caller`'s requests.
+    pub fn of(caller: &Principal) -> Self {
+        IdempotencyScope {
+            tenant_id: caller.tenant_id,
+            caller: caller.key_id,
+        }
+    }
+}
+
+/// SHA-256 of a request as the use case understood it: the operation and
+/// every validated field. Two bodies that mean the same request (other
+/// whitespace, other field order, `90d` and `7776000s`) have one fingerprint.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestFingerprint([u8; 32]);
+
+impl RequestFingerprint {
+    /// A fingerprint from its stored bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        RequestFingerprint(bytes)
+    }
+
+    /// The 32 bytes to store.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Of a creation.
+    pub fn of_create(request: &CreateKey) -> Self {
+        let mut text = String::from("create");
+        for field in [
+            request.name.as_str(),
+            request.key_type.as_str(),
+            request.mode.map_or("-", |m| m.as_str()),
+        ] {
+            push_field(&mut text, field);
+        }
+        let scopes: Vec<&str> = request.scopes.names().collect();
+        push_field(&mut text, &scopes.join(","));
+        let expires = request
+            .expires_in
+            .map_or_else(|| "-".to_owned(), |e| e.get().whole_seconds().to_string());
+        push_field(&mut text, &expires);
+        Self::of_text(&text)
+    }
+
+    /// Of a rotation of `id` with `grace`.
+    pub fn of_rotate(id: &KeyId, grace: GracePeriod) -> Self {
+        let mut text = String::from("rotate");
+        push_field(&mut text, &id.to_string());
+        push_field(&mut text, &grace.get().whole_seconds().to_string());
+        Self::of_text(&text)
+    }
+
+    fn of_text(text: &str) -> Self {
+        RequestFingerprint(Sha256::digest(text.as_bytes()).into())
+    }
+}
+
+/// Appends one field, length-prefixed so that no two field lists can make
+/// the same text.
+fn push_field(text: &mut String, field: &str) {
+    text.push('\n');
+    text.push_str(&field.len().to_string());
+    text.push(':');
+    text.push_str(field);
+}
+
+impl fmt::Debug for RequestFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequestFingerprint(")?;
+        for b in &self.0[..4] {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("…)")
+    }
+}
+
+/// The response a request got, as the adapter that answered it rendered it:
+/// what a repeat gets again, byte for byte. Its `Debug` leaves the body out:
+/// it holds a full key (docs/api.md, "Secrets").
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReplayableResponse {
+    /// The status code.
+    pub status: u16,
+    /// Headers beyond those every response gets (`Location`, say).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl fmt::Debug for ReplayableResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayableResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field(
+                "body",
+                &format_args!("[{} bytes, redacted]", self.body.len()),
+            )
+            .finish()
+    }
+}
+
+impl ReplayableResponse {
+    /// Length-prefixed: status, header count, each name and value, body.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 64);
+        out.extend_from_slice(&self.status.to_be_bytes());
+        put_len(&mut out, self.headers.len());
+        for (name, value) in &self.headers {
+            put_bytes(&mut out, name.as_bytes());
+            put_bytes(&mut out, value.as_bytes());
+        }
+        put_bytes(&mut out, &self.body);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut input = Reader(bytes);
+        let status = u16::from_be_bytes(input.take(2)?.try_into().ok()?);
+        let count = input.len()?;
+        let mut headers = Vec::with_capacity(count.min(16));
+        for _ in 0..count {
+            let name = String::from_utf8(input.bytes()?.to_vec()).ok()?;
+            let value = String::from_utf8(input.bytes()?.to_vec()).ok()?;
+            headers.push((name, value));
+        }
+        let body = input.bytes()?.to_vec();
+        input.0.is_empty().then_some(ReplayableResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    // Every part is far below 4 GiB (bodies are a few hundred bytes).
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        let raw = u32::from_be_bytes(self.take(4)?.try_into().ok()?);
+        usize::try_from(raw).ok()
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.len()?;
+        self.take(n)
+    }
+}
+
+/// A sealed [`ReplayableResponse`]: nonce, then AES-256-GCM ciphertext and
+/// tag. This is what the database holds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedResponse(Vec<u8>);
+
+impl SealedResponse {
+    /// From its stored bytes.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        SealedResponse(bytes)
+    }
+
+    /// The bytes to store.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SealedResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedResponse([{} bytes])", self.0.len())
+    }
+}
+
+/// A stored response could not be opened: the hash key changed since it was
+/// sealed, or the row was altered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("a stored idempotent response could not be opened (was the hash key changed?)")]
+pub struct UnsealError;
+
+/// Seals and opens stored responses under a key derived once from the hash
+/// key. `Debug` is redacted.
+#[derive(Clone)]
+pub struct ResponseSealer {
+    cipher: Aes256Gcm,
+}
+
+impl fmt::Debug for ResponseSealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseSealer([redacted])")
+    }
+}
+
+impl ResponseSealer {
+    /// The sealer of responses under `hash_key`.
+    pub fn new(hash_key: &HashKey) -> Self {
+        let key = hash_key.derive_key(SEALING_LABEL);
+        ResponseSealer {
+            cipher: Aes256Gcm::new(&key.into()),
+        }
+    }
+
+    /// Seals `response` for the record it belongs to.
+    pub fn seal(
+        &self,
+        record: &RecordBinding<'_>,
+        response: &ReplayableResponse,
+    ) -> SealedResponse {
+        let mut nonce = [0u8; NONCE_LEN];
+        // A failing OS random source is a broken machine: nothing sensible
+        // can go on (keys are generated from the same source).
+        #[allow(clippy::expect_used)]
+        getrandom::getrandom(&mut nonce).expect("the OS random source failed");
+        let aad = record.aad();
+        let plain = response.encode();
+        // Encryption fails only for inputs over AES-GCM's 64 GiB bound.
+        #[allow(clippy::expect_used)]
+        let sealed = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: &aad,
+                },
+            )
+            .expect("a response far below AES-GCM's length bound");
+        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        SealedResponse(out)
+    }
+
+    /// Opens what [`seal`](Self::seal) sealed for the same record.
+    ///
+    /// # Errors
+    /// [`UnsealError`] when the key or the record differs, or the bytes were
+    /// altered.
+    pub fn open(
+        &self,
+        record: &RecordBinding<'_>,
+        sealed: &SealedResponse,
+    ) -> Result<ReplayableResponse, UnsealError> {
+        if sealed.0.len() < NONCE_LEN {
+            return Err(UnsealError);
+        }
+        let (nonce, ciphertext) = sealed.0.split_at(NONCE_LEN);
+        let aad = record.aad();
+        let plain = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| UnsealError)?;
+        ReplayableResponse::decode(&plain).ok_or(UnsealError)
+    }
+}
+
+/// What a sealed response is bound to: its record's scope, key and
+/// fingerprint (the AEAD's associated data).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordBinding<'a> {
+    /// The scope.
+    pub scope: &'a IdempotencyScope,
+    /// The idempotency key.
+    pub key: &'a IdempotencyKey,
+    /// The request's fingerprint.
+    pub fingerprint: &'a RequestFingerprint,
+}
+
+impl RecordBinding<'_> {
+    fn aad(&self) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(96 + self.key.0.len());
+        put_bytes(&mut aad, self.scope.tenant_id.to_string().as_bytes());
+        put_bytes(&mut aad, self.scope.caller.to_string().as_bytes());
+        put_bytes(&mut aad, self.key.0.as_bytes());
+        aad.extend_from_slice(&self.fingerprint.0);
+        aad
+    }
+}
+
+/// A completed idempotent request, as stored with its change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// Whose.
+    pub scope: IdempotencyScope,
+    /// The client's key.
+    pub key: IdempotencyKey,
+    /// What was asked.
+    pub fingerprint: RequestFingerprint,
+    /// What was answered, sealed.
+    pub response: SealedResponse,
+    /// When (the change's time).
+    pub created_at: OffsetDateTime,
+    /// When it stops answering repeats: [`IDEMPOTENCY_WINDOW`] later.
+    pub expires_at: OffsetDateTime,
+}
+
+impl IdempotencyRecord {
+    /// What its response is bound to.
+    pub fn binding(&self) -> RecordBinding<'_> {
+        RecordBinding {
+            scope: &self.scope,
+            key: &self.key,
+            fingerprint: &self.fingerprint,
+        }
+    }
+}
+
+/// The answer to an idempotent request: the response to send, and whether
+/// it is a repeat's (send `Idempotent-Replayed: true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentResponse {
+    /// The response, the first request's when `replayed`.
+    pub response: ReplayableResponse,
+    /// Whether this is a replay of an earlier request's response.
+    pub replayed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealer() -> ResponseSealer {
+        ResponseSealer::new(&HashKey::from_bytes(&[7; 32]).expect("32 bytes"))
+    }
+
+    fn scope() -> IdempotencyScope {
+        IdempotencyScope {
+            tenant_id: TenantId::parse("tnt_01J9ZQ3V6X8R2M4N5P7Q9S1T3W").expect("id"),
+            caller: KeyId::parse("key_01J9ZQ3V6X8R2M4N5P7Q9S1T3W").expect("id"),
+        }
+    }
+
+    fn response() -> ReplayableResponse {
+        ReplayableResponse {
+            status: 201,
+            headers: vec![("location".into(), "/v1/api-keys/key_1".into())],
+            body: br#"{"key":"sk_live_secret"}"#.to_vec(),
+        }
+    }
+
+    #[test]
+    fn keys_are_printable_ascii_of_1_to_255_characters() {
+        assert_eq!(IdempotencyKey::parse(""), Err(IdempotencyKeyError::Empty));
+        assert_eq!(
+            IdempotencyKey::parse("a\u{7f}"),
+            Err(IdempotencyKeyError::NotPrintable)
+        );
+        assert_eq!(
+            IdempotencyKey::parse("é"),
+            Err(IdempotencyKeyError::NotPrintable)
+        );
+        assert_eq!(
+            IdempotencyKey::parse("a\tb"),
+            Err(IdempotencyKeyError::NotPrintable)
+        );
+        assert_eq!(
+            IdempotencyKey::parse(&"x".repeat(256)),
+            Err(IdempotencyKeyError::TooLong)
+        );
+        let longest = "~".repeat(255);
+        assert_eq!(
+            IdempotencyKey::parse(&longest).map(|k| k.as_str().len()),
+            Ok(255)
+        );
+        assert_eq!(
+            IdempotencyKey::parse(" a b ").map(|k| k.as_str().to_owned()),
+            Ok(" a b ".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_sealed_response_opens_for_its_own_record_only() {
+        let key = IdempotencyKey::parse("retry-1").expect("key");
+        let fingerprint = RequestFingerprint::of_text("a");
+        let scope = scope();
+        let binding = RecordBinding {
+            scope: &scope,
+            key: &key,
+            fingerprint: &fingerprint,
+        };
+        let sealed = sealer().seal(&binding, &response());
+        assert_eq!(sealer().open(&binding, &sealed), Ok(response()));
+
+        // The body is not in the sealed bytes.
+        assert!(!sealed
+            .as_bytes()
+            .windows(b"sk_live_secret".len())
+            .any(|w| w == b"sk_live_secret"));
+        // Another record, another hash key, altered bytes: refused.
+        let other_key = IdempotencyKey::parse("retry-2").expect("key");
+        let other = RecordBinding {
+            key: &other_key,
+            ..binding
+        };
+        assert_eq!(sealer().open(&other, &sealed), Err(UnsealError));
+        let rotated = ResponseSealer::new(&HashKey::from_bytes(&[8; 32]).expect("32 bytes"));
+        assert_eq!(rotated.open(&binding, &sealed), Err(UnsealError));
+        let mut altered = sealed.as_bytes().to_vec();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert_eq!(
+            sealer().open(&binding, &SealedResponse::from_bytes(altered)),
+            Err(UnsealError)
+        );
+        // Two seals of one response differ (fresh nonces).
+        assert_ne!(sealer().seal(&binding, &response()), sealed);
+    }
+
+    #[test]
+    fn fingerprints_tell_requests_apart_and_not_their_spelling() {
+        let a = RequestFingerprint::of_text("create\n1:a");
+        assert_eq!(a, RequestFingerprint::of_text("create\n1:a"));
+        assert_ne!(a, RequestFingerprint::of_text("create\n1:b"));
+        let mut one = String::new();
+        push_field(&mut one, "a\n1:b");
+        let mut two = String::new();
+        push_field(&mut two, "a");
+        push_field(&mut two, "b");
+        assert_ne!(one, two);
+    }
+
+    #[test]
+    fn debug_shows_no_body() {
+        let text = format!("{:?}", response());
+        assert!(!text.contains("sk_live_secret"), "{text}");
+        assert!(text.contains("24 bytes, redacted"), "{text}");
+    }
+}
