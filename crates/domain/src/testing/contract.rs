@@ -1,5 +1,6 @@
 //! The repository contract suite: what every [`ApiKeyRepository`],
-//! [`TenantRepository`] and [`EventRepository`] adapter must do, as checks
+//! [`TenantRepository`], [`EventRepository`] and [`IdempotencyRepository`]
+//! adapter must do, as checks
 //! any adapter's tests can run.
 //!
 //! Use [`repository_contract_tests!`](crate::repository_contract_tests) with an
@@ -30,16 +31,27 @@ use crate::key_string::PlainKey;
 use crate::kinds::{KeyType, Mode};
 use crate::name::KeyName;
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, InsertError, KeyUse, ListQuery,
-    RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
+    ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
+    KeyUse, ListQuery, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
 use crate::random::SecretSource;
 use crate::scope::{Scope, Scopes};
 use crate::testing::SeqSecretSource;
 
-/// What the suite needs: the three repositories in one store.
-pub trait Store: ApiKeyRepository + TenantRepository + EventRepository {}
-impl<S: ApiKeyRepository + TenantRepository + EventRepository> Store for S {}
+/// What the suite needs: the four repositories in one store.
+pub trait Store:
+    ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository
+{
+}
+impl<S: ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository> Store for S {}
+
+pub use crate::testing::idempotency_contract::{
+    a_live_record_answers_instead_of_a_second_write, a_refused_write_stores_no_record,
+    expired_records_are_replaced_and_deleted,
+    recorded_insert_stores_the_key_its_event_and_its_record,
+    recorded_rotation_rotates_and_stores_its_record,
+    records_are_scoped_to_the_tenant_and_the_caller,
+};
 
 /// The instant the suite's data is created at (whole seconds, as the service
 /// stores them).
@@ -2321,6 +2333,12 @@ macro_rules! repository_contract_tests {
             list_events_filters_by_key_type_and_mode,
             list_events_is_scoped_to_the_tenant,
             events_after_follows_every_tenant_in_storage_order,
+            recorded_insert_stores_the_key_its_event_and_its_record,
+            a_live_record_answers_instead_of_a_second_write,
+            records_are_scoped_to_the_tenant_and_the_caller,
+            a_refused_write_stores_no_record,
+            recorded_rotation_rotates_and_stores_its_record,
+            expired_records_are_replaced_and_deleted,
         );
     };
     (@tests $factory:expr; $($name:ident,)*) => {

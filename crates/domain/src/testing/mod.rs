@@ -4,6 +4,7 @@
 
 mod clock;
 pub mod contract;
+mod idempotency_contract;
 mod memory;
 mod secrets;
 
