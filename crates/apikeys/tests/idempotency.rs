@@ -1,6 +1,8 @@
 //! `Idempotency-Key` end to end (docs/api.md, "Idempotent requests"): the
 //! real application on a fresh database, over real HTTP.
 
+#![allow(clippy::expect_used, reason = "tests")]
+
 mod common;
 
 use std::process::Command;

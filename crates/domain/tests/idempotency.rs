@@ -1,6 +1,8 @@
 //! The idempotent use cases over the in-memory store: replay, reuse with
 //! another request, expiry after 24 hours, and errors that are not kept.
 
+#![allow(clippy::expect_used, reason = "tests")]
+
 mod common;
 
 use common::{request, Harness, T0};
