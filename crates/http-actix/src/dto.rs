@@ -40,6 +40,7 @@ fn scope_names(key: &ApiKey) -> Vec<String> {
 /// `publishable` or `secret`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = KeyType)]
 pub enum KeyTypeDto {
     /// `pk_`: safe for frontends.
     Publishable,
@@ -50,6 +51,7 @@ pub enum KeyTypeDto {
 /// `live` or `test`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = Mode)]
 pub enum ModeDto {
     /// Live keys.
     Live,
