@@ -100,8 +100,7 @@ pub mod types {
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
         pub expires_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
         pub id: KeyId,
-        ///The full key. It cannot be retrieved again.
-        pub key: CreatedKeyResponseKey,
+        pub key: crate::FullKey,
         ///The key's last 4 characters.
         pub last_four: CreatedKeyResponseLastFour,
         pub mode: Mode,
@@ -112,65 +111,6 @@ pub mod types {
         pub scopes: ::std::vec::Vec<Scope>,
         #[serde(rename = "type")]
         pub type_: KeyType,
-    }
-    ///The full key. It cannot be retrieved again.
-    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
-    #[serde(transparent)]
-    pub struct CreatedKeyResponseKey(::std::string::String);
-    impl ::std::ops::Deref for CreatedKeyResponseKey {
-        type Target = ::std::string::String;
-        fn deref(&self) -> &::std::string::String {
-            &self.0
-        }
-    }
-    impl ::std::convert::From<CreatedKeyResponseKey> for ::std::string::String {
-        fn from(value: CreatedKeyResponseKey) -> Self {
-            value.0
-        }
-    }
-    impl ::std::str::FromStr for CreatedKeyResponseKey {
-        type Err = self::error::ConversionError;
-        fn from_str(
-            value: &str,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
-            { ::regress::Regex::new("^(pk|sk)_(live|test)_[0-9A-Za-z]{38}$").unwrap() });
-            if PATTERN.find(value).is_none() {
-                return Err(
-                    "doesn't match pattern \"^(pk|sk)_(live|test)_[0-9A-Za-z]{38}$\""
-                        .into(),
-                );
-            }
-            Ok(Self(value.to_string()))
-        }
-    }
-    impl ::std::convert::TryFrom<&str> for CreatedKeyResponseKey {
-        type Error = self::error::ConversionError;
-        fn try_from(
-            value: &str,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            value.parse()
-        }
-    }
-    impl ::std::convert::TryFrom<::std::string::String> for CreatedKeyResponseKey {
-        type Error = self::error::ConversionError;
-        fn try_from(
-            value: ::std::string::String,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            value.parse()
-        }
-    }
-    impl<'de> ::serde::Deserialize<'de> for CreatedKeyResponseKey {
-        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
-        where
-            D: ::serde::Deserializer<'de>,
-        {
-            ::std::string::String::deserialize(deserializer)?
-                .parse()
-                .map_err(|e: self::error::ConversionError| {
-                    <D::Error as ::serde::de::Error>::custom(e.to_string())
-                })
-        }
     }
     ///The key's last 4 characters.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -1350,8 +1290,7 @@ exactly, as found.*/
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
         pub expires_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
         pub id: KeyId,
-        ///The new key. It cannot be retrieved again.
-        pub key: RotatedKeyResponseKey,
+        pub key: crate::FullKey,
         ///The new key's last 4 characters.
         pub last_four: RotatedKeyResponseLastFour,
         pub mode: Mode,
@@ -1365,65 +1304,6 @@ exactly, as found.*/
         pub scopes: ::std::vec::Vec<Scope>,
         #[serde(rename = "type")]
         pub type_: KeyType,
-    }
-    ///The new key. It cannot be retrieved again.
-    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
-    #[serde(transparent)]
-    pub struct RotatedKeyResponseKey(::std::string::String);
-    impl ::std::ops::Deref for RotatedKeyResponseKey {
-        type Target = ::std::string::String;
-        fn deref(&self) -> &::std::string::String {
-            &self.0
-        }
-    }
-    impl ::std::convert::From<RotatedKeyResponseKey> for ::std::string::String {
-        fn from(value: RotatedKeyResponseKey) -> Self {
-            value.0
-        }
-    }
-    impl ::std::str::FromStr for RotatedKeyResponseKey {
-        type Err = self::error::ConversionError;
-        fn from_str(
-            value: &str,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
-            { ::regress::Regex::new("^(pk|sk)_(live|test)_[0-9A-Za-z]{38}$").unwrap() });
-            if PATTERN.find(value).is_none() {
-                return Err(
-                    "doesn't match pattern \"^(pk|sk)_(live|test)_[0-9A-Za-z]{38}$\""
-                        .into(),
-                );
-            }
-            Ok(Self(value.to_string()))
-        }
-    }
-    impl ::std::convert::TryFrom<&str> for RotatedKeyResponseKey {
-        type Error = self::error::ConversionError;
-        fn try_from(
-            value: &str,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            value.parse()
-        }
-    }
-    impl ::std::convert::TryFrom<::std::string::String> for RotatedKeyResponseKey {
-        type Error = self::error::ConversionError;
-        fn try_from(
-            value: ::std::string::String,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            value.parse()
-        }
-    }
-    impl<'de> ::serde::Deserialize<'de> for RotatedKeyResponseKey {
-        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
-        where
-            D: ::serde::Deserializer<'de>,
-        {
-            ::std::string::String::deserialize(deserializer)?
-                .parse()
-                .map_err(|e: self::error::ConversionError| {
-                    <D::Error as ::serde::de::Error>::custom(e.to_string())
-                })
-        }
     }
     ///The new key's last 4 characters.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]

@@ -14,13 +14,18 @@
 //!
 //! let client = ApiKeysClient::new("http://127.0.0.1:8080", "sk_live_...", "tnt_...")?;
 //! let created = client
-//!     .create_key(&types::CreateKeyRequest::builder()
-//!         .name("Analytics Service".parse::<types::KeyNameInput>()?)
-//!         .type_(types::KeyType::Secret)
-//!         .try_into()?)
+//!     .create_key(&types::CreateKeyRequest {
+//!         name: "Analytics Service".parse()?,
+//!         type_: types::KeyType::Secret,
+//!         scopes: None, expires_in: Some("90d".parse()?), mode: None,
+//!     })
 //!     .await?;
+//! println!("store this once: {}", created.key.expose());
 //! let page = client.list_keys(&ListKeys::default()).await?;
-//! client.revoke_key(&created.id).await?;
+//! match client.revoke_key(&page.data[0].id).await {
+//!     Err(e) if e.code() == Some(types::ErrorCode::LastFullAccessKey) => {}
+//!     other => other?,
+//! }
 //! # Ok(()) }
 //! ```
 //!
@@ -41,6 +46,25 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 pub mod generated;
 
 pub use generated::types;
+
+/// A full key as the service shows it once, on creation or rotation. Its
+/// `Debug` hides it; [`FullKey::expose`] gives it to whoever must store it.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct FullKey(String);
+
+impl FullKey {
+    /// The key itself: store it in a secret store, never in a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for FullKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FullKey([redacted])")
+    }
+}
 
 /// What went wrong with a call.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +90,7 @@ pub enum Error {
     InvalidArgument(String),
     /// The request could not be sent, or the answer could not be read.
     #[error(transparent)]
-    Transport(progenitor_client::Error<types::ErrorBody>),
+    Transport(Box<progenitor_client::Error<types::ErrorBody>>),
 }
 
 impl Error {
@@ -98,7 +122,7 @@ impl From<progenitor_client::Error<types::ErrorBody>> for Error {
             progenitor_client::Error::UnexpectedResponse(response) => Error::UnexpectedStatus {
                 status: response.status().as_u16(),
             },
-            other => Error::Transport(other),
+            other => Error::Transport(Box::new(other)),
         }
     }
 }
@@ -179,7 +203,9 @@ impl ApiKeysClient {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .build()
-            .map_err(|e| Error::Transport(progenitor_client::Error::CommunicationError(e)))?;
+            .map_err(|e| {
+                Error::Transport(Box::new(progenitor_client::Error::CommunicationError(e)))
+            })?;
         Ok(ApiKeysClient {
             inner: generated::Client::new_with_client(base_url, http),
             tenant,

@@ -16,7 +16,7 @@ use utoipa::{PartialSchema, ToSchema};
 use crate::redact::REDACTED;
 #[allow(unused_imports, reason = "named by the `value_type`s of the schemas")]
 use crate::schema::{
-    ExpiresInSchema, GracePeriodSchema, KeyId, KeyName, KeyNameInput, Scope, ScopeList,
+    ExpiresInSchema, FullKey, GracePeriodSchema, KeyId, KeyName, KeyNameInput, Scope, ScopeList,
 };
 
 const RFC3339_SECONDS: &[FormatItem<'static>] =
@@ -238,7 +238,7 @@ pub struct CreatedKeyResponse {
     #[schema(value_type = ModeDto)]
     pub mode: String,
     /// The full key. It cannot be retrieved again.
-    #[schema(pattern = "^(pk|sk)_(live|test)_[0-9A-Za-z]{38}$")]
+    #[schema(value_type = FullKey)]
     pub key: String,
     /// The key's first 12 characters.
     #[schema(pattern = "^(pk|sk)_(live|test)_[0-9A-Za-z]{4}$")]
@@ -283,7 +283,7 @@ pub struct RotatedKeyResponse {
     #[schema(value_type = KeyId)]
     pub id: String,
     /// The new key. It cannot be retrieved again.
-    #[schema(pattern = "^(pk|sk)_(live|test)_[0-9A-Za-z]{38}$")]
+    #[schema(value_type = FullKey)]
     pub key: String,
     /// The rotated key.
     #[schema(value_type = KeyId)]

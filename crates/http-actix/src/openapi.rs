@@ -16,8 +16,8 @@ use crate::dto::{
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
 use crate::handlers;
 use crate::schema::{
-    EventId, ExpiresInSchema, GracePeriodSchema, KeyId, KeyName, KeyNameInput, Scope, ScopeList,
-    TenantId,
+    EventId, ExpiresInSchema, FullKey, GracePeriodSchema, KeyId, KeyName, KeyNameInput, Scope,
+    ScopeList, TenantId,
 };
 
 /// The API's OpenAPI document: `ApiDoc::openapi()`.
@@ -70,6 +70,7 @@ use crate::schema::{
         KeyId,
         TenantId,
         EventId,
+        FullKey,
         KeyName,
         KeyNameInput,
         Scope,

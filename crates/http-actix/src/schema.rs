@@ -53,6 +53,25 @@ id_schemas! {
     EventId = "evt_", "An event id";
 }
 
+/// A full key, shown once (docs/api.md, "Key strings"): `pk_` or `sk_`,
+/// `live_` or `test_`, then 38 base62 characters. A schema of its own so that
+/// a generated client can give it a type whose `Debug` hides it.
+pub struct FullKey;
+
+impl PartialSchema for FullKey {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^(pk|sk)_(live|test)_[0-9A-Za-z]{38}$"))
+            .description(Some(
+                "The full key. Shown only in the answer that creates it; it cannot be retrieved again.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for FullKey {}
+
 /// A regular expression (a group, no anchors) matching exactly the decimal
 /// numbers from `lo` to `hi` written without leading zeros.
 pub fn number_range_pattern(lo: u64, hi: u64) -> String {
