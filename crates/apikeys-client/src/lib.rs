@@ -29,7 +29,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! HTTPS needs the crate's `rustls` feature.
+//! HTTPS needs reqwest's TLS: add `reqwest = { version = "0.13", features =
+//! ["rustls"] }` to your manifest (this crate leaves it out).
 
 use progenitor_client::{ClientInfo, ResponseValue};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
