@@ -14,15 +14,58 @@ use crate::error::ApiError;
 use crate::query::{parse_limit, query_pairs};
 use crate::state::AppState;
 
+/// An event's type (docs/api.md, "Key events and the audit log").
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[schema(as = EventType)]
+#[allow(
+    dead_code,
+    reason = "the document's schema only; the domain names the types"
+)]
+pub enum EventTypeDto {
+    /// A key was created (also a rotation's successor).
+    #[serde(rename = "api_key.created")]
+    ApiKeyCreated,
+    /// A key's name or scopes changed.
+    #[serde(rename = "api_key.updated")]
+    ApiKeyUpdated,
+    /// A key was revoked.
+    #[serde(rename = "api_key.revoked")]
+    ApiKeyRevoked,
+    /// A key was rotated (on the old key).
+    #[serde(rename = "api_key.rotated")]
+    ApiKeyRotated,
+    /// A tenant was created.
+    #[serde(rename = "tenant.created")]
+    TenantCreated,
+}
+
+/// Who made a change.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(
+    dead_code,
+    reason = "the document's schema only; the domain names the actors"
+)]
+pub enum ActorType {
+    /// An API key (`key_id` says which).
+    ApiKey,
+    /// The operator's command line.
+    Cli,
+    /// A leaked-key report.
+    LeakReport,
+}
+
 /// Who made a change: `{"type": "api_key", "key_id": "key_..."}`,
 /// `{"type": "cli"}` or `{"type": "leak_report"}`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ActorObject {
     /// `api_key`, `cli` or `leak_report`.
     #[serde(rename = "type")]
+    #[schema(value_type = ActorType)]
     pub actor_type: &'static str,
-    /// The calling key, for `api_key` only.
+    /// The calling key, for `api_key` only (absent otherwise, never `null`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, value_type = Option<crate::schema::KeyId>)]
     pub key_id: Option<String>,
 }
 
@@ -30,24 +73,29 @@ pub struct ActorObject {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EventObject {
     /// `evt_` + ULID.
-    #[schema(example = "evt_01HABCDEF666555KXYZ0123456")]
+    #[schema(value_type = crate::schema::EventId)]
     pub id: String,
     /// `api_key.created`, `api_key.updated`, `api_key.revoked`,
     /// `api_key.rotated` or `tenant.created`.
     #[serde(rename = "type")]
+    #[schema(value_type = EventTypeDto)]
     pub event_type: &'static str,
     /// When the change happened.
-    #[schema(example = "2024-01-10T09:00:00Z")]
+    #[schema(format = DateTime, example = "2024-01-10T09:00:00Z")]
     pub created_at: String,
     /// The tenant.
+    #[schema(value_type = crate::schema::TenantId)]
     pub tenant_id: String,
     /// The changed key; null for `tenant.created`.
+    #[schema(required = true, value_type = Option<crate::schema::KeyId>)]
     pub key_id: Option<String>,
     /// The changed key's mode; null for `tenant.created`.
+    #[schema(required = true, value_type = Option<crate::dto::ModeDto>)]
     pub mode: Option<&'static str>,
     /// Who made the change.
     pub actor: ActorObject,
     /// The `X-Request-ID` of the request that made it; null outside HTTP.
+    #[schema(required = true, pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub request_id: Option<String>,
     /// What changed: `changes` (updated), `replaced_by`, `grace_period`,
     /// `revokes_at` (rotated), `rotated_from` (created by a rotation), `name`
@@ -166,10 +214,11 @@ fn parse_query(query: &str) -> Result<ListEvents, ApiError> {
     tag = "audit-events",
     operation_id = "list_audit_events",
     params(
-        ("key_id" = Option<String>, Query, description = "Only events of this key."),
-        ("type" = Option<String>, Query, description = "Only events of this type (`api_key.created`, `api_key.updated`, `api_key.revoked`, `api_key.rotated`, `tenant.created`)."),
+        crate::openapi::TenantHeader,
+        ("key_id" = Option<crate::schema::KeyId>, Query, description = "Only events of this key."),
+        ("type" = Option<EventTypeDto>, Query, description = "Only events of this type."),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100 (default 100)."),
-        ("starting_after" = Option<String>, Query, description = "An event id: events older than it."),
+        ("starting_after" = Option<crate::schema::EventId>, Query, description = "An event id: events older than it."),
     ),
     responses(
         (status = 200, description = "A page of events, newest first.", body = EventList),
@@ -181,7 +230,7 @@ fn parse_query(query: &str) -> Result<ListEvents, ApiError> {
         (status = 500, description = "`internal_error`.", body = crate::ErrorBody),
         (status = 503, description = "`service_unavailable`.", body = crate::ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
     ),
-    security(("bearer" = [], "tenant" = [])),
+    security(("bearer" = [])),
 )]
 pub(crate) async fn list_events(
     caller: Authenticated,

@@ -9,9 +9,15 @@ use serde::{Deserialize, Serialize};
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{AnyOfBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::redact::REDACTED;
+#[allow(unused_imports, reason = "named by the `value_type`s of the schemas")]
+use crate::schema::{
+    ExpiresInSchema, FullKey, GracePeriodSchema, KeyId, KeyName, KeyNameInput, Scope, ScopeList,
+};
 
 const RFC3339_SECONDS: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
@@ -34,6 +40,7 @@ fn scope_names(key: &ApiKey) -> Vec<String> {
 /// `publishable` or `secret`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = KeyType)]
 pub enum KeyTypeDto {
     /// `pk_`: safe for frontends.
     Publishable,
@@ -44,6 +51,7 @@ pub enum KeyTypeDto {
 /// `live` or `test`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = Mode)]
 pub enum ModeDto {
     /// Live keys.
     Live,
@@ -55,9 +63,10 @@ pub enum ModeDto {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KeyObject {
     /// `key_` + ULID.
-    #[schema(example = "key_01HABCDEF666555KXYZ0123456")]
+    #[schema(value_type = KeyId)]
     pub id: String,
     /// Label.
+    #[schema(value_type = KeyName)]
     pub name: String,
     /// `publishable` or `secret`.
     #[serde(rename = "type")]
@@ -67,22 +76,30 @@ pub struct KeyObject {
     #[schema(value_type = ModeDto)]
     pub mode: String,
     /// The key's first 12 characters.
-    #[schema(example = "sk_live_abc1")]
+    #[schema(
+        pattern = "^(pk|sk)_(live|test)_[0-9A-Za-z]{4}$",
+        example = "sk_live_abc1"
+    )]
     pub prefix: String,
     /// The key's last 4 characters.
+    #[schema(pattern = "^[0-9A-Za-z]{4}$")]
     pub last_four: String,
     /// Scopes, `["*"]` for full access.
+    #[schema(value_type = Vec<Scope>)]
     pub scopes: Vec<String>,
     /// Creation time.
-    #[schema(example = "2024-01-10T09:00:00Z")]
+    #[schema(format = DateTime, example = "2024-01-10T09:00:00Z")]
     pub created_at: String,
     /// Last successful authentication (to 60 s), or null.
+    #[schema(required = true, format = DateTime)]
     pub last_used_at: Option<String>,
     /// Expiry, or null.
+    #[schema(required = true, format = DateTime)]
     pub expires_at: Option<String>,
     /// Whether the key's revocation has taken effect.
     pub revoked: bool,
     /// When a scheduled revocation takes effect, or null.
+    #[schema(required = true, format = DateTime)]
     pub revokes_at: Option<String>,
 }
 
@@ -126,31 +143,69 @@ pub struct KeyList {
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// 1–100 characters after trimming, no control characters.
-    #[schema(example = "Analytics Service")]
+    #[schema(value_type = KeyNameInput)]
     pub name: String,
     /// `publishable` or `secret`.
     #[serde(rename = "type")]
     #[schema(value_type = KeyTypeDto)]
     pub key_type: String,
     /// Non-empty, known scopes, `*` only alone; default `["*"]`.
-    #[schema(example = json!(["users:read", "sessions:read"]))]
+    #[schema(value_type = Option<ScopeList>)]
     pub scopes: Option<Vec<String>>,
     /// Lifetime, 1m–10y (`90d`, `1y`); default: no expiry.
-    #[schema(example = "90d")]
+    #[schema(value_type = Option<ExpiresInSchema>)]
     pub expires_in: Option<String>,
     /// `live` or `test`; default: the caller's mode.
     #[schema(value_type = Option<ModeDto>)]
     pub mode: Option<String>,
 }
 
-/// `PATCH /v1/api-keys/{id}` body: at least one field.
+/// `PATCH /v1/api-keys/{id}` body: `name`, `scopes` or both, at least one
+/// of them not `null` (`{}` is 400 `missing_parameter`). The schema is the
+/// union of its two shapes, since a `null` field counts as absent.
+pub struct UpdateKeyRequest;
+
+impl utoipa::PartialSchema for UpdateKeyRequest {
+    fn schema() -> RefOr<Schema> {
+        AnyOfBuilder::new()
+            .item(Ref::from_schema_name(UpdateKeyName::name()))
+            .item(Ref::from_schema_name(UpdateKeyScopes::name()))
+            .description(Some("At least one of `name` and `scopes`, not `null`."))
+            .into()
+    }
+}
+
+impl ToSchema for UpdateKeyRequest {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((UpdateKeyName::name().into(), UpdateKeyName::schema()));
+        schemas.push((UpdateKeyScopes::name().into(), UpdateKeyScopes::schema()));
+        <UpdateKeyName as ToSchema>::schemas(schemas);
+        <UpdateKeyScopes as ToSchema>::schemas(schemas);
+    }
+}
+
+/// A `PATCH /v1/api-keys/{id}` body that renames (and may re-scope).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateKeyRequest {
+pub struct UpdateKeyName {
     /// New label.
+    #[schema(value_type = KeyNameInput)]
+    pub name: String,
+    /// New scopes (replace the old ones).
+    #[schema(value_type = Option<ScopeList>)]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// A `PATCH /v1/api-keys/{id}` body that re-scopes (and may rename).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyScopes {
+    /// New label.
+    #[schema(value_type = Option<KeyNameInput>)]
     pub name: Option<String>,
     /// New scopes (replace the old ones).
-    pub scopes: Option<Vec<String>>,
+    #[schema(value_type = ScopeList)]
+    pub scopes: Vec<String>,
 }
 
 /// `POST /v1/api-keys/rotate` body.
@@ -158,9 +213,10 @@ pub struct UpdateKeyRequest {
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
     /// The key to rotate.
+    #[schema(value_type = KeyId)]
     pub id: String,
     /// How long the old key keeps working, 0s–7d; default `1h`.
-    #[schema(example = "24h")]
+    #[schema(value_type = Option<GracePeriodSchema>)]
     pub grace_period: Option<String>,
 }
 
@@ -169,8 +225,10 @@ pub struct RotateKeyRequest {
 #[derive(Serialize, ToSchema)]
 pub struct CreatedKeyResponse {
     /// `key_` + ULID.
+    #[schema(value_type = KeyId)]
     pub id: String,
     /// Label.
+    #[schema(value_type = KeyName)]
     pub name: String,
     /// `publishable` or `secret`.
     #[serde(rename = "type")]
@@ -180,16 +238,22 @@ pub struct CreatedKeyResponse {
     #[schema(value_type = ModeDto)]
     pub mode: String,
     /// The full key. It cannot be retrieved again.
+    #[schema(value_type = FullKey)]
     pub key: String,
     /// The key's first 12 characters.
+    #[schema(pattern = "^(pk|sk)_(live|test)_[0-9A-Za-z]{4}$")]
     pub prefix: String,
     /// The key's last 4 characters.
+    #[schema(pattern = "^[0-9A-Za-z]{4}$")]
     pub last_four: String,
     /// Scopes.
+    #[schema(value_type = Vec<Scope>)]
     pub scopes: Vec<String>,
     /// Expiry, or null.
+    #[schema(required = true, format = DateTime)]
     pub expires_at: Option<String>,
     /// Creation time.
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -216,14 +280,19 @@ impl From<CreatedKey> for CreatedKeyResponse {
 #[derive(Serialize, ToSchema)]
 pub struct RotatedKeyResponse {
     /// The new key's id.
+    #[schema(value_type = KeyId)]
     pub id: String,
     /// The new key. It cannot be retrieved again.
+    #[schema(value_type = FullKey)]
     pub key: String,
     /// The rotated key.
+    #[schema(value_type = KeyId)]
     pub old_key_id: String,
     /// When the rotated key stops working.
+    #[schema(format = DateTime)]
     pub old_key_revokes_at: String,
     /// Label (copied).
+    #[schema(value_type = KeyName)]
     pub name: String,
     /// `publishable` or `secret` (copied).
     #[serde(rename = "type")]
@@ -233,14 +302,19 @@ pub struct RotatedKeyResponse {
     #[schema(value_type = ModeDto)]
     pub mode: String,
     /// Scopes (copied).
+    #[schema(value_type = Vec<Scope>)]
     pub scopes: Vec<String>,
     /// The new key's first 12 characters.
+    #[schema(pattern = "^(pk|sk)_(live|test)_[0-9A-Za-z]{4}$")]
     pub prefix: String,
     /// The new key's last 4 characters.
+    #[schema(pattern = "^[0-9A-Za-z]{4}$")]
     pub last_four: String,
     /// Creation time of the new key.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// The new key's expiry (the old lifetime from now), or null.
+    #[schema(required = true, format = DateTime)]
     pub expires_at: Option<String>,
 }
 
@@ -289,6 +363,7 @@ impl fmt::Debug for RotatedKeyResponse {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StatusBody {
     /// `ok` (healthz) or `ready` (readyz).
+    #[schema(value_type = String, pattern = "^(ok|ready)$")]
     pub status: &'static str,
 }
 

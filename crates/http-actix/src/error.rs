@@ -158,10 +158,13 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// For people; may change.
     pub message: String,
-    /// The one field or parameter at fault, when there is one.
+    /// The one field or parameter at fault, when there is one (absent
+    /// otherwise, never `null`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub param: Option<String>,
-    /// The request's `X-Request-ID`.
+    /// The request's `X-Request-ID`: the caller's, or `req_` + ULID.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub request_id: String,
 }
 

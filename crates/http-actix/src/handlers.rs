@@ -102,11 +102,12 @@ fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
     tag = "api-keys",
     operation_id = "list_api_keys",
     params(
+        crate::openapi::TenantHeader,
         ("type" = Option<crate::dto::KeyTypeDto>, Query, description = "Only keys of this type."),
         ("revoked" = Option<bool>, Query, description = "`true` includes revoked keys (default `false`)."),
         ("mode" = Option<crate::dto::ModeDto>, Query, description = "Only keys of this mode (a test key sees only test keys)."),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1–100 (default 100)."),
-        ("starting_after" = Option<String>, Query, description = "Cursor: a key id; the page starts after it."),
+        ("starting_after" = Option<crate::schema::KeyId>, Query, description = "Cursor: a key id; the page starts after it."),
     ),
     responses(
         (status = 200, description = "A page of keys.", body = KeyList),
@@ -118,7 +119,7 @@ fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
         (status = 500, description = "`internal_error`.", body = ErrorBody),
         (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
     ),
-    security(("bearer" = [], "tenant" = [])),
+    security(("bearer" = [])),
 )]
 pub(crate) async fn list_keys(
     caller: Authenticated,
@@ -142,6 +143,7 @@ pub(crate) async fn list_keys(
     path = "/v1/api-keys",
     tag = "api-keys",
     operation_id = "create_api_key",
+    params(crate::openapi::TenantHeader),
     request_body(content = CreateKeyRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "The new key, with its value.", body = CreatedKeyResponse,
@@ -157,7 +159,7 @@ pub(crate) async fn list_keys(
         (status = 500, description = "`internal_error`.", body = ErrorBody),
         (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
     ),
-    security(("bearer" = [], "tenant" = [])),
+    security(("bearer" = [])),
 )]
 pub(crate) async fn create_key(
     caller: Authenticated,
@@ -238,7 +240,7 @@ fn rotated_response(rotated: RotatedKey) -> ReplayableResponse {
     path = "/v1/api-keys/{id}",
     tag = "api-keys",
     operation_id = "get_api_key",
-    params(("id" = String, Path, description = "The key id (`key_` + ULID).")),
+    params(crate::openapi::TenantHeader, ("id" = crate::schema::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
     responses(
         (status = 200, description = "The key.", body = KeyObject),
         (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
@@ -250,7 +252,7 @@ fn rotated_response(rotated: RotatedKey) -> ReplayableResponse {
         (status = 500, description = "`internal_error`.", body = ErrorBody),
         (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
     ),
-    security(("bearer" = [], "tenant" = [])),
+    security(("bearer" = [])),
 )]
 pub(crate) async fn get_key(
     caller: Authenticated,
@@ -271,7 +273,7 @@ pub(crate) async fn get_key(
     path = "/v1/api-keys/{id}",
     tag = "api-keys",
     operation_id = "update_api_key",
-    params(("id" = String, Path, description = "The key id (`key_` + ULID).")),
+    params(crate::openapi::TenantHeader, ("id" = crate::schema::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
     request_body(content = UpdateKeyRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The updated key.", body = KeyObject),
@@ -287,7 +289,7 @@ pub(crate) async fn get_key(
         (status = 500, description = "`internal_error`.", body = ErrorBody),
         (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
     ),
-    security(("bearer" = [], "tenant" = [])),
+    security(("bearer" = [])),
 )]
 pub(crate) async fn update_key(
     caller: Authenticated,
@@ -321,7 +323,7 @@ pub(crate) async fn update_key(
     path = "/v1/api-keys/{id}",
     tag = "api-keys",
     operation_id = "revoke_api_key",
-    params(("id" = String, Path, description = "The key id (`key_` + ULID).")),
+    params(crate::openapi::TenantHeader, ("id" = crate::schema::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
     responses(
         (status = 204, description = "Revoked (or already revoked); no body."),
         (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
@@ -334,7 +336,7 @@ pub(crate) async fn update_key(
         (status = 500, description = "`internal_error`.", body = ErrorBody),
         (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
     ),
-    security(("bearer" = [], "tenant" = [])),
+    security(("bearer" = [])),
 )]
 pub(crate) async fn revoke_key(
     caller: Authenticated,
@@ -356,6 +358,7 @@ pub(crate) async fn revoke_key(
     path = "/v1/api-keys/rotate",
     tag = "api-keys",
     operation_id = "rotate_api_key",
+    params(crate::openapi::TenantHeader),
     request_body(content = RotateKeyRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The successor, with its value.", body = RotatedKeyResponse),
@@ -371,7 +374,7 @@ pub(crate) async fn revoke_key(
         (status = 500, description = "`internal_error`.", body = ErrorBody),
         (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
     ),
-    security(("bearer" = [], "tenant" = [])),
+    security(("bearer" = [])),
 )]
 pub(crate) async fn rotate_key(
     caller: Authenticated,
@@ -457,7 +460,7 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, A
     tag = "health",
     operation_id = "openapi",
     responses(
-        (status = 200, description = "The OpenAPI 3 document of this API.", content_type = "application/json"),
+        (status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object, content_type = "application/json"),
         (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
     ),
 )]
@@ -465,6 +468,23 @@ pub(crate) async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(state.openapi.clone())
+}
+
+/// This document as OpenAPI 3.0.3, for generators that read only 3.0.
+#[utoipa::path(
+    get,
+    path = "/openapi-3.0.json",
+    tag = "health",
+    operation_id = "openapi_30",
+    responses(
+        (status = 200, description = "The same document as OpenAPI 3.0.3, converted from the 3.1 one.", body = Object, content_type = "application/json"),
+        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
+    ),
+)]
+pub(crate) async fn openapi_30_json(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(state.openapi_30.clone())
 }
 
 /// Any unknown route: 404 `not_found`.

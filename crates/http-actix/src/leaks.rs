@@ -59,7 +59,7 @@ impl fmt::Debug for LeakedKeysRequest {
 pub struct LeakReportAccepted {
     /// How many strings the report held (repetitions included). It never
     /// says how many were keys.
-    #[schema(example = 3)]
+    #[schema(example = 3, minimum = 1, maximum = 100)]
     pub received: usize,
 }
 

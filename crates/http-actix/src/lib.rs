@@ -29,6 +29,7 @@ mod query;
 mod redact;
 mod request_id;
 mod routes;
+pub mod schema;
 mod state;
 mod verify;
 

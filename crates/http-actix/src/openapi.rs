@@ -1,7 +1,13 @@
-//! The OpenAPI 3 document, generated from the handlers and types.
+//! The OpenAPI document, generated from the handlers and types: 3.1 as
+//! utoipa writes it (`GET /openapi.json`), and the same document converted
+//! to 3.0.3 for generators that read only 3.0, such as progenitor
+//! (`GET /openapi-3.0.json`, [`openapi_30_json`]).
 
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use serde_json::Value;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, Required};
+use utoipa::{IntoParams, Modify, OpenApi};
 
 use crate::dto::{
     CreateKeyRequest, CreatedKeyResponse, KeyList, KeyObject, KeyTypeDto, ModeDto,
@@ -9,13 +15,17 @@ use crate::dto::{
 };
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
 use crate::handlers;
+use crate::schema::{
+    EventId, ExpiresInSchema, FullKey, GracePeriodSchema, KeyId, KeyName, KeyNameInput, Scope,
+    ScopeList, TenantId,
+};
 
 /// The API's OpenAPI document: `ApiDoc::openapi()`.
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "apikeys",
-        description = "Create, list, update, revoke, rotate and verify a tenant's API keys. Every `/v1` request needs `X-Tenant-ID`, and `Authorization: Bearer <secret key>` except `POST /v1/api-keys/verify`, whose body carries the key to check; `POST /v1/leaked-keys` (reporting leaked keys) needs neither. Every response carries `X-Request-ID`. Every error is `{\"error\": {\"code\", \"message\", \"param\"?, \"request_id\"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.",
+        description = "Create, list, update, revoke, rotate and verify a tenant's API keys. Every `/v1` request but `POST /v1/leaked-keys` needs the `X-Tenant-ID` header (a parameter of each operation), and `Authorization: Bearer <secret key>` except `POST /v1/api-keys/verify`, whose body carries the key to check; `POST /v1/leaked-keys` (reporting leaked keys) needs neither. Every response carries `X-Request-ID`. Every error is `{\"error\": {\"code\", \"message\", \"param\"?, \"request_id\"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.",
     ),
     paths(
         handlers::list_keys,
@@ -30,6 +40,7 @@ use crate::handlers;
         handlers::healthz,
         handlers::readyz,
         handlers::openapi_json,
+        handlers::openapi_30_json,
     ),
     components(schemas(
         ErrorBody,
@@ -53,7 +64,19 @@ use crate::handlers;
         crate::audit::EventObject,
         crate::audit::ActorObject,
         crate::audit::EventList,
+        crate::audit::EventTypeDto,
+        crate::audit::ActorType,
         StatusBody,
+        KeyId,
+        TenantId,
+        EventId,
+        FullKey,
+        KeyName,
+        KeyNameInput,
+        Scope,
+        ScopeList,
+        ExpiresInSchema,
+        GracePeriodSchema,
     )),
     modifiers(&Security),
     tags(
@@ -80,13 +103,27 @@ impl Modify for Security {
                     .build(),
             ),
         );
-        components.add_security_scheme(
-            "tenant",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
-                "X-Tenant-ID",
-                "The tenant: `tnt_` + ULID.",
-            ))),
-        );
+    }
+}
+
+/// The `X-Tenant-ID` header, required on every `/v1` operation but
+/// `POST /v1/leaked-keys`. A parameter of each operation rather than a
+/// security scheme, so that every generated client has a typed argument for
+/// it (generators give API-key security schemes no setter, or one only).
+pub struct TenantHeader;
+
+impl IntoParams for TenantHeader {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![ParameterBuilder::new()
+            // As docs/api.md spells it (`TENANT_HEADER` is actix's lower case).
+            .name("X-Tenant-ID")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::True)
+            .description(Some(
+                "The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`.",
+            ))
+            .schema(Some(Ref::from_schema_name("TenantId")))
+            .build()]
     }
 }
 
@@ -95,6 +132,139 @@ pub fn openapi_json() -> String {
     ApiDoc::openapi()
         .to_json()
         .unwrap_or_else(|_| String::from("{}"))
+}
+
+/// The same document as OpenAPI 3.0.3 ([`to_openapi_30`] of
+/// [`openapi_json`]).
+pub fn openapi_30_json() -> String {
+    serde_json::from_str(&openapi_json())
+        .map(to_openapi_30)
+        .and_then(|doc| serde_json::to_string(&doc))
+        .unwrap_or_else(|_| String::from("{}"))
+}
+
+/// Converts the 3.1 document utoipa writes into OpenAPI 3.0.3, for
+/// generators that read only 3.0 (progenitor among them). It rewrites what
+/// 3.0 spells differently and what utoipa uses of it:
+/// - `openapi: 3.1.x` becomes `3.0.3`; the license loses its SPDX
+///   `identifier` (3.0 has only `name` and `url`);
+/// - `type: [T, "null"]` becomes `type: T, nullable: true`;
+/// - `oneOf`/`anyOf` with a `{"type": "null"}` member becomes the other
+///   member(s) with `nullable: true` (a lone `$ref` wrapped in `allOf`,
+///   since 3.0 ignores the siblings of a `$ref`);
+/// - a schema's `examples` array becomes `example` (its first item);
+/// - `const` becomes a one-value `enum`.
+///
+/// Everything else is passed through unchanged.
+pub fn to_openapi_30(mut doc: Value) -> Value {
+    if let Some(version) = doc.get_mut("openapi") {
+        *version = Value::from("3.0.3");
+    }
+    if let Some(Value::Object(license)) = doc.pointer_mut("/info/license") {
+        license.remove("identifier");
+    }
+    for section in ["paths", "components"] {
+        if let Some(value) = doc.get_mut(section) {
+            convert_schemas_in(value);
+        }
+    }
+    doc
+}
+
+/// Walks a part of the document and converts every schema object in it.
+/// Schemas sit under `schema` (parameters, media types, headers) and under
+/// `components.schemas`; everything else is walked for them.
+fn convert_schemas_in(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match key.as_str() {
+                    "schema" => convert_schema(child),
+                    "schemas" => {
+                        if let Value::Object(schemas) = child {
+                            schemas.values_mut().for_each(convert_schema);
+                        }
+                    }
+                    // Examples are data, not schemas.
+                    "example" | "examples" => {}
+                    _ => convert_schemas_in(child),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(convert_schemas_in),
+        _ => {}
+    }
+}
+
+fn is_null_type(schema: &Value) -> bool {
+    schema.get("type").and_then(Value::as_str) == Some("null")
+}
+
+/// Converts one schema and the schemas inside it.
+fn convert_schema(schema: &mut Value) {
+    let Value::Object(map) = schema else { return };
+    // Sub-schemas first.
+    for key in ["items", "not", "additionalProperties"] {
+        if let Some(child) = map.get_mut(key) {
+            convert_schema(child);
+        }
+    }
+    if let Some(Value::Object(properties)) = map.get_mut("properties") {
+        properties.values_mut().for_each(convert_schema);
+    }
+    for key in ["oneOf", "anyOf", "allOf"] {
+        if let Some(Value::Array(members)) = map.get_mut(key) {
+            members.iter_mut().for_each(convert_schema);
+        }
+    }
+    if let Some(Value::Array(types)) = map.get("type") {
+        let nullable = types.iter().any(|t| t == "null");
+        let rest: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+        if let [single] = rest.as_slice() {
+            map.insert("type".into(), single.clone());
+        } else {
+            map.remove("type");
+        }
+        if nullable {
+            map.insert("nullable".into(), Value::Bool(true));
+        }
+    }
+    for key in ["oneOf", "anyOf"] {
+        let Some(Value::Array(members)) = map.get(key) else {
+            continue;
+        };
+        if !members.iter().any(is_null_type) {
+            continue;
+        }
+        let rest: Vec<Value> = members
+            .iter()
+            .filter(|m| !is_null_type(m))
+            .cloned()
+            .collect();
+        map.remove(key);
+        map.insert("nullable".into(), Value::Bool(true));
+        match rest.as_slice() {
+            [Value::Object(only)] if !only.contains_key("$ref") => {
+                for (k, v) in only {
+                    map.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            [only] => {
+                map.insert("allOf".into(), Value::Array(vec![only.clone()]));
+            }
+            _ => {
+                map.insert(key.into(), Value::Array(rest));
+            }
+        }
+    }
+    if let Some(Value::Array(examples)) = map.remove("examples") {
+        if let Some(first) = examples.into_iter().next() {
+            map.entry("example").or_insert(first);
+        }
+    }
+    if let Some(value) = map.remove("const") {
+        map.insert("enum".into(), Value::Array(vec![value]));
+    }
 }
 
 #[cfg(test)]
@@ -129,5 +299,177 @@ mod tests {
             }
         }
         assert!(checked > 50, "only {checked} documented codes found");
+    }
+
+    fn doc() -> Value {
+        serde_json::from_str(&openapi_json()).unwrap_or_default()
+    }
+
+    #[test]
+    fn always_sent_nullable_fields_are_required_and_nullable() {
+        let doc = doc();
+        let schemas = &doc["components"]["schemas"];
+        for (schema, field) in [
+            ("KeyObject", "last_used_at"),
+            ("KeyObject", "expires_at"),
+            ("KeyObject", "revokes_at"),
+            ("CreatedKeyResponse", "expires_at"),
+            ("RotatedKeyResponse", "expires_at"),
+            ("VerifiedKey", "expires_at"),
+            ("VerifiedKey", "revokes_at"),
+        ] {
+            let required = schemas[schema]["required"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                required.contains(&Value::from(field)),
+                "{schema}.{field} required"
+            );
+            assert_eq!(
+                schemas[schema]["properties"][field],
+                serde_json::json!({"type": ["string", "null"], "format": "date-time", "description": schemas[schema]["properties"][field]["description"]}),
+                "{schema}.{field}"
+            );
+        }
+        // Omitted when absent, never null.
+        assert_eq!(
+            schemas["ErrorDetail"]["properties"]["param"]["type"],
+            "string"
+        );
+        let required = &schemas["ErrorDetail"]["required"];
+        assert!(!required
+            .as_array()
+            .is_some_and(|r| r.contains(&Value::from("param"))));
+    }
+
+    #[test]
+    fn patch_needs_a_name_or_scopes_that_is_not_null() {
+        let doc = doc();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["UpdateKeyRequest"]["anyOf"],
+            serde_json::json!([
+                {"$ref": "#/components/schemas/UpdateKeyName"},
+                {"$ref": "#/components/schemas/UpdateKeyScopes"}
+            ])
+        );
+        assert_eq!(
+            schemas["UpdateKeyName"]["required"],
+            serde_json::json!(["name"])
+        );
+        assert_eq!(
+            schemas["UpdateKeyScopes"]["required"],
+            serde_json::json!(["scopes"])
+        );
+    }
+
+    #[test]
+    fn every_v1_operation_but_leak_reports_takes_the_tenant_header() {
+        let doc = doc();
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for operation in item.as_object().into_iter().flat_map(|i| i.values()) {
+                let has_header = operation["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| {
+                        p["name"] == "X-Tenant-ID" && p["in"] == "header" && p["required"] == true
+                    });
+                let expected = path.starts_with("/v1/") && path != "/v1/leaked-keys";
+                assert_eq!(has_header, expected, "{path}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 13);
+    }
+
+    #[test]
+    fn conversion_to_30_rewrites_what_30_spells_differently() {
+        let converted = to_openapi_30(serde_json::json!({
+            "openapi": "3.1.0",
+            "info": {"title": "t", "version": "1", "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}},
+            "paths": {"/x": {"get": {"parameters": [{"name": "q", "in": "query", "schema": {"type": ["integer", "null"], "examples": [3]}}],
+                "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/A"}, "example": {"type": ["kept"]}}}}}}}},
+            "components": {"schemas": {
+                "A": {"type": "object", "properties": {
+                    "r": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/B"}]},
+                    "s": {"type": ["string", "null"], "format": "date-time"},
+                    "t": {"type": "array", "items": {"const": "*"}},
+                    "u": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": "^a$"}]}
+                }},
+                "B": {"type": "string"}
+            }}
+        }));
+        assert_eq!(
+            converted,
+            serde_json::json!({
+                "openapi": "3.0.3",
+                "info": {"title": "t", "version": "1", "license": {"name": "Apache-2.0"}},
+                "paths": {"/x": {"get": {"parameters": [{"name": "q", "in": "query", "schema": {"type": "integer", "nullable": true, "example": 3}}],
+                    "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/A"}, "example": {"type": ["kept"]}}}}}}}},
+                "components": {"schemas": {
+                    "A": {"type": "object", "properties": {
+                        "r": {"allOf": [{"$ref": "#/components/schemas/B"}], "nullable": true},
+                        "s": {"type": "string", "format": "date-time", "nullable": true},
+                        "t": {"type": "array", "items": {"enum": ["*"]}},
+                        "u": {"type": "string", "pattern": "^a$", "nullable": true}
+                    }},
+                    "B": {"type": "string"}
+                }}
+            })
+        );
+    }
+
+    /// The 3.0 document is the 3.1 one converted: the same operations and
+    /// schemas, and nothing left that 3.0 does not know.
+    #[test]
+    fn the_30_document_keeps_step_with_the_31_one() {
+        let v31 = doc();
+        let v30: Value = serde_json::from_str(&openapi_30_json()).unwrap_or_default();
+        assert_eq!(v30["openapi"], "3.0.3");
+        assert_eq!(v30, to_openapi_30(v31.clone()));
+        let keys = |v: &Value, pointer: &str| -> Vec<String> {
+            v.pointer(pointer)
+                .and_then(Value::as_object)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(keys(&v30, "/paths"), keys(&v31, "/paths"));
+        assert_eq!(
+            keys(&v30, "/components/schemas"),
+            keys(&v31, "/components/schemas")
+        );
+        fn no_31_left(value: &Value, at: &str) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(t) = map.get("type") {
+                        assert!(t.is_string(), "{at}: type {t}");
+                        assert_ne!(t, "null", "{at}");
+                    }
+                    assert!(!map.contains_key("const"), "{at}");
+                    for (k, v) in map {
+                        match (k.as_str(), v) {
+                            ("example", _) => {}
+                            // A map of names to schemas: a property may be called `type`.
+                            ("properties", Value::Object(properties)) => {
+                                for (name, schema) in properties {
+                                    no_31_left(schema, &format!("{at}/properties/{name}"));
+                                }
+                            }
+                            _ => no_31_left(v, &format!("{at}/{k}")),
+                        }
+                    }
+                }
+                Value::Array(items) => items
+                    .iter()
+                    .enumerate()
+                    .for_each(|(i, v)| no_31_left(v, &format!("{at}/{i}"))),
+                _ => {}
+            }
+        }
+        no_31_left(&v30["components"], "components");
+        no_31_left(&v30["paths"], "paths");
     }
 }

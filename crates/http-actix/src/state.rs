@@ -25,6 +25,8 @@ pub struct AppState {
     pub(crate) readiness: Arc<dyn Readiness>,
     /// Rendered once; each response shares these bytes instead of copying them.
     pub(crate) openapi: web::Bytes,
+    /// The same document as OpenAPI 3.0.3, rendered once too.
+    pub(crate) openapi_30: web::Bytes,
 }
 
 impl std::fmt::Debug for AppState {
@@ -48,6 +50,7 @@ impl AppState {
             authenticator,
             readiness,
             openapi: web::Bytes::from(crate::openapi::openapi_json()),
+            openapi_30: web::Bytes::from(crate::openapi::openapi_30_json()),
         }
     }
 

@@ -49,7 +49,7 @@ pub struct VerifyKeyRequest {
     /// Scopes the key must have (a key with `*` has every scope). Absent,
     /// `null` or `[]`: none required. Known scopes only; duplicates are
     /// ignored.
-    #[schema(example = json!(["users:read"]))]
+    #[schema(value_type = Option<Vec<crate::schema::Scope>>, example = json!(["users:read"]))]
     pub scopes: Option<Vec<String>>,
 }
 
@@ -85,11 +85,13 @@ pub enum VerifyCode {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct VerifiedKey {
     /// `key_` + ULID.
-    #[schema(example = "key_01HABCDEF666555KXYZ0123456")]
+    #[schema(value_type = crate::schema::KeyId)]
     pub id: String,
     /// The tenant the key belongs to (the one `X-Tenant-ID` named).
+    #[schema(value_type = crate::schema::TenantId)]
     pub tenant_id: String,
     /// Label.
+    #[schema(value_type = crate::schema::KeyName)]
     pub name: String,
     /// `publishable` or `secret`.
     #[serde(rename = "type")]
@@ -99,11 +101,14 @@ pub struct VerifiedKey {
     #[schema(value_type = ModeDto)]
     pub mode: String,
     /// The key's scopes, `["*"]` for full access.
+    #[schema(value_type = Vec<crate::schema::Scope>)]
     pub scopes: Vec<String>,
     /// Expiry, or null.
+    #[schema(required = true, format = DateTime)]
     pub expires_at: Option<String>,
     /// When a scheduled revocation (a rotation's grace period) takes effect,
     /// or null.
+    #[schema(required = true, format = DateTime)]
     pub revokes_at: Option<String>,
 }
 
@@ -136,7 +141,7 @@ pub struct VerifyKeyResponse {
     /// The scopes asked for that the key lacks, in canonical order; only
     /// with `insufficient_scope`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(nullable = false, value_type = Option<Vec<crate::schema::Scope>>)]
     pub missing_scopes: Option<Vec<String>>,
 }
 
@@ -233,7 +238,7 @@ fn read_fields(
         (status = 503, description = "`service_unavailable`.", body = ErrorBody,
             headers(("Retry-After" = String, description = "Seconds to wait."), ("Cache-Control" = String, description = "`no-store`"))),
     ),
-    security(("tenant" = [])),
+    params(crate::openapi::TenantHeader),
 )]
 pub(crate) async fn verify_key(
     req: HttpRequest,

@@ -966,6 +966,7 @@ async fn the_openapi_document_describes_the_audit_log() {
     assert_eq!(
         params,
         [
+            ("X-Tenant-ID", "header"),
             ("key_id", "query"),
             ("type", "query"),
             ("limit", "query"),

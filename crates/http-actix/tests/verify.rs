@@ -910,7 +910,18 @@ fn the_openapi_document_describes_the_route_without_a_bearer_key() {
     let doc: Value = serde_json::from_str(&http_actix::openapi::openapi_json()).unwrap();
     let operation = &doc["paths"][URI]["post"];
     assert_eq!(operation["operationId"], "verify_api_key");
-    assert_eq!(operation["security"], json!([{"tenant": []}]));
+    // No bearer key: no security requirement, only the tenant header.
+    assert_eq!(operation["security"], Value::Null);
+    assert_eq!(
+        operation["parameters"],
+        json!([{
+            "name": "X-Tenant-ID",
+            "in": "header",
+            "description": "The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`.",
+            "required": true,
+            "schema": {"$ref": "#/components/schemas/TenantId"}
+        }])
+    );
     for status in ["200", "400", "405", "413", "415", "500", "503"] {
         assert!(
             operation["responses"][status]["headers"]["Cache-Control"].is_object(),
