@@ -281,6 +281,10 @@ for people.*/
         KeyExpired,
         #[serde(rename = "key_limit_reached")]
         KeyLimitReached,
+        #[serde(rename = "idempotency_key_in_use")]
+        IdempotencyKeyInUse,
+        #[serde(rename = "idempotency_key_reused")]
+        IdempotencyKeyReused,
         #[serde(rename = "invalid_json")]
         InvalidJson,
         #[serde(rename = "invalid_parameter")]
@@ -324,6 +328,8 @@ for people.*/
                 Self::KeyAlreadyRotated => f.write_str("key_already_rotated"),
                 Self::KeyExpired => f.write_str("key_expired"),
                 Self::KeyLimitReached => f.write_str("key_limit_reached"),
+                Self::IdempotencyKeyInUse => f.write_str("idempotency_key_in_use"),
+                Self::IdempotencyKeyReused => f.write_str("idempotency_key_reused"),
                 Self::InvalidJson => f.write_str("invalid_json"),
                 Self::InvalidParameter => f.write_str("invalid_parameter"),
                 Self::MissingParameter => f.write_str("missing_parameter"),
@@ -361,6 +367,8 @@ for people.*/
                 "key_already_rotated" => Ok(Self::KeyAlreadyRotated),
                 "key_expired" => Ok(Self::KeyExpired),
                 "key_limit_reached" => Ok(Self::KeyLimitReached),
+                "idempotency_key_in_use" => Ok(Self::IdempotencyKeyInUse),
+                "idempotency_key_reused" => Ok(Self::IdempotencyKeyReused),
                 "invalid_json" => Ok(Self::InvalidJson),
                 "invalid_parameter" => Ok(Self::InvalidParameter),
                 "missing_parameter" => Ok(Self::MissingParameter),
@@ -789,6 +797,68 @@ otherwise, never `null`).*/
         }
     }
     impl<'de> ::serde::Deserialize<'de> for GracePeriod {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///1–255 printable ASCII characters.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct IdempotencyKey(::std::string::String);
+    impl ::std::ops::Deref for IdempotencyKey {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<IdempotencyKey> for ::std::string::String {
+        fn from(value: IdempotencyKey) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for IdempotencyKey {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 255usize {
+                return Err("longer than 255 characters".into());
+            }
+            if value.chars().count() < 1usize {
+                return Err("shorter than 1 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[ -~]+$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[ -~]+$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for IdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for IdempotencyKey {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for IdempotencyKey {
         fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
         where
             D: ::serde::Deserializer<'de>,
@@ -2259,21 +2329,26 @@ Arguments:
 Sends a `POST` request to `/v1/api-keys`
 
 Arguments:
+- `idempotency_key`: Makes the request safe to retry: for 24 hours, a repeat with the same body gets the first 2xx response again (with `Idempotent-Replayed: true`) and changes nothing. 1–255 printable ASCII characters; otherwise 400 `invalid_parameter`.
 - `x_tenant_id`: The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`.
 - `body`
 */
     pub async fn create_api_key<'a>(
         &'a self,
+        idempotency_key: Option<&'a types::IdempotencyKey>,
         x_tenant_id: &'a types::TenantId,
         body: &'a types::CreateKeyRequest,
     ) -> Result<ResponseValue<types::CreatedKeyResponse>, Error<types::ErrorBody>> {
         let url = format!("{}/v1/api-keys", self.baseurl,);
-        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
         header_map
             .append(
                 ::reqwest::header::HeaderName::from_static("api-version"),
                 ::reqwest::header::HeaderValue::from_static(Self::api_version()),
             );
+        if let Some(value) = idempotency_key {
+            header_map.append("Idempotency-Key", value.to_string().try_into()?);
+        }
         header_map.append("X-Tenant-ID", x_tenant_id.to_string().try_into()?);
         #[allow(unused_mut)]
         let mut request = self
@@ -2316,6 +2391,9 @@ Arguments:
             415u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
+            422u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             500u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
@@ -2330,21 +2408,26 @@ Arguments:
 Sends a `POST` request to `/v1/api-keys/rotate`
 
 Arguments:
+- `idempotency_key`: Makes the request safe to retry: for 24 hours, a repeat with the same body gets the first 2xx response again (with `Idempotent-Replayed: true`) and changes nothing. 1–255 printable ASCII characters; otherwise 400 `invalid_parameter`.
 - `x_tenant_id`: The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`.
 - `body`
 */
     pub async fn rotate_api_key<'a>(
         &'a self,
+        idempotency_key: Option<&'a types::IdempotencyKey>,
         x_tenant_id: &'a types::TenantId,
         body: &'a types::RotateKeyRequest,
     ) -> Result<ResponseValue<types::RotatedKeyResponse>, Error<types::ErrorBody>> {
         let url = format!("{}/v1/api-keys/rotate", self.baseurl,);
-        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
         header_map
             .append(
                 ::reqwest::header::HeaderName::from_static("api-version"),
                 ::reqwest::header::HeaderValue::from_static(Self::api_version()),
             );
+        if let Some(value) = idempotency_key {
+            header_map.append("Idempotency-Key", value.to_string().try_into()?);
+        }
         header_map.append("X-Tenant-ID", x_tenant_id.to_string().try_into()?);
         #[allow(unused_mut)]
         let mut request = self
@@ -2388,6 +2471,9 @@ Arguments:
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             415u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            422u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             500u16 => {

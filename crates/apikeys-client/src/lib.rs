@@ -251,7 +251,26 @@ impl ApiKeysClient {
         &self,
         body: &types::CreateKeyRequest,
     ) -> Result<types::CreatedKeyResponse, Error> {
-        value(self.inner.create_api_key(&self.tenant, body).await)
+        value(self.inner.create_api_key(None, &self.tenant, body).await)
+    }
+
+    /// [`create_key`](Self::create_key), safe to retry: every retry with the
+    /// same `idempotency_key` and body within 24 hours gets the first
+    /// response, the same full key included, and creates nothing.
+    ///
+    /// # Errors
+    /// As [`create_key`](Self::create_key), and `idempotency_key_reused`
+    /// (another body) or `idempotency_key_in_use` (the first is running).
+    pub async fn create_key_idempotent(
+        &self,
+        idempotency_key: &types::IdempotencyKey,
+        body: &types::CreateKeyRequest,
+    ) -> Result<types::CreatedKeyResponse, Error> {
+        value(
+            self.inner
+                .create_api_key(Some(idempotency_key), &self.tenant, body)
+                .await,
+        )
     }
 
     /// `GET /v1/api-keys/{id}`.
@@ -306,7 +325,26 @@ impl ApiKeysClient {
         &self,
         body: &types::RotateKeyRequest,
     ) -> Result<types::RotatedKeyResponse, Error> {
-        value(self.inner.rotate_api_key(&self.tenant, body).await)
+        value(self.inner.rotate_api_key(None, &self.tenant, body).await)
+    }
+
+    /// [`rotate_key`](Self::rotate_key), safe to retry as
+    /// [`create_key_idempotent`](Self::create_key_idempotent) is: a retry
+    /// gets the first successor again instead of `key_already_rotated`.
+    ///
+    /// # Errors
+    /// As [`rotate_key`](Self::rotate_key), and `idempotency_key_reused` or
+    /// `idempotency_key_in_use`.
+    pub async fn rotate_key_idempotent(
+        &self,
+        idempotency_key: &types::IdempotencyKey,
+        body: &types::RotateKeyRequest,
+    ) -> Result<types::RotatedKeyResponse, Error> {
+        value(
+            self.inner
+                .rotate_api_key(Some(idempotency_key), &self.tenant, body)
+                .await,
+        )
     }
 
     /// `POST /v1/api-keys/verify`: is the key in the body good for this

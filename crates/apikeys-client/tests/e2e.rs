@@ -336,3 +336,46 @@ async fn verification_leak_reports_audit_events_and_readiness() {
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn idempotent_creates_and_rotations_are_replayed_and_a_new_body_is_refused() {
+    let app = TestApp::spawn().await;
+    let client = client(&app, &app.live_key);
+    let once = "client-retry-1".parse().expect("an idempotency key");
+
+    let first = client
+        .create_key_idempotent(&once, &create("Once", KeyType::Secret))
+        .await
+        .expect("create");
+    let retry = client
+        .create_key_idempotent(&once, &create("Once", KeyType::Secret))
+        .await
+        .expect("retry");
+    assert_eq!(retry.id, first.id);
+    assert_eq!(retry.key.expose(), first.key.expose());
+    assert_eq!(
+        code(
+            client
+                .create_key_idempotent(&once, &create("Twice", KeyType::Secret))
+                .await
+        ),
+        (Some(422), ErrorCode::IdempotencyKeyReused)
+    );
+
+    let rotation = RotateKeyRequest {
+        id: first.id.clone(),
+        grace_period: None,
+    };
+    let rotate_once = "client-rotate-1".parse().expect("an idempotency key");
+    let rotated = client
+        .rotate_key_idempotent(&rotate_once, &rotation)
+        .await
+        .expect("rotate");
+    let again = client
+        .rotate_key_idempotent(&rotate_once, &rotation)
+        .await
+        .expect("a replay, not key_already_rotated");
+    assert_eq!(again.id, rotated.id);
+    assert_eq!(again.key.expose(), rotated.key.expose());
+    app.stop().await;
+}

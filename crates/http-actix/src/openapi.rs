@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Ref, Required};
 use utoipa::{IntoParams, Modify, OpenApi};
@@ -94,6 +95,18 @@ struct Security;
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
+        // One named schema for both operations' header, so that a generated
+        // client has one type for it.
+        components.schemas.insert(
+            "IdempotencyKey".to_owned(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(domain::idempotency::MAX_IDEMPOTENCY_KEY_LEN))
+                .pattern(Some("^[ -~]+$"))
+                .description(Some("1–255 printable ASCII characters."))
+                .into(),
+        );
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
@@ -123,6 +136,27 @@ impl IntoParams for TenantHeader {
                 "The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`.",
             ))
             .schema(Some(Ref::from_schema_name("TenantId")))
+            .build()]
+    }
+}
+
+/// The optional `Idempotency-Key` header of `POST /v1/api-keys` and
+/// `POST /v1/api-keys/rotate` (docs/api.md, "Idempotent requests").
+pub struct IdempotencyKeyHeader;
+
+impl IntoParams for IdempotencyKeyHeader {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![ParameterBuilder::new()
+            .name(crate::IDEMPOTENCY_KEY_HEADER)
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "Makes the request safe to retry: for 24 hours, a repeat with the same body \
+                 gets the first 2xx response again (with `Idempotent-Replayed: true`) and \
+                 changes nothing. 1–255 printable ASCII characters; otherwise 400 \
+                 `invalid_parameter`.",
+            ))
+            .schema(Some(Ref::from_schema_name("IdempotencyKey")))
             .build()]
     }
 }
