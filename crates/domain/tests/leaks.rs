@@ -11,9 +11,8 @@
 mod common;
 
 use common::{hash_key, request, Harness, Recorder, T0};
-use domain::testing::{
-    MockApiKeyRepository, MockEventRepository, MockTenantRepository, SeqSecretSource, TestClock,
-};
+use domain::mocks::{MockApiKeyRepository, MockEventRepository, MockTenantRepository};
+use domain::testing::{SeqSecretSource, TestClock};
 use domain::{
     Actor, ApiKey, ApiKeys, AuthError, CreatedKey, EventData, GracePeriod, KeyEvent, KeyName,
     KeyType, LeakReport, Mode, PlainKey, RepositoryError, RevokeRepoError, Scope, Scopes, TenantId,

@@ -11,9 +11,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{hash_key, Recorder, T0};
-use domain::testing::{
-    MockApiKeyRepository, MockEventRepository, MockTenantRepository, SeqSecretSource, TestClock,
-};
+use domain::mocks::{MockApiKeyRepository, MockEventRepository, MockTenantRepository};
+use domain::testing::{SeqSecretSource, TestClock};
 use domain::{
     AccessError, Actor, ApiKey, ApiKeys, AuthError, Authenticator, Change, CreateError, CreateKey,
     CreateTenantRepoError, Credentials, EventData, EventId, EventPage, EventType, FieldChanges,

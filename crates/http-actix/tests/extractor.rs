@@ -17,10 +17,10 @@ use actix_web::middleware::from_fn;
 use actix_web::test::{self, TestRequest};
 use actix_web::{web, App, HttpResponse};
 use common::{authed, send, Fx};
-use domain::testing::{
+use domain::mocks::{
     MockApiKeyRepository, MockAuthenticator, MockEventRepository, MockTenantRepository,
-    SeqSecretSource, TestClock,
 };
+use domain::testing::{SeqSecretSource, TestClock};
 use domain::{
     ApiKey, ApiKeyRepository, ApiKeys, AuthError, Authenticator, HashKey, KeyId, KeyName, KeyType,
     Mode, OsSecretSource, PlainKey, Principal, RepositoryError, Scope, Scopes, TenantId,

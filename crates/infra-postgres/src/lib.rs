@@ -30,8 +30,10 @@
 //! - Diesel types never leave the crate.
 //!
 //! # Features
-//! - `test-support`: [`testing::TestDatabase`], a fresh migrated database per
+//! - `test-support`: the `testing` module's `TestDatabase`, a fresh migrated database per
 //!   test, dropped afterwards.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod admin;
 mod errors;
@@ -45,6 +47,7 @@ mod statement;
 mod store;
 
 #[cfg(feature = "test-support")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
 pub mod testing;
 
 pub use admin::{database_url_for, ensure_database, EnsureDatabaseError};
