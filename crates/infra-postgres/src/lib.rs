@@ -50,7 +50,7 @@ mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
 pub mod testing;
 
-pub use admin::{database_url_for, ensure_database, EnsureDatabaseError};
+pub use admin::{database_url_for, database_url_with_schema, ensure_database, EnsureDatabaseError};
 pub use errors::{ConnectError, MigrateError};
 pub use follower::{EventFeed, FeedConfig};
 pub use store::{PgStore, PoolConfig};

@@ -14,6 +14,7 @@ mod faults;
 mod migrations;
 mod reconnect;
 mod schema;
+mod search_path;
 mod secrets;
 
 use diesel::pg::PgConnection;
