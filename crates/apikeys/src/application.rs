@@ -4,15 +4,12 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use domain::{ApiKeys, Authenticator, Clock, HashKey, OsSecretSource, RepositoryError};
+use composition::Services;
+use domain::{Clock, HashKey, RepositoryError};
 use http_actix::{AppState, Readiness};
-use infra_postgres::{EventFeed, FeedConfig, PgStore};
-use key_cache::{CacheConfig, Freshness, KeyCache, UseBuffer, UseFlusher};
-
-use crate::sweeper::{RecordSweeper, DEFAULT_SWEEP_EVERY};
+use infra_postgres::PgStore;
 
 /// `/readyz` over the store's connection pool.
 #[derive(Debug, Clone)]
@@ -24,19 +21,7 @@ impl Readiness for StoreReadiness {
     }
 }
 
-/// The domain service over the PostgreSQL store: one store (one pool) serves
-/// every repository port.
-pub fn service(store: &PgStore, clock: impl Clock + 'static, hash_key: HashKey) -> ApiKeys {
-    ApiKeys::new(
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        clock,
-        OsSecretSource,
-        hash_key,
-    )
-}
+pub use composition::service;
 
 /// How the server authenticates and follows other nodes' changes; the
 /// defaults suit tests and a single node.
@@ -44,33 +29,8 @@ pub fn service(store: &PgStore, clock: impl Clock + 'static, hash_key: HashKey) 
 pub struct Settings {
     /// HTTP worker threads (`None`: one per core).
     pub workers: Option<usize>,
-    /// The key cache.
-    pub cache: CacheConfig,
-    /// The event feed that keeps the cache in step with other nodes.
-    pub feed: FeedConfig,
-    /// How often buffered key uses are written.
-    pub flush_uses_every: Option<Duration>,
-    /// How often expired idempotency records are deleted (`None`:
-    /// [`DEFAULT_SWEEP_EVERY`]).
-    pub sweep_records_every: Option<Duration>,
-}
-
-/// The threads beside the server: the event feed and the last-used writer,
-/// which serve the cache, and the idempotency record sweeper. Stopping
-/// writes the uses still buffered.
-#[derive(Debug)]
-struct Background {
-    feed: EventFeed,
-    uses: UseFlusher,
-    records: RecordSweeper,
-}
-
-impl Background {
-    fn stop(&mut self) {
-        self.uses.stop();
-        self.feed.stop();
-        self.records.stop();
-    }
+    /// The key cache, the event feed and the last-used writer.
+    pub services: composition::Settings,
 }
 
 /// A bound, not yet running server, with the threads that keep its key
@@ -78,7 +38,7 @@ impl Background {
 pub struct Application {
     addr: SocketAddr,
     server: actix_web::dev::Server,
-    background: Background,
+    services: Services,
 }
 
 impl std::fmt::Debug for Application {
@@ -125,55 +85,21 @@ impl Application {
         let listener =
             TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
         let addr = listener.local_addr().context("no local address")?;
-        let clock: Arc<dyn Clock> = Arc::new(clock);
-        let freshness = Arc::new(Freshness::new(settings.cache.freshness));
-        let uses = Arc::new(UseBuffer::new());
-        let cache = Arc::new(KeyCache::new(
-            Arc::new(store.clone()),
-            clock.clone(),
-            hash_key.clone(),
-            freshness,
-            uses.clone(),
-            settings.cache.clone(),
-        ));
-        let service = Arc::new(
-            ApiKeys::new(
-                store.clone(),
-                store.clone(),
-                store.clone(),
-                store.clone(),
-                SharedClock(clock),
-                OsSecretSource,
-                hash_key,
-            )
-            .with_change_listener(cache.clone()),
-        );
-        let feed = EventFeed::spawn(store.database_url(), settings.feed.clone(), cache.clone())
-            .context("cannot start the event feed")?;
-        let uses = UseFlusher::spawn(
-            uses,
-            Arc::new(store.clone()),
-            settings.flush_uses_every.unwrap_or(Duration::from_secs(1)),
-        )
-        .context("cannot start the last-used writer")?;
-        let records = RecordSweeper::spawn(
-            service.clone(),
-            settings.sweep_records_every.unwrap_or(DEFAULT_SWEEP_EVERY),
-        )
-        .context("cannot start the idempotency record sweeper")?;
-        let authenticator: Arc<dyn Authenticator> = cache;
+        // The same call an app embedding the service makes (docs/embedding.md).
+        let services = Services::start(store, clock, hash_key, &settings.services)
+            .context("cannot start the event feed or the last-used writer")?;
         let readiness: Arc<dyn Readiness> = Arc::new(StoreReadiness(store.clone()));
-        let state = AppState::new(service, authenticator, readiness);
+        let state = AppState::new(
+            services.service().clone(),
+            services.authenticator().clone(),
+            readiness,
+        );
         let server = http_actix::server(listener, state, settings.workers)
             .with_context(|| format!("cannot serve on {addr}"))?;
         Ok(Application {
             addr,
             server,
-            background: Background {
-                feed,
-                uses,
-                records,
-            },
+            services,
         })
     }
 
@@ -195,11 +121,11 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application {
             server,
-            mut background,
+            mut services,
             ..
         } = self;
         let served = server.await;
-        background.stop();
+        services.stop();
         served
     }
 
@@ -211,14 +137,5 @@ impl Application {
     /// [`Application::run_until_stopped`] as a future to spawn (tests).
     pub fn into_server(self) -> impl std::future::Future<Output = std::io::Result<()>> {
         self.run_until_stopped()
-    }
-}
-
-/// One clock shared by the service and the cache.
-struct SharedClock(Arc<dyn Clock>);
-
-impl Clock for SharedClock {
-    fn now(&self) -> time::OffsetDateTime {
-        self.0.now()
     }
 }

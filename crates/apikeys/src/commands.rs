@@ -388,19 +388,20 @@ fn run_server(
     let system = actix_web::rt::System::new();
     let settings = Settings {
         workers: server.workers,
-        cache: CacheConfig {
-            max_entries: server.cache_max_keys,
-            serve_stale_for: server.cache_serve_stale,
-            ..CacheConfig::default()
+        services: composition::Settings {
+            cache: CacheConfig {
+                max_entries: server.cache_max_keys,
+                serve_stale_for: server.cache_serve_stale,
+                ..CacheConfig::default()
+            },
+            // The feed re-reads events as far back as a write can take between
+            // taking its sequence number and committing: a statement, plus margin.
+            feed: FeedConfig {
+                overlap: pool.statement_timeout * 2 + Duration::from_secs(5),
+                ..FeedConfig::default()
+            },
+            ..composition::Settings::default()
         },
-        // The feed re-reads events as far back as a write can take between
-        // taking its sequence number and committing: a statement, plus margin.
-        feed: FeedConfig {
-            overlap: pool.statement_timeout * 2 + Duration::from_secs(5),
-            ..FeedConfig::default()
-        },
-        flush_uses_every: None,
-        sweep_records_every: None,
     };
     let app = Application::build_with(server.bind, store, SystemClock, hash_key, &settings)?;
     tracing::info!(addr = %app.addr(), "listening");

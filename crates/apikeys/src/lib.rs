@@ -7,5 +7,4 @@
 pub mod application;
 pub mod commands;
 pub mod config;
-pub mod sweeper;
 pub mod telemetry;

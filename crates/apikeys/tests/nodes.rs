@@ -75,8 +75,10 @@ impl Node {
         let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let settings = Settings {
             workers: Some(2),
-            cache,
-            ..Settings::default()
+            services: composition::Settings {
+                cache,
+                ..composition::Settings::default()
+            },
         };
         let app = Application::build_with(bind, store, SystemClock, hash_key(), &settings)
             .expect("build application");

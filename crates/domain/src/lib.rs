@@ -20,9 +20,17 @@
 //!   (0 s to 7 d) and gives the successor the old key's lifetime from now.
 //!
 //! # Features
-//! - `mocks`: mockall mocks of every port, and [`testing`] (a settable clock, a
-//!   deterministic secret source, an in-memory store and the repository
-//!   contract suite).
+//! - `testing`: the `testing` module, fakes for the tests of code that uses
+//!   this crate, with no other dependency: `InMemoryStore` (every repository
+//!   port in memory, keeping every guarantee of the port docs), `TestClock`
+//!   (a clock a test sets), `SeqSecretSource` (deterministic randomness) and
+//!   the repository contract suite (`repository_contract_tests!`) that every
+//!   storage adapter runs.
+//! - `mocks`: the `mocks` module, [mockall](https://docs.rs/mockall) mocks of
+//!   every port (`MockAuthenticator`, `MockApiKeyRepository`, ...), to test a
+//!   layer in isolation.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api_key;
 pub mod auth;
@@ -45,6 +53,10 @@ pub mod scope;
 pub mod service;
 
 #[cfg(any(test, feature = "mocks"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "mocks")))]
+pub mod mocks;
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 pub use api_key::{ApiKey, KeyStatus, KeyView, NewKey, Tenant, LAST_USED_RESOLUTION};

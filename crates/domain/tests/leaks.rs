@@ -11,10 +11,10 @@
 mod common;
 
 use common::{hash_key, request, Harness, Recorder, T0};
-use domain::testing::{
+use domain::mocks::{
     MockApiKeyRepository, MockEventRepository, MockIdempotencyRepository, MockTenantRepository,
-    SeqSecretSource, TestClock,
 };
+use domain::testing::{SeqSecretSource, TestClock};
 use domain::{
     Actor, ApiKey, ApiKeys, AuthError, CreatedKey, EventData, GracePeriod, KeyEvent, KeyName,
     KeyType, LeakReport, Mode, PlainKey, RepositoryError, RevokeRepoError, Scope, Scopes, TenantId,

@@ -11,10 +11,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{hash_key, Recorder, T0};
-use domain::testing::{
+use domain::mocks::{
     MockApiKeyRepository, MockEventRepository, MockIdempotencyRepository, MockTenantRepository,
-    SeqSecretSource, TestClock,
 };
+use domain::testing::{SeqSecretSource, TestClock};
 use domain::{
     AccessError, Actor, ApiKey, ApiKeys, AuthError, Authenticator, Change, CreateError, CreateKey,
     CreateTenantRepoError, Credentials, EventData, EventId, EventPage, EventType, FieldChanges,

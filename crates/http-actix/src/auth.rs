@@ -42,15 +42,18 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 /// convertible into an [`ApiError`] with `?`.
 ///
 /// # Registering it in another app
-/// The extractor finds the authenticator as `web::Data<dyn Authenticator>`:
+/// The extractor finds the authenticator as `web::Data<dyn Authenticator>`;
+/// it needs no middleware ([`request_context`](crate::request_context) is
+/// optional, see docs/embedding.md):
 ///
 /// ```no_run
 /// use std::sync::Arc;
-/// use actix_web::{middleware::from_fn, web, App, HttpResponse};
+/// use actix_web::{web, App, HttpResponse};
 /// use domain::{Authenticator, Scope};
-/// use http_actix::{request_context, ApiError, Authenticated};
+/// use http_actix::{ApiError, Authenticated};
 ///
 /// async fn list_users(caller: Authenticated) -> Result<HttpResponse, ApiError> {
+///     caller.require_secret()?;
 ///     caller.require_scope(Scope::UsersRead)?;
 ///     Ok(HttpResponse::Ok().finish())
 /// }
@@ -58,12 +61,12 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 /// fn build(authenticator: Arc<dyn Authenticator>) {
 ///     let _app = App::new()
 ///         .app_data(web::Data::from(authenticator))
-///         .wrap(from_fn(request_context))
 ///         .route("/v1/users", web::get().to(list_users));
 /// }
 /// ```
 ///
-/// Without it the extractor answers 500 `internal_error` and logs why.
+/// Without the authenticator the extractor answers 500 `internal_error` and
+/// logs why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authenticated(pub Principal);
 

@@ -3,8 +3,8 @@
 //! Every failure a client can meet is an [`ApiError`]: domain errors through
 //! one exhaustive `From` impl per error type, actix's own extractor and
 //! routing errors through the handlers registered in [`crate::configure`].
-//! The body carries the request id, which the request-context middleware
-//! ([`crate::request_context`]) fills in when it renders the error.
+//! The body carries the request id: the one the request-context middleware
+//! ([`crate::request_context`]) gave the request, or a fresh one without it.
 
 use std::borrow::Cow;
 use std::error::Error as StdError;
@@ -403,10 +403,27 @@ impl ResponseError for ApiError {
         self.status
     }
 
-    /// Renders without a request id; the request-context middleware renders
-    /// the error again with the id of the request.
+    /// Renders with the id [`crate::request_context`] gave the request, or,
+    /// without that middleware, a fresh id (also set as `X-Request-ID`), so
+    /// the body never carries an empty one. A server error is logged here,
+    /// once, with its cause chain and that id.
     fn error_response(&self) -> HttpResponse {
-        self.to_response("")
+        let request_id = crate::request_id::current_or_new();
+        if self.status.is_server_error() {
+            tracing::error!(
+                code = %self.code,
+                request_id = %request_id.as_str(),
+                cause = self.cause_chain().as_deref().unwrap_or("none"),
+                "request failed"
+            );
+        }
+        let mut response = self.to_response(request_id.as_str());
+        if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
+            response
+                .headers_mut()
+                .insert(crate::REQUEST_ID_HEADER, value);
+        }
+        response
     }
 }
 

@@ -9,7 +9,10 @@
 //!   "Conventions"; also actix's own), `X-Request-ID` and a tracing span per
 //!   request. [`server`] serves it with graceful shutdown.
 //! - [`Authenticated`] is the authentication extractor (docs/api.md, "Authentication"); its
-//!   principal's `require_scope` does authorization.
+//!   principal's `require_secret` and `require_scope` do authorization. It
+//!   needs no middleware, and [`request_context`] (optional in another
+//!   team's app) never rewrites that app's own responses
+//!   (docs/embedding.md).
 //! - [`blocking`] is the one way domain calls leave the executor threads.
 //! - [`ApiError`] is the one error type; domain errors map to a code through
 //!   one exhaustive `match` per error type, and each [`ErrorCode`] has its

@@ -60,6 +60,22 @@ impl RequestId {
     }
 }
 
+tokio::task_local! {
+    /// The id [`request_context`] gave the request being served: a task-local,
+    /// because an [`ApiError`] renders its body through
+    /// `ResponseError::error_response`, which is not given the request.
+    static CURRENT: RequestId;
+}
+
+/// The id of the request being served on this task: the one
+/// [`request_context`] gave it, else a fresh one (the middleware is not
+/// installed), so an error body never carries an empty id.
+pub(crate) fn current_or_new() -> RequestId {
+    CURRENT
+        .try_with(RequestId::clone)
+        .unwrap_or_else(|_| RequestId::generate())
+}
+
 /// The request id [`request_context`] gave `req`, to record with the changes
 /// the request makes; `None` when the middleware is not installed.
 pub fn request_id_of(req: &actix_web::HttpRequest) -> Option<String> {
@@ -68,19 +84,23 @@ pub fn request_id_of(req: &actix_web::HttpRequest) -> Option<String> {
         .map(|id| id.as_str().to_owned())
 }
 
-/// Middleware (use with [`actix_web::middleware::from_fn`]) that every app
-/// serving this API, or using [`crate::Authenticated`], should wrap:
+/// Optional middleware (use with [`actix_web::middleware::from_fn`]) for an
+/// app serving this API or using [`crate::Authenticated`]. The extractor and
+/// [`ApiError`] work without it; with it:
 ///
-/// - takes a well-formed incoming `X-Request-ID` or makes one, stores it as
-///   a [`RequestId`] in the request's extensions and sets it on the response;
-/// - runs the request in a `http_request` tracing span with the request id,
-///   method, path and (once known) status;
-/// - renders every error response as the JSON error body with that request
-///   id, logging the cause chain of server errors. A non-JSON error response
-///   from anywhere in actix becomes the JSON body matching its status.
+/// - a well-formed incoming `X-Request-ID` is taken, or one is made; it is
+///   stored as a [`RequestId`] in the request's extensions, set on the
+///   response (unless the app set one itself), and every [`ApiError`]
+///   answered in the request carries it in its body;
+/// - the request runs in a `http_request` tracing span with the request id,
+///   method, path and (once known) status.
+///
+/// It never rewrites a response the app produced itself: another team's
+/// errors, 404s and bodies pass through untouched (docs/embedding.md).
 ///
 /// # Errors
-/// None of its own: errors of the wrapped service become JSON responses.
+/// None of its own: an error of an inner middleware becomes its JSON
+/// response when it is an [`ApiError`], and is passed on otherwise.
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -100,30 +120,32 @@ pub async fn request_context(
         status = tracing::field::Empty,
     );
     let started = Instant::now();
+    let header = HeaderValue::from_str(request_id.as_str()).ok();
     async move {
-        let res = match next.call(req).await {
+        let outcome = CURRENT.scope(request_id, next.call(req)).await;
+        let mut res = match outcome {
             Ok(res) => res.map_into_boxed_body(),
             Err(e) => {
                 // Only middleware inside this one can fail this way (the
-                // router turns handler errors into responses). Without the
-                // request (the router needs it unshared) answer through
-                // actix's error path, still as our JSON with the id.
-                let api_error = match e.as_error::<ApiError>() {
-                    Some(api) => api.to_response(request_id.as_str()),
-                    None => ApiError::from_status(e.as_response_error().status_code())
-                        .to_response(request_id.as_str()),
+                // router turns handler errors into responses), and without
+                // the request (the router needs it unshared) there is no
+                // response to build here: actix renders the error with
+                // `error_response`, outside the scope above. An `ApiError`
+                // is rendered now instead, with this request's id.
+                let Some(api) = e.as_error::<ApiError>() else {
+                    return Err(e);
                 };
-                let mut response = api_error;
-                if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
+                let mut response = api.to_response(id_of(header.as_ref()));
+                if let Some(value) = header {
                     response.headers_mut().insert(REQUEST_ID_HEADER, value);
                 }
-                tracing::error!(error = %e, "request failed in middleware");
                 return Err(InternalError::from_response(e.to_string(), response).into());
             }
         };
-        let mut res = render_error(res, &request_id);
-        if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
-            res.headers_mut().insert(REQUEST_ID_HEADER, value);
+        if let Some(value) = header {
+            if !res.headers().contains_key(&REQUEST_ID_HEADER) {
+                res.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
         }
         let status = res.status().as_u16();
         tracing::Span::current().record("status", status);
@@ -138,47 +160,46 @@ pub async fn request_context(
     .await
 }
 
-/// Re-renders an error response as our JSON error with the request id.
-fn render_error(res: ServiceResponse<BoxBody>, request_id: &RequestId) -> ServiceResponse<BoxBody> {
+/// The id a header value was made from (it was made from a `RequestId`, so it
+/// is visible ASCII).
+fn id_of(header: Option<&HeaderValue>) -> &str {
+    header.and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+/// Middleware of this service's own app ([`crate::app`]), inside
+/// [`request_context`]: an error response that is not an [`ApiError`]'s
+/// (actix answered with a bare status somewhere) becomes the JSON error body
+/// matching its status. Never installed in another team's app.
+///
+/// # Errors
+/// The wrapped service's.
+pub(crate) async fn json_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let res = next.call(req).await?.map_into_boxed_body();
     let status = res.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return res;
+    let error = res.response().error();
+    let ours = error.is_some_and(|e| e.as_error::<ApiError>().is_some());
+    // A JSON answer a handler chose to give (`/readyz`'s 503) is kept too.
+    let chosen_json = error.is_none()
+        && res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json"));
+    if ours || chosen_json || !(status.is_client_error() || status.is_server_error()) {
+        return Ok(res);
     }
-    let fallback;
-    let api_error = match res
-        .response()
-        .error()
-        .and_then(|e| e.as_error::<ApiError>())
-    {
-        Some(e) => e,
-        None => {
-            let is_json = res
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.starts_with("application/json"));
-            if is_json && res.response().error().is_none() {
-                // A handler of another team answered its own JSON error.
-                return res;
-            }
-            let mut e = ApiError::from_status(status);
-            if let Some(cause) = res.response().error() {
-                e = e.with_source(cause.to_string());
-            }
-            fallback = e;
-            &fallback
-        }
-    };
-    if api_error.status().is_server_error() {
-        tracing::error!(
-            code = %api_error.code(),
-            cause = api_error.cause_chain().as_deref().unwrap_or("none"),
-            "request failed"
-        );
+    let mut e = ApiError::from_status(status);
+    if let Some(cause) = res.response().error() {
+        e = e.with_source(cause.to_string());
     }
-    let response = api_error.to_response(request_id.as_str());
     let (req, _) = res.into_parts();
-    ServiceResponse::new(req, response)
+    Ok(ServiceResponse::new(
+        req,
+        actix_web::ResponseError::error_response(&e),
+    ))
 }
 
 #[cfg(test)]

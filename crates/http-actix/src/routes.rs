@@ -12,7 +12,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpRequest, HttpServer};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::request_id::request_context;
+use crate::request_id::{json_errors, request_context};
 use crate::state::AppState;
 use crate::{audit, handlers, leaks, verify};
 use crate::{BODY_LIMIT, SHUTDOWN_TIMEOUT_SECS};
@@ -57,7 +57,7 @@ fn path_error(e: PathError, _: &HttpRequest) -> actix_web::Error {
 /// method and a JSON 404 for an unknown route.
 ///
 /// Wrap the app in [`request_context`] too (as [`app`] does): it sets
-/// `X-Request-ID` and puts the request id into error bodies.
+/// `X-Request-ID` and puts the request's id into error bodies.
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
     move |cfg: &mut web::ServiceConfig| {
         let not_allowed = |allow: &'static str| {
@@ -144,8 +144,10 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
     }
 }
 
-/// The whole API as an app: [`configure`] wrapped in [`request_context`].
-/// Tests and [`server`] build exactly this.
+/// The whole API as an app: [`configure`] wrapped in [`request_context`],
+/// and, since every route is this service's own, a safety net inside it that
+/// turns any error response actix answered with a bare status into the JSON
+/// error body. Tests and [`server`] build exactly this.
 pub fn app(
     state: AppState,
 ) -> App<
@@ -159,6 +161,7 @@ pub fn app(
 > {
     App::new()
         .configure(configure(state))
+        .wrap(from_fn(json_errors))
         .wrap(from_fn(request_context))
 }
 

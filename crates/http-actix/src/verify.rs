@@ -29,7 +29,6 @@ use crate::body::{read_object, JsonObject};
 use crate::dto::{timestamp, KeyTypeDto, ModeDto};
 use crate::error::{ApiError, ErrorBody};
 use crate::redact::REDACTED;
-use crate::request_id::request_id_of;
 
 // Only the body's schema for the OpenAPI document: the handler reads the
 // body field by field (`crate::body`). Its `Debug` leaves the key out
@@ -289,40 +288,13 @@ fn answer(response: &VerifyKeyResponse) -> HttpResponse {
 /// Resource middleware of the verify route: `Cache-Control: no-store` on
 /// every answer, errors (also 405) included.
 ///
-/// [`request_context`](crate::request_context) renders an error response
-/// anew, which would drop the header; so an [`ApiError`] is rendered here
-/// instead, exactly as it would be there (the request id in the body, server
-/// errors logged with their cause), and the outer middleware leaves the
-/// finished JSON error as it is.
-///
 /// # Errors
 /// None of its own: the wrapped service's are passed on.
 pub(crate) async fn no_store(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let res = next.call(req).await?.map_into_boxed_body();
-    let rendered = res
-        .response()
-        .error()
-        .and_then(|e| e.as_error::<ApiError>())
-        .map(|api| {
-            if api.status().is_server_error() {
-                tracing::error!(
-                    code = %api.code(),
-                    cause = api.cause_chain().as_deref().unwrap_or("none"),
-                    "request failed"
-                );
-            }
-            api.to_response(&request_id_of(res.request()).unwrap_or_default())
-        });
-    let mut res = match rendered {
-        Some(response) => {
-            let (req, _) = res.into_parts();
-            ServiceResponse::new(req, response)
-        }
-        None => res,
-    };
+    let mut res = next.call(req).await?.map_into_boxed_body();
     res.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)

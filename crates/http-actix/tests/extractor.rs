@@ -17,10 +17,11 @@ use actix_web::middleware::from_fn;
 use actix_web::test::{self, TestRequest};
 use actix_web::{web, App, HttpResponse};
 use common::{authed, send, Fx};
-use domain::testing::{
+use domain::mocks::{
     MockApiKeyRepository, MockAuthenticator, MockEventRepository, MockIdempotencyRepository,
-    MockTenantRepository, SeqSecretSource, TestClock,
+    MockTenantRepository,
 };
+use domain::testing::{SeqSecretSource, TestClock};
 use domain::{
     ApiKey, ApiKeyRepository, ApiKeys, AuthError, Authenticator, HashKey, KeyId, KeyName, KeyType,
     Mode, OsSecretSource, PlainKey, Principal, RepositoryError, Scope, Scopes, TenantId,
@@ -101,7 +102,8 @@ async fn users(caller: Authenticated) -> Result<HttpResponse, ApiError> {
 }
 
 /// Another team's app: only the extractor, the authenticator and the
-/// request-context middleware.
+/// request-context middleware, with an error type of its own (`POST`) and no
+/// route for `/openapi.json`.
 macro_rules! foreign_app {
     ($authenticator:expr) => {{
         let authenticator: Arc<dyn Authenticator> = Arc::new($authenticator);
@@ -109,10 +111,16 @@ macro_rules! foreign_app {
             App::new()
                 .app_data(web::Data::from(authenticator))
                 .wrap(from_fn(request_context))
-                .route("/v1/users", web::get().to(users)),
+                .route("/v1/users", web::get().to(users))
+                .route("/v1/users", web::post().to(create_user)),
         )
         .await
     }};
+}
+
+/// `GET /v1/users` with a well-formed key, for a fresh tenant.
+fn anyones_request() -> TestRequest {
+    users_request(&principal(&["*"]).tenant_id)
 }
 
 fn users_request(tenant: &TenantId) -> TestRequest {
@@ -345,11 +353,7 @@ async fn repository_failure_is_500_internal_error_without_the_cause() {
         )))
     });
     let app = foreign_app!(m);
-    let r = send(
-        &app,
-        users_request(&principal(&["*"]).tenant_id).to_request(),
-    )
-    .await;
+    let r = send(&app, anyones_request().to_request()).await;
     r.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None);
     let text = String::from_utf8_lossy(&r.body);
     assert!(
@@ -368,11 +372,7 @@ async fn repository_unavailable_during_authentication_is_503() {
         )))
     });
     let app = foreign_app!(m);
-    let r = send(
-        &app,
-        users_request(&principal(&["*"]).tenant_id).to_request(),
-    )
-    .await;
+    let r = send(&app, anyones_request().to_request()).await;
     r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", None);
 }
 
@@ -423,11 +423,7 @@ async fn extractor_without_a_registered_authenticator_is_500() {
             .route("/v1/users", web::get().to(users)),
     )
     .await;
-    let r = send(
-        &app,
-        users_request(&principal(&["*"]).tenant_id).to_request(),
-    )
-    .await;
+    let r = send(&app, anyones_request().to_request()).await;
     r.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None);
 }
 
@@ -536,9 +532,131 @@ async fn actix_query_and_path_errors_are_json() {
     r.assert_error(StatusCode::NOT_FOUND, "not_found", None);
 }
 
+// ---- a guest in another team's app: its own responses pass untouched ------
+
 #[actix_web::test]
-async fn plain_text_error_responses_become_json() {
+async fn a_host_handlers_plain_text_error_passes_through_untouched() {
     let app = configured_app!();
     let r = send(&app, TestRequest::get().uri("/plain").to_request()).await;
-    r.assert_error(StatusCode::BAD_REQUEST, "bad_request", None);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body, b"plain text from a handler");
+}
+
+/// Another team's own error type, rendered as its own JSON.
+#[derive(Debug)]
+struct UserExists;
+
+impl std::fmt::Display for UserExists {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("user exists")
+    }
+}
+
+impl actix_web::ResponseError for UserExists {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::CONFLICT
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::Conflict().json(json!({"error": {"code": "user_exists"}}))
+    }
+}
+
+async fn create_user(caller: Authenticated) -> Result<HttpResponse, actix_web::Error> {
+    caller.require_secret().map_err(ApiError::from)?;
+    Err(UserExists.into())
+}
+
+#[actix_web::test]
+async fn a_host_handlers_own_json_error_passes_through_untouched() {
+    let who = principal(&["*"]);
+    let (m, _) = mock(who);
+    let app = foreign_app!(m);
+    let r = send(
+        &app,
+        authed(
+            Method::POST,
+            "/v1/users",
+            &any_key(),
+            &who.tenant_id.to_string(),
+        )
+        .insert_header(("X-Request-ID", "host-req-1"))
+        .to_request(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.json(), json!({"error": {"code": "user_exists"}}));
+    assert_eq!(r.header("x-request-id"), Some("host-req-1"));
+}
+
+#[actix_web::test]
+async fn a_host_apps_unknown_route_keeps_its_own_404() {
+    let (m, _) = mock(principal(&["*"]));
+    let app = foreign_app!(m);
+    let r = send(&app, TestRequest::get().uri("/v1/nothing").to_request()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body.is_empty(), "{:?}", r.body);
+    assert!(r
+        .header("x-request-id")
+        .is_some_and(|id| id.starts_with("req_")));
+}
+
+#[actix_web::test]
+async fn with_the_middleware_an_extractor_error_carries_the_incoming_request_id() {
+    let (m, _) = mock(principal(&["*"]));
+    let app = foreign_app!(m);
+    let r = send(
+        &app,
+        TestRequest::get()
+            .uri("/v1/users")
+            .insert_header(("X-Request-ID", "host-req-2"))
+            .to_request(),
+    )
+    .await;
+    r.assert_error(StatusCode::UNAUTHORIZED, "missing_api_key", None);
+    assert_eq!(r.json()["error"]["request_id"], "host-req-2");
+}
+
+#[actix_web::test]
+async fn without_the_middleware_the_extractor_works_and_errors_carry_a_fresh_request_id() {
+    // Given another team's app with the extractor and no middleware at all,
+    let who = principal(&["users:read"]);
+    let (m, _) = mock(who);
+    let authenticator: Arc<dyn Authenticator> = Arc::new(m);
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::from(authenticator))
+            .route("/v1/users", web::get().to(users)),
+    )
+    .await;
+
+    // a good key is let in,
+    let r = send(&app, users_request(&who.tenant_id).to_request()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["key_id"], who.key_id.to_string());
+
+    // and each refusal carries a request id of its own, in the body and the
+    // header alike.
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = send(&app, TestRequest::get().uri("/v1/users").to_request()).await;
+        r.assert_error(StatusCode::UNAUTHORIZED, "missing_api_key", None);
+        let id = r.json()["error"]["request_id"].as_str().unwrap().to_owned();
+        assert!(id.starts_with("req_") && id.len() == 30, "{id}");
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+}
+
+#[actix_web::test]
+async fn a_mock_panicking_on_the_blocking_pool_fails_the_request_with_500() {
+    // Given an authenticator whose `authenticate` has no expectation (a
+    // mockall mock panics when called),
+    let m = uncached();
+    let app = foreign_app!(m);
+
+    // when a request needs it, then the panic is a 500, not an outage's 503
+    // a test could mistake for the answer it expected.
+    let r = send(&app, anyones_request().to_request()).await;
+    r.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None);
 }

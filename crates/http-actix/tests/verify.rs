@@ -18,7 +18,8 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
 use actix_web::test::{self, TestRequest};
 use common::{send, Fx, Reply, StoreReadiness};
-use domain::testing::{MockAuthenticator, SeqSecretSource};
+use domain::mocks::MockAuthenticator;
+use domain::testing::SeqSecretSource;
 use domain::{
     ApiKey, ApiKeyRepository, AuthError, Authenticator, GracePeriod, KeyId, KeyType, Mode,
     PlainKey, RepositoryError, TenantId,

@@ -136,6 +136,35 @@ pub fn database_url_for(admin_url: &str, name: &str) -> String {
     format!("{authority}/{name}{query}")
 }
 
+/// `database_url` with its connections' `search_path` set to `schema` alone
+/// (libpq's `options=-c search_path=...`), so that the migrations create,
+/// and every query finds, the tables in that schema instead of `public`
+/// (docs/embedding.md, "Tables in a schema of your own"). Create the schema
+/// first (`CREATE SCHEMA apikeys`): PostgreSQL does not.
+///
+/// A `postgres://` URL gets the `options` query parameter; a `key=value`
+/// string gets `options='-c search_path=...'`. Any `options` already there
+/// is left in place before it (libpq takes the last). `schema` is used as it
+/// is: keep to lower-case ASCII letters, digits and `_`.
+///
+/// ```
+/// assert_eq!(
+///     infra_postgres::database_url_with_schema("postgres://app@db/main", "apikeys"),
+///     "postgres://app@db/main?options=-csearch_path%3Dapikeys",
+/// );
+/// ```
+pub fn database_url_with_schema(database_url: &str, schema: &str) -> String {
+    if url_scheme_len(database_url).is_none() {
+        return format!("{database_url} options='-c search_path={schema}'");
+    }
+    let separator = match database_url.split_once('?') {
+        None => "?",
+        Some((_, q)) if q.is_empty() || q.ends_with('&') => "",
+        Some(_) => "&",
+    };
+    format!("{database_url}{separator}options=-csearch_path%3D{schema}")
+}
+
 /// The length of the `postgres://` or `postgresql://` prefix of a connection
 /// URL; `None` for a `key=value` connection string.
 pub(crate) fn url_scheme_len(url: &str) -> Option<usize> {
@@ -164,6 +193,22 @@ mod tests {
         assert_eq!(
             database_url_for("postgres://db?connect_timeout=2", "apikeys"),
             "postgres://db/apikeys?connect_timeout=2"
+        );
+    }
+
+    #[test]
+    fn database_url_with_schema_adds_the_search_path_option() {
+        assert_eq!(
+            database_url_with_schema("postgres://db/x?sslmode=require", "s1"),
+            "postgres://db/x?sslmode=require&options=-csearch_path%3Ds1"
+        );
+        assert_eq!(
+            database_url_with_schema("postgres://db/x?", "s1"),
+            "postgres://db/x?options=-csearch_path%3Ds1"
+        );
+        assert_eq!(
+            database_url_with_schema("host=/tmp dbname=x", "s1"),
+            "host=/tmp dbname=x options='-c search_path=s1'"
         );
     }
 

@@ -30,8 +30,10 @@
 //! - Diesel types never leave the crate.
 //!
 //! # Features
-//! - `test-support`: [`testing::TestDatabase`], a fresh migrated database per
+//! - `test-support`: the `testing` module's `TestDatabase`, a fresh migrated database per
 //!   test, dropped afterwards.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod admin;
 mod errors;
@@ -46,9 +48,10 @@ mod statement;
 mod store;
 
 #[cfg(feature = "test-support")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
 pub mod testing;
 
-pub use admin::{database_url_for, ensure_database, EnsureDatabaseError};
+pub use admin::{database_url_for, database_url_with_schema, ensure_database, EnsureDatabaseError};
 pub use errors::{ConnectError, MigrateError};
 pub use follower::{EventFeed, FeedConfig};
 pub use store::{PgStore, PoolConfig};

@@ -90,7 +90,7 @@ impl PgStore {
     /// the store recovers by itself once the database returns. Such a
     /// failure also makes the pool check each of its other connections once
     /// (`SELECT 1`) before reusing it, and a call that provably changed
-    /// nothing is run again on another connection (see [`PgStore::run`]):
+    /// nothing is run again on another connection (docs/ARCHITECTURE.md):
     /// after a restart or failover, at most the first write that meets a dead
     /// connection fails, and reads do not.
     ///

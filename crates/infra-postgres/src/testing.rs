@@ -12,6 +12,9 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+
 use crate::admin::{database_url_for, drop_database, ensure_database, EnsureDatabaseError};
 use crate::errors::MigrateError;
 use crate::store::{PgStore, PoolConfig};
@@ -60,6 +63,37 @@ impl TestDatabase {
         db
     }
 
+    /// A fresh database whose connections use `schema` alone (created here)
+    /// as their `search_path`, through the URL
+    /// ([`database_url_with_schema`](crate::database_url_with_schema)), with
+    /// every migration applied: the tables live in `schema`, and `public`
+    /// stays empty.
+    ///
+    /// # Panics
+    /// As [`TestDatabase::new`], and when the schema cannot be created.
+    #[track_caller]
+    pub fn in_schema(schema: &str) -> Self {
+        let mut db = Self::unmigrated();
+        let create = |url: &str| -> Result<(), Box<dyn std::error::Error>> {
+            let mut conn = PgConnection::establish(url)?;
+            conn.batch_execute(&format!("CREATE SCHEMA \"{schema}\""))?;
+            Ok(())
+        };
+        if let Err(e) = create(&db.url) {
+            panic!("creating schema {schema} in {}: {e}", db.name);
+        }
+        db.url = crate::database_url_with_schema(&db.url, schema);
+        db.store = Self::pool(&db.url);
+        if let Err(e) = db.store.migrate() {
+            panic!(
+                "migrating the test database {} in schema {schema}: {}",
+                db.name,
+                error_chain(&e)
+            );
+        }
+        db
+    }
+
     /// A fresh, empty database: no migrations applied.
     ///
     /// # Panics
@@ -78,20 +112,26 @@ impl TestDatabase {
             Err(e) => panic!("creating the test database {name}: {}", error_chain(&e)),
         }
         let url = database_url_for(&admin_url, &name);
-        let config = PoolConfig {
-            max_size: 4,
-            connection_timeout: Duration::from_secs(5),
-            ..PoolConfig::default()
-        };
-        let store = match PgStore::connect(&url, &config) {
-            Ok(store) => store,
-            Err(e) => panic!("building the test pool: {e}"),
-        };
+        let store = Self::pool(&url);
         TestDatabase {
             admin_url,
             name,
             url,
             store,
+        }
+    }
+
+    /// A pool of 4 connections to `url`.
+    #[track_caller]
+    fn pool(url: &str) -> PgStore {
+        let config = PoolConfig {
+            max_size: 4,
+            connection_timeout: Duration::from_secs(5),
+            ..PoolConfig::default()
+        };
+        match PgStore::connect(url, &config) {
+            Ok(store) => store,
+            Err(e) => panic!("building the test pool: {e}"),
         }
     }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{eventually, Harness, T0};
-use domain::testing::{MockApiKeyRepository, SeqSecretSource};
+use domain::mocks::MockApiKeyRepository;
+use domain::testing::SeqSecretSource;
 use domain::{ApiKeyRepository, KeyId, KeyUse, RepositoryError, TenantId};
 use key_cache::{UseBuffer, UseFlusher};
 use time::OffsetDateTime;

@@ -1,6 +1,8 @@
-//! Test support (feature `mocks`): mocks of every port, a settable clock, a
-//! deterministic secret source, an in-memory store that keeps every guarantee
-//! of the port docs, and the repository contract suite.
+//! Fakes (feature `testing`), for the tests of code that uses this crate: an
+//! in-memory store that keeps every guarantee of the port docs, a settable
+//! clock, a deterministic secret source, and the repository contract suite.
+//! They need no other crate (no mockall); the mocks are in `domain::mocks`
+//! (feature `mocks`).
 
 mod clock;
 pub mod contract;
@@ -11,8 +13,3 @@ mod secrets;
 pub use clock::TestClock;
 pub use memory::InMemoryStore;
 pub use secrets::SeqSecretSource;
-
-pub use crate::auth::MockAuthenticator;
-pub use crate::ports::{
-    MockApiKeyRepository, MockEventRepository, MockIdempotencyRepository, MockTenantRepository,
-};

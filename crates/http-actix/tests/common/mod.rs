@@ -210,6 +210,7 @@ impl Reply {
             "param; body: {body}"
         );
         let request_id = self.header("x-request-id").unwrap();
+        assert!(!request_id.is_empty(), "an empty request id");
         assert_eq!(error["request_id"], request_id);
         let fields = self.keys_at(&["error"]);
         let expected: Vec<&str> = if param.is_some() {

@@ -15,6 +15,7 @@ mod idempotency;
 mod migrations;
 mod reconnect;
 mod schema;
+mod search_path;
 mod secrets;
 
 use diesel::pg::PgConnection;

@@ -1,0 +1,166 @@
+//! The `apikeys` service composed on PostgreSQL, in one call: what the
+//! `apikeys` program runs, and what another Rust service embeds
+//! (docs/embedding.md).
+//!
+//! [`Services::start`] takes a [`PgStore`] and gives the use cases
+//! ([`ApiKeys`]: create tenants and keys, list, rotate, revoke, ...) and the
+//! [`Authenticator`] that the `http_actix::Authenticated` extractor uses: the
+//! key cache of `key-cache`, told of this node's changes by the service and
+//! of other nodes' by the event feed (a `LISTEN` connection of its own), with
+//! uses written in batches by a background thread. [`service`] is the use
+//! cases alone, for a command-line tool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::{ApiKeys, Authenticator, Clock, HashKey, OsSecretSource};
+use infra_postgres::{EventFeed, FeedConfig, PgStore};
+use key_cache::{CacheConfig, Freshness, KeyCache, UseBuffer, UseFlusher};
+
+pub use sweeper::{RecordSweeper, DEFAULT_SWEEP_EVERY};
+
+mod sweeper;
+
+/// The use cases over the PostgreSQL store alone, without a cache: one store
+/// (one pool) serves every repository port. For a command-line tool or a
+/// test; a server wants [`Services::start`].
+pub fn service(store: &PgStore, clock: impl Clock + 'static, hash_key: HashKey) -> ApiKeys {
+    ApiKeys::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        clock,
+        OsSecretSource,
+        hash_key,
+    )
+}
+
+/// How the composed services authenticate and follow other nodes' changes;
+/// the defaults suit a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The key cache.
+    pub cache: CacheConfig,
+    /// The event feed that keeps the cache in step with other nodes.
+    pub feed: FeedConfig,
+    /// How often buffered key uses (`last_used_at`) are written.
+    pub flush_uses_every: Duration,
+    /// How often expired idempotency records are deleted.
+    pub sweep_records_every: Duration,
+}
+
+impl Default for Settings {
+    /// The defaults of [`CacheConfig`] and [`FeedConfig`]; uses written
+    /// every second, expired idempotency records deleted every minute.
+    fn default() -> Self {
+        Settings {
+            cache: CacheConfig::default(),
+            feed: FeedConfig::default(),
+            flush_uses_every: Duration::from_secs(1),
+            sweep_records_every: DEFAULT_SWEEP_EVERY,
+        }
+    }
+}
+
+/// The composed services: the use cases and the authenticator, the two
+/// threads that serve the cache (the event feed, the last-used writer), and
+/// the idempotency record sweeper.
+/// Dropping it, or [`Services::stop`], writes the uses still buffered and
+/// stops the threads.
+pub struct Services {
+    service: Arc<ApiKeys>,
+    authenticator: Arc<dyn Authenticator>,
+    feed: EventFeed,
+    uses: UseFlusher,
+    records: RecordSweeper,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Services {
+    /// Composes the service on `store`, telling time by `clock` and hashing
+    /// keys with `hash_key`: the use cases, the key cache in front of
+    /// authentication (told of this node's changes before each use case
+    /// returns, and of other nodes' by the event feed), and the last-used
+    /// writer. Connects nothing itself: the feed keeps trying until the
+    /// database answers, and the cache asks the database until then.
+    ///
+    /// # Errors
+    /// When a thread cannot be started.
+    pub fn start(
+        store: &PgStore,
+        clock: impl Clock + 'static,
+        hash_key: HashKey,
+        settings: &Settings,
+    ) -> std::io::Result<Self> {
+        let clock: Arc<dyn Clock> = Arc::new(clock);
+        let freshness = Arc::new(Freshness::new(settings.cache.freshness));
+        let uses = Arc::new(UseBuffer::new());
+        let cache = Arc::new(KeyCache::new(
+            Arc::new(store.clone()),
+            clock.clone(),
+            hash_key.clone(),
+            freshness,
+            uses.clone(),
+            settings.cache.clone(),
+        ));
+        let service = Arc::new(
+            ApiKeys::new(
+                store.clone(),
+                store.clone(),
+                store.clone(),
+                store.clone(),
+                SharedClock(clock),
+                OsSecretSource,
+                hash_key,
+            )
+            .with_change_listener(cache.clone()),
+        );
+        let feed = EventFeed::spawn(store.database_url(), settings.feed.clone(), cache.clone())?;
+        let uses = UseFlusher::spawn(uses, Arc::new(store.clone()), settings.flush_uses_every)?;
+        let records = RecordSweeper::spawn(service.clone(), settings.sweep_records_every)?;
+        Ok(Services {
+            service,
+            authenticator: cache,
+            feed,
+            uses,
+            records,
+        })
+    }
+
+    /// The use cases.
+    pub fn service(&self) -> &Arc<ApiKeys> {
+        &self.service
+    }
+
+    /// The authenticator: register it in an actix app as
+    /// `web::Data::from(services.authenticator().clone())` for the
+    /// `Authenticated` extractor.
+    pub fn authenticator(&self) -> &Arc<dyn Authenticator> {
+        &self.authenticator
+    }
+
+    /// Writes the uses still buffered and stops the threads; a second call
+    /// does nothing.
+    pub fn stop(&mut self) {
+        self.uses.stop();
+        self.feed.stop();
+        self.records.stop();
+    }
+}
+
+/// One clock shared by the service and the cache.
+struct SharedClock(Arc<dyn Clock>);
+
+impl Clock for SharedClock {
+    fn now(&self) -> time::OffsetDateTime {
+        self.0.now()
+    }
+}
