@@ -11,6 +11,8 @@
 //! - [`Authenticated`] is the authentication extractor (docs/api.md, "Authentication"); its
 //!   principal's `require_scope` does authorization.
 //! - [`blocking`] is the one way domain calls leave the executor threads.
+//! - [`metrics`] records requests, latencies and authentication outcomes
+//!   through the `metrics` facade, for the program's Prometheus listener.
 //! - [`ApiError`] is the one error type; domain errors map to a code through
 //!   one exhaustive `match` per error type, and each [`ErrorCode`] has its
 //!   one status.
@@ -23,6 +25,7 @@ pub mod dto;
 mod error;
 mod handlers;
 mod leaks;
+pub mod metrics;
 pub mod openapi;
 mod query;
 mod redact;

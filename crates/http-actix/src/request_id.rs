@@ -75,6 +75,8 @@ pub fn request_id_of(req: &actix_web::HttpRequest) -> Option<String> {
 ///   a [`RequestId`] in the request's extensions and sets it on the response;
 /// - runs the request in a `http_request` tracing span with the request id,
 ///   method, path and (once known) status;
+/// - records the request's route template, method, status and latency
+///   ([`crate::metrics`]);
 /// - renders every error response as the JSON error body with that request
 ///   id, logging the cause chain of server errors. A non-JSON error response
 ///   from anywhere in actix becomes the JSON body matching its status.
@@ -100,6 +102,10 @@ pub async fn request_context(
         status = tracing::field::Empty,
     );
     let started = Instant::now();
+    // Taken now: a request that fails inside a middleware is gone by the
+    // time its error comes back (and the router needs it unshared, so it
+    // cannot be kept).
+    let method = crate::metrics::method_label(req.method());
     async move {
         let res = match next.call(req).await {
             Ok(res) => res.map_into_boxed_body(),
@@ -117,6 +123,12 @@ pub async fn request_context(
                 if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
                     response.headers_mut().insert(REQUEST_ID_HEADER, value);
                 }
+                crate::metrics::record_request(
+                    crate::metrics::UNMATCHED,
+                    method,
+                    response.status().as_u16(),
+                    started.elapsed(),
+                );
                 tracing::error!(error = %e, "request failed in middleware");
                 return Err(InternalError::from_response(e.to_string(), response).into());
             }
@@ -127,6 +139,12 @@ pub async fn request_context(
         }
         let status = res.status().as_u16();
         tracing::Span::current().record("status", status);
+        crate::metrics::record_request(
+            crate::metrics::route_of(res.request()),
+            method,
+            status,
+            started.elapsed(),
+        );
         tracing::info!(
             status,
             latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),

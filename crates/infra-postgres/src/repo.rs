@@ -29,6 +29,7 @@ use time::OffsetDateTime;
 
 use crate::errors::{is_foreign_key_violation, is_unique_violation, Fail};
 use crate::events::{insert_events_sql, EventColumns};
+use crate::metrics;
 use crate::models::{ApiKeyRow, NewApiKeyRow, TenantRow};
 use crate::schema::{api_keys, tenants};
 use crate::statement::{Statement, Template};
@@ -338,6 +339,7 @@ impl ApiKeyRepository for PgStore {
                 }
             },
         )
+        .inspect(|()| metrics::events_committed([event]))
     }
 
     fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError> {
@@ -472,6 +474,7 @@ impl ApiKeyRepository for PgStore {
             },
             |_| None,
         )
+        .inspect(|_| metrics::events_committed([event]))
     }
 
     fn revoke(
@@ -525,6 +528,7 @@ impl ApiKeyRepository for PgStore {
             },
             |e| is_unique_violation(e).then_some(RotateRepoError::Duplicate),
         )
+        .inspect(|()| metrics::events_committed([rotated, created]))
     }
 
     fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
@@ -566,6 +570,7 @@ impl TenantRepository for PgStore {
         }
         let tenant_row = TenantRow::from(tenant);
         let key_rows: Vec<NewApiKeyRow> = keys.iter().map(NewApiKeyRow::from).collect();
+        let events_written = events;
         let events = EventColumns::new(events);
         self.run(
             "creating a tenant",
@@ -585,6 +590,7 @@ impl TenantRepository for PgStore {
             },
             |e| is_unique_violation(e).then_some(CreateTenantRepoError::Duplicate),
         )
+        .inspect(|()| metrics::events_committed(events_written))
     }
 
     fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, RepositoryError> {
@@ -638,9 +644,13 @@ impl PgStore {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         let actor = event.actor.key_id().map(|id| id.to_string());
         let events = EventColumns::new([event]);
-        self.run(
+        // Whether the (last) run wrote the event: revoking a revoked key
+        // succeeds without one.
+        let wrote = std::cell::Cell::new(false);
+        let revoked = self.run(
             "revoking a key",
             |conn| {
+                wrote.set(false);
                 conn.transaction(|conn| {
                     if !lock_tenant(conn, &tenant)? {
                         return Err(Fail::Domain(RevokeRepoError::NotFound));
@@ -653,6 +663,7 @@ impl PgStore {
                         .get_result::<ApiKeyRow>(conn)
                         .optional()?;
                     if let Some(row) = revoked {
+                        wrote.set(true);
                         return to_key(row);
                     }
                     // Nothing written: unknown, already revoked (returned as
@@ -672,6 +683,10 @@ impl PgStore {
                 })
             },
             |_| None,
-        )
+        )?;
+        if wrote.get() {
+            metrics::events_committed([event]);
+        }
+        Ok(revoked)
     }
 }

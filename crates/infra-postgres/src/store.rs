@@ -56,6 +56,22 @@ impl Default for PoolConfig {
     }
 }
 
+/// The pool's connections at one moment (docs/metrics.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// Connections open, in use or idle.
+    pub connections: u32,
+    /// Connections open and waiting in the pool.
+    pub idle: u32,
+}
+
+impl PoolState {
+    /// Connections checked out by a call right now.
+    pub fn in_use(&self) -> u32 {
+        self.connections.saturating_sub(self.idle)
+    }
+}
+
 /// The PostgreSQL store of keys and tenants. Clones share one pool.
 #[derive(Clone)]
 pub struct PgStore {
@@ -212,6 +228,15 @@ impl PgStore {
     /// never log it).
     pub fn database_url(&self) -> &str {
         &self.url
+    }
+
+    /// The pool's connections now: read on scrape, not per request.
+    pub fn pool_state(&self) -> PoolState {
+        let state = self.pool.state();
+        PoolState {
+            connections: state.connections,
+            idle: state.idle_connections,
+        }
     }
 
     /// One `SELECT 1` through the pool, for readiness checks. A read: when
