@@ -47,6 +47,9 @@ pub struct Settings {
     pub feed: FeedConfig,
     /// How often buffered key uses are written.
     pub flush_uses_every: Option<Duration>,
+    /// Where `GET /metrics` listens (`None`: no metrics listener, and
+    /// nothing is recorded).
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// The threads that serve the cache: the event feed and the last-used
@@ -69,6 +72,7 @@ impl Background {
 pub struct Application {
     addr: SocketAddr,
     server: actix_web::dev::Server,
+    metrics: Option<(SocketAddr, actix_web::dev::Server)>,
     background: Background,
 }
 
@@ -116,6 +120,12 @@ impl Application {
         let listener =
             TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
         let addr = listener.local_addr().context("no local address")?;
+        // Installed before anything records, and bound before anything
+        // starts, so that a taken metrics address fails the start.
+        let metrics = settings
+            .metrics_bind
+            .map(|bind| anyhow::Ok((crate::metrics::recorder()?, crate::metrics::bind(bind)?)))
+            .transpose()?;
         let clock: Arc<dyn Clock> = Arc::new(clock);
         let freshness = Arc::new(Freshness::new(settings.cache.freshness));
         let uses = Arc::new(UseBuffer::new());
@@ -123,10 +133,25 @@ impl Application {
             Arc::new(store.clone()),
             clock.clone(),
             hash_key.clone(),
-            freshness,
+            freshness.clone(),
             uses.clone(),
             settings.cache.clone(),
         ));
+        let metrics = match metrics {
+            None => None,
+            Some((handle, listener)) => {
+                let metrics_addr = listener.local_addr().context("no local address")?;
+                let sources = crate::metrics::Sources {
+                    store: store.clone(),
+                    cache: cache.clone(),
+                    uses: uses.clone(),
+                    freshness,
+                };
+                let server = crate::metrics::server(listener, handle, sources)
+                    .with_context(|| format!("cannot serve metrics on {metrics_addr}"))?;
+                Some((metrics_addr, server))
+            }
+        };
         let service = Arc::new(
             ApiKeys::new(
                 store.clone(),
@@ -154,6 +179,7 @@ impl Application {
         Ok(Application {
             addr,
             server,
+            metrics,
             background: Background { feed, uses },
         })
     }
@@ -168,6 +194,11 @@ impl Application {
         self.addr.port()
     }
 
+    /// The metrics listener's address, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
+    }
+
     /// Serves until SIGINT or SIGTERM; requests in flight finish first, then
     /// the buffered key uses are written and the event feed stops.
     ///
@@ -176,10 +207,19 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application {
             server,
+            metrics,
             mut background,
             ..
         } = self;
+        let metrics = metrics.map(|(_, metrics)| {
+            let handle = metrics.handle();
+            actix_web::rt::spawn(metrics);
+            handle
+        });
         let served = server.await;
+        if let Some(metrics) = metrics {
+            metrics.stop(true).await;
+        }
         background.stop();
         served
     }

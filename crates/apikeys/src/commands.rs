@@ -400,9 +400,13 @@ fn run_server(
             ..FeedConfig::default()
         },
         flush_uses_every: None,
+        metrics_bind: server.metrics_bind,
     };
     let app = Application::build_with(server.bind, store, SystemClock, hash_key, &settings)?;
     tracing::info!(addr = %app.addr(), "listening");
+    if let Some(addr) = app.metrics_addr() {
+        tracing::info!(addr = %addr, "serving metrics at /metrics");
+    }
     system
         .block_on(app.run_until_stopped())
         .context("the server stopped with an error")?;
