@@ -266,6 +266,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`CreateError`].
+    #[tracing::instrument(level = "debug", name = "use_case.create", skip_all)]
     pub fn create(
         &self,
         caller: &Principal,
@@ -335,6 +336,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`ListError`].
+    #[tracing::instrument(level = "debug", name = "use_case.list", skip_all)]
     pub fn list(&self, caller: &Principal, request: ListKeys) -> Result<KeyViewPage, ListError> {
         caller.require_key_management()?;
         let mode = match (caller.mode, request.mode) {
@@ -368,6 +370,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`GetError`].
+    #[tracing::instrument(level = "debug", name = "use_case.get", skip_all, fields(key_id = %id))]
     pub fn get(&self, caller: &Principal, id: &KeyId) -> Result<KeyView, GetError> {
         caller.require_key_management()?;
         let key = self.find_visible(caller, id)?.ok_or(GetError::NotFound)?;
@@ -379,6 +382,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`UpdateError`].
+    #[tracing::instrument(level = "debug", name = "use_case.update", skip_all, fields(key_id = %id))]
     pub fn update(
         &self,
         caller: &Principal,
@@ -436,6 +440,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`RevokeError`].
+    #[tracing::instrument(level = "debug", name = "use_case.revoke", skip_all, fields(key_id = %id))]
     pub fn revoke(
         &self,
         caller: &Principal,
@@ -471,6 +476,7 @@ impl ApiKeys {
     /// # Errors
     /// [`RotateError`]; of concurrent rotations of one key, all but one get
     /// [`RotateError::AlreadyRotated`].
+    #[tracing::instrument(level = "debug", name = "use_case.rotate", skip_all, fields(key_id = %id))]
     pub fn rotate(
         &self,
         caller: &Principal,
@@ -549,6 +555,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`CreateTenantError`].
+    #[tracing::instrument(level = "debug", name = "use_case.create_tenant", skip_all)]
     pub fn create_tenant(
         &self,
         origin: &Origin,
@@ -624,6 +631,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`ListEventsError`].
+    #[tracing::instrument(level = "debug", name = "use_case.list_events", skip_all)]
     pub fn list_events(
         &self,
         caller: &Principal,
@@ -648,6 +656,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`RepositoryError`].
+    #[tracing::instrument(level = "debug", name = "use_case.find_tenant_by_name", skip_all)]
     pub fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, RepositoryError> {
         self.tenants.find_tenant_by_name(name)
     }

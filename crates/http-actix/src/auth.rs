@@ -38,8 +38,10 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 /// Recording the key's use is the authenticator's business, not the
 /// extractor's.
 ///
-/// Authorization is the handler's: `principal.require_scope(..)`,
-/// `require_secret()` or `require_key_management()` (through `Deref`), each
+/// Authorization is the handler's: `require_secret()` first on any route a
+/// publishable key must not reach (a publishable key is public by design and
+/// has every scope by default), then `require_scope(..)`; or
+/// `require_key_management()`, which does both (through `Deref`), each
 /// convertible into an [`ApiError`] with `?`.
 ///
 /// # Registering it in another app
@@ -52,6 +54,9 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 /// use http_actix::{request_context, ApiError, Authenticated};
 ///
 /// async fn list_users(caller: Authenticated) -> Result<HttpResponse, ApiError> {
+///     // The key type first: a publishable key is public by design, and its
+///     // scopes (`*` by default) must not open a server-side route.
+///     caller.require_secret()?;
 ///     caller.require_scope(Scope::UsersRead)?;
 ///     Ok(HttpResponse::Ok().finish())
 /// }

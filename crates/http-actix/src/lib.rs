@@ -9,7 +9,7 @@
 //!   "Conventions"; also actix's own), `X-Request-ID` and a tracing span per
 //!   request. [`server`] serves it with graceful shutdown.
 //! - [`Authenticated`] is the authentication extractor (docs/api.md, "Authentication"); its
-//!   principal's `require_scope` does authorization.
+//!   principal's `require_secret` then `require_scope` do authorization.
 //! - [`blocking`] is the one way domain calls leave the executor threads.
 //! - [`metrics`] records requests, latencies and authentication outcomes
 //!   through the `metrics` facade, for the program's Prometheus listener.

@@ -304,6 +304,7 @@ fn actor_revoked(conn: &mut PgConnection, tenant: &str, event: &KeyEvent) -> Que
 }
 
 impl ApiKeyRepository for PgStore {
+    #[tracing::instrument(level = "debug", name = "db.insert_key", skip_all)]
     fn insert(&self, new: &NewKey, max_active: u32, event: &KeyEvent) -> Result<(), InsertError> {
         let row = NewApiKeyRow::from(new);
         let actor = event.actor.key_id().map(|id| id.to_string());
@@ -342,6 +343,7 @@ impl ApiKeyRepository for PgStore {
         .inspect(|()| metrics::events_committed([event]))
     }
 
+    #[tracing::instrument(level = "debug", name = "db.find_by_hash", skip_all)]
     fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError> {
         self.run(
             "finding a key by hash",
@@ -357,6 +359,7 @@ impl ApiKeyRepository for PgStore {
         )
     }
 
+    #[tracing::instrument(level = "debug", name = "db.find_key", skip_all, fields(key_id = %id))]
     fn find(&self, tenant: &TenantId, id: &KeyId) -> Result<Option<ApiKey>, RepositoryError> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         self.run(
@@ -366,6 +369,7 @@ impl ApiKeyRepository for PgStore {
         )
     }
 
+    #[tracing::instrument(level = "debug", name = "db.list_keys", skip_all)]
     fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<KeyPage, RepositoryError> {
         let tenant = tenant.to_string();
         let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
@@ -407,6 +411,7 @@ impl ApiKeyRepository for PgStore {
         )
     }
 
+    #[tracing::instrument(level = "debug", name = "db.update_key", skip_all, fields(key_id = %id))]
     fn update(
         &self,
         tenant: &TenantId,
@@ -477,6 +482,7 @@ impl ApiKeyRepository for PgStore {
         .inspect(|_| metrics::events_committed([event]))
     }
 
+    #[tracing::instrument(level = "debug", name = "db.revoke_key", skip_all, fields(key_id = %id))]
     fn revoke(
         &self,
         tenant: &TenantId,
@@ -486,6 +492,7 @@ impl ApiKeyRepository for PgStore {
         self.revoke_with(tenant, id, event, true)
     }
 
+    #[tracing::instrument(level = "debug", name = "db.revoke_unguarded", skip_all, fields(key_id = %id))]
     fn revoke_unguarded(
         &self,
         tenant: &TenantId,
@@ -494,6 +501,7 @@ impl ApiKeyRepository for PgStore {
     ) -> Result<ApiKey, RevokeRepoError> {
         self.revoke_with(tenant, id, event, false)
     }
+    #[tracing::instrument(level = "debug", name = "db.rotate_key", skip_all)]
     fn rotate(
         &self,
         old: &KeyId,
@@ -531,6 +539,7 @@ impl ApiKeyRepository for PgStore {
         .inspect(|()| metrics::events_committed([rotated, created]))
     }
 
+    #[tracing::instrument(level = "debug", name = "db.record_uses", skip_all)]
     fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
         if uses.is_empty() {
             return Ok(0);
@@ -555,6 +564,7 @@ impl ApiKeyRepository for PgStore {
 }
 
 impl TenantRepository for PgStore {
+    #[tracing::instrument(level = "debug", name = "db.create_tenant", skip_all)]
     fn create(
         &self,
         tenant: &Tenant,
@@ -593,6 +603,7 @@ impl TenantRepository for PgStore {
         .inspect(|()| metrics::events_committed(events_written))
     }
 
+    #[tracing::instrument(level = "debug", name = "db.find_tenant_by_name", skip_all)]
     fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, RepositoryError> {
         self.run(
             "finding a tenant by name",
@@ -609,6 +620,7 @@ impl TenantRepository for PgStore {
         )
     }
 
+    #[tracing::instrument(level = "debug", name = "db.list_tenants", skip_all)]
     fn list_tenants(&self) -> Result<Vec<Tenant>, RepositoryError> {
         self.run(
             "listing tenants",

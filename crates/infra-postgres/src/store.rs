@@ -5,12 +5,16 @@ use std::time::{Duration, Instant};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::r2d2::Pool;
-use diesel::result::Error as DieselError;
+use diesel::result::{ConnectionError, Error as DieselError};
+use diesel::Connection;
 use diesel::{sql_query, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use domain::RepositoryError;
 
-use crate::errors::{is_connection_error, repository_error, ConnectError, Fail, MigrateError};
+use crate::errors::{
+    is_connection_error, is_permanent_connect_failure, repository_error, ConnectError, Fail,
+    MigrateError,
+};
 use crate::pool::{connection_url, Generation, Manager, TracingErrorHandler};
 
 /// The migrations of the repository's top-level `migrations/` directory.
@@ -154,6 +158,32 @@ impl PgStore {
         })
     }
 
+    /// Opens one connection outside the pool, to tell a database that is
+    /// not up yet (the pool then waits for it, up to its timeout) from
+    /// settings that can never work, which fail at once.
+    ///
+    /// # Errors
+    /// [`ConnectError::Refused`] with libpq's reason (which never holds the
+    /// password) for no such database or role, a failed authentication or
+    /// a malformed URL. A database that cannot be reached is not an error
+    /// here.
+    pub fn check_settings(&self) -> Result<(), ConnectError> {
+        match PgConnection::establish(&connection_url(&self.url, self.connection_timeout)) {
+            Ok(_) => Ok(()),
+            Err(ConnectionError::InvalidConnectionUrl(_)) => Err(ConnectError::Refused(
+                "DATABASE_URL is not a valid PostgreSQL URL \
+                 (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE)"
+                    .to_owned(),
+            )),
+            Err(ConnectionError::BadConnection(message))
+                if is_permanent_connect_failure(&message) =>
+            {
+                Err(ConnectError::Refused(message.trim().to_owned()))
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Applies the pending embedded migrations, returning the versions applied
     /// (oldest first). Concurrent calls, also from other processes, wait for
     /// each other. [`PoolConfig::statement_timeout`] does not apply: a long
@@ -163,11 +193,15 @@ impl PgStore {
     /// [`MigrateError::Repository`] when the database cannot be reached,
     /// [`MigrateError::Migration`] when a migration fails.
     pub fn migrate(&self) -> Result<Vec<String>, MigrateError> {
-        let applied = self.with_migration_lock("applying migrations", |conn| {
+        let applied: Vec<String> = self.with_migration_lock("applying migrations", |conn| {
             conn.run_pending_migrations(MIGRATIONS)
                 .map(|versions| versions.iter().map(ToString::to_string).collect())
         })?;
-        tracing::info!(?applied, "database migrations applied");
+        if applied.is_empty() {
+            tracing::debug!("the database schema is up to date");
+        } else {
+            tracing::info!(?applied, "database migrations applied");
+        }
         Ok(applied)
     }
 
