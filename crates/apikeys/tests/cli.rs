@@ -268,6 +268,10 @@ fn every_configuration_error_exits_1_and_a_usage_error_exits_2() {
 
 /// `apikeys migrate` on `url`, with a minute to get a connection: asserts
 /// it exits 1 and returns what it said.
+#[expect(
+    clippy::unwrap_used,
+    reason = "test helper: a failure is a failed test"
+)]
 fn migrate_fails_with(url: &str) -> String {
     let output = apikeys()
         .arg("migrate")
