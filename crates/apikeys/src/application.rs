@@ -31,6 +31,9 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// The key cache, the event feed and the last-used writer.
     pub services: composition::Settings,
+    /// Where `GET /metrics` listens (`None`: no metrics listener, and
+    /// nothing is recorded).
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// A bound, not yet running server, with the threads that keep its key
@@ -38,6 +41,7 @@ pub struct Settings {
 pub struct Application {
     addr: SocketAddr,
     server: actix_web::dev::Server,
+    metrics: Option<(SocketAddr, actix_web::dev::Server)>,
     services: Services,
 }
 
@@ -85,9 +89,30 @@ impl Application {
         let listener =
             TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
         let addr = listener.local_addr().context("no local address")?;
+        // Installed before anything records, and bound before anything
+        // starts, so that a taken metrics address fails the start.
+        let metrics = settings
+            .metrics_bind
+            .map(|bind| anyhow::Ok((crate::metrics::recorder()?, crate::metrics::bind(bind)?)))
+            .transpose()?;
         // The same call an app embedding the service makes (docs/embedding.md).
         let services = Services::start(store, clock, hash_key, &settings.services)
             .context("cannot start the event feed or the last-used writer")?;
+        let metrics = match metrics {
+            None => None,
+            Some((handle, listener)) => {
+                let metrics_addr = listener.local_addr().context("no local address")?;
+                let sources = crate::metrics::Sources {
+                    store: store.clone(),
+                    cache: services.cache().clone(),
+                    uses: services.uses().clone(),
+                    freshness: services.freshness().clone(),
+                };
+                let server = crate::metrics::server(listener, handle, sources)
+                    .with_context(|| format!("cannot serve metrics on {metrics_addr}"))?;
+                Some((metrics_addr, server))
+            }
+        };
         let readiness: Arc<dyn Readiness> = Arc::new(StoreReadiness(store.clone()));
         let state = AppState::new(
             services.service().clone(),
@@ -99,6 +124,7 @@ impl Application {
         Ok(Application {
             addr,
             server,
+            metrics,
             services,
         })
     }
@@ -113,6 +139,11 @@ impl Application {
         self.addr.port()
     }
 
+    /// The metrics listener's address, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
+    }
+
     /// Serves until SIGINT or SIGTERM; requests in flight finish first, then
     /// the buffered key uses are written and the event feed stops.
     ///
@@ -121,10 +152,19 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application {
             server,
+            metrics,
             mut services,
             ..
         } = self;
+        let metrics = metrics.map(|(_, metrics)| {
+            let handle = metrics.handle();
+            actix_web::rt::spawn(metrics);
+            handle
+        });
         let served = server.await;
+        if let Some(metrics) = metrics {
+            metrics.stop(true).await;
+        }
         services.stop();
         served
     }

@@ -28,8 +28,17 @@ pub const DEV_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// The tenant `apikeys dev` creates on its first start.
 pub const DEV_TENANT_NAME: &str = "Development";
 
-fn connect_and_migrate(url: &str, pool: &PoolConfig) -> anyhow::Result<PgStore> {
+/// The pool over `url`, failing at once on settings that can never work
+/// (no such database or role, a failed authentication, a malformed URL); a
+/// database that is not up yet is waited for, up to the pool's timeout.
+fn connect(url: &str, pool: &PoolConfig) -> anyhow::Result<PgStore> {
     let store = PgStore::connect(url, pool).context("cannot set up the database pool")?;
+    store.check_settings().context("cannot use DATABASE_URL")?;
+    Ok(store)
+}
+
+fn connect_and_migrate(url: &str, pool: &PoolConfig) -> anyhow::Result<PgStore> {
+    let store = connect(url, pool)?;
     // `migrate` logs the versions it applied.
     store
         .migrate()
@@ -43,7 +52,7 @@ fn connect_and_migrate(url: &str, pool: &PoolConfig) -> anyhow::Result<PgStore> 
 /// Configuration or database problems.
 pub fn migrate(env: Env<'_>) -> anyhow::Result<()> {
     let db = env.database()?;
-    let store = PgStore::connect(&db.url, &db.pool).context("cannot set up the database pool")?;
+    let store = connect(&db.url, &db.pool)?;
     let applied = store.migrate().context("cannot apply migrations")?;
     if applied.is_empty() {
         println!("The database is up to date.");
@@ -402,9 +411,13 @@ fn run_server(
             },
             ..composition::Settings::default()
         },
+        metrics_bind: server.metrics_bind,
     };
     let app = Application::build_with(server.bind, store, SystemClock, hash_key, &settings)?;
     tracing::info!(addr = %app.addr(), "listening");
+    if let Some(addr) = app.metrics_addr() {
+        tracing::info!(addr = %addr, "serving metrics at /metrics");
+    }
     system
         .block_on(app.run_until_stopped())
         .context("the server stopped with an error")?;

@@ -62,11 +62,26 @@ pub struct ServerConfig {
     /// last confirmation cached keys may still be served while the database
     /// is unreachable; `None` (the default) fails closed.
     pub cache_serve_stale: Option<Duration>,
+    /// `APIKEYS_METRICS_BIND`: where `GET /metrics` listens; `None` (the
+    /// default): no metrics listener.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// Keys the authentication cache holds unless `APIKEYS_CACHE_MAX_KEYS` says
 /// otherwise: about 100 MB at most (a cached key takes well under 1 KiB).
 pub const DEFAULT_CACHE_MAX_KEYS: u64 = 100_000;
+
+/// `raw` as a listen address (`HOST:PORT`, the host resolved).
+fn socket_addr(var: &'static str, raw: &str) -> Result<SocketAddr, ConfigError> {
+    raw.trim()
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ConfigError::Invalid {
+            var,
+            reason: format!("expected HOST:PORT such as 127.0.0.1:8080, got {raw:?}"),
+        })
+}
 
 /// Reads variables through `get`, so tests need not touch the process
 /// environment.
@@ -179,8 +194,9 @@ impl<'a> Env<'a> {
     }
 
     /// `APIKEYS_BIND` (default `127.0.0.1:8080`), `APIKEYS_WORKERS`,
-    /// `APIKEYS_CACHE_MAX_KEYS` (default 100,000) and
-    /// `APIKEYS_CACHE_SERVE_STALE` (1s–3600s; default off).
+    /// `APIKEYS_CACHE_MAX_KEYS` (default 100,000),
+    /// `APIKEYS_CACHE_SERVE_STALE` (1s–3600s; default off) and
+    /// `APIKEYS_METRICS_BIND` (default: no metrics listener).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] for an address that does not resolve or a bad
@@ -189,15 +205,11 @@ impl<'a> Env<'a> {
         let raw = self
             .var("APIKEYS_BIND")
             .unwrap_or_else(|| DEFAULT_BIND.to_owned());
-        let bind = raw
-            .trim()
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| ConfigError::Invalid {
-                var: "APIKEYS_BIND",
-                reason: format!("expected HOST:PORT such as 127.0.0.1:8080, got {raw:?}"),
-            })?;
+        let bind = socket_addr("APIKEYS_BIND", &raw)?;
+        let metrics_bind = self
+            .var("APIKEYS_METRICS_BIND")
+            .map(|raw| socket_addr("APIKEYS_METRICS_BIND", &raw))
+            .transpose()?;
         let workers = match self.var("APIKEYS_WORKERS") {
             None => None,
             Some(w) => Some(
@@ -229,6 +241,7 @@ impl<'a> Env<'a> {
             workers,
             cache_max_keys,
             cache_serve_stale,
+            metrics_bind,
         })
     }
 
@@ -314,6 +327,27 @@ mod tests {
         let server = Env::new(&get).server().unwrap();
         assert_eq!(server.bind, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
         assert_eq!(server.workers, None);
+        assert_eq!(
+            server.metrics_bind, None,
+            "no metrics listener unless asked"
+        );
+    }
+
+    #[test]
+    fn metrics_bind_is_read_and_checked() {
+        let get = env(&[("APIKEYS_METRICS_BIND", "127.0.0.1:9464")]);
+        assert_eq!(
+            Env::new(&get).server().unwrap().metrics_bind,
+            Some("127.0.0.1:9464".parse::<SocketAddr>().unwrap())
+        );
+        let get = env(&[("APIKEYS_METRICS_BIND", "9464")]);
+        assert_eq!(
+            Env::new(&get).server().unwrap_err(),
+            ConfigError::Invalid {
+                var: "APIKEYS_METRICS_BIND",
+                reason: "expected HOST:PORT such as 127.0.0.1:8080, got \"9464\"".into(),
+            }
+        );
     }
 
     #[test]

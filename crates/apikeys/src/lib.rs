@@ -7,4 +7,5 @@
 pub mod application;
 pub mod commands;
 pub mod config;
+pub mod metrics;
 pub mod telemetry;

@@ -8,9 +8,50 @@ use apikeys::config::Env;
 use apikeys::{commands, telemetry};
 use clap::{Parser, Subcommand};
 
+// The environment each command reads, for its `--help` (the same as
+// README.md's configuration table, which a test holds them to).
+macro_rules! env_database {
+    () => {
+        "  DATABASE_URL                  PostgreSQL URL (required)
+  APIKEYS_DB_POOL_SIZE          database connections, 1-1000 [default: 10]
+  APIKEYS_DB_TIMEOUT            wait for a connection before 503, 1s-60s [default: 5s]
+  APIKEYS_DB_STATEMENT_TIMEOUT  longest SQL statement, 1s-600s [default: 5s]
+"
+    };
+}
+macro_rules! env_hash_key {
+    () => {
+        "  APIKEYS_HASH_KEY              at least 32 bytes as hex (required)
+"
+    };
+}
+macro_rules! env_server {
+    () => {
+        "  APIKEYS_BIND                  listen address [default: 127.0.0.1:8080]
+  APIKEYS_WORKERS               HTTP worker threads, 1-256 [default: one per core]
+  APIKEYS_CACHE_MAX_KEYS        keys the authentication cache holds [default: 100000]
+  APIKEYS_CACHE_SERVE_STALE     opt-in: answer from the cache while the database is down, 1s-3600s [default: off]
+  APIKEYS_METRICS_BIND          where GET /metrics listens [default: no metrics listener]
+"
+    };
+}
+macro_rules! env_logging {
+    () => {
+        "  APIKEYS_LOG_FORMAT            text or json [default: text]
+  RUST_LOG                      log filter [default: info]
+
+Exit status: 0 success, 1 a configuration, database or runtime error, 2 a usage error."
+    };
+}
+
 /// Self-hostable API-key service.
 #[derive(Debug, Parser)]
-#[command(name = "apikeys", version, about)]
+#[command(
+    name = "apikeys",
+    version,
+    about,
+    after_help = concat!("Environment (see each command's --help):\n", env_logging!())
+)]
 struct Cli {
     /// Log as JSON lines (also `APIKEYS_LOG_FORMAT=json`).
     #[arg(long, global = true)]
@@ -23,16 +64,26 @@ struct Cli {
 enum Command {
     /// Serve the API (DATABASE_URL and APIKEYS_HASH_KEY required); applies
     /// pending migrations first.
+    #[command(after_help = concat!(
+        "Environment:\n", env_database!(), env_hash_key!(), env_server!(), env_logging!()
+    ))]
     Serve,
     /// Apply the embedded database migrations (DATABASE_URL required).
+    #[command(after_help = concat!("Environment:\n", env_database!(), env_logging!()))]
     Migrate,
     /// Manage tenants.
+    #[command(after_help = concat!(
+        "Environment:\n", env_database!(), env_hash_key!(), env_logging!()
+    ))]
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
     },
     /// Manage any tenant's keys as the operator (DATABASE_URL and
     /// APIKEYS_HASH_KEY required); every change is recorded with actor `cli`.
+    #[command(after_help = concat!(
+        "Environment:\n", env_database!(), env_hash_key!(), env_logging!()
+    ))]
     Key {
         #[command(subcommand)]
         command: KeyCommand,
@@ -40,6 +91,13 @@ enum Command {
     /// Run a development server with no configuration: local PostgreSQL,
     /// database `apikeys_dev`, a fixed development hash key, and a
     /// development tenant whose keys are printed on first start.
+    #[command(after_help = concat!(
+        "Environment (all optional):\n",
+        "  DATABASE_URL                  PostgreSQL URL [default: postgres://postgres@127.0.0.1:5432/apikeys_dev]\n",
+        "  APIKEYS_DB_POOL_SIZE, APIKEYS_DB_TIMEOUT, APIKEYS_DB_STATEMENT_TIMEOUT: as for serve\n",
+        env_server!(),
+        env_logging!()
+    ))]
     Dev,
 }
 
@@ -118,6 +176,9 @@ enum KeyCommand {
     },
 }
 
+/// Exit status: 0 success; 1 a configuration, database or runtime error
+/// (every configuration error alike); 2 a usage error (clap's own, for an
+/// unknown command or flag).
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let get = |name: &str| std::env::var(name).ok();
@@ -126,7 +187,7 @@ fn main() -> ExitCode {
         Ok(json) => json || cli.log_json,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return ExitCode::FAILURE;
         }
     };
     telemetry::init(json_logs);

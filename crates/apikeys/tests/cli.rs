@@ -244,6 +244,113 @@ fn migrate_applies_then_reports_up_to_date() {
     );
 }
 
+#[test]
+fn every_configuration_error_exits_1_and_a_usage_error_exits_2() {
+    let bad_log_format = apikeys()
+        .arg("migrate")
+        .env("APIKEYS_LOG_FORMAT", "xml")
+        .output()
+        .unwrap();
+    assert_eq!(bad_log_format.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(bad_log_format.stderr).unwrap(),
+        "error: APIKEYS_LOG_FORMAT is invalid: expected json or text, got \"xml\"\n"
+    );
+
+    let no_database = apikeys().arg("migrate").output().unwrap();
+    assert_eq!(no_database.status.code(), Some(1));
+
+    let unknown_command = apikeys().arg("frobnicate").output().unwrap();
+    assert_eq!(unknown_command.status.code(), Some(2));
+    let unknown_flag = apikeys().args(["serve", "--port", "1"]).output().unwrap();
+    assert_eq!(unknown_flag.status.code(), Some(2));
+}
+
+/// `apikeys migrate` on `url`, with a minute to get a connection: asserts
+/// it exits 1 and returns what it said.
+#[expect(
+    clippy::unwrap_used,
+    reason = "test helper: a failure is a failed test"
+)]
+fn migrate_fails_with(url: &str) -> String {
+    let output = apikeys()
+        .arg("migrate")
+        .env("DATABASE_URL", url)
+        .env("APIKEYS_DB_TIMEOUT", "60s")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_database_that_does_not_exist_fails_at_once_not_after_the_timeout() {
+    let started = std::time::Instant::now();
+    let stderr = migrate_fails_with("postgres://postgres@127.0.0.1:5432/apikeys_no_such_database");
+    assert!(
+        stderr.contains("cannot use DATABASE_URL")
+            && stderr.contains("database \"apikeys_no_such_database\" does not exist"),
+        "stderr: {stderr}"
+    );
+    // Retrying would have taken the whole 60 s.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn a_malformed_database_url_fails_at_once_without_echoing_it() {
+    let stderr = migrate_fails_with("postgres://user:s3cret@host:notaport/db");
+    assert!(
+        stderr.contains("cannot use DATABASE_URL"),
+        "stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("s3cret"),
+        "the password was echoed: {stderr}"
+    );
+}
+
+#[test]
+fn serve_help_lists_every_variable_of_the_readme_configuration_table() {
+    let output = apikeys().args(["serve", "--help"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8(output.stdout).unwrap();
+    let readme = include_str!("../../../README.md");
+    let table = readme
+        .split("## Configuration")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").nth(1))
+        .expect("the configuration table");
+    let variables: Vec<&str> = table
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|line| line.split('`').next())
+        .collect();
+    assert!(variables.contains(&"APIKEYS_METRICS_BIND"), "{variables:?}");
+    for variable in variables {
+        assert!(help.contains(variable), "{variable} is not in serve --help");
+    }
+}
+
+#[test]
+fn text_logs_to_a_file_have_no_colour_and_an_up_to_date_schema_is_not_logged() {
+    let db = TestDatabase::new();
+    let output = apikeys()
+        .arg("migrate")
+        .env("DATABASE_URL", db.url())
+        .env("RUST_LOG", "infra_postgres=debug")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("DEBUG") && stderr.contains("the database schema is up to date"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "ANSI escapes: {stderr:?}");
+    assert!(!stderr.contains("applied=[]"), "{stderr}");
+}
+
 // ---- the operator's commands ----
 
 /// Helpers of the operator commands' tests.

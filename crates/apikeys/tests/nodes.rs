@@ -79,6 +79,7 @@ impl Node {
                 cache,
                 ..composition::Settings::default()
             },
+            ..Settings::default()
         };
         let app = Application::build_with(bind, store, SystemClock, hash_key(), &settings)
             .expect("build application");

@@ -71,6 +71,9 @@ impl Default for Settings {
 pub struct Services {
     service: Arc<ApiKeys>,
     authenticator: Arc<dyn Authenticator>,
+    cache: Arc<KeyCache>,
+    uses_buffer: Arc<UseBuffer>,
+    freshness: Arc<Freshness>,
     feed: EventFeed,
     uses: UseFlusher,
     records: RecordSweeper,
@@ -107,7 +110,7 @@ impl Services {
             Arc::new(store.clone()),
             clock.clone(),
             hash_key.clone(),
-            freshness,
+            freshness.clone(),
             uses.clone(),
             settings.cache.clone(),
         ));
@@ -124,11 +127,15 @@ impl Services {
             .with_change_listener(cache.clone()),
         );
         let feed = EventFeed::spawn(store.database_url(), settings.feed.clone(), cache.clone())?;
+        let uses_buffer = uses.clone();
         let uses = UseFlusher::spawn(uses, Arc::new(store.clone()), settings.flush_uses_every)?;
         let records = RecordSweeper::spawn(service.clone(), settings.sweep_records_every)?;
         Ok(Services {
             service,
-            authenticator: cache,
+            authenticator: cache.clone(),
+            cache,
+            uses_buffer,
+            freshness,
             feed,
             uses,
             records,
@@ -145,6 +152,22 @@ impl Services {
     /// `Authenticated` extractor.
     pub fn authenticator(&self) -> &Arc<dyn Authenticator> {
         &self.authenticator
+    }
+
+    /// The key cache behind [`authenticator`](Self::authenticator), for its
+    /// counters (hits, misses, invalidations).
+    pub fn cache(&self) -> &Arc<KeyCache> {
+        &self.cache
+    }
+
+    /// The buffer of key uses, for its counters (batches and rows written).
+    pub fn uses(&self) -> &Arc<UseBuffer> {
+        &self.uses_buffer
+    }
+
+    /// The event feed's confirmations, for its lag.
+    pub fn freshness(&self) -> &Arc<Freshness> {
+        &self.freshness
     }
 
     /// Writes the uses still buffered and stops the threads; a second call

@@ -22,7 +22,7 @@ pub enum HashKeyError {
     /// Fewer than [`MIN_HASH_KEY_BYTES`] bytes.
     #[error("the hash key must be at least 32 bytes (64 hex characters)")]
     TooShort,
-    /// Not an even number of hex digits.
+    /// Not an even number of hex digits (a sign or space included).
     #[error("the hash key must be hex")]
     NotHex,
 }
@@ -59,20 +59,7 @@ impl HashKey {
     /// # Errors
     /// [`HashKeyError::NotHex`] or [`HashKeyError::TooShort`].
     pub fn from_hex(hex: &str) -> Result<Self, HashKeyError> {
-        let hex = hex.trim();
-        // `from_str_radix` alone would take a sign (`+a` is 10), so the digits
-        // are checked first.
-        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(HashKeyError::NotHex);
-        }
-        let bytes = (0..hex.len())
-            .step_by(2)
-            .map(|i| {
-                hex.get(i..i + 2)
-                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-            })
-            .collect::<Option<Vec<u8>>>()
-            .ok_or(HashKeyError::NotHex)?;
+        let bytes = hex::decode(hex.trim()).map_err(|_| HashKeyError::NotHex)?;
         Self::from_bytes(&bytes)
     }
 

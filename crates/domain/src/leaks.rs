@@ -51,6 +51,7 @@ impl ApiKeys {
     /// [`RepositoryError`]: the first storage failure; an answer of the
     /// repository that cannot happen for this actor (the key vanished, the
     /// guard or the actor refused) is a [`RepositoryError::Failure`].
+    #[tracing::instrument(level = "debug", name = "use_case.revoke_leaked", skip_all)]
     pub fn revoke_leaked(
         &self,
         request_id: Option<String>,

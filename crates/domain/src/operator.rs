@@ -84,6 +84,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`RepositoryError`].
+    #[tracing::instrument(level = "debug", name = "use_case.list_tenants", skip_all)]
     pub fn list_tenants(&self) -> Result<Vec<Tenant>, RepositoryError> {
         self.tenants.list_tenants()
     }
@@ -100,6 +101,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`CreateKeyForError`].
+    #[tracing::instrument(level = "debug", name = "use_case.create_key_for", skip_all)]
     pub fn create_key_for(
         &self,
         origin: &Origin,
@@ -131,6 +133,7 @@ impl ApiKeys {
     /// # Errors
     /// [`ListKeysForError`]; an unknown tenant is an error, not an empty
     /// page.
+    #[tracing::instrument(level = "debug", name = "use_case.list_keys_for", skip_all)]
     pub fn list_keys_for(
         &self,
         tenant: &TenantId,
@@ -163,6 +166,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`RevokeKeyForError`].
+    #[tracing::instrument(level = "debug", name = "use_case.revoke_key_for", skip_all, fields(key_id = %id))]
     pub fn revoke_key_for(
         &self,
         origin: &Origin,

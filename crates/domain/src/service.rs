@@ -273,6 +273,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`CreateError`].
+    #[tracing::instrument(level = "debug", name = "use_case.create", skip_all)]
     pub fn create(
         &self,
         caller: &Principal,
@@ -347,6 +348,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`ListError`].
+    #[tracing::instrument(level = "debug", name = "use_case.list", skip_all)]
     pub fn list(&self, caller: &Principal, request: ListKeys) -> Result<KeyViewPage, ListError> {
         caller.require_key_management()?;
         let mode = match (caller.mode, request.mode) {
@@ -380,6 +382,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`GetError`].
+    #[tracing::instrument(level = "debug", name = "use_case.get", skip_all, fields(key_id = %id))]
     pub fn get(&self, caller: &Principal, id: &KeyId) -> Result<KeyView, GetError> {
         caller.require_key_management()?;
         let key = self.find_visible(caller, id)?.ok_or(GetError::NotFound)?;
@@ -391,6 +394,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`UpdateError`].
+    #[tracing::instrument(level = "debug", name = "use_case.update", skip_all, fields(key_id = %id))]
     pub fn update(
         &self,
         caller: &Principal,
@@ -448,6 +452,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`RevokeError`].
+    #[tracing::instrument(level = "debug", name = "use_case.revoke", skip_all, fields(key_id = %id))]
     pub fn revoke(
         &self,
         caller: &Principal,
@@ -483,6 +488,7 @@ impl ApiKeys {
     /// # Errors
     /// [`RotateError`]; of concurrent rotations of one key, all but one get
     /// [`RotateError::AlreadyRotated`].
+    #[tracing::instrument(level = "debug", name = "use_case.rotate", skip_all, fields(key_id = %id))]
     pub fn rotate(
         &self,
         caller: &Principal,
@@ -599,6 +605,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`CreateTenantError`].
+    #[tracing::instrument(level = "debug", name = "use_case.create_tenant", skip_all)]
     pub fn create_tenant(
         &self,
         origin: &Origin,
@@ -674,6 +681,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`ListEventsError`].
+    #[tracing::instrument(level = "debug", name = "use_case.list_events", skip_all)]
     pub fn list_events(
         &self,
         caller: &Principal,
@@ -698,6 +706,7 @@ impl ApiKeys {
     ///
     /// # Errors
     /// [`RepositoryError`].
+    #[tracing::instrument(level = "debug", name = "use_case.find_tenant_by_name", skip_all)]
     pub fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, RepositoryError> {
         self.tenants.find_tenant_by_name(name)
     }

@@ -12,6 +12,7 @@ use domain::{Authenticator, Credentials, Principal};
 
 use crate::blocking::blocking;
 use crate::error::ApiError;
+use crate::metrics::{self, Via};
 
 /// The tenant header.
 pub const TENANT_HEADER: &str = "x-tenant-id";
@@ -37,8 +38,10 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 /// Recording the key's use is the authenticator's business, not the
 /// extractor's.
 ///
-/// Authorization is the handler's: `principal.require_scope(..)`,
-/// `require_secret()` or `require_key_management()` (through `Deref`), each
+/// Authorization is the handler's: `require_secret()` first on any route a
+/// publishable key must not reach (a publishable key is public by design and
+/// has every scope by default), then `require_scope(..)`; or
+/// `require_key_management()`, which does both (through `Deref`), each
 /// convertible into an [`ApiError`] with `?`.
 ///
 /// # Registering it in another app
@@ -53,6 +56,8 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 /// use http_actix::{ApiError, Authenticated};
 ///
 /// async fn list_users(caller: Authenticated) -> Result<HttpResponse, ApiError> {
+///     // The key type first: a publishable key is public by design, and its
+///     // scopes (`*` by default) must not open a server-side route.
 ///     caller.require_secret()?;
 ///     caller.require_scope(Scope::UsersRead)?;
 ///     Ok(HttpResponse::Ok().finish())
@@ -150,33 +155,44 @@ impl FromRequest for Authenticated {
             .app_data::<web::Data<dyn Authenticator>>()
             .map(|data| data.clone().into_inner());
         let (credentials, authenticator) = match (credentials, authenticator) {
-            (Err(e), _) => return AuthFuture::ready(Err(e.into())),
+            (Err(e), _) => return AuthFuture::ready(judged(Err(e.into()))),
             (Ok(_), None) => {
-                return AuthFuture::ready(Err(ApiError::internal()
-                    .with_source("no web::Data<dyn Authenticator> registered in the app")))
+                return AuthFuture::ready(judged(Err(ApiError::internal()
+                    .with_source("no web::Data<dyn Authenticator> registered in the app"))))
             }
             (Ok(credentials), Some(authenticator)) => {
                 // A cache hit is answered here, on the executor thread, and
                 // not remembered in the request: a second extraction is
                 // another hit, cheaper than the map insert on every request.
                 if let Some(verdict) = authenticator.authenticate_cached(&credentials) {
-                    return AuthFuture::ready(
+                    return AuthFuture::ready(judged(
                         verdict
                             .map(|key| Authenticated(Principal::of(&key)))
                             .map_err(ApiError::from),
-                    );
+                    ));
                 }
                 (credentials, authenticator)
             }
         };
         let req = req.clone();
         AuthFuture::Pending(Box::pin(async move {
-            let key = blocking(move || authenticator.authenticate(&credentials))
-                .await?
-                .map_err(ApiError::from)?;
+            let outcome = blocking(move || authenticator.authenticate(&credentials))
+                .await
+                .and_then(|verdict| verdict.map_err(ApiError::from));
+            let key = judged(outcome)?;
             Ok(remember(&req, Principal::of(&key)))
         }))
     }
+}
+
+/// Counts the outcome of an authentication (`valid` or its error code) and
+/// passes it on.
+fn judged<T>(outcome: Result<T, ApiError>) -> Result<T, ApiError> {
+    metrics::record_auth(
+        Via::Request,
+        outcome.as_ref().map(|_| ()).map_err(|e| e.code().as_str()),
+    );
+    outcome
 }
 
 /// Keeps the caller in the request, for a second extraction.

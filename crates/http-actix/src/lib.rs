@@ -9,11 +9,13 @@
 //!   "Conventions"; also actix's own), `X-Request-ID` and a tracing span per
 //!   request. [`server`] serves it with graceful shutdown.
 //! - [`Authenticated`] is the authentication extractor (docs/api.md, "Authentication"); its
-//!   principal's `require_secret` and `require_scope` do authorization. It
+//!   principal's `require_secret` then `require_scope` do authorization. It
 //!   needs no middleware, and [`request_context`] (optional in another
 //!   team's app) never rewrites that app's own responses
 //!   (docs/embedding.md).
 //! - [`blocking`] is the one way domain calls leave the executor threads.
+//! - [`metrics`] records requests, latencies and authentication outcomes
+//!   through the `metrics` facade, for the program's Prometheus listener.
 //! - [`ApiError`] is the one error type; domain errors map to a code through
 //!   one exhaustive `match` per error type, and each [`ErrorCode`] has its
 //!   one status.
@@ -27,6 +29,7 @@ mod error;
 mod handlers;
 mod idempotency;
 mod leaks;
+pub mod metrics;
 pub mod openapi;
 mod query;
 mod redact;

@@ -93,7 +93,9 @@ pub fn request_id_of(req: &actix_web::HttpRequest) -> Option<String> {
 ///   response (unless the app set one itself), and every [`ApiError`]
 ///   answered in the request carries it in its body;
 /// - the request runs in a `http_request` tracing span with the request id,
-///   method, path and (once known) status.
+///   method, path and (once known) status;
+/// - the request's route template, method, status and latency are recorded
+///   ([`crate::metrics`]).
 ///
 /// It never rewrites a response the app produced itself: another team's
 /// errors, 404s and bodies pass through untouched (docs/embedding.md).
@@ -121,6 +123,10 @@ pub async fn request_context(
     );
     let started = Instant::now();
     let header = HeaderValue::from_str(request_id.as_str()).ok();
+    // Taken now: a request that fails inside a middleware is gone by the
+    // time its error comes back (and the router needs it unshared, so it
+    // cannot be kept).
+    let method = crate::metrics::method_label(req.method());
     async move {
         let outcome = CURRENT.scope(request_id, next.call(req)).await;
         let mut res = match outcome {
@@ -139,6 +145,12 @@ pub async fn request_context(
                 if let Some(value) = header {
                     response.headers_mut().insert(REQUEST_ID_HEADER, value);
                 }
+                crate::metrics::record_request(
+                    crate::metrics::UNMATCHED,
+                    method,
+                    response.status().as_u16(),
+                    started.elapsed(),
+                );
                 return Err(InternalError::from_response(e.to_string(), response).into());
             }
         };
@@ -149,6 +161,12 @@ pub async fn request_context(
         }
         let status = res.status().as_u16();
         tracing::Span::current().record("status", status);
+        crate::metrics::record_request(
+            crate::metrics::route_of(res.request()),
+            method,
+            status,
+            started.elapsed(),
+        );
         tracing::info!(
             status,
             latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),

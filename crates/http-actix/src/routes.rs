@@ -54,7 +54,9 @@ fn path_error(e: PathError, _: &HttpRequest) -> actix_web::Error {
 /// Registers the API on an app or scope: state, extractor configuration
 /// (JSON, query and path errors as JSON, 16 KiB bodies), every route (`HEAD`
 /// wherever `GET` is: the same answer without a body), a JSON 405 for a wrong
-/// method and a JSON 404 for an unknown route.
+/// method and a JSON 404 for an unknown route. Each resource is named by
+/// its template: the metrics label requests with that name
+/// ([`crate::metrics::ROUTES`]).
 ///
 /// Wrap the app in [`request_context`] too (as [`app`] does): it sets
 /// `X-Request-ID` and puts the request's id into error bodies.
@@ -77,6 +79,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
             .app_data(web::PayloadConfig::new(BODY_LIMIT))
             .service(
                 web::resource("/v1/api-keys")
+                    .name("/v1/api-keys")
                     .route(web::get().to(handlers::list_keys))
                     .route(web::head().to(handlers::list_keys))
                     .route(web::post().to(handlers::create_key))
@@ -84,6 +87,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
             )
             .service(
                 web::resource("/v1/audit-events")
+                    .name("/v1/audit-events")
                     .route(web::get().to(audit::list_events))
                     .route(web::head().to(audit::list_events))
                     .default_service(not_allowed("GET, HEAD")),
@@ -91,12 +95,14 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
             // No `Authorization`, no `X-Tenant-ID`: anyone may report a key.
             .service(
                 web::resource("/v1/leaked-keys")
+                    .name("/v1/leaked-keys")
                     .route(web::post().to(leaks::report_leaked_keys))
                     .default_service(not_allowed("POST")),
             )
             // Before `/{id}`, which would otherwise take `rotate` for an id.
             .service(
                 web::resource("/v1/api-keys/rotate")
+                    .name("/v1/api-keys/rotate")
                     .route(web::post().to(handlers::rotate_key))
                     .default_service(not_allowed("POST")),
             )
@@ -104,12 +110,14 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
             // included.
             .service(
                 web::resource("/v1/api-keys/verify")
+                    .name("/v1/api-keys/verify")
                     .route(web::post().to(verify::verify_key))
                     .default_service(not_allowed("POST"))
                     .wrap(from_fn(verify::no_store)),
             )
             .service(
                 web::resource("/v1/api-keys/{id}")
+                    .name("/v1/api-keys/{id}")
                     .route(web::get().to(handlers::get_key))
                     .route(web::head().to(handlers::get_key))
                     .route(web::patch().to(handlers::update_key))
@@ -118,18 +126,21 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
             )
             .service(
                 web::resource("/healthz")
+                    .name("/healthz")
                     .route(web::get().to(handlers::healthz))
                     .route(web::head().to(handlers::healthz))
                     .default_service(not_allowed("GET, HEAD")),
             )
             .service(
                 web::resource("/readyz")
+                    .name("/readyz")
                     .route(web::get().to(handlers::readyz))
                     .route(web::head().to(handlers::readyz))
                     .default_service(not_allowed("GET, HEAD")),
             )
             .service(
                 web::resource("/openapi.json")
+                    .name("/openapi.json")
                     .route(web::get().to(handlers::openapi_json))
                     .route(web::head().to(handlers::openapi_json))
                     .default_service(not_allowed("GET, HEAD")),

@@ -28,6 +28,7 @@ use crate::blocking::blocking;
 use crate::body::{read_object, JsonObject};
 use crate::dto::{timestamp, KeyTypeDto, ModeDto};
 use crate::error::{ApiError, ErrorBody};
+use crate::metrics::{self, Via};
 use crate::redact::REDACTED;
 
 // Only the body's schema for the OpenAPI document: the handler reads the
@@ -257,9 +258,9 @@ pub(crate) async fn verify_key(
     };
     // Not a key string: refused without any I/O, as authentication does.
     let Ok(key) = key else {
-        return Ok(answer(&VerifyKeyResponse::refused(
+        return Ok(answer(&counted(VerifyKeyResponse::refused(
             VerifyCode::InvalidApiKey,
-        )));
+        ))));
     };
     let authenticator = req
         .app_data::<web::Data<dyn Authenticator>>()
@@ -276,9 +277,25 @@ pub(crate) async fn verify_key(
     };
     let response = match outcome {
         Ok(key) => VerifyKeyResponse::of(&key, &required),
-        Err(e) => refusal(e)?,
+        Err(e) => refusal(e).inspect_err(|e| {
+            metrics::record_auth(Via::Verify, Err(e.code().as_str()));
+        })?,
     };
-    Ok(answer(&response))
+    Ok(answer(&counted(response)))
+}
+
+/// Counts the verdict by its code (docs/metrics.md) and passes it on.
+fn counted(response: VerifyKeyResponse) -> VerifyKeyResponse {
+    let outcome = match response.code {
+        VerifyCode::Valid => Ok(()),
+        VerifyCode::InvalidApiKey => Err("invalid_api_key"),
+        VerifyCode::ApiKeyRevoked => Err("api_key_revoked"),
+        VerifyCode::ApiKeyExpired => Err("api_key_expired"),
+        VerifyCode::TenantMismatch => Err("tenant_mismatch"),
+        VerifyCode::InsufficientScope => Err("insufficient_scope"),
+    };
+    metrics::record_auth(Via::Verify, outcome);
+    response
 }
 
 fn answer(response: &VerifyKeyResponse) -> HttpResponse {

@@ -19,6 +19,32 @@ pub enum ConnectError {
     /// The pool configuration cannot work (a size or timeout of zero).
     #[error("invalid pool configuration: {0}")]
     InvalidConfig(&'static str),
+    /// The database answered, and will keep answering, that these
+    /// connection settings cannot work: no such database or role, a failed
+    /// authentication, or a URL libpq cannot read. Retrying does not help.
+    #[error("the database refused the connection: {0}")]
+    Refused(String),
+}
+
+/// Whether libpq's message for a failed connection names a problem that
+/// waiting cannot fix. Its messages are English whatever the server's locale
+/// when they come from libpq itself; the server's `FATAL` ones are matched on
+/// their usual English text, and anything unrecognised counts as transient
+/// (the caller then waits, as before).
+pub(crate) fn is_permanent_connect_failure(message: &str) -> bool {
+    const PERMANENT: &[&str] = &[
+        "does not exist",
+        "authentication failed",
+        "no pg_hba.conf entry",
+        "password authentication",
+        "invalid connection option",
+        "invalid sslmode",
+        "invalid URI",
+        "invalid integer value",
+        "missing \"=\"",
+        "is not permitted to log in",
+    ];
+    PERMANENT.iter().any(|p| message.contains(p))
 }
 
 /// Why [`PgStore::migrate`](crate::PgStore::migrate) failed.
@@ -35,6 +61,30 @@ pub enum MigrateError {
         #[source]
         source: Source,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_permanent_connect_failure;
+
+    #[test]
+    fn missing_databases_roles_and_bad_passwords_are_permanent_refusals_are_not() {
+        for permanent in [
+            "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  database \"nope\" does not exist",
+            "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  role \"nobody\" does not exist",
+            "connection to server at \"db\", port 5432 failed: FATAL:  password authentication failed for user \"app\"",
+            "invalid URI query parameter: \"bogus\"",
+        ] {
+            assert!(is_permanent_connect_failure(permanent), "{permanent}");
+        }
+        for transient in [
+            "connection to server at \"127.0.0.1\", port 5999 failed: Connection refused",
+            "connection to server at \"10.0.0.1\", port 5432 failed: timeout expired",
+            "FATAL:  the database system is starting up",
+        ] {
+            assert!(!is_permanent_connect_failure(transient), "{transient}");
+        }
+    }
 }
 
 impl MigrateError {

@@ -285,6 +285,7 @@ impl TryFrom<EventRow> for KeyEvent {
 }
 
 impl EventRepository for PgStore {
+    #[tracing::instrument(level = "debug", name = "db.list_events", skip_all)]
     fn list_events(
         &self,
         tenant: &TenantId,
@@ -326,6 +327,7 @@ impl EventRepository for PgStore {
         )
     }
 
+    #[tracing::instrument(level = "debug", name = "db.events_after", skip_all)]
     fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, RepositoryError> {
         self.run(
             "following events",

@@ -24,6 +24,7 @@ use domain::{
 use time::OffsetDateTime;
 
 use crate::errors::Fail;
+use crate::metrics;
 use crate::repo::{KeyInsert, KeyRotation};
 use crate::schema::idempotency_records as records;
 use crate::store::PgStore;
@@ -196,6 +197,7 @@ impl IdempotencyRepository for PgStore {
             |conn| write_recorded(conn, record, |conn| insert.run(conn)),
             refused(KeyInsert::refused),
         )
+        .inspect(|()| metrics::events_committed([event]))
     }
 
     fn rotate_recorded(
@@ -213,6 +215,7 @@ impl IdempotencyRepository for PgStore {
             |conn| write_recorded(conn, record, |conn| rotation.run(conn)),
             refused(KeyRotation::refused),
         )
+        .inspect(|()| metrics::events_committed([rotated, created]))
     }
 
     fn delete_expired_records(&self, now: OffsetDateTime) -> Result<usize, RepositoryError> {

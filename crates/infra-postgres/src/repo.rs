@@ -29,6 +29,7 @@ use time::OffsetDateTime;
 
 use crate::errors::{is_foreign_key_violation, is_unique_violation, Fail};
 use crate::events::{insert_events_sql, EventColumns};
+use crate::metrics;
 use crate::models::{ApiKeyRow, NewApiKeyRow, TenantRow};
 use crate::schema::{api_keys, tenants};
 use crate::statement::{Statement, Template};
@@ -422,6 +423,7 @@ impl<'a> KeyRotation<'a> {
 }
 
 impl ApiKeyRepository for PgStore {
+    #[tracing::instrument(level = "debug", name = "db.insert_key", skip_all)]
     fn insert(&self, new: &NewKey, max_active: u32, event: &KeyEvent) -> Result<(), InsertError> {
         let insert = KeyInsert::new(new, max_active, event);
         self.run(
@@ -429,8 +431,10 @@ impl ApiKeyRepository for PgStore {
             |conn| conn.transaction(|conn| insert.run(conn)),
             KeyInsert::refused,
         )
+        .inspect(|()| metrics::events_committed([event]))
     }
 
+    #[tracing::instrument(level = "debug", name = "db.find_by_hash", skip_all)]
     fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError> {
         self.run(
             "finding a key by hash",
@@ -446,6 +450,7 @@ impl ApiKeyRepository for PgStore {
         )
     }
 
+    #[tracing::instrument(level = "debug", name = "db.find_key", skip_all, fields(key_id = %id))]
     fn find(&self, tenant: &TenantId, id: &KeyId) -> Result<Option<ApiKey>, RepositoryError> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         self.run(
@@ -455,6 +460,7 @@ impl ApiKeyRepository for PgStore {
         )
     }
 
+    #[tracing::instrument(level = "debug", name = "db.list_keys", skip_all)]
     fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<KeyPage, RepositoryError> {
         let tenant = tenant.to_string();
         let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
@@ -496,6 +502,7 @@ impl ApiKeyRepository for PgStore {
         )
     }
 
+    #[tracing::instrument(level = "debug", name = "db.update_key", skip_all, fields(key_id = %id))]
     fn update(
         &self,
         tenant: &TenantId,
@@ -563,8 +570,10 @@ impl ApiKeyRepository for PgStore {
             },
             |_| None,
         )
+        .inspect(|_| metrics::events_committed([event]))
     }
 
+    #[tracing::instrument(level = "debug", name = "db.revoke_key", skip_all, fields(key_id = %id))]
     fn revoke(
         &self,
         tenant: &TenantId,
@@ -574,6 +583,7 @@ impl ApiKeyRepository for PgStore {
         self.revoke_with(tenant, id, event, true)
     }
 
+    #[tracing::instrument(level = "debug", name = "db.revoke_unguarded", skip_all, fields(key_id = %id))]
     fn revoke_unguarded(
         &self,
         tenant: &TenantId,
@@ -582,6 +592,7 @@ impl ApiKeyRepository for PgStore {
     ) -> Result<ApiKey, RevokeRepoError> {
         self.revoke_with(tenant, id, event, false)
     }
+    #[tracing::instrument(level = "debug", name = "db.rotate_key", skip_all)]
     fn rotate(
         &self,
         old: &KeyId,
@@ -596,8 +607,10 @@ impl ApiKeyRepository for PgStore {
             |conn| rotation.run(conn),
             KeyRotation::refused,
         )
+        .inspect(|()| metrics::events_committed([rotated, created]))
     }
 
+    #[tracing::instrument(level = "debug", name = "db.record_uses", skip_all)]
     fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
         if uses.is_empty() {
             return Ok(0);
@@ -622,6 +635,7 @@ impl ApiKeyRepository for PgStore {
 }
 
 impl TenantRepository for PgStore {
+    #[tracing::instrument(level = "debug", name = "db.create_tenant", skip_all)]
     fn create(
         &self,
         tenant: &Tenant,
@@ -637,6 +651,7 @@ impl TenantRepository for PgStore {
         }
         let tenant_row = TenantRow::from(tenant);
         let key_rows: Vec<NewApiKeyRow> = keys.iter().map(NewApiKeyRow::from).collect();
+        let events_written = events;
         let events = EventColumns::new(events);
         self.run(
             "creating a tenant",
@@ -656,8 +671,10 @@ impl TenantRepository for PgStore {
             },
             |e| is_unique_violation(e).then_some(CreateTenantRepoError::Duplicate),
         )
+        .inspect(|()| metrics::events_committed(events_written))
     }
 
+    #[tracing::instrument(level = "debug", name = "db.find_tenant_by_name", skip_all)]
     fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, RepositoryError> {
         self.run(
             "finding a tenant by name",
@@ -674,6 +691,7 @@ impl TenantRepository for PgStore {
         )
     }
 
+    #[tracing::instrument(level = "debug", name = "db.list_tenants", skip_all)]
     fn list_tenants(&self) -> Result<Vec<Tenant>, RepositoryError> {
         self.run(
             "listing tenants",
@@ -709,9 +727,13 @@ impl PgStore {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         let actor = event.actor.key_id().map(|id| id.to_string());
         let events = EventColumns::new([event]);
-        self.run(
+        // Whether the (last) run wrote the event: revoking a revoked key
+        // succeeds without one.
+        let wrote = std::cell::Cell::new(false);
+        let revoked = self.run(
             "revoking a key",
             |conn| {
+                wrote.set(false);
                 conn.transaction(|conn| {
                     if !lock_tenant(conn, &tenant)? {
                         return Err(Fail::Domain(RevokeRepoError::NotFound));
@@ -724,6 +746,7 @@ impl PgStore {
                         .get_result::<ApiKeyRow>(conn)
                         .optional()?;
                     if let Some(row) = revoked {
+                        wrote.set(true);
                         return to_key(row);
                     }
                     // Nothing written: unknown, already revoked (returned as
@@ -743,6 +766,10 @@ impl PgStore {
                 })
             },
             |_| None,
-        )
+        )?;
+        if wrote.get() {
+            metrics::events_committed([event]);
+        }
+        Ok(revoked)
     }
 }

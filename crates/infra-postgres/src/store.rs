@@ -5,12 +5,16 @@ use std::time::{Duration, Instant};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::r2d2::Pool;
-use diesel::result::Error as DieselError;
+use diesel::result::{ConnectionError, Error as DieselError};
+use diesel::Connection;
 use diesel::{sql_query, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use domain::RepositoryError;
 
-use crate::errors::{is_connection_error, repository_error, ConnectError, Fail, MigrateError};
+use crate::errors::{
+    is_connection_error, is_permanent_connect_failure, repository_error, ConnectError, Fail,
+    MigrateError,
+};
 use crate::pool::{connection_url, Generation, Manager, TracingErrorHandler};
 
 /// The migrations of the repository's top-level `migrations/` directory.
@@ -53,6 +57,22 @@ impl Default for PoolConfig {
             connection_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+/// The pool's connections at one moment (docs/metrics.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// Connections open, in use or idle.
+    pub connections: u32,
+    /// Connections open and waiting in the pool.
+    pub idle: u32,
+}
+
+impl PoolState {
+    /// Connections checked out by a call right now.
+    pub fn in_use(&self) -> u32 {
+        self.connections.saturating_sub(self.idle)
     }
 }
 
@@ -138,6 +158,32 @@ impl PgStore {
         })
     }
 
+    /// Opens one connection outside the pool, to tell a database that is
+    /// not up yet (the pool then waits for it, up to its timeout) from
+    /// settings that can never work, which fail at once.
+    ///
+    /// # Errors
+    /// [`ConnectError::Refused`] with libpq's reason (which never holds the
+    /// password) for no such database or role, a failed authentication or
+    /// a malformed URL. A database that cannot be reached is not an error
+    /// here.
+    pub fn check_settings(&self) -> Result<(), ConnectError> {
+        match PgConnection::establish(&connection_url(&self.url, self.connection_timeout)) {
+            Ok(_) => Ok(()),
+            Err(ConnectionError::InvalidConnectionUrl(_)) => Err(ConnectError::Refused(
+                "DATABASE_URL is not a valid PostgreSQL URL \
+                 (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE)"
+                    .to_owned(),
+            )),
+            Err(ConnectionError::BadConnection(message))
+                if is_permanent_connect_failure(&message) =>
+            {
+                Err(ConnectError::Refused(message.trim().to_owned()))
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Applies the pending embedded migrations, returning the versions applied
     /// (oldest first). Concurrent calls, also from other processes, wait for
     /// each other. [`PoolConfig::statement_timeout`] does not apply: a long
@@ -147,11 +193,15 @@ impl PgStore {
     /// [`MigrateError::Repository`] when the database cannot be reached,
     /// [`MigrateError::Migration`] when a migration fails.
     pub fn migrate(&self) -> Result<Vec<String>, MigrateError> {
-        let applied = self.with_migration_lock("applying migrations", |conn| {
+        let applied: Vec<String> = self.with_migration_lock("applying migrations", |conn| {
             conn.run_pending_migrations(MIGRATIONS)
                 .map(|versions| versions.iter().map(ToString::to_string).collect())
         })?;
-        tracing::info!(?applied, "database migrations applied");
+        if applied.is_empty() {
+            tracing::debug!("the database schema is up to date");
+        } else {
+            tracing::info!(?applied, "database migrations applied");
+        }
         Ok(applied)
     }
 
@@ -212,6 +262,15 @@ impl PgStore {
     /// never log it).
     pub fn database_url(&self) -> &str {
         &self.url
+    }
+
+    /// The pool's connections now: read on scrape, not per request.
+    pub fn pool_state(&self) -> PoolState {
+        let state = self.pool.state();
+        PoolState {
+            connections: state.connections,
+            idle: state.idle_connections,
+        }
     }
 
     /// One `SELECT 1` through the pool, for readiness checks. A read: when

@@ -52,6 +52,40 @@ impl Default for CacheConfig {
     }
 }
 
+/// How the cache has answered since it was made (docs/metrics.md), as
+/// counters that only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Answered from a held key.
+    pub hits: u64,
+    /// Answered from a held "no key has this hash".
+    pub negative_hits: u64,
+    /// Looked up in storage (nothing usable was held, or the cache could not
+    /// prove itself fresh).
+    pub misses: u64,
+    /// Changes to keys reported by this node's service or the event feed.
+    pub invalidations: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    negative_hits: AtomicU64,
+    misses: AtomicU64,
+    invalidations: AtomicU64,
+}
+
+impl Counters {
+    fn answered_from(&self, entry: &Entry) {
+        let counter = if entry.key.is_some() {
+            &self.hits
+        } else {
+            &self.negative_hits
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// What the cache holds for one hash.
 #[derive(Debug)]
 struct Entry {
@@ -85,6 +119,7 @@ pub struct KeyCache {
     freshness: Arc<Freshness>,
     uses: Arc<UseBuffer>,
     config: CacheConfig,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -174,6 +209,18 @@ impl KeyCache {
             freshness,
             uses,
             config,
+            counters: Counters::default(),
+        }
+    }
+
+    /// How the cache has answered so far.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        CacheStats {
+            hits: c.hits.load(Ordering::Relaxed),
+            negative_hits: c.negative_hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            invalidations: c.invalidations.load(Ordering::Relaxed),
         }
     }
 
@@ -215,6 +262,7 @@ impl KeyCache {
     fn load(&self, hash: &KeyHash) -> Result<Shared, RepositoryError> {
         // Taken before the query: an invalidation while it runs is newer.
         let loaded_epoch = self.epoch.load(Ordering::Acquire) + 1;
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
         let key = self.keys.find_by_hash(hash)?;
         let last_use = key
             .as_ref()
@@ -233,11 +281,19 @@ impl KeyCache {
     /// The entry for `hash`, loading it once however many callers ask at the
     /// same time.
     fn entry(&self, hash: &KeyHash) -> Result<Shared, RepositoryError> {
+        let mut loaded = false;
         let entry = self
             .entries
-            .try_get_with(*hash, || self.load(hash))
+            .try_get_with(*hash, || {
+                loaded = true;
+                self.load(hash)
+            })
             .map_err(shared_error)?;
         if self.current(&entry) {
+            if !loaded {
+                // Held already (another caller loaded it meanwhile).
+                self.counters.answered_from(&entry);
+            }
             return Ok(entry);
         }
         // Loaded before its key's last invalidation: load again.
@@ -306,6 +362,7 @@ impl Authenticator for KeyCache {
         if !self.current(&entry) {
             return None;
         }
+        self.counters.answered_from(&entry);
         Some(self.verdict(&entry, credentials, self.now()))
     }
 
@@ -334,6 +391,7 @@ impl Authenticator for KeyCache {
                 });
                 match stale {
                     Some(entry) => {
+                        self.counters.answered_from(&entry);
                         tracing::warn!("database unreachable: answering from the cache");
                         self.verdict(&entry, credentials, now)
                     }
@@ -347,6 +405,7 @@ impl Authenticator for KeyCache {
 
 impl KeyChangeListener for KeyCache {
     fn key_changed(&self, id: &KeyId) {
+        self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         self.invalidated.insert(*id, epoch);
         if let Some(hash) = self.hashes.get(id) {

@@ -62,6 +62,14 @@ impl Freshness {
         u128::from(age) < bound.as_nanos()
     }
 
+    /// How old the last confirmation is at `now`: how far behind the event
+    /// feed may be (the feed's lag, docs/metrics.md); `None` before the
+    /// first.
+    pub fn lag(&self, now: Instant) -> Option<Duration> {
+        let confirmed = self.confirmed.load(Ordering::Acquire);
+        (confirmed != 0).then(|| Duration::from_nanos(self.nanos(now).saturating_sub(confirmed)))
+    }
+
     fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
@@ -84,5 +92,18 @@ mod tests {
         assert!(f.is_fresh(t0 + Duration::from_millis(999)));
         f.reset();
         assert!(!f.is_fresh(t0));
+    }
+
+    #[test]
+    fn the_lag_is_the_age_of_the_last_confirmation() {
+        let f = Freshness::new(Duration::from_millis(1000));
+        let t0 = Instant::now();
+        assert_eq!(f.lag(t0), None, "never confirmed");
+        f.confirm(t0);
+        assert_eq!(
+            f.lag(t0 + Duration::from_millis(250)),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(f.lag(t0), Some(Duration::ZERO));
     }
 }

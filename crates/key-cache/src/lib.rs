@@ -18,6 +18,6 @@ mod cache;
 mod freshness;
 mod uses;
 
-pub use cache::{CacheConfig, KeyCache};
+pub use cache::{CacheConfig, CacheStats, KeyCache};
 pub use freshness::Freshness;
-pub use uses::{UseBuffer, UseFlusher};
+pub use uses::{UseBuffer, UseFlusher, UseStats};

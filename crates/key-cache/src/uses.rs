@@ -3,7 +3,7 @@
 //! "Last use").
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -14,6 +14,18 @@ use domain::{ApiKeyRepository, KeyId, KeyUse};
 #[derive(Debug, Default)]
 pub struct UseBuffer {
     pending: Mutex<HashMap<KeyId, KeyUse>>,
+    batches: AtomicU64,
+    rows: AtomicU64,
+}
+
+/// What a [`UseBuffer`] has written since it was made (docs/metrics.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UseStats {
+    /// Batches written (one statement each).
+    pub batches: u64,
+    /// Rows those batches updated (a use another node wrote first, or of a
+    /// key gone meanwhile, updates none).
+    pub rows: u64,
 }
 
 impl UseBuffer {
@@ -48,6 +60,14 @@ impl UseBuffer {
         self.len() == 0
     }
 
+    /// What has been written so far.
+    pub fn stats(&self) -> UseStats {
+        UseStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            rows: self.rows.load(Ordering::Relaxed),
+        }
+    }
+
     /// Writes every waiting use with one `record_uses` call. On failure the
     /// uses go back into the buffer (unless a newer use of the key arrived
     /// meanwhile) for the next flush.
@@ -64,6 +84,11 @@ impl UseBuffer {
         }
         match keys.record_uses(&batch) {
             Ok(written) => {
+                self.batches.fetch_add(1, Ordering::Relaxed);
+                self.rows.fetch_add(
+                    u64::try_from(written).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
                 tracing::debug!(uses = batch.len(), written, "recorded key uses");
                 Ok(written)
             }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{credentials, eventually, unknown_key, Harness, T0};
 use domain::{AuthError, Authenticator, Credentials, GracePeriod, KeyChangeListener};
-use key_cache::{CacheConfig, Freshness};
+use key_cache::{CacheConfig, CacheStats, Freshness};
 
 #[test]
 fn a_miss_is_not_answered_from_memory_and_authenticate_loads_it_once() {
@@ -365,4 +365,41 @@ fn an_entry_stored_by_a_load_that_raced_an_invalidation_is_never_served() {
     assert_eq!(h.repo.finds(), 2);
     assert!(matches!(h.cached(&t.test), Some(Err(AuthError::Revoked))));
     assert_eq!(h.repo.finds(), 2);
+}
+
+#[test]
+fn stats_count_hits_negative_hits_misses_and_invalidations() {
+    let h = Harness::new();
+    let t = h.tenant();
+    let unknown = Credentials::new(unknown_key(77), t.id);
+    // Creating the tenant's keys on this node reported them as changes.
+    let before = h.cache.stats();
+    assert_eq!(
+        (before.hits, before.negative_hits, before.misses),
+        (0, 0, 0)
+    );
+
+    // Given one load of a key and one of an unknown hash,
+    h.auth(&t.live).expect("valid");
+    assert!(h.cache.authenticate(&unknown).is_err());
+    // when each is presented three times more from memory, and the key changes,
+    for _ in 0..3 {
+        assert!(matches!(h.cached(&t.live), Some(Ok(_))));
+        assert!(matches!(
+            h.cache.authenticate_cached(&unknown),
+            Some(Err(AuthError::InvalidKey))
+        ));
+    }
+    h.cache.key_changed(&t.live.key.id);
+
+    // then the stats say so exactly.
+    assert_eq!(
+        h.cache.stats(),
+        CacheStats {
+            hits: 3,
+            negative_hits: 3,
+            misses: 2,
+            invalidations: before.invalidations + 1,
+        }
+    );
 }

@@ -11,7 +11,7 @@ use common::{eventually, Harness, T0};
 use domain::mocks::MockApiKeyRepository;
 use domain::testing::SeqSecretSource;
 use domain::{ApiKeyRepository, KeyId, KeyUse, RepositoryError, TenantId};
-use key_cache::{UseBuffer, UseFlusher};
+use key_cache::{UseBuffer, UseFlusher, UseStats};
 use time::OffsetDateTime;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -128,6 +128,33 @@ fn a_failed_flush_keeps_the_uses_for_the_next() {
     assert_eq!(h.uses.flush(h.repo.as_ref()).expect("flush"), 2);
     assert_eq!(h.repo.batches().len(), 2);
     assert_eq!(last_used(&h, &t), (Some(T0), Some(T0)));
+}
+
+#[test]
+fn stats_count_written_batches_and_rows_not_failed_or_empty_flushes() {
+    let h = Harness::new();
+    let t = h.tenant();
+    h.auth(&t.live).expect("valid");
+    h.auth(&t.test).expect("valid");
+
+    h.store.set_unavailable(true);
+    h.uses.flush(h.repo.as_ref()).expect_err("store down");
+    assert_eq!(
+        h.uses.stats(),
+        UseStats::default(),
+        "a failed flush wrote nothing"
+    );
+
+    h.store.set_unavailable(false);
+    assert_eq!(h.uses.flush(h.repo.as_ref()).expect("flush"), 2);
+    assert_eq!(h.uses.flush(h.repo.as_ref()).expect("empty"), 0);
+    assert_eq!(
+        h.uses.stats(),
+        UseStats {
+            batches: 1,
+            rows: 2
+        }
+    );
 }
 
 #[test]

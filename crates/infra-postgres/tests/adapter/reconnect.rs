@@ -321,3 +321,21 @@ fn concurrent_reads_after_every_connection_was_terminated_all_succeed() {
     // Then none fails
     assert!(failed.is_empty(), "{failed:#?}");
 }
+
+#[test]
+fn pool_state_counts_open_idle_and_checked_out_connections() {
+    let db = TestDatabase::new();
+    let store = PgStore::connect(
+        db.url(),
+        &PoolConfig {
+            max_size: 3,
+            ..PoolConfig::default()
+        },
+    )
+    .expect("pool");
+    store.ping().expect("ping");
+    let state = store.pool_state();
+    assert!(state.connections >= 1, "{state:?}");
+    assert_eq!(state.in_use(), 0, "a finished call returns its connection");
+    assert_eq!(state.idle, state.connections);
+}
