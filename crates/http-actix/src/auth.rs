@@ -8,7 +8,7 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use domain::{Authenticator, Credentials, Principal};
+use domain::{AuthError, Authenticator, Credentials, Principal};
 
 use crate::blocking::blocking;
 use crate::error::ApiError;
@@ -87,12 +87,76 @@ impl Deref for Authenticated {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header, if there is one.
+/// What the `Authorization` header holds, read as bytes: a header value may
+/// carry any byte but controls, and a bearer token with a byte that is not
+/// visible ASCII is a wrong key, not a missing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bearer<'a> {
+    /// No header, another scheme, or an empty token.
+    Missing,
+    /// A token of visible ASCII.
+    Token(&'a str),
+    /// A bearer token with other bytes (a Cyrillic letter, a full-width
+    /// letter, a trailing no-break or zero-width space): never a key.
+    NotAscii,
+}
+
+/// HTTP's optional white space: space and horizontal tab only. A no-break
+/// space is part of the token, and makes it wrong.
+fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// Reads an `Authorization` header's value.
+fn read_bearer(value: Option<&[u8]>) -> Bearer<'_> {
+    let Some(value) = value else {
+        return Bearer::Missing;
+    };
+    let value = trim_ows(value);
+    let Some(space) = value.iter().position(|&b| b == b' ') else {
+        return Bearer::Missing;
+    };
+    let (scheme, token) = (&value[..space], trim_ows(&value[space..]));
+    if !scheme.eq_ignore_ascii_case(b"bearer") || token.is_empty() {
+        return Bearer::Missing;
+    }
+    match std::str::from_utf8(token) {
+        Ok(token) if token.bytes().all(|b| b.is_ascii_graphic()) => Bearer::Token(token),
+        _ => Bearer::NotAscii,
+    }
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get(AUTHORIZATION).map(|v| v.as_bytes())
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if there is one
+/// and it is visible ASCII (anything else is never a key).
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    match read_bearer(authorization(headers)) {
+        Bearer::Token(token) => Some(token),
+        Bearer::Missing | Bearer::NotAscii => None,
+    }
+}
+
+/// Steps 1 and 2 of authentication, without I/O: a bearer token that is not
+/// visible ASCII is 401 `invalid_api_key`, like any other string that is not
+/// a key.
+fn credentials(headers: &HeaderMap) -> Result<Credentials, AuthError> {
+    let tenant = headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
+    match read_bearer(authorization(headers)) {
+        Bearer::Missing => Credentials::parse(None, tenant),
+        Bearer::Token(token) => Credentials::parse(Some(token), tenant),
+        Bearer::NotAscii => Err(AuthError::InvalidKey),
+    }
 }
 
 /// The extractor's future: ready at once for everything decided on the
@@ -138,11 +202,7 @@ impl FromRequest for Authenticated {
         if let Some(principal) = req.extensions().get::<Principal>().copied() {
             return AuthFuture::ready(Ok(Authenticated(principal)));
         }
-        let headers = req.headers();
-        let credentials = Credentials::parse(
-            bearer_token(headers),
-            headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()),
-        );
+        let credentials = credentials(req.headers());
         let authenticator = req
             .app_data::<web::Data<dyn Authenticator>>()
             .map(|data| data.clone().into_inner());
@@ -203,5 +263,25 @@ mod tests {
         assert_eq!(token("Bearer"), None);
         assert_eq!(token("Bearer "), None);
         assert_eq!(token("abc"), None);
+    }
+
+    fn read(value: &[u8]) -> Bearer<'_> {
+        read_bearer(Some(value))
+    }
+
+    #[test]
+    fn a_bearer_token_that_is_not_visible_ascii_is_a_wrong_key_not_a_missing_one() {
+        for value in [
+            "Bearer sk_live_\u{0455}abc".as_bytes(),
+            "Bearer \u{FF53}\u{FF4B}_live_abc".as_bytes(),
+            "Bearer sk_live_abc\u{200B}".as_bytes(),
+            "Bearer sk_live_abc\u{A0}".as_bytes(),
+            b"Bearer sk_live_\xff\xfe",
+        ] {
+            assert_eq!(read(value), Bearer::NotAscii, "{value:?}");
+        }
+        assert_eq!(read(b"Bearer \tabc\t "), Bearer::Token("abc"));
+        assert_eq!(read("Bearer \u{A0}".as_bytes()), Bearer::NotAscii);
+        assert_eq!(read("Basic \u{0455}".as_bytes()), Bearer::Missing);
     }
 }
