@@ -12,6 +12,7 @@ use domain::{AuthError, Authenticator, Credentials, Principal};
 
 use crate::blocking::blocking;
 use crate::error::ApiError;
+use crate::rate_limit::{Client, FailureLimiter};
 
 /// The tenant header.
 pub const TENANT_HEADER: &str = "x-tenant-id";
@@ -202,12 +203,22 @@ impl FromRequest for Authenticated {
         if let Some(principal) = req.extensions().get::<Principal>().copied() {
             return AuthFuture::ready(Ok(Authenticated(principal)));
         }
+        // An address over the failure limit is refused before anything
+        // else; every refusal below counts against it (docs/api.md,
+        // "Abuse limits").
+        let limiter = req.app_data::<web::Data<FailureLimiter>>();
+        let client = match limiter.map(|l| l.admit(req)) {
+            Some(Err(too_many)) => return AuthFuture::ready(Err(too_many)),
+            Some(Ok(client)) => client,
+            None => Client::default(),
+        };
+        let refused = |e: AuthError| refusal(limiter.map(|l| l.get_ref()), client, e);
         let credentials = credentials(req.headers());
         let authenticator = req
             .app_data::<web::Data<dyn Authenticator>>()
             .map(|data| data.clone().into_inner());
         let (credentials, authenticator) = match (credentials, authenticator) {
-            (Err(e), _) => return AuthFuture::ready(Err(e.into())),
+            (Err(e), _) => return AuthFuture::ready(Err(refused(e))),
             (Ok(_), None) => {
                 return AuthFuture::ready(Err(ApiError::internal()
                     .with_source("no web::Data<dyn Authenticator> registered in the app")))
@@ -220,19 +231,29 @@ impl FromRequest for Authenticated {
                     return AuthFuture::ready(
                         verdict
                             .map(|key| Authenticated(Principal::of(&key)))
-                            .map_err(ApiError::from),
+                            .map_err(refused),
                     );
                 }
                 (credentials, authenticator)
             }
         };
         let req = req.clone();
+        let limiter = limiter.cloned();
         AuthFuture::Pending(Box::pin(async move {
             let key = blocking(move || authenticator.authenticate(&credentials))
                 .await?
-                .map_err(ApiError::from)?;
+                .map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))?;
             Ok(remember(&req, Principal::of(&key)))
         }))
+    }
+}
+
+/// The answer to a failed authentication, counted against the client when a
+/// limiter is registered.
+fn refusal(limiter: Option<&FailureLimiter>, client: Client, e: AuthError) -> ApiError {
+    match limiter {
+        Some(limiter) => limiter.failed_auth(client, e),
+        None => e.into(),
     }
 }
 

@@ -8,6 +8,7 @@ use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{web, HttpRequest};
 use serde_json::{Map, Value};
 
+use crate::edge::{RequestLimits, DEFAULT_BODY_TIMEOUT};
 use crate::error::{ApiError, ErrorCode};
 use crate::BODY_LIMIT;
 
@@ -27,8 +28,9 @@ pub(crate) fn is_json_content_type(req: &HttpRequest) -> bool {
 
 /// Reads the body as a JSON object whose fields are all in `known`.
 ///
-/// Checks, in order: content type (415), size (413), JSON syntax and that it
-/// is an object (400 `invalid_json`), unknown fields (400 `unknown_field`).
+/// Checks, in order: content type (415), size (413), arrival within the
+/// body timeout (408), JSON syntax and that it is an object (400
+/// `invalid_json`), unknown fields (400 `unknown_field`).
 pub(crate) async fn read_object(
     req: &HttpRequest,
     payload: web::Payload,
@@ -45,14 +47,28 @@ pub(crate) async fn read_object(
     if declared.is_some_and(|len| len > BODY_LIMIT as u64) {
         return Err(ApiError::payload_too_large());
     }
-    let bytes = payload
-        .to_bytes_limited(BODY_LIMIT)
+    // A body that trickles in would hold the connection and the handler:
+    // it has a deadline (docs/api.md, "Limits").
+    let limit = req
+        .app_data::<RequestLimits>()
+        .map_or(DEFAULT_BODY_TIMEOUT, |l| l.body_timeout);
+    let bytes = actix_web::rt::time::timeout(limit, payload.to_bytes_limited(BODY_LIMIT))
         .await
+        .map_err(|_| ApiError::request_timeout(limit))?
         .map_err(|_| ApiError::payload_too_large())?
         .map_err(|e| {
             ApiError::invalid_json("the request body could not be read").with_source(e.to_string())
         })?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+    parse_object(&bytes, known)
+}
+
+/// Parses a body already read as a JSON object whose fields are all in
+/// `known`: 400 `invalid_json` or `unknown_field`, nothing else.
+///
+/// # Errors
+/// [`ApiError`] with one of those codes.
+pub(crate) fn parse_object(bytes: &[u8], known: &[&str]) -> Result<JsonObject, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::invalid_json(format!(
             "the request body is not valid JSON (line {}, column {})",
             e.line(),
