@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use domain::{ApiKeys, Authenticator, Clock, HashKey, OsSecretSource, RepositoryError};
-use http_actix::{AppState, Readiness};
+use http_actix::{AppState, FailureLimitConfig, FailureLimiter, Readiness, RequestLimits};
 use infra_postgres::{EventFeed, FeedConfig, PgStore};
 use key_cache::{CacheConfig, Freshness, KeyCache, UseBuffer, UseFlusher};
 
@@ -47,6 +47,10 @@ pub struct Settings {
     pub feed: FeedConfig,
     /// How often buffered key uses are written.
     pub flush_uses_every: Option<Duration>,
+    /// The limit on failed authentications per client address.
+    pub failure_limit: FailureLimitConfig,
+    /// How long a request's head and body may take to arrive.
+    pub request_limits: RequestLimits,
 }
 
 /// The threads that serve the cache: the event feed and the last-used
@@ -69,6 +73,7 @@ impl Background {
 pub struct Application {
     addr: SocketAddr,
     server: actix_web::dev::Server,
+    limiter: Arc<FailureLimiter>,
     background: Background,
 }
 
@@ -148,12 +153,16 @@ impl Application {
         .context("cannot start the last-used writer")?;
         let authenticator: Arc<dyn Authenticator> = cache;
         let readiness: Arc<dyn Readiness> = Arc::new(StoreReadiness(store.clone()));
-        let state = AppState::new(service, authenticator, readiness);
+        let limiter = Arc::new(FailureLimiter::new(&settings.failure_limit));
+        let state = AppState::new(service, authenticator, readiness)
+            .with_failure_limiter(limiter.clone())
+            .with_request_limits(settings.request_limits);
         let server = http_actix::server(listener, state, settings.workers)
             .with_context(|| format!("cannot serve on {addr}"))?;
         Ok(Application {
             addr,
             server,
+            limiter,
             background: Background { feed, uses },
         })
     }
@@ -161,6 +170,12 @@ impl Application {
     /// The address actually bound.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The limit on failed authentications, with its counts (for logs and
+    /// metrics).
+    pub fn failure_limiter(&self) -> &Arc<FailureLimiter> {
+        &self.limiter
     }
 
     /// The port actually bound.

@@ -400,6 +400,8 @@ fn run_server(
             ..FeedConfig::default()
         },
         flush_uses_every: None,
+        failure_limit: server.failure_limit.clone(),
+        request_limits: server.request_limits,
     };
     let app = Application::build_with(server.bind, store, SystemClock, hash_key, &settings)?;
     tracing::info!(addr = %app.addr(), "listening");
