@@ -129,3 +129,118 @@ impl JsonObject {
         }
     }
 }
+
+/// Property tests of the body reader: whatever the bytes, the answer is a
+/// body or one of the documented 400 codes, never a panic or a 5xx.
+/// `just fuzz` runs them with `PROPTEST_CASES` set high.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::*;
+
+    /// The fields of every route that reads a body.
+    const KNOWN: &[&[&str]] = &[
+        &["name", "type", "scopes", "expires_in", "mode"],
+        &["name", "scopes"],
+        &["id", "grace_period"],
+        &["key", "scopes"],
+        &["keys"],
+    ];
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "(name|type|scopes|keys|key|id|\\*|users:read)".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        "(name|type|scopes|expires_in|mode|id|grace_period|key|keys|[a-z]{1,8})",
+                        inner
+                    ),
+                    0..6
+                )
+                .prop_map(|fields| Value::Object(fields.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    /// Reads `bytes` as each route would, field by field; every failure must
+    /// be one of `allowed`.
+    fn read_as_every_route(bytes: &[u8], allowed: &[ErrorCode]) -> Result<(), TestCaseError> {
+        for known in KNOWN {
+            let checked = |e: ApiError| -> Result<(), TestCaseError> {
+                prop_assert!(allowed.contains(&e.code()), "{e}");
+                prop_assert_eq!(e.status().as_u16(), 400);
+                Ok(())
+            };
+            match parse_object(bytes, known) {
+                Err(e) => checked(e)?,
+                Ok(body) => {
+                    for field in *known {
+                        if let Err(e) = body.opt_str(field) {
+                            checked(e)?;
+                        }
+                        if let Err(e) = body.req_str(field) {
+                            checked(e)?;
+                        }
+                        if let Err(e) = body.opt_str_array(field) {
+                            checked(e)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    const BODY_CODES: [ErrorCode; 4] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::UnknownField,
+        ErrorCode::InvalidParameter,
+        ErrorCode::MissingParameter,
+    ];
+
+    proptest! {
+        // Cases from `PROPTEST_CASES` (default 256).
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn arbitrary_bytes_are_a_body_or_a_documented_400(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            read_as_every_route(&bytes, &BODY_CODES)?;
+        }
+
+        #[test]
+        fn arbitrary_json_is_a_body_or_a_documented_400(value in json()) {
+            read_as_every_route(value.to_string().as_bytes(), &BODY_CODES)?;
+        }
+
+        #[test]
+        fn a_json_object_with_only_known_fields_is_never_invalid_json(
+            value in json(),
+            route in 0..KNOWN.len(),
+        ) {
+            let known = KNOWN[route];
+            let Value::Object(map) = value else {
+                return Ok(());
+            };
+            let only_known: Map<String, Value> = map
+                .into_iter()
+                .filter(|(k, _)| known.contains(&k.as_str()))
+                .collect();
+            let bytes = Value::Object(only_known).to_string();
+            prop_assert!(parse_object(bytes.as_bytes(), known).is_ok());
+        }
+    }
+}
