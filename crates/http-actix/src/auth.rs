@@ -24,9 +24,14 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 /// authentication does). It checks, in the order docs/api.md gives
 /// ("Conventions", authentication):
 ///
+/// 0. when a [`FailureLimiter`] is registered (`web::Data<FailureLimiter>`,
+///    as [`crate::configure`] does): an address over the limit of failed
+///    authentications is 429 `too_many_requests`, and every failure below
+///    but `missing_api_key` counts against it (docs/api.md, "Abuse limits");
 /// 1. `Authorization: Bearer <key>` (scheme case-insensitive): missing, or
 ///    another scheme, or an empty token: 401 `missing_api_key`; not a key
-///    string: 401 `invalid_api_key`, without any I/O;
+///    string (also a token that is not visible ASCII): 401
+///    `invalid_api_key`, without any I/O;
 /// 2. `X-Tenant-ID`: 400 `invalid_tenant_id`;
 /// 3. and 4. the [`Authenticator`]: first
 ///    [`authenticate_cached`](Authenticator::authenticate_cached) on the
