@@ -24,6 +24,13 @@ db-reset:
 bench:
     cargo bench -p domain -p infra-postgres
 
+# Property tests with many cases: 13 properties x 800,000 cases, over 10^7
+# inputs in all (key strings, durations, ids, names, scopes, request bodies).
+# `cargo test` runs the same properties with 256 cases each.
+fuzz:
+    PROPTEST_CASES=800000 cargo test --release -p domain --test properties
+    PROPTEST_CASES=800000 cargo test --release -p http-actix --lib properties
+
 # Load the authenticated read path with wrk (apt-get install wrk) against a
 # running `just run`: `just load tnt_... sk_live_... key_...`.
 load TENANT KEY ID:

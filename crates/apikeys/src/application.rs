@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use composition::Services;
 use domain::{Clock, HashKey, RepositoryError};
-use http_actix::{AppState, Readiness};
+use http_actix::{AppState, FailureLimitConfig, FailureLimiter, Readiness, RequestLimits};
 use infra_postgres::PgStore;
 
 /// `/readyz` over the store's connection pool.
@@ -34,6 +34,10 @@ pub struct Settings {
     /// Where `GET /metrics` listens (`None`: no metrics listener, and
     /// nothing is recorded).
     pub metrics_bind: Option<SocketAddr>,
+    /// The limit on failed authentications per client address.
+    pub failure_limit: FailureLimitConfig,
+    /// How long a request's head and body may take to arrive.
+    pub request_limits: RequestLimits,
 }
 
 /// A bound, not yet running server, with the threads that keep its key
@@ -43,6 +47,7 @@ pub struct Application {
     server: actix_web::dev::Server,
     metrics: Option<(SocketAddr, actix_web::dev::Server)>,
     services: Services,
+    limiter: Arc<FailureLimiter>,
 }
 
 impl std::fmt::Debug for Application {
@@ -114,11 +119,14 @@ impl Application {
             }
         };
         let readiness: Arc<dyn Readiness> = Arc::new(StoreReadiness(store.clone()));
+        let limiter = Arc::new(FailureLimiter::new(&settings.failure_limit));
         let state = AppState::new(
             services.service().clone(),
             services.authenticator().clone(),
             readiness,
-        );
+        )
+        .with_failure_limiter(limiter.clone())
+        .with_request_limits(settings.request_limits);
         let server = http_actix::server(listener, state, settings.workers)
             .with_context(|| format!("cannot serve on {addr}"))?;
         Ok(Application {
@@ -126,12 +134,19 @@ impl Application {
             server,
             metrics,
             services,
+            limiter,
         })
     }
 
     /// The address actually bound.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The limit on failed authentications, with its counts (for logs and
+    /// metrics).
+    pub fn failure_limiter(&self) -> &Arc<FailureLimiter> {
+        &self.limiter
     }
 
     /// The port actually bound.

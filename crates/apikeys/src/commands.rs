@@ -412,6 +412,8 @@ fn run_server(
             ..composition::Settings::default()
         },
         metrics_bind: server.metrics_bind,
+        failure_limit: server.failure_limit.clone(),
+        request_limits: server.request_limits,
     };
     let app = Application::build_with(server.bind, store, SystemClock, hash_key, &settings)?;
     tracing::info!(addr = %app.addr(), "listening");

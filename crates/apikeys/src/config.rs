@@ -7,6 +7,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use domain::{parse_duration, HashKey};
+use http_actix::rate_limit::{DEFAULT_FAILURE_LIMIT, DEFAULT_MAX_ADDRESSES};
+use http_actix::{FailureLimitConfig, RequestLimits, TrustedProxies};
 use infra_postgres::PoolConfig;
 use thiserror::Error;
 
@@ -65,6 +67,11 @@ pub struct ServerConfig {
     /// `APIKEYS_METRICS_BIND`: where `GET /metrics` listens; `None` (the
     /// default): no metrics listener.
     pub metrics_bind: Option<SocketAddr>,
+    /// `APIKEYS_AUTH_FAILURE_LIMIT`, `APIKEYS_AUTH_FAILURE_WINDOW`,
+    /// `APIKEYS_AUTH_FAILURE_MAX_ADDRESSES` and `APIKEYS_TRUSTED_PROXIES`.
+    pub failure_limit: FailureLimitConfig,
+    /// `APIKEYS_BODY_TIMEOUT` and `APIKEYS_HEAD_TIMEOUT`.
+    pub request_limits: RequestLimits,
 }
 
 /// Keys the authentication cache holds unless `APIKEYS_CACHE_MAX_KEYS` says
@@ -223,18 +230,12 @@ impl<'a> Env<'a> {
                     })?,
             ),
         };
-        let cache_max_keys = match self.var("APIKEYS_CACHE_MAX_KEYS") {
-            None => DEFAULT_CACHE_MAX_KEYS,
-            Some(n) => n
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| (1..=100_000_000).contains(n))
-                .ok_or_else(|| ConfigError::Invalid {
-                    var: "APIKEYS_CACHE_MAX_KEYS",
-                    reason: format!("expected a whole number from 1 to 100000000, got {n:?}"),
-                })?,
-        };
+        let cache_max_keys = self.number(
+            "APIKEYS_CACHE_MAX_KEYS",
+            1,
+            100_000_000,
+            DEFAULT_CACHE_MAX_KEYS,
+        )?;
         let cache_serve_stale = self.seconds("APIKEYS_CACHE_SERVE_STALE", 3600)?;
         Ok(ServerConfig {
             bind,
@@ -242,6 +243,89 @@ impl<'a> Env<'a> {
             cache_max_keys,
             cache_serve_stale,
             metrics_bind,
+            failure_limit: self.failure_limit()?,
+            request_limits: self.request_limits()?,
+        })
+    }
+
+    /// A whole number from `min` to `max`; `default` when unset.
+    fn number(
+        &self,
+        var: &'static str,
+        min: u64,
+        max: u64,
+        default: u64,
+    ) -> Result<u64, ConfigError> {
+        let Some(raw) = self.var(var) else {
+            return Ok(default);
+        };
+        raw.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| ConfigError::Invalid {
+                var,
+                reason: format!("expected a whole number from {min} to {max}, got {raw:?}"),
+            })
+    }
+
+    /// `APIKEYS_AUTH_FAILURE_LIMIT` (failed authentications per client
+    /// address and window, 0–1,000,000, default 100, 0 disables),
+    /// `APIKEYS_AUTH_FAILURE_WINDOW` (1s–86400s, default 1m),
+    /// `APIKEYS_AUTH_FAILURE_MAX_ADDRESSES` (addresses tracked at once,
+    /// 1–10,000,000, default 100,000) and `APIKEYS_TRUSTED_PROXIES`
+    /// (addresses and CIDR ranges whose `X-Forwarded-For` is believed;
+    /// default none).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn failure_limit(&self) -> Result<FailureLimitConfig, ConfigError> {
+        let limit = self.number(
+            "APIKEYS_AUTH_FAILURE_LIMIT",
+            0,
+            1_000_000,
+            u64::from(DEFAULT_FAILURE_LIMIT),
+        )?;
+        let defaults = FailureLimitConfig::default();
+        let trusted_proxies = match self.var("APIKEYS_TRUSTED_PROXIES") {
+            None => TrustedProxies::none(),
+            Some(list) => TrustedProxies::parse(&list).map_err(|entry| ConfigError::Invalid {
+                var: "APIKEYS_TRUSTED_PROXIES",
+                reason: format!(
+                    "expected addresses or CIDR ranges separated by commas, such as 10.0.0.0/8, 192.168.1.10; {entry:?} is neither"
+                ),
+            })?,
+        };
+        Ok(FailureLimitConfig {
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            window: self
+                .seconds("APIKEYS_AUTH_FAILURE_WINDOW", 86_400)?
+                .unwrap_or(defaults.window),
+            max_addresses: self.number(
+                "APIKEYS_AUTH_FAILURE_MAX_ADDRESSES",
+                1,
+                10_000_000,
+                DEFAULT_MAX_ADDRESSES,
+            )?,
+            trusted_proxies,
+        })
+    }
+
+    /// `APIKEYS_BODY_TIMEOUT` (how long a request body may take to arrive,
+    /// 1s–300s, default 10s) and `APIKEYS_HEAD_TIMEOUT` (the same for the
+    /// request head, 1s–300s, default 5s).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn request_limits(&self) -> Result<RequestLimits, ConfigError> {
+        let defaults = RequestLimits::default();
+        Ok(RequestLimits {
+            body_timeout: self
+                .seconds("APIKEYS_BODY_TIMEOUT", 300)?
+                .unwrap_or(defaults.body_timeout),
+            head_timeout: self
+                .seconds("APIKEYS_HEAD_TIMEOUT", 300)?
+                .unwrap_or(defaults.head_timeout),
         })
     }
 
@@ -417,6 +501,89 @@ mod tests {
                 "{value}"
             );
         }
+    }
+
+    #[test]
+    fn failure_limit_defaults_allow_a_few_dozen_mistakes_a_minute() {
+        let get = env(&[]);
+        let limit = Env::new(&get).failure_limit().unwrap();
+        assert_eq!(limit.limit, 100);
+        assert_eq!(limit.window, Duration::from_secs(60));
+        assert_eq!(limit.max_addresses, 100_000);
+        assert!(limit.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn failure_limit_settings_are_read_and_checked() {
+        let get = env(&[
+            ("APIKEYS_AUTH_FAILURE_LIMIT", "0"),
+            ("APIKEYS_AUTH_FAILURE_WINDOW", "10m"),
+            ("APIKEYS_AUTH_FAILURE_MAX_ADDRESSES", "5000"),
+            ("APIKEYS_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.10"),
+        ]);
+        let limit = Env::new(&get).failure_limit().unwrap();
+        assert_eq!(limit.limit, 0);
+        assert_eq!(limit.window, Duration::from_secs(600));
+        assert_eq!(limit.max_addresses, 5000);
+        assert_eq!(
+            limit.trusted_proxies.to_string(),
+            "10.0.0.0/8, 192.168.1.10/32"
+        );
+        for (var, value, reason) in [
+            (
+                "APIKEYS_AUTH_FAILURE_LIMIT",
+                "-1",
+                "expected a whole number from 0 to 1000000, got \"-1\"",
+            ),
+            (
+                "APIKEYS_AUTH_FAILURE_WINDOW",
+                "2d",
+                "expected a duration from 1s to 86400s such as 5s, got \"2d\"",
+            ),
+            (
+                "APIKEYS_AUTH_FAILURE_MAX_ADDRESSES",
+                "0",
+                "expected a whole number from 1 to 10000000, got \"0\"",
+            ),
+            (
+                "APIKEYS_TRUSTED_PROXIES",
+                "10.0.0.0/8, proxy.local",
+                "expected addresses or CIDR ranges separated by commas, such as 10.0.0.0/8, 192.168.1.10; \"proxy.local\" is neither",
+            ),
+        ] {
+            let get = env(&[(var, value)]);
+            assert_eq!(
+                Env::new(&get).failure_limit().unwrap_err(),
+                ConfigError::Invalid {
+                    var,
+                    reason: reason.into()
+                },
+                "{var}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_timeouts_are_read_and_checked() {
+        let get = env(&[]);
+        let limits = Env::new(&get).request_limits().unwrap();
+        assert_eq!(limits.body_timeout, Duration::from_secs(10));
+        assert_eq!(limits.head_timeout, Duration::from_secs(5));
+        let get = env(&[
+            ("APIKEYS_BODY_TIMEOUT", "30s"),
+            ("APIKEYS_HEAD_TIMEOUT", "2s"),
+        ]);
+        let limits = Env::new(&get).request_limits().unwrap();
+        assert_eq!(limits.body_timeout, Duration::from_secs(30));
+        assert_eq!(limits.head_timeout, Duration::from_secs(2));
+        let get = env(&[("APIKEYS_BODY_TIMEOUT", "0s")]);
+        assert!(matches!(
+            Env::new(&get).request_limits().unwrap_err(),
+            ConfigError::Invalid {
+                var: "APIKEYS_BODY_TIMEOUT",
+                ..
+            }
+        ));
     }
 
     #[test]

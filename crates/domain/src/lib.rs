@@ -80,7 +80,7 @@ pub use ids::{EventId, IdError, KeyId, TenantId};
 pub use key_string::{KeyFormatError, PlainKey};
 pub use kinds::{KeyType, Mode, UnknownVariant};
 pub use leaks::LeakReport;
-pub use name::{KeyName, KeyNameError, MAX_NAME_CHARS};
+pub use name::{is_forbidden_in_name, KeyName, KeyNameError, MAX_NAME_CHARS};
 pub use operator::{CreateKeyForError, ListKeysForError, RevokeKeyForError, RevokedKey};
 pub use ports::{
     ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,

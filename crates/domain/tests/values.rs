@@ -342,6 +342,83 @@ fn key_name_must_not_contain_control_characters() {
     }
 }
 
+#[test]
+fn key_name_that_only_looks_empty_is_empty() {
+    for blank in [
+        "\u{200B}",
+        "\u{200D}\u{200D}",
+        "\u{FEFF}",
+        "\u{AD}",
+        "\u{3164}",
+        "\u{115F}",
+        " \u{200B} \u{3164} ",
+        "\u{E000}",
+    ] {
+        assert_eq!(KeyName::parse(blank), Err(KeyNameError::Empty), "{blank:?}");
+    }
+}
+
+#[test]
+fn key_name_must_not_contain_invisible_or_deceptive_characters() {
+    for bad in [
+        "admin\u{202E}txt.exe",
+        "a\u{2066}b\u{2069}",
+        "a\u{2028}b",
+        "a\u{2029}b",
+        "a\u{E0041}b",
+        "zero\u{200B}width",
+        "private\u{E000}use",
+        "unassigned\u{0378}",
+        "filler\u{3164}x",
+        "filler\u{115F}x",
+        "soft\u{AD}hyphen",
+    ] {
+        assert_eq!(
+            KeyName::parse(bad),
+            Err(KeyNameError::ControlCharacter),
+            "{bad:?}"
+        );
+    }
+    // Letters, marks, symbols and spaces of every script stay allowed.
+    for good in ["Über-Dienst", "서비스 키", "e\u{301}", "ключ №1", "🔑 prod"] {
+        assert_eq!(
+            KeyName::parse(good).map(|n| n.as_str().to_owned()),
+            Ok(good.to_owned()),
+            "{good:?}"
+        );
+    }
+}
+
+#[test]
+fn key_name_must_not_be_or_contain_a_key() {
+    let key =
+        PlainKey::generate(KeyType::Secret, Mode::Live, &SeqSecretSource::default()).into_secret();
+    for bad in [key.clone(), format!("prod {key}"), format!("{key}!")] {
+        assert_eq!(
+            KeyName::parse(&bad),
+            Err(KeyNameError::ContainsKey),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        KeyNameError::ContainsKey.to_string(),
+        "name must not contain an API key: names are stored and shown in clear"
+    );
+    // A key with a wrong checksum is no key: it stays a name.
+    let mut mistyped = key.clone();
+    let last = mistyped
+        .pop()
+        .map_or('0', |c| if c == 'a' { 'b' } else { 'a' });
+    mistyped.push(last);
+    assert!(KeyName::parse(&mistyped).is_ok());
+}
+
+#[test]
+fn key_name_from_storage_keeps_what_an_older_rule_allowed() {
+    let stored = KeyName::from_stored("old\u{200B}name".to_owned());
+    assert_eq!(stored.as_str(), "old\u{200B}name");
+}
+
 // ---- identifiers ----
 
 fn crockford(mut value: u128, len: usize) -> String {

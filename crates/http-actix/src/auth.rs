@@ -8,11 +8,12 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use domain::{Authenticator, Credentials, Principal};
+use domain::{AuthError, Authenticator, Credentials, Principal};
 
 use crate::blocking::blocking;
 use crate::error::ApiError;
 use crate::metrics::{self, Via};
+use crate::rate_limit::{Client, FailureLimiter};
 
 /// The tenant header.
 pub const TENANT_HEADER: &str = "x-tenant-id";
@@ -24,9 +25,14 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 /// authentication does). It checks, in the order docs/api.md gives
 /// ("Conventions", authentication):
 ///
+/// 0. when a [`FailureLimiter`] is registered (`web::Data<FailureLimiter>`,
+///    as [`crate::configure`] does): an address over the limit of failed
+///    authentications is 429 `too_many_requests`, and every failure below
+///    but `missing_api_key` counts against it (docs/api.md, "Abuse limits");
 /// 1. `Authorization: Bearer <key>` (scheme case-insensitive): missing, or
 ///    another scheme, or an empty token: 401 `missing_api_key`; not a key
-///    string: 401 `invalid_api_key`, without any I/O;
+///    string (also a token that is not visible ASCII): 401
+///    `invalid_api_key`, without any I/O;
 /// 2. `X-Tenant-ID`: 400 `invalid_tenant_id`;
 /// 3. and 4. the [`Authenticator`]: first
 ///    [`authenticate_cached`](Authenticator::authenticate_cached) on the
@@ -95,12 +101,76 @@ impl Deref for Authenticated {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header, if there is one.
+/// What the `Authorization` header holds, read as bytes: a header value may
+/// carry any byte but controls, and a bearer token with a byte that is not
+/// visible ASCII is a wrong key, not a missing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bearer<'a> {
+    /// No header, another scheme, or an empty token.
+    Missing,
+    /// A token of visible ASCII.
+    Token(&'a str),
+    /// A bearer token with other bytes (a Cyrillic letter, a full-width
+    /// letter, a trailing no-break or zero-width space): never a key.
+    NotAscii,
+}
+
+/// HTTP's optional white space: space and horizontal tab only. A no-break
+/// space is part of the token, and makes it wrong.
+fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// Reads an `Authorization` header's value.
+fn read_bearer(value: Option<&[u8]>) -> Bearer<'_> {
+    let Some(value) = value else {
+        return Bearer::Missing;
+    };
+    let value = trim_ows(value);
+    let Some(space) = value.iter().position(|&b| b == b' ') else {
+        return Bearer::Missing;
+    };
+    let (scheme, token) = (&value[..space], trim_ows(&value[space..]));
+    if !scheme.eq_ignore_ascii_case(b"bearer") || token.is_empty() {
+        return Bearer::Missing;
+    }
+    match std::str::from_utf8(token) {
+        Ok(token) if token.bytes().all(|b| b.is_ascii_graphic()) => Bearer::Token(token),
+        _ => Bearer::NotAscii,
+    }
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get(AUTHORIZATION).map(|v| v.as_bytes())
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if there is one
+/// and it is visible ASCII (anything else is never a key).
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    match read_bearer(authorization(headers)) {
+        Bearer::Token(token) => Some(token),
+        Bearer::Missing | Bearer::NotAscii => None,
+    }
+}
+
+/// Steps 1 and 2 of authentication, without I/O: a bearer token that is not
+/// visible ASCII is 401 `invalid_api_key`, like any other string that is not
+/// a key.
+fn credentials(headers: &HeaderMap) -> Result<Credentials, AuthError> {
+    let tenant = headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
+    match read_bearer(authorization(headers)) {
+        Bearer::Missing => Credentials::parse(None, tenant),
+        Bearer::Token(token) => Credentials::parse(Some(token), tenant),
+        Bearer::NotAscii => Err(AuthError::InvalidKey),
+    }
 }
 
 /// The extractor's future: ready at once for everything decided on the
@@ -146,16 +216,22 @@ impl FromRequest for Authenticated {
         if let Some(principal) = req.extensions().get::<Principal>().copied() {
             return AuthFuture::ready(Ok(Authenticated(principal)));
         }
-        let headers = req.headers();
-        let credentials = Credentials::parse(
-            bearer_token(headers),
-            headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()),
-        );
+        // An address over the failure limit is refused before anything
+        // else; every refusal below counts against it (docs/api.md,
+        // "Abuse limits").
+        let limiter = req.app_data::<web::Data<FailureLimiter>>();
+        let client = match limiter.map(|l| l.admit(req)) {
+            Some(Err(too_many)) => return AuthFuture::ready(Err(too_many)),
+            Some(Ok(client)) => client,
+            None => Client::default(),
+        };
+        let refused = |e: AuthError| refusal(limiter.map(|l| l.get_ref()), client, e);
+        let credentials = credentials(req.headers());
         let authenticator = req
             .app_data::<web::Data<dyn Authenticator>>()
             .map(|data| data.clone().into_inner());
         let (credentials, authenticator) = match (credentials, authenticator) {
-            (Err(e), _) => return AuthFuture::ready(judged(Err(e.into()))),
+            (Err(e), _) => return AuthFuture::ready(judged(Err(refused(e)))),
             (Ok(_), None) => {
                 return AuthFuture::ready(judged(Err(ApiError::internal()
                     .with_source("no web::Data<dyn Authenticator> registered in the app"))))
@@ -168,17 +244,20 @@ impl FromRequest for Authenticated {
                     return AuthFuture::ready(judged(
                         verdict
                             .map(|key| Authenticated(Principal::of(&key)))
-                            .map_err(ApiError::from),
+                            .map_err(refused),
                     ));
                 }
                 (credentials, authenticator)
             }
         };
         let req = req.clone();
+        let limiter = limiter.cloned();
         AuthFuture::Pending(Box::pin(async move {
             let outcome = blocking(move || authenticator.authenticate(&credentials))
                 .await
-                .and_then(|verdict| verdict.map_err(ApiError::from));
+                .and_then(|verdict| {
+                    verdict.map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))
+                });
             let key = judged(outcome)?;
             Ok(remember(&req, Principal::of(&key)))
         }))
@@ -193,6 +272,15 @@ fn judged<T>(outcome: Result<T, ApiError>) -> Result<T, ApiError> {
         outcome.as_ref().map(|_| ()).map_err(|e| e.code().as_str()),
     );
     outcome
+}
+
+/// The answer to a failed authentication, counted against the client when a
+/// limiter is registered.
+fn refusal(limiter: Option<&FailureLimiter>, client: Client, e: AuthError) -> ApiError {
+    match limiter {
+        Some(limiter) => limiter.failed_auth(client, e),
+        None => e.into(),
+    }
 }
 
 /// Keeps the caller in the request, for a second extraction.
@@ -222,5 +310,25 @@ mod tests {
         assert_eq!(token("Bearer"), None);
         assert_eq!(token("Bearer "), None);
         assert_eq!(token("abc"), None);
+    }
+
+    fn read(value: &[u8]) -> Bearer<'_> {
+        read_bearer(Some(value))
+    }
+
+    #[test]
+    fn a_bearer_token_that_is_not_visible_ascii_is_a_wrong_key_not_a_missing_one() {
+        for value in [
+            "Bearer sk_live_\u{0455}abc".as_bytes(),
+            "Bearer \u{FF53}\u{FF4B}_live_abc".as_bytes(),
+            "Bearer sk_live_abc\u{200B}".as_bytes(),
+            "Bearer sk_live_abc\u{A0}".as_bytes(),
+            b"Bearer sk_live_\xff\xfe",
+        ] {
+            assert_eq!(read(value), Bearer::NotAscii, "{value:?}");
+        }
+        assert_eq!(read(b"Bearer \tabc\t "), Bearer::Token("abc"));
+        assert_eq!(read("Bearer \u{A0}".as_bytes()), Bearer::NotAscii);
+        assert_eq!(read("Basic \u{0455}".as_bytes()), Bearer::Missing);
     }
 }

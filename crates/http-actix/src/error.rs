@@ -132,6 +132,15 @@ error_codes! {
     /// 4xx without an error of ours, that status is kept
     /// ([`ApiError::from_status`]).
     BadRequest = "bad_request", BAD_REQUEST;
+    /// too many failed authentications from the client's address; retry
+    /// after `Retry-After`.
+    TooManyRequests = "too_many_requests", TOO_MANY_REQUESTS;
+    /// the request body did not arrive in time; the connection is closed.
+    RequestTimeout = "request_timeout", REQUEST_TIMEOUT;
+    /// the request target (path and query) is longer than allowed.
+    UriTooLong = "uri_too_long", URI_TOO_LONG;
+    /// too many request headers, or too many bytes of them.
+    HeadersTooLarge = "request_header_fields_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE;
     /// the database cannot be reached; retry after `Retry-After`.
     ServiceUnavailable = "service_unavailable", SERVICE_UNAVAILABLE;
     /// an unexpected failure; the request id identifies it in the logs.
@@ -181,6 +190,8 @@ pub struct ApiError {
     message: Cow<'static, str>,
     param: Option<String>,
     allow: Option<&'static str>,
+    /// Seconds for `Retry-After` on a 429.
+    retry_after: Option<u64>,
     source: Option<Source>,
 }
 
@@ -193,6 +204,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             allow: None,
+            retry_after: None,
             source: None,
         }
     }
@@ -283,6 +295,27 @@ impl ApiError {
         )
     }
 
+    /// `too_many_requests`, with `Retry-After: retry_after_secs`.
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        let mut e = ApiError::new(
+            ErrorCode::TooManyRequests,
+            "too many failed authentications from this address; retry after `Retry-After` seconds",
+        );
+        e.retry_after = Some(retry_after_secs.max(1));
+        e
+    }
+
+    /// `request_timeout`: the body did not arrive within `limit`.
+    pub fn request_timeout(limit: std::time::Duration) -> Self {
+        ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} seconds",
+                limit.as_secs()
+            ),
+        )
+    }
+
     /// `internal_error`, with a message that reveals nothing.
     pub fn internal() -> Self {
         ApiError::new(
@@ -302,6 +335,17 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::unsupported_media_type(),
             StatusCode::SERVICE_UNAVAILABLE => ApiError::unavailable(),
+            StatusCode::REQUEST_TIMEOUT => ApiError::new(
+                ErrorCode::RequestTimeout,
+                "the request did not arrive in time",
+            ),
+            StatusCode::URI_TOO_LONG => {
+                ApiError::new(ErrorCode::UriTooLong, "the request target is too long")
+            }
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ApiError::new(
+                ErrorCode::HeadersTooLarge,
+                "too many request headers, or too large",
+            ),
             s if s.is_client_error() => {
                 let mut e = ApiError::new(
                     ErrorCode::BadRequest,
@@ -373,6 +417,14 @@ impl ApiError {
         }
         if let Some(allow) = self.allow {
             builder.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+        }
+        if let Some(seconds) = self.retry_after {
+            builder.insert_header((header::RETRY_AFTER, seconds));
+        }
+        if self.code == ErrorCode::RequestTimeout {
+            // The rest of a late body may still come: the connection cannot
+            // carry another request.
+            builder.force_close();
         }
         builder.json(self.body(request_id))
     }
@@ -718,7 +770,13 @@ mod tests {
                 ErrorCode::ServiceUnavailable,
             ),
             (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
-            (StatusCode::TOO_MANY_REQUESTS, ErrorCode::BadRequest),
+            (StatusCode::IM_A_TEAPOT, ErrorCode::BadRequest),
+            (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
+            (StatusCode::URI_TOO_LONG, ErrorCode::UriTooLong),
+            (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                ErrorCode::HeadersTooLarge,
+            ),
             (StatusCode::BAD_GATEWAY, ErrorCode::InternalError),
         ] {
             let e = ApiError::from_status(status);
@@ -740,5 +798,9 @@ mod tests {
         assert_eq!(r.headers().get("retry-after").unwrap(), "1");
         let r = ApiError::method_not_allowed("GET, POST").to_response("r");
         assert_eq!(r.headers().get("allow").unwrap(), "GET, POST");
+        let r = ApiError::too_many_requests(42).to_response("r");
+        assert_eq!(r.headers().get("retry-after").unwrap(), "42");
+        let r = ApiError::too_many_requests(0).to_response("r");
+        assert_eq!(r.headers().get("retry-after").unwrap(), "1");
     }
 }

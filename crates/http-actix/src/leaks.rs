@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 use crate::blocking::blocking;
 use crate::body::{read_object, JsonObject};
 use crate::error::{ApiError, ErrorBody};
+use crate::rate_limit::FailureLimiter;
 use crate::redact::REDACTED;
 use crate::request_id::request_id_of;
 use crate::state::AppState;
@@ -96,6 +97,8 @@ fn read_keys(body: &JsonObject) -> Result<Vec<String>, ApiError> {
             headers(("Allow" = String, description = "`POST`"))),
         (status = 413, description = "`payload_too_large`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 429, description = "`too_many_requests`: too many failed authentications from this address.", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds until the address is admitted again."))),
     ),
 )]
 pub(crate) async fn report_leaked_keys(
@@ -103,6 +106,11 @@ pub(crate) async fn report_leaked_keys(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    // Reports are open to anyone: an address over the failure limit is
+    // refused here too (docs/api.md, "Abuse limits").
+    if let Some(limiter) = req.app_data::<web::Data<FailureLimiter>>() {
+        limiter.admit(&req)?;
+    }
     let keys = {
         let body = read_object(&req, payload, &["keys"]).await?;
         read_keys(&body)?

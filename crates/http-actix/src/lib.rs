@@ -24,7 +24,9 @@ mod audit;
 mod auth;
 mod blocking;
 mod body;
+mod client_addr;
 pub mod dto;
+pub mod edge;
 mod error;
 mod handlers;
 mod idempotency;
@@ -32,7 +34,9 @@ mod leaks;
 pub mod metrics;
 pub mod openapi;
 mod query;
+pub mod rate_limit;
 mod redact;
+mod refusal_log;
 mod request_id;
 mod routes;
 pub mod schema;
@@ -41,9 +45,12 @@ mod verify;
 
 pub use auth::{bearer_token, AuthFuture, Authenticated, TENANT_HEADER};
 pub use blocking::blocking;
+pub use client_addr::TrustedProxies;
+pub use edge::{RequestLimits, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_LEN};
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, RETRY_AFTER_SECONDS};
 pub use idempotency::{IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER};
 pub use openapi::ApiDoc;
+pub use rate_limit::{FailureLimitConfig, FailureLimiter, LimitCounts, LimiterClock, ManualClock};
 pub use request_id::{
     request_context, request_id_of, RequestId, MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER,
 };

@@ -128,9 +128,21 @@ pub async fn request_context(
     // cannot be kept).
     let method = crate::metrics::method_label(req.method());
     async move {
-        let outcome = CURRENT.scope(request_id, next.call(req)).await;
+        // A head too large for our limits, though not for actix's, is
+        // refused here, before any route runs, in the JSON error shape.
+        let outcome = CURRENT
+            .scope(request_id, async move {
+                match crate::edge::check_head(req.head()) {
+                    Err(e) => Ok(req.error_response(e)),
+                    Ok(()) => next
+                        .call(req)
+                        .await
+                        .map(ServiceResponse::map_into_boxed_body),
+                }
+            })
+            .await;
         let mut res = match outcome {
-            Ok(res) => res.map_into_boxed_body(),
+            Ok(res) => res,
             Err(e) => {
                 // Only middleware inside this one can fail this way (the
                 // router turns handler errors into responses), and without
@@ -167,11 +179,21 @@ pub async fn request_context(
             status,
             started.elapsed(),
         );
-        tracing::info!(
-            status,
-            latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            "request completed"
-        );
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if crate::refusal_log::is_refusal(res.status()) {
+            // Sampled: an attack must not fill the disk. The line carries
+            // how many refusals went unlogged since the last one.
+            if let Some(unlogged) = crate::refusal_log::sample() {
+                tracing::info!(
+                    status,
+                    latency_ms,
+                    unlogged_refusals = unlogged,
+                    "request completed"
+                );
+            }
+        } else {
+            tracing::info!(status, latency_ms, "request completed");
+        }
         Ok(res)
     }
     .instrument(span)

@@ -68,6 +68,8 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
             })
         };
         cfg.app_data(web::Data::from(Arc::clone(&state.authenticator)))
+            .app_data(web::Data::from(Arc::clone(&state.limiter)))
+            .app_data(state.limits)
             .app_data(web::Data::new(state))
             .app_data(
                 web::JsonConfig::default()
@@ -188,8 +190,10 @@ pub fn server(
     state: AppState,
     workers: Option<usize>,
 ) -> std::io::Result<Server> {
-    let mut server =
-        HttpServer::new(move || app(state.clone())).shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
+    let head_timeout = state.limits.head_timeout;
+    let mut server = HttpServer::new(move || app(state.clone()))
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .client_request_timeout(head_timeout);
     if let Some(workers) = workers {
         server = server.workers(workers);
     }

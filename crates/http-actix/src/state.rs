@@ -6,6 +6,9 @@ use std::sync::Arc;
 use actix_web::web;
 use domain::{ApiKeys, Authenticator, RepositoryError};
 
+use crate::edge::RequestLimits;
+use crate::rate_limit::FailureLimiter;
+
 /// Whether the service can serve requests (`GET /readyz`): the binary
 /// implements it over its database.
 pub trait Readiness: Send + Sync {
@@ -23,6 +26,10 @@ pub struct AppState {
     pub(crate) service: Arc<ApiKeys>,
     pub(crate) authenticator: Arc<dyn Authenticator>,
     pub(crate) readiness: Arc<dyn Readiness>,
+    /// The limit on failed authentications per client address.
+    pub(crate) limiter: Arc<FailureLimiter>,
+    /// How long a request body may take to arrive.
+    pub(crate) limits: RequestLimits,
     /// Rendered once; each response shares these bytes instead of copying them.
     pub(crate) openapi: web::Bytes,
     /// The same document as OpenAPI 3.0.3, rendered once too.
@@ -49,9 +56,31 @@ impl AppState {
             service,
             authenticator,
             readiness,
+            limiter: Arc::new(FailureLimiter::disabled()),
+            limits: RequestLimits::default(),
             openapi: web::Bytes::from(crate::openapi::openapi_json()),
             openapi_30: web::Bytes::from(crate::openapi::openapi_30_json()),
         }
+    }
+
+    /// Limits failed authentications per client address with `limiter`
+    /// (none unless set).
+    #[must_use]
+    pub fn with_failure_limiter(mut self, limiter: Arc<FailureLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// Request limits other than the body size (defaults unless set).
+    #[must_use]
+    pub fn with_request_limits(mut self, limits: RequestLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limit on failed authentications.
+    pub fn failure_limiter(&self) -> &Arc<FailureLimiter> {
+        &self.limiter
     }
 
     /// The use cases.

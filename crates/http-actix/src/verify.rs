@@ -29,6 +29,7 @@ use crate::body::{read_object, JsonObject};
 use crate::dto::{timestamp, KeyTypeDto, ModeDto};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::{self, Via};
+use crate::rate_limit::{Client, FailureLimiter};
 use crate::redact::REDACTED;
 
 // Only the body's schema for the OpenAPI document: the handler reads the
@@ -233,6 +234,8 @@ fn read_fields(
             headers(("Cache-Control" = String, description = "`no-store`"))),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody,
             headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 429, description = "`too_many_requests`: too many `valid: false` verdicts or failed authentications from this address.", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds until the address is admitted again."), ("Cache-Control" = String, description = "`no-store`"))),
         (status = 500, description = "`internal_error`.", body = ErrorBody,
             headers(("Cache-Control" = String, description = "`no-store`"))),
         (status = 503, description = "`service_unavailable`.", body = ErrorBody,
@@ -244,6 +247,13 @@ pub(crate) async fn verify_key(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    // An address over the failure limit is refused first; every `valid:
+    // false` verdict counts against it (docs/api.md, "Abuse limits").
+    let limiter = req.app_data::<web::Data<FailureLimiter>>().cloned();
+    let client = match &limiter {
+        Some(limiter) => limiter.admit(&req)?,
+        None => Client::default(),
+    };
     // The tenant header before the body, as authentication checks it before
     // any other route reads its body.
     let tenant = req
@@ -256,11 +266,18 @@ pub(crate) async fn verify_key(
         let body = read_object(&req, payload, &["key", "scopes"]).await?;
         read_fields(&body)?
     };
+    let verdict = |response: VerifyKeyResponse| -> Result<HttpResponse, ApiError> {
+        let response = counted(response);
+        if !response.valid {
+            if let Some(too_many) = limiter.as_ref().and_then(|l| l.failed(client)) {
+                return Err(too_many);
+            }
+        }
+        Ok(answer(&response))
+    };
     // Not a key string: refused without any I/O, as authentication does.
     let Ok(key) = key else {
-        return Ok(answer(&counted(VerifyKeyResponse::refused(
-            VerifyCode::InvalidApiKey,
-        ))));
+        return verdict(VerifyKeyResponse::refused(VerifyCode::InvalidApiKey));
     };
     let authenticator = req
         .app_data::<web::Data<dyn Authenticator>>()
@@ -275,13 +292,12 @@ pub(crate) async fn verify_key(
         Some(outcome) => outcome,
         None => blocking(move || authenticator.authenticate(&credentials)).await?,
     };
-    let response = match outcome {
+    verdict(match outcome {
         Ok(key) => VerifyKeyResponse::of(&key, &required),
         Err(e) => refusal(e).inspect_err(|e| {
             metrics::record_auth(Via::Verify, Err(e.code().as_str()));
         })?,
-    };
-    Ok(answer(&counted(response)))
+    })
 }
 
 /// Counts the verdict by its code (docs/metrics.md) and passes it on.

@@ -189,7 +189,7 @@ fn data_from_json(event_type: EventType, value: &Value) -> Result<EventData, Inv
         KeyId::parse(str_at(value, path)?).map_err(|_| bad("data"))
     };
     let name = |path: &[&str]| -> Result<KeyName, InvalidRow> {
-        KeyName::parse(str_at(value, path)?).map_err(|_| bad("data"))
+        str_at(value, path).map(|name| KeyName::from_stored(name.to_owned()))
     };
     Ok(match event_type {
         EventType::KeyCreated => EventData::KeyCreated {

@@ -59,7 +59,7 @@ impl TryFrom<ApiKeyRow> for ApiKey {
         Ok(ApiKey {
             id: KeyId::parse(&row.id).map_err(invalid("id"))?,
             tenant_id: TenantId::parse(&row.tenant_id).map_err(invalid("tenant_id"))?,
-            name: KeyName::parse(&row.name).map_err(|_| InvalidRow { column: "name" })?,
+            name: KeyName::from_stored(row.name),
             key_type: KeyType::parse(&row.key_type)
                 .map_err(|_| InvalidRow { column: "key_type" })?,
             mode: Mode::parse(&row.mode).map_err(|_| InvalidRow { column: "mode" })?,
