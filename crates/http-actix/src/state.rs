@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "openapi")]
 use actix_web::web;
 use domain::{ApiKeys, Authenticator, RepositoryError};
 
@@ -24,8 +25,10 @@ pub struct AppState {
     pub(crate) authenticator: Arc<dyn Authenticator>,
     pub(crate) readiness: Arc<dyn Readiness>,
     /// Rendered once; each response shares these bytes instead of copying them.
+    #[cfg(feature = "openapi")]
     pub(crate) openapi: web::Bytes,
     /// The same document as OpenAPI 3.0.3, rendered once too.
+    #[cfg(feature = "openapi")]
     pub(crate) openapi_30: web::Bytes,
 }
 
@@ -49,7 +52,9 @@ impl AppState {
             service,
             authenticator,
             readiness,
+            #[cfg(feature = "openapi")]
             openapi: web::Bytes::from(crate::openapi::openapi_json()),
+            #[cfg(feature = "openapi")]
             openapi_30: web::Bytes::from(crate::openapi::openapi_30_json()),
         }
     }
