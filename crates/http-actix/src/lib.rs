@@ -20,7 +20,7 @@
 //!
 //! # Features
 //! - `openapi` (default): the OpenAPI document of this service's own routes
-//!   (the [`openapi`] and [`schema`] modules, `ApiDoc`, `GET /openapi.json`
+//!   (the `openapi` and `schema` modules, `ApiDoc`, `GET /openapi.json`
 //!   and `GET /openapi-3.0.json`), with utoipa. An app that only uses the
 //!   extractor sets `default-features = false` and does not compile utoipa.
 
