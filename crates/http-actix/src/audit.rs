@@ -5,6 +5,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{Actor, EventData, EventId, EventType, KeyEvent, KeyId, ListEvents};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+#[cfg(feature = "openapi")]
+#[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
@@ -15,8 +17,9 @@ use crate::query::{parse_limit, query_pairs};
 use crate::state::AppState;
 
 /// An event's type (docs/api.md, "Key events and the audit log").
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[schema(as = EventType)]
+#[derive(Debug, Clone, Copy, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = EventType))]
 #[allow(
     dead_code,
     reason = "the document's schema only; the domain names the types"
@@ -40,7 +43,8 @@ pub enum EventTypeDto {
 }
 
 /// Who made a change.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[allow(
     dead_code,
@@ -57,50 +61,55 @@ pub enum ActorType {
 
 /// Who made a change: `{"type": "api_key", "key_id": "key_..."}`,
 /// `{"type": "cli"}` or `{"type": "leak_report"}`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ActorObject {
     /// `api_key`, `cli` or `leak_report`.
     #[serde(rename = "type")]
-    #[schema(value_type = ActorType)]
+    #[cfg_attr(feature = "openapi", schema(value_type = ActorType))]
     pub actor_type: &'static str,
     /// The calling key, for `api_key` only (absent otherwise, never `null`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, value_type = Option<crate::schema::KeyId>)]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, value_type = Option<crate::schema::KeyId>))]
     pub key_id: Option<String>,
 }
 
 /// One event of the audit log.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct EventObject {
     /// `evt_` + ULID.
-    #[schema(value_type = crate::schema::EventId)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::EventId))]
     pub id: String,
     /// `api_key.created`, `api_key.updated`, `api_key.revoked`,
     /// `api_key.rotated` or `tenant.created`.
     #[serde(rename = "type")]
-    #[schema(value_type = EventTypeDto)]
+    #[cfg_attr(feature = "openapi", schema(value_type = EventTypeDto))]
     pub event_type: &'static str,
     /// When the change happened.
-    #[schema(format = DateTime, example = "2024-01-10T09:00:00Z")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime, example = "2024-01-10T09:00:00Z"))]
     pub created_at: String,
     /// The tenant.
-    #[schema(value_type = crate::schema::TenantId)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::TenantId))]
     pub tenant_id: String,
     /// The changed key; null for `tenant.created`.
-    #[schema(required = true, value_type = Option<crate::schema::KeyId>)]
+    #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<crate::schema::KeyId>))]
     pub key_id: Option<String>,
     /// The changed key's mode; null for `tenant.created`.
-    #[schema(required = true, value_type = Option<crate::dto::ModeDto>)]
+    #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<crate::dto::ModeDto>))]
     pub mode: Option<&'static str>,
     /// Who made the change.
     pub actor: ActorObject,
     /// The `X-Request-ID` of the request that made it; null outside HTTP.
-    #[schema(required = true, pattern = "^[A-Za-z0-9._-]{1,128}$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = true, pattern = "^[A-Za-z0-9._-]{1,128}$")
+    )]
     pub request_id: Option<String>,
     /// What changed: `changes` (updated), `replaced_by`, `grace_period`,
     /// `revokes_at` (rotated), `rotated_from` (created by a rotation), `name`
     /// (tenant created).
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Value,
 }
 
@@ -167,7 +176,8 @@ fn data_json(data: &EventData) -> Value {
 }
 
 /// A page of events, newest first.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct EventList {
     /// The events.
     pub data: Vec<EventObject>,
@@ -208,29 +218,32 @@ fn parse_query(query: &str) -> Result<ListEvents, ApiError> {
 }
 
 /// The tenant's key events, newest first.
-#[utoipa::path(
-    get,
-    path = "/v1/audit-events",
-    tag = "audit-events",
-    operation_id = "list_audit_events",
-    params(
-        crate::openapi::TenantHeader,
-        ("key_id" = Option<crate::schema::KeyId>, Query, description = "Only events of this key."),
-        ("type" = Option<EventTypeDto>, Query, description = "Only events of this type."),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100 (default 100)."),
-        ("starting_after" = Option<crate::schema::EventId>, Query, description = "An event id: events older than it."),
-    ),
-    responses(
-        (status = 200, description = "A page of events, newest first.", body = EventList),
-        (status = 400, description = "`invalid_tenant_id`, `invalid_parameter`, `unknown_parameter`.", body = crate::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = crate::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope` (needs `*` or `audit-logs:read`).", body = crate::ErrorBody),
-        (status = 405, description = "`method_not_allowed`.", body = crate::ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
-        (status = 500, description = "`internal_error`.", body = crate::ErrorBody),
-        (status = 503, description = "`service_unavailable`.", body = crate::ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
-    ),
-    security(("bearer" = [])),
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        get,
+        path = "/v1/audit-events",
+        tag = "audit-events",
+        operation_id = "list_audit_events",
+        params(
+            crate::openapi::TenantHeader,
+            ("key_id" = Option<crate::schema::KeyId>, Query, description = "Only events of this key."),
+            ("type" = Option<EventTypeDto>, Query, description = "Only events of this type."),
+            ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100 (default 100)."),
+            ("starting_after" = Option<crate::schema::EventId>, Query, description = "An event id: events older than it."),
+        ),
+        responses(
+            (status = 200, description = "A page of events, newest first.", body = EventList),
+            (status = 400, description = "`invalid_tenant_id`, `invalid_parameter`, `unknown_parameter`.", body = crate::ErrorBody),
+            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = crate::ErrorBody,
+                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+            (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope` (needs `*` or `audit-logs:read`).", body = crate::ErrorBody),
+            (status = 405, description = "`method_not_allowed`.", body = crate::ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
+            (status = 500, description = "`internal_error`.", body = crate::ErrorBody),
+            (status = 503, description = "`service_unavailable`.", body = crate::ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+        ),
+        security(("bearer" = [])),
+    )
 )]
 pub(crate) async fn list_events(
     caller: Authenticated,

@@ -9,11 +9,15 @@ use serde::{Deserialize, Serialize};
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
+#[cfg(feature = "openapi")]
 use utoipa::openapi::schema::{AnyOfBuilder, Schema};
+#[cfg(feature = "openapi")]
 use utoipa::openapi::{Ref, RefOr};
+#[cfg(feature = "openapi")]
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::redact::REDACTED;
+#[cfg(feature = "openapi")]
 #[allow(unused_imports, reason = "named by the `value_type`s of the schemas")]
 use crate::schema::{
     ExpiresInSchema, FullKey, GracePeriodSchema, KeyId, KeyName, KeyNameInput, Scope, ScopeList,
@@ -38,9 +42,10 @@ fn scope_names(key: &ApiKey) -> Vec<String> {
 }
 
 /// `publishable` or `secret`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "snake_case")]
-#[schema(as = KeyType)]
+#[cfg_attr(feature = "openapi", schema(as = KeyType))]
 pub enum KeyTypeDto {
     /// `pk_`: safe for frontends.
     Publishable,
@@ -49,9 +54,10 @@ pub enum KeyTypeDto {
 }
 
 /// `live` or `test`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "snake_case")]
-#[schema(as = Mode)]
+#[cfg_attr(feature = "openapi", schema(as = Mode))]
 pub enum ModeDto {
     /// Live keys.
     Live,
@@ -60,46 +66,50 @@ pub enum ModeDto {
 }
 
 /// The API key object, without its value.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct KeyObject {
     /// `key_` + ULID.
-    #[schema(value_type = KeyId)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyId))]
     pub id: String,
     /// Label.
-    #[schema(value_type = KeyName)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyName))]
     pub name: String,
     /// `publishable` or `secret`.
     #[serde(rename = "type")]
-    #[schema(value_type = KeyTypeDto)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyTypeDto))]
     pub key_type: String,
     /// `live` or `test`.
-    #[schema(value_type = ModeDto)]
+    #[cfg_attr(feature = "openapi", schema(value_type = ModeDto))]
     pub mode: String,
     /// The key's first 12 characters.
-    #[schema(
-        pattern = "^(pk|sk)_(live|test)_[0-9A-Za-z]{4}$",
-        example = "sk_live_abc1"
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^(pk|sk)_(live|test)_[0-9A-Za-z]{4}$",
+            example = "sk_live_abc1"
+        )
     )]
     pub prefix: String,
     /// The key's last 4 characters.
-    #[schema(pattern = "^[0-9A-Za-z]{4}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9A-Za-z]{4}$"))]
     pub last_four: String,
     /// Scopes, `["*"]` for full access.
-    #[schema(value_type = Vec<Scope>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Scope>))]
     pub scopes: Vec<String>,
     /// Creation time.
-    #[schema(format = DateTime, example = "2024-01-10T09:00:00Z")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime, example = "2024-01-10T09:00:00Z"))]
     pub created_at: String,
     /// Last successful authentication (to 60 s), or null.
-    #[schema(required = true, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub last_used_at: Option<String>,
     /// Expiry, or null.
-    #[schema(required = true, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub expires_at: Option<String>,
     /// Whether the key's revocation has taken effect.
     pub revoked: bool,
     /// When a scheduled revocation takes effect, or null.
-    #[schema(required = true, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub revokes_at: Option<String>,
 }
 
@@ -125,7 +135,8 @@ impl From<&KeyView> for KeyObject {
 }
 
 /// A page of keys, newest first.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct KeyList {
     /// The keys.
     pub data: Vec<KeyObject>,
@@ -139,24 +150,25 @@ pub struct KeyList {
 // (`deny_unknown_fields` for `additionalProperties: false`, `rename`).
 
 /// `POST /v1/api-keys` body.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// 1–100 characters after trimming, no control characters.
-    #[schema(value_type = KeyNameInput)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyNameInput))]
     pub name: String,
     /// `publishable` or `secret`.
     #[serde(rename = "type")]
-    #[schema(value_type = KeyTypeDto)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyTypeDto))]
     pub key_type: String,
     /// Non-empty, known scopes, `*` only alone; default `["*"]`.
-    #[schema(value_type = Option<ScopeList>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ScopeList>))]
     pub scopes: Option<Vec<String>>,
     /// Lifetime, 1m–10y (`90d`, `1y`); default: no expiry.
-    #[schema(value_type = Option<ExpiresInSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ExpiresInSchema>))]
     pub expires_in: Option<String>,
     /// `live` or `test`; default: the caller's mode.
-    #[schema(value_type = Option<ModeDto>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ModeDto>))]
     pub mode: Option<String>,
 }
 
@@ -165,6 +177,7 @@ pub struct CreateKeyRequest {
 /// union of its two shapes, since a `null` field counts as absent.
 pub struct UpdateKeyRequest;
 
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for UpdateKeyRequest {
     fn schema() -> RefOr<Schema> {
         AnyOfBuilder::new()
@@ -175,6 +188,7 @@ impl utoipa::PartialSchema for UpdateKeyRequest {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl ToSchema for UpdateKeyRequest {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
         schemas.push((UpdateKeyName::name().into(), UpdateKeyName::schema()));
@@ -185,75 +199,82 @@ impl ToSchema for UpdateKeyRequest {
 }
 
 /// A `PATCH /v1/api-keys/{id}` body that renames (and may re-scope).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKeyName {
     /// New label.
-    #[schema(value_type = KeyNameInput)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyNameInput))]
     pub name: String,
     /// New scopes (replace the old ones).
-    #[schema(value_type = Option<ScopeList>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ScopeList>))]
     pub scopes: Option<Vec<String>>,
 }
 
 /// A `PATCH /v1/api-keys/{id}` body that re-scopes (and may rename).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKeyScopes {
     /// New label.
-    #[schema(value_type = Option<KeyNameInput>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<KeyNameInput>))]
     pub name: Option<String>,
     /// New scopes (replace the old ones).
-    #[schema(value_type = ScopeList)]
+    #[cfg_attr(feature = "openapi", schema(value_type = ScopeList))]
     pub scopes: Vec<String>,
 }
 
 /// `POST /v1/api-keys/rotate` body.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
     /// The key to rotate.
-    #[schema(value_type = KeyId)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyId))]
     pub id: String,
     /// How long the old key keeps working, 0s–7d; default `1h`.
-    #[schema(value_type = Option<GracePeriodSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<GracePeriodSchema>))]
     pub grace_period: Option<String>,
 }
 
 /// `201` body of `POST /v1/api-keys`: the only time `key` is shown. Its
 /// `Debug` leaves the key out (docs/api.md, "Secrets").
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CreatedKeyResponse {
     /// `key_` + ULID.
-    #[schema(value_type = KeyId)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyId))]
     pub id: String,
     /// Label.
-    #[schema(value_type = KeyName)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyName))]
     pub name: String,
     /// `publishable` or `secret`.
     #[serde(rename = "type")]
-    #[schema(value_type = KeyTypeDto)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyTypeDto))]
     pub key_type: String,
     /// `live` or `test`.
-    #[schema(value_type = ModeDto)]
+    #[cfg_attr(feature = "openapi", schema(value_type = ModeDto))]
     pub mode: String,
     /// The full key. It cannot be retrieved again.
-    #[schema(value_type = FullKey)]
+    #[cfg_attr(feature = "openapi", schema(value_type = FullKey))]
     pub key: String,
     /// The key's first 12 characters.
-    #[schema(pattern = "^(pk|sk)_(live|test)_[0-9A-Za-z]{4}$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^(pk|sk)_(live|test)_[0-9A-Za-z]{4}$")
+    )]
     pub prefix: String,
     /// The key's last 4 characters.
-    #[schema(pattern = "^[0-9A-Za-z]{4}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9A-Za-z]{4}$"))]
     pub last_four: String,
     /// Scopes.
-    #[schema(value_type = Vec<Scope>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Scope>))]
     pub scopes: Vec<String>,
     /// Expiry, or null.
-    #[schema(required = true, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub expires_at: Option<String>,
     /// Creation time.
-    #[schema(format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
 }
 
@@ -277,44 +298,48 @@ impl From<CreatedKey> for CreatedKeyResponse {
 
 /// `200` body of `POST /v1/api-keys/rotate`. Its `Debug` leaves the key out
 /// (docs/api.md, "Secrets").
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct RotatedKeyResponse {
     /// The new key's id.
-    #[schema(value_type = KeyId)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyId))]
     pub id: String,
     /// The new key. It cannot be retrieved again.
-    #[schema(value_type = FullKey)]
+    #[cfg_attr(feature = "openapi", schema(value_type = FullKey))]
     pub key: String,
     /// The rotated key.
-    #[schema(value_type = KeyId)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyId))]
     pub old_key_id: String,
     /// When the rotated key stops working.
-    #[schema(format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub old_key_revokes_at: String,
     /// Label (copied).
-    #[schema(value_type = KeyName)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyName))]
     pub name: String,
     /// `publishable` or `secret` (copied).
     #[serde(rename = "type")]
-    #[schema(value_type = KeyTypeDto)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyTypeDto))]
     pub key_type: String,
     /// `live` or `test` (copied).
-    #[schema(value_type = ModeDto)]
+    #[cfg_attr(feature = "openapi", schema(value_type = ModeDto))]
     pub mode: String,
     /// Scopes (copied).
-    #[schema(value_type = Vec<Scope>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Scope>))]
     pub scopes: Vec<String>,
     /// The new key's first 12 characters.
-    #[schema(pattern = "^(pk|sk)_(live|test)_[0-9A-Za-z]{4}$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^(pk|sk)_(live|test)_[0-9A-Za-z]{4}$")
+    )]
     pub prefix: String,
     /// The new key's last 4 characters.
-    #[schema(pattern = "^[0-9A-Za-z]{4}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9A-Za-z]{4}$"))]
     pub last_four: String,
     /// Creation time of the new key.
-    #[schema(format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
     /// The new key's expiry (the old lifetime from now), or null.
-    #[schema(required = true, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub expires_at: Option<String>,
 }
 
@@ -360,10 +385,11 @@ impl fmt::Debug for RotatedKeyResponse {
 }
 
 /// `GET /healthz` and `GET /readyz` body.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct StatusBody {
     /// `ok` (healthz) or `ready` (readyz).
-    #[schema(value_type = String, pattern = "^(ok|ready)$")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^(ok|ready)$"))]
     pub status: &'static str,
 }
 

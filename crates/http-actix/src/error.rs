@@ -18,6 +18,8 @@ use domain::{
     RevokeError, RotateError, UpdateError,
 };
 use serde::Serialize;
+#[cfg(feature = "openapi")]
+#[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
 /// Seconds a client should wait before retrying a 503.
@@ -39,7 +41,8 @@ macro_rules! error_codes {
     )*) => {
         /// Every error code the service answers with. Codes are stable; messages are
         /// for people.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[cfg_attr(feature = "openapi", derive(ToSchema))]
         pub enum ErrorCode {
             $(
                 #[doc = concat!(
@@ -154,14 +157,16 @@ impl fmt::Display for ErrorCode {
 }
 
 /// The JSON error body: `{"error": {...}}`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// What went wrong.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ErrorDetail {
     /// Stable, documented code.
     pub code: ErrorCode,
@@ -170,10 +175,10 @@ pub struct ErrorDetail {
     /// The one field or parameter at fault, when there is one (absent
     /// otherwise, never `null`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub param: Option<String>,
     /// The request's `X-Request-ID`: the caller's, or `req_` + ULID.
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,128}$"))]
     pub request_id: String,
 }
 
@@ -250,7 +255,13 @@ impl ApiError {
 
     /// `not_found`: no such route.
     pub fn route_not_found() -> Self {
-        ApiError::new(ErrorCode::NotFound, "no such route; see /openapi.json")
+        // Without the feature this service has no document to point to.
+        let message = if cfg!(feature = "openapi") {
+            "no such route; see /openapi.json"
+        } else {
+            "no such route"
+        };
+        ApiError::new(ErrorCode::NotFound, message)
     }
 
     /// `key_not_found`.

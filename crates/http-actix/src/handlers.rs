@@ -17,11 +17,12 @@ use crate::blocking::blocking;
 use crate::body::read_object;
 // The request types only describe the bodies in the OpenAPI document; the
 // handlers read a body field by field (`crate::body`).
-use crate::dto::{
-    CreateKeyRequest, CreatedKeyResponse, KeyList, KeyObject, RotateKeyRequest, RotatedKeyResponse,
-    StatusBody, UpdateKeyRequest,
-};
-use crate::error::{ApiError, ErrorBody, ErrorCode};
+#[cfg(feature = "openapi")]
+use crate::dto::{CreateKeyRequest, RotateKeyRequest, UpdateKeyRequest};
+use crate::dto::{CreatedKeyResponse, KeyList, KeyObject, RotatedKeyResponse, StatusBody};
+#[cfg(feature = "openapi")]
+use crate::error::ErrorBody;
+use crate::error::{ApiError, ErrorCode};
 use crate::idempotency::{self, idempotency_key, json_response};
 use crate::query::{parse_limit, query_pairs};
 use crate::request_id::request_id_of;
@@ -96,30 +97,33 @@ fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
 }
 
 /// List the tenant's keys, newest first.
-#[utoipa::path(
-    get,
-    path = "/v1/api-keys",
-    tag = "api-keys",
-    operation_id = "list_api_keys",
-    params(
-        crate::openapi::TenantHeader,
-        ("type" = Option<crate::dto::KeyTypeDto>, Query, description = "Only keys of this type."),
-        ("revoked" = Option<bool>, Query, description = "`true` includes revoked keys (default `false`)."),
-        ("mode" = Option<crate::dto::ModeDto>, Query, description = "Only keys of this mode (a test key sees only test keys)."),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1–100 (default 100)."),
-        ("starting_after" = Option<crate::schema::KeyId>, Query, description = "Cursor: a key id; the page starts after it."),
-    ),
-    responses(
-        (status = 200, description = "A page of keys.", body = KeyList),
-        (status = 400, description = "`invalid_tenant_id`, `invalid_parameter`, `unknown_parameter`.", body = ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, POST`"))),
-        (status = 500, description = "`internal_error`.", body = ErrorBody),
-        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
-    ),
-    security(("bearer" = [])),
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        get,
+        path = "/v1/api-keys",
+        tag = "api-keys",
+        operation_id = "list_api_keys",
+        params(
+            crate::openapi::TenantHeader,
+            ("type" = Option<crate::dto::KeyTypeDto>, Query, description = "Only keys of this type."),
+            ("revoked" = Option<bool>, Query, description = "`true` includes revoked keys (default `false`)."),
+            ("mode" = Option<crate::dto::ModeDto>, Query, description = "Only keys of this mode (a test key sees only test keys)."),
+            ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1–100 (default 100)."),
+            ("starting_after" = Option<crate::schema::KeyId>, Query, description = "Cursor: a key id; the page starts after it."),
+        ),
+        responses(
+            (status = 200, description = "A page of keys.", body = KeyList),
+            (status = 400, description = "`invalid_tenant_id`, `invalid_parameter`, `unknown_parameter`.", body = ErrorBody),
+            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
+                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+            (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, POST`"))),
+            (status = 500, description = "`internal_error`.", body = ErrorBody),
+            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+        ),
+        security(("bearer" = [])),
+    )
 )]
 pub(crate) async fn list_keys(
     caller: Authenticated,
@@ -138,30 +142,33 @@ pub(crate) async fn list_keys(
 }
 
 /// Create a key. Its value is in the response, and never again.
-#[utoipa::path(
-    post,
-    path = "/v1/api-keys",
-    tag = "api-keys",
-    operation_id = "create_api_key",
-    params(crate::openapi::TenantHeader, crate::openapi::IdempotencyKeyHeader),
-    request_body(content = CreateKeyRequest, content_type = "application/json"),
-    responses(
-        (status = 201, description = "The new key, with its value.", body = CreatedKeyResponse,
-            headers(("Location" = String, description = "`/v1/api-keys/{id}`"),
-                ("Idempotent-Replayed" = String, description = "`true` on a replay of an `Idempotency-Key` request; absent otherwise."))),
-        (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`, `live_mode_required`.", body = ErrorBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, POST`"))),
-        (status = 409, description = "`key_limit_reached`, `idempotency_key_in_use`.", body = ErrorBody),
-        (status = 422, description = "`idempotency_key_reused`.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-        (status = 500, description = "`internal_error`.", body = ErrorBody),
-        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
-    ),
-    security(("bearer" = [])),
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        post,
+        path = "/v1/api-keys",
+        tag = "api-keys",
+        operation_id = "create_api_key",
+        params(crate::openapi::TenantHeader, crate::openapi::IdempotencyKeyHeader),
+        request_body(content = CreateKeyRequest, content_type = "application/json"),
+        responses(
+            (status = 201, description = "The new key, with its value.", body = CreatedKeyResponse,
+                headers(("Location" = String, description = "`/v1/api-keys/{id}`"),
+                    ("Idempotent-Replayed" = String, description = "`true` on a replay of an `Idempotency-Key` request; absent otherwise."))),
+            (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
+            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
+                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+            (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`, `live_mode_required`.", body = ErrorBody),
+            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, POST`"))),
+            (status = 409, description = "`key_limit_reached`, `idempotency_key_in_use`.", body = ErrorBody),
+            (status = 422, description = "`idempotency_key_reused`.", body = ErrorBody),
+            (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+            (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+            (status = 500, description = "`internal_error`.", body = ErrorBody),
+            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+        ),
+        security(("bearer" = [])),
+    )
 )]
 pub(crate) async fn create_key(
     caller: Authenticated,
@@ -237,24 +244,27 @@ fn rotated_response(rotated: RotatedKey) -> ReplayableResponse {
 }
 
 /// One key, without its value.
-#[utoipa::path(
-    get,
-    path = "/v1/api-keys/{id}",
-    tag = "api-keys",
-    operation_id = "get_api_key",
-    params(crate::openapi::TenantHeader, ("id" = crate::schema::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
-    responses(
-        (status = 200, description = "The key.", body = KeyObject),
-        (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
-        (status = 404, description = "`key_not_found` (unknown, malformed, another tenant's, or hidden by mode).", body = ErrorBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, PATCH, DELETE`"))),
-        (status = 500, description = "`internal_error`.", body = ErrorBody),
-        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
-    ),
-    security(("bearer" = [])),
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        get,
+        path = "/v1/api-keys/{id}",
+        tag = "api-keys",
+        operation_id = "get_api_key",
+        params(crate::openapi::TenantHeader, ("id" = crate::schema::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
+        responses(
+            (status = 200, description = "The key.", body = KeyObject),
+            (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
+            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
+                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+            (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+            (status = 404, description = "`key_not_found` (unknown, malformed, another tenant's, or hidden by mode).", body = ErrorBody),
+            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, PATCH, DELETE`"))),
+            (status = 500, description = "`internal_error`.", body = ErrorBody),
+            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+        ),
+        security(("bearer" = [])),
+    )
 )]
 pub(crate) async fn get_key(
     caller: Authenticated,
@@ -270,28 +280,31 @@ pub(crate) async fn get_key(
 }
 
 /// Rename or re-scope a key.
-#[utoipa::path(
-    patch,
-    path = "/v1/api-keys/{id}",
-    tag = "api-keys",
-    operation_id = "update_api_key",
-    params(crate::openapi::TenantHeader, ("id" = crate::schema::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
-    request_body(content = UpdateKeyRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "The updated key.", body = KeyObject),
-        (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`.", body = ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
-        (status = 404, description = "`key_not_found`.", body = ErrorBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, PATCH, DELETE`"))),
-        (status = 409, description = "`key_revoked`, `last_full_access_key`.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-        (status = 500, description = "`internal_error`.", body = ErrorBody),
-        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
-    ),
-    security(("bearer" = [])),
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        patch,
+        path = "/v1/api-keys/{id}",
+        tag = "api-keys",
+        operation_id = "update_api_key",
+        params(crate::openapi::TenantHeader, ("id" = crate::schema::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
+        request_body(content = UpdateKeyRequest, content_type = "application/json"),
+        responses(
+            (status = 200, description = "The updated key.", body = KeyObject),
+            (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`.", body = ErrorBody),
+            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
+                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+            (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+            (status = 404, description = "`key_not_found`.", body = ErrorBody),
+            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, PATCH, DELETE`"))),
+            (status = 409, description = "`key_revoked`, `last_full_access_key`.", body = ErrorBody),
+            (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+            (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+            (status = 500, description = "`internal_error`.", body = ErrorBody),
+            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+        ),
+        security(("bearer" = [])),
+    )
 )]
 pub(crate) async fn update_key(
     caller: Authenticated,
@@ -320,25 +333,28 @@ pub(crate) async fn update_key(
 }
 
 /// Revoke a key now (also one in its rotation grace period).
-#[utoipa::path(
-    delete,
-    path = "/v1/api-keys/{id}",
-    tag = "api-keys",
-    operation_id = "revoke_api_key",
-    params(crate::openapi::TenantHeader, ("id" = crate::schema::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
-    responses(
-        (status = 204, description = "Revoked (or already revoked); no body."),
-        (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
-        (status = 404, description = "`key_not_found`.", body = ErrorBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, PATCH, DELETE`"))),
-        (status = 409, description = "`last_full_access_key`.", body = ErrorBody),
-        (status = 500, description = "`internal_error`.", body = ErrorBody),
-        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
-    ),
-    security(("bearer" = [])),
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        delete,
+        path = "/v1/api-keys/{id}",
+        tag = "api-keys",
+        operation_id = "revoke_api_key",
+        params(crate::openapi::TenantHeader, ("id" = crate::schema::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
+        responses(
+            (status = 204, description = "Revoked (or already revoked); no body."),
+            (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
+            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
+                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+            (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+            (status = 404, description = "`key_not_found`.", body = ErrorBody),
+            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, PATCH, DELETE`"))),
+            (status = 409, description = "`last_full_access_key`.", body = ErrorBody),
+            (status = 500, description = "`internal_error`.", body = ErrorBody),
+            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+        ),
+        security(("bearer" = [])),
+    )
 )]
 pub(crate) async fn revoke_key(
     caller: Authenticated,
@@ -355,30 +371,33 @@ pub(crate) async fn revoke_key(
 }
 
 /// Rotate a key: a new value now, the old one revoked after a grace period.
-#[utoipa::path(
-    post,
-    path = "/v1/api-keys/rotate",
-    tag = "api-keys",
-    operation_id = "rotate_api_key",
-    params(crate::openapi::TenantHeader, crate::openapi::IdempotencyKeyHeader),
-    request_body(content = RotateKeyRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "The successor, with its value.", body = RotatedKeyResponse,
-            headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an `Idempotency-Key` request; absent otherwise."))),
-        (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
-        (status = 404, description = "`key_not_found` (also for a malformed `id`).", body = ErrorBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`POST`"))),
-        (status = 409, description = "`key_revoked`, `key_already_rotated`, `key_expired`, `idempotency_key_in_use`.", body = ErrorBody),
-        (status = 422, description = "`idempotency_key_reused`.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-        (status = 500, description = "`internal_error`.", body = ErrorBody),
-        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
-    ),
-    security(("bearer" = [])),
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        post,
+        path = "/v1/api-keys/rotate",
+        tag = "api-keys",
+        operation_id = "rotate_api_key",
+        params(crate::openapi::TenantHeader, crate::openapi::IdempotencyKeyHeader),
+        request_body(content = RotateKeyRequest, content_type = "application/json"),
+        responses(
+            (status = 200, description = "The successor, with its value.", body = RotatedKeyResponse,
+                headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an `Idempotency-Key` request; absent otherwise."))),
+            (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
+            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
+                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+            (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+            (status = 404, description = "`key_not_found` (also for a malformed `id`).", body = ErrorBody),
+            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`POST`"))),
+            (status = 409, description = "`key_revoked`, `key_already_rotated`, `key_expired`, `idempotency_key_in_use`.", body = ErrorBody),
+            (status = 422, description = "`idempotency_key_reused`.", body = ErrorBody),
+            (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+            (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+            (status = 500, description = "`internal_error`.", body = ErrorBody),
+            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+        ),
+        security(("bearer" = [])),
+    )
 )]
 pub(crate) async fn rotate_key(
     caller: Authenticated,
@@ -423,31 +442,37 @@ pub(crate) async fn rotate_key(
 }
 
 /// Liveness: the process is up.
-#[utoipa::path(
-    get,
-    path = "/healthz",
-    tag = "health",
-    operation_id = "healthz",
-    responses(
-        (status = 200, description = "`{\"status\":\"ok\"}`.", body = StatusBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
-    ),
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        get,
+        path = "/healthz",
+        tag = "health",
+        operation_id = "healthz",
+        responses(
+            (status = 200, description = "`{\"status\":\"ok\"}`.", body = StatusBody),
+            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
+        ),
+    )
 )]
 pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(StatusBody { status: "ok" })
 }
 
 /// Readiness: the database is reachable.
-#[utoipa::path(
-    get,
-    path = "/readyz",
-    tag = "health",
-    operation_id = "readyz",
-    responses(
-        (status = 200, description = "`{\"status\":\"ready\"}`.", body = StatusBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
-        (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
-    ),
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        get,
+        path = "/readyz",
+        tag = "health",
+        operation_id = "readyz",
+        responses(
+            (status = 200, description = "`{\"status\":\"ready\"}`.", body = StatusBody),
+            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
+            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+        ),
+    )
 )]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let readiness = state.readiness.clone();
@@ -457,16 +482,20 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, A
     Ok(HttpResponse::Ok().json(StatusBody { status: "ready" }))
 }
 
+#[cfg(feature = "openapi")]
 /// This document.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "health",
-    operation_id = "openapi",
-    responses(
-        (status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object, content_type = "application/json"),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
-    ),
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        get,
+        path = "/openapi.json",
+        tag = "health",
+        operation_id = "openapi",
+        responses(
+            (status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object, content_type = "application/json"),
+            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
+        ),
+    )
 )]
 pub(crate) async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
@@ -474,16 +503,20 @@ pub(crate) async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
         .body(state.openapi.clone())
 }
 
+#[cfg(feature = "openapi")]
 /// This document as OpenAPI 3.0.3, for generators that read only 3.0.
-#[utoipa::path(
-    get,
-    path = "/openapi-3.0.json",
-    tag = "health",
-    operation_id = "openapi_30",
-    responses(
-        (status = 200, description = "The same document as OpenAPI 3.0.3, converted from the 3.1 one.", body = Object, content_type = "application/json"),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
-    ),
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        get,
+        path = "/openapi-3.0.json",
+        tag = "health",
+        operation_id = "openapi_30",
+        responses(
+            (status = 200, description = "The same document as OpenAPI 3.0.3, converted from the 3.1 one.", body = Object, content_type = "application/json"),
+            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
+        ),
+    )
 )]
 pub(crate) async fn openapi_30_json(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()

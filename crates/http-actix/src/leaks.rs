@@ -15,11 +15,15 @@ use std::fmt;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
+#[cfg(feature = "openapi")]
+#[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
 use crate::blocking::blocking;
 use crate::body::{read_object, JsonObject};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
+#[cfg(feature = "openapi")]
+use crate::error::ErrorBody;
 use crate::rate_limit::FailureLimiter;
 use crate::redact::REDACTED;
 use crate::request_id::request_id_of;
@@ -32,7 +36,8 @@ pub(crate) const MAX_REPORTED_KEYS: usize = 100;
 // body field by field (`crate::body`). Its `Debug` leaves the keys out
 // (docs/api.md, "Secrets").
 /// `POST /v1/leaked-keys` body.
-#[derive(Clone, Deserialize, ToSchema)]
+#[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 #[allow(
     dead_code,
@@ -43,7 +48,7 @@ pub struct LeakedKeysRequest {
     /// active secret key (also one in its rotation grace period) is revoked.
     /// Publishable keys and anything else are ignored. Strings are matched
     /// exactly, as found.
-    #[schema(example = json!(["sk_live_..."]), min_items = 1, max_items = 100)]
+    #[cfg_attr(feature = "openapi", schema(example = json!(["sk_live_..."]), min_items = 1, max_items = 100))]
     pub keys: Vec<String>,
 }
 
@@ -56,11 +61,12 @@ impl fmt::Debug for LeakedKeysRequest {
 }
 
 /// `202` body of `POST /v1/leaked-keys`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct LeakReportAccepted {
     /// How many strings the report held (repetitions included). It never
     /// says how many were keys.
-    #[schema(example = 3, minimum = 1, maximum = 100)]
+    #[cfg_attr(feature = "openapi", schema(example = 3, minimum = 1, maximum = 100))]
     pub received: usize,
 }
 
@@ -84,22 +90,25 @@ fn read_keys(body: &JsonObject) -> Result<Vec<String>, ApiError> {
 /// strings received, whatever they are: the answer (content and timing)
 /// never tells which were keys. The revocations take effect within moments
 /// of the 202, each writing `api_key.revoked` with actor `leak_report`.
-#[utoipa::path(
-    post,
-    path = "/v1/leaked-keys",
-    tag = "leaked-keys",
-    operation_id = "report_leaked_keys",
-    request_body(content = LeakedKeysRequest, content_type = "application/json"),
-    responses(
-        (status = 202, description = "Accepted for processing: every active secret key among the strings is revoked within moments. The same answer whatever the strings are.", body = LeakReportAccepted),
-        (status = 400, description = "`invalid_json`, `unknown_field`, `missing_parameter` (`keys`), `invalid_parameter` (`keys`: not an array of 1 to 100 strings).", body = ErrorBody),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody,
-            headers(("Allow" = String, description = "`POST`"))),
-        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-        (status = 429, description = "`too_many_requests`: too many failed authentications from this address.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Seconds until the address is admitted again."))),
-    ),
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        post,
+        path = "/v1/leaked-keys",
+        tag = "leaked-keys",
+        operation_id = "report_leaked_keys",
+        request_body(content = LeakedKeysRequest, content_type = "application/json"),
+        responses(
+            (status = 202, description = "Accepted for processing: every active secret key among the strings is revoked within moments. The same answer whatever the strings are.", body = LeakReportAccepted),
+            (status = 400, description = "`invalid_json`, `unknown_field`, `missing_parameter` (`keys`), `invalid_parameter` (`keys`: not an array of 1 to 100 strings).", body = ErrorBody),
+            (status = 405, description = "`method_not_allowed`.", body = ErrorBody,
+                headers(("Allow" = String, description = "`POST`"))),
+            (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+            (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+            (status = 429, description = "`too_many_requests`: too many failed authentications from this address.", body = ErrorBody,
+                headers(("Retry-After" = String, description = "Seconds until the address is admitted again."))),
+        ),
+    )
 )]
 pub(crate) async fn report_leaked_keys(
     state: web::Data<AppState>,

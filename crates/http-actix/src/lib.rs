@@ -5,7 +5,7 @@
 //!   the seven key routes of the product document, verification for other
 //!   services (`POST /v1/api-keys/verify`), the audit log
 //!   (`GET /v1/audit-events`), `GET /healthz`, `GET /readyz` and
-//!   `GET /openapi.json`, JSON errors for everything (docs/api.md,
+//!   `GET /openapi.json` (feature `openapi`), JSON errors for everything (docs/api.md,
 //!   "Conventions"; also actix's own), `X-Request-ID` and a tracing span per
 //!   request. [`server`] serves it with graceful shutdown.
 //! - [`Authenticated`] is the authentication extractor (docs/api.md, "Authentication"); its
@@ -19,6 +19,14 @@
 //! - [`ApiError`] is the one error type; domain errors map to a code through
 //!   one exhaustive `match` per error type, and each [`ErrorCode`] has its
 //!   one status.
+//!
+//! # Features
+//! - `openapi` (default): the OpenAPI document of this service's own routes
+//!   (the `openapi` and `schema` modules, `ApiDoc`, `GET /openapi.json`
+//!   and `GET /openapi-3.0.json`), with utoipa. An app that only uses the
+//!   extractor sets `default-features = false` and does not compile utoipa.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod audit;
 mod auth;
@@ -32,6 +40,8 @@ mod handlers;
 mod idempotency;
 mod leaks;
 pub mod metrics;
+#[cfg(feature = "openapi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
 pub mod openapi;
 mod query;
 pub mod rate_limit;
@@ -39,6 +49,8 @@ mod redact;
 mod refusal_log;
 mod request_id;
 mod routes;
+#[cfg(feature = "openapi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
 pub mod schema;
 mod state;
 mod verify;
@@ -49,6 +61,7 @@ pub use client_addr::TrustedProxies;
 pub use edge::{RequestLimits, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_LEN};
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, RETRY_AFTER_SECONDS};
 pub use idempotency::{IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER};
+#[cfg(feature = "openapi")]
 pub use openapi::ApiDoc;
 pub use rate_limit::{FailureLimitConfig, FailureLimiter, LimitCounts, LimiterClock, ManualClock};
 pub use request_id::{

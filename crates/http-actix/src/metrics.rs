@@ -48,6 +48,7 @@ pub const ROUTES: &[&str] = &[
     "/healthz",
     "/readyz",
     "/openapi.json",
+    "/openapi-3.0.json",
 ];
 
 /// The route label of a request that matched no route (a 404), or that

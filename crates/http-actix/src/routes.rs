@@ -140,20 +140,22 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
                     .route(web::head().to(handlers::readyz))
                     .default_service(not_allowed("GET, HEAD")),
             )
-            .service(
-                web::resource("/openapi.json")
-                    .name("/openapi.json")
-                    .route(web::get().to(handlers::openapi_json))
-                    .route(web::head().to(handlers::openapi_json))
-                    .default_service(not_allowed("GET, HEAD")),
-            )
-            .service(
-                web::resource("/openapi-3.0.json")
-                    .route(web::get().to(handlers::openapi_30_json))
-                    .route(web::head().to(handlers::openapi_30_json))
-                    .default_service(not_allowed("GET, HEAD")),
-            )
             .default_service(web::to(handlers::route_not_found));
+        #[cfg(feature = "openapi")]
+        cfg.service(
+            web::resource("/openapi.json")
+                .name("/openapi.json")
+                .route(web::get().to(handlers::openapi_json))
+                .route(web::head().to(handlers::openapi_json))
+                .default_service(not_allowed("GET, HEAD")),
+        )
+        .service(
+            web::resource("/openapi-3.0.json")
+                .name("/openapi-3.0.json")
+                .route(web::get().to(handlers::openapi_30_json))
+                .route(web::head().to(handlers::openapi_30_json))
+                .default_service(not_allowed("GET, HEAD")),
+        );
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "openapi")]
 use actix_web::web;
 use domain::{ApiKeys, Authenticator, RepositoryError};
 
@@ -31,8 +32,10 @@ pub struct AppState {
     /// How long a request body may take to arrive.
     pub(crate) limits: RequestLimits,
     /// Rendered once; each response shares these bytes instead of copying them.
+    #[cfg(feature = "openapi")]
     pub(crate) openapi: web::Bytes,
     /// The same document as OpenAPI 3.0.3, rendered once too.
+    #[cfg(feature = "openapi")]
     pub(crate) openapi_30: web::Bytes,
 }
 
@@ -58,7 +61,9 @@ impl AppState {
             readiness,
             limiter: Arc::new(FailureLimiter::disabled()),
             limits: RequestLimits::default(),
+            #[cfg(feature = "openapi")]
             openapi: web::Bytes::from(crate::openapi::openapi_json()),
+            #[cfg(feature = "openapi")]
             openapi_30: web::Bytes::from(crate::openapi::openapi_30_json()),
         }
     }

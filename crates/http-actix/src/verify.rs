@@ -21,13 +21,19 @@ use domain::{
     ApiKey, AuthError, Authenticator, Credentials, KeyFormatError, PlainKey, Scope, TenantId,
 };
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "openapi")]
+#[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
 use crate::auth::TENANT_HEADER;
 use crate::blocking::blocking;
 use crate::body::{read_object, JsonObject};
-use crate::dto::{timestamp, KeyTypeDto, ModeDto};
-use crate::error::{ApiError, ErrorBody};
+use crate::dto::timestamp;
+#[cfg(feature = "openapi")]
+use crate::dto::{KeyTypeDto, ModeDto};
+use crate::error::ApiError;
+#[cfg(feature = "openapi")]
+use crate::error::ErrorBody;
 use crate::metrics::{self, Via};
 use crate::rate_limit::{Client, FailureLimiter};
 use crate::redact::REDACTED;
@@ -36,7 +42,8 @@ use crate::redact::REDACTED;
 // body field by field (`crate::body`). Its `Debug` leaves the key out
 // (docs/api.md, "Secrets").
 /// `POST /v1/api-keys/verify` body.
-#[derive(Clone, Deserialize, ToSchema)]
+#[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 #[allow(
     dead_code,
@@ -50,7 +57,7 @@ pub struct VerifyKeyRequest {
     /// Scopes the key must have (a key with `*` has every scope). Absent,
     /// `null` or `[]`: none required. Known scopes only; duplicates are
     /// ignored.
-    #[schema(value_type = Option<Vec<crate::schema::Scope>>, example = json!(["users:read"]))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<crate::schema::Scope>>, example = json!(["users:read"])))]
     pub scopes: Option<Vec<String>>,
 }
 
@@ -65,7 +72,8 @@ impl fmt::Debug for VerifyKeyRequest {
 
 /// The verdict's `code`: `valid`, or why the key is not good for the tenant,
 /// in the order authentication checks (then the scopes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum VerifyCode {
     /// The key authenticates for the tenant and has every scope asked for.
@@ -83,33 +91,34 @@ pub enum VerifyCode {
 }
 
 /// The verified key: what a service needs to decide what the caller may do.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct VerifiedKey {
     /// `key_` + ULID.
-    #[schema(value_type = crate::schema::KeyId)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::KeyId))]
     pub id: String,
     /// The tenant the key belongs to (the one `X-Tenant-ID` named).
-    #[schema(value_type = crate::schema::TenantId)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::TenantId))]
     pub tenant_id: String,
     /// Label.
-    #[schema(value_type = crate::schema::KeyName)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::KeyName))]
     pub name: String,
     /// `publishable` or `secret`.
     #[serde(rename = "type")]
-    #[schema(value_type = KeyTypeDto)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyTypeDto))]
     pub key_type: String,
     /// `live` or `test`.
-    #[schema(value_type = ModeDto)]
+    #[cfg_attr(feature = "openapi", schema(value_type = ModeDto))]
     pub mode: String,
     /// The key's scopes, `["*"]` for full access.
-    #[schema(value_type = Vec<crate::schema::Scope>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::Scope>))]
     pub scopes: Vec<String>,
     /// Expiry, or null.
-    #[schema(required = true, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub expires_at: Option<String>,
     /// When a scheduled revocation (a rotation's grace period) takes effect,
     /// or null.
-    #[schema(required = true, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub revokes_at: Option<String>,
 }
 
@@ -129,7 +138,8 @@ impl From<&ApiKey> for VerifiedKey {
 }
 
 /// `200` body of `POST /v1/api-keys/verify`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct VerifyKeyResponse {
     /// Whether the key is good for the tenant (and the scopes).
     pub valid: bool,
@@ -137,12 +147,12 @@ pub struct VerifyKeyResponse {
     pub code: VerifyCode,
     /// The key, when `code` is `valid` or `insufficient_scope`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub key: Option<VerifiedKey>,
     /// The scopes asked for that the key lacks, in canonical order; only
     /// with `insufficient_scope`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, value_type = Option<Vec<crate::schema::Scope>>)]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, value_type = Option<Vec<crate::schema::Scope>>))]
     pub missing_scopes: Option<Vec<String>>,
 }
 
@@ -217,31 +227,34 @@ fn read_fields(
 /// No `Authorization`: the key in the body is the credential. A well-formed
 /// request is answered 200 with the verdict; verifying a key that
 /// authenticates counts as a use (`last_used_at`).
-#[utoipa::path(
-    post,
-    path = "/v1/api-keys/verify",
-    tag = "api-key-verification",
-    operation_id = "verify_api_key",
-    request_body(content = VerifyKeyRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "The verdict: `valid` true with the key, or false with the reason in `code` (with the key and `missing_scopes` when only scopes are lacking).", body = VerifyKeyResponse,
-            headers(("Cache-Control" = String, description = "`no-store`"))),
-        (status = 400, description = "`invalid_tenant_id` (checked before the body), `invalid_json`, `unknown_field`, `missing_parameter` (`key`), `invalid_parameter` (`key`, `scopes`).", body = ErrorBody,
-            headers(("Cache-Control" = String, description = "`no-store`"))),
-        (status = 405, description = "`method_not_allowed`.", body = ErrorBody,
-            headers(("Allow" = String, description = "`POST`"), ("Cache-Control" = String, description = "`no-store`"))),
-        (status = 413, description = "`payload_too_large`.", body = ErrorBody,
-            headers(("Cache-Control" = String, description = "`no-store`"))),
-        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody,
-            headers(("Cache-Control" = String, description = "`no-store`"))),
-        (status = 429, description = "`too_many_requests`: too many `valid: false` verdicts or failed authentications from this address.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Seconds until the address is admitted again."), ("Cache-Control" = String, description = "`no-store`"))),
-        (status = 500, description = "`internal_error`.", body = ErrorBody,
-            headers(("Cache-Control" = String, description = "`no-store`"))),
-        (status = 503, description = "`service_unavailable`.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Seconds to wait."), ("Cache-Control" = String, description = "`no-store`"))),
-    ),
-    params(crate::openapi::TenantHeader),
+#[cfg_attr(
+    feature = "openapi",
+    utoipa::path(
+        post,
+        path = "/v1/api-keys/verify",
+        tag = "api-key-verification",
+        operation_id = "verify_api_key",
+        request_body(content = VerifyKeyRequest, content_type = "application/json"),
+        responses(
+            (status = 200, description = "The verdict: `valid` true with the key, or false with the reason in `code` (with the key and `missing_scopes` when only scopes are lacking).", body = VerifyKeyResponse,
+                headers(("Cache-Control" = String, description = "`no-store`"))),
+            (status = 400, description = "`invalid_tenant_id` (checked before the body), `invalid_json`, `unknown_field`, `missing_parameter` (`key`), `invalid_parameter` (`key`, `scopes`).", body = ErrorBody,
+                headers(("Cache-Control" = String, description = "`no-store`"))),
+            (status = 405, description = "`method_not_allowed`.", body = ErrorBody,
+                headers(("Allow" = String, description = "`POST`"), ("Cache-Control" = String, description = "`no-store`"))),
+            (status = 413, description = "`payload_too_large`.", body = ErrorBody,
+                headers(("Cache-Control" = String, description = "`no-store`"))),
+            (status = 415, description = "`unsupported_media_type`.", body = ErrorBody,
+                headers(("Cache-Control" = String, description = "`no-store`"))),
+            (status = 429, description = "`too_many_requests`: too many `valid: false` verdicts or failed authentications from this address.", body = ErrorBody,
+                headers(("Retry-After" = String, description = "Seconds until the address is admitted again."), ("Cache-Control" = String, description = "`no-store`"))),
+            (status = 500, description = "`internal_error`.", body = ErrorBody,
+                headers(("Cache-Control" = String, description = "`no-store`"))),
+            (status = 503, description = "`service_unavailable`.", body = ErrorBody,
+                headers(("Retry-After" = String, description = "Seconds to wait."), ("Cache-Control" = String, description = "`no-store`"))),
+        ),
+        params(crate::openapi::TenantHeader),
+    )
 )]
 pub(crate) async fn verify_key(
     req: HttpRequest,

@@ -102,6 +102,13 @@ async fn unknown_route_is_json_404_not_found() {
     }
 }
 
+/// The OpenAPI documents' routes: there with the feature `openapi` only.
+const DOCUMENTS: &[&str] = if cfg!(feature = "openapi") {
+    &["/openapi.json", "/openapi-3.0.json"]
+} else {
+    &[]
+};
+
 #[actix_web::test]
 async fn wrong_method_is_json_405_with_allow_header() {
     let fx = Fx::new();
@@ -117,10 +124,12 @@ async fn wrong_method_is_json_405_with_allow_header() {
         (Method::HEAD, "/v1/api-keys/rotate", "POST"),
         (Method::POST, "/healthz", "GET, HEAD"),
         (Method::POST, "/readyz", "GET, HEAD"),
-        (Method::DELETE, "/openapi.json", "GET, HEAD"),
         (Method::OPTIONS, "/v1/api-keys", "GET, HEAD, POST"),
     ];
-    for (method, uri, allow) in cases {
+    let documents = DOCUMENTS
+        .iter()
+        .map(|uri| (Method::DELETE, *uri, "GET, HEAD"));
+    for (method, uri, allow) in cases.into_iter().chain(documents) {
         let r = send(
             &app,
             TestRequest::default().method(method).uri(uri).to_request(),
@@ -137,7 +146,7 @@ async fn head_is_answered_wherever_get_is() {
     // probe with it); the HTTP/1 encoder drops the body on the wire.
     let fx = Fx::new();
     let app = init!(fx);
-    for uri in ["/healthz", "/readyz", "/openapi.json"] {
+    for &uri in ["/healthz", "/readyz"].iter().chain(DOCUMENTS) {
         let r = send(
             &app,
             TestRequest::default()
@@ -1490,8 +1499,22 @@ async fn last_used_at_is_recorded_after_a_successful_request() {
     assert_eq!(last_used, "2024-01-10T09:00:00Z");
 }
 
-// ---- the OpenAPI document ----------------------------------------------------
+// ---- the OpenAPI document (feature `openapi`) -----------------------------------
 
+/// Without the feature there is no document, and the 404 does not point to one.
+#[cfg(not(feature = "openapi"))]
+#[actix_web::test]
+async fn without_the_feature_the_documents_are_unknown_routes() {
+    let fx = Fx::new();
+    let app = init!(fx);
+    for uri in ["/openapi.json", "/openapi-3.0.json"] {
+        let r = send(&app, TestRequest::get().uri(uri).to_request()).await;
+        r.assert_error(StatusCode::NOT_FOUND, "not_found", None);
+        assert_eq!(r.json()["error"]["message"], "no such route", "{uri}");
+    }
+}
+
+#[cfg(feature = "openapi")]
 #[actix_web::test]
 async fn openapi_document_lists_every_route_status_and_error_code() {
     let fx = Fx::new();

@@ -937,6 +937,7 @@ async fn head_is_answered_like_get() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
+#[cfg(feature = "openapi")]
 #[actix_web::test]
 async fn the_openapi_document_describes_the_audit_log() {
     let fx = Fx::new();

@@ -510,6 +510,7 @@ async fn reported_secret_keys_are_revoked_soon_after_the_202() {
     assert_eq!(events_after(&fx, before).len(), revoked.len());
 }
 
+#[cfg(feature = "openapi")]
 #[actix_web::test]
 async fn the_openapi_document_describes_the_route() {
     let _shared = not_logging();

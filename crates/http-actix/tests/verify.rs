@@ -906,6 +906,7 @@ async fn a_malformed_key_or_a_bad_request_never_reaches_the_authenticator() {
 
 // ---- the document ---------------------------------------------------------------
 
+#[cfg(feature = "openapi")]
 #[test]
 fn the_openapi_document_describes_the_route_without_a_bearer_key() {
     let doc: Value = serde_json::from_str(&http_actix::openapi::openapi_json()).unwrap();
