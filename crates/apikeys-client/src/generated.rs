@@ -303,6 +303,14 @@ for people.*/
         UnsupportedMediaType,
         #[serde(rename = "bad_request")]
         BadRequest,
+        #[serde(rename = "too_many_requests")]
+        TooManyRequests,
+        #[serde(rename = "request_timeout")]
+        RequestTimeout,
+        #[serde(rename = "uri_too_long")]
+        UriTooLong,
+        #[serde(rename = "request_header_fields_too_large")]
+        RequestHeaderFieldsTooLarge,
         #[serde(rename = "service_unavailable")]
         ServiceUnavailable,
         #[serde(rename = "internal_error")]
@@ -339,6 +347,12 @@ for people.*/
                 Self::PayloadTooLarge => f.write_str("payload_too_large"),
                 Self::UnsupportedMediaType => f.write_str("unsupported_media_type"),
                 Self::BadRequest => f.write_str("bad_request"),
+                Self::TooManyRequests => f.write_str("too_many_requests"),
+                Self::RequestTimeout => f.write_str("request_timeout"),
+                Self::UriTooLong => f.write_str("uri_too_long"),
+                Self::RequestHeaderFieldsTooLarge => {
+                    f.write_str("request_header_fields_too_large")
+                }
                 Self::ServiceUnavailable => f.write_str("service_unavailable"),
                 Self::InternalError => f.write_str("internal_error"),
             }
@@ -378,6 +392,12 @@ for people.*/
                 "payload_too_large" => Ok(Self::PayloadTooLarge),
                 "unsupported_media_type" => Ok(Self::UnsupportedMediaType),
                 "bad_request" => Ok(Self::BadRequest),
+                "too_many_requests" => Ok(Self::TooManyRequests),
+                "request_timeout" => Ok(Self::RequestTimeout),
+                "uri_too_long" => Ok(Self::UriTooLong),
+                "request_header_fields_too_large" => {
+                    Ok(Self::RequestHeaderFieldsTooLarge)
+                }
                 "service_unavailable" => Ok(Self::ServiceUnavailable),
                 "internal_error" => Ok(Self::InternalError),
                 _ => Err("invalid value".into()),
@@ -2315,6 +2335,9 @@ Arguments:
             405u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             500u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
@@ -2392,6 +2415,9 @@ Arguments:
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             422u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             500u16 => {
@@ -2476,6 +2502,9 @@ Arguments:
             422u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             500u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
@@ -2543,6 +2572,9 @@ Arguments:
             415u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             500u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
@@ -2607,6 +2639,9 @@ Arguments:
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             405u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             500u16 => {
@@ -2676,6 +2711,9 @@ Arguments:
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             409u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             500u16 => {
@@ -2756,6 +2794,9 @@ Arguments:
             415u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             500u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
@@ -2829,6 +2870,9 @@ Arguments:
             405u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             500u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
@@ -2889,6 +2933,9 @@ Sends a `POST` request to `/v1/leaked-keys`
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             415u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             _ => Err(Error::UnexpectedResponse(response)),

@@ -32,6 +32,12 @@ macro_rules! env_server {
   APIKEYS_CACHE_MAX_KEYS        keys the authentication cache holds [default: 100000]
   APIKEYS_CACHE_SERVE_STALE     opt-in: answer from the cache while the database is down, 1s-3600s [default: off]
   APIKEYS_METRICS_BIND          where GET /metrics listens [default: no metrics listener]
+  APIKEYS_AUTH_FAILURE_LIMIT    failed authentications per client address and window, 0 disables [default: 100]
+  APIKEYS_AUTH_FAILURE_WINDOW   the window of that limit, 1s-86400s [default: 1m]
+  APIKEYS_AUTH_FAILURE_MAX_ADDRESSES  client addresses tracked at once [default: 100000]
+  APIKEYS_TRUSTED_PROXIES       proxies whose X-Forwarded-For is believed [default: none]
+  APIKEYS_BODY_TIMEOUT          how long a request body may take, 1s-300s [default: 10s]
+  APIKEYS_HEAD_TIMEOUT          how long a request head may take, 1s-300s [default: 5s]
 "
     };
 }

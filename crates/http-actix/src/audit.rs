@@ -239,6 +239,8 @@ fn parse_query(query: &str) -> Result<ListEvents, ApiError> {
                 headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
             (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope` (needs `*` or `audit-logs:read`).", body = crate::ErrorBody),
             (status = 405, description = "`method_not_allowed`.", body = crate::ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
+            (status = 429, description = "`too_many_requests`: too many failed authentications from this address (docs/api.md, \"Abuse limits\").", body = crate::ErrorBody,
+                headers(("Retry-After" = String, description = "Seconds until the address is admitted again."))),
             (status = 500, description = "`internal_error`.", body = crate::ErrorBody),
             (status = 503, description = "`service_unavailable`.", body = crate::ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
         ),
