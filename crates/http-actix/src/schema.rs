@@ -223,16 +223,46 @@ impl ToSchema for GracePeriodSchema {
 /// White space as Rust's `str::trim` removes it (Unicode `White_Space`).
 const WHITE_SPACE: &str =
     r"\t\n\x0B\x0C\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
-/// Control characters (`char::is_control`, category Cc). (UTF-16 surrogates
-/// cannot reach the service in UTF-8 JSON, and many regex engines refuse them
-/// in a class.)
-const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F";
+/// The characters of the Basic Multilingual Plane that a name may not hold
+/// (`domain::is_forbidden_in_name`: categories Cc, Cf, Zl, Zp, Co and Cn,
+/// and two fillers), as character-class ranges, computed once from the
+/// domain's rule so that the document cannot drift from it. UTF-16
+/// surrogates are left out: they cannot reach the service in UTF-8 JSON, and
+/// many regex engines refuse them in a class. Characters beyond the BMP
+/// cannot be written portably in a pattern (ECMAScript without the `u` flag
+/// sees surrogate pairs, other engines code points), so the description
+/// states the rest of the rule.
+fn forbidden_in_name() -> &'static str {
+    static CLASS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CLASS.get_or_init(|| {
+        let forbidden = |c: u32| char::from_u32(c).is_some_and(domain::is_forbidden_in_name);
+        let mut class = String::new();
+        let mut c = 0u32;
+        while c <= 0xFFFF {
+            if !forbidden(c) {
+                c += 1;
+                continue;
+            }
+            let start = c;
+            while c < 0xFFFF && forbidden(c + 1) {
+                c += 1;
+            }
+            class.push_str(&format!("\\u{start:04X}"));
+            if c > start {
+                class.push_str(&format!("-\\u{c:04X}"));
+            }
+            c += 1;
+        }
+        class
+    })
+}
 
-/// A stored name: 1 to 100 characters, no control character, no white space
-/// at either end.
+/// A stored name: 1 to 100 characters, none forbidden, no white space at
+/// either end.
 fn trimmed_name_pattern() -> String {
-    let edge = format!("[^{CONTROL}{WHITE_SPACE}]");
-    let inner = format!("[^{CONTROL}]");
+    let forbidden = forbidden_in_name();
+    let edge = format!("[^{forbidden}{WHITE_SPACE}]");
+    let inner = format!("[^{forbidden}]");
     format!("{edge}(?:{inner}{{0,98}}{edge})?")
 }
 
@@ -249,7 +279,7 @@ impl PartialSchema for KeyNameInput {
                 trimmed_name_pattern()
             )))
             .description(Some(
-                "A label: trimmed of white space, then 1 to 100 characters without control characters.",
+                "A label: trimmed of white space, then 1 to 100 characters. Refused: control, format (invisible, bidirectional), line and paragraph separator, private-use and unassigned characters, U+3164 and U+115F (the pattern states this rule for the Basic Multilingual Plane; it holds beyond it too), and a name that is or holds a well-formed key (docs/api.md, \"Names\").",
             ))
             .examples(["Analytics Service"])
             .into()
@@ -493,6 +523,15 @@ mod tests {
             &too_long,
             " \u{7f} ",
             "é",
+            "a\u{200b}b",
+            "\u{200d}",
+            "a\u{2029}b",
+            "a\u{202e}b",
+            "a\u{ad}b",
+            "\u{3164}",
+            "a\u{e000}",
+            "a\u{378}",
+            "Ünïcödé 名前 ✓",
         ];
         for s in samples {
             let parsed = domain::KeyName::parse(s);
