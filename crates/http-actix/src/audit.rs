@@ -6,7 +6,6 @@ use domain::{Actor, EventData, EventId, EventType, KeyEvent, KeyId, ListEvents};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 #[cfg(feature = "openapi")]
-#[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
 use crate::auth::Authenticated;

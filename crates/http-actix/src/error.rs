@@ -19,7 +19,6 @@ use domain::{
 };
 use serde::Serialize;
 #[cfg(feature = "openapi")]
-#[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
 /// Seconds a client should wait before retrying a 503.

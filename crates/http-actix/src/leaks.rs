@@ -16,7 +16,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 #[cfg(feature = "openapi")]
-#[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
 use crate::blocking::blocking;

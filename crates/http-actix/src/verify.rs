@@ -22,7 +22,6 @@ use domain::{
 };
 use serde::{Deserialize, Serialize};
 #[cfg(feature = "openapi")]
-#[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
 use crate::auth::TENANT_HEADER;
