@@ -367,6 +367,24 @@ impl ApiKeyRepository for InMemoryStore {
     }
 }
 
+impl InMemoryStore {
+    /// Runs `write` and keeps `record`, as one unit, unless a live record of
+    /// its scope and key exists.
+    fn write_recorded<E: From<RepositoryError>>(
+        &self,
+        record: &IdempotencyRecord,
+        write: impl FnOnce(&mut State) -> Result<(), E>,
+    ) -> Result<(), RecordedWriteError<E>> {
+        let mut state = self.lock()?;
+        if let Some(found) = state.live_record(&record.scope, &record.key, record.created_at) {
+            return Err(RecordedWriteError::Completed(Box::new(found.clone())));
+        }
+        write(&mut state).map_err(RecordedWriteError::Write)?;
+        state.keep_record(record);
+        Ok(())
+    }
+}
+
 /// One mutex serialises every call, so a twin request is never seen in
 /// progress here: it has either committed (`Completed`) or not started.
 impl IdempotencyRepository for InMemoryStore {
@@ -386,17 +404,7 @@ impl IdempotencyRepository for InMemoryStore {
         event: &KeyEvent,
         record: &IdempotencyRecord,
     ) -> Result<(), RecordedWriteError<InsertError>> {
-        let mut state = self
-            .lock()
-            .map_err(|e| RecordedWriteError::Write(e.into()))?;
-        if let Some(found) = state.live_record(&record.scope, &record.key, record.created_at) {
-            return Err(RecordedWriteError::Completed(Box::new(found.clone())));
-        }
-        state
-            .insert(key, max_active, event)
-            .map_err(RecordedWriteError::Write)?;
-        state.keep_record(record);
-        Ok(())
+        self.write_recorded(record, |state| state.insert(key, max_active, event))
     }
 
     fn rotate_recorded(
@@ -408,17 +416,9 @@ impl IdempotencyRepository for InMemoryStore {
         created: &KeyEvent,
         record: &IdempotencyRecord,
     ) -> Result<(), RecordedWriteError<RotateRepoError>> {
-        let mut state = self
-            .lock()
-            .map_err(|e| RecordedWriteError::Write(e.into()))?;
-        if let Some(found) = state.live_record(&record.scope, &record.key, record.created_at) {
-            return Err(RecordedWriteError::Completed(Box::new(found.clone())));
-        }
-        state
-            .rotate(old, successor, revokes_at, rotated, created)
-            .map_err(RecordedWriteError::Write)?;
-        state.keep_record(record);
-        Ok(())
+        self.write_recorded(record, |state| {
+            state.rotate(old, successor, revokes_at, rotated, created)
+        })
     }
 
     fn delete_expired_records(&self, now: OffsetDateTime) -> Result<usize, RepositoryError> {
