@@ -24,7 +24,7 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// The id of the current request, in the request's extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestId(String);
 
 impl RequestId {
@@ -39,18 +39,21 @@ impl RequestId {
         ok.then(|| RequestId(raw.to_owned()))
     }
 
-    /// A fresh id: `req_` and 26 Crockford base32 characters from the OS's
-    /// random source.
+    /// A fresh id: `req_` and 26 Crockford base32 characters from this
+    /// thread's generator ([`next_random`]).
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 26];
-        OsSecretSource.fill(&mut bytes);
         let mut id = String::with_capacity(30);
         id.push_str("req_");
-        id.extend(
-            bytes
-                .iter()
-                .map(|b| char::from(CROCKFORD[usize::from(b & 31)])),
-        );
+        let (mut bits, mut left) = (0u64, 0u32);
+        for _ in 0..26 {
+            if left < 5 {
+                bits = next_random();
+                left = 64;
+            }
+            id.push(char::from(CROCKFORD[(bits & 31) as usize]));
+            bits >>= 5;
+            left -= 5;
+        }
         RequestId(id)
     }
 
@@ -58,6 +61,28 @@ impl RequestId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The next 64 bits of this thread's SplitMix64 generator, seeded once from
+/// the OS's random source. A request id needs to be unique, not secret: a
+/// `getrandom` system call on every request was work that can be done once
+/// per thread (docs/performance.md, "Load").
+fn next_random() -> u64 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let mut seed = [0u8; 8];
+            OsSecretSource.fill(&mut seed);
+            u64::from_le_bytes(seed)
+        });
+    }
+    STATE.with(|state| {
+        let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(next);
+        let mut z = next;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
 }
 
 tokio::task_local! {
@@ -270,6 +295,13 @@ mod tests {
         let a = RequestId::generate();
         let b = RequestId::generate();
         assert_ne!(a, b);
+        let many: std::collections::HashSet<RequestId> =
+            (0..10_000).map(|_| RequestId::generate()).collect();
+        assert_eq!(many.len(), 10_000);
+        let other_thread = std::thread::spawn(RequestId::generate)
+            .join()
+            .expect("thread");
+        assert!(!many.contains(&other_thread));
         assert!(a.as_str().starts_with("req_"));
         assert_eq!(a.as_str().len(), 30);
         assert!(RequestId::parse(a.as_str()).is_some());
