@@ -40,7 +40,7 @@ impl RequestId {
     }
 
     /// A fresh id: `req_` and 26 Crockford base32 characters from this
-    /// thread's generator ([`next_random`]).
+    /// thread's generator, seeded once from the OS.
     pub fn generate() -> Self {
         let mut id = String::with_capacity(30);
         id.push_str("req_");
