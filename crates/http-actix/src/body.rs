@@ -4,8 +4,16 @@
 //! JSON type and hands back the value it borrows, which the handler parses
 //! into its domain type; the body is never decoded a second time.
 
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::task::Poll;
+use std::time::Duration;
+
+use actix_web::error::PayloadError;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::web::{Bytes, BytesMut};
 use actix_web::{web, HttpRequest};
+use futures_core::Stream;
 use serde_json::{Map, Value};
 
 use crate::edge::{RequestLimits, DEFAULT_BODY_TIMEOUT};
@@ -36,6 +44,16 @@ pub(crate) async fn read_object(
     payload: web::Payload,
     known: &[&str],
 ) -> Result<JsonObject, ApiError> {
+    let bytes = read_json_bytes(req, payload).await?;
+    parse_object(&bytes, known)
+}
+
+/// Reads the bytes of a JSON body: the checks of [`read_object`] up to and
+/// including the body timeout, without parsing.
+pub(crate) async fn read_json_bytes(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Bytes, ApiError> {
     if !is_json_content_type(req) {
         return Err(ApiError::unsupported_media_type());
     }
@@ -52,14 +70,75 @@ pub(crate) async fn read_object(
     let limit = req
         .app_data::<RequestLimits>()
         .map_or(DEFAULT_BODY_TIMEOUT, |l| l.body_timeout);
-    let bytes = actix_web::rt::time::timeout(limit, payload.to_bytes_limited(BODY_LIMIT))
+    within(limit, collect(payload, BODY_LIMIT))
         .await
-        .map_err(|_| ApiError::request_timeout(limit))?
+        .ok_or_else(|| ApiError::request_timeout(limit))?
         .map_err(|_| ApiError::payload_too_large())?
         .map_err(|e| {
             ApiError::invalid_json("the request body could not be read").with_source(e.to_string())
-        })?;
-    parse_object(&bytes, known)
+        })
+}
+
+/// The body was longer than the limit.
+struct Overflow;
+
+/// The whole body, at most `limit` bytes: `Err(Overflow)` past it, the
+/// payload's own error when it fails. A body that arrives as one chunk (the
+/// usual small JSON body) is that chunk, not a copy of it.
+async fn collect(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Result<Bytes, PayloadError>, Overflow> {
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    while let Some(chunk) = poll_fn(|cx| Pin::new(&mut payload).poll_next(cx)).await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => return Ok(Err(e)),
+        };
+        let held = first.as_ref().map_or(joined.len(), Bytes::len);
+        if held + chunk.len() > limit {
+            return Err(Overflow);
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(chunk),
+            held => {
+                if let Some(held) = held {
+                    joined.extend_from_slice(&held);
+                }
+                joined.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(Ok(first.unwrap_or_else(|| joined.freeze())))
+}
+
+/// `future` under a deadline of `limit` (`None` when it passed), the timer
+/// armed only when the future is still pending on its second poll.
+///
+/// Why: actix polls a handler once before it hands it the body that came in
+/// the same read as the head, so almost every body is there on the second
+/// poll. Arming a timer for each of those (a clock read, a wheel insert and
+/// a removal) was a measurable share of a cache-hit verification
+/// (docs/performance.md, "Load"). The first pending poll wakes the task
+/// again at once; a body still missing then gets the whole `limit`.
+pub(crate) async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let mut future = pin!(future);
+    let mut polled = false;
+    let early = poll_fn(|cx| match future.as_mut().poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Some(out)),
+        Poll::Pending if !polled => {
+            polled = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    match early {
+        Some(out) => Some(out),
+        None => actix_web::rt::time::timeout(limit, future).await.ok(),
+    }
 }
 
 /// Parses a body already read as a JSON object whose fields are all in
@@ -127,6 +206,132 @@ impl JsonObject {
                 .map(Some),
             Some(_) => Err(wrong()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::collections::VecDeque;
+    use std::future::{pending, ready};
+    use std::rc::Rc;
+    use std::task::Context;
+
+    use actix_web::dev::Payload;
+    use actix_web::test::TestRequest;
+    use actix_web::FromRequest;
+
+    use super::*;
+
+    /// A future that is pending on its first poll (waking itself) and
+    /// ready with `7` on the second, counting its polls.
+    fn ready_on_second_poll(polls: Rc<Cell<u32>>) -> impl Future<Output = u32> {
+        poll_fn(move |cx| {
+            polls.set(polls.get() + 1);
+            if polls.get() == 1 {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(7)
+            }
+        })
+    }
+
+    #[actix_web::test]
+    async fn within_passes_on_what_is_ready_at_once() {
+        assert_eq!(within(Duration::from_secs(10), ready(3)).await, Some(3));
+    }
+
+    #[actix_web::test]
+    async fn within_waits_for_a_future_that_becomes_ready() {
+        let polls = Rc::new(Cell::new(0));
+        let out = within(Duration::from_secs(10), ready_on_second_poll(polls.clone())).await;
+        assert_eq!(out, Some(7));
+        assert_eq!(polls.get(), 2);
+    }
+
+    #[actix_web::test]
+    async fn within_gives_up_on_a_future_that_never_ends() {
+        assert_eq!(
+            within(Duration::from_millis(20), pending::<()>()).await,
+            None
+        );
+    }
+
+    /// A stream of chunks, each ready at once.
+    struct Chunks(VecDeque<Result<Bytes, PayloadError>>);
+
+    impl Stream for Chunks {
+        type Item = Result<Bytes, PayloadError>;
+
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Ready(self.get_mut().0.pop_front())
+        }
+    }
+
+    /// A `web::Payload` delivering `chunks`, then the end (or `error`).
+    async fn payload_of(chunks: &[&'static [u8]], error: Option<PayloadError>) -> web::Payload {
+        let mut items: VecDeque<_> = chunks
+            .iter()
+            .map(|chunk| Ok(Bytes::from_static(chunk)))
+            .collect();
+        items.extend(error.map(Err));
+        let stream: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
+            Box::pin(Chunks(items));
+        let req = TestRequest::default().to_http_request();
+        web::Payload::from_request(&req, &mut Payload::from(stream))
+            .await
+            .expect("a payload is always extracted")
+    }
+
+    #[actix_web::test]
+    async fn a_body_in_one_chunk_is_that_chunk_not_a_copy() {
+        static BODY: &[u8] = br#"{"key":"x"}"#;
+        let Ok(Ok(bytes)) = collect(payload_of(&[BODY], None).await, 64).await else {
+            panic!("a body within the limit");
+        };
+        assert_eq!(&bytes[..], BODY);
+        assert_eq!(bytes.as_ptr(), BODY.as_ptr());
+    }
+
+    #[actix_web::test]
+    async fn a_body_in_several_chunks_is_joined_in_order() {
+        let payload = payload_of(&[b"{\"ke", b"", b"y\":", b"1}"], None).await;
+        let Ok(Ok(bytes)) = collect(payload, 64).await else {
+            panic!("a body within the limit");
+        };
+        assert_eq!(&bytes[..], br#"{"key":1}"#);
+    }
+
+    #[actix_web::test]
+    async fn no_body_is_empty() {
+        let Ok(Ok(bytes)) = collect(payload_of(&[], None).await, 64).await else {
+            panic!("an empty body");
+        };
+        assert!(bytes.is_empty());
+    }
+
+    #[actix_web::test]
+    async fn a_body_over_the_limit_overflows_whether_in_one_chunk_or_more() {
+        assert!(collect(payload_of(&[b"12345"], None).await, 4)
+            .await
+            .is_err());
+        assert!(collect(payload_of(&[b"12", b"345"], None).await, 4)
+            .await
+            .is_err());
+        let Ok(Ok(bytes)) = collect(payload_of(&[b"12", b"34"], None).await, 4).await else {
+            panic!("exactly the limit is within it");
+        };
+        assert_eq!(&bytes[..], b"1234");
+    }
+
+    #[actix_web::test]
+    async fn a_failing_payload_is_its_error() {
+        let payload = payload_of(&[b"{"], Some(PayloadError::Incomplete(None))).await;
+        assert!(matches!(
+            collect(payload, 64).await,
+            Ok(Err(PayloadError::Incomplete(None)))
+        ));
     }
 }
 

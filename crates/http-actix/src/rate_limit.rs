@@ -162,6 +162,10 @@ struct Active {
     clock: LimiterClock,
     window: Nanos,
     proxies: TrustedProxies,
+    /// The end of the latest block of any address (clock nanoseconds; 0:
+    /// none yet). While it is past, no address is blocked and admission
+    /// skips the store: the success path pays no map lookup.
+    latest_block_until: AtomicU64,
 }
 
 /// What the limiter has counted since start: for logs and metrics.
@@ -236,6 +240,7 @@ impl FailureLimiter {
                 clock,
                 window: Nanos::from(config.window),
                 proxies: config.trusted_proxies.clone(),
+                latest_block_until: AtomicU64::new(0),
             }
         });
         FailureLimiter {
@@ -272,8 +277,15 @@ impl FailureLimiter {
         let Some(ip) = client_address(req, &active.proxies).map(limit_key) else {
             return Ok(Client(None));
         };
+        let latest = active.latest_block_until.load(Ordering::Relaxed);
+        if latest == 0 {
+            return Ok(Client(Some(ip)));
+        }
+        let now = active.clock.now().as_u64();
+        if latest <= now {
+            return Ok(Client(Some(ip)));
+        }
         if let Some(state) = active.store.0.get(&ip) {
-            let now = active.clock.now().as_u64();
             let until = state.blocked_until.load(Ordering::Relaxed);
             if until > now {
                 return Err(self.refuse(until - now));
@@ -298,6 +310,9 @@ impl FailureLimiter {
         if let Some(state) = active.store.0.get(&ip) {
             state.blocked_until.fetch_max(until, Ordering::Relaxed);
         }
+        active
+            .latest_block_until
+            .fetch_max(until, Ordering::Relaxed);
         self.blocks.fetch_add(1, Ordering::Relaxed);
         // Once per address and window: an attack cannot fill the log.
         tracing::warn!(

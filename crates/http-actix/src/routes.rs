@@ -115,7 +115,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
                     .name("/v1/api-keys/verify")
                     .route(web::post().to(verify::verify_key))
                     .default_service(not_allowed("POST"))
-                    .wrap(from_fn(verify::no_store)),
+                    .wrap(verify::no_store()),
             )
             .service(
                 web::resource("/v1/api-keys/{id}")

@@ -10,23 +10,23 @@
 //! errors. Every answer of the route carries `Cache-Control: no-store`
 //! ([`no_store`]).
 
+use std::borrow::Cow;
 use std::fmt;
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderValue, CACHE_CONTROL};
-use actix_web::middleware::Next;
+use actix_web::http::header::{ContentType, HeaderValue, CACHE_CONTROL};
+use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
-    ApiKey, AuthError, Authenticator, Credentials, KeyFormatError, PlainKey, Scope, TenantId,
+    ApiKey, AuthError, Authenticator, Credentials, KeyFormatError, KeyId, PlainKey, Scope, Scopes,
+    TenantId,
 };
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
 use crate::auth::TENANT_HEADER;
 use crate::blocking::blocking;
-use crate::body::{read_object, JsonObject};
+use crate::body::{parse_object, read_json_bytes, JsonObject};
 use crate::dto::timestamp;
 #[cfg(feature = "openapi")]
 use crate::dto::{KeyTypeDto, ModeDto};
@@ -89,47 +89,64 @@ pub enum VerifyCode {
     InsufficientScope,
 }
 
+// Borrowed from the authenticated (usually cached) key, so that writing a
+// verdict allocates little beyond the buffer it is written into
+// (docs/performance.md, "Load"). The doc comment is the schema's
+// description in the OpenAPI document.
 /// The verified key: what a service needs to decide what the caller may do.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct VerifiedKey {
+pub struct VerifiedKey<'a> {
     /// `key_` + ULID.
+    #[serde(serialize_with = "as_display")]
     #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::KeyId))]
-    pub id: String,
+    pub id: &'a KeyId,
     /// The tenant the key belongs to (the one `X-Tenant-ID` named).
+    #[serde(serialize_with = "as_display")]
     #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::TenantId))]
-    pub tenant_id: String,
+    pub tenant_id: &'a TenantId,
     /// Label.
     #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::KeyName))]
-    pub name: String,
+    pub name: &'a str,
     /// `publishable` or `secret`.
     #[serde(rename = "type")]
     #[cfg_attr(feature = "openapi", schema(value_type = KeyTypeDto))]
-    pub key_type: String,
+    pub key_type: &'static str,
     /// `live` or `test`.
     #[cfg_attr(feature = "openapi", schema(value_type = ModeDto))]
-    pub mode: String,
+    pub mode: &'static str,
     /// The key's scopes, `["*"]` for full access.
+    #[serde(serialize_with = "scope_names")]
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::Scope>))]
-    pub scopes: Vec<String>,
+    pub scopes: Scopes,
     /// Expiry, or null.
-    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime, value_type = Option<String>))]
     pub expires_at: Option<String>,
     /// When a scheduled revocation (a rotation's grace period) takes effect,
     /// or null.
-    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime, value_type = Option<String>))]
     pub revokes_at: Option<String>,
 }
 
-impl From<&ApiKey> for VerifiedKey {
-    fn from(key: &ApiKey) -> Self {
+/// Writes an id by its `Display`, straight into the output.
+fn as_display<T: fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+/// Writes scopes as their names, in canonical order.
+fn scope_names<S: Serializer>(scopes: &Scopes, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(scopes.names())
+}
+
+impl<'a> From<&'a ApiKey> for VerifiedKey<'a> {
+    fn from(key: &'a ApiKey) -> Self {
         VerifiedKey {
-            id: key.id.to_string(),
-            tenant_id: key.tenant_id.to_string(),
-            name: key.name.as_str().to_owned(),
-            key_type: key.key_type.as_str().to_owned(),
-            mode: key.mode.as_str().to_owned(),
-            scopes: key.scopes.names().map(str::to_owned).collect(),
+            id: &key.id,
+            tenant_id: &key.tenant_id,
+            name: key.name.as_str(),
+            key_type: key.key_type.as_str(),
+            mode: key.mode.as_str(),
+            scopes: key.scopes,
             expires_at: key.expires_at.map(timestamp),
             revokes_at: key.revokes_at.map(timestamp),
         }
@@ -139,7 +156,7 @@ impl From<&ApiKey> for VerifiedKey {
 /// `200` body of `POST /v1/api-keys/verify`.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct VerifyKeyResponse {
+pub struct VerifyKeyResponse<'a> {
     /// Whether the key is good for the tenant (and the scopes).
     pub valid: bool,
     /// `valid`, or why not.
@@ -147,15 +164,15 @@ pub struct VerifyKeyResponse {
     /// The key, when `code` is `valid` or `insufficient_scope`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
-    pub key: Option<VerifiedKey>,
+    pub key: Option<VerifiedKey<'a>>,
     /// The scopes asked for that the key lacks, in canonical order; only
     /// with `insufficient_scope`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false, value_type = Option<Vec<crate::schema::Scope>>))]
-    pub missing_scopes: Option<Vec<String>>,
+    pub missing_scopes: Option<Vec<&'static str>>,
 }
 
-impl VerifyKeyResponse {
+impl<'a> VerifyKeyResponse<'a> {
     /// A key that is not good for the tenant.
     fn refused(code: VerifyCode) -> Self {
         VerifyKeyResponse {
@@ -167,11 +184,11 @@ impl VerifyKeyResponse {
     }
 
     /// The verdict on a key that authenticated, given the scopes required.
-    fn of(key: &ApiKey, required: &[Scope]) -> Self {
-        let missing: Vec<String> = Scope::ALL
+    fn of(key: &'a ApiKey, required: &[Scope]) -> Self {
+        let missing: Vec<&'static str> = Scope::ALL
             .into_iter()
             .filter(|s| required.contains(s) && !key.scopes.allows(*s))
-            .map(|s| s.as_str().to_owned())
+            .map(Scope::as_str)
             .collect();
         let valid = missing.is_empty();
         VerifyKeyResponse {
@@ -189,7 +206,7 @@ impl VerifyKeyResponse {
 
 /// The verdict for an authentication failure; a storage failure is no
 /// verdict but an error (503 or 500, as on every route).
-fn refusal(e: AuthError) -> Result<VerifyKeyResponse, ApiError> {
+fn refusal(e: AuthError) -> Result<VerifyKeyResponse<'static>, ApiError> {
     let code = match e {
         // `MissingKey` cannot come from an authenticator given a parsed
         // key; if one says so, the key is not good.
@@ -202,14 +219,66 @@ fn refusal(e: AuthError) -> Result<VerifyKeyResponse, ApiError> {
     Ok(VerifyKeyResponse::refused(code))
 }
 
-/// The fields of the body, checked in order: `key` (type), `scopes` (type,
-/// then each name). The key string's own shape is a verdict, not an error.
-fn read_fields(
-    body: &JsonObject,
-) -> Result<(Result<PlainKey, KeyFormatError>, Vec<Scope>), ApiError> {
+/// What the handler needs of the body: the key string's verdict (its own
+/// shape is a verdict, not an error) and the scopes required, once each.
+type Asked = (Result<PlainKey, KeyFormatError>, Vec<Scope>);
+
+/// The verify body with its fields borrowed from the bytes: the fast path
+/// of [`read_body`]. Only a body it reads in full is taken from it; any
+/// other body goes the general way, which gives each failure its code.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BorrowedBody<'a> {
+    #[serde(borrow)]
+    key: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    scopes: Option<Vec<Cow<'a, str>>>,
+}
+
+/// Reads the body: a JSON object of `key` (a string) and `scopes` (an array
+/// of scope names), checked in order: `key` (type), `scopes` (type, then
+/// each name).
+///
+/// Why two ways: building a `serde_json::Value` map for a two-field body
+/// was a measurable share of a cache-hit verification (docs/performance.md,
+/// "Load"). The borrowed read accepts only an object whose fields are known,
+/// present once and of the right type, which the general reader would read
+/// to the same values; everything else (the errors included) is the
+/// general reader's, so every answer is the same either way (tested).
+fn read_body(bytes: &[u8]) -> Result<Asked, ApiError> {
+    read_borrowed(bytes).unwrap_or_else(|| read_fields(&parse_object(bytes, &["key", "scopes"])?))
+}
+
+/// The fast path of [`read_body`]: `None` when the body is not a JSON
+/// object of known fields, each present once and of the right type.
+fn read_borrowed(bytes: &[u8]) -> Option<Result<Asked, ApiError>> {
+    // A struct also reads from a JSON array; only an object may take the
+    // fast path.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    let BorrowedBody {
+        key: Some(key),
+        scopes,
+    } = serde_json::from_slice(bytes).ok()?
+    else {
+        return None;
+    };
+    let names = scopes.unwrap_or_default();
+    Some(required_scopes(names.iter().map(|n| &**n)).map(|scopes| (PlainKey::parse(&key), scopes)))
+}
+
+/// The fields of a body read the general way, checked in order: `key`
+/// (type), `scopes` (type, then each name).
+fn read_fields(body: &JsonObject) -> Result<Asked, ApiError> {
     let key = body.req_str("key")?;
     let names = body.opt_str_array("scopes")?.unwrap_or_default();
-    let mut required = Vec::with_capacity(names.len());
+    Ok((PlainKey::parse(key), required_scopes(names)?))
+}
+
+/// The scopes named, each once, in the order first named.
+fn required_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<Scope>, ApiError> {
+    let mut required = Vec::new();
     for name in names {
         let scope =
             Scope::parse(name).map_err(|e| ApiError::invalid_parameter("scopes", e.to_string()))?;
@@ -217,7 +286,7 @@ fn read_fields(
             required.push(scope);
         }
     }
-    Ok((PlainKey::parse(key), required))
+    Ok(required)
 }
 
 /// Verify a key presented to your service: is it good for this tenant (and
@@ -274,18 +343,15 @@ pub(crate) async fn verify_key(
         .and_then(|v| v.to_str().ok())
         .and_then(|t| TenantId::parse(t).ok())
         .ok_or(AuthError::InvalidTenantId)?;
-    let (key, required) = {
-        let body = read_object(&req, payload, &["key", "scopes"]).await?;
-        read_fields(&body)?
-    };
-    let verdict = |response: VerifyKeyResponse| -> Result<HttpResponse, ApiError> {
+    let (key, required) = read_body(&read_json_bytes(&req, payload).await?)?;
+    let verdict = |response: VerifyKeyResponse<'_>| -> Result<HttpResponse, ApiError> {
         let response = counted(response);
         if !response.valid {
             if let Some(too_many) = limiter.as_ref().and_then(|l| l.failed(client)) {
                 return Err(too_many);
             }
         }
-        Ok(answer(&response))
+        answer(&response)
     };
     // Not a key string: refused without any I/O, as authentication does.
     let Ok(key) = key else {
@@ -304,16 +370,16 @@ pub(crate) async fn verify_key(
         Some(outcome) => outcome,
         None => blocking(move || authenticator.authenticate(&credentials)).await?,
     };
-    verdict(match outcome {
-        Ok(key) => VerifyKeyResponse::of(&key, &required),
-        Err(e) => refusal(e).inspect_err(|e| {
+    match outcome {
+        Ok(key) => verdict(VerifyKeyResponse::of(&key, &required)),
+        Err(e) => verdict(refusal(e).inspect_err(|e| {
             metrics::record_auth(Via::Verify, Err(e.code().as_str()));
-        })?,
-    })
+        })?),
+    }
 }
 
 /// Counts the verdict by its code (docs/metrics.md) and passes it on.
-fn counted(response: VerifyKeyResponse) -> VerifyKeyResponse {
+fn counted(response: VerifyKeyResponse<'_>) -> VerifyKeyResponse<'_> {
     let outcome = match response.code {
         VerifyCode::Valid => Ok(()),
         VerifyCode::InvalidApiKey => Err("invalid_api_key"),
@@ -326,21 +392,189 @@ fn counted(response: VerifyKeyResponse) -> VerifyKeyResponse {
     response
 }
 
-fn answer(response: &VerifyKeyResponse) -> HttpResponse {
-    HttpResponse::Ok().json(response)
+/// The 200 answer, written once into a buffer sized for a verdict with a
+/// key (about 300 bytes), so it is not grown step by step.
+fn answer(response: &VerifyKeyResponse<'_>) -> Result<HttpResponse, ApiError> {
+    let mut body = Vec::with_capacity(512);
+    serde_json::to_writer(&mut body, response)
+        .map_err(|e| ApiError::internal().with_source(e.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(body))
 }
 
 /// Resource middleware of the verify route: `Cache-Control: no-store` on
-/// every answer, errors (also 405) included.
-///
-/// # Errors
-/// None of its own: the wrapped service's are passed on.
-pub(crate) async fn no_store(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let mut res = next.call(req).await?.map_into_boxed_body();
-    res.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+/// every answer, errors (also 405) included. Nothing on the route sets
+/// another `Cache-Control`, so adding the header where it is missing is
+/// setting it; actix's own middleware does that without boxing a future per
+/// request, as a `from_fn` one would.
+pub(crate) fn no_store() -> DefaultHeaders {
+    DefaultHeaders::new().add((CACHE_CONTROL, HeaderValue::from_static("no-store")))
+}
+
+/// The two ways of reading the body agree on every body the fast one takes.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    use super::*;
+
+    fn general(bytes: &[u8]) -> Result<Asked, ApiError> {
+        read_fields(&parse_object(bytes, &["key", "scopes"])?)
+    }
+
+    fn same(fast: &Result<Asked, ApiError>, general: &Result<Asked, ApiError>) -> bool {
+        match (fast, general) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(a), Err(b)) => {
+                (a.code(), a.param(), a.message()) == (b.code(), b.param(), b.message())
+            }
+            _ => false,
+        }
+    }
+
+    /// Scope lists: known, unknown and repeated names, now and then a
+    /// value that is not a string.
+    fn scopes() -> impl Strategy<Value = Value> {
+        let scope = prop_oneof![
+            6 => prop_oneof![
+                Just(json!("*")),
+                Just(json!("users:read")),
+                Just(json!("users:write")),
+                Just(json!("users:read\n")),
+                Just(json!("nope")),
+            ],
+            1 => prop_oneof![Just(Value::Null), Just(json!(1))],
+        ];
+        prop_oneof![
+            8 => prop::collection::vec(scope, 0..4).prop_map(Value::Array),
+            1 => Just(Value::Null),
+            1 => Just(json!("users:read")),
+        ]
+    }
+
+    /// Key values: well-formed keys, other strings, now and then not a string.
+    fn key() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => Just(json!("sk_live_NrhjjzHWdMVt6y0feippa1pT9QIPj0hW1VAf26")),
+            4 => Just(json!("pk_test_UGQxl8KNTQDtojzHAnJ5xAu7HvGwkajw1MoKvd")),
+            4 => any::<String>().prop_map(Value::String),
+            1 => Just(Value::Null),
+            1 => any::<i32>().prop_map(Value::from),
+        ]
+    }
+
+    /// Any field value.
+    fn field_value() -> impl Strategy<Value = Value> {
+        prop_oneof![key(), scopes(), Just(json!({"key": "x"}))]
+    }
+
+    /// Object texts built the way clients send them (`key`, often
+    /// `scopes`), now and then with a field repeated, an unknown field, odd
+    /// spacing or an escaped name, which `serde_json::Value` could not
+    /// produce by itself; in any order.
+    fn body() -> impl Strategy<Value = String> {
+        let extra = (
+            prop_oneof![Just("key"), Just("scopes"), Just("other"), Just("Key")],
+            field_value(),
+        );
+        (
+            key(),
+            prop::option::of(scopes()),
+            prop::option::weighted(0.2, extra),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_flat_map(|(key, scopes, extra, spaced, escaped)| {
+                let mut fields = vec![("key", key)];
+                fields.extend(scopes.map(|s| ("scopes", s)));
+                fields.extend(extra);
+                (Just(fields).prop_shuffle(), Just(spaced), Just(escaped))
+            })
+            .prop_map(|(fields, spaced, escaped)| {
+                let members: Vec<String> = fields
+                    .iter()
+                    .map(|(name, value)| {
+                        let name = if escaped && *name == "key" {
+                            "\\u006bey".to_owned()
+                        } else {
+                            (*name).to_owned()
+                        };
+                        format!("\"{name}\":{value}")
+                    })
+                    .collect();
+                let sep = if spaced { " ,\n " } else { "," };
+                format!(
+                    "{}{{{}}}",
+                    if spaced { " \t" } else { "" },
+                    members.join(sep)
+                )
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn the_fast_path_answers_as_the_general_one(text in body()) {
+            if let Some(fast) = read_borrowed(text.as_bytes()) {
+                let general = general(text.as_bytes());
+                prop_assert!(same(&fast, &general), "{text}");
+            }
+            prop_assert!(same(&read_body(text.as_bytes()), &general(text.as_bytes())), "{text}");
+        }
+
+        #[test]
+        fn any_bytes_are_answered_as_the_general_way_does(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            prop_assert!(same(&read_body(&bytes), &general(&bytes)));
+        }
+
+        #[test]
+        fn any_json_object_is_answered_as_the_general_way_does(
+            fields in prop::collection::vec(("(key|scopes|x)", field_value()), 0..3)
+        ) {
+            let text = Value::Object(fields.into_iter().collect::<Map<_, _>>()).to_string();
+            prop_assert!(same(&read_body(text.as_bytes()), &general(text.as_bytes())), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_usual_body_takes_the_fast_path() {
+        for text in [
+            r#"{"key": "sk_live_NrhjjzHWdMVt6y0feippa1pT9QIPj0hW1VAf26"}"#,
+            r#"{"key":"nope","scopes":["users:read","users:read"]}"#,
+            r#" {"scopes": null, "key": "x"}"#,
+            r#"{"key": "\u0073k_live_x", "scopes": ["users:rea\u0064"]}"#,
+        ] {
+            let fast = read_borrowed(text.as_bytes());
+            assert!(fast.is_some(), "{text}");
+        }
+        let Some(Ok((_, scopes))) =
+            read_borrowed(br#"{"key":"nope","scopes":["users:read","*","users:read"]}"#)
+        else {
+            panic!("a body the fast path reads");
+        };
+        assert_eq!(scopes, vec![Scope::UsersRead, Scope::All]);
+    }
+
+    #[test]
+    fn what_the_fast_path_leaves_is_for_the_general_one() {
+        for text in [
+            r#"["sk_live_x"]"#,
+            r#"["sk_live_x", null]"#,
+            r#" ["sk_live_x", ["users:read"]]"#,
+            r#"{"key":"a","key":"b"}"#,
+            r#"{"key":"a","other":1}"#,
+            r#"{"key":null}"#,
+            r#"{"scopes":[]}"#,
+            r#"{"key":"a","scopes":[null]}"#,
+            r#"{"key":1}"#,
+        ] {
+            assert!(read_borrowed(text.as_bytes()).is_none(), "{text}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! the key repository (docs/cache.md).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use domain::{
@@ -95,6 +95,10 @@ struct Entry {
     /// key after that makes the entry stale, even if it was stored after the
     /// invalidation ran.
     loaded_epoch: u64,
+    /// The published epoch at which the entry was last found current: while
+    /// no invalidation has been published since, a hit need not look its key
+    /// up among the invalidations again.
+    checked_epoch: AtomicU64,
     /// Unix seconds of the key's last recorded use (from storage, then from
     /// this node's own recordings): a hit records a use only when this is
     /// due, so a hot key costs one buffered use a minute, not one a request.
@@ -115,7 +119,13 @@ pub struct KeyCache {
     /// Key id to the epoch of its last invalidation, kept long enough to
     /// outlive any load that was running when it happened.
     invalidated: Cache<KeyId, u64>,
+    /// The last invalidation epoch handed out.
     epoch: AtomicU64,
+    /// The last epoch whose invalidation is in `invalidated`, every earlier
+    /// one with it: invalidations run one at a time (`invalidating`) and
+    /// publish their epoch after their record.
+    published: AtomicU64,
+    invalidating: Mutex<()>,
     freshness: Arc<Freshness>,
     uses: Arc<UseBuffer>,
     config: CacheConfig,
@@ -206,6 +216,8 @@ impl KeyCache {
             hashes,
             invalidated,
             epoch: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            invalidating: Mutex::new(()),
             freshness,
             uses,
             config,
@@ -248,14 +260,29 @@ impl KeyCache {
 
     /// Whether `entry` may be used: it was loaded after the last
     /// invalidation of its key.
+    ///
+    /// An entry found current stays current until an invalidation is
+    /// published, so a hit looks the key up among the invalidations only
+    /// when one was published since its last check: a hot key costs one
+    /// map lookup per change anywhere, not one per request.
     fn current(&self, entry: &Entry) -> bool {
-        match &entry.key {
-            None => true,
-            Some(key) => self
-                .invalidated
-                .get(&key.id)
-                .is_none_or(|epoch| epoch < entry.loaded_epoch),
+        let Some(key) = &entry.key else {
+            return true;
+        };
+        // Every invalidation up to `published` is in the map (Acquire pairs
+        // with the Release in `key_changed`).
+        let published = self.published.load(Ordering::Acquire);
+        if entry.checked_epoch.load(Ordering::Acquire) >= published {
+            return true;
         }
+        let current = self
+            .invalidated
+            .get(&key.id)
+            .is_none_or(|epoch| epoch < entry.loaded_epoch);
+        if current {
+            entry.checked_epoch.fetch_max(published, Ordering::AcqRel);
+        }
+        current
     }
 
     /// Loads the key with `hash` from storage into an entry.
@@ -274,6 +301,7 @@ impl KeyCache {
         Ok(Arc::new(Entry {
             key: key.map(Arc::new),
             loaded_epoch,
+            checked_epoch: AtomicU64::new(0),
             last_use: AtomicI64::new(last_use),
         }))
     }
@@ -406,11 +434,18 @@ impl Authenticator for KeyCache {
 impl KeyChangeListener for KeyCache {
     fn key_changed(&self, id: &KeyId) {
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
+        // One at a time, so that epochs are published in order: a reader
+        // that sees epoch n published finds every invalidation up to n.
+        let _one = self
+            .invalidating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         self.invalidated.insert(*id, epoch);
         if let Some(hash) = self.hashes.get(id) {
             self.entries.invalidate(&hash);
         }
+        self.published.store(epoch, Ordering::Release);
     }
 
     fn caught_up(&self, as_of: Instant) {
