@@ -36,6 +36,28 @@ fuzz:
 load TENANT KEY ID:
     wrk -t2 -c32 -d10s -H "Authorization: Bearer {{KEY}}" -H "X-Tenant-ID: {{TENANT}}" http://127.0.0.1:8080/v1/api-keys/{{ID}}
 
+# Cache-hit `POST /v1/api-keys/verify` against `GET /healthz` on one running
+# server (`just run`, or a release `apikeys serve`), alternated ROUNDS times
+# for SECS seconds each, as docs/performance.md ("Load") measures them:
+# prints each pair's requests/s and ratio, then the median ratio.
+# `just load-verify tnt_... sk_live_...`.
+load-verify TENANT KEY ROUNDS="10" SECS="4" URL="http://127.0.0.1:8080":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    script=$(mktemp --suffix .lua)
+    trap 'rm -f "$script"' EXIT
+    printf 'wrk.method = "POST"\nwrk.body = [[{"key": "%s"}]]\nwrk.headers["Content-Type"] = "application/json"\nwrk.headers["X-Tenant-ID"] = "%s"\n' '{{KEY}}' '{{TENANT}}' > "$script"
+    rate() { wrk -t2 -c32 -d{{SECS}}s "$@" | awk '/Requests\/sec/ {print $2}'; }
+    ratios=()
+    for round in $(seq {{ROUNDS}}); do
+        healthz=$(rate {{URL}}/healthz)
+        verify=$(rate -s "$script" {{URL}}/v1/api-keys/verify)
+        ratio=$(awk -v v="$verify" -v h="$healthz" 'BEGIN {printf "%.3f", v / h}')
+        ratios+=("$ratio")
+        echo "round $round: healthz $healthz/s, verify $verify/s, ratio $ratio"
+    done
+    printf '%s\n' "${ratios[@]}" | sort -n | awk '{r[NR] = $1} END {m = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2; printf "median ratio over %d rounds: %.3f\n", NR, m}'
+
 # The API-tooling check: the OpenAPI documents validate, schemathesis (pinned,
 # in target/api-check/venv) finds 0 failures against the service on a fresh
 # database, and generated Python and TypeScript clients build cleanly.

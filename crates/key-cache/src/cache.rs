@@ -13,6 +13,7 @@ use moka::sync::Cache;
 use time::OffsetDateTime;
 
 use crate::freshness::Freshness;
+use crate::recent::Recent;
 use crate::uses::UseBuffer;
 
 /// Sizes and times of a [`KeyCache`].
@@ -91,6 +92,10 @@ impl Counters {
 struct Entry {
     /// The key, or `None`: no key has this hash.
     key: Option<Arc<ApiKey>>,
+    /// When the entry stops being used: `ttl` after the load for a key,
+    /// `negative_ttl` for no key. The shared cache drops it then, and a
+    /// thread's [`Recent`] stops answering from it.
+    expires_at: Instant,
     /// The invalidation epoch when the load began: an invalidation of the
     /// key after that makes the entry stale, even if it was stored after the
     /// invalidation ran.
@@ -114,6 +119,9 @@ pub struct KeyCache {
     clock: Arc<dyn Clock>,
     hash_key: HashKey,
     entries: Cache<KeyHash, Shared>,
+    /// Per thread, the entries it found last: the hit path's shortcut past
+    /// `entries`.
+    recent: Recent<Shared>,
     /// Key id to hash, to drop an entry when an event names its key.
     hashes: Cache<KeyId, KeyHash>,
     /// Key id to the epoch of its last invalidation, kept long enough to
@@ -149,23 +157,17 @@ const INVALIDATION_MARGIN: Duration = Duration::from_secs(60);
 /// keys this node does not hold must not push out the memory of one it does.
 const INVALIDATIONS_PER_ENTRY: u64 = 10;
 
-struct EntryExpiry {
-    ttl: Duration,
-    negative_ttl: Duration,
-}
+/// Expires an entry at its own `expires_at`.
+struct EntryExpiry;
 
 impl moka::Expiry<KeyHash, Shared> for EntryExpiry {
     fn expire_after_create(
         &self,
         _key: &KeyHash,
         value: &Shared,
-        _created_at: Instant,
+        created_at: Instant,
     ) -> Option<Duration> {
-        Some(if value.key.is_some() {
-            self.ttl
-        } else {
-            self.negative_ttl
-        })
+        Some(value.expires_at.saturating_duration_since(created_at))
     }
 }
 
@@ -186,10 +188,7 @@ impl KeyCache {
         let hashes: Cache<KeyId, KeyHash> = Cache::builder().time_to_live(memory).build();
         let entries = Cache::builder()
             .max_capacity(config.max_entries)
-            .expire_after(EntryExpiry {
-                ttl: config.ttl,
-                negative_ttl: config.negative_ttl,
-            })
+            .expire_after(EntryExpiry)
             .eviction_listener({
                 let hashes = hashes.clone();
                 move |hash: Arc<KeyHash>, entry: Shared, cause| {
@@ -213,6 +212,7 @@ impl KeyCache {
             clock,
             hash_key,
             entries,
+            recent: Recent::new(),
             hashes,
             invalidated,
             epoch: AtomicU64::new(0),
@@ -285,6 +285,12 @@ impl KeyCache {
         current
     }
 
+    /// Whether `entry` may answer at `instant`: not expired, and loaded
+    /// after the last invalidation of its key.
+    fn usable(&self, entry: &Entry, instant: Instant) -> bool {
+        instant < entry.expires_at && self.current(entry)
+    }
+
     /// Loads the key with `hash` from storage into an entry.
     fn load(&self, hash: &KeyHash) -> Result<Shared, RepositoryError> {
         // Taken before the query: an invalidation while it runs is newer.
@@ -298,7 +304,13 @@ impl KeyCache {
         if let Some(key) = &key {
             self.hashes.insert(key.id, *hash);
         }
+        let life = if key.is_some() {
+            self.config.ttl
+        } else {
+            self.config.negative_ttl
+        };
         Ok(Arc::new(Entry {
+            expires_at: Instant::now() + life,
             key: key.map(Arc::new),
             loaded_epoch,
             checked_epoch: AtomicU64::new(0),
@@ -382,14 +394,22 @@ impl Authenticator for KeyCache {
         &self,
         credentials: &Credentials,
     ) -> Option<Result<Arc<ApiKey>, AuthError>> {
-        if !self.freshness.is_fresh(Instant::now()) {
+        let instant = Instant::now();
+        if !self.freshness.is_fresh(instant) {
             return None;
         }
         let hash = self.hash_key.hash(credentials.key());
-        let entry = self.entries.get(&hash)?;
-        if !self.current(&entry) {
-            return None;
-        }
+        let entry = match self.recent.get(&hash) {
+            Some(entry) if self.usable(&entry, instant) => entry,
+            _ => {
+                let entry = self.entries.get(&hash)?;
+                if !self.usable(&entry, instant) {
+                    return None;
+                }
+                self.recent.put(hash, entry.clone());
+                entry
+            }
+        };
         self.counters.answered_from(&entry);
         Some(self.verdict(&entry, credentials, self.now()))
     }

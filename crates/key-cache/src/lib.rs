@@ -16,6 +16,7 @@
 
 mod cache;
 mod freshness;
+mod recent;
 mod uses;
 
 pub use cache::{CacheConfig, CacheStats, KeyCache};

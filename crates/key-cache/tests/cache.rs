@@ -189,6 +189,45 @@ fn an_unknown_key_is_asked_for_again_after_negative_ttl() {
     );
 }
 
+/// A thread answers repeated hits from the entries it found last; those
+/// stop answering when the entry expires, as the shared cache's do.
+#[test]
+fn hits_on_one_thread_stop_at_the_entrys_expiry_known_or_unknown() {
+    let config = CacheConfig {
+        ttl: Duration::from_millis(80),
+        negative_ttl: Duration::from_millis(50),
+        ..CacheConfig::default()
+    };
+    let h = Harness::with(config, Freshness::new(common::LONG));
+    h.freshness.confirm(std::time::Instant::now());
+    let t = h.tenant();
+    let unknown = Credentials::new(unknown_key(99), t.id);
+    h.auth(&t.live).expect("a known key");
+    assert!(matches!(
+        h.cache.authenticate(&unknown),
+        Err(AuthError::InvalidKey)
+    ));
+    // Hits on this thread, held since.
+    assert!(matches!(h.cached(&t.live), Some(Ok(_))));
+    assert!(matches!(
+        h.cache.authenticate_cached(&unknown),
+        Some(Err(AuthError::InvalidKey))
+    ));
+    let finds = h.repo.finds();
+
+    let both_expired = eventually(Duration::from_secs(10), || {
+        h.cached(&t.live).is_none() && h.cache.authenticate_cached(&unknown).is_none()
+    });
+    assert!(both_expired, "an expired entry is not a hit");
+    assert_eq!(
+        h.repo.finds(),
+        finds,
+        "a hit or a non-answer never asks storage"
+    );
+    h.auth(&t.live).expect("loaded again");
+    assert_eq!(h.repo.finds(), finds + 1);
+}
+
 #[test]
 fn concurrent_misses_of_one_key_share_one_query() {
     const THREADS: usize = 16;
