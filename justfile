@@ -24,8 +24,9 @@ db-reset:
 bench:
     cargo bench -p domain -p infra-postgres
 
-# Property tests with many cases: 13 properties x 800,000 cases, over 10^7
-# inputs in all (key strings, durations, ids, names, scopes, request bodies).
+# Property tests with many cases: 16 properties x 800,000 cases, over 10^7
+# inputs in all (key strings, durations, ids, names, scopes, request bodies,
+# the verify body's two readers).
 # `cargo test` runs the same properties with 256 cases each.
 fuzz:
     PROPTEST_CASES=800000 cargo test --release -p domain --test properties
@@ -33,8 +34,8 @@ fuzz:
 
 # Load the authenticated read path with wrk (apt-get install wrk) against a
 # running `just run`: `just load tnt_... sk_live_... key_...`.
-load TENANT KEY ID:
-    wrk -t2 -c32 -d10s -H "Authorization: Bearer {{KEY}}" -H "X-Tenant-ID: {{TENANT}}" http://127.0.0.1:8080/v1/api-keys/{{ID}}
+load TENANT KEY ID URL="http://127.0.0.1:8080":
+    wrk -t2 -c32 -d10s -H "Authorization: Bearer {{KEY}}" -H "X-Tenant-ID: {{TENANT}}" {{URL}}/v1/api-keys/{{ID}}
 
 # Cache-hit `POST /v1/api-keys/verify` against `GET /healthz` on one running
 # server (`just run`, or a release `apikeys serve`), alternated ROUNDS times
