@@ -150,6 +150,34 @@ async fn a_body_that_trickles_in_is_answered_408_in_the_error_shape_and_closed()
 }
 
 #[actix_web::test]
+async fn a_body_that_never_comes_is_answered_408_on_verify_too() {
+    // Given a head promising a body, and then nothing at all (the body
+    // deadline is armed only when the body is still missing on the
+    // handler's second poll: `body::within`)
+    let served = serve(0).await;
+    let head = format!(
+        "POST /v1/api-keys/verify HTTP/1.1\r\nHost: x\r\nX-Tenant-ID: {}\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n",
+        served.tenant.id,
+    );
+
+    // When the body timeout (1 s) passes
+    let (response, closed) =
+        exchange_off_thread(served.addr, head, Vec::new(), Duration::ZERO).await;
+
+    // Then 408 request_timeout, `no-store` as on every verify answer, and
+    // the connection is closed
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    let lower = response.to_ascii_lowercase();
+    assert!(
+        lower.contains("\r\ncache-control: no-store\r\n"),
+        "{response}"
+    );
+    assert_eq!(body_of(&response)["error"]["code"], "request_timeout");
+    assert!(closed, "the connection stayed open: {response}");
+    served.handle.stop(true).await;
+}
+
+#[actix_web::test]
 async fn failed_authentications_over_real_http_reach_429() {
     let served = serve(2).await;
     let client = reqwest::Client::new();
