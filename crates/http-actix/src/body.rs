@@ -100,15 +100,14 @@ async fn collect(
         if held + chunk.len() > limit {
             return Err(Overflow);
         }
-        match first.take() {
-            None if joined.is_empty() => first = Some(chunk),
-            held => {
-                if let Some(held) = held {
-                    joined.extend_from_slice(&held);
-                }
-                joined.extend_from_slice(&chunk);
-            }
+        if first.is_none() && joined.is_empty() {
+            first = Some(chunk);
+            continue;
         }
+        if let Some(held) = first.take() {
+            joined.extend_from_slice(&held);
+        }
+        joined.extend_from_slice(&chunk);
     }
     Ok(Ok(first.unwrap_or_else(|| joined.freeze())))
 }
@@ -122,7 +121,7 @@ async fn collect(
 /// a removal) was a measurable share of a cache-hit verification
 /// (docs/performance.md, "Load"). The first pending poll wakes the task
 /// again at once; a body still missing then gets the whole `limit`.
-pub(crate) async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
     let mut future = pin!(future);
     let mut polled = false;
     let early = poll_fn(|cx| match future.as_mut().poll(cx) {
