@@ -11,10 +11,13 @@
 //! ([`no_store`]).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::Arc;
 
 use actix_web::http::header::{ContentType, HeaderValue, CACHE_CONTROL};
 use actix_web::middleware::DefaultHeaders;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
     ApiKey, AuthError, Authenticator, Credentials, KeyFormatError, KeyId, PlainKey, Scope, Scopes,
@@ -344,18 +347,21 @@ pub(crate) async fn verify_key(
         .and_then(|t| TenantId::parse(t).ok())
         .ok_or(AuthError::InvalidTenantId)?;
     let (key, required) = read_body(&read_json_bytes(&req, payload).await?)?;
-    let verdict = |response: VerifyKeyResponse<'_>| -> Result<HttpResponse, ApiError> {
+    // `key`: the key the verdict is on, when there is one.
+    let verdict = |response: VerifyKeyResponse<'_>,
+                   key: Option<&Arc<ApiKey>>|
+     -> Result<HttpResponse, ApiError> {
         let response = counted(response);
         if !response.valid {
             if let Some(too_many) = limiter.as_ref().and_then(|l| l.failed(client)) {
                 return Err(too_many);
             }
         }
-        answer(&response)
+        answer(&response, key)
     };
     // Not a key string: refused without any I/O, as authentication does.
     let Ok(key) = key else {
-        return verdict(VerifyKeyResponse::refused(VerifyCode::InvalidApiKey));
+        return verdict(VerifyKeyResponse::refused(VerifyCode::InvalidApiKey), None);
     };
     let authenticator = req
         .app_data::<web::Data<dyn Authenticator>>()
@@ -371,10 +377,13 @@ pub(crate) async fn verify_key(
         None => blocking(move || authenticator.authenticate(&credentials)).await?,
     };
     match outcome {
-        Ok(key) => verdict(VerifyKeyResponse::of(&key, &required)),
-        Err(e) => verdict(refusal(e).inspect_err(|e| {
-            metrics::record_auth(Via::Verify, Err(e.code().as_str()));
-        })?),
+        Ok(key) => verdict(VerifyKeyResponse::of(&key, &required), Some(&key)),
+        Err(e) => verdict(
+            refusal(e).inspect_err(|e| {
+                metrics::record_auth(Via::Verify, Err(e.code().as_str()));
+            })?,
+            None,
+        ),
     }
 }
 
@@ -392,15 +401,68 @@ fn counted(response: VerifyKeyResponse<'_>) -> VerifyKeyResponse<'_> {
     response
 }
 
-/// The 200 answer, written once into a buffer sized for a verdict with a
-/// key (about 300 bytes), so it is not grown step by step.
-fn answer(response: &VerifyKeyResponse<'_>) -> Result<HttpResponse, ApiError> {
-    let mut body = Vec::with_capacity(512);
-    serde_json::to_writer(&mut body, response)
-        .map_err(|e| ApiError::internal().with_source(e.to_string()))?;
+/// The 200 answer. A `valid` verdict on `key` is the same bytes every time
+/// for the same snapshot of the key, so each thread renders it once
+/// ([`rendered_once`]); any other verdict is rendered as it comes.
+fn answer(
+    response: &VerifyKeyResponse<'_>,
+    key: Option<&Arc<ApiKey>>,
+) -> Result<HttpResponse, ApiError> {
+    let body = match key {
+        Some(key) if response.valid => rendered_once(key, response)?,
+        _ => render(response)?,
+    };
     Ok(HttpResponse::Ok()
         .content_type(ContentType::json())
         .body(body))
+}
+
+/// Writes `response` once into a buffer sized for a verdict with a key
+/// (about 300 bytes), so it is not grown step by step.
+fn render(response: &VerifyKeyResponse<'_>) -> Result<Bytes, ApiError> {
+    let mut body = Vec::with_capacity(512);
+    serde_json::to_writer(&mut body, response)
+        .map_err(|e| ApiError::internal().with_source(e.to_string()))?;
+    Ok(Bytes::from(body))
+}
+
+/// Valid answers remembered per thread.
+const RENDERED_SLOTS: usize = 16;
+
+/// Per slot, a key snapshot and its rendered `valid` answer.
+type Rendered = [Option<(Arc<ApiKey>, Bytes)>; RENDERED_SLOTS];
+
+/// The slot of `key`'s snapshot: its address, without the low bits that
+/// allocations share.
+fn rendered_slot(key: &Arc<ApiKey>) -> usize {
+    (Arc::as_ptr(key) as usize >> 4) % RENDERED_SLOTS
+}
+
+thread_local! {
+    /// Per thread, the last `valid` answers rendered, each with the key
+    /// snapshot it was rendered from. A snapshot is immutable, and the
+    /// cache hands out the same `Arc` for as long as it holds one, so the
+    /// `Arc` itself (kept here, so its address cannot be reused) names the
+    /// answer; a changed key is a new snapshot and is rendered anew.
+    static RENDERED: RefCell<Rendered> = RefCell::new(std::array::from_fn(|_| None));
+}
+
+/// The `valid` answer on `key`: rendered on this thread's first verdict on
+/// this snapshot, then the same bytes.
+///
+/// Why: serializing the key was the largest cost of a cache-hit
+/// verification left in the handler (docs/performance.md, "Load"), and a
+/// service verifies the same few callers' keys again and again.
+fn rendered_once(key: &Arc<ApiKey>, response: &VerifyKeyResponse<'_>) -> Result<Bytes, ApiError> {
+    let slot = rendered_slot(key);
+    RENDERED.with_borrow_mut(|slots| match &slots[slot] {
+        Some((held, body)) if Arc::ptr_eq(held, key) => Ok(body.clone()),
+        _ => {
+            let body = render(response)?;
+            slots[slot] = Some((Arc::clone(key), body.clone()));
+            Ok(body)
+        }
+    })
 }
 
 /// Resource middleware of the verify route: `Cache-Control: no-store` on
@@ -410,6 +472,101 @@ fn answer(response: &VerifyKeyResponse<'_>) -> Result<HttpResponse, ApiError> {
 /// request, as a `from_fn` one would.
 pub(crate) fn no_store() -> DefaultHeaders {
     DefaultHeaders::new().add((CACHE_CONTROL, HeaderValue::from_static("no-store")))
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::{KeyName, KeyType, Mode, Scope, Scopes};
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn key(name: &str) -> Arc<ApiKey> {
+        Arc::new(ApiKey {
+            id: KeyId::parse("key_01HABCDEF0123456789ABCDEFG").unwrap_or_else(|e| panic!("{e}")),
+            tenant_id: TenantId::parse("tnt_01HABCDEF0123456789ABCDEFG")
+                .unwrap_or_else(|e| panic!("{e}")),
+            name: KeyName::parse(name).unwrap_or_else(|e| panic!("{e}")),
+            key_type: KeyType::Secret,
+            mode: Mode::Live,
+            prefix: "sk_live_abc1".to_owned(),
+            last_four: "x123".to_owned(),
+            scopes: Scopes::new([Scope::UsersRead]).unwrap_or_else(|e| panic!("{e}")),
+            created_at: datetime!(2024-01-09 09:00:00 UTC),
+            last_used_at: None,
+            expires_at: Some(datetime!(2025-01-09 09:00:00 UTC)),
+            revokes_at: None,
+            replaced_by: None,
+        })
+    }
+
+    fn valid_body(key: &Arc<ApiKey>) -> Bytes {
+        let response = VerifyKeyResponse::of(key, &[Scope::UsersRead]);
+        assert!(response.valid);
+        rendered_once(key, &response).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_valid_answer_is_rendered_once_per_snapshot_and_is_the_rendering() {
+        let worker = key("Worker");
+        let first = valid_body(&worker);
+        let fresh = render(&VerifyKeyResponse::of(&worker, &[Scope::UsersRead]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first, fresh);
+        assert_eq!(
+            std::str::from_utf8(&first).unwrap_or_default(),
+            r#"{"valid":true,"code":"valid","key":{"id":"key_01HABCDEF0123456789ABCDEFG","tenant_id":"tnt_01HABCDEF0123456789ABCDEFG","name":"Worker","type":"secret","mode":"live","scopes":["users:read"],"expires_at":"2025-01-09T09:00:00Z","revokes_at":null}}"#
+        );
+        let again = valid_body(&worker);
+        assert_eq!(
+            again.as_ptr(),
+            first.as_ptr(),
+            "the same bytes, not a new rendering"
+        );
+    }
+
+    #[test]
+    fn a_new_snapshot_of_the_key_is_rendered_anew() {
+        let before = key("Before");
+        assert!(std::str::from_utf8(&valid_body(&before))
+            .unwrap_or_default()
+            .contains(r#""name":"Before""#));
+        // Another snapshot in the same slot (kept alive, so addresses differ).
+        let mut others = Vec::new();
+        let after = loop {
+            let candidate = key("After");
+            if rendered_slot(&candidate) == rendered_slot(&before) {
+                break candidate;
+            }
+            others.push(candidate);
+        };
+        let body = valid_body(&after);
+        assert!(std::str::from_utf8(&body)
+            .unwrap_or_default()
+            .contains(r#""name":"After""#));
+        // A clone of the same snapshot's value in another `Arc` is another
+        // snapshot as far as the memory goes: rendered, and equal.
+        let twin = Arc::new(ApiKey::clone(&after));
+        let twin_body = valid_body(&twin);
+        assert_eq!(twin_body, body);
+        assert_ne!(twin_body.as_ptr(), body.as_ptr());
+    }
+
+    #[test]
+    fn only_a_valid_verdict_is_remembered() {
+        let worker = key("Scoped");
+        let lacking = VerifyKeyResponse::of(&worker, &[Scope::UsersWrite]);
+        assert!(!lacking.valid);
+        let answered = answer(&lacking, Some(&worker)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answered.status(), 200);
+        let slot = rendered_slot(&worker);
+        let held = RENDERED.with_borrow(|slots| {
+            slots[slot]
+                .as_ref()
+                .is_some_and(|(k, _)| Arc::ptr_eq(k, &worker))
+        });
+        assert!(!held, "an insufficient_scope answer is not remembered");
+    }
 }
 
 /// The two ways of reading the body agree on every body the fast one takes.
