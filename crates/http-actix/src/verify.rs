@@ -24,6 +24,7 @@ use domain::{
     TenantId,
 };
 use serde::{Deserialize, Serialize, Serializer};
+use time::OffsetDateTime;
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
@@ -123,12 +124,23 @@ pub struct VerifiedKey<'a> {
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::Scope>))]
     pub scopes: Scopes,
     /// Expiry, or null.
+    #[serde(serialize_with = "as_timestamp")]
     #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime, value_type = Option<String>))]
-    pub expires_at: Option<String>,
+    pub expires_at: Option<OffsetDateTime>,
     /// When a scheduled revocation (a rotation's grace period) takes effect,
     /// or null.
+    #[serde(serialize_with = "as_timestamp")]
     #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime, value_type = Option<String>))]
-    pub revokes_at: Option<String>,
+    pub revokes_at: Option<OffsetDateTime>,
+}
+
+/// Writes a time as every timestamp of the API is written, only when the
+/// answer is rendered (a remembered answer is not: [`rendered_once`]).
+fn as_timestamp<S: Serializer>(at: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => s.serialize_str(&timestamp(*at)),
+        None => s.serialize_none(),
+    }
 }
 
 /// Writes an id by its `Display`, straight into the output.
@@ -150,8 +162,8 @@ impl<'a> From<&'a ApiKey> for VerifiedKey<'a> {
             key_type: key.key_type.as_str(),
             mode: key.mode.as_str(),
             scopes: key.scopes,
-            expires_at: key.expires_at.map(timestamp),
-            revokes_at: key.revokes_at.map(timestamp),
+            expires_at: key.expires_at,
+            revokes_at: key.revokes_at,
         }
     }
 }
