@@ -9,7 +9,6 @@ use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
-use crate::blocking::blocking;
 use crate::dto::timestamp;
 use crate::error::ApiError;
 use crate::query::{parse_limit, query_pairs};
@@ -258,7 +257,7 @@ pub(crate) async fn list_events(
     let request = parse_query(req.query_string())?;
     let service = state.service().clone();
     let principal = caller.into_principal();
-    let page = blocking(move || service.list_events(&principal, request)).await??;
+    let page = state.storage(move || service.list_events(&principal, request)).await??;
     Ok(HttpResponse::Ok().json(EventList {
         data: page.events.iter().map(EventObject::from).collect(),
         has_more: page.has_more,

@@ -12,8 +12,8 @@ use domain::{
     ReplayableResponse, RotatedKey, Scopes,
 };
 
+use crate::blocking::blocking_within;
 use crate::auth::Authenticated;
-use crate::blocking::blocking;
 use crate::body::read_object;
 // The request types only describe the bodies in the OpenAPI document; the
 // handlers read a body field by field (`crate::body`).
@@ -136,7 +136,7 @@ pub(crate) async fn list_keys(
     let request = parse_list_query(req.query_string())?;
     let service = state.service().clone();
     let principal = caller.into_principal();
-    let page = blocking(move || service.list(&principal, request)).await??;
+    let page = state.storage(move || service.list(&principal, request)).await??;
     Ok(HttpResponse::Ok().json(KeyList {
         data: page.keys.iter().map(KeyObject::from).collect(),
         has_more: page.has_more,
@@ -214,14 +214,14 @@ pub(crate) async fn create_key(
     let request_id = request_id_of(&req);
     Ok(match once {
         Some(key) => idempotency::send(
-            blocking(move || {
+            state.storage(move || {
                 service.create_idempotent(&principal, request_id, request, &key, created_response)
             })
             .await??,
         ),
         None => {
             let created =
-                blocking(move || service.create(&principal, request_id, request)).await??;
+                state.storage(move || service.create(&principal, request_id, request)).await??;
             idempotency::send_once(created_response(created))
         }
     })
@@ -281,7 +281,7 @@ pub(crate) async fn get_key(
     let id = path_key_id(&req)?;
     let service = state.service().clone();
     let principal = caller.into_principal();
-    let key = blocking(move || service.get(&principal, &id)).await??;
+    let key = state.storage(move || service.get(&principal, &id)).await??;
     Ok(HttpResponse::Ok().json(KeyObject::from(&key)))
 }
 
@@ -336,7 +336,7 @@ pub(crate) async fn update_key(
     let service = state.service().clone();
     let principal = caller.into_principal();
     let request_id = request_id_of(&req);
-    let key = blocking(move || service.update(&principal, request_id, &id, name, scopes)).await??;
+    let key = state.storage(move || service.update(&principal, request_id, &id, name, scopes)).await??;
     Ok(HttpResponse::Ok().json(KeyObject::from(&key)))
 }
 
@@ -376,7 +376,7 @@ pub(crate) async fn revoke_key(
     let service = state.service().clone();
     let principal = caller.into_principal();
     let request_id = request_id_of(&req);
-    blocking(move || service.revoke(&principal, request_id, &id)).await??;
+    state.storage(move || service.revoke(&principal, request_id, &id)).await??;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -433,7 +433,7 @@ pub(crate) async fn rotate_key(
     let request_id = request_id_of(&req);
     Ok(match once {
         Some(key) => idempotency::send(
-            blocking(move || {
+            state.storage(move || {
                 service.rotate_idempotent(
                     &principal,
                     request_id,
@@ -447,7 +447,7 @@ pub(crate) async fn rotate_key(
         ),
         None => {
             let rotated =
-                blocking(move || service.rotate(&principal, request_id, &id, grace)).await??;
+                state.storage(move || service.rotate(&principal, request_id, &id, grace)).await??;
             idempotency::send_once(rotated_response(rotated))
         }
     })
@@ -471,6 +471,10 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(StatusBody { status: "ok" })
 }
 
+/// The longest `/readyz` waits for its check: a probe with a 1 s timeout
+/// gets 503, not a timeout, from a database that does not answer.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_millis(900);
+
 /// Readiness: the database is reachable.
 #[cfg_attr(
     feature = "openapi",
@@ -488,7 +492,7 @@ pub(crate) async fn healthz() -> HttpResponse {
 )]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let readiness = state.readiness.clone();
-    blocking(move || readiness.check())
+    blocking_within(READY_WAIT, move || readiness.check())
         .await?
         .map_err(|e| ApiError::unavailable().with_source(e))?;
     Ok(HttpResponse::Ok().json(StatusBody { status: "ready" }))

@@ -56,9 +56,9 @@ mod state;
 mod verify;
 
 pub use auth::{bearer_token, AuthFuture, Authenticated, TENANT_HEADER};
-pub use blocking::blocking;
+pub use blocking::{blocking, blocking_within};
 pub use client_addr::TrustedProxies;
-pub use edge::{RequestLimits, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_LEN};
+pub use edge::{RequestLimits, DEFAULT_STORAGE_WAIT, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_LEN};
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, RETRY_AFTER_SECONDS};
 pub use idempotency::{IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER};
 #[cfg(feature = "openapi")]

@@ -48,6 +48,16 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
+    /// Runs a storage call on the blocking pool, answered within
+    /// [`RequestLimits::storage_wait`] (else 503).
+    pub(crate) async fn storage<F, R>(&self, f: F) -> Result<R, crate::ApiError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        crate::blocking::blocking_within(self.limits.storage_wait, f).await
+    }
+
     /// The state over the service, the authenticator (often the service
     /// itself, or a cache around it) and the readiness check.
     pub fn new(

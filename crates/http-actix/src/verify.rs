@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::auth::TENANT_HEADER;
-use crate::blocking::blocking;
+use crate::blocking::{blocking_within, storage_wait};
 use crate::body::{parse_object, read_json_bytes, JsonObject};
 use crate::dto::timestamp;
 #[cfg(feature = "openapi")]
@@ -386,7 +386,10 @@ pub(crate) async fn verify_key(
     // A cache hit is answered here, on the executor thread.
     let outcome = match authenticator.authenticate_cached(&credentials) {
         Some(outcome) => outcome,
-        None => blocking(move || authenticator.authenticate(&credentials)).await?,
+        None => {
+            blocking_within(storage_wait(&req), move || authenticator.authenticate(&credentials))
+                .await?
+        }
     };
     match outcome {
         Ok(key) => verdict(VerifyKeyResponse::of(&key, &required), Some(&key)),

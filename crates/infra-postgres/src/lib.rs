@@ -39,6 +39,7 @@ mod admin;
 mod errors;
 mod events;
 mod follower;
+mod health;
 mod idempotency;
 pub mod metrics;
 mod models;
@@ -46,6 +47,8 @@ mod pool;
 mod repo;
 mod schema;
 mod statement;
+#[cfg(feature = "test-support")]
+mod stalling_proxy;
 mod store;
 
 #[cfg(feature = "test-support")]
