@@ -313,25 +313,21 @@ impl<'a> Env<'a> {
 
     /// `APIKEYS_BODY_TIMEOUT` (how long a request body may take to arrive,
     /// 1s–300s, default 10s) and `APIKEYS_HEAD_TIMEOUT` (the same for the
-    /// request head, 1s–300s, default 5s); the wait for storage is the
-    /// pool's wait for a connection plus its statement timeout plus 1 s
-    /// (docs/api.md, "When the database is down").
+    /// request head, 1s–300s, default 5s). The wait for storage comes from
+    /// the store ([`infra_postgres::PgStore::call_bound`]).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`].
     pub fn request_limits(&self) -> Result<RequestLimits, ConfigError> {
         let defaults = RequestLimits::default();
-        let pool = self.pool()?;
         Ok(RequestLimits {
-            storage_wait: pool.connection_timeout
-                + pool.statement_timeout
-                + std::time::Duration::from_secs(1),
             body_timeout: self
                 .seconds("APIKEYS_BODY_TIMEOUT", 300)?
                 .unwrap_or(defaults.body_timeout),
             head_timeout: self
                 .seconds("APIKEYS_HEAD_TIMEOUT", 300)?
                 .unwrap_or(defaults.head_timeout),
+            ..defaults
         })
     }
 
@@ -582,13 +578,6 @@ mod tests {
         let limits = Env::new(&get).request_limits().unwrap();
         assert_eq!(limits.body_timeout, Duration::from_secs(30));
         assert_eq!(limits.head_timeout, Duration::from_secs(2));
-        assert_eq!(limits.storage_wait, Duration::from_secs(11));
-        let get = env(&[
-            ("APIKEYS_DB_TIMEOUT", "2s"),
-            ("APIKEYS_DB_STATEMENT_TIMEOUT", "3s"),
-        ]);
-        let limits = Env::new(&get).request_limits().unwrap();
-        assert_eq!(limits.storage_wait, Duration::from_secs(6));
         let get = env(&[("APIKEYS_BODY_TIMEOUT", "0s")]);
         assert!(matches!(
             Env::new(&get).request_limits().unwrap_err(),

@@ -257,7 +257,9 @@ pub(crate) async fn list_events(
     let request = parse_query(req.query_string())?;
     let service = state.service().clone();
     let principal = caller.into_principal();
-    let page = state.storage(move || service.list_events(&principal, request)).await??;
+    let page = state
+        .storage(move || service.list_events(&principal, request))
+        .await??;
     Ok(HttpResponse::Ok().json(EventList {
         data: page.events.iter().map(EventObject::from).collect(),
         has_more: page.has_more,

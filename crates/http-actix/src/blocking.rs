@@ -54,8 +54,10 @@ where
 {
     match actix_web::rt::time::timeout(wait, blocking(f)).await {
         Ok(outcome) => outcome,
-        Err(_) => Err(ApiError::unavailable()
-            .with_source(format!("storage gave no answer within {} ms", wait.as_millis()))),
+        Err(_) => Err(ApiError::unavailable().with_source(format!(
+            "storage gave no answer within {} ms",
+            wait.as_millis()
+        ))),
     }
 }
 

@@ -12,8 +12,8 @@ use domain::{
     ReplayableResponse, RotatedKey, Scopes,
 };
 
-use crate::blocking::blocking_within;
 use crate::auth::Authenticated;
+use crate::blocking::blocking_within;
 use crate::body::read_object;
 // The request types only describe the bodies in the OpenAPI document; the
 // handlers read a body field by field (`crate::body`).
@@ -136,7 +136,9 @@ pub(crate) async fn list_keys(
     let request = parse_list_query(req.query_string())?;
     let service = state.service().clone();
     let principal = caller.into_principal();
-    let page = state.storage(move || service.list(&principal, request)).await??;
+    let page = state
+        .storage(move || service.list(&principal, request))
+        .await??;
     Ok(HttpResponse::Ok().json(KeyList {
         data: page.keys.iter().map(KeyObject::from).collect(),
         has_more: page.has_more,
@@ -214,14 +216,22 @@ pub(crate) async fn create_key(
     let request_id = request_id_of(&req);
     Ok(match once {
         Some(key) => idempotency::send(
-            state.storage(move || {
-                service.create_idempotent(&principal, request_id, request, &key, created_response)
-            })
-            .await??,
+            state
+                .storage(move || {
+                    service.create_idempotent(
+                        &principal,
+                        request_id,
+                        request,
+                        &key,
+                        created_response,
+                    )
+                })
+                .await??,
         ),
         None => {
-            let created =
-                state.storage(move || service.create(&principal, request_id, request)).await??;
+            let created = state
+                .storage(move || service.create(&principal, request_id, request))
+                .await??;
             idempotency::send_once(created_response(created))
         }
     })
@@ -281,7 +291,9 @@ pub(crate) async fn get_key(
     let id = path_key_id(&req)?;
     let service = state.service().clone();
     let principal = caller.into_principal();
-    let key = state.storage(move || service.get(&principal, &id)).await??;
+    let key = state
+        .storage(move || service.get(&principal, &id))
+        .await??;
     Ok(HttpResponse::Ok().json(KeyObject::from(&key)))
 }
 
@@ -336,7 +348,9 @@ pub(crate) async fn update_key(
     let service = state.service().clone();
     let principal = caller.into_principal();
     let request_id = request_id_of(&req);
-    let key = state.storage(move || service.update(&principal, request_id, &id, name, scopes)).await??;
+    let key = state
+        .storage(move || service.update(&principal, request_id, &id, name, scopes))
+        .await??;
     Ok(HttpResponse::Ok().json(KeyObject::from(&key)))
 }
 
@@ -376,7 +390,9 @@ pub(crate) async fn revoke_key(
     let service = state.service().clone();
     let principal = caller.into_principal();
     let request_id = request_id_of(&req);
-    state.storage(move || service.revoke(&principal, request_id, &id)).await??;
+    state
+        .storage(move || service.revoke(&principal, request_id, &id))
+        .await??;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -433,21 +449,23 @@ pub(crate) async fn rotate_key(
     let request_id = request_id_of(&req);
     Ok(match once {
         Some(key) => idempotency::send(
-            state.storage(move || {
-                service.rotate_idempotent(
-                    &principal,
-                    request_id,
-                    &id,
-                    grace,
-                    &key,
-                    rotated_response,
-                )
-            })
-            .await??,
+            state
+                .storage(move || {
+                    service.rotate_idempotent(
+                        &principal,
+                        request_id,
+                        &id,
+                        grace,
+                        &key,
+                        rotated_response,
+                    )
+                })
+                .await??,
         ),
         None => {
-            let rotated =
-                state.storage(move || service.rotate(&principal, request_id, &id, grace)).await??;
+            let rotated = state
+                .storage(move || service.rotate(&principal, request_id, &id, grace))
+                .await??;
             idempotency::send_once(rotated_response(rotated))
         }
     })

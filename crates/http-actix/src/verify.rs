@@ -387,8 +387,10 @@ pub(crate) async fn verify_key(
     let outcome = match authenticator.authenticate_cached(&credentials) {
         Some(outcome) => outcome,
         None => {
-            blocking_within(storage_wait(&req), move || authenticator.authenticate(&credentials))
-                .await?
+            blocking_within(storage_wait(&req), move || {
+                authenticator.authenticate(&credentials)
+            })
+            .await?
         }
     };
     match outcome {

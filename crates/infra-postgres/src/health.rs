@@ -110,7 +110,10 @@ impl Health {
     pub(crate) fn mark_down(&self, reason: &'static str) {
         *self.0.reason.lock().unwrap_or_else(PoisonError::into_inner) = reason;
         if !self.0.down.swap(true, Ordering::AcqRel) {
-            tracing::warn!(reason, "the database counts as down: calls fail at once until it answers a probe");
+            tracing::warn!(
+                reason,
+                "the database counts as down: calls fail at once until it answers a probe"
+            );
         }
     }
 

@@ -46,9 +46,9 @@ mod models;
 mod pool;
 mod repo;
 mod schema;
-mod statement;
 #[cfg(feature = "test-support")]
 mod stalling_proxy;
+mod statement;
 mod store;
 
 #[cfg(feature = "test-support")]

@@ -86,6 +86,8 @@ pub struct PgStore {
     generation: Generation,
     /// [`PoolConfig::connection_timeout`]: also bounds a call's retry.
     connection_timeout: Duration,
+    /// [`PoolConfig::statement_timeout`].
+    statement_timeout: Duration,
     /// The URL the pool connects with, for connections of their own (the
     /// event feed's).
     url: std::sync::Arc<str>,
@@ -167,6 +169,7 @@ impl PgStore {
             pool,
             generation,
             connection_timeout: config.connection_timeout,
+            statement_timeout: config.statement_timeout,
             url: database_url.into(),
             health,
         })
@@ -276,6 +279,17 @@ impl PgStore {
     /// never log it).
     pub fn database_url(&self) -> &str {
         &self.url
+    }
+
+    /// The longest a caller should wait for one call: the wait for a
+    /// connection plus the statement timeout plus 1 s. A database that has
+    /// not answered by then is not answering (docs/api.md, "When the
+    /// database is down"); the program's HTTP layer answers 503 at this
+    /// bound (`RequestLimits::storage_wait`).
+    pub fn call_bound(&self) -> Duration {
+        self.connection_timeout
+            .saturating_add(self.statement_timeout)
+            .saturating_add(Duration::from_secs(1))
     }
 
     /// Whether the store knows the database is not answering now: its calls

@@ -23,7 +23,9 @@ fn store_through(proxy: &StallingProxy) -> PgStore {
         },
     )
     .expect("pool");
-    store.ping().expect("the database answers through the proxy");
+    store
+        .ping()
+        .expect("the database answers through the proxy");
     store
 }
 
@@ -56,7 +58,10 @@ fn a_database_that_stops_answering_is_down_then_calls_fail_at_once() {
         STATEMENT_TIMEOUT + Duration::from_secs(1),
         || store.database_down(),
     );
-    assert!(!stuck.is_finished(), "the stalled call cannot have an answer");
+    assert!(
+        !stuck.is_finished(),
+        "the stalled call cannot have an answer"
+    );
 
     // Every later call fails at once instead of waiting for the pool.
     for _ in 0..3 {
@@ -106,7 +111,10 @@ fn a_database_that_refuses_connections_is_down_until_it_accepts_again() {
     drop(proxy);
     std::thread::sleep(Duration::from_millis(50));
     let first = store.ping();
-    assert!(matches!(first, Err(RepositoryError::Unavailable { .. })), "{first:?}");
+    assert!(
+        matches!(first, Err(RepositoryError::Unavailable { .. })),
+        "{first:?}"
+    );
     assert!(store.database_down());
     let started = Instant::now();
     assert!(matches!(
