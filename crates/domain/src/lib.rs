@@ -77,7 +77,7 @@ pub use idempotency::{
     ReplayableResponse, RequestFingerprint, ResponseSealer, SealedResponse, IDEMPOTENCY_WINDOW,
 };
 pub use ids::{EventId, IdError, KeyId, TenantId};
-pub use key_string::{KeyFormatError, PlainKey};
+pub use key_string::{contains_key_material, KeyFormatError, PlainKey};
 pub use kinds::{KeyType, Mode, UnknownVariant};
 pub use leaks::LeakReport;
 pub use name::{is_forbidden_in_name, KeyName, KeyNameError, MAX_NAME_CHARS};

@@ -33,7 +33,10 @@ impl StallingProxy {
     /// When the URL has no `host:port` or no loopback port is free: test
     /// set-up.
     #[track_caller]
-    #[expect(clippy::expect_used, reason = "test set-up: a failure is a failed test")]
+    #[expect(
+        clippy::expect_used,
+        reason = "test set-up: a failure is a failed test"
+    )]
     pub fn start(database_url: &str) -> Self {
         let (scheme, rest) = database_url
             .split_once("://")
