@@ -4,9 +4,9 @@
 
 use domain::testing::SeqSecretSource;
 use domain::{
-    contains_key_material, Credentials, HashKey, HashKeyError, IdError, KeyId, KeyName,
-    KeyNameError, KeyType, Mode, PageLimit, PageLimitError, PlainKey, Scope, Scopes, ScopesError,
-    TenantId, UnknownVariant,
+    contains_key_material, Credentials, HashKey, HashKeyError, IdError, IdempotencyKey,
+    IdempotencyKeyError, KeyId, KeyName, KeyNameError, KeyType, Mode, PageLimit, PageLimitError,
+    PlainKey, Scope, Scopes, ScopesError, TenantId, UnknownVariant,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -449,6 +449,28 @@ fn key_name_must_not_hold_a_key_without_its_tag() {
     }
     assert!(!contains_key_material(""));
     assert!(!contains_key_material("Analytics Service (EU) 2026"));
+}
+
+#[test]
+fn an_idempotency_key_must_not_hold_key_material() {
+    let key =
+        PlainKey::generate(KeyType::Secret, Mode::Live, &SeqSecretSource::default()).into_secret();
+    for bad in [
+        key.clone(),
+        key[8..].to_owned(),
+        format!("retry-{}", &key[8..]),
+    ] {
+        assert_eq!(
+            IdempotencyKey::parse(&bad),
+            Err(IdempotencyKeyError::ContainsKey),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        IdempotencyKeyError::ContainsKey.to_string(),
+        "`Idempotency-Key` must not contain an API key: it is stored in clear"
+    );
+    assert!(IdempotencyKey::parse("8e0f3c1e-5b7a-4d59-9d0c-2f1b6f7f3a11").is_ok());
 }
 
 #[test]
