@@ -14,8 +14,9 @@ use thiserror::Error;
 use crate::api_key::{KeyView, Tenant};
 use crate::events::{EventData, Origin};
 use crate::ids::{KeyId, TenantId};
-use crate::kinds::Mode;
+use crate::kinds::{KeyType, Mode};
 use crate::ports::{InsertError, ListQuery, RepositoryError, RevokeRepoError};
+use crate::scope::Scope;
 use crate::service::{ApiKeys, CreateKey, CreatedKey, KeyViewPage, ListKeys};
 
 /// Why [`ApiKeys::create_key_for`] failed.
@@ -24,6 +25,9 @@ pub enum CreateKeyForError {
     /// No such tenant.
     #[error("unknown tenant {0}")]
     UnknownTenant(TenantId),
+    /// A publishable key was asked for with a sensitive scope.
+    #[error("a publishable key cannot hold {}: it is public by design", .0.as_str())]
+    SensitiveScope(Scope),
     /// The tenant has the maximum number of active keys.
     #[error("the tenant has reached its limit of active keys")]
     LimitReached,
@@ -108,6 +112,11 @@ impl ApiKeys {
         tenant: &TenantId,
         request: CreateKey,
     ) -> Result<CreatedKey, CreateKeyForError> {
+        if request.key_type == KeyType::Publishable {
+            if let Some(scope) = request.scopes.first_sensitive() {
+                return Err(CreateKeyForError::SensitiveScope(scope));
+            }
+        }
         let mode = request.mode.unwrap_or(Mode::Live);
         match self.insert_key(origin, *tenant, mode, request) {
             Ok(created) => Ok(created),

@@ -562,6 +562,7 @@ impl From<CreateError> for ApiError {
             CreateError::LiveModeRequired => {
                 ApiError::new(ErrorCode::LiveModeRequired, e.to_string()).with_param("mode")
             }
+            CreateError::SensitiveScope(_) => ApiError::invalid_parameter("scopes", e.to_string()),
             CreateError::LimitReached => ApiError::new(ErrorCode::KeyLimitReached, e.to_string()),
             CreateError::CallerRevoked => caller_revoked(),
             CreateError::IdempotencyKeyReused => idempotency_key_reused(),
@@ -605,6 +606,7 @@ impl From<UpdateError> for ApiError {
             UpdateError::Access(e) => e.into(),
             UpdateError::NotFound => ApiError::key_not_found(),
             UpdateError::Revoked => ApiError::new(ErrorCode::KeyRevoked, e.to_string()),
+            UpdateError::SensitiveScope(_) => ApiError::invalid_parameter("scopes", e.to_string()),
             UpdateError::LastFullAccessKey => last_full_access_key(),
             UpdateError::CallerRevoked => caller_revoked(),
             UpdateError::Repository(e) => e.into(),

@@ -202,7 +202,7 @@ impl<'a> VerifyKeyResponse<'a> {
     fn of(key: &'a ApiKey, required: &[Scope]) -> Self {
         let missing: Vec<&'static str> = Scope::ALL
             .into_iter()
-            .filter(|s| required.contains(s) && !key.scopes.allows(*s))
+            .filter(|s| required.contains(s) && !key.scopes.allow_for(key.key_type, *s))
             .map(Scope::as_str)
             .collect();
         let valid = missing.is_empty();
