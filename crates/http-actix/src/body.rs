@@ -16,8 +16,8 @@ use actix_web::{web, HttpRequest};
 use futures_core::Stream;
 use serde_json::{Map, Value};
 
-use crate::edge::{RequestLimits, DEFAULT_BODY_TIMEOUT};
 use crate::error::{ApiError, ErrorCode};
+use crate::request_limits::{RequestLimits, DEFAULT_BODY_TIMEOUT};
 use crate::BODY_LIMIT;
 
 /// A JSON object body, already checked for unknown fields.

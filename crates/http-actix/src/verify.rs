@@ -40,6 +40,13 @@ use crate::error::ErrorBody;
 use crate::metrics::{self, Via};
 use crate::rate_limit::{Client, FailureLimiter};
 use crate::redact::REDACTED;
+use crate::route::routes;
+
+routes! {
+    /// Verification. Before `/v1/api-keys/{id}` (`crate::route_table`).
+    /// `no_store` wraps the whole resource, 405 included.
+    VERIFY = "/v1/api-keys/verify" wrap(no_store()) { POST verify_key },
+}
 
 // Only the body's schema for the OpenAPI document: the handler reads the
 // body field by field (`crate::body`). Its `Debug` leaves the key out
@@ -60,7 +67,7 @@ pub struct VerifyKeyRequest {
     /// Scopes the key must have (a key with `*` has every scope). Absent,
     /// `null` or `[]`: none required. Known scopes only; duplicates are
     /// ignored.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<crate::schema::Scope>>, example = json!(["users:read"])))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<crate::openapi::schemas::Scope>>, example = json!(["users:read"])))]
     pub scopes: Option<Vec<String>>,
 }
 
@@ -103,14 +110,14 @@ pub enum VerifyCode {
 pub struct VerifiedKey<'a> {
     /// `key_` + ULID.
     #[serde(serialize_with = "as_display")]
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::KeyId))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::schemas::KeyId))]
     pub id: &'a KeyId,
     /// The tenant the key belongs to (the one `X-Tenant-ID` named).
     #[serde(serialize_with = "as_display")]
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::TenantId))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::schemas::TenantId))]
     pub tenant_id: &'a TenantId,
     /// Label.
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::KeyName))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::schemas::KeyName))]
     pub name: &'a str,
     /// `publishable` or `secret`.
     #[serde(rename = "type")]
@@ -121,7 +128,7 @@ pub struct VerifiedKey<'a> {
     pub mode: &'static str,
     /// The key's scopes, `["*"]` for full access.
     #[serde(serialize_with = "scope_names")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::Scope>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::openapi::schemas::Scope>))]
     pub scopes: Scopes,
     /// Expiry, or null.
     #[serde(serialize_with = "as_timestamp")]
@@ -183,7 +190,7 @@ pub struct VerifyKeyResponse<'a> {
     /// The scopes asked for that the key lacks, in canonical order; only
     /// with `insufficient_scope`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, value_type = Option<Vec<crate::schema::Scope>>))]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, value_type = Option<Vec<crate::openapi::schemas::Scope>>))]
     pub missing_scopes: Option<Vec<&'static str>>,
 }
 
@@ -314,7 +321,7 @@ fn required_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<S
     feature = "openapi",
     utoipa::path(
         post,
-        path = "/v1/api-keys/verify",
+        path = VERIFY.path,
         tag = "api-key-verification",
         operation_id = "verify_api_key",
         request_body(content = VerifyKeyRequest, content_type = "application/json"),
@@ -324,7 +331,7 @@ fn required_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<S
             (status = 400, description = "`invalid_tenant_id` (checked before the body), `invalid_json`, `unknown_field`, `missing_parameter` (`key`), `invalid_parameter` (`key`, `scopes`).", body = ErrorBody,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
             (status = 405, description = "`method_not_allowed`.", body = ErrorBody,
-                headers(("Allow" = String, description = "`POST`"), ("Cache-Control" = String, description = "`no-store`"))),
+                headers(("Cache-Control" = String, description = "`no-store`"))),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
             (status = 415, description = "`unsupported_media_type`.", body = ErrorBody,
@@ -336,7 +343,7 @@ fn required_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<S
             (status = 503, description = "`service_unavailable`.", body = ErrorBody,
                 headers(("Retry-After" = String, description = "Seconds to wait."), ("Cache-Control" = String, description = "`no-store`"))),
         ),
-        params(crate::openapi::TenantHeader),
+        params(crate::openapi::params::TenantHeader),
     )
 )]
 pub(crate) async fn verify_key(
