@@ -54,10 +54,10 @@ fn path_error(e: PathError, _: &HttpRequest) -> actix_web::Error {
 
 /// Registers the API on an app or scope: state, extractor configuration
 /// (JSON, query and path errors as JSON, 16 KiB bodies), every route of
-/// [`crate::route_table`] (`HEAD` wherever `GET` is: the same answer without
+/// the route table (`crate::route_table`) (`HEAD` wherever `GET` is: the same answer without
 /// a body), a JSON 405 with the route's `Allow` for a wrong method and a
 /// JSON 404 for an unknown route. Each resource carries its template as its
-/// metrics label ([`RouteLabel`]).
+/// metrics label (`metrics::RouteLabel`).
 ///
 /// Wrap the app in [`request_context`] too (as [`app`] does): it sets
 /// `X-Request-ID` and puts the request's id into error bodies.

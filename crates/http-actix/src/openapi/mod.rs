@@ -358,6 +358,51 @@ mod tests {
         serde_json::from_str(&openapi_json()).unwrap_or_default()
     }
 
+    /// The document's operations are the route table's: each route's path
+    /// with its methods (`HEAD`, answered wherever `GET` is, is no
+    /// operation of its own), each with a 405 whose `Allow` is the route's.
+    #[test]
+    fn the_documents_operations_are_the_route_tables() {
+        let doc = doc();
+        let mut documented: Vec<&String> = doc["paths"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.keys())
+            .collect();
+        documented.sort();
+        let mut declared: Vec<String> = crate::route_table::all()
+            .map(|r| r.path.to_owned())
+            .collect();
+        declared.sort();
+        assert_eq!(documented, declared.iter().collect::<Vec<_>>());
+        for route in crate::route_table::all() {
+            let item = doc["paths"][route.path]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let mut methods: Vec<String> = item.keys().map(|m| m.to_uppercase()).collect();
+            methods.sort();
+            let mut expected: Vec<&str> =
+                route.allow.split(", ").filter(|m| *m != "HEAD").collect();
+            expected.sort_unstable();
+            assert_eq!(methods, expected, "{}", route.path);
+            assert_eq!(
+                route.allow.contains("GET"),
+                route.allow.contains("HEAD"),
+                "{}",
+                route.path
+            );
+            for operation in item.values() {
+                assert_eq!(
+                    operation["responses"]["405"]["headers"]["Allow"]["description"],
+                    Value::from(format!("`{}`", route.allow)),
+                    "{}",
+                    route.path
+                );
+            }
+        }
+    }
+
     #[test]
     fn always_sent_nullable_fields_are_required_and_nullable() {
         let doc = doc();
