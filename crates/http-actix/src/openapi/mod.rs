@@ -520,14 +520,14 @@ mod tests {
         );
     }
 
-    /// The 3.0 document is the 3.1 one converted: the same operations and
-    /// schemas, and nothing left that 3.0 does not know.
+    /// The 3.0 document keeps the 3.1 one's operations and schemas, and has
+    /// nothing left that 3.0 does not know. (That it is the 3.1 one
+    /// converted holds by construction: [`openapi_30_json`].)
     #[test]
     fn the_30_document_keeps_step_with_the_31_one() {
         let v31 = doc();
         let v30: Value = serde_json::from_str(&openapi_30_json()).unwrap_or_default();
         assert_eq!(v30["openapi"], "3.0.3");
-        assert_eq!(v30, to_openapi_30(v31.clone()));
         let keys = |v: &Value, pointer: &str| -> Vec<String> {
             v.pointer(pointer)
                 .and_then(Value::as_object)
