@@ -2,10 +2,7 @@
 //! satisfy a sensitive scope (every `:write`, `audit-logs:read`,
 //! `webhooks:read`), and their `*` stands for the other scopes only.
 
-#![expect(
-    clippy::expect_used,
-    reason = "test helpers: a failed set-up step is a failed test"
-)]
+#![allow(clippy::expect_used, reason = "tests")]
 
 mod common;
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use actix_web::rt::task::spawn_blocking;
 use actix_web::HttpRequest;
 
-use crate::edge::RequestLimits;
 use crate::error::ApiError;
+use crate::request_limits::RequestLimits;
 
 /// Runs `f` on actix's blocking thread pool inside the current tracing span,
 /// so that synchronous domain and database work never blocks an executor

@@ -3,12 +3,10 @@
 
 use std::sync::Arc;
 
-#[cfg(feature = "openapi")]
-use actix_web::web;
 use domain::{ApiKeys, Authenticator, RepositoryError};
 
-use crate::edge::RequestLimits;
 use crate::rate_limit::FailureLimiter;
+use crate::request_limits::RequestLimits;
 
 /// Whether the service can serve requests (`GET /readyz`): the binary
 /// implements it over its database.
@@ -31,12 +29,6 @@ pub struct AppState {
     pub(crate) limiter: Arc<FailureLimiter>,
     /// How long a request body may take to arrive.
     pub(crate) limits: RequestLimits,
-    /// Rendered once; each response shares these bytes instead of copying them.
-    #[cfg(feature = "openapi")]
-    pub(crate) openapi: web::Bytes,
-    /// The same document as OpenAPI 3.0.3, rendered once too.
-    #[cfg(feature = "openapi")]
-    pub(crate) openapi_30: web::Bytes,
 }
 
 impl std::fmt::Debug for AppState {
@@ -71,10 +63,6 @@ impl AppState {
             readiness,
             limiter: Arc::new(FailureLimiter::disabled()),
             limits: RequestLimits::default(),
-            #[cfg(feature = "openapi")]
-            openapi: web::Bytes::from(crate::openapi::openapi_json()),
-            #[cfg(feature = "openapi")]
-            openapi_30: web::Bytes::from(crate::openapi::openapi_30_json()),
         }
     }
 
