@@ -17,8 +17,10 @@ use domain::{ApiKeys, Authenticator, Clock, HashKey, OsSecretSource};
 use infra_postgres::{EventFeed, FeedConfig, PgStore};
 use key_cache::{CacheConfig, Freshness, KeyCache, UseBuffer, UseFlusher};
 
+pub use hash_key::{check_hash_key, new_verifier, HashKeyCheck, HashKeyCheckError};
 pub use sweeper::{RecordSweeper, DEFAULT_SWEEP_EVERY};
 
+mod hash_key;
 mod sweeper;
 
 /// The use cases over the PostgreSQL store alone, without a cache: one store

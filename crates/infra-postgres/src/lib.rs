@@ -47,6 +47,7 @@ mod repo;
 mod schema;
 mod statement;
 mod store;
+mod verifier;
 
 #[cfg(feature = "test-support")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
