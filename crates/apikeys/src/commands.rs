@@ -113,7 +113,10 @@ impl Target {
         if created {
             tracing::info!(database = DEV_DATABASE, "created the development database");
         }
-        Ok(infra_postgres::database_url_for(DEV_ADMIN_URL, DEV_DATABASE))
+        Ok(infra_postgres::database_url_for(
+            DEV_ADMIN_URL,
+            DEV_DATABASE,
+        ))
     }
 
     /// Connects, migrates and checks the hash key against the database.
@@ -153,7 +156,11 @@ impl Target {
     /// The use cases over [`Target::store`].
     fn service(&self) -> anyhow::Result<ApiKeys> {
         let store = self.store()?;
-        Ok(application::service(&store, SystemClock, self.hash_key.clone()))
+        Ok(application::service(
+            &store,
+            SystemClock,
+            self.hash_key.clone(),
+        ))
     }
 }
 

@@ -106,7 +106,13 @@ pub fn redact_database_url(url: &str) -> String {
         // A key-value connection string: `host=db password=secret`.
         return url
             .split(' ')
-            .map(|word| if is_password(word) { "password=PASSWORD" } else { word })
+            .map(|word| {
+                if is_password(word) {
+                    "password=PASSWORD"
+                } else {
+                    word
+                }
+            })
             .collect::<Vec<_>>()
             .join(" ");
     };
@@ -126,7 +132,13 @@ pub fn redact_database_url(url: &str) -> String {
         Some((path, query)) => {
             let query: Vec<&str> = query
                 .split('&')
-                .map(|p| if is_password(p) { "password=PASSWORD" } else { p })
+                .map(|p| {
+                    if is_password(p) {
+                        "password=PASSWORD"
+                    } else {
+                        p
+                    }
+                })
                 .collect();
             format!("{path}?{}", query.join("&"))
         }

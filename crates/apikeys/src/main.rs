@@ -52,7 +52,12 @@ Exit status: 0 success, 1 a configuration, database or runtime error, 2 a usage 
 
 macro_rules! operator_env {
     () => {
-        concat!("Environment:\n", env_database!(), env_hash_key!(), env_logging!())
+        concat!(
+            "Environment:\n",
+            env_database!(),
+            env_hash_key!(),
+            env_logging!()
+        )
     };
 }
 macro_rules! dev_operator_env {

@@ -32,7 +32,11 @@ impl PgStore {
     /// # Errors
     /// [`RepositoryError`] when the database cannot be reached.
     pub fn hash_key_verifier(&self) -> Result<Option<HashKeyVerifier>, RepositoryError> {
-        self.run("reading the hash-key verifier", |conn| Ok(read(conn)?), |_| None)
+        self.run(
+            "reading the hash-key verifier",
+            |conn| Ok(read(conn)?),
+            |_| None,
+        )
     }
 
     /// Stores `verifier` if the database has none yet and holds no key (a
