@@ -146,7 +146,11 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum DevCommand {
     /// The `tenant` commands on the development database.
-    #[command(after_help = dev_operator_env!())]
+    #[command(
+        after_help = dev_operator_env!(),
+        mut_subcommand("create", |c| c.after_help(dev_operator_env!())),
+        mut_subcommand("list", |c| c.after_help(dev_operator_env!())),
+    )]
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
@@ -154,7 +158,12 @@ enum DevCommand {
     /// The `key` commands on the development database (`dev key create
     /// --tenant tnt_... --name Recovery`: a new key for the development
     /// tenant).
-    #[command(after_help = dev_operator_env!())]
+    #[command(
+        after_help = dev_operator_env!(),
+        mut_subcommand("create", |c| c.after_help(dev_operator_env!())),
+        mut_subcommand("list", |c| c.after_help(dev_operator_env!())),
+        mut_subcommand("revoke", |c| c.after_help(dev_operator_env!())),
+    )]
     Key {
         #[command(subcommand)]
         command: KeyCommand,

@@ -301,9 +301,10 @@ fn a_database_that_does_not_exist_fails_at_once_not_after_the_timeout() {
 fn a_malformed_database_url_fails_at_once_without_echoing_it() {
     let stderr = migrate_fails_with("postgres://user:s3cret@host:notaport/db");
     assert!(
-        stderr.contains("cannot use DATABASE_URL"),
+        stderr.contains("cannot use DATABASE_URL: the URL is malformed: invalid integer value"),
         "stderr: {stderr}"
     );
+    assert!(!stderr.contains("refused"), "stderr: {stderr}");
     assert!(
         !stderr.contains("s3cret"),
         "the password was echoed: {stderr}"
@@ -1169,4 +1170,61 @@ fn dev_shows_how_to_give_its_tenant_a_key_without_printing_the_password() {
     );
     let credentials = domain::Credentials::new(key, domain::TenantId::parse(tenant_id).unwrap());
     assert!(domain::Authenticator::authenticate(&service, &credentials).is_ok());
+}
+
+#[test]
+fn every_leaf_command_help_lists_the_environment_it_reads() {
+    for args in [
+        &["tenant", "create"][..],
+        &["tenant", "list"],
+        &["key", "create"],
+        &["key", "list"],
+        &["key", "revoke"],
+        &["hash-key", "set"],
+        &["hash-key", "check"],
+    ] {
+        let output = apikeys().args(args).arg("--help").output().unwrap();
+        let help = String::from_utf8(output.stdout).unwrap();
+        for variable in [
+            "DATABASE_URL",
+            "APIKEYS_HASH_KEY",
+            "APIKEYS_DB_POOL_SIZE",
+            "APIKEYS_LOG_FORMAT",
+        ] {
+            assert!(
+                help.contains(variable),
+                "{args:?} --help lacks {variable}:\n{help}"
+            );
+        }
+    }
+    for args in [
+        &["dev", "key", "create"][..],
+        &["dev", "key", "revoke"],
+        &["dev", "tenant", "list"],
+    ] {
+        let output = apikeys().args(args).arg("--help").output().unwrap();
+        let help = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            help.contains("DATABASE_URL") && help.contains("the hash key is the development one"),
+            "{args:?}: {help}"
+        );
+        assert!(!help.contains("APIKEYS_HASH_KEY"), "{args:?}: {help}");
+    }
+}
+
+#[test]
+fn a_refused_tenant_name_is_explained_once() {
+    let db = TestDatabase::new();
+    let stderr = fails(&db, &["tenant", "create", "--name", "  "]);
+    assert_eq!(
+        stderr.matches("name must not be empty").count(),
+        1,
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "error: cannot create the tenant: invalid tenant name: name must not be empty"
+        ),
+        "stderr: {stderr}"
+    );
 }
