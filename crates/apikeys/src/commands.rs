@@ -59,13 +59,22 @@ fn check_hash_key(store: &PgStore, hash_key: &HashKey) -> anyhow::Result<()> {
 
 /// Where an operator's command runs: a database and the hash key of its
 /// keys, from the environment (`tenant`, `key`, `hash-key`) or `dev`'s.
-#[derive(Debug)]
+/// `Debug` leaves the URL out: it may hold a password.
 pub struct Target {
     /// `None`: `dev`'s own database, created when missing.
     url: Option<String>,
     pool: PoolConfig,
     hash_key: HashKey,
     dev: bool,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("pool", &self.pool)
+            .field("dev", &self.dev)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Target {
