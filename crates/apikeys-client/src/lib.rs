@@ -17,7 +17,8 @@
 //!     .create_key(&types::CreateKeyRequest {
 //!         name: "Analytics Service".parse()?,
 //!         type_: types::KeyType::Secret,
-//!         scopes: None, expires_in: Some("90d".parse()?), mode: None,
+//!         scopes: Some(apikeys_client::scopes(["users:read", "sessions:read"])?),
+//!         expires_in: Some("90d".parse()?), mode: None,
 //!     })
 //!     .await?;
 //! println!("store this once: {}", created.key.expose());
@@ -132,6 +133,48 @@ impl From<types::error::ConversionError> for Error {
     fn from(e: types::error::ConversionError) -> Self {
         Error::InvalidArgument(e.to_string())
     }
+}
+
+/// A key's scopes for a create or update request, from the scope names of
+/// docs/api.md ("Scopes"): `scopes(["users:read", "sessions:read"])?`, or
+/// `scopes(["*"])?` for full access. Names are trimmed.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the rejected value: a name that is no
+/// scope, `*` with other scopes, or no scope at all.
+pub fn scopes<I, S>(names: I) -> Result<types::ScopeList, Error>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let names: Vec<String> = names
+        .into_iter()
+        .map(|name| name.as_ref().trim().to_owned())
+        .collect();
+    if names.is_empty() {
+        return Err(Error::InvalidArgument(
+            "scopes: no scope given; name at least one, or \"*\" for full access".to_owned(),
+        ));
+    }
+    if names.iter().any(|name| name == "*") {
+        if names.iter().all(|name| name == "*") {
+            return Ok(vec![types::ScopeListVariant0Item::X].into());
+        }
+        return Err(Error::InvalidArgument(format!(
+            "scopes: \"*\" (full access) must be alone, got {names:?}"
+        )));
+    }
+    let items = names
+        .iter()
+        .map(|name| {
+            name.parse::<types::ScopeListVariant1Item>().map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "scopes: {name:?} is not a scope (docs/api.md, \"Scopes\", lists them)"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(items.into())
 }
 
 /// The query of `GET /v1/api-keys`; every field is optional.
@@ -396,5 +439,43 @@ impl ApiKeysClient {
     /// [`Error`]; 503 `service_unavailable` when it does not.
     pub async fn readyz(&self) -> Result<types::StatusBody, Error> {
         value(self.inner.readyz().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_from_names_and_the_rejected_value_named() {
+        let list = scopes(["users:read", " sessions:read "]).unwrap();
+        assert_eq!(
+            serde_json::to_value(&list).unwrap(),
+            serde_json::json!(["users:read", "sessions:read"])
+        );
+        let full = scopes(["*"]).unwrap();
+        assert_eq!(
+            serde_json::to_value(&full).unwrap(),
+            serde_json::json!(["*"])
+        );
+
+        for (names, message) in [
+            (
+                vec!["users:read", "users:delete"],
+                "invalid argument: scopes: \"users:delete\" is not a scope (docs/api.md, \"Scopes\", lists them)",
+            ),
+            (
+                vec!["*", "users:read"],
+                "invalid argument: scopes: \"*\" (full access) must be alone, got [\"*\", \"users:read\"]",
+            ),
+            (
+                vec![],
+                "invalid argument: scopes: no scope given; name at least one, or \"*\" for full access",
+            ),
+        ] {
+            let error = scopes(&names).unwrap_err();
+            assert_eq!(error.to_string(), message, "{names:?}");
+            assert!(matches!(error, Error::InvalidArgument(_)));
+        }
     }
 }

@@ -128,7 +128,11 @@ impl Application {
             .map(|bind| anyhow::Ok((crate::metrics::recorder()?, crate::metrics::bind(bind)?)))
             .transpose()?;
         // The same call an app embedding the service makes (docs/embedding.md).
-        let services = Services::start(store, clock, hash_key, &settings.services)
+        let services_settings = composition::Settings {
+            failure_limit: settings.failure_limit.clone(),
+            ..settings.services.clone()
+        };
+        let services = Services::start(store, clock, hash_key, &services_settings)
             .context("cannot start the event feed or the last-used writer")?;
         let metrics = match metrics {
             None => None,
@@ -146,7 +150,8 @@ impl Application {
             }
         };
         let readiness: Arc<dyn Readiness> = Arc::new(StoreReadiness(store.clone()));
-        let limiter = Arc::new(FailureLimiter::new(&settings.failure_limit));
+        // The one limiter, also what `Services::register` registers.
+        let limiter = services.failure_limiter().clone();
         let reports = FailureLimiter::new(&FailureLimitConfig {
             limit: settings.leak_reports.per_minute,
             window: Duration::from_secs(60),

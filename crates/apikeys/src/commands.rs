@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use composition::{HashKeyCheck, HashKeyCheckError};
 use domain::{
     ApiKeys, CreateKey, CreatedTenant, ExpiresIn, HashKey, KeyId, KeyName, KeyStatus, KeyType,
     KeyView, ListKeys, Mode, Origin, RevokeKeyForError, Scopes, SystemClock, TenantId,
@@ -15,7 +16,7 @@ use key_cache::CacheConfig;
 use serde::Serialize;
 
 use crate::application::{self, Application, Settings};
-use crate::config::{Env, ServerConfig};
+use crate::config::{redact_database_url, Env, ServerConfig};
 
 /// The fixed hash key of `apikeys dev`. Public on purpose: keys hashed with it
 /// are worthless outside a developer's machine.
@@ -46,14 +47,145 @@ fn connect_and_migrate(url: &str, pool: &PoolConfig) -> anyhow::Result<PgStore> 
     Ok(store)
 }
 
-/// `apikeys migrate`.
+/// Refuses `hash_key` unless it is the database's (docs/api.md, "The hash
+/// key"); on a new database, stores its verifier.
+fn check_hash_key(store: &PgStore, hash_key: &HashKey) -> anyhow::Result<()> {
+    let check = composition::check_hash_key(store, hash_key)?;
+    if check == HashKeyCheck::Stored {
+        tracing::info!("stored the hash-key verifier of this new database");
+    }
+    Ok(())
+}
+
+/// Where an operator's command runs: a database and the hash key of its
+/// keys, from the environment (`tenant`, `key`, `hash-key`) or `dev`'s.
+/// `Debug` leaves the URL out: it may hold a password.
+pub struct Target {
+    /// `None`: `dev`'s own database, created when missing.
+    url: Option<String>,
+    pool: PoolConfig,
+    hash_key: HashKey,
+    dev: bool,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("pool", &self.pool)
+            .field("dev", &self.dev)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Target {
+    /// `DATABASE_URL`, the pool settings and `APIKEYS_HASH_KEY`.
+    ///
+    /// # Errors
+    /// A missing or invalid variable.
+    pub fn from_env(env: &Env<'_>) -> anyhow::Result<Self> {
+        let db = env.database()?;
+        Ok(Target {
+            url: Some(db.url),
+            pool: db.pool,
+            hash_key: env.hash_key()?,
+            dev: false,
+        })
+    }
+
+    /// What `apikeys dev` runs on: `DATABASE_URL` if set, else the
+    /// `apikeys_dev` database, and the development hash key.
+    ///
+    /// # Errors
+    /// Invalid pool settings.
+    pub fn dev(env: &Env<'_>) -> anyhow::Result<Self> {
+        let (url, pool) = env.optional_database()?;
+        Ok(Target {
+            url,
+            pool,
+            hash_key: HashKey::from_hex(DEV_HASH_KEY_HEX).context("the development hash key")?,
+            dev: true,
+        })
+    }
+
+    /// The database URL, `dev`'s database created first when it is missing.
+    fn url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.url {
+            return Ok(url.clone());
+        }
+        let created = infra_postgres::ensure_database(DEV_ADMIN_URL, DEV_DATABASE).with_context(|| {
+            format!(
+                "cannot reach PostgreSQL at {DEV_ADMIN_URL} to create the {DEV_DATABASE} database; \
+                 start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+                 or set DATABASE_URL"
+            )
+        })?;
+        if created {
+            tracing::info!(database = DEV_DATABASE, "created the development database");
+        }
+        Ok(infra_postgres::database_url_for(
+            DEV_ADMIN_URL,
+            DEV_DATABASE,
+        ))
+    }
+
+    /// Connects, migrates and checks the hash key against the database.
+    fn store(&self) -> anyhow::Result<PgStore> {
+        let store = connect_and_migrate(&self.url()?, &self.pool)?;
+        match composition::check_hash_key(&store, &self.hash_key) {
+            Ok(HashKeyCheck::Stored) => {
+                tracing::info!("stored the hash-key verifier of this new database");
+            }
+            Ok(HashKeyCheck::Matches) => {}
+            // A development database made by an earlier version: its keys
+            // were hashed with the development hash key.
+            Err(HashKeyCheckError::Unset) if self.dev && self.url.is_none() => {
+                store
+                    .set_hash_key_verifier(&composition::new_verifier(&self.hash_key))
+                    .context("cannot store the hash-key verifier")?;
+            }
+            Err(HashKeyCheckError::Unset) if self.dev => {
+                return Err(anyhow!(
+                    "this database has keys but no hash-key verifier, so nothing tells whether \
+                     they were made by `apikeys dev`: run `apikeys dev` without DATABASE_URL, \
+                     or use `apikeys serve` with the database's own hash key"
+                ))
+            }
+            Err(HashKeyCheckError::Mismatch) if self.dev => {
+                return Err(anyhow!(
+                    "this database's keys were not made with the development hash key of \
+                     `apikeys dev`: use `apikeys serve` with the database's own \
+                     APIKEYS_HASH_KEY, or run `apikeys dev` without DATABASE_URL"
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(store)
+    }
+
+    /// The use cases over [`Target::store`].
+    fn service(&self) -> anyhow::Result<ApiKeys> {
+        let store = self.store()?;
+        Ok(application::service(
+            &store,
+            SystemClock,
+            self.hash_key.clone(),
+        ))
+    }
+}
+
+/// `apikeys migrate`; with `APIKEYS_HASH_KEY` set, also checks it against
+/// the database (storing its verifier on a new database).
 ///
 /// # Errors
-/// Configuration or database problems.
+/// Configuration or database problems, or another hash key.
 pub fn migrate(env: Env<'_>) -> anyhow::Result<()> {
     let db = env.database()?;
+    let hash_key = env.optional_hash_key()?;
     let store = connect(&db.url, &db.pool)?;
     let applied = store.migrate().context("cannot apply migrations")?;
+    if let Some(hash_key) = hash_key {
+        check_hash_key(&store, &hash_key)?;
+    }
     if applied.is_empty() {
         println!("The database is up to date.");
     } else {
@@ -61,6 +193,53 @@ pub fn migrate(env: Env<'_>) -> anyhow::Result<()> {
             println!("Applied migration {version}");
         }
     }
+    Ok(())
+}
+
+/// `apikeys hash-key set [--replace]`: stores the verifier of
+/// `APIKEYS_HASH_KEY`, for a database made before verifiers existed, or with
+/// `replace` to make another hash key the database's (every existing key
+/// then stops authenticating).
+///
+/// # Errors
+/// Configuration or database problems; another hash key's verifier without
+/// `replace`.
+pub fn hash_key_set(target: &Target, replace: bool) -> anyhow::Result<()> {
+    let store = connect_and_migrate(&target.url()?, &target.pool)?;
+    let stored = store
+        .hash_key_verifier()
+        .context("cannot read the hash-key verifier")?;
+    match stored {
+        Some(stored) if target.hash_key.is_verified_by(&stored) => {
+            println!("APIKEYS_HASH_KEY is this database's hash key already; nothing changed.");
+            return Ok(());
+        }
+        Some(_) if !replace => {
+            return Err(anyhow!(
+                "this database's keys were hashed with another hash key. Set APIKEYS_HASH_KEY \
+                 to that one; or pass --replace to make this one the database's hash key, and \
+                 every key created before stops authenticating"
+            ))
+        }
+        _ => {}
+    }
+    store
+        .set_hash_key_verifier(&composition::new_verifier(&target.hash_key))
+        .context("cannot store the hash-key verifier")?;
+    println!(
+        "Stored the verifier of APIKEYS_HASH_KEY: every command now refuses another hash key \
+         for this database."
+    );
+    Ok(())
+}
+
+/// `apikeys hash-key check`: whether `APIKEYS_HASH_KEY` is the database's.
+///
+/// # Errors
+/// Configuration or database problems, or another hash key.
+pub fn hash_key_check(target: &Target) -> anyhow::Result<()> {
+    target.store()?;
+    println!("APIKEYS_HASH_KEY is this database's hash key.");
     Ok(())
 }
 
@@ -77,22 +256,15 @@ struct KeysJson {
     test: String,
 }
 
-fn create_tenant(store: &PgStore, hash_key: HashKey, name: &str) -> anyhow::Result<CreatedTenant> {
-    let service = application::service(store, SystemClock, hash_key);
-    service
-        .create_tenant(&Origin::cli(), name)
-        .context("cannot create the tenant")
-}
-
 /// `apikeys tenant create --name NAME [--json]`.
 ///
 /// # Errors
 /// Configuration or database problems, or an invalid name.
-pub fn tenant_create(env: Env<'_>, name: &str, json: bool) -> anyhow::Result<()> {
-    let db = env.database()?;
-    let hash_key = env.hash_key()?;
-    let store = connect_and_migrate(&db.url, &db.pool)?;
-    let created = create_tenant(&store, hash_key, name)?;
+pub fn tenant_create(target: &Target, name: &str, json: bool) -> anyhow::Result<()> {
+    let created: CreatedTenant = target
+        .service()?
+        .create_tenant(&Origin::cli(), name)
+        .context("cannot create the tenant")?;
     let tenant_id = created.tenant.id.to_string();
     let live = created.live.secret.into_secret();
     let test = created.test.secret.into_secret();
@@ -112,15 +284,6 @@ pub fn tenant_create(env: Env<'_>, name: &str, json: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-/// The service of an operator's command: the database (migrated) and the
-/// hash key from the same configuration as `tenant create`.
-fn operator_service(env: &Env<'_>) -> anyhow::Result<ApiKeys> {
-    let db = env.database()?;
-    let hash_key = env.hash_key()?;
-    let store = connect_and_migrate(&db.url, &db.pool)?;
-    Ok(application::service(&store, SystemClock, hash_key))
-}
-
 /// Ids are not echoed back: a mistyped one may be a pasted key.
 fn parse_tenant(tenant: &str) -> anyhow::Result<TenantId> {
     TenantId::parse(tenant).context("invalid --tenant")
@@ -137,8 +300,8 @@ struct TenantRowJson<'a> {
 ///
 /// # Errors
 /// Configuration or database problems.
-pub fn tenant_list(env: Env<'_>, json: bool) -> anyhow::Result<()> {
-    let service = operator_service(&env)?;
+pub fn tenant_list(target: &Target, json: bool) -> anyhow::Result<()> {
+    let service = target.service()?;
     let tenants = service.list_tenants().context("cannot list the tenants")?;
     if json {
         let rows: Vec<TenantRowJson<'_>> = tenants
@@ -215,9 +378,9 @@ impl KeyCreateArgs {
 /// # Errors
 /// Invalid arguments, an unknown tenant, the key limit, configuration or
 /// database problems.
-pub fn key_create(env: Env<'_>, args: &KeyCreateArgs, json: bool) -> anyhow::Result<()> {
+pub fn key_create(target: &Target, args: &KeyCreateArgs, json: bool) -> anyhow::Result<()> {
     let (tenant, request) = args.parse()?;
-    let service = operator_service(&env)?;
+    let service = target.service()?;
     let created = service
         .create_key_for(&Origin::cli(), &tenant, request)
         .context("cannot create the key")?;
@@ -287,9 +450,9 @@ fn status_text(view: &KeyView) -> String {
 ///
 /// # Errors
 /// An invalid or unknown tenant, configuration or database problems.
-pub fn key_list(env: Env<'_>, tenant: &str, revoked: bool, json: bool) -> anyhow::Result<()> {
+pub fn key_list(target: &Target, tenant: &str, revoked: bool, json: bool) -> anyhow::Result<()> {
     let tenant = parse_tenant(tenant)?;
-    let service = operator_service(&env)?;
+    let service = target.service()?;
     let mut keys = Vec::new();
     let mut starting_after = None;
     loop {
@@ -356,10 +519,10 @@ pub fn key_list(env: Env<'_>, tenant: &str, revoked: bool, json: bool) -> anyhow
 /// # Errors
 /// Invalid arguments, an unknown tenant or key, the lockout guard,
 /// configuration or database problems.
-pub fn key_revoke(env: Env<'_>, tenant: &str, id: &str, force: bool) -> anyhow::Result<()> {
+pub fn key_revoke(target: &Target, tenant: &str, id: &str, force: bool) -> anyhow::Result<()> {
     let tenant = parse_tenant(tenant)?;
     let id = KeyId::parse(id).context("invalid key id")?;
-    let service = operator_service(&env)?;
+    let service = target.service()?;
     let revoked = match service.revoke_key_for(&Origin::cli(), &tenant, &id, force) {
         Ok(revoked) => revoked,
         Err(e @ RevokeKeyForError::LastFullAccessKey(_)) => {
@@ -431,43 +594,27 @@ fn run_server(
 /// `apikeys serve`.
 ///
 /// # Errors
-/// Configuration or database problems, or an address that cannot be bound.
+/// Configuration or database problems, another hash key than the
+/// database's, or an address that cannot be bound.
 pub fn serve(env: Env<'_>) -> anyhow::Result<()> {
-    let db = env.database()?;
-    let hash_key = env.hash_key()?;
+    let target = Target::from_env(&env)?;
     let server = env.server()?;
-    let store = connect_and_migrate(&db.url, &db.pool)?;
-    run_server(&store, &db.pool, hash_key, &server)
+    let store = target.store()?;
+    run_server(&store, &target.pool, target.hash_key.clone(), &server)
 }
 
 /// `apikeys dev`: no configuration needed.
 ///
 /// # Errors
-/// When the local PostgreSQL cannot be reached or the address is taken.
+/// When the local PostgreSQL cannot be reached, the database's keys were
+/// not made by `dev`, or the address is taken.
 pub fn dev(env: Env<'_>) -> anyhow::Result<()> {
-    let (url, pool) = env.optional_database()?;
+    let target = Target::dev(&env)?;
     let server = env.server()?;
-    let url = match url {
-        Some(url) => url,
-        None => {
-            let created = infra_postgres::ensure_database(DEV_ADMIN_URL, DEV_DATABASE).with_context(|| {
-                format!(
-                    "cannot reach PostgreSQL at {DEV_ADMIN_URL} to create the {DEV_DATABASE} database; \
-                     start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
-                     or set DATABASE_URL"
-                )
-            })?;
-            if created {
-                tracing::info!(database = DEV_DATABASE, "created the development database");
-            }
-            infra_postgres::database_url_for(DEV_ADMIN_URL, DEV_DATABASE)
-        }
-    };
     warn_dev_hash_key();
-    let hash_key = HashKey::from_hex(DEV_HASH_KEY_HEX).context("the development hash key")?;
-    let store = connect_and_migrate(&url, &pool)?;
+    let store = target.store()?;
     let base = format!("http://{}", server.bind);
-    let service = application::service(&store, SystemClock, hash_key.clone());
+    let service = application::service(&store, SystemClock, target.hash_key.clone());
     match service
         .find_tenant_by_name(DEV_TENANT_NAME)
         .context("cannot look up the development tenant")?
@@ -476,10 +623,24 @@ pub fn dev(env: Env<'_>) -> anyhow::Result<()> {
             println!();
             println!("Development tenant {} exists already.", tenant.id);
             println!("Its keys were printed when it was created and cannot be shown again.");
-            println!("To create another tenant with fresh keys:");
+            println!("To give it a new full-access live secret key (printed once):");
+            let (env_prefix, note) = match &target.url {
+                None => (String::new(), ""),
+                Some(url) => {
+                    let shown = redact_database_url(url);
+                    let note = if shown == *url {
+                        ""
+                    } else {
+                        "  (with your password in place of PASSWORD)\n"
+                    };
+                    (format!("DATABASE_URL='{shown}' "), note)
+                }
+            };
             println!(
-                "  DATABASE_URL={url} APIKEYS_HASH_KEY={DEV_HASH_KEY_HEX} \\\n    cargo run -p apikeys -- tenant create --name NAME"
+                "  {env_prefix}cargo run -p apikeys -- dev key create --tenant {} --name Recovery",
+                tenant.id
             );
+            print!("{note}");
             println!();
         }
         None => {
@@ -500,7 +661,7 @@ pub fn dev(env: Env<'_>) -> anyhow::Result<()> {
             println!();
         }
     }
-    run_server(&store, &pool, hash_key, &server)
+    run_server(&store, &target.pool, target.hash_key.clone(), &server)
 }
 
 fn warn_dev_hash_key() {

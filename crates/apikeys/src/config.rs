@@ -14,6 +14,8 @@ use infra_postgres::PoolConfig;
 use crate::application::LeakReportLimits;
 use thiserror::Error;
 
+use crate::commands::DEV_HASH_KEY_HEX;
+
 /// Where `serve` listens unless `APIKEYS_BIND` says otherwise.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
@@ -92,6 +94,76 @@ fn socket_addr(var: &'static str, raw: &str) -> Result<SocketAddr, ConfigError> 
             var,
             reason: format!("expected HOST:PORT such as 127.0.0.1:8080, got {raw:?}"),
         })
+}
+
+/// `url` with its password, if any, replaced by `PASSWORD`: in a URL's user
+/// information (`postgres://app:PASSWORD@db/apikeys`), a `password`
+/// query parameter, or a `password=` setting of a key-value connection
+/// string. For printing a `DATABASE_URL` a person may copy.
+pub fn redact_database_url(url: &str) -> String {
+    let is_password = |setting: &str| {
+        setting
+            .split_once('=')
+            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("password"))
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // A key-value connection string: `host=db password=secret`.
+        return url
+            .split(' ')
+            .map(|word| {
+                if is_password(word) {
+                    "password=PASSWORD"
+                } else {
+                    word
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let (authority_end, _) = rest
+        .char_indices()
+        .find(|(_, c)| *c == '/' || *c == '?')
+        .unwrap_or((rest.len(), ' '));
+    let (authority, path) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{user}:PASSWORD@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let path = match path.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<&str> = query
+                .split('&')
+                .map(|p| {
+                    if is_password(p) {
+                        "password=PASSWORD"
+                    } else {
+                        p
+                    }
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => path.to_owned(),
+    };
+    format!("{scheme}://{authority}{path}")
+}
+
+/// Fewer different byte values than this in a hash key means it was not
+/// drawn at random: 32 random bytes hold about 30, and fewer than 8 happens
+/// by chance with a probability under 10^-36.
+const MIN_DISTINCT_BYTES: usize = 8;
+
+/// Whether `bytes` cannot be a random hash key: all zeros, one byte
+/// repeated, or a few values (an ASCII word repeated, a short pattern).
+fn is_weak_hash_key(bytes: &[u8]) -> bool {
+    let mut seen = [false; 256];
+    for b in bytes {
+        seen[usize::from(*b)] = true;
+    }
+    seen.iter().filter(|s| **s).count() < MIN_DISTINCT_BYTES
 }
 
 /// Reads variables through `get`, so tests need not touch the process
@@ -198,10 +270,39 @@ impl<'a> Env<'a> {
             "APIKEYS_HASH_KEY",
             "set it to at least 32 random bytes as hex, e.g. the output of `openssl rand -hex 32`",
         ))?;
-        HashKey::from_hex(&hex).map_err(|e| ConfigError::Invalid {
+        let invalid = |reason: String| ConfigError::Invalid {
             var: "APIKEYS_HASH_KEY",
-            reason: e.to_string(),
-        })
+            reason,
+        };
+        let key = HashKey::from_hex(&hex).map_err(|e| invalid(e.to_string()))?;
+        let bytes = hex::decode(hex.trim()).map_err(|e| invalid(e.to_string()))?;
+        if bytes == hex::decode(DEV_HASH_KEY_HEX).unwrap_or_default() {
+            return Err(invalid(
+                "it is the published development hash key of `apikeys dev`, which anyone can \
+                 read: generate your own with `openssl rand -hex 32`"
+                    .to_owned(),
+            ));
+        }
+        if is_weak_hash_key(&bytes) {
+            return Err(invalid(format!(
+                "it is not random (fewer than {MIN_DISTINCT_BYTES} different byte values, such \
+                 as all zeros or one byte repeated): generate one with `openssl rand -hex 32`"
+            )));
+        }
+        Ok(key)
+    }
+
+    /// `APIKEYS_HASH_KEY` if set, checked as [`Env::hash_key`] does (for
+    /// `migrate`, which stores or checks the hash-key verifier when it has
+    /// one).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn optional_hash_key(&self) -> Result<Option<HashKey>, ConfigError> {
+        match self.var("APIKEYS_HASH_KEY") {
+            None => Ok(None),
+            Some(_) => self.hash_key().map(Some),
+        }
     }
 
     /// `APIKEYS_BIND` (default `127.0.0.1:8080`), `APIKEYS_WORKERS`,
@@ -434,9 +535,71 @@ mod tests {
     }
 
     #[test]
+    fn the_development_hash_key_is_refused_outside_dev() {
+        let get = env(&[("APIKEYS_HASH_KEY", DEV_HASH_KEY_HEX)]);
+        let err = Env::new(&get).hash_key().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "APIKEYS_HASH_KEY is invalid: it is the published development hash key of \
+             `apikeys dev`, which anyone can read: generate your own with `openssl rand -hex 32`"
+        );
+        // In upper case too.
+        let upper = DEV_HASH_KEY_HEX.to_uppercase();
+        let get = env(&[("APIKEYS_HASH_KEY", &upper)]);
+        assert!(Env::new(&get).hash_key().is_err());
+        assert!(Env::new(&get).optional_hash_key().is_err());
+    }
+
+    #[test]
+    fn a_hash_key_of_zeros_or_a_repeated_byte_is_refused() {
+        let repeated = "ab".repeat(32);
+        let pattern = "01020304".repeat(8);
+        let word = "70617373776f7264".repeat(4); // "password" four times
+        for weak in ["00".repeat(32), repeated, "00".repeat(64), pattern, word] {
+            let get = env(&[("APIKEYS_HASH_KEY", &weak)]);
+            let err = Env::new(&get).hash_key().unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "APIKEYS_HASH_KEY is invalid: it is not random (fewer than 8 different byte \
+                 values, such as all zeros or one byte repeated): generate one with \
+                 `openssl rand -hex 32`",
+                "{weak}"
+            );
+        }
+    }
+
+    #[test]
     fn good_hash_key_is_accepted() {
         let get = env(&[("APIKEYS_HASH_KEY", GOOD_KEY)]);
         assert!(Env::new(&get).hash_key().is_ok());
+    }
+
+    #[test]
+    fn a_database_url_is_printed_without_its_password() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3cret@db:5432/apikeys",
+                "postgres://app:PASSWORD@db:5432/apikeys",
+            ),
+            (
+                "postgresql://app:s3c@ret@db/apikeys?sslmode=require",
+                "postgresql://app:PASSWORD@db/apikeys?sslmode=require",
+            ),
+            (
+                "postgres://db/apikeys?user=app&password=s3cret&sslmode=require",
+                "postgres://db/apikeys?user=app&password=PASSWORD&sslmode=require",
+            ),
+            (
+                "host=db user=app password=s3cret dbname=apikeys",
+                "host=db user=app password=PASSWORD dbname=apikeys",
+            ),
+            (
+                "postgres://postgres@127.0.0.1:5432/apikeys_dev",
+                "postgres://postgres@127.0.0.1:5432/apikeys_dev",
+            ),
+        ] {
+            assert_eq!(redact_database_url(url), shown, "{url}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use apikeys::commands::KeyCreateArgs;
+use apikeys::commands::{KeyCreateArgs, Target};
 use apikeys::config::Env;
 use apikeys::{commands, telemetry};
 use clap::{Parser, Subcommand};
@@ -50,6 +50,27 @@ Exit status: 0 success, 1 a configuration, database or runtime error, 2 a usage 
     };
 }
 
+macro_rules! operator_env {
+    () => {
+        concat!(
+            "Environment:\n",
+            env_database!(),
+            env_hash_key!(),
+            env_logging!()
+        )
+    };
+}
+macro_rules! dev_operator_env {
+    () => {
+        concat!(
+            "Environment (all optional; the hash key is the development one):\n",
+            "  DATABASE_URL                  PostgreSQL URL [default: postgres://postgres@127.0.0.1:5432/apikeys_dev]\n",
+            "  APIKEYS_DB_POOL_SIZE, APIKEYS_DB_TIMEOUT, APIKEYS_DB_STATEMENT_TIMEOUT: as for serve\n",
+            env_logging!()
+        )
+    };
+}
+
 /// Self-hostable API-key service.
 #[derive(Debug, Parser)]
 #[command(
@@ -69,34 +90,46 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the API (DATABASE_URL and APIKEYS_HASH_KEY required); applies
-    /// pending migrations first.
+    /// pending migrations first, and refuses a hash key other than the
+    /// database's.
     #[command(after_help = concat!(
         "Environment:\n", env_database!(), env_hash_key!(), env_server!(), env_logging!()
     ))]
     Serve,
-    /// Apply the embedded database migrations (DATABASE_URL required).
-    #[command(after_help = concat!("Environment:\n", env_database!(), env_logging!()))]
+    /// Apply the embedded database migrations (DATABASE_URL required). With
+    /// APIKEYS_HASH_KEY set, also check it against the database (storing its
+    /// verifier on a new database).
+    #[command(after_help = concat!(
+        "Environment:\n",
+        env_database!(),
+        "  APIKEYS_HASH_KEY              optional: checked against the database when set\n",
+        env_logging!()
+    ))]
     Migrate,
     /// Manage tenants.
-    #[command(after_help = concat!(
-        "Environment:\n", env_database!(), env_hash_key!(), env_logging!()
-    ))]
+    #[command(after_help = operator_env!())]
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
     },
     /// Manage any tenant's keys as the operator (DATABASE_URL and
     /// APIKEYS_HASH_KEY required); every change is recorded with actor `cli`.
-    #[command(after_help = concat!(
-        "Environment:\n", env_database!(), env_hash_key!(), env_logging!()
-    ))]
+    #[command(after_help = operator_env!())]
     Key {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// The database's record of its hash key: every command refuses a hash
+    /// key other than the one the database's keys were hashed with.
+    #[command(name = "hash-key", after_help = operator_env!())]
+    HashKey {
+        #[command(subcommand)]
+        command: HashKeyCommand,
+    },
     /// Run a development server with no configuration: local PostgreSQL,
     /// database `apikeys_dev`, a fixed development hash key, and a
-    /// development tenant whose keys are printed on first start.
+    /// development tenant whose keys are printed on first start. `dev key
+    /// ...` and `dev tenant ...` manage that database's keys and tenants.
     #[command(after_help = concat!(
         "Environment (all optional):\n",
         "  DATABASE_URL                  PostgreSQL URL [default: postgres://postgres@127.0.0.1:5432/apikeys_dev]\n",
@@ -104,13 +137,62 @@ enum Command {
         env_server!(),
         env_logging!()
     ))]
-    Dev,
+    Dev {
+        #[command(subcommand)]
+        command: Option<DevCommand>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DevCommand {
+    /// The `tenant` commands on the development database.
+    #[command(
+        after_help = dev_operator_env!(),
+        mut_subcommand("create", |c| c.after_help(dev_operator_env!())),
+        mut_subcommand("list", |c| c.after_help(dev_operator_env!())),
+    )]
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// The `key` commands on the development database (`dev key create
+    /// --tenant tnt_... --name Recovery`: a new key for the development
+    /// tenant).
+    #[command(
+        after_help = dev_operator_env!(),
+        mut_subcommand("create", |c| c.after_help(dev_operator_env!())),
+        mut_subcommand("list", |c| c.after_help(dev_operator_env!())),
+        mut_subcommand("revoke", |c| c.after_help(dev_operator_env!())),
+    )]
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HashKeyCommand {
+    /// Store the verifier of APIKEYS_HASH_KEY in the database, for a database
+    /// made by a version without verifiers (check first that it is the hash
+    /// key the database's keys were created with: a key then authenticates).
+    #[command(after_help = operator_env!())]
+    Set {
+        /// Make APIKEYS_HASH_KEY the database's hash key even though its
+        /// verifier is of another one: every existing key stops
+        /// authenticating.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Exit 0 if APIKEYS_HASH_KEY is the database's hash key, 1 otherwise.
+    #[command(after_help = operator_env!())]
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
 enum TenantCommand {
     /// Create a tenant with one live and one test full-access secret key,
     /// printed once.
+    #[command(after_help = operator_env!())]
     Create {
         /// The tenant's name.
         #[arg(long)]
@@ -120,6 +202,7 @@ enum TenantCommand {
         json: bool,
     },
     /// List every tenant, oldest first.
+    #[command(after_help = operator_env!())]
     List {
         /// Print one JSON array of {"tenant_id", "name", "created_at"}.
         #[arg(long)]
@@ -131,6 +214,7 @@ enum TenantCommand {
 enum KeyCommand {
     /// Create a key for a tenant, printed once: the way back in for a tenant
     /// that lost every full-access key.
+    #[command(after_help = operator_env!())]
     Create {
         /// The tenant (`tnt_...`).
         #[arg(long)]
@@ -156,11 +240,12 @@ enum KeyCommand {
         json: bool,
     },
     /// List a tenant's keys of every mode, newest first.
+    #[command(after_help = operator_env!())]
     List {
         /// The tenant (`tnt_...`).
         #[arg(long)]
         tenant: String,
-        /// Also list revoked keys.
+        /// Also list revoked keys (without it, revoked keys are left out).
         #[arg(long)]
         revoked: bool,
         /// Print one JSON array of the API's key objects.
@@ -169,6 +254,7 @@ enum KeyCommand {
     },
     /// Revoke a key now. Refused for the tenant's last active full-access
     /// live secret key unless --force.
+    #[command(after_help = operator_env!())]
     Revoke {
         /// The tenant (`tnt_...`).
         #[arg(long)]
@@ -180,6 +266,46 @@ enum KeyCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+fn tenant(target: &Target, command: TenantCommand) -> anyhow::Result<()> {
+    match command {
+        TenantCommand::Create { name, json } => commands::tenant_create(target, &name, json),
+        TenantCommand::List { json } => commands::tenant_list(target, json),
+    }
+}
+
+fn key(target: &Target, command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Create {
+            tenant,
+            name,
+            key_type,
+            mode,
+            scopes,
+            expires_in,
+            json,
+        } => commands::key_create(
+            target,
+            &KeyCreateArgs {
+                tenant,
+                name,
+                key_type,
+                mode,
+                scopes,
+                expires_in,
+            },
+            json,
+        ),
+        KeyCommand::List {
+            tenant,
+            revoked,
+            json,
+        } => commands::key_list(target, &tenant, revoked, json),
+        KeyCommand::Revoke { tenant, id, force } => {
+            commands::key_revoke(target, &tenant, &id, force)
+        }
+    }
 }
 
 /// Exit status: 0 success; 1 a configuration, database or runtime error
@@ -200,43 +326,19 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => commands::serve(env),
         Command::Migrate => commands::migrate(env),
-        Command::Tenant {
-            command: TenantCommand::Create { name, json },
-        } => commands::tenant_create(env, &name, json),
-        Command::Tenant {
-            command: TenantCommand::List { json },
-        } => commands::tenant_list(env, json),
-        Command::Key { command } => match command {
-            KeyCommand::Create {
-                tenant,
-                name,
-                key_type,
-                mode,
-                scopes,
-                expires_in,
-                json,
-            } => commands::key_create(
-                env,
-                &KeyCreateArgs {
-                    tenant,
-                    name,
-                    key_type,
-                    mode,
-                    scopes,
-                    expires_in,
-                },
-                json,
-            ),
-            KeyCommand::List {
-                tenant,
-                revoked,
-                json,
-            } => commands::key_list(env, &tenant, revoked, json),
-            KeyCommand::Revoke { tenant, id, force } => {
-                commands::key_revoke(env, &tenant, &id, force)
-            }
-        },
-        Command::Dev => commands::dev(env),
+        Command::Tenant { command } => Target::from_env(&env).and_then(|t| tenant(&t, command)),
+        Command::Key { command } => Target::from_env(&env).and_then(|t| key(&t, command)),
+        Command::HashKey { command } => Target::from_env(&env).and_then(|t| match command {
+            HashKeyCommand::Set { replace } => commands::hash_key_set(&t, replace),
+            HashKeyCommand::Check => commands::hash_key_check(&t),
+        }),
+        Command::Dev { command: None } => commands::dev(env),
+        Command::Dev {
+            command: Some(DevCommand::Tenant { command }),
+        } => Target::dev(&env).and_then(|t| tenant(&t, command)),
+        Command::Dev {
+            command: Some(DevCommand::Key { command }),
+        } => Target::dev(&env).and_then(|t| key(&t, command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

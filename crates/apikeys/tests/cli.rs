@@ -301,9 +301,10 @@ fn a_database_that_does_not_exist_fails_at_once_not_after_the_timeout() {
 fn a_malformed_database_url_fails_at_once_without_echoing_it() {
     let stderr = migrate_fails_with("postgres://user:s3cret@host:notaport/db");
     assert!(
-        stderr.contains("cannot use DATABASE_URL"),
+        stderr.contains("cannot use DATABASE_URL: the URL is malformed: invalid integer value"),
         "stderr: {stderr}"
     );
+    assert!(!stderr.contains("refused"), "stderr: {stderr}");
     assert!(
         !stderr.contains("s3cret"),
         "the password was echoed: {stderr}"
@@ -872,4 +873,358 @@ fn invalid_operator_commands_say_why_and_change_nothing() {
     )
     .unwrap();
     assert_eq!(events.events.len(), 3, "only the tenant's creation");
+}
+
+// ---- the hash key (docs/api.md, "The hash key") ----
+
+const OTHER_HASH_KEY: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0ff0e1d2c3b4a5968778695a4b3c2d1e0f";
+
+/// Runs `apikeys ARGS` on `db` with `hash_key`, stopping it if it has not
+/// exited after 30 s (a server that started when it should have refused):
+/// (exit code, stdout, stderr).
+#[expect(
+    clippy::unwrap_used,
+    reason = "test helper: a failure is a failed test"
+)]
+fn run_with_hash_key(db: &TestDatabase, hash_key: &str, args: &[&str]) -> (i32, String, String) {
+    let mut child = apikeys()
+        .args(args)
+        .env("DATABASE_URL", db.url())
+        .env("APIKEYS_HASH_KEY", hash_key)
+        .env("APIKEYS_BIND", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("{args:?} did not exit: it should have refused to run");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn every_command_refuses_a_hash_key_other_than_the_databases_at_once() {
+    // Given a database whose first tenant was made with HASH_KEY.
+    let db = TestDatabase::new();
+    let (tenant, _, _) = cli_tenant(&db, "Acme");
+    let before = json(&db, &["key", "list", "--tenant", &tenant, "--revoked"]);
+    let live_id = before[0]["id"].as_str().unwrap().to_owned();
+
+    // When every command that uses the hash key runs with another one.
+    for args in [
+        vec!["serve"],
+        vec!["migrate"],
+        vec!["tenant", "create", "--name", "Other"],
+        vec!["tenant", "list"],
+        vec!["key", "create", "--tenant", &tenant, "--name", "Recovery"],
+        vec!["key", "list", "--tenant", &tenant],
+        vec!["key", "revoke", "--tenant", &tenant, &live_id, "--force"],
+        vec!["hash-key", "check"],
+    ] {
+        let started = std::time::Instant::now();
+        let (code, stdout, stderr) = run_with_hash_key(&db, OTHER_HASH_KEY, &args);
+
+        // Then each exits 1 at once, saying why, and prints nothing.
+        assert_eq!(code, 1, "{args:?}: stderr: {stderr}");
+        assert_eq!(stdout, "", "{args:?}");
+        assert!(
+            stderr.contains(
+                "error: APIKEYS_HASH_KEY is not the hash key of this database: its keys were \
+                 hashed with another one, so every key would be refused"
+            ),
+            "{args:?}: stderr: {stderr}"
+        );
+        assert!(!stderr.contains(OTHER_HASH_KEY) && !stderr.contains(HASH_KEY));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{args:?}"
+        );
+    }
+    // And nothing changed: no tenant, no key, no revocation.
+    assert_eq!(
+        json(&db, &["key", "list", "--tenant", &tenant, "--revoked"]),
+        before
+    );
+    assert_eq!(json(&db, &["tenant", "list"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        succeeds(&db, &["hash-key", "check"]),
+        "APIKEYS_HASH_KEY is this database's hash key.\n"
+    );
+}
+
+#[test]
+fn a_database_made_before_verifiers_is_refused_until_hash_key_set() {
+    // Given a database with keys but no verifier (as an earlier version
+    // left it).
+    let db = TestDatabase::new();
+    let service = apikeys::application::service(
+        &db.store(),
+        domain::SystemClock,
+        domain::HashKey::from_hex(HASH_KEY).unwrap(),
+    );
+    let created = service
+        .create_tenant(&domain::Origin::cli(), "Before")
+        .unwrap();
+    let tenant = created.tenant.id.to_string();
+
+    // Then every command refuses it, naming the fix.
+    let stderr = fails(&db, &["key", "list", "--tenant", &tenant]);
+    assert!(
+        stderr.contains("this database has keys but no hash-key verifier yet")
+            && stderr.contains("run `apikeys hash-key set` once"),
+        "{stderr}"
+    );
+
+    // When the operator stores the verifier of the right hash key.
+    assert_eq!(
+        succeeds(&db, &["hash-key", "set"]),
+        "Stored the verifier of APIKEYS_HASH_KEY: every command now refuses another hash \
+         key for this database.\n"
+    );
+
+    // Then the commands run, and another hash key is refused.
+    assert_eq!(
+        json(&db, &["key", "list", "--tenant", &tenant])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        succeeds(&db, &["hash-key", "set"]),
+        "APIKEYS_HASH_KEY is this database's hash key already; nothing changed.\n"
+    );
+    let (code, _, stderr) =
+        run_with_hash_key(&db, OTHER_HASH_KEY, &["key", "list", "--tenant", &tenant]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("is not the hash key of this database"),
+        "{stderr}"
+    );
+    // Setting another one needs --replace, which then refuses the first.
+    let (code, stdout, stderr) = run_with_hash_key(&db, OTHER_HASH_KEY, &["hash-key", "set"]);
+    assert_eq!((code, stdout.as_str()), (1, ""));
+    assert!(stderr.contains("pass --replace"), "{stderr}");
+    let (code, _, stderr) =
+        run_with_hash_key(&db, OTHER_HASH_KEY, &["hash-key", "set", "--replace"]);
+    assert_eq!(code, 0, "{stderr}");
+    let stderr = fails(&db, &["tenant", "list"]);
+    assert!(
+        stderr.contains("is not the hash key of this database"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_and_the_operator_commands_refuse_the_development_and_non_random_hash_keys() {
+    let db = TestDatabase::new();
+    let zeros = "00".repeat(32);
+    let repeated = "5a".repeat(40);
+    for (hash_key, reason) in [
+        (
+            apikeys::commands::DEV_HASH_KEY_HEX,
+            "APIKEYS_HASH_KEY is invalid: it is the published development hash key of \
+             `apikeys dev`",
+        ),
+        (
+            zeros.as_str(),
+            "APIKEYS_HASH_KEY is invalid: it is not random",
+        ),
+        (
+            repeated.as_str(),
+            "APIKEYS_HASH_KEY is invalid: it is not random",
+        ),
+    ] {
+        for args in [
+            vec!["serve"],
+            vec!["migrate"],
+            vec!["tenant", "create", "--name", "Acme"],
+            vec!["hash-key", "set"],
+        ] {
+            let (code, stdout, stderr) = run_with_hash_key(&db, hash_key, &args);
+            assert_eq!((code, stdout.as_str()), (1, ""), "{args:?}");
+            assert!(stderr.contains(reason), "{args:?}: {stderr}");
+            assert!(!stderr.contains(hash_key), "the hash key was echoed");
+        }
+    }
+    // Nothing was stored: the first good hash key becomes the database's.
+    let (tenant, _, _) = cli_tenant(&db, "Acme");
+    assert!(tenant.starts_with("tnt_"));
+}
+
+/// Starts `apikeys dev` on `url`, reads its stdout up to the blank line that
+/// ends its greeting, stops it, and returns the greeting.
+#[expect(
+    clippy::unwrap_used,
+    reason = "test helper: a failure is a failed test"
+)]
+fn dev_greeting(url: &str) -> String {
+    use std::io::BufRead;
+    let mut child = apikeys()
+        .arg("dev")
+        .env("DATABASE_URL", url)
+        .env("APIKEYS_BIND", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut greeting = String::new();
+    // A blank line, the greeting, a blank line.
+    let mut blank = 0;
+    while blank < 2 {
+        let mut line = String::new();
+        assert_ne!(
+            stdout.read_line(&mut line).unwrap(),
+            0,
+            "dev ended: {greeting}"
+        );
+        if line.trim().is_empty() {
+            blank += 1;
+        }
+        greeting.push_str(&line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    greeting
+}
+
+#[test]
+fn dev_shows_how_to_give_its_tenant_a_key_without_printing_the_password() {
+    // Given `apikeys dev` on a database whose URL holds a password (trust
+    // authentication ignores it).
+    let db = TestDatabase::new();
+    let url = db.url().replacen("postgres@", "postgres:s3cret@", 1);
+    assert_ne!(url, db.url());
+    let first = dev_greeting(&url);
+    assert!(first.contains("Created the development tenant"), "{first}");
+
+    // When it starts again.
+    let again = dev_greeting(&url);
+
+    // Then it shows the command that gives its tenant a new key, with the
+    // environment it needs and without the password.
+    let listed = apikeys()
+        .args(["dev", "tenant", "list", "--json"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let tenant = String::from_utf8(listed.stdout).unwrap();
+    assert!(tenant.contains("\"Development\""), "{tenant}");
+    assert!(
+        !again.contains("s3cret") && !first.contains("s3cret"),
+        "{again}"
+    );
+    let shown = url.replacen("s3cret", "PASSWORD", 1);
+    let line = again
+        .lines()
+        .find(|l| l.contains("dev key create"))
+        .unwrap_or_else(|| panic!("no recovery command: {again}"));
+    let tenant_id = line
+        .split_whitespace()
+        .skip_while(|w| *w != "--tenant")
+        .nth(1)
+        .unwrap();
+    assert!(tenant.contains(tenant_id), "{tenant}");
+    assert_eq!(
+        line,
+        format!(
+            "  DATABASE_URL='{shown}' cargo run -p apikeys -- dev key create --tenant {tenant_id} --name Recovery"
+        )
+    );
+    assert!(
+        again.contains("with your password in place of PASSWORD"),
+        "{again}"
+    );
+
+    // And that command works, printing a working key (the development
+    // database's hash key is the development one).
+    let output = apikeys()
+        .args([
+            "dev", "key", "create", "--tenant", tenant_id, "--name", "Recovery", "--json",
+        ])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let key = domain::PlainKey::parse(created["key"].as_str().unwrap()).unwrap();
+    let service = apikeys::application::service(
+        &db.store(),
+        domain::SystemClock,
+        domain::HashKey::from_hex(apikeys::commands::DEV_HASH_KEY_HEX).unwrap(),
+    );
+    let credentials = domain::Credentials::new(key, domain::TenantId::parse(tenant_id).unwrap());
+    assert!(domain::Authenticator::authenticate(&service, &credentials).is_ok());
+}
+
+#[test]
+fn every_leaf_command_help_lists_the_environment_it_reads() {
+    for args in [
+        &["tenant", "create"][..],
+        &["tenant", "list"],
+        &["key", "create"],
+        &["key", "list"],
+        &["key", "revoke"],
+        &["hash-key", "set"],
+        &["hash-key", "check"],
+    ] {
+        let output = apikeys().args(args).arg("--help").output().unwrap();
+        let help = String::from_utf8(output.stdout).unwrap();
+        for variable in [
+            "DATABASE_URL",
+            "APIKEYS_HASH_KEY",
+            "APIKEYS_DB_POOL_SIZE",
+            "APIKEYS_LOG_FORMAT",
+        ] {
+            assert!(
+                help.contains(variable),
+                "{args:?} --help lacks {variable}:\n{help}"
+            );
+        }
+    }
+    for args in [
+        &["dev", "key", "create"][..],
+        &["dev", "key", "revoke"],
+        &["dev", "tenant", "list"],
+    ] {
+        let output = apikeys().args(args).arg("--help").output().unwrap();
+        let help = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            help.contains("DATABASE_URL") && help.contains("the hash key is the development one"),
+            "{args:?}: {help}"
+        );
+        assert!(!help.contains("APIKEYS_HASH_KEY"), "{args:?}: {help}");
+    }
+}
+
+#[test]
+fn a_refused_tenant_name_is_explained_once() {
+    let db = TestDatabase::new();
+    let stderr = fails(&db, &["tenant", "create", "--name", "  "]);
+    assert_eq!(
+        stderr.matches("name must not be empty").count(),
+        1,
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "error: cannot create the tenant: invalid tenant name: name must not be empty"
+        ),
+        "stderr: {stderr}"
+    );
 }

@@ -80,6 +80,16 @@ async fn scrape(client: &Client, metrics: SocketAddr) -> (String, BTreeMap<Serie
     (text, samples)
 }
 
+/// The families in docs/metrics.md's table, in its order.
+fn documented_families() -> Vec<String> {
+    include_str!("../../../docs/metrics.md")
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `apikeys_"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(|name| format!("apikeys_{name}"))
+        .collect()
+}
+
 #[actix_web::test]
 async fn metrics_show_every_family_after_traffic_and_no_label_holds_an_id() {
     // Given the application with a metrics listener and a tenant,
@@ -93,6 +103,13 @@ async fn metrics_show_every_family_after_traffic_and_no_label_holds_an_id() {
             ..composition::Settings::default()
         },
         metrics_bind: Some("127.0.0.1:0".parse().expect("addr")),
+        // A small limit for one forwarded address (the test's own requests
+        // come from 127.0.0.1, which makes fewer failures than that).
+        failure_limit: http_actix::FailureLimitConfig {
+            limit: 3,
+            trusted_proxies: http_actix::TrustedProxies::parse("127.0.0.1").expect("proxies"),
+            ..http_actix::FailureLimitConfig::default()
+        },
         ..Settings::default()
     };
     let bind: SocketAddr = "127.0.0.1:0".parse().expect("addr");
@@ -195,6 +212,21 @@ async fn metrics_show_every_family_after_traffic_and_no_label_holds_an_id() {
         .await
         .expect("404");
     assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
+    // An address that guesses keys until the failure limit refuses it.
+    let mut too_many = 0.0;
+    for _ in 0..6 {
+        let guess = call(Method::GET, "/v1/audit-events", "sk_live_not_a_key")
+            .header("X-Forwarded-For", "203.0.113.9")
+            .send()
+            .await
+            .expect("a guess");
+        match guess.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => too_many += 1.0,
+            other => panic!("a guess answered {other}"),
+        }
+    }
+    assert!(too_many >= 2.0, "the limit refused {too_many} guesses");
 
     // then, once the last-used writer has written its batch and the feed has
     // confirmed, a scrape shows every family:
@@ -262,8 +294,25 @@ async fn metrics_show_every_family_after_traffic_and_no_label_holds_an_id() {
         value(&samples, auth, &[("code", "valid"), ("via", "request")]),
         Some(7.0)
     );
+    assert_eq!(
+        value(
+            &samples,
+            "apikeys_rate_limited_total",
+            &[("route", "/v1/audit-events")]
+        ),
+        Some(too_many),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &samples,
+            auth,
+            &[("code", "invalid_api_key"), ("via", "request")]
+        ),
+        Some(1.0 + 3.0),
+        "the first guess, then three guesses within the limit"
+    );
     for (via, code) in [
-        ("request", "invalid_api_key"),
         ("request", "missing_api_key"),
         ("verify", "valid"),
         ("verify", "api_key_revoked"),
@@ -308,6 +357,23 @@ async fn metrics_show_every_family_after_traffic_and_no_label_holds_an_id() {
         assert!(
             value(&samples, "apikeys_db_pool_connections", &[("state", state)]).is_some(),
             "pool {state}"
+        );
+    }
+
+    // and every family docs/metrics.md lists is in the scrape, and no other.
+    let documented = documented_families();
+    assert!(documented.len() >= 13, "{documented:?}");
+    for family in &documented {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family} (docs/metrics.md) is not in the scrape:\n{text}"
+        );
+    }
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let family = line.split(' ').nth(2).expect("a family");
+        assert!(
+            documented.iter().any(|d| d == family),
+            "{family} is not in docs/metrics.md"
         );
     }
 

@@ -13,12 +13,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::web;
 use domain::{ApiKeys, Authenticator, Clock, HashKey, OsSecretSource};
+use http_actix::{FailureLimitConfig, FailureLimiter};
 use infra_postgres::{EventFeed, FeedConfig, PgStore};
 use key_cache::{CacheConfig, Freshness, KeyCache, UseBuffer, UseFlusher};
 
+pub use hash_key::{check_hash_key, new_verifier, HashKeyCheck, HashKeyCheckError};
 pub use sweeper::{RecordSweeper, DEFAULT_SWEEP_EVERY};
 
+mod hash_key;
 mod sweeper;
 
 /// The use cases over the PostgreSQL store alone, without a cache: one store
@@ -48,29 +52,38 @@ pub struct Settings {
     pub flush_uses_every: Duration,
     /// How often expired idempotency records are deleted.
     pub sweep_records_every: Duration,
+    /// The limit on failed authentications per client address, and the
+    /// proxies whose `X-Forwarded-For` is believed (docs/api.md, "Abuse
+    /// limits").
+    pub failure_limit: FailureLimitConfig,
 }
 
 impl Default for Settings {
-    /// The defaults of [`CacheConfig`] and [`FeedConfig`]; uses written
-    /// every second, expired idempotency records deleted every minute.
+    /// The defaults of [`CacheConfig`], [`FeedConfig`] and
+    /// [`FailureLimitConfig`] (100 failures a minute per address, no trusted
+    /// proxy); uses written every second, expired idempotency records
+    /// deleted every minute.
     fn default() -> Self {
         Settings {
             cache: CacheConfig::default(),
             feed: FeedConfig::default(),
             flush_uses_every: Duration::from_secs(1),
             sweep_records_every: DEFAULT_SWEEP_EVERY,
+            failure_limit: FailureLimitConfig::default(),
         }
     }
 }
 
-/// The composed services: the use cases and the authenticator, the two
-/// threads that serve the cache (the event feed, the last-used writer), and
-/// the idempotency record sweeper.
+/// The composed services: the use cases, the authenticator and the limit on
+/// failed authentications, the two threads that serve the cache (the event
+/// feed, the last-used writer), and the thread that sweeps expired
+/// idempotency records.
 /// Dropping it, or [`Services::stop`], writes the uses still buffered and
 /// stops the threads.
 pub struct Services {
     service: Arc<ApiKeys>,
     authenticator: Arc<dyn Authenticator>,
+    limiter: Arc<FailureLimiter>,
     cache: Arc<KeyCache>,
     uses_buffer: Arc<UseBuffer>,
     freshness: Arc<Freshness>,
@@ -133,6 +146,7 @@ impl Services {
         Ok(Services {
             service,
             authenticator: cache.clone(),
+            limiter: Arc::new(FailureLimiter::new(&settings.failure_limit)),
             cache,
             uses_buffer,
             freshness,
@@ -149,9 +163,35 @@ impl Services {
 
     /// The authenticator: register it in an actix app as
     /// `web::Data::from(services.authenticator().clone())` for the
-    /// `Authenticated` extractor.
+    /// `Authenticated` extractor, or with [`Services::register`], which
+    /// registers the failure limiter too.
     pub fn authenticator(&self) -> &Arc<dyn Authenticator> {
         &self.authenticator
+    }
+
+    /// The limit on failed authentications ([`Settings::failure_limit`]):
+    /// the `Authenticated` extractor applies it when it is registered as
+    /// `web::Data::from(limiter)`; [`Services::register`] does.
+    pub fn failure_limiter(&self) -> &Arc<FailureLimiter> {
+        &self.limiter
+    }
+
+    /// What an actix app needs for the `Authenticated` extractor: the
+    /// authenticator and the failure limiter, each registered the one way
+    /// the extractor finds it (`web::Data::from(arc)`). Clone it into the
+    /// `HttpServer::new` closure and call
+    /// `App::new().configure(|cfg| registration.register(cfg))`.
+    pub fn registration(&self) -> Registration {
+        Registration {
+            authenticator: self.authenticator.clone(),
+            limiter: self.limiter.clone(),
+        }
+    }
+
+    /// [`Services::registration`] registered in `cfg` at once:
+    /// `App::new().configure(|cfg| services.register(cfg))`.
+    pub fn register(&self, cfg: &mut web::ServiceConfig) {
+        self.registration().register(cfg);
     }
 
     /// The key cache behind [`authenticator`](Self::authenticator), for its
@@ -176,6 +216,40 @@ impl Services {
         self.uses.stop();
         self.feed.stop();
         self.records.stop();
+    }
+}
+
+/// The authenticator and the failure limiter, to register in each actix
+/// worker's app ([`Services::registration`]).
+#[derive(Clone)]
+pub struct Registration {
+    authenticator: Arc<dyn Authenticator>,
+    limiter: Arc<FailureLimiter>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").finish_non_exhaustive()
+    }
+}
+
+impl Registration {
+    /// `authenticator` with a failure limiter of its own under `limit`: for
+    /// an app whose authenticator is not a [`Services`]' (a test's
+    /// `ApiKeys` on the in-memory store).
+    pub fn new(authenticator: Arc<dyn Authenticator>, limit: &FailureLimitConfig) -> Self {
+        Registration {
+            authenticator,
+            limiter: Arc::new(FailureLimiter::new(limit)),
+        }
+    }
+
+    /// Registers the authenticator as `web::Data<dyn Authenticator>` and the
+    /// limiter as `web::Data<FailureLimiter>`, where the `Authenticated`
+    /// extractor looks for them.
+    pub fn register(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::from(self.authenticator.clone()))
+            .app_data(web::Data::from(self.limiter.clone()));
     }
 }
 

@@ -162,7 +162,7 @@ pub enum RotateError {
 #[derive(Debug, Error)]
 pub enum CreateTenantError {
     /// The tenant name breaks the same rules as a key name.
-    #[error("invalid tenant name: {0}")]
+    #[error("invalid tenant name")]
     InvalidName(#[from] KeyNameError),
     /// Storage failure.
     #[error(transparent)]

@@ -76,6 +76,33 @@ impl HashKey {
         key
     }
 
+    /// The verifier of this hash key under `salt`, for the database to keep
+    /// so that a process started with another hash key is refused
+    /// (docs/api.md, "The hash key").
+    pub fn verifier(&self, salt: [u8; VERIFIER_SALT_BYTES]) -> HashKeyVerifier {
+        HashKeyVerifier {
+            salt,
+            tag: self.verifier_mac(&salt).finalize().into_bytes().into(),
+        }
+    }
+
+    /// Whether `verifier` was made from this hash key (compared in constant
+    /// time).
+    pub fn is_verified_by(&self, verifier: &HashKeyVerifier) -> bool {
+        self.verifier_mac(&verifier.salt)
+            .verify_slice(&verifier.tag)
+            .is_ok()
+    }
+
+    // HMAC(hash key, label || salt): the label starts with no key prefix, so
+    // a verifier is never the hash of a key.
+    fn verifier_mac(&self, salt: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.mac.clone();
+        mac.update(VERIFIER_LABEL);
+        mac.update(salt);
+        mac
+    }
+
     /// The hash that the repository stores and looks keys up by.
     pub fn hash(&self, key: &PlainKey) -> KeyHash {
         let mut mac = self.mac.clone();
@@ -87,6 +114,49 @@ impl HashKey {
 impl fmt::Debug for HashKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("HashKey([redacted])")
+    }
+}
+
+/// Bytes of a [`HashKeyVerifier`]'s salt.
+pub const VERIFIER_SALT_BYTES: usize = 16;
+
+const VERIFIER_LABEL: &[u8] = b"apikeys hash-key verifier v1\0";
+
+/// What a database keeps to recognise the hash key its keys were hashed
+/// with: a random salt and HMAC-SHA256 of a fixed label and the salt under
+/// the hash key. It tells whether a hash key is the right one and nothing
+/// more: testing a guessed hash key against it is no easier than against
+/// any stored key hash with a key of one's own, and a hash key is 32 random
+/// bytes. `Debug` shows neither part.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HashKeyVerifier {
+    salt: [u8; VERIFIER_SALT_BYTES],
+    tag: [u8; 32],
+}
+
+impl HashKeyVerifier {
+    /// A verifier as stored: `None` unless the salt is 16 bytes and the tag 32.
+    pub fn from_parts(salt: &[u8], tag: &[u8]) -> Option<Self> {
+        Some(HashKeyVerifier {
+            salt: salt.try_into().ok()?,
+            tag: tag.try_into().ok()?,
+        })
+    }
+
+    /// The salt, to store.
+    pub fn salt(&self) -> &[u8; VERIFIER_SALT_BYTES] {
+        &self.salt
+    }
+
+    /// The tag, to store.
+    pub fn tag(&self) -> &[u8; 32] {
+        &self.tag
+    }
+}
+
+impl fmt::Debug for HashKeyVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HashKeyVerifier([redacted])")
     }
 }
 
@@ -105,5 +175,26 @@ impl KeyHash {
 impl fmt::Debug for KeyHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("KeyHash([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod verifier_tests {
+    use super::*;
+
+    #[test]
+    fn a_verifier_recognises_its_hash_key_only() {
+        let key = HashKey::from_bytes(&[7; 32]).unwrap();
+        let other = HashKey::from_bytes(&[8; 32]).unwrap();
+        let verifier = key.verifier([1; VERIFIER_SALT_BYTES]);
+
+        assert!(key.is_verified_by(&verifier));
+        assert!(!other.is_verified_by(&verifier));
+        // The salt counts: the same key under another salt gives another tag.
+        assert_ne!(key.verifier([2; VERIFIER_SALT_BYTES]), verifier);
+        let stored = HashKeyVerifier::from_parts(verifier.salt(), verifier.tag()).unwrap();
+        assert!(key.is_verified_by(&stored));
+        assert!(HashKeyVerifier::from_parts(&[1; 15], verifier.tag()).is_none());
+        assert_eq!(format!("{verifier:?}"), "HashKeyVerifier([redacted])");
     }
 }

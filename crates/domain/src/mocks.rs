@@ -9,3 +9,35 @@ pub use crate::auth::MockAuthenticator;
 pub use crate::ports::{
     MockApiKeyRepository, MockEventRepository, MockIdempotencyRepository, MockTenantRepository,
 };
+
+use std::sync::Arc;
+
+use crate::api_key::ApiKey;
+use crate::auth::AuthError;
+use crate::key_string::PlainKey;
+
+impl MockAuthenticator {
+    /// A mock that lets in exactly `key` for `api_key`'s tenant, answering
+    /// `api_key`, and refuses any other key as an unknown one
+    /// (`invalid_api_key`) and another tenant as `tenant_mismatch`, as the
+    /// real authenticator does; `authenticate_cached` answers `None`, so
+    /// every call reaches `authenticate`. Give it a real key string
+    /// (`domain::testing::well_formed_key` with the `testing` feature): a
+    /// made-up token is refused before any authenticator is called.
+    pub fn accepting(key: &PlainKey, api_key: ApiKey) -> Self {
+        let secret = key.expose_secret().to_owned();
+        let api_key = Arc::new(api_key);
+        let mut mock = MockAuthenticator::new();
+        mock.expect_authenticate_cached().returning(|_| None);
+        mock.expect_authenticate().returning(move |credentials| {
+            if credentials.key().expose_secret() != secret {
+                Err(AuthError::InvalidKey)
+            } else if *credentials.tenant() != api_key.tenant_id {
+                Err(AuthError::TenantMismatch)
+            } else {
+                Ok(api_key.clone())
+            }
+        });
+        mock
+    }
+}

@@ -6,15 +6,13 @@
 //! - `GET /v1/config`: any key of the tenant, publishable keys included
 //!   (they are public: a browser may hold one).
 
-use std::sync::Arc;
-
 use actix_web::{web, App, HttpResponse};
-use composition::{Services, Settings};
+use composition::{Registration, Services, Settings};
 use domain::{
-    ApiKeys, Authenticator, CreateKey, CreateKeyForError, CreateTenantError, CreatedKey,
-    CreatedTenant, HashKey, KeyName, KeyType, Mode, Origin, Scope, Scopes, SystemClock, TenantId,
+    ApiKeys, CreateKey, CreateKeyForError, CreateTenantError, CreatedKey, CreatedTenant, HashKey,
+    KeyName, KeyType, Mode, Origin, Scope, Scopes, SystemClock, TenantId,
 };
-use http_actix::{ApiError, Authenticated};
+use http_actix::{ApiError, Authenticated, FailureLimitConfig, TrustedProxies};
 use infra_postgres::{PgStore, PoolConfig};
 use serde_json::json;
 
@@ -39,9 +37,10 @@ async fn public_config(caller: Authenticated) -> HttpResponse {
 }
 
 /// The app's routes, protected by the `Authenticated` extractor, which finds
-/// the authenticator in the app data. No middleware is needed.
+/// the authenticator and the failure limiter in the app data, where
+/// `registration` puts them. No middleware is needed.
 pub fn app(
-    authenticator: Arc<dyn Authenticator>,
+    registration: Registration,
 ) -> App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -52,7 +51,7 @@ pub fn app(
     >,
 > {
     App::new()
-        .app_data(web::Data::from(authenticator))
+        .configure(|cfg| registration.register(cfg))
         .route("/v1/users", web::get().to(list_users))
         .route("/v1/config", web::get().to(public_config))
 }
@@ -67,15 +66,33 @@ pub struct Keys {
     pub services: Services,
 }
 
-/// Connects to `database_url`, applies the migrations and starts the
-/// services: the same `Services::start` call the `apikeys` program makes.
+/// Connects to `database_url`, applies the migrations, checks `hash_key`
+/// against the database and starts the services: the same
+/// `Services::start` call the `apikeys` program makes. `trusted_proxies`:
+/// the reverse proxies in front of the app, whose `X-Forwarded-For` names
+/// the client that the failure limit counts (`TrustedProxies::none()`
+/// without a proxy).
 ///
 /// # Errors
-/// When the URL is invalid, the migrations fail, or a thread cannot start.
-pub fn start_keys(database_url: &str, hash_key: HashKey) -> anyhow::Result<Keys> {
+/// When the URL is invalid, the migrations fail, the hash key is not the
+/// database's, or a thread cannot start.
+pub fn start_keys(
+    database_url: &str,
+    hash_key: HashKey,
+    trusted_proxies: TrustedProxies,
+) -> anyhow::Result<Keys> {
     let store = PgStore::connect(database_url, &PoolConfig::default())?;
     store.migrate()?;
-    let services = Services::start(&store, SystemClock, hash_key, &Settings::default())?;
+    composition::check_hash_key(&store, &hash_key)?;
+    let settings = Settings {
+        // 100 failed authentications a minute per client address, then 429.
+        failure_limit: FailureLimitConfig {
+            trusted_proxies,
+            ..FailureLimitConfig::default()
+        },
+        ..Settings::default()
+    };
+    let services = Services::start(&store, SystemClock, hash_key, &settings)?;
     Ok(Keys { store, services })
 }
 // ANCHOR_END: compose

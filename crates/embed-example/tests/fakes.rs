@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
+use composition::Registration;
 use domain::testing::{InMemoryStore, SeqSecretSource, TestClock};
 use domain::{ApiKeys, Authenticator, CreateKey, HashKey, KeyName, KeyType, Mode, Origin, Scopes};
+use http_actix::FailureLimitConfig;
 use serde_json::Value;
 
 /// The use cases over the in-memory store, on a clock the test moves.
@@ -48,7 +50,8 @@ async fn a_secret_key_with_users_read_lists_users_until_it_expires() {
         .unwrap();
     // (`ApiKeys` itself is an `Authenticator`: no cache needed in a test.)
     let authenticator: Arc<dyn Authenticator> = service.clone();
-    let app = test::init_service(embed_example::app(authenticator)).await;
+    let registration = Registration::new(authenticator, &FailureLimitConfig::default());
+    let app = test::init_service(embed_example::app(registration)).await;
     let request = || {
         TestRequest::get()
             .uri("/v1/users")
@@ -101,7 +104,8 @@ fn scene() -> Scene {
 
 async fn get(scene: &Scene, uri: &str, key: Option<&str>) -> (StatusCode, Value) {
     let authenticator: Arc<dyn Authenticator> = scene.service.clone();
-    let app = test::init_service(embed_example::app(authenticator)).await;
+    let registration = Registration::new(authenticator, &FailureLimitConfig::default());
+    let app = test::init_service(embed_example::app(registration)).await;
     let mut req = TestRequest::get()
         .uri(uri)
         .insert_header(("X-Tenant-ID", scene.tenant.as_str()));
@@ -164,4 +168,49 @@ async fn no_key_is_401_with_a_request_id_though_the_app_has_no_middleware() {
     assert_eq!(body["error"]["code"], "missing_api_key");
     let id = body["error"]["request_id"].as_str().unwrap();
     assert!(id.starts_with("req_") && id.len() == 30, "{id}");
+}
+
+#[actix_web::test]
+async fn a_client_guessing_keys_is_refused_429_after_100_failures_a_minute() {
+    // Given the app registered as the guide shows (the default limit: 100
+    // failed authentications a minute per client address),
+    let s = scene();
+    let authenticator: Arc<dyn Authenticator> = s.service.clone();
+    let registration = Registration::new(authenticator, &FailureLimitConfig::default());
+    let app = test::init_service(embed_example::app(registration)).await;
+    let guess = |peer: &str| {
+        TestRequest::get()
+            .uri("/v1/users")
+            .peer_addr(peer.parse().unwrap())
+            .insert_header(("X-Tenant-ID", s.tenant.as_str()))
+            .insert_header(("Authorization", "Bearer sk_live_not_a_key"))
+            .to_request()
+    };
+
+    // when one address sends 150 wrong keys,
+    let mut statuses = Vec::new();
+    for _ in 0..150 {
+        statuses.push(
+            test::call_service(&app, guess("203.0.113.7:4000"))
+                .await
+                .status(),
+        );
+    }
+
+    // then the first 100 are 401 and the rest 429 with Retry-After,
+    assert!(statuses[..100]
+        .iter()
+        .all(|s| *s == StatusCode::UNAUTHORIZED));
+    assert!(statuses[100..]
+        .iter()
+        .all(|s| *s == StatusCode::TOO_MANY_REQUESTS));
+    let r = test::call_service(&app, guess("203.0.113.7:4000")).await;
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = test::read_body_json(r).await;
+    assert_eq!(body["error"]["code"], "too_many_requests");
+    // and the tenant's key, and another address, still reach authentication.
+    let (status, _) = get(&s, "/v1/users", Some(&s.secret)).await;
+    assert_eq!(status, StatusCode::OK);
+    let r = test::call_service(&app, guess("198.51.100.1:4000")).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }

@@ -4,11 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::sync::Arc;
-
 use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
 use domain::{HashKey, Origin};
+use http_actix::TrustedProxies;
 use infra_postgres::testing::TestDatabase;
 
 #[actix_web::test]
@@ -17,14 +16,15 @@ async fn keys_made_from_code_open_the_route_until_revoked() {
     // the schema `keys` (TestDatabase applies the migrations there; doing
     // it again is a no-op),
     let db = TestDatabase::in_schema("keys");
-    let keys = embed_example::start_keys(db.url(), HashKey::from_bytes(&[3; 32]).unwrap())
-        .expect("start the key service");
+    let keys = embed_example::start_keys(
+        db.url(),
+        HashKey::from_bytes(&[3; 32]).unwrap(),
+        TrustedProxies::none(),
+    )
+    .expect("start the key service");
     let service = keys.services.service();
     let tenant = embed_example::create_tenant(service, "Acme").unwrap();
-    let app = test::init_service(embed_example::app(Arc::clone(
-        keys.services.authenticator(),
-    )))
-    .await;
+    let app = test::init_service(embed_example::app(keys.services.registration())).await;
     let request = || {
         TestRequest::get()
             .uri("/v1/users")

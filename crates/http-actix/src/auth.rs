@@ -233,8 +233,9 @@ impl FromRequest for Authenticated {
         let (credentials, authenticator) = match (credentials, authenticator) {
             (Err(e), _) => return AuthFuture::ready(judged(Err(refused(e)))),
             (Ok(_), None) => {
+                log_misregistration(req);
                 return AuthFuture::ready(judged(Err(ApiError::internal()
-                    .with_source("no web::Data<dyn Authenticator> registered in the app"))))
+                    .with_source("no web::Data<dyn Authenticator> registered in the app"))));
             }
             (Ok(credentials), Some(authenticator)) => {
                 // A cache hit is answered here, on the executor thread, and
@@ -263,6 +264,24 @@ impl FromRequest for Authenticated {
             Ok(remember(&req, Principal::of(&key)))
         }))
     }
+}
+
+/// Says once per process, as an error, how to register the authenticator:
+/// the usual mistake, `web::Data::new(arc)`, compiles (it registers a
+/// `Data<Arc<dyn Authenticator>>`) and would otherwise show only as 500s.
+fn log_misregistration(req: &HttpRequest) {
+    static LOGGED: std::sync::Once = std::sync::Once::new();
+    LOGGED.call_once(|| {
+        let wrapped = req
+            .app_data::<web::Data<std::sync::Arc<dyn Authenticator>>>()
+            .is_some();
+        tracing::error!(
+            data_new_of_an_arc = wrapped,
+            "no web::Data<dyn Authenticator> in the app, so every authenticated request \
+             answers 500: register it with `web::Data::from(arc)`, not `web::Data::new(arc)`, \
+             or with composition's `Services::register` (docs/embedding.md)"
+        );
+    });
 }
 
 /// Counts the outcome of an authentication (`valid` or its error code) and

@@ -179,10 +179,14 @@ pub struct LimitCounts {
     pub blocks: u64,
 }
 
-/// The client of a request as the limiter counts it; `None` when the limit
-/// is off or the request has no peer address.
+/// The client of a request as the limiter counts it (no address when the
+/// limit is off or the request has no peer address), and the request's route
+/// for `apikeys_rate_limited_total` (docs/metrics.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Client(Option<IpAddr>);
+pub struct Client {
+    ip: Option<IpAddr>,
+    route: &'static str,
+}
 
 /// The limit on failed authentications per client address. Register it in
 /// the app as `web::Data<FailureLimiter>` ([`crate::AppState`] does); without
@@ -284,33 +288,37 @@ impl FailureLimiter {
     /// [`ApiError::too_many_requests`] with the seconds left of the block.
     pub fn admit(&self, req: &HttpRequest) -> Result<Client, ApiError> {
         let Some(active) = &self.active else {
-            return Ok(Client(None));
+            return Ok(Client::default());
         };
         let Some(ip) = client_address(req, &active.proxies).map(limit_key) else {
-            return Ok(Client(None));
+            return Ok(Client::default());
+        };
+        let client = Client {
+            ip: Some(ip),
+            route: crate::metrics::route_of(req),
         };
         let latest = active.latest_block_until.load(Ordering::Relaxed);
         if latest == 0 {
-            return Ok(Client(Some(ip)));
+            return Ok(client);
         }
         let now = active.clock.now().as_u64();
         if latest <= now {
-            return Ok(Client(Some(ip)));
+            return Ok(client);
         }
         if let Some(state) = active.store.0.get(&ip) {
             let until = state.blocked_until.load(Ordering::Relaxed);
             if until > now {
-                return Err(self.refuse(until - now));
+                return Err(self.refuse(until - now, client.route));
             }
         }
-        Ok(Client(Some(ip)))
+        Ok(client)
     }
 
     /// Counts one failed authentication of `client`. `None` while the client
     /// is within its limit; the 429 to answer instead of the failure when
     /// this failure went over it, which blocks the address for a window.
     pub fn failed(&self, client: Client) -> Option<ApiError> {
-        let (Some(active), Client(Some(ip))) = (&self.active, client) else {
+        let (Some(active), Some(ip)) = (&self.active, client.ip) else {
             return None;
         };
         self.failures.fetch_add(1, Ordering::Relaxed);
@@ -333,7 +341,7 @@ impl FailureLimiter {
             window_secs = active.window.as_u64() / 1_000_000_000,
             "over the limit per address; the address is refused for a window"
         );
-        Some(self.refuse(until - now))
+        Some(self.refuse(until - now, client.route))
     }
 
     /// The answer to a failed authentication of `client`: `e`, counted
@@ -350,8 +358,9 @@ impl FailureLimiter {
         }
     }
 
-    fn refuse(&self, nanos_left: u64) -> ApiError {
+    fn refuse(&self, nanos_left: u64, route: &'static str) -> ApiError {
         self.refusals.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::record_rate_limited(route);
         ApiError::too_many_requests(nanos_left.div_ceil(1_000_000_000))
     }
 }

@@ -47,7 +47,7 @@ fn store(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                if inserted % KEYS_PER_TENANT == 0 && inserted > 0 {
+                if inserted.is_multiple_of(KEYS_PER_TENANT) && inserted > 0 {
                     tenant = f.stored_tenant(&store, "Inserts");
                 }
                 inserted += 1;

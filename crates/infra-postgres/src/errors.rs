@@ -20,10 +20,13 @@ pub enum ConnectError {
     #[error("invalid pool configuration: {0}")]
     InvalidConfig(&'static str),
     /// The database answered, and will keep answering, that these
-    /// connection settings cannot work: no such database or role, a failed
-    /// authentication, or a URL libpq cannot read. Retrying does not help.
+    /// connection settings cannot work: no such database or role, or a
+    /// failed authentication. Retrying does not help.
     #[error("the database refused the connection: {0}")]
     Refused(String),
+    /// The URL is malformed (libpq cannot read it): no connection was tried.
+    #[error("the URL is malformed: {0}")]
+    MalformedUrl(String),
 }
 
 /// Whether libpq's message for a failed connection names a problem that
@@ -32,19 +35,29 @@ pub enum ConnectError {
 /// their usual English text, and anything unrecognised counts as transient
 /// (the caller then waits, as before).
 pub(crate) fn is_permanent_connect_failure(message: &str) -> bool {
-    const PERMANENT: &[&str] = &[
-        "does not exist",
-        "authentication failed",
-        "no pg_hba.conf entry",
-        "password authentication",
+    is_malformed_url(message) || {
+        const REFUSED: &[&str] = &[
+            "does not exist",
+            "authentication failed",
+            "no pg_hba.conf entry",
+            "password authentication",
+            "is not permitted to log in",
+        ];
+        REFUSED.iter().any(|p| message.contains(p))
+    }
+}
+
+/// Whether libpq's message says that it could not read the connection
+/// string: nothing was sent to a server.
+pub(crate) fn is_malformed_url(message: &str) -> bool {
+    const MALFORMED: &[&str] = &[
         "invalid connection option",
         "invalid sslmode",
         "invalid URI",
         "invalid integer value",
         "missing \"=\"",
-        "is not permitted to log in",
     ];
-    PERMANENT.iter().any(|p| message.contains(p))
+    MALFORMED.iter().any(|p| message.contains(p))
 }
 
 /// Why [`PgStore::migrate`](crate::PgStore::migrate) failed.

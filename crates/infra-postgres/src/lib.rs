@@ -50,6 +50,7 @@ mod schema;
 mod stalling_proxy;
 mod statement;
 mod store;
+mod verifier;
 
 #[cfg(feature = "test-support")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]

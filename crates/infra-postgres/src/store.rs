@@ -12,8 +12,8 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use domain::RepositoryError;
 
 use crate::errors::{
-    is_connection_error, is_permanent_connect_failure, repository_error, ConnectError, Fail,
-    MigrateError,
+    is_connection_error, is_malformed_url, is_permanent_connect_failure, repository_error,
+    ConnectError, Fail, MigrateError,
 };
 use crate::health::Health;
 use crate::pool::{connection_url, Generation, Manager, TracingErrorHandler};
@@ -181,17 +181,21 @@ impl PgStore {
     ///
     /// # Errors
     /// [`ConnectError::Refused`] with libpq's reason (which never holds the
-    /// password) for no such database or role, a failed authentication or
-    /// a malformed URL. A database that cannot be reached is not an error
+    /// password) for no such database or role or a failed authentication;
+    /// [`ConnectError::MalformedUrl`] for a URL libpq cannot read. A database that cannot be reached is not an error
     /// here.
     pub fn check_settings(&self) -> Result<(), ConnectError> {
         match PgConnection::establish(&connection_url(&self.url, self.connection_timeout)) {
             Ok(_) => Ok(()),
-            Err(ConnectionError::InvalidConnectionUrl(_)) => Err(ConnectError::Refused(
-                "DATABASE_URL is not a valid PostgreSQL URL \
-                 (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE)"
-                    .to_owned(),
+            Err(ConnectionError::InvalidConnectionUrl(_)) => Err(ConnectError::MalformedUrl(
+                "expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE".to_owned(),
             )),
+            Err(ConnectionError::BadConnection(message)) if is_malformed_url(&message) => {
+                Err(ConnectError::MalformedUrl(format!(
+                    "{} (expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE)",
+                    message.trim()
+                )))
+            }
             Err(ConnectionError::BadConnection(message))
                 if is_permanent_connect_failure(&message) =>
             {

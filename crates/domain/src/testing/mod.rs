@@ -6,10 +6,12 @@
 
 mod clock;
 pub mod contract;
+mod fixtures;
 mod idempotency_contract;
 mod memory;
 mod secrets;
 
 pub use clock::TestClock;
+pub use fixtures::{well_formed_key, ApiKeyBuilder};
 pub use memory::InMemoryStore;
 pub use secrets::SeqSecretSource;

@@ -72,6 +72,7 @@ fn migrations_go_up_down_and_up_again() {
         "20240110090100".to_owned(),
         "20261130090000".to_owned(),
         "20261130100000".to_owned(),
+        "20261202090000".to_owned(),
     ];
     assert_eq!(applied, versions);
     let migrated = schema(&mut conn);
