@@ -13,6 +13,7 @@ use moka::sync::Cache;
 use time::OffsetDateTime;
 
 use crate::freshness::Freshness;
+use crate::invalidations::Invalidations;
 use crate::recent::Recent;
 use crate::uses::UseBuffer;
 
@@ -125,8 +126,9 @@ pub struct KeyCache {
     /// Key id to hash, to drop an entry when an event names its key.
     hashes: Cache<KeyId, KeyHash>,
     /// Key id to the epoch of its last invalidation, kept long enough to
-    /// outlive any load that was running when it happened.
-    invalidated: Cache<KeyId, u64>,
+    /// outlive any load that was running when it happened; never lost to
+    /// its bound.
+    invalidated: Invalidations,
     /// The last invalidation epoch handed out.
     epoch: AtomicU64,
     /// The last epoch whose invalidation is in `invalidated`, every earlier
@@ -153,8 +155,9 @@ impl std::fmt::Debug for KeyCache {
 /// so that no entry loaded before it can outlive the memory of it.
 const INVALIDATION_MARGIN: Duration = Duration::from_secs(60);
 
-/// Invalidations remembered per cache entry allowed: a burst of changes to
-/// keys this node does not hold must not push out the memory of one it does.
+/// Invalidations remembered per cache entry allowed. Past that, a burst of
+/// changes to keys this node does not hold costs a reload of every held key
+/// (the memory's floor rises), never the memory of one it does hold.
 const INVALIDATIONS_PER_ENTRY: u64 = 10;
 
 /// Expires an entry at its own `expires_at`.
@@ -203,10 +206,10 @@ impl KeyCache {
                 }
             })
             .build();
-        let invalidated = Cache::builder()
-            .max_capacity(config.max_entries.saturating_mul(INVALIDATIONS_PER_ENTRY))
-            .time_to_live(memory)
-            .build();
+        let invalidated = Invalidations::new(
+            config.max_entries.saturating_mul(INVALIDATIONS_PER_ENTRY),
+            memory,
+        );
         KeyCache {
             keys,
             clock,
@@ -275,10 +278,7 @@ impl KeyCache {
         if entry.checked_epoch.load(Ordering::Acquire) >= published {
             return true;
         }
-        let current = self
-            .invalidated
-            .get(&key.id)
-            .is_none_or(|epoch| epoch < entry.loaded_epoch);
+        let current = self.invalidated.is_current(&key.id, entry.loaded_epoch);
         if current {
             entry.checked_epoch.fetch_max(published, Ordering::AcqRel);
         }
@@ -461,7 +461,7 @@ impl KeyChangeListener for KeyCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-        self.invalidated.insert(*id, epoch);
+        self.invalidated.record(*id, epoch, Instant::now());
         if let Some(hash) = self.hashes.get(id) {
             self.entries.invalidate(&hash);
         }

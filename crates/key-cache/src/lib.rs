@@ -16,6 +16,7 @@
 
 mod cache;
 mod freshness;
+mod invalidations;
 mod recent;
 mod uses;
 

@@ -232,6 +232,17 @@ impl Harness {
     /// Creates a full-access live secret key, expiring after `expires_in` if
     /// given.
     pub fn create(&self, t: &Tenant, expires_in: Option<time::Duration>) -> CreatedKey {
+        self.create_by(&self.node, t, expires_in)
+    }
+
+    /// Creates a full-access live secret key through `service` (this node's
+    /// or the other node's, which does not tell the cache).
+    pub fn create_by(
+        &self,
+        service: &ApiKeys,
+        t: &Tenant,
+        expires_in: Option<time::Duration>,
+    ) -> CreatedKey {
         let request = CreateKey {
             name: KeyName::parse("Backend").expect("name"),
             key_type: KeyType::Secret,
@@ -239,9 +250,7 @@ impl Harness {
             scopes: Scopes::full(),
             expires_in: expires_in.map(|d| ExpiresIn::new(d).expect("lifetime")),
         };
-        self.node
-            .create(&t.admin, None, request)
-            .expect("create key")
+        service.create(&t.admin, None, request).expect("create key")
     }
 
     /// Through the cache, as a request that may block.
