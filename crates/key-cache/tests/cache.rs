@@ -167,8 +167,7 @@ fn an_unknown_key_is_asked_for_again_after_negative_ttl() {
         negative_ttl: Duration::from_millis(50),
         ..CacheConfig::default()
     };
-    let h = Harness::with(config, Freshness::new(common::LONG));
-    h.freshness.confirm(std::time::Instant::now());
+    let h = Harness::confirmed(config);
     let t = h.tenant();
     let unknown = Credentials::new(unknown_key(1234), t.id);
     h.auth(&t.live).expect("a known key, kept for `ttl`");
@@ -199,8 +198,7 @@ fn hits_on_one_thread_stop_at_the_entrys_expiry_known_or_unknown() {
         negative_ttl: Duration::from_millis(50),
         ..CacheConfig::default()
     };
-    let h = Harness::with(config, Freshness::new(common::LONG));
-    h.freshness.confirm(std::time::Instant::now());
+    let h = Harness::confirmed(config);
     let t = h.tenant();
     let unknown = Credentials::new(unknown_key(99), t.id);
     h.auth(&t.live).expect("a known key");
@@ -272,8 +270,7 @@ fn the_cache_holds_at_most_max_entries() {
         max_entries: MAX,
         ..CacheConfig::default()
     };
-    let h = Harness::with(config, Freshness::new(common::LONG));
-    h.freshness.confirm(std::time::Instant::now());
+    let h = Harness::confirmed(config);
     let t = h.tenant();
 
     for i in 0..40 {
@@ -352,8 +349,7 @@ fn a_revocation_is_seen_however_many_other_keys_changed_around_it() {
         max_entries: MAX,
         ..CacheConfig::default()
     };
-    let h = Harness::with(config, Freshness::new(common::LONG));
-    h.freshness.confirm(std::time::Instant::now());
+    let h = Harness::confirmed(config);
     let t = h.tenant();
     // Given a key made on another node (this cache has heard nothing of it)
     // and held by this thread,

@@ -175,7 +175,12 @@ pub struct Harness {
 impl Harness {
     /// Default settings, and a cache confirmed fresh for the whole test.
     pub fn new() -> Self {
-        let h = Self::with(CacheConfig::default(), Freshness::new(LONG));
+        Self::confirmed(CacheConfig::default())
+    }
+
+    /// `config`, and a cache confirmed fresh for the whole test.
+    pub fn confirmed(config: CacheConfig) -> Self {
+        let h = Self::with(config, Freshness::new(LONG));
         h.freshness.confirm(Instant::now());
         h
     }
