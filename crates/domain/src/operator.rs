@@ -14,9 +14,10 @@ use thiserror::Error;
 use crate::api_key::{KeyView, Tenant};
 use crate::events::{EventData, Origin};
 use crate::ids::{KeyId, TenantId};
-use crate::kinds::Mode;
+use crate::key_kind::Mode;
 use crate::ports::{InsertError, ListQuery, RepositoryError, RevokeRepoError};
-use crate::service::{ApiKeys, CreateKey, CreatedKey, KeyViewPage, ListKeys};
+use crate::requests::{CreateKey, ListKeys};
+use crate::service::{ApiKeys, CreatedKey, KeyViewPage};
 
 /// Why [`ApiKeys::create_key_for`] failed.
 #[derive(Debug, Error)]

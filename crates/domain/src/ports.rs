@@ -19,7 +19,7 @@ use crate::events::{EventPage, EventQuery, FieldChanges, KeyEvent, StoredEvent};
 use crate::hashing::KeyHash;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord, IdempotencyScope};
 use crate::ids::{KeyId, TenantId};
-use crate::kinds::{KeyType, Mode};
+use crate::key_kind::{KeyType, Mode};
 
 type Source = Box<dyn StdError + Send + Sync + 'static>;
 

@@ -6,7 +6,7 @@
 
 mod clock;
 pub mod contract;
-mod idempotency_contract;
+pub mod idempotency_contract;
 mod memory;
 mod secrets;
 
