@@ -85,7 +85,7 @@ pub use name::{is_forbidden_in_name, KeyName, KeyNameError, MAX_NAME_CHARS};
 pub use operator::{CreateKeyForError, ListKeysForError, RevokeKeyForError, RevokedKey};
 pub use ports::{
     ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
-    KeyChangeListener, KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError,
+    KeyChangeListener, KeyLookup, KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError,
     RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
 pub use random::{OsSecretSource, SecretSource};

@@ -7,5 +7,6 @@
 
 pub use crate::auth::MockAuthenticator;
 pub use crate::ports::{
-    MockApiKeyRepository, MockEventRepository, MockIdempotencyRepository, MockTenantRepository,
+    MockApiKeyRepository, MockEventRepository, MockIdempotencyRepository, MockKeyLookup,
+    MockTenantRepository,
 };

@@ -6,16 +6,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use domain::{
-    check_key, ApiKey, ApiKeyRepository, AuthError, Authenticator, Clock, Credentials, HashKey,
-    KeyChangeListener, KeyHash, KeyId, KeyUse, RepositoryError,
+    check_key, ApiKey, AuthError, Authenticator, Clock, Credentials, HashKey, KeyChangeListener,
+    KeyHash, KeyId, KeyLookup, KeyUse, RepositoryError,
 };
 use moka::sync::Cache;
 use time::OffsetDateTime;
 
 use crate::freshness::Freshness;
 use crate::invalidations::Invalidations;
-use crate::recent::Recent;
-use crate::uses::UseBuffer;
+use crate::last_used::UseBuffer;
+use crate::thread_shortcut::ThreadShortcut;
 
 /// Sizes and times of a [`KeyCache`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +95,7 @@ struct Entry {
     key: Option<Arc<ApiKey>>,
     /// When the entry stops being used: `ttl` after the load for a key,
     /// `negative_ttl` for no key. The shared cache drops it then, and a
-    /// thread's [`Recent`] stops answering from it.
+    /// [`ThreadShortcut`] stops answering from it.
     expires_at: Instant,
     /// The invalidation epoch when the load began: an invalidation of the
     /// key after that makes the entry stale, even if it was stored after the
@@ -116,13 +116,13 @@ type Shared = Arc<Entry>;
 /// The cache, as an [`Authenticator`] in front of the key repository and a
 /// [`KeyChangeListener`] for the service and the event feed.
 pub struct KeyCache {
-    keys: Arc<dyn ApiKeyRepository>,
+    keys: Arc<dyn KeyLookup>,
     clock: Arc<dyn Clock>,
     hash_key: HashKey,
     entries: Cache<KeyHash, Shared>,
     /// Per thread, the entries it found last: the hit path's shortcut past
     /// `entries`.
-    recent: Recent<Shared>,
+    shortcut: ThreadShortcut<Shared>,
     /// Key id to hash, to drop an entry when an event names its key.
     hashes: Cache<KeyId, KeyHash>,
     /// Key id to the epoch of its last invalidation, kept long enough to
@@ -179,7 +179,7 @@ impl KeyCache {
     /// presented keys with `hash_key` (the service's), collecting uses in
     /// `uses` and trusting itself while `freshness` is confirmed.
     pub fn new(
-        keys: Arc<dyn ApiKeyRepository>,
+        keys: Arc<dyn KeyLookup>,
         clock: Arc<dyn Clock>,
         hash_key: HashKey,
         freshness: Arc<Freshness>,
@@ -215,7 +215,7 @@ impl KeyCache {
             clock,
             hash_key,
             entries,
-            recent: Recent::new(),
+            shortcut: ThreadShortcut::new(),
             hashes,
             invalidated,
             epoch: AtomicU64::new(0),
@@ -399,14 +399,14 @@ impl Authenticator for KeyCache {
             return None;
         }
         let hash = self.hash_key.hash(credentials.key());
-        let entry = match self.recent.get(&hash) {
+        let entry = match self.shortcut.get(&hash) {
             Some(entry) if self.usable(&entry, instant) => entry,
             _ => {
                 let entry = self.entries.get(&hash)?;
                 if !self.usable(&entry, instant) {
                     return None;
                 }
-                self.recent.put(hash, entry.clone());
+                self.shortcut.put(hash, entry.clone());
                 entry
             }
         };

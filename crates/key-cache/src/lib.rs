@@ -17,9 +17,9 @@
 mod cache;
 mod freshness;
 mod invalidations;
-mod recent;
-mod uses;
+mod last_used;
+mod thread_shortcut;
 
 pub use cache::{CacheConfig, CacheStats, KeyCache};
 pub use freshness::Freshness;
-pub use uses::{UseBuffer, UseFlusher, UseStats};
+pub use last_used::{UseBuffer, UseFlusher, UseStats};

@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 use domain::testing::{InMemoryStore, SeqSecretSource, TestClock};
 use domain::{
     ApiKey, ApiKeyRepository, ApiKeys, AuthError, Authenticator, CreateKey, CreatedKey,
-    CreatedTenant, Credentials, ExpiresIn, HashKey, InsertError, KeyEvent, KeyHash, KeyId, KeyName,
-    KeyPage, KeyType, KeyUse, ListQuery, Mode, NewKey, Origin, PlainKey, Principal,
-    RepositoryError, RevokeRepoError, RotateRepoError, Scopes, TenantId, UpdateRepoError,
+    CreatedTenant, Credentials, ExpiresIn, HashKey, KeyHash, KeyLookup, KeyName, KeyType, KeyUse,
+    Mode, Origin, PlainKey, Principal, RepositoryError, Scopes, TenantId,
 };
 use key_cache::{CacheConfig, Freshness, KeyCache, UseBuffer};
 use time::OffsetDateTime;
@@ -41,7 +40,7 @@ pub fn hash_key() -> HashKey {
 /// before the answer is returned.
 pub type Hook = Box<dyn Fn() + Send + Sync>;
 
-/// An [`ApiKeyRepository`] that delegates to an [`InMemoryStore`], counting
+/// A [`KeyLookup`] that delegates to an [`InMemoryStore`], counting
 /// `find_by_hash` calls and recording every `record_uses` batch.
 pub struct CountingRepo {
     pub store: InMemoryStore,
@@ -82,14 +81,12 @@ impl CountingRepo {
     }
 }
 
-impl ApiKeyRepository for CountingRepo {
-    fn insert(&self, key: &NewKey, max_active: u32, event: &KeyEvent) -> Result<(), InsertError> {
-        self.store.insert(key, max_active, event)
-    }
-
+/// Only what the cache uses: the rest of the store is reached through
+/// `store`.
+impl KeyLookup for CountingRepo {
     fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError> {
         self.finds.fetch_add(1, Ordering::SeqCst);
-        let found = self.store.find_by_hash(hash);
+        let found = ApiKeyRepository::find_by_hash(&self.store, hash);
         let hook = self
             .after_find
             .lock()
@@ -101,60 +98,12 @@ impl ApiKeyRepository for CountingRepo {
         found
     }
 
-    fn find(&self, tenant: &TenantId, id: &KeyId) -> Result<Option<ApiKey>, RepositoryError> {
-        self.store.find(tenant, id)
-    }
-
-    fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<KeyPage, RepositoryError> {
-        self.store.list(tenant, query)
-    }
-
-    fn update(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        changes: &domain::FieldChanges,
-        event: &KeyEvent,
-    ) -> Result<ApiKey, UpdateRepoError> {
-        self.store.update(tenant, id, changes, event)
-    }
-
-    fn revoke(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        event: &KeyEvent,
-    ) -> Result<ApiKey, RevokeRepoError> {
-        self.store.revoke(tenant, id, event)
-    }
-
-    fn revoke_unguarded(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        event: &KeyEvent,
-    ) -> Result<ApiKey, RevokeRepoError> {
-        self.store.revoke_unguarded(tenant, id, event)
-    }
-
-    fn rotate(
-        &self,
-        old: &KeyId,
-        successor: &NewKey,
-        revokes_at: OffsetDateTime,
-        rotated: &KeyEvent,
-        created: &KeyEvent,
-    ) -> Result<(), RotateRepoError> {
-        self.store
-            .rotate(old, successor, revokes_at, rotated, created)
-    }
-
     fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
         self.batches
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(uses.to_vec());
-        self.store.record_uses(uses)
+        ApiKeyRepository::record_uses(&self.store, uses)
     }
 }
 
