@@ -11,5 +11,5 @@ mod memory;
 mod secrets;
 
 pub use clock::TestClock;
-pub use memory::InMemoryStore;
+pub use memory::{Fault, InMemoryStore};
 pub use secrets::SeqSecretSource;
