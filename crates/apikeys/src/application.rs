@@ -126,7 +126,11 @@ impl Application {
             readiness,
         )
         .with_failure_limiter(limiter.clone())
-        .with_request_limits(settings.request_limits);
+        .with_request_limits(RequestLimits {
+            // What the store's settings allow a call, not a guess of them.
+            storage_wait: store.call_bound(),
+            ..settings.request_limits
+        });
         let server = http_actix::server(listener, state, settings.workers)
             .with_context(|| format!("cannot serve on {addr}"))?;
         Ok(Application {

@@ -313,7 +313,8 @@ impl<'a> Env<'a> {
 
     /// `APIKEYS_BODY_TIMEOUT` (how long a request body may take to arrive,
     /// 1s–300s, default 10s) and `APIKEYS_HEAD_TIMEOUT` (the same for the
-    /// request head, 1s–300s, default 5s).
+    /// request head, 1s–300s, default 5s). The wait for storage comes from
+    /// the store ([`infra_postgres::PgStore::call_bound`]).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`].
@@ -326,6 +327,7 @@ impl<'a> Env<'a> {
             head_timeout: self
                 .seconds("APIKEYS_HEAD_TIMEOUT", 300)?
                 .unwrap_or(defaults.head_timeout),
+            ..defaults
         })
     }
 

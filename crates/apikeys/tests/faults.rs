@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
 use common::{json, store_at, TestApp};
-use infra_postgres::testing::TestDatabase;
+use infra_postgres::testing::{StallingProxy, TestDatabase};
 use infra_postgres::{PgStore, PoolConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -183,4 +183,100 @@ async fn spawn_without_tenant(store: infra_postgres::PgStore) -> Bare {
         base,
         client: reqwest::Client::new(),
     }
+}
+
+#[actix_web::test]
+async fn a_database_that_stops_answering_gives_503_within_the_bound_then_at_once() {
+    // Given the application reaching its database through a proxy that can
+    // stop forwarding without closing anything (frozen database processes,
+    // or a network dropping packets), with 1 s pool and statement timeouts:
+    // no request may wait longer than 1 + 1 + 1 s.
+    let db = TestDatabase::new();
+    let proxy = StallingProxy::start(db.url());
+    let timeouts = Duration::from_secs(1);
+    let store = PgStore::connect(
+        proxy.url(),
+        &PoolConfig {
+            max_size: 4,
+            connection_timeout: timeouts,
+            statement_timeout: timeouts,
+        },
+    )
+    .unwrap();
+    let bound = store.call_bound();
+    assert_eq!(bound, Duration::from_secs(3));
+    let app = TestApp::spawn_on(store.clone(), Some(db)).await;
+    let list = || app.request(Method::GET, "/v1/api-keys").send();
+    assert_eq!(list().await.unwrap().status(), StatusCode::OK);
+
+    // When the database stops answering.
+    proxy.stall();
+
+    // Then the request already on its way gets 503 at the bound, not when
+    // TCP gives up.
+    let started = Instant::now();
+    let response = list().await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(json(response).await["error"]["code"], "service_unavailable");
+    assert!(
+        waited < bound + Duration::from_millis(500),
+        "waited {waited:?}"
+    );
+    // The node knows by now; every request that needs the database gets
+    // its 503 at once, and readiness answers 503 within 1 s.
+    assert!(store.database_down());
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = list().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(100), "took {took:?}");
+        let started = Instant::now();
+        let ready = app.get_public("/readyz").await;
+        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    assert_eq!(app.get_public("/healthz").await.status(), StatusCode::OK);
+
+    // And within 1 s of the database answering again, requests succeed.
+    proxy.resume();
+    let resumed = Instant::now();
+    loop {
+        if list().await.unwrap().status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(1),
+            "not serving 1 s after the database answers again"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.get_public("/readyz").await.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn readiness_answers_within_a_second_while_the_database_stops_answering() {
+    // A fresh node whose database hangs before the node has noticed
+    // anything: readiness itself must not wait for the pool.
+    let db = TestDatabase::new();
+    let proxy = StallingProxy::start(db.url());
+    let store = PgStore::connect(
+        proxy.url(),
+        &PoolConfig {
+            max_size: 4,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    let app = TestApp::spawn_on(store, Some(db)).await;
+    assert_eq!(app.get_public("/readyz").await.status(), StatusCode::OK);
+    proxy.stall();
+    let started = Instant::now();
+    let ready = app.get_public("/readyz").await;
+    let took = started.elapsed();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    proxy.resume();
 }

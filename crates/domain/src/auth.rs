@@ -162,12 +162,13 @@ impl Principal {
         }
     }
 
-    /// Requires `scope` (a key with `*` has every scope).
+    /// Requires `scope` (a key with `*` has every scope, but a publishable
+    /// key never has a sensitive one: [`Scopes::allow_for`]).
     ///
     /// # Errors
     /// [`AccessError::InsufficientScope`].
     pub fn require_scope(&self, scope: Scope) -> Result<(), AccessError> {
-        if self.scopes.allows(scope) {
+        if self.scopes.allow_for(self.key_type, scope) {
             Ok(())
         } else {
             Err(AccessError::InsufficientScope { required: scope })

@@ -6,6 +6,7 @@ use thiserror::Error;
 use crate::auth::AccessError;
 use crate::name::KeyNameError;
 use crate::ports::RepositoryError;
+use crate::scope::Scope;
 
 /// Why [`ApiKeys::create`](crate::ApiKeys::create) failed.
 #[derive(Debug, Error)]
@@ -16,6 +17,9 @@ pub enum CreateError {
     /// A test key asked for a live key.
     #[error("a test key cannot create live keys")]
     LiveModeRequired,
+    /// A publishable key was asked for with a sensitive scope.
+    #[error("a publishable key cannot hold {}: it is public by design", .0.as_str())]
+    SensitiveScope(Scope),
     /// The tenant has the maximum number of active keys.
     #[error("the tenant has reached its limit of active keys")]
     LimitReached,
@@ -83,6 +87,9 @@ pub enum UpdateError {
     /// The key is revoked and cannot change.
     #[error("the API key is revoked")]
     Revoked,
+    /// A publishable key was given a sensitive scope.
+    #[error("a publishable key cannot hold {}: it is public by design", .0.as_str())]
+    SensitiveScope(Scope),
     /// Narrowing the scopes would leave the tenant without a full-access live
     /// secret key.
     #[error("this is the tenant's last full-access live secret key")]

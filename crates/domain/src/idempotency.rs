@@ -26,6 +26,7 @@ use time::{Duration, OffsetDateTime};
 use crate::duration::GracePeriod;
 use crate::hashing::HashKey;
 use crate::ids::{KeyId, TenantId};
+use crate::key_string::contains_key_material;
 use crate::random::SecretSource;
 use crate::requests::CreateKey;
 
@@ -59,6 +60,10 @@ pub enum IdempotencyKeyError {
     /// A character outside printable ASCII.
     #[error("`Idempotency-Key` must be printable ASCII")]
     NotPrintable,
+    /// It holds an API key, or a key's part after its tag: the header is
+    /// stored in clear for 24 hours.
+    #[error("`Idempotency-Key` must not contain an API key: it is stored in clear")]
+    ContainsKey,
 }
 
 impl IdempotencyKey {
@@ -75,6 +80,9 @@ impl IdempotencyKey {
         }
         if raw.len() > MAX_IDEMPOTENCY_KEY_LEN {
             return Err(IdempotencyKeyError::TooLong);
+        }
+        if contains_key_material(raw) {
+            return Err(IdempotencyKeyError::ContainsKey);
         }
         Ok(IdempotencyKey(raw.to_owned()))
     }

@@ -159,9 +159,52 @@ fn push_checksum(text: &mut String) {
     }
 }
 
+/// Whether `text` holds key material anywhere: a well-formed key, or the part
+/// of one after its tag, that is 32 base62 characters followed by the 6 of a
+/// checksum that matches them under one of the four tags (docs/api.md,
+/// "Secrets"). Such text is refused where a key does not belong (names,
+/// `Idempotency-Key`, `X-Request-ID`, ...), so that no key is stored, listed
+/// or logged by mistake. A random string passes with a chance of about
+/// 4 in 62^6 (7 in 10^11) per 38-character window.
+pub fn contains_key_material(text: &str) -> bool {
+    const TAIL_LEN: usize = BODY_LEN + CHECKSUM_LEN;
+    const TAGS: [&str; 4] = ["sk_live_", "sk_test_", "pk_live_", "pk_test_"];
+    let bytes = text.as_bytes();
+    let mut run = 0;
+    for (end, byte) in bytes.iter().enumerate() {
+        if !byte.is_ascii_alphanumeric() {
+            run = 0;
+            continue;
+        }
+        run += 1;
+        if run < TAIL_LEN {
+            continue;
+        }
+        // ASCII alphanumerics only: every index here is a char boundary.
+        let start = end + 1 - TAIL_LEN;
+        let body = &bytes[start..start + BODY_LEN];
+        let checksum = &bytes[start + BODY_LEN..=end];
+        let matches = TAGS.iter().any(|tag| {
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(tag.as_bytes());
+            crc.update(body);
+            base62_checksum(crc.finalize()) == checksum
+        });
+        if matches {
+            return true;
+        }
+    }
+    false
+}
+
 /// CRC-32 (IEEE) of `payload` as 6 base62 digits, most significant first.
 fn encode_checksum(payload: &str) -> [u8; CHECKSUM_LEN] {
-    let mut value = crc32fast::hash(payload.as_bytes());
+    base62_checksum(crc32fast::hash(payload.as_bytes()))
+}
+
+/// A CRC-32 as 6 base62 digits, most significant first.
+fn base62_checksum(crc: u32) -> [u8; CHECKSUM_LEN] {
+    let mut value = crc;
     let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(value % 62) as usize];

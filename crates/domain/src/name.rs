@@ -10,7 +10,7 @@ use std::fmt;
 use thiserror::Error;
 use unicode_general_category::{get_general_category, GeneralCategory};
 
-use crate::key_string::{PlainKey, KEY_LEN};
+use crate::key_string::contains_key_material;
 
 /// Longest name, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -30,7 +30,8 @@ pub enum KeyNameError {
         "name must not contain control, invisible, bidirectional-override, private-use or unassigned characters"
     )]
     ControlCharacter,
-    /// The name is, or contains, a well-formed API key.
+    /// The name is, or contains, a well-formed API key or the part of one
+    /// after its tag.
     #[error("name must not contain an API key: names are stored and shown in clear")]
     ContainsKey,
 }
@@ -55,18 +56,6 @@ pub fn is_forbidden_in_name(c: char) -> bool {
                 | GeneralCategory::PrivateUse
                 | GeneralCategory::Unassigned
         )
-}
-
-/// Whether `text` holds a well-formed key (tag, alphabet and checksum) at
-/// any position.
-fn contains_key(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    (0..bytes.len().saturating_sub(KEY_LEN - 1)).any(|start| {
-        matches!(&bytes[start..start + 3], b"sk_" | b"pk_")
-            && text
-                .get(start..start + KEY_LEN)
-                .is_some_and(|candidate| PlainKey::parse(candidate).is_ok())
-    })
 }
 
 /// A trimmed label of 1 to 100 characters that shows what it is: see
@@ -96,7 +85,7 @@ impl KeyName {
         if trimmed.chars().count() > MAX_NAME_CHARS {
             return Err(KeyNameError::TooLong);
         }
-        if contains_key(trimmed) {
+        if contains_key_material(trimmed) {
             return Err(KeyNameError::ContainsKey);
         }
         Ok(KeyName(trimmed.to_owned()))

@@ -14,9 +14,10 @@ use thiserror::Error;
 use crate::api_key::{KeyView, Tenant};
 use crate::events::{EventData, Origin};
 use crate::ids::{KeyId, TenantId};
-use crate::key_kind::Mode;
+use crate::key_kind::{KeyType, Mode};
 use crate::ports::{InsertError, ListQuery, RepositoryError, RevokeRepoError};
 use crate::requests::{CreateKey, ListKeys};
+use crate::scope::Scope;
 use crate::service::{ApiKeys, CreatedKey, KeyViewPage};
 
 /// Why [`ApiKeys::create_key_for`] failed.
@@ -25,6 +26,9 @@ pub enum CreateKeyForError {
     /// No such tenant.
     #[error("unknown tenant {0}")]
     UnknownTenant(TenantId),
+    /// A publishable key was asked for with a sensitive scope.
+    #[error("a publishable key cannot hold {}: it is public by design", .0.as_str())]
+    SensitiveScope(Scope),
     /// The tenant has the maximum number of active keys.
     #[error("the tenant has reached its limit of active keys")]
     LimitReached,
@@ -109,6 +113,11 @@ impl ApiKeys {
         tenant: &TenantId,
         request: CreateKey,
     ) -> Result<CreatedKey, CreateKeyForError> {
+        if request.key_type == KeyType::Publishable {
+            if let Some(scope) = request.scopes.first_sensitive() {
+                return Err(CreateKeyForError::SensitiveScope(scope));
+            }
+        }
         let mode = request.mode.unwrap_or(Mode::Live);
         match self.insert_key(origin, *tenant, mode, request) {
             Ok(created) => Ok(created),

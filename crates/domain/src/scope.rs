@@ -60,6 +60,21 @@ impl Scope {
         }
     }
 
+    /// Whether only a secret key may use this scope (docs/api.md, "Scopes"):
+    /// every `:write` scope, `audit-logs:read` and `webhooks:read`.
+    /// Publishable keys are public by design.
+    pub fn is_sensitive(self) -> bool {
+        matches!(
+            self,
+            Scope::UsersWrite
+                | Scope::SessionsWrite
+                | Scope::OrganizationsWrite
+                | Scope::WebhooksRead
+                | Scope::WebhooksWrite
+                | Scope::AuditLogsRead
+        )
+    }
+
     /// Parses a wire name (exact).
     ///
     /// # Errors
@@ -148,6 +163,21 @@ impl Scopes {
     /// Whether these scopes grant `required` (`*` grants everything).
     pub fn allows(&self, required: Scope) -> bool {
         self.is_full_access() || self.0 & required.bit() != 0
+    }
+
+    /// Whether a key of `key_type` holding these scopes may use `required`:
+    /// as [`Scopes::allows`], except that a publishable key never satisfies
+    /// a sensitive scope ([`Scope::is_sensitive`]), whatever it holds (its
+    /// `*` stands for the other scopes only).
+    pub fn allow_for(&self, key_type: crate::KeyType, required: Scope) -> bool {
+        self.allows(required)
+            && !(key_type == crate::KeyType::Publishable && required.is_sensitive())
+    }
+
+    /// The first sensitive scope listed by name (not through `*`), which a
+    /// publishable key may not be given.
+    pub fn first_sensitive(&self) -> Option<Scope> {
+        self.iter().find(|s| s.is_sensitive())
     }
 
     /// Whether this is `["*"]`.

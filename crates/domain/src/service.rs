@@ -336,6 +336,11 @@ impl ApiKeys {
             if key.is_revoked(now) {
                 return Err(UpdateError::Revoked);
             }
+            if key.key_type == KeyType::Publishable {
+                if let Some(scope) = scopes.as_ref().and_then(Scopes::first_sensitive) {
+                    return Err(UpdateError::SensitiveScope(scope));
+                }
+            }
             let changes = FieldChanges::between(&key, name.as_ref(), scopes.as_ref());
             if changes.is_empty() {
                 return Ok(KeyView::at(key, now));
@@ -693,8 +698,14 @@ pub(crate) struct PreparedRotation {
 }
 
 /// The mode a creation makes its key in: the request's, or the caller's.
-/// A test key cannot create live keys.
+/// A test key cannot create live keys, and a publishable key cannot be given
+/// a sensitive scope ([`Scope::is_sensitive`]).
 pub(crate) fn creatable_mode(caller: &Principal, request: &CreateKey) -> Result<Mode, CreateError> {
+    if request.key_type == KeyType::Publishable {
+        if let Some(scope) = request.scopes.first_sensitive() {
+            return Err(CreateError::SensitiveScope(scope));
+        }
+    }
     let mode = request.mode.unwrap_or(caller.mode);
     if caller.mode == Mode::Test && mode == Mode::Live {
         return Err(CreateError::LiveModeRequired);

@@ -10,8 +10,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use domain::{
-    is_forbidden_in_name, parse_duration, DurationError, ExpiresIn, GracePeriod, KeyFormatError,
-    KeyId, KeyName, KeyType, Mode, PlainKey, Scope, Scopes, SecretSource, TenantId, MAX_NAME_CHARS,
+    contains_key_material, is_forbidden_in_name, parse_duration, DurationError, ExpiresIn,
+    GracePeriod, KeyFormatError, KeyId, KeyName, KeyType, Mode, PlainKey, Scope, Scopes,
+    SecretSource, TenantId, MAX_NAME_CHARS,
 };
 use proptest::prelude::*;
 
@@ -103,6 +104,26 @@ proptest! {
         let mut longer = text.to_owned();
         longer.insert(at, extra);
         prop_assert_eq!(PlainKey::parse(&longer).unwrap_err(), KeyFormatError::Malformed);
+    }
+
+    #[test]
+    fn a_key_or_its_tail_is_found_in_any_text_around_it(
+        key in key(),
+        before in "[ -~]{0,40}",
+        after in "[ -~]{0,40}",
+        tagged in any::<bool>(),
+    ) {
+        let text = key.expose_secret();
+        let material = if tagged { text } else { &text[8..] };
+        let found = contains_key_material(&format!("{before}{material}{after}"));
+        prop_assert!(found);
+    }
+
+    #[test]
+    fn random_alphanumerics_of_a_keys_length_are_no_key_material(s in "[0-9A-Za-z]{38,60}") {
+        // A false alarm needs a CRC-32 match: about 7 in 10^11 per window.
+        prop_assert!(!contains_key_material(&s));
+        prop_assert!(KeyName::parse(&s).is_ok());
     }
 
     #[test]

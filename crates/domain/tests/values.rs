@@ -4,8 +4,9 @@
 
 use domain::testing::SeqSecretSource;
 use domain::{
-    Credentials, HashKey, HashKeyError, IdError, KeyId, KeyName, KeyNameError, KeyType, Mode,
-    PageLimit, PageLimitError, PlainKey, Scope, Scopes, ScopesError, TenantId, UnknownVariant,
+    contains_key_material, Credentials, HashKey, HashKeyError, IdError, IdempotencyKey,
+    IdempotencyKeyError, KeyId, KeyName, KeyNameError, KeyType, Mode, PageLimit, PageLimitError,
+    PlainKey, Scope, Scopes, ScopesError, TenantId, UnknownVariant,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -411,6 +412,65 @@ fn key_name_must_not_be_or_contain_a_key() {
         .map_or('0', |c| if c == 'a' { 'b' } else { 'a' });
     mistyped.push(last);
     assert!(KeyName::parse(&mistyped).is_ok());
+}
+
+#[test]
+fn key_name_must_not_hold_a_key_without_its_tag() {
+    for (key_type, mode) in [
+        (KeyType::Secret, Mode::Live),
+        (KeyType::Secret, Mode::Test),
+        (KeyType::Publishable, Mode::Live),
+        (KeyType::Publishable, Mode::Test),
+    ] {
+        let key = PlainKey::generate(key_type, mode, &SeqSecretSource::default()).into_secret();
+        let tail = &key[8..];
+        for bad in [
+            tail.to_owned(),
+            format!("copy of {tail}"),
+            format!("{tail}-old"),
+        ] {
+            assert_eq!(
+                KeyName::parse(&bad),
+                Err(KeyNameError::ContainsKey),
+                "{bad:?}"
+            );
+            assert!(contains_key_material(&bad), "{bad:?}");
+        }
+        // Inside a longer alphanumeric run it is still found.
+        assert!(contains_key_material(&format!("xx{tail}yy")));
+        // One character changed: the checksum no longer matches.
+        let mut changed = tail.to_owned().into_bytes();
+        changed[0] = if changed[0] == b'A' { b'B' } else { b'A' };
+        let changed = String::from_utf8(changed).unwrap();
+        assert!(!contains_key_material(&changed), "{changed:?}");
+        assert!(KeyName::parse(&changed).is_ok());
+        // Shorter than a key's tail: no key material.
+        assert!(!contains_key_material(&tail[1..]));
+    }
+    assert!(!contains_key_material(""));
+    assert!(!contains_key_material("Analytics Service (EU) 2026"));
+}
+
+#[test]
+fn an_idempotency_key_must_not_hold_key_material() {
+    let key =
+        PlainKey::generate(KeyType::Secret, Mode::Live, &SeqSecretSource::default()).into_secret();
+    for bad in [
+        key.clone(),
+        key[8..].to_owned(),
+        format!("retry-{}", &key[8..]),
+    ] {
+        assert_eq!(
+            IdempotencyKey::parse(&bad),
+            Err(IdempotencyKeyError::ContainsKey),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        IdempotencyKeyError::ContainsKey.to_string(),
+        "`Idempotency-Key` must not contain an API key: it is stored in clear"
+    );
+    assert!(IdempotencyKey::parse("8e0f3c1e-5b7a-4d59-9d0c-2f1b6f7f3a11").is_ok());
 }
 
 #[test]

@@ -9,11 +9,16 @@ use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
-use crate::blocking::blocking;
 use crate::dto::timestamp;
 use crate::error::ApiError;
 use crate::query::{parse_limit, query_pairs};
+use crate::route::routes;
 use crate::state::AppState;
+
+routes! {
+    /// The audit log.
+    EVENTS = "/v1/audit-events" { GET list_events },
+}
 
 /// An event's type (docs/api.md, "Key events and the audit log").
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -69,7 +74,7 @@ pub struct ActorObject {
     pub actor_type: &'static str,
     /// The calling key, for `api_key` only (absent otherwise, never `null`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, value_type = Option<crate::schema::KeyId>))]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, value_type = Option<crate::openapi::schemas::KeyId>))]
     pub key_id: Option<String>,
 }
 
@@ -78,7 +83,7 @@ pub struct ActorObject {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct EventObject {
     /// `evt_` + ULID.
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::EventId))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::schemas::EventId))]
     pub id: String,
     /// `api_key.created`, `api_key.updated`, `api_key.revoked`,
     /// `api_key.rotated` or `tenant.created`.
@@ -89,10 +94,10 @@ pub struct EventObject {
     #[cfg_attr(feature = "openapi", schema(format = DateTime, example = "2024-01-10T09:00:00Z"))]
     pub created_at: String,
     /// The tenant.
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::TenantId))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::schemas::TenantId))]
     pub tenant_id: String,
     /// The changed key; null for `tenant.created`.
-    #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<crate::schema::KeyId>))]
+    #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<crate::openapi::schemas::KeyId>))]
     pub key_id: Option<String>,
     /// The changed key's mode; null for `tenant.created`.
     #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<crate::dto::ModeDto>))]
@@ -221,27 +226,21 @@ fn parse_query(query: &str) -> Result<ListEvents, ApiError> {
     feature = "openapi",
     utoipa::path(
         get,
-        path = "/v1/audit-events",
+        path = EVENTS.path,
         tag = "audit-events",
         operation_id = "list_audit_events",
         params(
-            crate::openapi::TenantHeader,
-            ("key_id" = Option<crate::schema::KeyId>, Query, description = "Only events of this key."),
+            crate::openapi::params::TenantHeader,
+            ("key_id" = Option<crate::openapi::schemas::KeyId>, Query, description = "Only events of this key."),
             ("type" = Option<EventTypeDto>, Query, description = "Only events of this type."),
             ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100 (default 100)."),
-            ("starting_after" = Option<crate::schema::EventId>, Query, description = "An event id: events older than it."),
+            ("starting_after" = Option<crate::openapi::schemas::EventId>, Query, description = "An event id: events older than it."),
         ),
         responses(
             (status = 200, description = "A page of events, newest first.", body = EventList),
             (status = 400, description = "`invalid_tenant_id`, `invalid_parameter`, `unknown_parameter`.", body = crate::ErrorBody),
-            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = crate::ErrorBody,
-                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
             (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope` (needs `*` or `audit-logs:read`).", body = crate::ErrorBody),
-            (status = 405, description = "`method_not_allowed`.", body = crate::ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
-            (status = 429, description = "`too_many_requests`: too many failed authentications from this address (docs/api.md, \"Abuse limits\").", body = crate::ErrorBody,
-                headers(("Retry-After" = String, description = "Seconds until the address is admitted again."))),
-            (status = 500, description = "`internal_error`.", body = crate::ErrorBody),
-            (status = 503, description = "`service_unavailable`.", body = crate::ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+            crate::openapi::responses::AuthenticatedErrors,
         ),
         security(("bearer" = [])),
     )
@@ -258,7 +257,9 @@ pub(crate) async fn list_events(
     let request = parse_query(req.query_string())?;
     let service = state.service().clone();
     let principal = caller.into_principal();
-    let page = blocking(move || service.list_events(&principal, request)).await??;
+    let page = state
+        .storage(move || service.list_events(&principal, request))
+        .await??;
     Ok(HttpResponse::Ok().json(EventList {
         data: page.events.iter().map(EventObject::from).collect(),
         has_more: page.has_more,

@@ -10,7 +10,7 @@ use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use domain::{AuthError, Authenticator, Credentials, Principal};
 
-use crate::blocking::blocking;
+use crate::blocking::{blocking_within, storage_wait};
 use crate::error::ApiError;
 use crate::metrics::{self, Via};
 use crate::rate_limit::{Client, FailureLimiter};
@@ -252,8 +252,9 @@ impl FromRequest for Authenticated {
         };
         let req = req.clone();
         let limiter = limiter.cloned();
+        let wait = storage_wait(&req);
         AuthFuture::Pending(Box::pin(async move {
-            let outcome = blocking(move || authenticator.authenticate(&credentials))
+            let outcome = blocking_within(wait, move || authenticator.authenticate(&credentials))
                 .await
                 .and_then(|verdict| {
                     verdict.map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))

@@ -16,12 +16,12 @@ use utoipa::openapi::{Ref, RefOr};
 #[cfg(feature = "openapi")]
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::redact::REDACTED;
 #[cfg(feature = "openapi")]
 #[allow(unused_imports, reason = "named by the `value_type`s of the schemas")]
-use crate::schema::{
+use crate::openapi::schemas::{
     ExpiresInSchema, FullKey, GracePeriodSchema, KeyId, KeyName, KeyNameInput, Scope, ScopeList,
 };
+use crate::redact::REDACTED;
 
 const RFC3339_SECONDS: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");

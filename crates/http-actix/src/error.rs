@@ -24,19 +24,20 @@ use utoipa::ToSchema;
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
-/// Defines [`ErrorCode`] from one table, row by row: the variant with its
-/// doc line, the code as it appears in the body, and its HTTP status. The
-/// enum, its serde names, [`ErrorCode::ALL`], [`ErrorCode::as_str`] and
-/// [`ErrorCode::status`] all come from the table, so a code cannot be listed
-/// in one of them and missed in another.
+/// Defines [`ErrorCode`] from one table, the catalogue of codes, row by
+/// row: the variant, the code as it appears in the body, its HTTP status and
+/// its one-line meaning (as docs/api.md's "Error codes" table gives it; a
+/// test checks that table against this one). The enum, its serde names,
+/// [`ErrorCode::ALL`], [`ErrorCode::as_str`], [`ErrorCode::status`] and
+/// [`ErrorCode::meaning`] all come from the table, so a code cannot be
+/// listed in one of them and missed in another.
 ///
 /// `$code` is a `tt`, not a `literal`: a `literal` fragment reaches the
 /// `ToSchema` derive wrapped in an invisible group, which it does not read as
 /// the `serde(rename)`, and the schema would list the variant names.
 macro_rules! error_codes {
     ($(
-        $(#[doc = $doc:literal])*
-        $variant:ident = $code:tt, $status:ident;
+        $variant:ident = $code:tt, $status:ident, $meaning:literal;
     )*) => {
         /// Every error code the service answers with. Codes are stable; messages are
         /// for people.
@@ -45,9 +46,9 @@ macro_rules! error_codes {
         pub enum ErrorCode {
             $(
                 #[doc = concat!(
-                    "`", $code, "`, answered with `StatusCode::", stringify!($status), "`:"
+                    "`", $code, "`, answered with `StatusCode::", stringify!($status), "`: ",
+                    $meaning, "."
                 )]
-                $(#[doc = $doc])*
                 #[serde(rename = $code)]
                 $variant,
             )*
@@ -70,83 +71,56 @@ macro_rules! error_codes {
                     $(ErrorCode::$variant => StatusCode::$status,)*
                 }
             }
+
+            /// When the code is answered, in one line (docs/api.md, "Error
+            /// codes").
+            pub const fn meaning(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $meaning,)*
+                }
+            }
         }
     };
 }
 
 error_codes! {
-    /// no `Authorization: Bearer` key.
-    MissingApiKey = "missing_api_key", UNAUTHORIZED;
-    /// not a key (shape or checksum), or no key has this value.
-    InvalidApiKey = "invalid_api_key", UNAUTHORIZED;
-    /// the key is revoked (or its rotation grace period is over).
-    ApiKeyRevoked = "api_key_revoked", UNAUTHORIZED;
-    /// the key is past `expires_at`.
-    ApiKeyExpired = "api_key_expired", UNAUTHORIZED;
-    /// `X-Tenant-ID` missing or not `tnt_` + ULID.
-    InvalidTenantId = "invalid_tenant_id", BAD_REQUEST;
-    /// the key belongs to another tenant.
-    TenantMismatch = "tenant_mismatch", FORBIDDEN;
-    /// a publishable key where a secret key is required.
-    SecretKeyRequired = "secret_key_required", FORBIDDEN;
-    /// the key lacks a required scope.
-    InsufficientScope = "insufficient_scope", FORBIDDEN;
-    /// a test key asked for a live key.
-    LiveModeRequired = "live_mode_required", FORBIDDEN;
-    /// no such key visible to the caller.
-    KeyNotFound = "key_not_found", NOT_FOUND;
-    /// no such route.
-    NotFound = "not_found", NOT_FOUND;
-    /// the route exists, the method does not.
-    MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
-    /// the tenant's last full-access live secret key.
-    LastFullAccessKey = "last_full_access_key", CONFLICT;
-    /// the key is revoked.
-    KeyRevoked = "key_revoked", CONFLICT;
-    /// the key was rotated already.
-    KeyAlreadyRotated = "key_already_rotated", CONFLICT;
-    /// the key has expired.
-    KeyExpired = "key_expired", CONFLICT;
-    /// the tenant has the maximum number of active keys.
-    KeyLimitReached = "key_limit_reached", CONFLICT;
-    /// a request with this `Idempotency-Key` is still being processed.
-    IdempotencyKeyInUse = "idempotency_key_in_use", CONFLICT;
-    /// this `Idempotency-Key` was used with another request (within 24 h).
-    IdempotencyKeyReused = "idempotency_key_reused", UNPROCESSABLE_ENTITY;
-    /// the body is not a JSON object.
-    InvalidJson = "invalid_json", BAD_REQUEST;
-    /// a field or query parameter of the wrong type or value.
-    InvalidParameter = "invalid_parameter", BAD_REQUEST;
-    /// a required field is missing.
-    MissingParameter = "missing_parameter", BAD_REQUEST;
-    /// the body has a field the endpoint does not know.
-    UnknownField = "unknown_field", BAD_REQUEST;
-    /// the query string has a parameter the endpoint does not know.
-    UnknownParameter = "unknown_parameter", BAD_REQUEST;
-    /// a malformed or out-of-range duration.
-    InvalidDuration = "invalid_duration", BAD_REQUEST;
-    /// the body is larger than 16 KiB.
-    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
-    /// POST or PATCH without `Content-Type: application/json`.
-    UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE;
-    /// a malformed request that fits no other code. The one exception
-    /// to the table: when actix or another team's handler answered another
-    /// 4xx without an error of ours, that status is kept
-    /// ([`ApiError::from_status`]).
-    BadRequest = "bad_request", BAD_REQUEST;
-    /// too many failed authentications from the client's address; retry
-    /// after `Retry-After`.
-    TooManyRequests = "too_many_requests", TOO_MANY_REQUESTS;
-    /// the request body did not arrive in time; the connection is closed.
-    RequestTimeout = "request_timeout", REQUEST_TIMEOUT;
-    /// the request target (path and query) is longer than allowed.
-    UriTooLong = "uri_too_long", URI_TOO_LONG;
-    /// too many request headers, or too many bytes of them.
-    HeadersTooLarge = "request_header_fields_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE;
-    /// the database cannot be reached; retry after `Retry-After`.
-    ServiceUnavailable = "service_unavailable", SERVICE_UNAVAILABLE;
-    /// an unexpected failure; the request id identifies it in the logs.
-    InternalError = "internal_error", INTERNAL_SERVER_ERROR;
+    MissingApiKey = "missing_api_key", UNAUTHORIZED, "no bearer key";
+    InvalidApiKey = "invalid_api_key", UNAUTHORIZED, "malformed or unknown key";
+    ApiKeyRevoked = "api_key_revoked", UNAUTHORIZED, "revoked, or rotated and past its grace period; also a key revoked while its own write was in flight";
+    ApiKeyExpired = "api_key_expired", UNAUTHORIZED, "past `expires_at`";
+    InvalidTenantId = "invalid_tenant_id", BAD_REQUEST, "`X-Tenant-ID` missing or not `tnt_` + ULID";
+    TenantMismatch = "tenant_mismatch", FORBIDDEN, "the key belongs to another tenant";
+    SecretKeyRequired = "secret_key_required", FORBIDDEN, "a publishable key on a key-management route";
+    InsufficientScope = "insufficient_scope", FORBIDDEN, "a key without the required scope (`*` for keys, `*` or `audit-logs:read` for the audit log)";
+    LiveModeRequired = "live_mode_required", FORBIDDEN, "a test key creating a live key";
+    KeyNotFound = "key_not_found", NOT_FOUND, "unknown, malformed, foreign or hidden key id";
+    NotFound = "not_found", NOT_FOUND, "unknown route";
+    MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED, "known route, wrong method (`Allow` header)";
+    LastFullAccessKey = "last_full_access_key", CONFLICT, "would leave no active full-access live secret key";
+    KeyRevoked = "key_revoked", CONFLICT, "updating or rotating a revoked key";
+    KeyAlreadyRotated = "key_already_rotated", CONFLICT, "rotating a key whose revocation is scheduled";
+    KeyExpired = "key_expired", CONFLICT, "rotating an expired key";
+    KeyLimitReached = "key_limit_reached", CONFLICT, "the tenant has 10,000 active keys";
+    IdempotencyKeyInUse = "idempotency_key_in_use", CONFLICT, "a request with this `Idempotency-Key` is still running";
+    IdempotencyKeyReused = "idempotency_key_reused", UNPROCESSABLE_ENTITY, "this `Idempotency-Key` was used with another request in the last 24 hours";
+    InvalidJson = "invalid_json", BAD_REQUEST, "body not JSON, or not a JSON object";
+    InvalidParameter = "invalid_parameter", BAD_REQUEST, "a field or query parameter of the wrong type or value (`param`)";
+    MissingParameter = "missing_parameter", BAD_REQUEST, "a required field is missing (`param`); PATCH with no field";
+    UnknownField = "unknown_field", BAD_REQUEST, "a body field the endpoint does not know (`param`)";
+    UnknownParameter = "unknown_parameter", BAD_REQUEST, "a query parameter the endpoint does not know (`param`)";
+    InvalidDuration = "invalid_duration", BAD_REQUEST, "malformed or out-of-range duration (`param`)";
+    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE, "body over 16 KiB";
+    UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "POST/PATCH body without `application/json`";
+    // The one exception to the table: when actix or another team's
+    // handler answered another 4xx without an error of ours, that status is
+    // kept (`ApiError::from_status`); docs/api.md shows it as `4xx`.
+    BadRequest = "bad_request", BAD_REQUEST, "*(implementation)* any other client error actix raises outside these routes";
+    TooManyRequests = "too_many_requests", TOO_MANY_REQUESTS, "too many failed authentications from the client's address (see \"Abuse limits\"); `Retry-After`";
+    RequestTimeout = "request_timeout", REQUEST_TIMEOUT, "the body did not arrive within `APIKEYS_BODY_TIMEOUT`; the connection is closed";
+    UriTooLong = "uri_too_long", URI_TOO_LONG, "path and query over 8 KiB";
+    HeadersTooLarge = "request_header_fields_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE, "more than 64 headers, or more than 16 KiB of them";
+    ServiceUnavailable = "service_unavailable", SERVICE_UNAVAILABLE, "database unreachable (`Retry-After: 1`)";
+    InternalError = "internal_error", INTERNAL_SERVER_ERROR, "unexpected failure; quote the request id";
 }
 
 impl fmt::Display for ErrorCode {
@@ -498,16 +472,31 @@ impl From<RepositoryError> for ApiError {
     }
 }
 
+impl ErrorCode {
+    /// The code an authentication failure is answered with; `None` for a
+    /// storage failure (503 or 500 by its kind). The one mapping of
+    /// [`AuthError`]: the extractor's errors and verify's verdicts both come
+    /// from it.
+    pub(crate) const fn of_auth(e: &AuthError) -> Option<ErrorCode> {
+        match e {
+            AuthError::MissingKey => Some(ErrorCode::MissingApiKey),
+            AuthError::InvalidKey => Some(ErrorCode::InvalidApiKey),
+            AuthError::Revoked => Some(ErrorCode::ApiKeyRevoked),
+            AuthError::Expired => Some(ErrorCode::ApiKeyExpired),
+            AuthError::InvalidTenantId => Some(ErrorCode::InvalidTenantId),
+            AuthError::TenantMismatch => Some(ErrorCode::TenantMismatch),
+            AuthError::Repository(_) => None,
+        }
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::MissingKey => ApiError::new(ErrorCode::MissingApiKey, e.to_string()),
-            AuthError::InvalidKey => ApiError::new(ErrorCode::InvalidApiKey, e.to_string()),
-            AuthError::Revoked => ApiError::new(ErrorCode::ApiKeyRevoked, e.to_string()),
-            AuthError::Expired => ApiError::new(ErrorCode::ApiKeyExpired, e.to_string()),
-            AuthError::InvalidTenantId => ApiError::new(ErrorCode::InvalidTenantId, e.to_string()),
-            AuthError::TenantMismatch => ApiError::new(ErrorCode::TenantMismatch, e.to_string()),
-            AuthError::Repository(e) => e.into(),
+        match (ErrorCode::of_auth(&e), e) {
+            (_, AuthError::Repository(e)) => e.into(),
+            (Some(code), e) => ApiError::new(code, e.to_string()),
+            // Only a storage failure has no code.
+            (None, e) => ApiError::internal().with_source(e),
         }
     }
 }
@@ -562,6 +551,7 @@ impl From<CreateError> for ApiError {
             CreateError::LiveModeRequired => {
                 ApiError::new(ErrorCode::LiveModeRequired, e.to_string()).with_param("mode")
             }
+            CreateError::SensitiveScope(_) => ApiError::invalid_parameter("scopes", e.to_string()),
             CreateError::LimitReached => ApiError::new(ErrorCode::KeyLimitReached, e.to_string()),
             CreateError::CallerRevoked => caller_revoked(),
             CreateError::IdempotencyKeyReused => idempotency_key_reused(),
@@ -605,6 +595,7 @@ impl From<UpdateError> for ApiError {
             UpdateError::Access(e) => e.into(),
             UpdateError::NotFound => ApiError::key_not_found(),
             UpdateError::Revoked => ApiError::new(ErrorCode::KeyRevoked, e.to_string()),
+            UpdateError::SensitiveScope(_) => ApiError::invalid_parameter("scopes", e.to_string()),
             UpdateError::LastFullAccessKey => last_full_access_key(),
             UpdateError::CallerRevoked => caller_revoked(),
             UpdateError::Repository(e) => e.into(),
@@ -731,6 +722,43 @@ mod tests {
         check(RotateError::AlreadyRotated, 409, "key_already_rotated");
         check(RotateError::Expired, 409, "key_expired");
         check(RotateError::Repository(broken()), 500, "internal_error");
+    }
+
+    /// docs/api.md's "Error codes" table is the catalogue: the same codes,
+    /// statuses and meanings, sorted by status (`bad_request` shown as
+    /// `4xx`, the statuses it may keep).
+    #[test]
+    fn the_documented_error_table_is_the_catalogue() {
+        let api_md = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md"));
+        let section = api_md
+            .split("\n## Error codes\n")
+            .nth(1)
+            .unwrap_or_default();
+        let documented: Vec<&str> = section
+            .lines()
+            .skip_while(|line| !line.starts_with("|---"))
+            .skip(1)
+            .take_while(|line| line.starts_with('|'))
+            .collect();
+        let mut codes = ErrorCode::ALL;
+        codes.sort_by_key(|code| code.status().as_u16());
+        let expected: Vec<String> = codes
+            .iter()
+            .map(|code| {
+                let status = if *code == ErrorCode::BadRequest {
+                    "4xx".to_owned()
+                } else {
+                    code.status().as_u16().to_string()
+                };
+                format!("| {status} | `{}` | {} |", code.as_str(), code.meaning())
+            })
+            .collect();
+        assert_eq!(
+            documented,
+            expected,
+            "docs/api.md's error table must read:\n{}",
+            expected.join("\n")
+        );
     }
 
     #[test]

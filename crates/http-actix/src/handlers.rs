@@ -13,7 +13,7 @@ use domain::{
 };
 
 use crate::auth::Authenticated;
-use crate::blocking::blocking;
+use crate::blocking::blocking_within;
 use crate::body::read_object;
 // The request types only describe the bodies in the OpenAPI document; the
 // handlers read a body field by field (`crate::body`).
@@ -26,7 +26,22 @@ use crate::error::{ApiError, ErrorCode};
 use crate::idempotency::{self, idempotency_key, json_response, ReplayableResponse};
 use crate::query::{parse_limit, query_pairs};
 use crate::request_id::request_id_of;
+use crate::route::routes;
 use crate::state::AppState;
+
+routes! {
+    /// The tenant's keys: list, create.
+    KEYS = "/v1/api-keys" { GET list_keys, POST create_key },
+    /// Rotation. Before `/{id}`, which would otherwise take `rotate` for an
+    /// id.
+    ROTATE = "/v1/api-keys/rotate" { POST rotate_key },
+    /// One key.
+    KEY = "/v1/api-keys/{id}" { GET get_key, PATCH update_key, DELETE revoke_key },
+    /// Liveness.
+    HEALTHZ = "/healthz" { GET healthz },
+    /// Readiness.
+    READYZ = "/readyz" { GET readyz },
+}
 
 /// The `id` path parameter as a key id; a malformed id is as unknown as a
 /// missing key.
@@ -101,28 +116,22 @@ fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
     feature = "openapi",
     utoipa::path(
         get,
-        path = "/v1/api-keys",
+        path = KEYS.path,
         tag = "api-keys",
         operation_id = "list_api_keys",
         params(
-            crate::openapi::TenantHeader,
+            crate::openapi::params::TenantHeader,
             ("type" = Option<crate::dto::KeyTypeDto>, Query, description = "Only keys of this type."),
             ("revoked" = Option<bool>, Query, description = "`true` includes revoked keys (default `false`)."),
             ("mode" = Option<crate::dto::ModeDto>, Query, description = "Only keys of this mode (a test key sees only test keys)."),
             ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1–100 (default 100)."),
-            ("starting_after" = Option<crate::schema::KeyId>, Query, description = "Cursor: a key id; the page starts after it."),
+            ("starting_after" = Option<crate::openapi::schemas::KeyId>, Query, description = "Cursor: a key id; the page starts after it."),
         ),
         responses(
             (status = 200, description = "A page of keys.", body = KeyList),
             (status = 400, description = "`invalid_tenant_id`, `invalid_parameter`, `unknown_parameter`.", body = ErrorBody),
-            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
-                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-            (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
-            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, POST`"))),
-            (status = 429, description = "`too_many_requests`: too many failed authentications from this address (docs/api.md, \"Abuse limits\").", body = ErrorBody,
-                headers(("Retry-After" = String, description = "Seconds until the address is admitted again."))),
-            (status = 500, description = "`internal_error`.", body = ErrorBody),
-            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+            crate::openapi::responses::KeyManagementForbidden,
+            crate::openapi::responses::AuthenticatedErrors,
         ),
         security(("bearer" = [])),
     )
@@ -136,7 +145,9 @@ pub(crate) async fn list_keys(
     let request = parse_list_query(req.query_string())?;
     let service = state.service().clone();
     let principal = caller.into_principal();
-    let page = blocking(move || service.list(&principal, request)).await??;
+    let page = state
+        .storage(move || service.list(&principal, request))
+        .await??;
     Ok(HttpResponse::Ok().json(KeyList {
         data: page.keys.iter().map(KeyObject::from).collect(),
         has_more: page.has_more,
@@ -148,28 +159,22 @@ pub(crate) async fn list_keys(
     feature = "openapi",
     utoipa::path(
         post,
-        path = "/v1/api-keys",
+        path = KEYS.path,
         tag = "api-keys",
         operation_id = "create_api_key",
-        params(crate::openapi::TenantHeader, crate::openapi::IdempotencyKeyHeader),
+        params(crate::openapi::params::TenantHeader, crate::openapi::params::IdempotencyKeyHeader),
         request_body(content = CreateKeyRequest, content_type = "application/json"),
         responses(
             (status = 201, description = "The new key, with its value.", body = CreatedKeyResponse,
                 headers(("Location" = String, description = "`/v1/api-keys/{id}`"),
                     ("Idempotent-Replayed" = String, description = "`true` on a replay of an `Idempotency-Key` request; absent otherwise."))),
             (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
-            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
-                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
             (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`, `live_mode_required`.", body = ErrorBody),
-            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, POST`"))),
             (status = 409, description = "`key_limit_reached`, `idempotency_key_in_use`.", body = ErrorBody),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody),
             (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
             (status = 422, description = "`idempotency_key_reused`.", body = ErrorBody),
-            (status = 429, description = "`too_many_requests`: too many failed authentications from this address (docs/api.md, \"Abuse limits\").", body = ErrorBody,
-                headers(("Retry-After" = String, description = "Seconds until the address is admitted again."))),
-            (status = 500, description = "`internal_error`.", body = ErrorBody),
-            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+            crate::openapi::responses::AuthenticatedErrors,
         ),
         security(("bearer" = [])),
     )
@@ -214,14 +219,22 @@ pub(crate) async fn create_key(
     let request_id = request_id_of(&req);
     Ok(match once {
         Some(key) => idempotency::send(
-            blocking(move || {
-                service.create_idempotent(&principal, request_id, request, &key, created_response)
-            })
-            .await??,
+            state
+                .storage(move || {
+                    service.create_idempotent(
+                        &principal,
+                        request_id,
+                        request,
+                        &key,
+                        created_response,
+                    )
+                })
+                .await??,
         ),
         None => {
-            let created =
-                blocking(move || service.create(&principal, request_id, request)).await??;
+            let created = state
+                .storage(move || service.create(&principal, request_id, request))
+                .await??;
             idempotency::send_once(created_response(created))
         }
     })
@@ -252,22 +265,16 @@ fn rotated_response(rotated: RotatedKey) -> ReplayableResponse {
     feature = "openapi",
     utoipa::path(
         get,
-        path = "/v1/api-keys/{id}",
+        path = KEY.path,
         tag = "api-keys",
         operation_id = "get_api_key",
-        params(crate::openapi::TenantHeader, ("id" = crate::schema::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
+        params(crate::openapi::params::TenantHeader, ("id" = crate::openapi::schemas::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
         responses(
             (status = 200, description = "The key.", body = KeyObject),
             (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
-            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
-                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-            (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+            crate::openapi::responses::KeyManagementForbidden,
             (status = 404, description = "`key_not_found` (unknown, malformed, another tenant's, or hidden by mode).", body = ErrorBody),
-            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, PATCH, DELETE`"))),
-            (status = 429, description = "`too_many_requests`: too many failed authentications from this address (docs/api.md, \"Abuse limits\").", body = ErrorBody,
-                headers(("Retry-After" = String, description = "Seconds until the address is admitted again."))),
-            (status = 500, description = "`internal_error`.", body = ErrorBody),
-            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+            crate::openapi::responses::AuthenticatedErrors,
         ),
         security(("bearer" = [])),
     )
@@ -281,7 +288,9 @@ pub(crate) async fn get_key(
     let id = path_key_id(&req)?;
     let service = state.service().clone();
     let principal = caller.into_principal();
-    let key = blocking(move || service.get(&principal, &id)).await??;
+    let key = state
+        .storage(move || service.get(&principal, &id))
+        .await??;
     Ok(HttpResponse::Ok().json(KeyObject::from(&key)))
 }
 
@@ -290,26 +299,20 @@ pub(crate) async fn get_key(
     feature = "openapi",
     utoipa::path(
         patch,
-        path = "/v1/api-keys/{id}",
+        path = KEY.path,
         tag = "api-keys",
         operation_id = "update_api_key",
-        params(crate::openapi::TenantHeader, ("id" = crate::schema::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
+        params(crate::openapi::params::TenantHeader, ("id" = crate::openapi::schemas::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
         request_body(content = UpdateKeyRequest, content_type = "application/json"),
         responses(
             (status = 200, description = "The updated key.", body = KeyObject),
             (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`.", body = ErrorBody),
-            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
-                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-            (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+            crate::openapi::responses::KeyManagementForbidden,
             (status = 404, description = "`key_not_found`.", body = ErrorBody),
-            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, PATCH, DELETE`"))),
             (status = 409, description = "`key_revoked`, `last_full_access_key`.", body = ErrorBody),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody),
             (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-            (status = 429, description = "`too_many_requests`: too many failed authentications from this address (docs/api.md, \"Abuse limits\").", body = ErrorBody,
-                headers(("Retry-After" = String, description = "Seconds until the address is admitted again."))),
-            (status = 500, description = "`internal_error`.", body = ErrorBody),
-            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+            crate::openapi::responses::AuthenticatedErrors,
         ),
         security(("bearer" = [])),
     )
@@ -336,7 +339,9 @@ pub(crate) async fn update_key(
     let service = state.service().clone();
     let principal = caller.into_principal();
     let request_id = request_id_of(&req);
-    let key = blocking(move || service.update(&principal, request_id, &id, name, scopes)).await??;
+    let key = state
+        .storage(move || service.update(&principal, request_id, &id, name, scopes))
+        .await??;
     Ok(HttpResponse::Ok().json(KeyObject::from(&key)))
 }
 
@@ -345,23 +350,17 @@ pub(crate) async fn update_key(
     feature = "openapi",
     utoipa::path(
         delete,
-        path = "/v1/api-keys/{id}",
+        path = KEY.path,
         tag = "api-keys",
         operation_id = "revoke_api_key",
-        params(crate::openapi::TenantHeader, ("id" = crate::schema::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
+        params(crate::openapi::params::TenantHeader, ("id" = crate::openapi::schemas::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
         responses(
             (status = 204, description = "Revoked (or already revoked); no body."),
             (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
-            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
-                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-            (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+            crate::openapi::responses::KeyManagementForbidden,
             (status = 404, description = "`key_not_found`.", body = ErrorBody),
-            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD, PATCH, DELETE`"))),
             (status = 409, description = "`last_full_access_key`.", body = ErrorBody),
-            (status = 429, description = "`too_many_requests`: too many failed authentications from this address (docs/api.md, \"Abuse limits\").", body = ErrorBody,
-                headers(("Retry-After" = String, description = "Seconds until the address is admitted again."))),
-            (status = 500, description = "`internal_error`.", body = ErrorBody),
-            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+            crate::openapi::responses::AuthenticatedErrors,
         ),
         security(("bearer" = [])),
     )
@@ -376,7 +375,9 @@ pub(crate) async fn revoke_key(
     let service = state.service().clone();
     let principal = caller.into_principal();
     let request_id = request_id_of(&req);
-    blocking(move || service.revoke(&principal, request_id, &id)).await??;
+    state
+        .storage(move || service.revoke(&principal, request_id, &id))
+        .await??;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -385,28 +386,22 @@ pub(crate) async fn revoke_key(
     feature = "openapi",
     utoipa::path(
         post,
-        path = "/v1/api-keys/rotate",
+        path = ROTATE.path,
         tag = "api-keys",
         operation_id = "rotate_api_key",
-        params(crate::openapi::TenantHeader, crate::openapi::IdempotencyKeyHeader),
+        params(crate::openapi::params::TenantHeader, crate::openapi::params::IdempotencyKeyHeader),
         request_body(content = RotateKeyRequest, content_type = "application/json"),
         responses(
             (status = 200, description = "The successor, with its value.", body = RotatedKeyResponse,
                 headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an `Idempotency-Key` request; absent otherwise."))),
             (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
-            (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
-                headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-            (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`.", body = ErrorBody),
+            crate::openapi::responses::KeyManagementForbidden,
             (status = 404, description = "`key_not_found` (also for a malformed `id`).", body = ErrorBody),
-            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`POST`"))),
             (status = 409, description = "`key_revoked`, `key_already_rotated`, `key_expired`, `idempotency_key_in_use`.", body = ErrorBody),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody),
             (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
             (status = 422, description = "`idempotency_key_reused`.", body = ErrorBody),
-            (status = 429, description = "`too_many_requests`: too many failed authentications from this address (docs/api.md, \"Abuse limits\").", body = ErrorBody,
-                headers(("Retry-After" = String, description = "Seconds until the address is admitted again."))),
-            (status = 500, description = "`internal_error`.", body = ErrorBody),
-            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+            crate::openapi::responses::AuthenticatedErrors,
         ),
         security(("bearer" = [])),
     )
@@ -433,21 +428,23 @@ pub(crate) async fn rotate_key(
     let request_id = request_id_of(&req);
     Ok(match once {
         Some(key) => idempotency::send(
-            blocking(move || {
-                service.rotate_idempotent(
-                    &principal,
-                    request_id,
-                    &id,
-                    grace,
-                    &key,
-                    rotated_response,
-                )
-            })
-            .await??,
+            state
+                .storage(move || {
+                    service.rotate_idempotent(
+                        &principal,
+                        request_id,
+                        &id,
+                        grace,
+                        &key,
+                        rotated_response,
+                    )
+                })
+                .await??,
         ),
         None => {
-            let rotated =
-                blocking(move || service.rotate(&principal, request_id, &id, grace)).await??;
+            let rotated = state
+                .storage(move || service.rotate(&principal, request_id, &id, grace))
+                .await??;
             idempotency::send_once(rotated_response(rotated))
         }
     })
@@ -458,12 +455,11 @@ pub(crate) async fn rotate_key(
     feature = "openapi",
     utoipa::path(
         get,
-        path = "/healthz",
+        path = HEALTHZ.path,
         tag = "health",
         operation_id = "healthz",
         responses(
             (status = 200, description = "`{\"status\":\"ok\"}`.", body = StatusBody),
-            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
         ),
     )
 )]
@@ -471,69 +467,30 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(StatusBody { status: "ok" })
 }
 
+/// The longest `/readyz` waits for its check: a probe with a 1 s timeout
+/// gets 503, not a timeout, from a database that does not answer.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_millis(900);
+
 /// Readiness: the database is reachable.
 #[cfg_attr(
     feature = "openapi",
     utoipa::path(
         get,
-        path = "/readyz",
+        path = READYZ.path,
         tag = "health",
         operation_id = "readyz",
         responses(
             (status = 200, description = "`{\"status\":\"ready\"}`.", body = StatusBody),
-            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
-            (status = 503, description = "`service_unavailable`.", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait."))),
+            crate::openapi::responses::Unavailable,
         ),
     )
 )]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let readiness = state.readiness.clone();
-    blocking(move || readiness.check())
+    blocking_within(READY_WAIT, move || readiness.check())
         .await?
         .map_err(|e| ApiError::unavailable().with_source(e))?;
     Ok(HttpResponse::Ok().json(StatusBody { status: "ready" }))
-}
-
-#[cfg(feature = "openapi")]
-/// This document.
-#[cfg_attr(
-    feature = "openapi",
-    utoipa::path(
-        get,
-        path = "/openapi.json",
-        tag = "health",
-        operation_id = "openapi",
-        responses(
-            (status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object, content_type = "application/json"),
-            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
-        ),
-    )
-)]
-pub(crate) async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(state.openapi.clone())
-}
-
-#[cfg(feature = "openapi")]
-/// This document as OpenAPI 3.0.3, for generators that read only 3.0.
-#[cfg_attr(
-    feature = "openapi",
-    utoipa::path(
-        get,
-        path = "/openapi-3.0.json",
-        tag = "health",
-        operation_id = "openapi_30",
-        responses(
-            (status = 200, description = "The same document as OpenAPI 3.0.3, converted from the 3.1 one.", body = Object, content_type = "application/json"),
-            (status = 405, description = "`method_not_allowed`.", body = ErrorBody, headers(("Allow" = String, description = "`GET, HEAD`"))),
-        ),
-    )
-)]
-pub(crate) async fn openapi_30_json(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(state.openapi_30.clone())
 }
 
 /// Any unknown route: 404 `not_found`.

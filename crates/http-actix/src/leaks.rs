@@ -26,7 +26,14 @@ use crate::error::ErrorBody;
 use crate::rate_limit::FailureLimiter;
 use crate::redact::REDACTED;
 use crate::request_id::request_id_of;
+use crate::route::routes;
 use crate::state::AppState;
+
+routes! {
+    /// Leak reports. No `Authorization`, no `X-Tenant-ID`: anyone may
+    /// report a key.
+    LEAKED_KEYS = "/v1/leaked-keys" { POST report_leaked_keys },
+}
 
 /// Most strings in one report.
 pub(crate) const MAX_REPORTED_KEYS: usize = 100;
@@ -93,15 +100,13 @@ fn read_keys(body: &JsonObject) -> Result<Vec<String>, ApiError> {
     feature = "openapi",
     utoipa::path(
         post,
-        path = "/v1/leaked-keys",
+        path = LEAKED_KEYS.path,
         tag = "leaked-keys",
         operation_id = "report_leaked_keys",
         request_body(content = LeakedKeysRequest, content_type = "application/json"),
         responses(
             (status = 202, description = "Accepted for processing: every active secret key among the strings is revoked within moments. The same answer whatever the strings are.", body = LeakReportAccepted),
             (status = 400, description = "`invalid_json`, `unknown_field`, `missing_parameter` (`keys`), `invalid_parameter` (`keys`: not an array of 1 to 100 strings).", body = ErrorBody),
-            (status = 405, description = "`method_not_allowed`.", body = ErrorBody,
-                headers(("Allow" = String, description = "`POST`"))),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody),
             (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
             (status = 429, description = "`too_many_requests`: too many failed authentications from this address.", body = ErrorBody,

@@ -22,7 +22,7 @@
 //!
 //! # Features
 //! - `openapi` (default): the OpenAPI document of this service's own routes
-//!   (the `openapi` and `schema` modules, `ApiDoc`, `GET /openapi.json`
+//!   (the `openapi` module and its `schemas`, `ApiDoc`, `GET /openapi.json`
 //!   and `GET /openapi-3.0.json`), with utoipa. An app that only uses the
 //!   extractor sets `default-features = false` and does not compile utoipa.
 
@@ -34,7 +34,6 @@ mod blocking;
 mod body;
 mod client_addr;
 pub mod dto;
-pub mod edge;
 mod error;
 mod handlers;
 mod idempotency;
@@ -47,25 +46,34 @@ mod query;
 pub mod rate_limit;
 mod redact;
 mod refusal_log;
+mod request_context;
 mod request_id;
+pub mod request_limits;
+mod route;
+mod route_table;
 mod routes;
-#[cfg(feature = "openapi")]
-#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
-pub mod schema;
 mod state;
 mod verify;
 
 pub use auth::{bearer_token, AuthFuture, Authenticated, TENANT_HEADER};
-pub use blocking::blocking;
+pub use blocking::{blocking, blocking_within};
 pub use client_addr::TrustedProxies;
-pub use edge::{RequestLimits, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_LEN};
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, RETRY_AFTER_SECONDS};
 pub use idempotency::{IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER};
+/// The former name of [`openapi::schemas`].
+#[cfg(feature = "openapi")]
+#[doc(hidden)]
+pub use openapi::schemas as schema;
 #[cfg(feature = "openapi")]
 pub use openapi::ApiDoc;
 pub use rate_limit::{FailureLimitConfig, FailureLimiter, LimitCounts, LimiterClock, ManualClock};
-pub use request_id::{
-    request_context, request_id_of, RequestId, MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER,
+pub use request_context::request_context;
+pub use request_id::{request_id_of, RequestId, MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER};
+/// The former name of [`request_limits`].
+#[doc(hidden)]
+pub use request_limits as edge;
+pub use request_limits::{
+    RequestLimits, DEFAULT_STORAGE_WAIT, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_LEN,
 };
 pub use routes::{app, configure, server};
 pub use state::{AppState, Readiness};

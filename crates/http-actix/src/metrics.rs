@@ -36,20 +36,10 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
-/// Every route template, as the resources are named (`routes.rs`); a request
-/// that matched none is labelled [`UNMATCHED`].
-pub const ROUTES: &[&str] = &[
-    "/v1/api-keys",
-    "/v1/audit-events",
-    "/v1/leaked-keys",
-    "/v1/api-keys/rotate",
-    "/v1/api-keys/verify",
-    "/v1/api-keys/{id}",
-    "/healthz",
-    "/readyz",
-    "/openapi.json",
-    "/openapi-3.0.json",
-];
+/// The metrics label of a route: its template. `crate::configure` gives
+/// each resource its own as resource data.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RouteLabel(pub(crate) &'static str);
 
 /// The route label of a request that matched no route (a 404), or that
 /// failed inside a middleware before its route was known.
@@ -73,15 +63,11 @@ impl Via {
     }
 }
 
-/// The route template `req` matched, from the fixed list.
+/// The template of the route `req` matched ([`RouteLabel`]), or
+/// [`UNMATCHED`].
 pub(crate) fn route_of(req: &HttpRequest) -> &'static str {
-    // `match_name` reads the name of the resource the router already chose
-    // (each resource is named by its template); `match_pattern` would build
-    // a new string on every request.
-    req.match_name()
-        .and_then(|name| ROUTES.iter().find(|route| **route == name))
-        .copied()
-        .unwrap_or(UNMATCHED)
+    req.app_data::<RouteLabel>()
+        .map_or(UNMATCHED, |label| label.0)
 }
 
 pub(crate) fn method_label(method: &Method) -> &'static str {

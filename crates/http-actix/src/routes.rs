@@ -12,9 +12,10 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpRequest, HttpServer};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::request_id::{json_errors, request_context};
+use crate::metrics::RouteLabel;
+use crate::request_context::{json_errors, request_context};
 use crate::state::AppState;
-use crate::{audit, handlers, leaks, verify};
+use crate::{handlers, route_table};
 use crate::{BODY_LIMIT, SHUTDOWN_TIMEOUT_SECS};
 
 fn json_error(e: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
@@ -52,21 +53,16 @@ fn path_error(e: PathError, _: &HttpRequest) -> actix_web::Error {
 }
 
 /// Registers the API on an app or scope: state, extractor configuration
-/// (JSON, query and path errors as JSON, 16 KiB bodies), every route (`HEAD`
-/// wherever `GET` is: the same answer without a body), a JSON 405 for a wrong
-/// method and a JSON 404 for an unknown route. Each resource is named by
-/// its template: the metrics label requests with that name
-/// ([`crate::metrics::ROUTES`]).
+/// (JSON, query and path errors as JSON, 16 KiB bodies), every route of
+/// the route table (`crate::route_table`) (`HEAD` wherever `GET` is: the same answer without
+/// a body), a JSON 405 with the route's `Allow` for a wrong method and a
+/// JSON 404 for an unknown route. Each resource carries its template as its
+/// metrics label (`metrics::RouteLabel`).
 ///
 /// Wrap the app in [`request_context`] too (as [`app`] does): it sets
 /// `X-Request-ID` and puts the request's id into error bodies.
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
     move |cfg: &mut web::ServiceConfig| {
-        let not_allowed = |allow: &'static str| {
-            web::to(move || async move {
-                Err::<actix_web::HttpResponse, _>(ApiError::method_not_allowed(allow))
-            })
-        };
         cfg.app_data(web::Data::from(Arc::clone(&state.authenticator)))
             .app_data(web::Data::from(Arc::clone(&state.limiter)))
             .app_data(state.limits)
@@ -78,84 +74,19 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
             )
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .app_data(web::PathConfig::default().error_handler(path_error))
-            .app_data(web::PayloadConfig::new(BODY_LIMIT))
-            .service(
-                web::resource("/v1/api-keys")
-                    .name("/v1/api-keys")
-                    .route(web::get().to(handlers::list_keys))
-                    .route(web::head().to(handlers::list_keys))
-                    .route(web::post().to(handlers::create_key))
-                    .default_service(not_allowed("GET, HEAD, POST")),
-            )
-            .service(
-                web::resource("/v1/audit-events")
-                    .name("/v1/audit-events")
-                    .route(web::get().to(audit::list_events))
-                    .route(web::head().to(audit::list_events))
-                    .default_service(not_allowed("GET, HEAD")),
-            )
-            // No `Authorization`, no `X-Tenant-ID`: anyone may report a key.
-            .service(
-                web::resource("/v1/leaked-keys")
-                    .name("/v1/leaked-keys")
-                    .route(web::post().to(leaks::report_leaked_keys))
-                    .default_service(not_allowed("POST")),
-            )
-            // Before `/{id}`, which would otherwise take `rotate` for an id.
-            .service(
-                web::resource("/v1/api-keys/rotate")
-                    .name("/v1/api-keys/rotate")
-                    .route(web::post().to(handlers::rotate_key))
-                    .default_service(not_allowed("POST")),
-            )
-            // Before `/{id}` too. `no_store` wraps the whole resource, 405
-            // included.
-            .service(
-                web::resource("/v1/api-keys/verify")
-                    .name("/v1/api-keys/verify")
-                    .route(web::post().to(verify::verify_key))
-                    .default_service(not_allowed("POST"))
-                    .wrap(verify::no_store()),
-            )
-            .service(
-                web::resource("/v1/api-keys/{id}")
-                    .name("/v1/api-keys/{id}")
-                    .route(web::get().to(handlers::get_key))
-                    .route(web::head().to(handlers::get_key))
-                    .route(web::patch().to(handlers::update_key))
-                    .route(web::delete().to(handlers::revoke_key))
-                    .default_service(not_allowed("GET, HEAD, PATCH, DELETE")),
-            )
-            .service(
-                web::resource("/healthz")
-                    .name("/healthz")
-                    .route(web::get().to(handlers::healthz))
-                    .route(web::head().to(handlers::healthz))
-                    .default_service(not_allowed("GET, HEAD")),
-            )
-            .service(
-                web::resource("/readyz")
-                    .name("/readyz")
-                    .route(web::get().to(handlers::readyz))
-                    .route(web::head().to(handlers::readyz))
-                    .default_service(not_allowed("GET, HEAD")),
-            )
-            .default_service(web::to(handlers::route_not_found));
+            .app_data(web::PayloadConfig::new(BODY_LIMIT));
         #[cfg(feature = "openapi")]
-        cfg.service(
-            web::resource("/openapi.json")
-                .name("/openapi.json")
-                .route(web::get().to(handlers::openapi_json))
-                .route(web::head().to(handlers::openapi_json))
-                .default_service(not_allowed("GET, HEAD")),
-        )
-        .service(
-            web::resource("/openapi-3.0.json")
-                .name("/openapi-3.0.json")
-                .route(web::get().to(handlers::openapi_30_json))
-                .route(web::head().to(handlers::openapi_30_json))
-                .default_service(not_allowed("GET, HEAD")),
-        );
+        cfg.app_data(web::Data::new(crate::openapi::documents().clone()));
+        for route in route_table::all() {
+            let allow = route.allow;
+            let resource = web::resource(route.path)
+                .app_data(RouteLabel(route.path))
+                .default_service(web::to(move || async move {
+                    Err::<actix_web::HttpResponse, _>(ApiError::method_not_allowed(allow))
+                }));
+            (route.register)(resource, cfg);
+        }
+        cfg.default_service(web::to(handlers::route_not_found));
     }
 }
 

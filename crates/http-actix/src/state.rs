@@ -3,12 +3,10 @@
 
 use std::sync::Arc;
 
-#[cfg(feature = "openapi")]
-use actix_web::web;
 use domain::{ApiKeys, Authenticator, RepositoryError};
 
-use crate::edge::RequestLimits;
 use crate::rate_limit::FailureLimiter;
+use crate::request_limits::RequestLimits;
 
 /// Whether the service can serve requests (`GET /readyz`): the binary
 /// implements it over its database.
@@ -31,12 +29,6 @@ pub struct AppState {
     pub(crate) limiter: Arc<FailureLimiter>,
     /// How long a request body may take to arrive.
     pub(crate) limits: RequestLimits,
-    /// Rendered once; each response shares these bytes instead of copying them.
-    #[cfg(feature = "openapi")]
-    pub(crate) openapi: web::Bytes,
-    /// The same document as OpenAPI 3.0.3, rendered once too.
-    #[cfg(feature = "openapi")]
-    pub(crate) openapi_30: web::Bytes,
 }
 
 impl std::fmt::Debug for AppState {
@@ -48,6 +40,16 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
+    /// Runs a storage call on the blocking pool, answered within
+    /// [`RequestLimits::storage_wait`] (else 503).
+    pub(crate) async fn storage<F, R>(&self, f: F) -> Result<R, crate::ApiError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        crate::blocking::blocking_within(self.limits.storage_wait, f).await
+    }
+
     /// The state over the service, the authenticator (often the service
     /// itself, or a cache around it) and the readiness check.
     pub fn new(
@@ -61,10 +63,6 @@ impl AppState {
             readiness,
             limiter: Arc::new(FailureLimiter::disabled()),
             limits: RequestLimits::default(),
-            #[cfg(feature = "openapi")]
-            openapi: web::Bytes::from(crate::openapi::openapi_json()),
-            #[cfg(feature = "openapi")]
-            openapi_30: web::Bytes::from(crate::openapi::openapi_30_json()),
         }
     }
 

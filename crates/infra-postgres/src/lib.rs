@@ -39,12 +39,15 @@ mod admin;
 mod errors;
 mod events;
 mod follower;
+mod health;
 mod idempotency;
 pub mod metrics;
 mod models;
 mod pool;
 mod repo;
 mod schema;
+#[cfg(feature = "test-support")]
+mod stalling_proxy;
 mod statement;
 mod store;
 

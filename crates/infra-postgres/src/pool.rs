@@ -46,6 +46,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use crate::admin::url_scheme_len;
 use crate::errors::is_connection_error;
+use crate::health::{Health, StatementWatch};
 
 /// The pool's count of connection-level failures. A connection last known
 /// alive in an older generation is checked (`SELECT 1`) before its next use.
@@ -85,7 +86,10 @@ impl PgConn {
     /// Starts a new [`CallLog`]: what the statements run from now on may do.
     pub(crate) fn start_call(&mut self) {
         if let Some(log) = self.call_log() {
-            *log = CallLog::default();
+            *log = CallLog {
+                watch: log.watch.take(),
+                ..CallLog::default()
+            };
         }
     }
 
@@ -136,6 +140,9 @@ pub(crate) struct CallLog {
     /// The verdict at the first connection-level failure (see
     /// [`PgConn::replay`]).
     first_failure: Option<Result<&'static str, &'static str>>,
+    /// Where the store's watchdog sees how long the current statement has
+    /// run (none on a connection outside a store).
+    watch: Option<StatementWatch>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +153,9 @@ enum Closing {
 
 impl CallLog {
     fn started(&mut self) {
+        if let Some(watch) = &self.watch {
+            watch.started();
+        }
         if self.autocommit_started {
             self.may_have_written = true;
         }
@@ -155,6 +165,9 @@ impl CallLog {
     }
 
     fn finished(&mut self, query: &dyn std::fmt::Display, error: Option<&DieselError>) {
+        if let Some(watch) = &self.watch {
+            watch.finished();
+        }
         if let Some(error) = error.filter(|e| is_connection_error(e)) {
             if self.first_failure.is_none() {
                 self.first_failure = Some(self.verdict(query, error));
@@ -235,6 +248,7 @@ pub(crate) struct Manager {
     /// `SET statement_timeout = <ms>`, run once per new connection.
     set_statement_timeout: String,
     generation: Generation,
+    health: Health,
 }
 
 impl Manager {
@@ -245,11 +259,13 @@ impl Manager {
         database_url: &str,
         statement_timeout_ms: u64,
         generation: Generation,
+        health: Health,
     ) -> Self {
         Manager {
             inner: ConnectionManager::new(database_url),
             set_statement_timeout: format!("SET statement_timeout = {statement_timeout_ms}"),
             generation,
+            health,
         }
     }
 }
@@ -268,7 +284,10 @@ impl ManageConnection for Manager {
         // the migrations, whose connection is discarded afterwards.
         pg.batch_execute(&self.set_statement_timeout)
             .map_err(ManagerError::QueryError)?;
-        pg.set_instrumentation(CallLog::default());
+        pg.set_instrumentation(CallLog {
+            watch: Some(self.health.watch()),
+            ..CallLog::default()
+        });
         Ok(PgConn {
             pg,
             broken: false,
@@ -302,15 +321,17 @@ impl ManageConnection for Manager {
 }
 
 /// Logs connection failures of the pool through `tracing` (r2d2's default
-/// handler uses the `log` crate).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct TracingErrorHandler;
+/// handler uses the `log` crate). A connection that cannot be opened marks
+/// the database down ([`Health`]).
+#[derive(Debug, Clone)]
+pub(crate) struct TracingErrorHandler(pub(crate) Health);
 
 impl diesel::r2d2::HandleError<ManagerError> for TracingErrorHandler {
     fn handle_error(&self, error: ManagerError) {
         match error {
             ManagerError::ConnectionError(error) => {
                 tracing::warn!(error = %error, "cannot open a PostgreSQL connection");
+                self.0.mark_down("a connection could not be opened");
             }
             // A new connection's `SET statement_timeout`, or the check of a
             // suspect connection, failed: the connection is dropped.
@@ -330,34 +351,56 @@ const MAX_CONNECT_TIMEOUT_SECS: u64 = 2_147_483_647;
 /// `database_url` with libpq's `connect_timeout` set to `timeout` in whole
 /// seconds, rounded up and at least 2, unless the URL already sets one (the
 /// URL's own value wins, and so does it over `PGCONNECT_TIMEOUT`).
-///
-/// Handles both forms libpq accepts: a `postgres://` or `postgresql://` URL
-/// gets a query parameter, a `key=value` connection string one more pair.
 pub(crate) fn with_connect_timeout(database_url: &str, timeout: Duration) -> String {
     let rounded_up = timeout
         .as_secs()
         .saturating_add(u64::from(timeout.subsec_nanos() > 0));
     let seconds = rounded_up.clamp(MIN_CONNECT_TIMEOUT_SECS, MAX_CONNECT_TIMEOUT_SECS);
+    with_param(database_url, "connect_timeout", &seconds.to_string())
+}
+
+/// libpq's TCP settings that make a connection notice a peer that stopped
+/// answering (a dropped network, a crashed host) within about 4 seconds of
+/// silence, instead of the operating system's two hours (keepalives) or
+/// fifteen minutes (unacknowledged data): probes after 1 s idle, one a
+/// second, dead after 3 unanswered; data unacknowledged for 4 s ends the
+/// connection (`tcp_user_timeout`, Linux). A server whose kernel still
+/// answers but whose processes are stopped is not caught by these: the
+/// store's watchdog is ([`crate::health`]). Each is added unless the URL sets
+/// it.
+pub(crate) const TCP_LIVENESS: [(&str, &str); 5] = [
+    ("keepalives", "1"),
+    ("keepalives_idle", "1"),
+    ("keepalives_interval", "1"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "4000"),
+];
+
+/// `database_url` with `key=value` added unless the URL already sets `key`.
+///
+/// Handles both forms libpq accepts: a `postgres://` or `postgresql://` URL
+/// gets a query parameter, a `key=value` connection string one more pair.
+pub(crate) fn with_param(database_url: &str, key: &str, value: &str) -> String {
     if url_scheme_len(database_url).is_some() {
         let Some((_, query)) = database_url.split_once('?') else {
-            return format!("{database_url}?connect_timeout={seconds}");
+            return format!("{database_url}?{key}={value}");
         };
         let already_set = query
             .split('&')
-            .any(|pair| pair.split('=').next() == Some("connect_timeout"));
+            .any(|pair| pair.split('=').next() == Some(key));
         if already_set {
             database_url.to_owned()
         } else if query.is_empty() || query.ends_with('&') {
-            format!("{database_url}connect_timeout={seconds}")
+            format!("{database_url}{key}={value}")
         } else {
-            format!("{database_url}&connect_timeout={seconds}")
+            format!("{database_url}&{key}={value}")
         }
-    } else if conninfo_keywords(database_url).any(|key| key == "connect_timeout") {
+    } else if conninfo_keywords(database_url).any(|k| k == key) {
         database_url.to_owned()
     } else if database_url.trim().is_empty() {
-        format!("connect_timeout={seconds}")
+        format!("{key}={value}")
     } else {
-        format!("{database_url} connect_timeout={seconds}")
+        format!("{database_url} {key}={value}")
     }
 }
 
@@ -405,10 +448,13 @@ pub(crate) fn without_loopback_tls(database_url: &str, pgsslmode_set: bool) -> S
 }
 
 /// The URL every connection of this crate opens: [`without_loopback_tls`],
-/// then [`with_connect_timeout`].
+/// then [`with_connect_timeout`] and [`TCP_LIVENESS`].
 pub(crate) fn connection_url(database_url: &str, timeout: Duration) -> String {
     let pgsslmode_set = std::env::var_os("PGSSLMODE").is_some();
-    with_connect_timeout(&without_loopback_tls(database_url, pgsslmode_set), timeout)
+    let url = with_connect_timeout(&without_loopback_tls(database_url, pgsslmode_set), timeout);
+    TCP_LIVENESS
+        .iter()
+        .fold(url, |url, (key, value)| with_param(&url, key, value))
 }
 
 /// The keywords of a `key=value` connection string, parsed as libpq does:

@@ -15,6 +15,7 @@ use crate::errors::{
     is_connection_error, is_permanent_connect_failure, repository_error, ConnectError, Fail,
     MigrateError,
 };
+use crate::health::Health;
 use crate::pool::{connection_url, Generation, Manager, TracingErrorHandler};
 
 /// The migrations of the repository's top-level `migrations/` directory.
@@ -85,9 +86,13 @@ pub struct PgStore {
     generation: Generation,
     /// [`PoolConfig::connection_timeout`]: also bounds a call's retry.
     connection_timeout: Duration,
+    /// [`PoolConfig::statement_timeout`].
+    statement_timeout: Duration,
     /// The URL the pool connects with, for connections of their own (the
     /// event feed's).
     url: std::sync::Arc<str>,
+    /// Whether the database answers: calls fail at once while it does not.
+    health: Health,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -142,19 +147,31 @@ impl PgStore {
             ))?;
         let url = connection_url(database_url, config.connection_timeout);
         let generation = Generation::default();
+        let health = Health::new(config.statement_timeout);
         let pool = Pool::builder()
             .max_size(config.max_size)
             .min_idle(Some(0))
             // `Manager::is_valid` runs a query only on a suspect connection.
             .test_on_check_out(true)
             .connection_timeout(config.connection_timeout)
-            .error_handler(Box::new(TracingErrorHandler))
-            .build_unchecked(Manager::new(&url, statement_timeout_ms, generation.clone()));
+            .error_handler(Box::new(TracingErrorHandler(health.clone())))
+            .build_unchecked(Manager::new(
+                &url,
+                statement_timeout_ms,
+                generation.clone(),
+                health.clone(),
+            ));
+        // Connections opened before an outage may be dead (a restart): each
+        // is checked once before its next use.
+        let back = generation.clone();
+        health.spawn_watchdog(url, move || back.advance());
         Ok(PgStore {
             pool,
             generation,
             connection_timeout: config.connection_timeout,
+            statement_timeout: config.statement_timeout,
             url: database_url.into(),
+            health,
         })
     }
 
@@ -264,6 +281,25 @@ impl PgStore {
         &self.url
     }
 
+    /// The longest a caller should wait for one call: the wait for a
+    /// connection plus the statement timeout plus 1 s. A database that has
+    /// not answered by then is not answering (docs/api.md, "When the
+    /// database is down"); the program's HTTP layer answers 503 at this
+    /// bound (`RequestLimits::storage_wait`).
+    pub fn call_bound(&self) -> Duration {
+        self.connection_timeout
+            .saturating_add(self.statement_timeout)
+            .saturating_add(Duration::from_secs(1))
+    }
+
+    /// Whether the store knows the database is not answering now: its calls
+    /// then fail at once with [`RepositoryError::Unavailable`], until a probe
+    /// of its own gets an answer (several times a second). See
+    /// docs/api.md, "When the database is down".
+    pub fn database_down(&self) -> bool {
+        self.health.is_down()
+    }
+
     /// The pool's connections now: read on scrape, not per request.
     pub fn pool_state(&self) -> PoolState {
         let state = self.pool.state();
@@ -338,6 +374,13 @@ impl PgStore {
     where
         E: From<RepositoryError>,
     {
+        if self.health.is_down() {
+            return Err(RepositoryError::unavailable(
+                context,
+                format!("the database is not answering ({})", self.health.reason()),
+            )
+            .into());
+        }
         let started = Instant::now();
         let mut conn = self.checkout(context)?;
         let mut retried = false;

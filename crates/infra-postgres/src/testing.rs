@@ -19,6 +19,8 @@ use crate::admin::{database_url_for, drop_database, ensure_database, EnsureDatab
 use crate::errors::MigrateError;
 use crate::store::{PgStore, PoolConfig};
 
+pub use crate::stalling_proxy::StallingProxy;
+
 /// The admin connection used when `DATABASE_URL` is not set.
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 

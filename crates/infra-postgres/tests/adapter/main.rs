@@ -11,6 +11,7 @@ mod admin;
 mod concurrency;
 mod events;
 mod faults;
+mod hang;
 mod idempotency;
 mod migrations;
 mod reconnect;

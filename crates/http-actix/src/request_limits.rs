@@ -26,7 +26,11 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`RequestLimits::head_timeout`].
 pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a request may take to arrive.
+/// Default [`RequestLimits::storage_wait`]: the pool's default wait for a
+/// connection (5 s) plus its default statement timeout (5 s) plus 1 s.
+pub const DEFAULT_STORAGE_WAIT: Duration = Duration::from_secs(11);
+
+/// How long a request may take to arrive, and to be answered by storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestLimits {
     /// From the head to the body's last byte. Later: 408 `request_timeout`
@@ -35,6 +39,11 @@ pub struct RequestLimits {
     /// From the connection (or the previous response) to the end of the
     /// head. Later: actix answers 408 with no body and closes the connection.
     pub head_timeout: Duration,
+    /// The longest a request waits for a storage call (a database that
+    /// stopped answering): later, 503 `service_unavailable`. The program
+    /// sets it to its pool's wait for a connection plus its statement
+    /// timeout plus 1 s (docs/api.md, "When the database is down").
+    pub storage_wait: Duration,
 }
 
 impl Default for RequestLimits {
@@ -42,6 +51,7 @@ impl Default for RequestLimits {
         RequestLimits {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             head_timeout: DEFAULT_HEAD_TIMEOUT,
+            storage_wait: DEFAULT_STORAGE_WAIT,
         }
     }
 }

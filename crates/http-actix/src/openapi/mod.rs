@@ -2,24 +2,41 @@
 //! utoipa writes it (`GET /openapi.json`), and the same document converted
 //! to 3.0.3 for generators that read only 3.0, such as progenitor
 //! (`GET /openapi-3.0.json`, [`openapi_30_json`]).
+//!
+//! Its operations come from the route table (`crate::route_table`): each
+//! route's handlers' `#[utoipa::path]` operations under the route's path,
+//! with the 405 row and its `Allow` from the route's methods. [`schemas`]
+//! holds the schemas of the wire's value types, [`TenantHeader`] and
+//! [`IdempotencyKeyHeader`] the shared header parameters, and `responses`
+//! the shared error rows.
 
+use std::sync::OnceLock;
+
+use actix_web::web::Bytes;
 use serde_json::Value;
-use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Ref, Required};
-use utoipa::{IntoParams, Modify, OpenApi};
+use utoipa::openapi::RefOr;
+use utoipa::{Modify, OpenApi};
+
+pub(crate) mod params;
+pub(crate) mod responses;
+pub mod schemas;
+pub(crate) mod serve;
+
+pub use params::{IdempotencyKeyHeader, TenantHeader};
 
 use crate::dto::{
     CreateKeyRequest, CreatedKeyResponse, KeyList, KeyObject, KeyTypeDto, ModeDto,
     RotateKeyRequest, RotatedKeyResponse, StatusBody, UpdateKeyRequest,
 };
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
-use crate::handlers;
-use crate::schema::{
+use schemas::{
     EventId, ExpiresInSchema, FullKey, GracePeriodSchema, KeyId, KeyName, KeyNameInput, Scope,
     ScopeList, TenantId,
 };
+use serve::Documents;
 
 /// The API's OpenAPI document: `ApiDoc::openapi()`.
 #[derive(Debug, OpenApi)]
@@ -27,21 +44,6 @@ use crate::schema::{
     info(
         title = "apikeys",
         description = "Create, list, update, revoke, rotate and verify a tenant's API keys. Every `/v1` request but `POST /v1/leaked-keys` needs the `X-Tenant-ID` header (a parameter of each operation), and `Authorization: Bearer <secret key>` except `POST /v1/api-keys/verify`, whose body carries the key to check; `POST /v1/leaked-keys` (reporting leaked keys) needs neither. Every response carries `X-Request-ID`. Every error is `{\"error\": {\"code\", \"message\", \"param\"?, \"request_id\"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.",
-    ),
-    paths(
-        handlers::list_keys,
-        handlers::create_key,
-        handlers::rotate_key,
-        crate::verify::verify_key,
-        crate::leaks::report_leaked_keys,
-        handlers::get_key,
-        handlers::update_key,
-        handlers::revoke_key,
-        crate::audit::list_events,
-        handlers::healthz,
-        handlers::readyz,
-        handlers::openapi_json,
-        handlers::openapi_30_json,
     ),
     components(schemas(
         ErrorBody,
@@ -79,7 +81,7 @@ use crate::schema::{
         ExpiresInSchema,
         GracePeriodSchema,
     )),
-    modifiers(&Security),
+    modifiers(&Security, &Operations),
     tags(
         (name = "api-keys", description = "Managing a tenant's API keys (secret key with `*` required)."),
         (name = "api-key-verification", description = "Checking a key presented to another service: the key is in the body, no `Authorization`."),
@@ -119,46 +121,63 @@ impl Modify for Security {
     }
 }
 
-/// The `X-Tenant-ID` header, required on every `/v1` operation but
-/// `POST /v1/leaked-keys`. A parameter of each operation rather than a
-/// security scheme, so that every generated client has a typed argument for
-/// it (generators give API-key security schemes no setter, or one only).
-pub struct TenantHeader;
+/// Adds every route's operations under its path, each with its 405 row
+/// (`Allow`: the route's methods). A 405 row an operation writes itself
+/// (verify's, for `Cache-Control`) keeps its other headers.
+struct Operations;
 
-impl IntoParams for TenantHeader {
-    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![ParameterBuilder::new()
-            // As docs/api.md spells it (`TENANT_HEADER` is actix's lower case).
-            .name("X-Tenant-ID")
-            .parameter_in(ParameterIn::Header)
-            .required(Required::True)
-            .description(Some(
-                "The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`.",
-            ))
-            .schema(Some(Ref::from_schema_name("TenantId")))
-            .build()]
+impl Modify for Operations {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for route in crate::route_table::all() {
+            for operation in (route.operations)() {
+                openapi.merge(operation);
+            }
+            if let Some(item) = openapi.paths.paths.get_mut(route.path) {
+                for operation in operations_mut(item) {
+                    not_allowed_row(operation, route.allow);
+                }
+            }
+        }
     }
 }
 
-/// The optional `Idempotency-Key` header of `POST /v1/api-keys` and
-/// `POST /v1/api-keys/rotate` (docs/api.md, "Idempotent requests").
-pub struct IdempotencyKeyHeader;
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
+}
 
-impl IntoParams for IdempotencyKeyHeader {
-    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![ParameterBuilder::new()
-            .name(crate::IDEMPOTENCY_KEY_HEADER)
-            .parameter_in(ParameterIn::Header)
-            .required(Required::False)
-            .description(Some(
-                "Makes the request safe to retry: for 24 hours, a repeat with the same body \
-                 gets the first 2xx response again (with `Idempotent-Replayed: true`) and \
-                 changes nothing. 1–255 printable ASCII characters; otherwise 400 \
-                 `invalid_parameter`.",
-            ))
-            .schema(Some(Ref::from_schema_name("IdempotencyKey")))
-            .build()]
+/// The operation's 405 `method_not_allowed` row, with `Allow: allow`.
+fn not_allowed_row(operation: &mut Operation, allow: &str) {
+    let row = operation
+        .responses
+        .responses
+        .entry("405".to_owned())
+        .or_insert_with(|| RefOr::T(responses::error_row("`method_not_allowed`.", &[])));
+    if let RefOr::T(row) = row {
+        row.headers.insert(
+            "Allow".to_owned(),
+            responses::string_header(&format!("`{allow}`")),
+        );
     }
+}
+
+/// The document in both versions, rendered once per process.
+pub(crate) fn documents() -> &'static Documents {
+    static DOCUMENTS: OnceLock<Documents> = OnceLock::new();
+    DOCUMENTS.get_or_init(|| Documents {
+        openapi: Bytes::from(openapi_json()),
+        openapi_30: Bytes::from(openapi_30_json()),
+    })
 }
 
 /// The document as JSON.
@@ -339,6 +358,51 @@ mod tests {
         serde_json::from_str(&openapi_json()).unwrap_or_default()
     }
 
+    /// The document's operations are the route table's: each route's path
+    /// with its methods (`HEAD`, answered wherever `GET` is, is no
+    /// operation of its own), each with a 405 whose `Allow` is the route's.
+    #[test]
+    fn the_documents_operations_are_the_route_tables() {
+        let doc = doc();
+        let mut documented: Vec<&String> = doc["paths"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.keys())
+            .collect();
+        documented.sort();
+        let mut declared: Vec<String> = crate::route_table::all()
+            .map(|r| r.path.to_owned())
+            .collect();
+        declared.sort();
+        assert_eq!(documented, declared.iter().collect::<Vec<_>>());
+        for route in crate::route_table::all() {
+            let item = doc["paths"][route.path]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let mut methods: Vec<String> = item.keys().map(|m| m.to_uppercase()).collect();
+            methods.sort();
+            let mut expected: Vec<&str> =
+                route.allow.split(", ").filter(|m| *m != "HEAD").collect();
+            expected.sort_unstable();
+            assert_eq!(methods, expected, "{}", route.path);
+            assert_eq!(
+                route.allow.contains("GET"),
+                route.allow.contains("HEAD"),
+                "{}",
+                route.path
+            );
+            for operation in item.values() {
+                assert_eq!(
+                    operation["responses"]["405"]["headers"]["Allow"]["description"],
+                    Value::from(format!("`{}`", route.allow)),
+                    "{}",
+                    route.path
+                );
+            }
+        }
+    }
+
     #[test]
     fn always_sent_nullable_fields_are_required_and_nullable() {
         let doc = doc();
@@ -456,14 +520,14 @@ mod tests {
         );
     }
 
-    /// The 3.0 document is the 3.1 one converted: the same operations and
-    /// schemas, and nothing left that 3.0 does not know.
+    /// The 3.0 document keeps the 3.1 one's operations and schemas, and has
+    /// nothing left that 3.0 does not know. (That it is the 3.1 one
+    /// converted holds by construction: [`openapi_30_json`].)
     #[test]
     fn the_30_document_keeps_step_with_the_31_one() {
         let v31 = doc();
         let v30: Value = serde_json::from_str(&openapi_30_json()).unwrap_or_default();
         assert_eq!(v30["openapi"], "3.0.3");
-        assert_eq!(v30, to_openapi_30(v31.clone()));
         let keys = |v: &Value, pointer: &str| -> Vec<String> {
             v.pointer(pointer)
                 .and_then(Value::as_object)
