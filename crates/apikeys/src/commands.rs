@@ -16,12 +16,11 @@ use key_cache::CacheConfig;
 use serde::Serialize;
 
 use crate::application::{self, Application, Settings};
+/// Where the development hash key lives: with the rule that refuses it
+/// outside `dev` (`config.rs`).
+pub use crate::config::DEV_HASH_KEY_HEX;
 use crate::config::{redact_database_url, Env, ServerConfig};
 
-/// The fixed hash key of `apikeys dev`. Public on purpose: keys hashed with it
-/// are worthless outside a developer's machine.
-pub const DEV_HASH_KEY_HEX: &str =
-    "6170696b6579732d6465762d686173682d6b65792d6e6f742d666f722d70726f64756374696f6e21";
 /// The database `apikeys dev` creates and uses unless `DATABASE_URL` is set.
 pub const DEV_DATABASE: &str = "apikeys_dev";
 /// The admin connection `apikeys dev` creates its database through.

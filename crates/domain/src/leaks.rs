@@ -15,8 +15,8 @@ use std::collections::HashSet;
 use crate::api_key::{ApiKey, KeyStatus};
 use crate::events::{Actor, EventData, Origin};
 use crate::ids::KeyId;
+use crate::key_kind::KeyType;
 use crate::key_string::PlainKey;
-use crate::kinds::KeyType;
 use crate::ports::{RepositoryError, RevokeRepoError};
 use crate::service::ApiKeys;
 

@@ -14,10 +14,11 @@ use thiserror::Error;
 use crate::api_key::{KeyView, Tenant};
 use crate::events::{EventData, Origin};
 use crate::ids::{KeyId, TenantId};
-use crate::kinds::{KeyType, Mode};
+use crate::key_kind::{KeyType, Mode};
 use crate::ports::{InsertError, ListQuery, RepositoryError, RevokeRepoError};
+use crate::requests::{CreateKey, ListKeys};
 use crate::scope::Scope;
-use crate::service::{ApiKeys, CreateKey, CreatedKey, KeyViewPage, ListKeys};
+use crate::service::{ApiKeys, CreatedKey, KeyViewPage};
 
 /// Why [`ApiKeys::create_key_for`] failed.
 #[derive(Debug, Error)]

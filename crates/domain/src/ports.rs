@@ -19,7 +19,7 @@ use crate::events::{EventPage, EventQuery, FieldChanges, KeyEvent, StoredEvent};
 use crate::hashing::KeyHash;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord, IdempotencyScope};
 use crate::ids::{KeyId, TenantId};
-use crate::kinds::{KeyType, Mode};
+use crate::key_kind::{KeyType, Mode};
 
 type Source = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -354,6 +354,38 @@ pub trait ApiKeyRepository: Send + Sync {
     /// # Errors
     /// [`RepositoryError`].
     fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError>;
+}
+
+/// What authenticating against storage needs, and nothing more: a key by
+/// its hash, and recording uses. A cache of keys in front of storage depends
+/// on this, so that its test doubles implement two methods, not every one
+/// of [`ApiKeyRepository`].
+///
+/// Every [`ApiKeyRepository`] is one (a blanket implementation forwards to
+/// it), so a new repository method costs nothing here.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait KeyLookup: Send + Sync {
+    /// The key with this hash, as [`ApiKeyRepository::find_by_hash`].
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError>;
+
+    /// Records uses of keys, as [`ApiKeyRepository::record_uses`].
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError>;
+}
+
+impl<R: ApiKeyRepository + ?Sized> KeyLookup for R {
+    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError> {
+        ApiKeyRepository::find_by_hash(self, hash)
+    }
+
+    fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
+        ApiKeyRepository::record_uses(self, uses)
+    }
 }
 
 /// Why an idempotent write of [`IdempotencyRepository`] did not write.

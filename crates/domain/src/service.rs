@@ -2,23 +2,22 @@
 
 use std::sync::Arc;
 
-use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::api_key::{ApiKey, KeyStatus, KeyView, NewKey, Tenant};
 use crate::auth::{check_key, AuthError, Authenticator, Credentials, Principal};
 use crate::clock::Clock;
-use crate::duration::{ExpiresIn, GracePeriod};
+use crate::duration::GracePeriod;
 use crate::errors::{
     CreateError, CreateTenantError, GetError, ListError, ListEventsError, RevokeError, RotateError,
     UpdateError,
 };
-use crate::events::{EventData, EventPage, EventQuery, EventType, FieldChanges, KeyEvent, Origin};
+use crate::events::{EventData, EventPage, EventQuery, FieldChanges, KeyEvent, Origin};
 use crate::hashing::HashKey;
 use crate::idempotency::ResponseSealer;
 use crate::ids::{EventId, KeyId, TenantId};
+use crate::key_kind::{KeyType, Mode};
 use crate::key_string::PlainKey;
-use crate::kinds::{KeyType, Mode};
 use crate::name::KeyName;
 use crate::ports::{
     ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
@@ -26,6 +25,7 @@ use crate::ports::{
     TenantRepository, UpdateRepoError,
 };
 use crate::random::SecretSource;
+use crate::requests::{CreateKey, ListEvents, ListKeys};
 use crate::scope::{Scope, Scopes};
 
 /// Most keys a tenant may have active at once (docs/api.md, "Error codes":
@@ -36,71 +36,6 @@ pub const DEFAULT_MAX_ACTIVE_KEYS: u32 = 10_000;
 /// update changed the key between its read and its write.
 const UPDATE_ATTEMPTS: usize = 5;
 
-/// A page size of 1 to 100 (default 100).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageLimit(u32);
-
-/// A page size outside 1 to 100.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[error("limit must be between 1 and 100")]
-pub struct PageLimitError;
-
-impl PageLimit {
-    /// The largest and default page size.
-    pub const MAX: u32 = 100;
-
-    /// Checks the bounds.
-    ///
-    /// # Errors
-    /// [`PageLimitError`] outside 1 to 100.
-    pub fn new(limit: u32) -> Result<Self, PageLimitError> {
-        if (1..=Self::MAX).contains(&limit) {
-            Ok(PageLimit(limit))
-        } else {
-            Err(PageLimitError)
-        }
-    }
-
-    /// The size.
-    pub fn get(self) -> u32 {
-        self.0
-    }
-}
-
-impl Default for PageLimit {
-    fn default() -> Self {
-        PageLimit(Self::MAX)
-    }
-}
-
-/// A request to create a key; every field is already valid.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreateKey {
-    /// Label.
-    pub name: KeyName,
-    /// Publishable or secret.
-    pub key_type: KeyType,
-    /// Live or test; `None` takes the caller's mode.
-    pub mode: Option<Mode>,
-    /// What the key may do (`["*"]` by default at the edge).
-    pub scopes: Scopes,
-    /// Lifetime; `None` never expires.
-    pub expires_in: Option<ExpiresIn>,
-}
-
-/// An audit-log listing request; every field is already valid.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ListEvents {
-    /// Only events of this key.
-    pub key_id: Option<KeyId>,
-    /// Only events of this type.
-    pub event_type: Option<EventType>,
-    /// Cursor: events older than this one.
-    pub starting_after: Option<EventId>,
-    /// Page size.
-    pub limit: PageLimit,
-}
-
 /// One page of a key listing, each key with its status at the time of the
 /// call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,21 +44,6 @@ pub struct KeyViewPage {
     pub keys: Vec<KeyView>,
     /// Whether more keys match after the last one.
     pub has_more: bool,
-}
-
-/// A listing request; every field is already valid.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ListKeys {
-    /// Only this type.
-    pub key_type: Option<KeyType>,
-    /// Only this mode (a test caller sees test keys whatever this says).
-    pub mode: Option<Mode>,
-    /// Also revoked keys.
-    pub include_revoked: bool,
-    /// Cursor: keys older than this one.
-    pub starting_after: Option<KeyId>,
-    /// Page size.
-    pub limit: PageLimit,
 }
 
 /// A created key with its full value, to be shown once.

@@ -8,7 +8,7 @@ mod common;
 use common::{request, Harness, T0};
 use domain::{
     ApiKeyRepository, CreateError, CreatedKey, GracePeriod, IdempotencyKey, KeyType, Mode,
-    ReplayableResponse, RotateError, RotatedKey, Scopes, IDEMPOTENCY_WINDOW,
+    Replayable, RotateError, RotatedKey, Scopes, IDEMPOTENCY_WINDOW,
 };
 use time::Duration;
 
@@ -16,20 +16,27 @@ fn key(raw: &str) -> IdempotencyKey {
     IdempotencyKey::parse(raw).expect("idempotency key")
 }
 
-/// What an adapter would render: here the new key's id and full value.
-fn render_created(created: CreatedKey) -> ReplayableResponse {
-    ReplayableResponse {
-        status: 201,
-        headers: vec![("location".to_owned(), created.key.id.to_string())],
-        body: format!("{} {}", created.key.id, created.secret.expose_secret()).into_bytes(),
-    }
+/// What an adapter would render (the domain keeps it as bytes): here the
+/// new key's id and full value.
+fn render_created(created: CreatedKey) -> Vec<u8> {
+    format!("201 {} {}", created.key.id, created.secret.expose_secret()).into_bytes()
 }
 
-fn render_rotated(rotated: RotatedKey) -> ReplayableResponse {
-    ReplayableResponse {
-        status: 200,
-        headers: Vec::new(),
-        body: format!("{} {}", rotated.key.id, rotated.secret.expose_secret()).into_bytes(),
+fn render_rotated(rotated: RotatedKey) -> Vec<u8> {
+    format!("200 {} {}", rotated.key.id, rotated.secret.expose_secret()).into_bytes()
+}
+
+/// An adapter's response that no stored bytes turn back into.
+#[derive(Debug)]
+struct Unreadable;
+
+impl Replayable for Unreadable {
+    fn to_bytes(&self) -> Vec<u8> {
+        b"unreadable".to_vec()
+    }
+
+    fn from_bytes(_: &[u8]) -> Option<Self> {
+        None
     }
 }
 
@@ -195,6 +202,27 @@ fn keys_are_the_callers_own() {
         .expect("theirs");
     assert!(!theirs.replayed);
     assert_ne!(theirs.response, mine.response);
+}
+
+#[test]
+fn a_stored_response_the_adapter_cannot_read_is_a_storage_failure_and_changes_nothing() {
+    let h = Harness::new();
+    let tenant = h.tenant();
+    let caller = h.principal(&tenant.live);
+    h.service
+        .create_idempotent(&caller, None, secret_request(), &key("k1"), |_| Unreadable)
+        .expect("first");
+    let before = (keys_of(&h, &caller.tenant_id), h.events().len());
+
+    let again = h
+        .service
+        .create_idempotent(&caller, None, secret_request(), &key("k1"), |_| Unreadable);
+
+    assert!(
+        matches!(&again, Err(CreateError::Repository(e)) if !e.is_unavailable()),
+        "{again:?}"
+    );
+    assert_eq!((keys_of(&h, &caller.tenant_id), h.events().len()), before);
 }
 
 #[test]

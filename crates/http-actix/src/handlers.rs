@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
     CreateKey, CreatedKey, ExpiresIn, GracePeriod, KeyId, KeyName, KeyType, ListKeys, Mode,
-    ReplayableResponse, RotatedKey, Scopes,
+    RotatedKey, Scopes,
 };
 
 use crate::auth::Authenticated;
@@ -23,7 +23,7 @@ use crate::dto::{CreatedKeyResponse, KeyList, KeyObject, RotatedKeyResponse, Sta
 #[cfg(feature = "openapi")]
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
-use crate::idempotency::{self, idempotency_key, json_response};
+use crate::idempotency::{self, idempotency_key, json_response, ReplayableResponse};
 use crate::query::{parse_limit, query_pairs};
 use crate::request_id::request_id_of;
 use crate::route::routes;

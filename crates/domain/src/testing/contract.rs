@@ -27,8 +27,8 @@ use crate::events::{
 };
 use crate::hashing::HashKey;
 use crate::ids::{EventId, KeyId, TenantId};
+use crate::key_kind::{KeyType, Mode};
 use crate::key_string::PlainKey;
-use crate::kinds::{KeyType, Mode};
 use crate::name::KeyName;
 use crate::ports::{
     ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
@@ -44,14 +44,6 @@ pub trait Store:
 {
 }
 impl<S: ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository> Store for S {}
-
-pub use crate::testing::idempotency_contract::{
-    a_live_record_answers_instead_of_a_second_write, a_refused_write_stores_no_record,
-    expired_records_are_replaced_and_deleted,
-    recorded_insert_stores_the_key_its_event_and_its_record,
-    recorded_rotation_rotates_and_stores_its_record,
-    records_are_scoped_to_the_tenant_and_the_caller,
-};
 
 /// The instant the suite's data is created at (whole seconds, as the service
 /// stores them).
@@ -2293,7 +2285,7 @@ pub fn events_after_follows_every_tenant_in_storage_order(store: &impl Store) {
 #[macro_export]
 macro_rules! repository_contract_tests {
     ($factory:expr) => {
-        $crate::repository_contract_tests!(@tests $factory;
+        $crate::repository_contract_tests!(@tests $factory; contract;
             insert_then_find_round_trips_every_field,
             find_is_scoped_to_the_tenant,
             insert_refuses_duplicate_id_or_hash,
@@ -2333,6 +2325,8 @@ macro_rules! repository_contract_tests {
             list_events_filters_by_key_type_and_mode,
             list_events_is_scoped_to_the_tenant,
             events_after_follows_every_tenant_in_storage_order,
+        );
+        $crate::repository_contract_tests!(@tests $factory; idempotency_contract;
             recorded_insert_stores_the_key_its_event_and_its_record,
             a_live_record_answers_instead_of_a_second_write,
             records_are_scoped_to_the_tenant_and_the_caller,
@@ -2341,12 +2335,12 @@ macro_rules! repository_contract_tests {
             expired_records_are_replaced_and_deleted,
         );
     };
-    (@tests $factory:expr; $($name:ident,)*) => {
+    (@tests $factory:expr; $module:ident; $($name:ident,)*) => {
         $(
             #[test]
             fn $name() {
                 let store = $factory;
-                $crate::testing::contract::$name(&*store);
+                $crate::testing::$module::$name(&*store);
             }
         )*
     };

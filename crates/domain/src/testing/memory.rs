@@ -15,6 +15,18 @@ use crate::ports::{
     RotateRepoError, TenantRepository, UpdateRepoError,
 };
 
+/// Returns the error of the first pending [`Fault`] of this variant, if any.
+macro_rules! answer_fault {
+    ($store:expr, $variant:ident) => {
+        if let Some(e) = $store.fault(|f| match f {
+            Fault::$variant(e) => Ok(e),
+            other => Err(other),
+        }) {
+            return Err(e);
+        }
+    };
+}
+
 #[derive(Debug, Default)]
 struct State {
     tenants: Vec<Tenant>,
@@ -152,11 +164,34 @@ impl State {
 /// One mutex serialises every call, which makes each one atomic and keeps every
 /// concurrency guarantee of the port docs. Clones share the same data.
 /// [`InMemoryStore::set_unavailable`] makes every call fail as an unreachable
-/// database would.
+/// database would; [`InMemoryStore::fail_next`] makes one write answer as a
+/// race or a fault would.
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryStore {
     state: Arc<Mutex<State>>,
     unavailable: Arc<AtomicBool>,
+    faults: Arc<Mutex<Vec<Fault>>>,
+}
+
+/// What the next call of one write answers instead of doing anything
+/// ([`InMemoryStore::fail_next`]): a refusal that a race with another request
+/// or node would cause (the key was revoked meanwhile, the caller's key too),
+/// a collision, or a storage failure. Tests of the use cases check how each
+/// answer is named to the caller, on the fake, without a mock.
+#[derive(Debug)]
+pub enum Fault {
+    /// [`ApiKeyRepository::insert`].
+    Insert(InsertError),
+    /// [`ApiKeyRepository::update`].
+    Update(UpdateRepoError),
+    /// [`ApiKeyRepository::revoke`] or [`ApiKeyRepository::revoke_unguarded`].
+    Revoke(RevokeRepoError),
+    /// [`ApiKeyRepository::rotate`].
+    Rotate(RotateRepoError),
+    /// [`ApiKeyRepository::record_uses`].
+    RecordUses(RepositoryError),
+    /// [`TenantRepository::create`].
+    CreateTenant(CreateTenantRepoError),
 }
 
 impl InMemoryStore {
@@ -168,6 +203,32 @@ impl InMemoryStore {
     /// While `true`, every call returns [`RepositoryError::Unavailable`].
     pub fn set_unavailable(&self, unavailable: bool) {
         self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// The next call of `fault`'s write answers with its error and writes
+    /// nothing; faults of one write answer in the order they were given.
+    pub fn fail_next(&self, fault: Fault) {
+        self.faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(fault);
+    }
+
+    /// The first pending fault that `pick` takes, removed.
+    fn fault<E>(&self, pick: fn(Fault) -> Result<E, Fault>) -> Option<E> {
+        let mut faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut taken = None;
+        for fault in std::mem::take(&mut *faults) {
+            if taken.is_some() {
+                faults.push(fault);
+                continue;
+            }
+            match pick(fault) {
+                Ok(error) => taken = Some(error),
+                Err(other) => faults.push(other),
+            }
+        }
+        taken
     }
 
     /// Every stored hash, for tests that check what is kept.
@@ -200,6 +261,7 @@ impl InMemoryStore {
         event: &KeyEvent,
         guarded: bool,
     ) -> Result<ApiKey, RevokeRepoError> {
+        answer_fault!(self, Revoke);
         let now = event.created_at;
         let mut state = self.lock()?;
         let key = state
@@ -239,6 +301,7 @@ impl InMemoryStore {
 
 impl ApiKeyRepository for InMemoryStore {
     fn insert(&self, new: &NewKey, max_active: u32, event: &KeyEvent) -> Result<(), InsertError> {
+        answer_fault!(self, Insert);
         self.lock()?.insert(new, max_active, event)
     }
 
@@ -284,6 +347,7 @@ impl ApiKeyRepository for InMemoryStore {
         changes: &FieldChanges,
         event: &KeyEvent,
     ) -> Result<ApiKey, UpdateRepoError> {
+        answer_fault!(self, Update);
         let now = event.created_at;
         let mut state = self.lock()?;
         let key = state
@@ -346,11 +410,13 @@ impl ApiKeyRepository for InMemoryStore {
         rotated: &KeyEvent,
         created: &KeyEvent,
     ) -> Result<(), RotateRepoError> {
+        answer_fault!(self, Rotate);
         self.lock()?
             .rotate(old, successor, revokes_at, rotated, created)
     }
 
     fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
+        answer_fault!(self, RecordUses);
         let mut state = self.lock()?;
         let mut written = 0;
         for u in uses {
@@ -436,6 +502,7 @@ impl TenantRepository for InMemoryStore {
         keys: &[NewKey],
         events: &[KeyEvent],
     ) -> Result<(), CreateTenantRepoError> {
+        answer_fault!(self, CreateTenant);
         let mut state = self.lock()?;
         let mut ids: Vec<KeyId> = keys.iter().map(|k| k.key.id).collect();
         ids.sort_unstable();
