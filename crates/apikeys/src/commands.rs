@@ -2,15 +2,13 @@
 //! creation) and the operator's commands are blocking by design: they run
 //! before any request is served, or with no server at all.
 
-use std::time::Duration;
-
 use anyhow::{anyhow, Context};
 use domain::{
     ApiKeys, CreateKey, CreatedTenant, ExpiresIn, HashKey, KeyId, KeyName, KeyStatus, KeyType,
     KeyView, ListKeys, Mode, Origin, RevokeKeyForError, Scopes, SystemClock, TenantId,
 };
 use http_actix::dto::{timestamp, CreatedKeyResponse, KeyObject};
-use infra_postgres::{FeedConfig, PgStore, PoolConfig};
+use infra_postgres::{PgStore, PoolConfig};
 use key_cache::CacheConfig;
 use serde::Serialize;
 
@@ -388,12 +386,7 @@ pub fn key_revoke(env: Env<'_>, tenant: &str, id: &str, force: bool) -> anyhow::
     Ok(())
 }
 
-fn run_server(
-    store: &PgStore,
-    pool: &PoolConfig,
-    hash_key: HashKey,
-    server: &ServerConfig,
-) -> anyhow::Result<()> {
+fn run_server(store: &PgStore, hash_key: HashKey, server: &ServerConfig) -> anyhow::Result<()> {
     let system = actix_web::rt::System::new();
     let settings = Settings {
         workers: server.workers,
@@ -402,12 +395,6 @@ fn run_server(
                 max_entries: server.cache_max_keys,
                 serve_stale_for: server.cache_serve_stale,
                 ..CacheConfig::default()
-            },
-            // The feed re-reads events as far back as a write can take between
-            // taking its sequence number and committing: a statement, plus margin.
-            feed: FeedConfig {
-                overlap: pool.statement_timeout * 2 + Duration::from_secs(5),
-                ..FeedConfig::default()
             },
             ..composition::Settings::default()
         },
@@ -436,7 +423,7 @@ pub fn serve(env: Env<'_>) -> anyhow::Result<()> {
     let hash_key = env.hash_key()?;
     let server = env.server()?;
     let store = connect_and_migrate(&db.url, &db.pool)?;
-    run_server(&store, &db.pool, hash_key, &server)
+    run_server(&store, hash_key, &server)
 }
 
 /// `apikeys dev`: no configuration needed.
@@ -499,7 +486,7 @@ pub fn dev(env: Env<'_>) -> anyhow::Result<()> {
             println!();
         }
     }
-    run_server(&store, &pool, hash_key, &server)
+    run_server(&store, hash_key, &server)
 }
 
 fn warn_dev_hash_key() {

@@ -499,8 +499,8 @@ pub trait EventRepository: Send + Sync {
     /// At most `limit` events of every tenant with a sequence number greater
     /// than `after`, in sequence order: what another node follows. The one
     /// read across tenants besides
-    /// [`ApiKeyRepository::find_by_hash`]. Numbers can commit out of order;
-    /// a follower re-reads an overlap window (docs/events.md).
+    /// [`ApiKeyRepository::find_by_hash`]. Numbers can commit out of order,
+    /// so a follower cannot track them alone (docs/events.md).
     ///
     /// # Errors
     /// [`RepositoryError`].

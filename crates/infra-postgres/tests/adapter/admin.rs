@@ -52,7 +52,7 @@ fn ensure_database_creates_a_missing_database_once() {
     assert!(!second);
     let store = PgStore::connect(&database_url_for(&admin_url, &name), &PoolConfig::default())
         .expect("pool");
-    assert_eq!(store.migrate().expect("migrate").len(), 4);
+    assert_eq!(store.migrate().expect("migrate").len(), 5);
     store.ping().expect("ping");
 }
 
