@@ -23,6 +23,10 @@ pub enum CreateError {
     /// was written.
     #[error("the API key has been revoked")]
     CallerRevoked,
+    /// The calling key expired before the change could commit; nothing was
+    /// written.
+    #[error("the API key has expired")]
+    CallerExpired,
     /// The idempotency key was used before by this caller with another
     /// request (within 24 hours).
     #[error("this idempotency key was used with another request")]
@@ -91,6 +95,10 @@ pub enum UpdateError {
     /// was written.
     #[error("the API key has been revoked")]
     CallerRevoked,
+    /// The calling key expired before the change could commit; nothing was
+    /// written.
+    #[error("the API key has expired")]
+    CallerExpired,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -112,6 +120,10 @@ pub enum RevokeError {
     /// was written.
     #[error("the API key has been revoked")]
     CallerRevoked,
+    /// The calling key expired before the change could commit; nothing was
+    /// written.
+    #[error("the API key has expired")]
+    CallerExpired,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -139,6 +151,10 @@ pub enum RotateError {
     /// was written.
     #[error("the API key has been revoked")]
     CallerRevoked,
+    /// The calling key expired before the change could commit; nothing was
+    /// written.
+    #[error("the API key has expired")]
+    CallerExpired,
     /// The idempotency key was used before by this caller with another
     /// request (within 24 hours).
     #[error("this idempotency key was used with another request")]

@@ -118,7 +118,7 @@ impl ApiKeys {
                 "generated key id or hash collided",
             )
             .into()),
-            Err(InsertError::ActorRevoked) => Err(RepositoryError::failure(
+            Err(InsertError::ActorRefused(_)) => Err(RepositoryError::failure(
                 "insert key",
                 "the store refused an operator's write for its actor",
             )
@@ -202,7 +202,7 @@ impl ApiKeys {
             Err(RevokeRepoError::LastFullAccessKey) => {
                 Err(RevokeKeyForError::LastFullAccessKey(*id))
             }
-            Err(RevokeRepoError::ActorRevoked) => Err(RepositoryError::failure(
+            Err(RevokeRepoError::ActorRefused(_)) => Err(RepositoryError::failure(
                 "revoke key",
                 "the store refused an operator's write for its actor",
             )

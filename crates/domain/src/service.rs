@@ -6,7 +6,7 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::api_key::{ApiKey, KeyStatus, KeyView, NewKey, Tenant};
-use crate::auth::{check_key, AuthError, Authenticator, Credentials, Principal};
+use crate::auth::{check_key, AccessError, AuthError, Authenticator, Credentials, Principal};
 use crate::clock::Clock;
 use crate::duration::{ExpiresIn, GracePeriod};
 use crate::errors::{
@@ -21,9 +21,9 @@ use crate::key_string::PlainKey;
 use crate::kinds::{KeyType, Mode};
 use crate::name::KeyName;
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
-    KeyChangeListener, KeyUse, ListQuery, RepositoryError, RevokeRepoError, RotateRepoError,
-    TenantRepository, UpdateRepoError,
+    ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
+    InsertError, KeyChangeListener, KeyUse, ListQuery, RepositoryError, RevokeRepoError,
+    RotateRepoError, TenantRepository, UpdateRepoError,
 };
 use crate::random::SecretSource;
 use crate::scope::{Scope, Scopes};
@@ -437,7 +437,11 @@ impl ApiKeys {
                 Err(UpdateRepoError::NotFound) => Err(UpdateError::NotFound),
                 Err(UpdateRepoError::Revoked) => Err(UpdateError::Revoked),
                 Err(UpdateRepoError::LastFullAccessKey) => Err(UpdateError::LastFullAccessKey),
-                Err(UpdateRepoError::ActorRevoked) => Err(UpdateError::CallerRevoked),
+                Err(UpdateRepoError::ActorRefused(r)) => Err(caller_refused(
+                    r,
+                    UpdateError::CallerRevoked,
+                    UpdateError::CallerExpired,
+                )),
                 Err(UpdateRepoError::Repository(e)) => Err(e.into()),
             };
         }
@@ -476,7 +480,11 @@ impl ApiKeys {
             }
             Err(RevokeRepoError::NotFound) => Err(RevokeError::NotFound),
             Err(RevokeRepoError::LastFullAccessKey) => Err(RevokeError::LastFullAccessKey),
-            Err(RevokeRepoError::ActorRevoked) => Err(RevokeError::CallerRevoked),
+            Err(RevokeRepoError::ActorRefused(r)) => Err(caller_refused(
+                r,
+                RevokeError::CallerRevoked,
+                RevokeError::CallerExpired,
+            )),
             Err(RevokeRepoError::Repository(e)) => Err(e.into()),
         }
     }
@@ -592,7 +600,9 @@ impl ApiKeys {
                 Ok(None) => RotateError::NotFound,
                 Err(e) => e.into(),
             },
-            RotateRepoError::ActorRevoked => RotateError::CallerRevoked,
+            RotateRepoError::ActorRefused(r) => {
+                caller_refused(r, RotateError::CallerRevoked, RotateError::CallerExpired)
+            }
             RotateRepoError::Duplicate => RotateError::Repository(RepositoryError::failure(
                 "rotate key",
                 "generated key id or hash collided",
@@ -783,10 +793,28 @@ pub(crate) fn creatable_mode(caller: &Principal, request: &CreateKey) -> Result<
 }
 
 /// Names why the store did not insert the caller's new key.
+/// A write refused because its calling key may no longer write, as the
+/// endpoints refuse such a caller (docs/api.md, "Authentication" and
+/// "Authorization"): 401 when it is revoked (`revoked`) or expired
+/// (`expired`), 403 when it is no longer a full-access secret key.
+fn caller_refused<E: From<AccessError>>(refusal: ActorRefusal, revoked: E, expired: E) -> E {
+    match refusal {
+        ActorRefusal::Revoked => revoked,
+        ActorRefusal::Expired => expired,
+        ActorRefusal::NotSecret => AccessError::SecretKeyRequired.into(),
+        ActorRefusal::NotFullAccess => AccessError::InsufficientScope {
+            required: Scope::All,
+        }
+        .into(),
+    }
+}
+
 pub(crate) fn create_failed(error: InsertError) -> CreateError {
     match error {
         InsertError::LimitReached => CreateError::LimitReached,
-        InsertError::ActorRevoked => CreateError::CallerRevoked,
+        InsertError::ActorRefused(r) => {
+            caller_refused(r, CreateError::CallerRevoked, CreateError::CallerExpired)
+        }
         InsertError::Duplicate => CreateError::Repository(RepositoryError::failure(
             "insert key",
             "generated key id or hash collided",

@@ -16,12 +16,12 @@ use domain::mocks::{
 };
 use domain::testing::{SeqSecretSource, TestClock};
 use domain::{
-    AccessError, Actor, ApiKey, ApiKeys, AuthError, Authenticator, Change, CreateError, CreateKey,
-    CreateTenantRepoError, Credentials, EventData, EventId, EventPage, EventType, FieldChanges,
-    GetError, GracePeriod, InsertError, KeyEvent, KeyId, KeyName, KeyStatus, KeyType, KeyUse,
-    KeyView, ListError, ListEvents, ListEventsError, ListKeys, Mode, NewKey, Origin, PageLimit,
-    PlainKey, Principal, RepositoryError, RevokeError, RevokeRepoError, RotateError,
-    RotateRepoError, Scope, Scopes, TenantId, UpdateError, UpdateRepoError,
+    AccessError, Actor, ActorRefusal, ApiKey, ApiKeys, AuthError, Authenticator, Change,
+    CreateError, CreateKey, CreateTenantRepoError, Credentials, EventData, EventId, EventPage,
+    EventType, FieldChanges, GetError, GracePeriod, InsertError, KeyEvent, KeyId, KeyName,
+    KeyStatus, KeyType, KeyUse, KeyView, ListError, ListEvents, ListEventsError, ListKeys, Mode,
+    NewKey, Origin, PageLimit, PlainKey, Principal, RepositoryError, RevokeError, RevokeRepoError,
+    RotateError, RotateRepoError, Scope, Scopes, TenantId, UpdateError, UpdateRepoError,
 };
 use mockall::Sequence;
 use time::Duration;
@@ -538,7 +538,7 @@ fn insert_outcomes_map_to_create_errors() {
             |e| matches!(e, CreateError::LimitReached),
         ),
         (
-            || InsertError::ActorRevoked,
+            || InsertError::ActorRefused(ActorRefusal::Revoked),
             |e| matches!(e, CreateError::CallerRevoked),
         ),
         (
@@ -607,7 +607,7 @@ fn repository_refusals_of_update_and_revoke_map_to_their_errors() {
     keys.expect_update()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _, _, _| Err(UpdateRepoError::ActorRevoked));
+        .returning(|_, _, _, _| Err(UpdateRepoError::ActorRefused(ActorRefusal::Revoked)));
     keys.expect_revoke()
         .times(1)
         .in_sequence(&mut seq)
@@ -619,7 +619,7 @@ fn repository_refusals_of_update_and_revoke_map_to_their_errors() {
     keys.expect_revoke()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _, _| Err(RevokeRepoError::ActorRevoked));
+        .returning(|_, _, _| Err(RevokeRepoError::ActorRefused(ActorRefusal::Revoked)));
     let (service, heard) = listened(service(keys));
     let caller = principal(KeyType::Secret, Mode::Live);
     let update = || service.update(&caller, None, &id, None, Some(users_read()));
@@ -988,7 +988,7 @@ fn rotate_maps_a_revoked_actor_to_caller_revoked() {
         .return_once(move |_, _| Ok(Some(old)));
     keys.expect_rotate()
         .times(1)
-        .returning(|_, _, _, _, _| Err(RotateRepoError::ActorRevoked));
+        .returning(|_, _, _, _, _| Err(RotateRepoError::ActorRefused(ActorRefusal::Revoked)));
     let (service, heard) = listened(service(keys));
 
     assert!(matches!(

@@ -10,8 +10,8 @@ use crate::hashing::KeyHash;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord, IdempotencyScope};
 use crate::ids::{KeyId, TenantId};
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
-    KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError, RevokeRepoError,
+    ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
+    InsertError, KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError, RevokeRepoError,
     RotateRepoError, TenantRepository, UpdateRepoError,
 };
 
@@ -27,12 +27,19 @@ struct State {
 impl State {
     /// Whether the event's actor may still write at `now`: an actor key must
     /// not be revoked.
-    fn actor_allowed(&self, event: &KeyEvent) -> bool {
+    /// Why the event's actor may not write (the rule of
+    /// [`ActorRefusal::judge`], as the PostgreSQL adapter applies it).
+    fn actor_refusal(&self, event: &KeyEvent) -> Option<ActorRefusal> {
         match event.actor {
-            Actor::ApiKey(id) => self.keys.get(&id).is_some_and(|(k, _)| {
-                k.tenant_id == event.tenant_id && !k.is_revoked(event.created_at)
-            }),
-            Actor::Cli | Actor::LeakReport => true,
+            Actor::ApiKey(id) => {
+                let actor = self
+                    .keys
+                    .get(&id)
+                    .map(|(k, _)| k)
+                    .filter(|k| k.tenant_id == event.tenant_id);
+                ActorRefusal::judge(actor, event.created_at)
+            }
+            Actor::Cli | Actor::LeakReport => None,
         }
     }
 
@@ -56,8 +63,8 @@ impl State {
         if !self.tenants.iter().any(|t| t.id == new.key.tenant_id) {
             return Err(InsertError::UnknownTenant);
         }
-        if !self.actor_allowed(event) {
-            return Err(InsertError::ActorRevoked);
+        if let Some(refusal) = self.actor_refusal(event) {
+            return Err(InsertError::ActorRefused(refusal));
         }
         if self.has_id_or_hash(new) {
             return Err(InsertError::Duplicate);
@@ -91,8 +98,8 @@ impl State {
         if status != KeyStatus::Active {
             return Err(RotateRepoError::NotActive);
         }
-        if !self.actor_allowed(rotated) {
-            return Err(RotateRepoError::ActorRevoked);
+        if let Some(refusal) = self.actor_refusal(rotated) {
+            return Err(RotateRepoError::ActorRefused(refusal));
         }
         if self.has_id_or_hash(successor) {
             return Err(RotateRepoError::Duplicate);
@@ -209,8 +216,8 @@ impl InMemoryStore {
         if key.is_revoked(now) {
             return Ok(key);
         }
-        if !state.actor_allowed(event) {
-            return Err(RevokeRepoError::ActorRevoked);
+        if let Some(refusal) = state.actor_refusal(event) {
+            return Err(RevokeRepoError::ActorRefused(refusal));
         }
         if guarded
             && key.counts_for_full_access_guard(now)
@@ -298,8 +305,8 @@ impl ApiKeyRepository for InMemoryStore {
         if stale {
             return Err(UpdateRepoError::Stale);
         }
-        if !state.actor_allowed(event) {
-            return Err(UpdateRepoError::ActorRevoked);
+        if let Some(refusal) = state.actor_refusal(event) {
+            return Err(UpdateRepoError::ActorRefused(refusal));
         }
         let narrows = changes
             .scopes
