@@ -125,11 +125,22 @@ inserted AS (
 /// statement: the old key gets `revokes_at = $5` and `replaced_by` only if
 /// it is active at `$3` (no revocation scheduled, not expired) and the actor
 /// may write; the successor and the events are inserted only if that update
-/// happened. Of concurrent rotations the first takes the row lock; the
-/// others re-check the condition on the updated row, find it no longer
-/// active, and write nothing.
+/// happened. The successor takes its name and scopes from the old key's row
+/// as locked, not from the parameters (read before): a rename or re-scope
+/// that commits while the rotation waits is carried over, not undone. Of
+/// concurrent rotations the first takes the row lock; the others re-check
+/// the condition on the updated row, find it no longer active, and write
+/// nothing.
 static ROTATE: LazyLock<Template> = LazyLock::new(|| {
     let key_first = WRITE_PARAMS + 2;
+    let values = (key_first..)
+        .zip(KEY_COLUMNS)
+        .map(|(i, column)| match column {
+            "name" | "scopes" => format!("old.{column}"),
+            _ => format!("${i}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     Template::parse(&format!(
         "{WRITE_PRELUDE},
 old AS (
@@ -138,14 +149,13 @@ old AS (
       AND revokes_at IS NULL
       AND (expires_at IS NULL OR expires_at > $3)
       AND (SELECT ok FROM actor_ok)
-    RETURNING id),
+    RETURNING id, name, scopes),
 successor AS (
     INSERT INTO api_keys ({columns})
     SELECT {values} FROM old
     RETURNING id)
 {events} WHERE EXISTS (SELECT 1 FROM successor)",
         columns = KEY_COLUMNS.join(", "),
-        values = key_values(key_first),
         events = insert_events_sql(key_first + KEY_COLUMNS.len()),
     ))
 });

@@ -109,8 +109,12 @@ impl State {
             .ok_or(RotateRepoError::NotFound)?;
         stored.revokes_at = Some(revokes_at);
         stored.replaced_by = Some(successor.key.id);
-        self.keys
-            .insert(successor.key.id, (successor.key.clone(), successor.hash));
+        // The successor takes the old key's name and scopes as they are now
+        // (as the PostgreSQL adapter does from the locked row).
+        let mut key = successor.key.clone();
+        key.name = stored.name.clone();
+        key.scopes = stored.scopes;
+        self.keys.insert(successor.key.id, (key, successor.hash));
         self.record(&[rotated, created]);
         Ok(())
     }

@@ -249,6 +249,52 @@ fn an_update_revoke_or_rotation_waiting_on_its_actors_revocation_is_refused() {
     assert_eq!(types.len(), 9 + 3);
 }
 
+#[test]
+fn a_rotation_waiting_on_a_rename_and_rescope_copies_them() {
+    // An admin renames and narrows key J (holding J's row, as a PATCH does)
+    // while a rotation of J, prepared from J as it was, waits for that row:
+    // the successor gets J's name and scopes as they are when the rotation
+    // commits, so the PATCH is not undone.
+    let db = TestDatabase::new();
+    let store = pool_for(&db, 4);
+    let f = Fixture::new();
+    let s = scene(&f, &store);
+    let tenant = domain::Tenant {
+        id: s.target.tenant_id,
+        name: "Acme".to_owned(),
+        created_at: T0,
+    };
+    let successor = f.key(&tenant);
+    let grace = time::Duration::hours(1);
+    let (rotated, created) = f.rotated_events(&s.target, &successor.key, grace, T0);
+    let (rotated, created) = (by_key(&s.actor, rotated), by_key(&s.actor, created));
+
+    let mut admin = connect(&db);
+    admin.batch_execute("BEGIN").expect("begin");
+    sql_query("UPDATE api_keys SET name = 'Renamed', scopes = ARRAY['users:read'] WHERE id = $1")
+        .bind::<diesel::sql_types::Text, _>(s.target.id.to_string())
+        .execute(&mut admin)
+        .expect("rename and narrow the target");
+    let rotation = {
+        let (store, target, successor) = (store.clone(), s.target.clone(), successor.clone());
+        thread::spawn(move || store.rotate(&target.id, &successor, T0 + grace, &rotated, &created))
+    };
+    thread::sleep(Duration::from_millis(300));
+    admin.batch_execute("COMMIT").expect("commit");
+    let result = rotation.join().expect("rotation thread");
+
+    assert!(result.is_ok(), "{result:?}");
+    let stored = store
+        .find(&tenant.id, &successor.key.id)
+        .expect("find")
+        .expect("the successor");
+    assert_eq!(stored.name.as_str(), "Renamed");
+    assert_eq!(
+        stored.scopes,
+        domain::Scopes::parse(["users:read"]).expect("scopes")
+    );
+}
+
 /// What a round of the race below has key K do while K is revoked.
 #[derive(Debug, Clone, Copy)]
 enum Write {
