@@ -206,19 +206,27 @@ impl KeyCreateArgs {
     }
 }
 
-/// `apikeys key create --tenant T --name N [...] [--json]`: a key for any
-/// tenant, printed once. `--json` prints the API's 201 body of
-/// `POST /v1/api-keys`.
+/// `apikeys key create --tenant T --name N [...] [--json] [--force]`: a key
+/// for any tenant, printed once. `--json` prints the API's 201 body of
+/// `POST /v1/api-keys`; `--force` passes the tenant's key limit.
 ///
 /// # Errors
-/// Invalid arguments, an unknown tenant, the key limit, configuration or
-/// database problems.
-pub fn key_create(env: Env<'_>, args: &KeyCreateArgs, json: bool) -> anyhow::Result<()> {
+/// Invalid arguments, an unknown tenant, the key limit (without `force`),
+/// configuration or database problems.
+pub fn key_create(
+    env: Env<'_>,
+    args: &KeyCreateArgs,
+    json: bool,
+    force: bool,
+) -> anyhow::Result<()> {
     let (tenant, request) = args.parse()?;
     let service = operator_service(&env)?;
-    let created = service
-        .create_key_for(&Origin::cli(), &tenant, request)
-        .context("cannot create the key")?;
+    let created = if force {
+        service.create_key_for_past_the_limit(&Origin::cli(), &tenant, request)
+    } else {
+        service.create_key_for(&Origin::cli(), &tenant, request)
+    }
+    .context("cannot create the key")?;
     let out = CreatedKeyResponse::from(created);
     if json {
         println!("{}", serde_json::to_string(&out)?);

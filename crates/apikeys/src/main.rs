@@ -154,6 +154,10 @@ enum KeyCommand {
         /// JSON object.
         #[arg(long)]
         json: bool,
+        /// Create the key even when the tenant has its limit of active keys
+        /// in this mode (10,000): the way back in when keys fill it.
+        #[arg(long)]
+        force: bool,
     },
     /// List a tenant's keys of every mode, newest first.
     List {
@@ -215,6 +219,7 @@ fn main() -> ExitCode {
                 scopes,
                 expires_in,
                 json,
+                force,
             } => commands::key_create(
                 env,
                 &KeyCreateArgs {
@@ -226,6 +231,7 @@ fn main() -> ExitCode {
                     expires_in,
                 },
                 json,
+                force,
             ),
             KeyCommand::List {
                 tenant,

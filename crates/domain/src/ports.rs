@@ -183,7 +183,8 @@ impl ActorRefusal {
 /// Why [`ApiKeyRepository::insert`] did not insert.
 #[derive(Debug, Error)]
 pub enum InsertError {
-    /// The tenant already has `max_active` keys that count for the limit.
+    /// The tenant already has `max_active` keys of the mode that count for
+    /// the limit.
     #[error("the tenant's active key limit is reached")]
     LimitReached,
     /// The id or the hash is taken (a unique violation).
@@ -285,11 +286,12 @@ pub enum RotateRepoError {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait ApiKeyRepository: Send + Sync {
     /// Stores a new key and its `api_key.created` event if the tenant has
-    /// fewer than `max_active` keys that count for the limit
-    /// ([`ApiKey::counts_for_key_limit`]).
+    /// fewer than `max_active` keys of the new key's mode that count for the
+    /// limit ([`ApiKey::counts_for_key_limit`]): live and test keys count
+    /// apart, so test keys cannot crowd out live ones.
     ///
     /// Concurrency: the count and the insert are atomic per tenant, so
-    /// concurrent inserts never take a tenant past `max_active`.
+    /// concurrent inserts never take a tenant's mode past `max_active`.
     ///
     /// # Errors
     /// [`InsertError`].

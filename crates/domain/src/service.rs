@@ -28,8 +28,8 @@ use crate::ports::{
 use crate::random::SecretSource;
 use crate::scope::{Scope, Scopes};
 
-/// Most keys a tenant may have active at once (docs/api.md, "Error codes":
-/// `key_limit_reached`).
+/// Most keys a tenant may have active at once in each mode (docs/api.md,
+/// "Error codes": `key_limit_reached`).
 pub const DEFAULT_MAX_ACTIVE_KEYS: u32 = 10_000;
 
 /// How often [`ApiKeys::update`] re-reads and retries when a concurrent
@@ -283,8 +283,14 @@ impl ApiKeys {
         caller.require_key_management()?;
         let mode = creatable_mode(caller, &request)?;
         let origin = caller.origin(request_id);
-        self.insert_key(&origin, caller.tenant_id, mode, request)
-            .map_err(create_failed)
+        self.insert_key(
+            &origin,
+            caller.tenant_id,
+            mode,
+            request,
+            self.max_active_keys,
+        )
+        .map_err(create_failed)
     }
 
     /// Makes a key of `mode` for `tenant` as `request` says, with its
@@ -336,10 +342,11 @@ impl ApiKeys {
         tenant: TenantId,
         mode: Mode,
         request: CreateKey,
+        max_active: u32,
     ) -> Result<CreatedKey, InsertError> {
         let prepared = self.prepare_key(origin, tenant, mode, request);
         self.keys
-            .insert(&prepared.new, self.max_active_keys, &prepared.event)?;
+            .insert(&prepared.new, max_active, &prepared.event)?;
         self.changed(&[prepared.new.key.id]);
         Ok(prepared.created)
     }

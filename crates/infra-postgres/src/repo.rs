@@ -96,9 +96,9 @@ actor_ok AS (
           AND key_type = 'secret' AND scopes = ARRAY['*']::TEXT[]) AS ok)";
 
 /// Inserts a key (from `$6`) only if the actor may write and the tenant has
-/// fewer than `$5` keys that count for the limit at `$3`
-/// (`ApiKey::counts_for_key_limit`: neither revoked nor expired; the count
-/// stops at the limit), and its events (after the key) only if it did.
+/// fewer than `$5` keys of the new key's mode that count for the limit at
+/// `$3` (`ApiKey::counts_for_key_limit`: neither revoked nor expired; the
+/// count stops at the limit), and its events (after the key) only if it did.
 static INSERT_UNDER_LIMIT: LazyLock<Template> = LazyLock::new(|| {
     let key_first = WRITE_PARAMS + 2;
     Template::parse(&format!(
@@ -109,7 +109,7 @@ inserted AS (
     WHERE (SELECT ok FROM actor_ok)
       AND (SELECT count(*) FROM (
                SELECT 1 FROM api_keys
-               WHERE tenant_id = $1
+               WHERE tenant_id = $1 AND mode = ${mode}
                  AND (revokes_at IS NULL OR revokes_at > $3)
                  AND (expires_at IS NULL OR expires_at > $3)
                LIMIT $5) AS counted) < $5
@@ -117,9 +117,18 @@ inserted AS (
 {events} WHERE EXISTS (SELECT 1 FROM inserted)",
         columns = KEY_COLUMNS.join(", "),
         values = key_values(key_first),
+        mode = key_first + key_column("mode"),
         events = insert_events_sql(key_first + KEY_COLUMNS.len()),
     ))
 });
+
+/// The position of `column` in [`KEY_COLUMNS`].
+fn key_column(column: &str) -> usize {
+    KEY_COLUMNS
+        .iter()
+        .position(|c| *c == column)
+        .unwrap_or(KEY_COLUMNS.len())
+}
 
 /// Rotates key `$2` into the successor (from `$6`, whose id is `$6`) as one
 /// statement: the old key gets `revokes_at = $5` and `replaced_by` only if

@@ -499,6 +499,39 @@ pub fn insert_respects_the_active_key_limit(store: &impl Store) {
     assert_eq!(store.find(&tenant.id, &third.key.id).expect("find"), None);
 }
 
+/// The limit counts per mode: test keys at the limit do not stop a live key,
+/// and live keys at the limit do not stop a test key.
+pub fn the_active_key_limit_counts_per_mode(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let now = T0 + Duration::hours(1);
+    let test_key = || f.key_with(&tenant, KeyType::Secret, Mode::Test, Scopes::full());
+    for _ in 0..2 {
+        let key = test_key();
+        store
+            .insert(&key, 2, &f.created_event(&key.key, now))
+            .expect("a test key under the limit");
+    }
+    let third = test_key();
+    assert!(matches!(
+        store.insert(&third, 2, &f.created_event(&third.key, now)),
+        Err(InsertError::LimitReached)
+    ));
+    for _ in 0..2 {
+        let live = f.key(&tenant);
+        store
+            .insert(&live, 2, &f.created_event(&live.key, now))
+            .expect("live keys count apart from test keys");
+    }
+    let live = f.key(&tenant);
+    assert!(matches!(
+        store.insert(&live, 2, &f.created_event(&live.key, now)),
+        Err(InsertError::LimitReached)
+    ));
+    assert_eq!(store.find(&tenant.id, &live.key.id).expect("find"), None);
+    assert_eq!(store.find(&tenant.id, &third.key.id).expect("find"), None);
+}
+
 /// Newest first; `limit`, `has_more` and `starting_after` page through all keys.
 pub fn list_pages_newest_first(store: &impl Store) {
     let f = Fixture::new();
@@ -2378,6 +2411,7 @@ macro_rules! repository_contract_tests {
             insert_refuses_duplicate_id_or_hash,
             insert_refuses_unknown_tenant,
             insert_respects_the_active_key_limit,
+            the_active_key_limit_counts_per_mode,
             list_pages_newest_first,
             list_filters_by_type_mode_and_revocation,
             update_changes_name_and_scopes,

@@ -72,7 +72,11 @@ impl State {
         let active = self
             .keys
             .values()
-            .filter(|(k, _)| k.tenant_id == new.key.tenant_id && k.counts_for_key_limit(now))
+            .filter(|(k, _)| {
+                k.tenant_id == new.key.tenant_id
+                    && k.mode == new.key.mode
+                    && k.counts_for_key_limit(now)
+            })
             .count();
         if active >= max_active as usize {
             return Err(InsertError::LimitReached);
