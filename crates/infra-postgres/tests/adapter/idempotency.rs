@@ -77,7 +77,7 @@ fn a_twin_that_holds_the_record_lock_makes_the_write_in_use_and_write_nothing() 
     };
     let mut twin = connect(&db);
     let lock_name = format!("{} {} order 42", tenant.id, caller.key.id);
-    sql_query(&format!("SELECT pg_advisory_lock({TWIN_LOCK})"))
+    sql_query(format!("SELECT pg_advisory_lock({TWIN_LOCK})"))
         .bind::<Text, _>(&lock_name)
         .execute(&mut twin)
         .expect("lock");
@@ -97,7 +97,7 @@ fn a_twin_that_holds_the_record_lock_makes_the_write_in_use_and_write_nothing() 
     );
 
     // And once the twin lets go, the request goes through
-    sql_query(&format!("SELECT pg_advisory_unlock({TWIN_LOCK})"))
+    sql_query(format!("SELECT pg_advisory_unlock({TWIN_LOCK})"))
         .bind::<Text, _>(&lock_name)
         .execute(&mut twin)
         .expect("unlock");
