@@ -126,7 +126,7 @@ impl ApiKeys {
                 "revoke leaked key",
                 "the unguarded revocation applied the full-access guard",
             )),
-            Err(RevokeRepoError::ActorRevoked) => Err(RepositoryError::failure(
+            Err(RevokeRepoError::ActorRefused(_)) => Err(RepositoryError::failure(
                 "revoke leaked key",
                 "a leak report has no actor key, yet it was refused as revoked",
             )),

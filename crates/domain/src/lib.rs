@@ -84,9 +84,9 @@ pub use leaks::LeakReport;
 pub use name::{is_forbidden_in_name, KeyName, KeyNameError, MAX_NAME_CHARS};
 pub use operator::{CreateKeyForError, ListKeysForError, RevokeKeyForError, RevokedKey};
 pub use ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
-    KeyChangeListener, KeyLookup, KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError,
-    RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
+    ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
+    InsertError, KeyChangeListener, KeyLookup, KeyPage, KeyUse, ListQuery, RecordedWriteError,
+    RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
 pub use random::{OsSecretSource, SecretSource};
 pub use requests::{CreateKey, ListEvents, ListKeys, PageLimit, PageLimitError};

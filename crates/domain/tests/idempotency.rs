@@ -227,9 +227,14 @@ fn a_stored_response_the_adapter_cannot_read_is_a_storage_failure_and_changes_no
 
 #[test]
 fn an_error_is_not_kept_and_the_retry_runs_again() {
+    // The tenant's live keys (the caller and one more) fill the limit.
     let h = Harness::with_max_active_keys(2);
     let tenant = h.tenant();
     let caller = h.principal(&tenant.live);
+    let other = h
+        .service
+        .create_key_for(&domain::Origin::cli(), &tenant.tenant.id, secret_request())
+        .expect("a second live key");
 
     let full =
         h.service
@@ -238,12 +243,12 @@ fn an_error_is_not_kept_and_the_retry_runs_again() {
 
     h.store
         .revoke(
-            &tenant.test.key.tenant_id,
-            &tenant.test.key.id,
+            &other.key.tenant_id,
+            &other.key.id,
             &domain::KeyEvent::for_key(
                 domain::EventId::generate(T0, &domain::OsSecretSource),
                 h.service.now(),
-                &tenant.test.key,
+                &other.key,
                 &domain::Origin::cli(),
                 domain::EventData::KeyRevoked,
             ),

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use common::{request, Harness, Recorder};
 use domain::testing::Fault;
 use domain::{
-    CreateError, CreateTenantError, CreateTenantRepoError, CreatedTenant, GracePeriod, InsertError,
-    KeyType, ListEvents, ListEventsError, Origin, Principal, RepositoryError, RevokeError,
-    RevokeRepoError, RotateError, RotateRepoError, Scopes, TenantRepository, UpdateError,
-    UpdateRepoError,
+    ActorRefusal, CreateError, CreateTenantError, CreateTenantRepoError, CreatedTenant,
+    GracePeriod, InsertError, KeyType, ListEvents, ListEventsError, Origin, Principal,
+    RepositoryError, RevokeError, RevokeRepoError, RotateError, RotateRepoError, Scopes,
+    TenantRepository, UpdateError, UpdateRepoError,
 };
 
 /// A store refusal, and a check of the use case's error.
@@ -70,7 +70,7 @@ fn each_insert_refusal_is_named_and_nothing_is_stored() {
         (InsertError::LimitReached, |e| {
             matches!(e, CreateError::LimitReached)
         }),
-        (InsertError::ActorRevoked, |e| {
+        (InsertError::ActorRefused(ActorRefusal::Revoked), |e| {
             matches!(e, CreateError::CallerRevoked)
         }),
         // A generated id or hash that collided, a tenant gone: not the
@@ -125,7 +125,9 @@ fn each_update_and_revoke_refusal_is_named_and_nothing_changes() {
     h.store.fail_next(Fault::Update(UpdateRepoError::NotFound));
     assert!(matches!(update(), Err(UpdateError::NotFound)));
     h.store
-        .fail_next(Fault::Update(UpdateRepoError::ActorRevoked));
+        .fail_next(Fault::Update(UpdateRepoError::ActorRefused(
+            ActorRefusal::Revoked,
+        )));
     assert!(matches!(update(), Err(UpdateError::CallerRevoked)));
     h.store
         .fail_next(Fault::Update(UpdateRepoError::Repository(unavailable())));
@@ -137,7 +139,9 @@ fn each_update_and_revoke_refusal_is_named_and_nothing_changes() {
     h.store.fail_next(Fault::Revoke(RevokeRepoError::NotFound));
     assert!(matches!(revoke(), Err(RevokeError::NotFound)));
     h.store
-        .fail_next(Fault::Revoke(RevokeRepoError::ActorRevoked));
+        .fail_next(Fault::Revoke(RevokeRepoError::ActorRefused(
+            ActorRefusal::Revoked,
+        )));
     assert!(matches!(revoke(), Err(RevokeError::CallerRevoked)));
     h.store
         .fail_next(Fault::Revoke(RevokeRepoError::Repository(unavailable())));
@@ -153,7 +157,7 @@ fn each_rotation_refusal_that_needs_no_second_read_is_named_and_nothing_changes(
         (RotateRepoError::NotFound, |e| {
             matches!(e, RotateError::NotFound)
         }),
-        (RotateRepoError::ActorRevoked, |e| {
+        (RotateRepoError::ActorRefused(ActorRefusal::Revoked), |e| {
             matches!(e, RotateError::CallerRevoked)
         }),
         (

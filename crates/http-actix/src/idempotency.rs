@@ -7,7 +7,7 @@
 //! ([`domain::Replayable`]); its shape, [`ReplayableResponse`], is this
 //! adapter's.
 
-use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use actix_web::http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use std::fmt;
@@ -157,9 +157,15 @@ pub(crate) fn json_response(
     }
 }
 
-/// The HTTP response of `outcome`; a replay says so.
+/// The HTTP response of `outcome`; a replay says so. Every idempotent
+/// response (a creation or a rotation) carries a full key, so none may be
+/// cached (`Cache-Control: no-store`), also a replay of a record stored
+/// before that header was part of the rendered response.
 pub(crate) fn send(outcome: IdempotentResponse<ReplayableResponse>) -> HttpResponse {
     let mut response = send_once(outcome.response);
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if outcome.replayed {
         response.headers_mut().insert(
             HeaderName::from_static("idempotent-replayed"),

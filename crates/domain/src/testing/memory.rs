@@ -10,8 +10,8 @@ use crate::hashing::KeyHash;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord, IdempotencyScope};
 use crate::ids::{KeyId, TenantId};
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
-    KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError, RevokeRepoError,
+    ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
+    InsertError, KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError, RevokeRepoError,
     RotateRepoError, TenantRepository, UpdateRepoError,
 };
 
@@ -39,12 +39,19 @@ struct State {
 impl State {
     /// Whether the event's actor may still write at `now`: an actor key must
     /// not be revoked.
-    fn actor_allowed(&self, event: &KeyEvent) -> bool {
+    /// Why the event's actor may not write (the rule of
+    /// [`ActorRefusal::judge`], as the PostgreSQL adapter applies it).
+    fn actor_refusal(&self, event: &KeyEvent) -> Option<ActorRefusal> {
         match event.actor {
-            Actor::ApiKey(id) => self.keys.get(&id).is_some_and(|(k, _)| {
-                k.tenant_id == event.tenant_id && !k.is_revoked(event.created_at)
-            }),
-            Actor::Cli | Actor::LeakReport => true,
+            Actor::ApiKey(id) => {
+                let actor = self
+                    .keys
+                    .get(&id)
+                    .map(|(k, _)| k)
+                    .filter(|k| k.tenant_id == event.tenant_id);
+                ActorRefusal::judge(actor, event.created_at)
+            }
+            Actor::Cli | Actor::LeakReport => None,
         }
     }
 
@@ -68,8 +75,8 @@ impl State {
         if !self.tenants.iter().any(|t| t.id == new.key.tenant_id) {
             return Err(InsertError::UnknownTenant);
         }
-        if !self.actor_allowed(event) {
-            return Err(InsertError::ActorRevoked);
+        if let Some(refusal) = self.actor_refusal(event) {
+            return Err(InsertError::ActorRefused(refusal));
         }
         if self.has_id_or_hash(new) {
             return Err(InsertError::Duplicate);
@@ -77,7 +84,11 @@ impl State {
         let active = self
             .keys
             .values()
-            .filter(|(k, _)| k.tenant_id == new.key.tenant_id && k.counts_for_key_limit(now))
+            .filter(|(k, _)| {
+                k.tenant_id == new.key.tenant_id
+                    && k.mode == new.key.mode
+                    && k.counts_for_key_limit(now)
+            })
             .count();
         if active >= max_active as usize {
             return Err(InsertError::LimitReached);
@@ -103,8 +114,8 @@ impl State {
         if status != KeyStatus::Active {
             return Err(RotateRepoError::NotActive);
         }
-        if !self.actor_allowed(rotated) {
-            return Err(RotateRepoError::ActorRevoked);
+        if let Some(refusal) = self.actor_refusal(rotated) {
+            return Err(RotateRepoError::ActorRefused(refusal));
         }
         if self.has_id_or_hash(successor) {
             return Err(RotateRepoError::Duplicate);
@@ -114,8 +125,12 @@ impl State {
             .ok_or(RotateRepoError::NotFound)?;
         stored.revokes_at = Some(revokes_at);
         stored.replaced_by = Some(successor.key.id);
-        self.keys
-            .insert(successor.key.id, (successor.key.clone(), successor.hash));
+        // The successor takes the old key's name and scopes as they are now
+        // (as the PostgreSQL adapter does from the locked row).
+        let mut key = successor.key.clone();
+        key.name = stored.name.clone();
+        key.scopes = stored.scopes;
+        self.keys.insert(successor.key.id, (key, successor.hash));
         self.record(&[rotated, created]);
         Ok(())
     }
@@ -271,8 +286,8 @@ impl InMemoryStore {
         if key.is_revoked(now) {
             return Ok(key);
         }
-        if !state.actor_allowed(event) {
-            return Err(RevokeRepoError::ActorRevoked);
+        if let Some(refusal) = state.actor_refusal(event) {
+            return Err(RevokeRepoError::ActorRefused(refusal));
         }
         if guarded
             && key.counts_for_full_access_guard(now)
@@ -362,8 +377,8 @@ impl ApiKeyRepository for InMemoryStore {
         if stale {
             return Err(UpdateRepoError::Stale);
         }
-        if !state.actor_allowed(event) {
-            return Err(UpdateRepoError::ActorRevoked);
+        if let Some(refusal) = state.actor_refusal(event) {
+            return Err(UpdateRepoError::ActorRefused(refusal));
         }
         let narrows = changes
             .scopes
