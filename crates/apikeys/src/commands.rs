@@ -2,8 +2,6 @@
 //! creation) and the operator's commands are blocking by design: they run
 //! before any request is served, or with no server at all.
 
-use std::time::Duration;
-
 use anyhow::{anyhow, Context};
 use composition::{HashKeyCheck, HashKeyCheckError};
 use domain::{
@@ -11,17 +9,16 @@ use domain::{
     KeyView, ListKeys, Mode, Origin, RevokeKeyForError, Scopes, SystemClock, TenantId,
 };
 use http_actix::dto::{timestamp, CreatedKeyResponse, KeyObject};
-use infra_postgres::{FeedConfig, PgStore, PoolConfig};
+use infra_postgres::{PgStore, PoolConfig};
 use key_cache::CacheConfig;
 use serde::Serialize;
 
 use crate::application::{self, Application, Settings};
+/// Where the development hash key lives: with the rule that refuses it
+/// outside `dev` (`config.rs`).
+pub use crate::config::DEV_HASH_KEY_HEX;
 use crate::config::{redact_database_url, Env, ServerConfig};
 
-/// The fixed hash key of `apikeys dev`. Public on purpose: keys hashed with it
-/// are worthless outside a developer's machine.
-pub const DEV_HASH_KEY_HEX: &str =
-    "6170696b6579732d6465762d686173682d6b65792d6e6f742d666f722d70726f64756374696f6e21";
 /// The database `apikeys dev` creates and uses unless `DATABASE_URL` is set.
 pub const DEV_DATABASE: &str = "apikeys_dev";
 /// The admin connection `apikeys dev` creates its database through.
@@ -371,19 +368,27 @@ impl KeyCreateArgs {
     }
 }
 
-/// `apikeys key create --tenant T --name N [...] [--json]`: a key for any
-/// tenant, printed once. `--json` prints the API's 201 body of
-/// `POST /v1/api-keys`.
+/// `apikeys key create --tenant T --name N [...] [--json] [--force]`: a key
+/// for any tenant, printed once. `--json` prints the API's 201 body of
+/// `POST /v1/api-keys`; `--force` passes the tenant's key limit.
 ///
 /// # Errors
-/// Invalid arguments, an unknown tenant, the key limit, configuration or
-/// database problems.
-pub fn key_create(target: &Target, args: &KeyCreateArgs, json: bool) -> anyhow::Result<()> {
+/// Invalid arguments, an unknown tenant, the key limit (without `force`),
+/// configuration or database problems.
+pub fn key_create(
+    target: &Target,
+    args: &KeyCreateArgs,
+    json: bool,
+    force: bool,
+) -> anyhow::Result<()> {
     let (tenant, request) = args.parse()?;
     let service = target.service()?;
-    let created = service
-        .create_key_for(&Origin::cli(), &tenant, request)
-        .context("cannot create the key")?;
+    let created = if force {
+        service.create_key_for_past_the_limit(&Origin::cli(), &tenant, request)
+    } else {
+        service.create_key_for(&Origin::cli(), &tenant, request)
+    }
+    .context("cannot create the key")?;
     let out = CreatedKeyResponse::from(created);
     if json {
         println!("{}", serde_json::to_string(&out)?);
@@ -551,12 +556,7 @@ pub fn key_revoke(target: &Target, tenant: &str, id: &str, force: bool) -> anyho
     Ok(())
 }
 
-fn run_server(
-    store: &PgStore,
-    pool: &PoolConfig,
-    hash_key: HashKey,
-    server: &ServerConfig,
-) -> anyhow::Result<()> {
+fn run_server(store: &PgStore, hash_key: HashKey, server: &ServerConfig) -> anyhow::Result<()> {
     let system = actix_web::rt::System::new();
     let settings = Settings {
         workers: server.workers,
@@ -565,12 +565,6 @@ fn run_server(
                 max_entries: server.cache_max_keys,
                 serve_stale_for: server.cache_serve_stale,
                 ..CacheConfig::default()
-            },
-            // The feed re-reads events as far back as a write can take between
-            // taking its sequence number and committing: a statement, plus margin.
-            feed: FeedConfig {
-                overlap: pool.statement_timeout * 2 + Duration::from_secs(5),
-                ..FeedConfig::default()
             },
             ..composition::Settings::default()
         },
@@ -600,7 +594,7 @@ pub fn serve(env: Env<'_>) -> anyhow::Result<()> {
     let target = Target::from_env(&env)?;
     let server = env.server()?;
     let store = target.store()?;
-    run_server(&store, &target.pool, target.hash_key.clone(), &server)
+    run_server(&store, target.hash_key.clone(), &server)
 }
 
 /// `apikeys dev`: no configuration needed.
@@ -661,7 +655,7 @@ pub fn dev(env: Env<'_>) -> anyhow::Result<()> {
             println!();
         }
     }
-    run_server(&store, &target.pool, target.hash_key.clone(), &server)
+    run_server(&store, target.hash_key.clone(), &server)
 }
 
 fn warn_dev_hash_key() {

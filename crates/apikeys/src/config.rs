@@ -14,7 +14,10 @@ use infra_postgres::PoolConfig;
 use crate::application::LeakReportLimits;
 use thiserror::Error;
 
-use crate::commands::DEV_HASH_KEY_HEX;
+/// The fixed hash key of `apikeys dev`. Public on purpose: keys hashed with it
+/// are worthless outside a developer's machine.
+pub const DEV_HASH_KEY_HEX: &str =
+    "6170696b6579732d6465762d686173682d6b65792d6e6f742d666f722d70726f64756374696f6e21";
 
 /// Where `serve` listens unless `APIKEYS_BIND` says otherwise.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";

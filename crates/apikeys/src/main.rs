@@ -240,6 +240,10 @@ enum KeyCommand {
         /// JSON object.
         #[arg(long)]
         json: bool,
+        /// Create the key even when the tenant has its limit of active keys
+        /// in this mode (10,000): the way back in when keys fill it.
+        #[arg(long)]
+        force: bool,
     },
     /// List a tenant's keys of every mode, newest first.
     #[command(after_help = operator_env!())]
@@ -287,6 +291,7 @@ fn key(target: &Target, command: KeyCommand) -> anyhow::Result<()> {
             scopes,
             expires_in,
             json,
+            force,
         } => commands::key_create(
             target,
             &KeyCreateArgs {
@@ -298,6 +303,7 @@ fn key(target: &Target, command: KeyCommand) -> anyhow::Result<()> {
                 expires_in,
             },
             json,
+            force,
         ),
         KeyCommand::List {
             tenant,

@@ -4,7 +4,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::hashing::KeyHash;
 use crate::ids::{KeyId, TenantId};
-use crate::kinds::{KeyType, Mode};
+use crate::key_kind::{KeyType, Mode};
 use crate::name::KeyName;
 use crate::scope::Scopes;
 

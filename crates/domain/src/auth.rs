@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use crate::api_key::{ApiKey, KeyStatus};
 use crate::events::{Actor, Origin};
 use crate::ids::{KeyId, TenantId};
+use crate::key_kind::{KeyType, Mode};
 use crate::key_string::PlainKey;
-use crate::kinds::{KeyType, Mode};
 use crate::ports::RepositoryError;
 use crate::scope::{Scope, Scopes};
 

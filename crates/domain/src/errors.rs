@@ -27,6 +27,10 @@ pub enum CreateError {
     /// was written.
     #[error("the API key has been revoked")]
     CallerRevoked,
+    /// The calling key expired before the change could commit; nothing was
+    /// written.
+    #[error("the API key has expired")]
+    CallerExpired,
     /// The idempotency key was used before by this caller with another
     /// request (within 24 hours).
     #[error("this idempotency key was used with another request")]
@@ -98,6 +102,10 @@ pub enum UpdateError {
     /// was written.
     #[error("the API key has been revoked")]
     CallerRevoked,
+    /// The calling key expired before the change could commit; nothing was
+    /// written.
+    #[error("the API key has expired")]
+    CallerExpired,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -119,6 +127,10 @@ pub enum RevokeError {
     /// was written.
     #[error("the API key has been revoked")]
     CallerRevoked,
+    /// The calling key expired before the change could commit; nothing was
+    /// written.
+    #[error("the API key has expired")]
+    CallerExpired,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -146,6 +158,10 @@ pub enum RotateError {
     /// was written.
     #[error("the API key has been revoked")]
     CallerRevoked,
+    /// The calling key expired before the change could commit; nothing was
+    /// written.
+    #[error("the API key has expired")]
+    CallerExpired,
     /// The idempotency key was used before by this caller with another
     /// request (within 24 hours).
     #[error("this idempotency key was used with another request")]

@@ -14,7 +14,7 @@ use time::{Duration, OffsetDateTime};
 use crate::api_key::ApiKey;
 use crate::duration::GracePeriod;
 use crate::ids::{EventId, KeyId, TenantId};
-use crate::kinds::{Mode, UnknownVariant};
+use crate::key_kind::{Mode, UnknownVariant};
 use crate::name::KeyName;
 use crate::scope::Scopes;
 

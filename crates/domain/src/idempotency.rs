@@ -9,8 +9,10 @@
 //! them cannot leave a record of a change that did not happen, nor a change
 //! that a retry would make a second time.
 //!
-//! The seal is AES-256-GCM under a key derived from the [`HashKey`] with HKDF
-//! ([`ResponseSealer`]), bound to the record's scope, idempotency key and
+//! The response is the adapter's ([`Replayable`]): the domain seals and opens
+//! it as opaque bytes. The seal is AES-256-GCM under a key derived from the
+//! [`HashKey`] with HKDF ([`ResponseSealer`]), with a nonce from the
+//! [`SecretSource`], bound to the record's scope, idempotency key and
 //! fingerprint, so a row copied onto another record does not open.
 
 use std::fmt;
@@ -21,12 +23,12 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use time::{Duration, OffsetDateTime};
 
-use crate::auth::Principal;
+use crate::duration::GracePeriod;
 use crate::hashing::HashKey;
 use crate::ids::{KeyId, TenantId};
 use crate::key_string::contains_key_material;
-use crate::service::CreateKey;
-use crate::GracePeriod;
+use crate::random::SecretSource;
+use crate::requests::CreateKey;
 
 /// How long a request's record answers its repeats: 24 hours.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
@@ -107,16 +109,6 @@ pub struct IdempotencyScope {
     pub caller: KeyId,
 }
 
-impl IdempotencyScope {
-    /// The scope of `caller`'s requests.
-    pub fn of(caller: &Principal) -> Self {
-        IdempotencyScope {
-            tenant_id: caller.tenant_id,
-            caller: caller.key_id,
-        }
-    }
-}
-
 /// SHA-256 of a request as the use case understood it: the operation and
 /// every validated field. Two bodies that mean the same request (other
 /// whitespace, other field order, `90d` and `7776000s`) have one fingerprint.
@@ -185,62 +177,27 @@ impl fmt::Debug for RequestFingerprint {
     }
 }
 
-/// The response a request got, as the adapter that answered it rendered it:
-/// what a repeat gets again, byte for byte. Its `Debug` leaves the body out:
-/// it holds a full key (docs/api.md, "Secrets").
-#[derive(Clone, PartialEq, Eq)]
-pub struct ReplayableResponse {
-    /// The status code.
-    pub status: u16,
-    /// Headers beyond those every response gets (`Location`, say).
-    pub headers: Vec<(String, String)>,
-    /// The body.
-    pub body: Vec<u8>,
+/// A response as the adapter that answered rendered it: what a repeat gets
+/// again, byte for byte. The domain keeps it only as the bytes it seals; the
+/// adapter owns its shape (the HTTP adapter's holds a status, headers and a
+/// body).
+pub trait Replayable: Sized {
+    /// The bytes to seal and store.
+    fn to_bytes(&self) -> Vec<u8>;
+
+    /// The response again, from what [`to_bytes`](Self::to_bytes) made;
+    /// `None` if `bytes` are not such bytes.
+    fn from_bytes(bytes: &[u8]) -> Option<Self>;
 }
 
-impl fmt::Debug for ReplayableResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReplayableResponse")
-            .field("status", &self.status)
-            .field("headers", &self.headers)
-            .field(
-                "body",
-                &format_args!("[{} bytes, redacted]", self.body.len()),
-            )
-            .finish()
-    }
-}
-
-impl ReplayableResponse {
-    /// Length-prefixed: status, header count, each name and value, body.
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 64);
-        out.extend_from_slice(&self.status.to_be_bytes());
-        put_len(&mut out, self.headers.len());
-        for (name, value) in &self.headers {
-            put_bytes(&mut out, name.as_bytes());
-            put_bytes(&mut out, value.as_bytes());
-        }
-        put_bytes(&mut out, &self.body);
-        out
+/// Bytes as they are: for an adapter whose response is already bytes.
+impl Replayable for Vec<u8> {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.clone()
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let mut input = Reader(bytes);
-        let status = u16::from_be_bytes(input.take(2)?.try_into().ok()?);
-        let count = input.len()?;
-        let mut headers = Vec::with_capacity(count.min(16));
-        for _ in 0..count {
-            let name = String::from_utf8(input.bytes()?.to_vec()).ok()?;
-            let value = String::from_utf8(input.bytes()?.to_vec()).ok()?;
-            headers.push((name, value));
-        }
-        let body = input.bytes()?.to_vec();
-        input.0.is_empty().then_some(ReplayableResponse {
-            status,
-            headers,
-            body,
-        })
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(bytes.to_vec())
     }
 }
 
@@ -254,31 +211,8 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn len(&mut self) -> Option<usize> {
-        let raw = u32::from_be_bytes(self.take(4)?.try_into().ok()?);
-        usize::try_from(raw).ok()
-    }
-
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = self.len()?;
-        self.take(n)
-    }
-}
-
-/// A sealed [`ReplayableResponse`]: nonce, then AES-256-GCM ciphertext and
-/// tag. This is what the database holds.
+/// A sealed response ([`Replayable::to_bytes`]): nonce, then AES-256-GCM
+/// ciphertext and tag. This is what the database holds.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedResponse(Vec<u8>);
 
@@ -328,19 +262,17 @@ impl ResponseSealer {
         }
     }
 
-    /// Seals `response` for the record it belongs to.
+    /// Seals the bytes of a response for the record it belongs to, under a
+    /// nonce drawn from `secrets`.
     pub fn seal(
         &self,
         record: &RecordBinding<'_>,
-        response: &ReplayableResponse,
+        plain: &[u8],
+        secrets: &dyn SecretSource,
     ) -> SealedResponse {
         let mut nonce = [0u8; NONCE_LEN];
-        // A failing OS random source is a broken machine: nothing sensible
-        // can go on (keys are generated from the same source).
-        #[allow(clippy::expect_used)]
-        getrandom::getrandom(&mut nonce).expect("the OS random source failed");
+        secrets.fill(&mut nonce);
         let aad = record.aad();
-        let plain = response.encode();
         // Encryption fails only for inputs over AES-GCM's 64 GiB bound.
         #[allow(clippy::expect_used)]
         let sealed = self
@@ -348,7 +280,7 @@ impl ResponseSealer {
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
-                    msg: &plain,
+                    msg: plain,
                     aad: &aad,
                 },
             )
@@ -368,14 +300,13 @@ impl ResponseSealer {
         &self,
         record: &RecordBinding<'_>,
         sealed: &SealedResponse,
-    ) -> Result<ReplayableResponse, UnsealError> {
+    ) -> Result<Vec<u8>, UnsealError> {
         if sealed.0.len() < NONCE_LEN {
             return Err(UnsealError);
         }
         let (nonce, ciphertext) = sealed.0.split_at(NONCE_LEN);
         let aad = record.aad();
-        let plain = self
-            .cipher
+        self.cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {
@@ -383,8 +314,7 @@ impl ResponseSealer {
                     aad: &aad,
                 },
             )
-            .map_err(|_| UnsealError)?;
-        ReplayableResponse::decode(&plain).ok_or(UnsealError)
+            .map_err(|_| UnsealError)
     }
 }
 
@@ -439,19 +369,30 @@ impl IdempotencyRecord {
     }
 }
 
-/// The answer to an idempotent request: the response to send, and whether
-/// it is a repeat's (send `Idempotent-Replayed: true`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotentResponse {
+/// The answer to an idempotent request: the adapter's response to send, and
+/// whether it is a repeat's (send `Idempotent-Replayed: true`). Its `Debug`
+/// leaves the response out: it holds a full key (docs/api.md, "Secrets").
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdempotentResponse<R> {
     /// The response, the first request's when `replayed`.
-    pub response: ReplayableResponse,
+    pub response: R,
     /// Whether this is a replay of an earlier request's response.
     pub replayed: bool,
+}
+
+impl<R> fmt::Debug for IdempotentResponse<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdempotentResponse")
+            .field("response", &format_args!("[redacted]"))
+            .field("replayed", &self.replayed)
+            .finish()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::SeqSecretSource;
 
     fn sealer() -> ResponseSealer {
         ResponseSealer::new(&HashKey::from_bytes(&[7; 32]).expect("32 bytes"))
@@ -464,12 +405,8 @@ mod tests {
         }
     }
 
-    fn response() -> ReplayableResponse {
-        ReplayableResponse {
-            status: 201,
-            headers: vec![("location".into(), "/v1/api-keys/key_1".into())],
-            body: br#"{"key":"sk_live_secret"}"#.to_vec(),
-        }
+    fn response() -> Vec<u8> {
+        br#"{"key":"sk_live_secret"}"#.to_vec()
     }
 
     #[test]
@@ -512,7 +449,8 @@ mod tests {
             key: &key,
             fingerprint: &fingerprint,
         };
-        let sealed = sealer().seal(&binding, &response());
+        let secrets = SeqSecretSource::new(5);
+        let sealed = sealer().seal(&binding, &response(), &secrets);
         assert_eq!(sealer().open(&binding, &sealed), Ok(response()));
 
         // The body is not in the sealed bytes.
@@ -537,7 +475,7 @@ mod tests {
             Err(UnsealError)
         );
         // Two seals of one response differ (fresh nonces).
-        assert_ne!(sealer().seal(&binding, &response()), sealed);
+        assert_ne!(sealer().seal(&binding, &response(), &secrets), sealed);
     }
 
     #[test]
@@ -554,9 +492,14 @@ mod tests {
     }
 
     #[test]
-    fn debug_shows_no_body() {
-        let text = format!("{:?}", response());
-        assert!(!text.contains("sk_live_secret"), "{text}");
-        assert!(text.contains("24 bytes, redacted"), "{text}");
+    fn debug_shows_no_response() {
+        let answer = IdempotentResponse {
+            response: String::from("sk_live_secret"),
+            replayed: true,
+        };
+        assert_eq!(
+            format!("{answer:?}"),
+            "IdempotentResponse { response: [redacted], replayed: true }"
+        );
     }
 }

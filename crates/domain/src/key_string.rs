@@ -9,7 +9,7 @@ use std::fmt;
 
 use thiserror::Error;
 
-use crate::kinds::{KeyType, Mode};
+use crate::key_kind::{KeyType, Mode};
 use crate::random::SecretSource;
 
 /// The base62 alphabet: `0-9A-Za-z`.

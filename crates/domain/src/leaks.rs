@@ -15,8 +15,8 @@ use std::collections::HashSet;
 use crate::api_key::{ApiKey, KeyStatus};
 use crate::events::{Actor, EventData, Origin};
 use crate::ids::KeyId;
+use crate::key_kind::KeyType;
 use crate::key_string::PlainKey;
-use crate::kinds::KeyType;
 use crate::ports::{RepositoryError, RevokeRepoError};
 use crate::service::ApiKeys;
 
@@ -126,7 +126,7 @@ impl ApiKeys {
                 "revoke leaked key",
                 "the unguarded revocation applied the full-access guard",
             )),
-            Err(RevokeRepoError::ActorRevoked) => Err(RepositoryError::failure(
+            Err(RevokeRepoError::ActorRefused(_)) => Err(RepositoryError::failure(
                 "revoke leaked key",
                 "a leak report has no actor key, yet it was refused as revoked",
             )),

@@ -40,15 +40,16 @@ pub mod errors;
 pub mod events;
 pub mod hashing;
 pub mod idempotency;
+pub mod idempotent_use_cases;
 pub mod ids;
+pub mod key_kind;
 pub mod key_string;
-pub mod kinds;
 pub mod leaks;
 pub mod name;
 pub mod operator;
 pub mod ports;
 pub mod random;
-pub mod retries;
+pub mod requests;
 pub mod scope;
 pub mod service;
 
@@ -74,22 +75,22 @@ pub use events::{
 pub use hashing::{HashKey, HashKeyError, KeyHash};
 pub use idempotency::{
     IdempotencyKey, IdempotencyKeyError, IdempotencyRecord, IdempotencyScope, IdempotentResponse,
-    ReplayableResponse, RequestFingerprint, ResponseSealer, SealedResponse, IDEMPOTENCY_WINDOW,
+    Replayable, RequestFingerprint, ResponseSealer, SealedResponse, IDEMPOTENCY_WINDOW,
 };
 pub use ids::{EventId, IdError, KeyId, TenantId};
+pub use key_kind::{KeyType, Mode, UnknownVariant};
 pub use key_string::{contains_key_material, KeyFormatError, PlainKey};
-pub use kinds::{KeyType, Mode, UnknownVariant};
 pub use leaks::LeakReport;
 pub use name::{is_forbidden_in_name, KeyName, KeyNameError, MAX_NAME_CHARS};
 pub use operator::{CreateKeyForError, ListKeysForError, RevokeKeyForError, RevokedKey};
 pub use ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
-    KeyChangeListener, KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError,
-    RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
+    ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
+    InsertError, KeyChangeListener, KeyLookup, KeyPage, KeyUse, ListQuery, RecordedWriteError,
+    RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
 pub use random::{OsSecretSource, SecretSource};
+pub use requests::{CreateKey, ListEvents, ListKeys, PageLimit, PageLimitError};
 pub use scope::{Scope, Scopes, ScopesError};
 pub use service::{
-    ApiKeys, CreateKey, CreatedKey, CreatedTenant, KeyViewPage, ListEvents, ListKeys, PageLimit,
-    PageLimitError, RotatedKey, DEFAULT_MAX_ACTIVE_KEYS,
+    ApiKeys, CreatedKey, CreatedTenant, KeyViewPage, RotatedKey, DEFAULT_MAX_ACTIVE_KEYS,
 };

@@ -7,7 +7,8 @@
 
 pub use crate::auth::MockAuthenticator;
 pub use crate::ports::{
-    MockApiKeyRepository, MockEventRepository, MockIdempotencyRepository, MockTenantRepository,
+    MockApiKeyRepository, MockEventRepository, MockIdempotencyRepository, MockKeyLookup,
+    MockTenantRepository,
 };
 
 use std::sync::Arc;

@@ -14,10 +14,11 @@ use thiserror::Error;
 use crate::api_key::{KeyView, Tenant};
 use crate::events::{EventData, Origin};
 use crate::ids::{KeyId, TenantId};
-use crate::kinds::{KeyType, Mode};
+use crate::key_kind::{KeyType, Mode};
 use crate::ports::{InsertError, ListQuery, RepositoryError, RevokeRepoError};
+use crate::requests::{CreateKey, ListKeys};
 use crate::scope::Scope;
-use crate::service::{ApiKeys, CreateKey, CreatedKey, KeyViewPage, ListKeys};
+use crate::service::{ApiKeys, CreatedKey, KeyViewPage};
 
 /// Why [`ApiKeys::create_key_for`] failed.
 #[derive(Debug, Error)]
@@ -101,7 +102,9 @@ impl ApiKeys {
 
     /// Creates a key for `tenant` with no calling key: any type, mode and
     /// scopes (`request.mode` `None` means live). Writes `api_key.created`
-    /// with `origin`. The tenant's active key limit still applies.
+    /// with `origin`. The tenant's active key limit (per mode) still
+    /// applies; [`create_key_for_past_the_limit`](Self::create_key_for_past_the_limit)
+    /// passes it.
     ///
     /// # Errors
     /// [`CreateKeyForError`].
@@ -112,13 +115,43 @@ impl ApiKeys {
         tenant: &TenantId,
         request: CreateKey,
     ) -> Result<CreatedKey, CreateKeyForError> {
+        self.create_key_for_within(origin, tenant, request, self.max_active_keys)
+    }
+
+    /// [`create_key_for`](Self::create_key_for) whatever the number of the
+    /// tenant's active keys (`apikeys key create --force`): the operator's
+    /// way back in when a mode's keys fill the limit.
+    ///
+    /// # Errors
+    /// [`CreateKeyForError`], never `LimitReached`.
+    #[tracing::instrument(
+        level = "debug",
+        name = "use_case.create_key_for_past_the_limit",
+        skip_all
+    )]
+    pub fn create_key_for_past_the_limit(
+        &self,
+        origin: &Origin,
+        tenant: &TenantId,
+        request: CreateKey,
+    ) -> Result<CreatedKey, CreateKeyForError> {
+        self.create_key_for_within(origin, tenant, request, u32::MAX)
+    }
+
+    fn create_key_for_within(
+        &self,
+        origin: &Origin,
+        tenant: &TenantId,
+        request: CreateKey,
+        max_active: u32,
+    ) -> Result<CreatedKey, CreateKeyForError> {
         if request.key_type == KeyType::Publishable {
             if let Some(scope) = request.scopes.first_sensitive() {
                 return Err(CreateKeyForError::SensitiveScope(scope));
             }
         }
         let mode = request.mode.unwrap_or(Mode::Live);
-        match self.insert_key(origin, *tenant, mode, request) {
+        match self.insert_key(origin, *tenant, mode, request, max_active) {
             Ok(created) => Ok(created),
             Err(InsertError::UnknownTenant) => Err(CreateKeyForError::UnknownTenant(*tenant)),
             Err(InsertError::LimitReached) => Err(CreateKeyForError::LimitReached),
@@ -127,7 +160,7 @@ impl ApiKeys {
                 "generated key id or hash collided",
             )
             .into()),
-            Err(InsertError::ActorRevoked) => Err(RepositoryError::failure(
+            Err(InsertError::ActorRefused(_)) => Err(RepositoryError::failure(
                 "insert key",
                 "the store refused an operator's write for its actor",
             )
@@ -211,7 +244,7 @@ impl ApiKeys {
             Err(RevokeRepoError::LastFullAccessKey) => {
                 Err(RevokeKeyForError::LastFullAccessKey(*id))
             }
-            Err(RevokeRepoError::ActorRevoked) => Err(RepositoryError::failure(
+            Err(RevokeRepoError::ActorRefused(_)) => Err(RepositoryError::failure(
                 "revoke key",
                 "the store refused an operator's write for its actor",
             )

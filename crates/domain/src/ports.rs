@@ -19,7 +19,7 @@ use crate::events::{EventPage, EventQuery, FieldChanges, KeyEvent, StoredEvent};
 use crate::hashing::KeyHash;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord, IdempotencyScope};
 use crate::ids::{KeyId, TenantId};
-use crate::kinds::{KeyType, Mode};
+use crate::key_kind::{KeyType, Mode};
 
 type Source = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -138,10 +138,53 @@ pub trait KeyChangeListener: Send + Sync {
     }
 }
 
+/// Why a write's actor key may not write, judged on the key as it is when
+/// the write commits (docs/events.md, "The actor"): the key must be active,
+/// unexpired, a secret key and hold `*`, as the endpoints that write demand
+/// of their caller (docs/api.md, "Authentication" and "Authorization").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ActorRefusal {
+    /// The key is revoked (or no longer in the event's tenant).
+    #[error("the calling key is revoked")]
+    Revoked,
+    /// The key is past its expiry.
+    #[error("the calling key has expired")]
+    Expired,
+    /// The key is publishable.
+    #[error("the calling key is not a secret key")]
+    NotSecret,
+    /// The key no longer holds `*`.
+    #[error("the calling key lacks the scope `*`")]
+    NotFullAccess,
+}
+
+impl ActorRefusal {
+    /// Why `actor` (the stored key, `None` when there is none in the
+    /// event's tenant) may not write at `now`, in the order the endpoints
+    /// check a caller; `None` when it may.
+    pub fn judge(actor: Option<&ApiKey>, now: OffsetDateTime) -> Option<ActorRefusal> {
+        let Some(actor) = actor else {
+            return Some(ActorRefusal::Revoked);
+        };
+        if actor.is_revoked(now) {
+            Some(ActorRefusal::Revoked)
+        } else if actor.expires_at.is_some_and(|at| at <= now) {
+            Some(ActorRefusal::Expired)
+        } else if actor.key_type != KeyType::Secret {
+            Some(ActorRefusal::NotSecret)
+        } else if !actor.scopes.is_full_access() {
+            Some(ActorRefusal::NotFullAccess)
+        } else {
+            None
+        }
+    }
+}
+
 /// Why [`ApiKeyRepository::insert`] did not insert.
 #[derive(Debug, Error)]
 pub enum InsertError {
-    /// The tenant already has `max_active` keys that count for the limit.
+    /// The tenant already has `max_active` keys of the mode that count for
+    /// the limit.
     #[error("the tenant's active key limit is reached")]
     LimitReached,
     /// The id or the hash is taken (a unique violation).
@@ -150,9 +193,10 @@ pub enum InsertError {
     /// No such tenant.
     #[error("unknown tenant")]
     UnknownTenant,
-    /// The event's actor key was revoked before the change could commit.
-    #[error("the calling key is revoked")]
-    ActorRevoked,
+    /// The event's actor key may no longer write when the change would
+    /// commit. Nothing was written.
+    #[error(transparent)]
+    ActorRefused(ActorRefusal),
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -174,9 +218,10 @@ pub enum UpdateRepoError {
     /// won. Nothing was written; read the key again and retry.
     #[error("the key changed concurrently")]
     Stale,
-    /// The event's actor key was revoked before the change could commit.
-    #[error("the calling key is revoked")]
-    ActorRevoked,
+    /// The event's actor key may no longer write when the change would
+    /// commit. Nothing was written.
+    #[error(transparent)]
+    ActorRefused(ActorRefusal),
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -191,9 +236,10 @@ pub enum RevokeRepoError {
     /// Revoking would leave the tenant without a full-access guard key.
     #[error("last full-access key")]
     LastFullAccessKey,
-    /// The event's actor key was revoked before the change could commit.
-    #[error("the calling key is revoked")]
-    ActorRevoked,
+    /// The event's actor key may no longer write when the change would
+    /// commit. Nothing was written.
+    #[error(transparent)]
+    ActorRefused(ActorRefusal),
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -213,9 +259,10 @@ pub enum RotateRepoError {
     /// The successor's id or hash is taken.
     #[error("a key with this id or hash exists")]
     Duplicate,
-    /// The event's actor key was revoked before the change could commit.
-    #[error("the calling key is revoked")]
-    ActorRevoked,
+    /// The event's actor key may no longer write when the change would
+    /// commit. Nothing was written.
+    #[error(transparent)]
+    ActorRefused(ActorRefusal),
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -232,17 +279,19 @@ pub enum RotateRepoError {
 /// change committed, and a refused or failed write stores none. The change
 /// happens at the event's `created_at`. When the event's actor is a key
 /// ([`Actor::ApiKey`](crate::Actor::ApiKey)), the write commits only if that
-/// key exists in the event's tenant and is not revoked when the write
-/// commits (a write cannot commit after its caller's revocation did);
-/// otherwise it returns its `ActorRevoked` variant and writes nothing.
+/// key exists in the event's tenant and may write ([`ActorRefusal::judge`])
+/// as it is when the write commits (a write cannot commit after its caller's
+/// revocation, expiry or loss of rights did); otherwise it returns its
+/// `ActorRefused` variant and writes nothing.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait ApiKeyRepository: Send + Sync {
     /// Stores a new key and its `api_key.created` event if the tenant has
-    /// fewer than `max_active` keys that count for the limit
-    /// ([`ApiKey::counts_for_key_limit`]).
+    /// fewer than `max_active` keys of the new key's mode that count for the
+    /// limit ([`ApiKey::counts_for_key_limit`]): live and test keys count
+    /// apart, so test keys cannot crowd out live ones.
     ///
     /// Concurrency: the count and the insert are atomic per tenant, so
-    /// concurrent inserts never take a tenant past `max_active`.
+    /// concurrent inserts never take a tenant's mode past `max_active`.
     ///
     /// # Errors
     /// [`InsertError`].
@@ -354,6 +403,38 @@ pub trait ApiKeyRepository: Send + Sync {
     /// # Errors
     /// [`RepositoryError`].
     fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError>;
+}
+
+/// What authenticating against storage needs, and nothing more: a key by
+/// its hash, and recording uses. A cache of keys in front of storage depends
+/// on this, so that its test doubles implement two methods, not every one
+/// of [`ApiKeyRepository`].
+///
+/// Every [`ApiKeyRepository`] is one (a blanket implementation forwards to
+/// it), so a new repository method costs nothing here.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait KeyLookup: Send + Sync {
+    /// The key with this hash, as [`ApiKeyRepository::find_by_hash`].
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError>;
+
+    /// Records uses of keys, as [`ApiKeyRepository::record_uses`].
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError>;
+}
+
+impl<R: ApiKeyRepository + ?Sized> KeyLookup for R {
+    fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError> {
+        ApiKeyRepository::find_by_hash(self, hash)
+    }
+
+    fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
+        ApiKeyRepository::record_uses(self, uses)
+    }
 }
 
 /// Why an idempotent write of [`IdempotencyRepository`] did not write.
@@ -499,8 +580,8 @@ pub trait EventRepository: Send + Sync {
     /// At most `limit` events of every tenant with a sequence number greater
     /// than `after`, in sequence order: what another node follows. The one
     /// read across tenants besides
-    /// [`ApiKeyRepository::find_by_hash`]. Numbers can commit out of order;
-    /// a follower re-reads an overlap window (docs/events.md).
+    /// [`ApiKeyRepository::find_by_hash`]. Numbers can commit out of order,
+    /// so a follower cannot track them alone (docs/events.md).
     ///
     /// # Errors
     /// [`RepositoryError`].

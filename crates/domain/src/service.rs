@@ -2,104 +2,39 @@
 
 use std::sync::Arc;
 
-use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::api_key::{ApiKey, KeyStatus, KeyView, NewKey, Tenant};
-use crate::auth::{check_key, AuthError, Authenticator, Credentials, Principal};
+use crate::auth::{check_key, AccessError, AuthError, Authenticator, Credentials, Principal};
 use crate::clock::Clock;
-use crate::duration::{ExpiresIn, GracePeriod};
+use crate::duration::GracePeriod;
 use crate::errors::{
     CreateError, CreateTenantError, GetError, ListError, ListEventsError, RevokeError, RotateError,
     UpdateError,
 };
-use crate::events::{EventData, EventPage, EventQuery, EventType, FieldChanges, KeyEvent, Origin};
+use crate::events::{EventData, EventPage, EventQuery, FieldChanges, KeyEvent, Origin};
 use crate::hashing::HashKey;
 use crate::idempotency::ResponseSealer;
 use crate::ids::{EventId, KeyId, TenantId};
+use crate::key_kind::{KeyType, Mode};
 use crate::key_string::PlainKey;
-use crate::kinds::{KeyType, Mode};
 use crate::name::KeyName;
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
-    KeyChangeListener, KeyUse, ListQuery, RepositoryError, RevokeRepoError, RotateRepoError,
-    TenantRepository, UpdateRepoError,
+    ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
+    InsertError, KeyChangeListener, KeyUse, ListQuery, RepositoryError, RevokeRepoError,
+    RotateRepoError, TenantRepository, UpdateRepoError,
 };
 use crate::random::SecretSource;
+use crate::requests::{CreateKey, ListEvents, ListKeys};
 use crate::scope::{Scope, Scopes};
 
-/// Most keys a tenant may have active at once (docs/api.md, "Error codes":
-/// `key_limit_reached`).
+/// Most keys a tenant may have active at once in each mode (docs/api.md,
+/// "Error codes": `key_limit_reached`).
 pub const DEFAULT_MAX_ACTIVE_KEYS: u32 = 10_000;
 
 /// How often [`ApiKeys::update`] re-reads and retries when a concurrent
 /// update changed the key between its read and its write.
 const UPDATE_ATTEMPTS: usize = 5;
-
-/// A page size of 1 to 100 (default 100).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageLimit(u32);
-
-/// A page size outside 1 to 100.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[error("limit must be between 1 and 100")]
-pub struct PageLimitError;
-
-impl PageLimit {
-    /// The largest and default page size.
-    pub const MAX: u32 = 100;
-
-    /// Checks the bounds.
-    ///
-    /// # Errors
-    /// [`PageLimitError`] outside 1 to 100.
-    pub fn new(limit: u32) -> Result<Self, PageLimitError> {
-        if (1..=Self::MAX).contains(&limit) {
-            Ok(PageLimit(limit))
-        } else {
-            Err(PageLimitError)
-        }
-    }
-
-    /// The size.
-    pub fn get(self) -> u32 {
-        self.0
-    }
-}
-
-impl Default for PageLimit {
-    fn default() -> Self {
-        PageLimit(Self::MAX)
-    }
-}
-
-/// A request to create a key; every field is already valid.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreateKey {
-    /// Label.
-    pub name: KeyName,
-    /// Publishable or secret.
-    pub key_type: KeyType,
-    /// Live or test; `None` takes the caller's mode.
-    pub mode: Option<Mode>,
-    /// What the key may do (`["*"]` by default at the edge).
-    pub scopes: Scopes,
-    /// Lifetime; `None` never expires.
-    pub expires_in: Option<ExpiresIn>,
-}
-
-/// An audit-log listing request; every field is already valid.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ListEvents {
-    /// Only events of this key.
-    pub key_id: Option<KeyId>,
-    /// Only events of this type.
-    pub event_type: Option<EventType>,
-    /// Cursor: events older than this one.
-    pub starting_after: Option<EventId>,
-    /// Page size.
-    pub limit: PageLimit,
-}
 
 /// One page of a key listing, each key with its status at the time of the
 /// call.
@@ -109,21 +44,6 @@ pub struct KeyViewPage {
     pub keys: Vec<KeyView>,
     /// Whether more keys match after the last one.
     pub has_more: bool,
-}
-
-/// A listing request; every field is already valid.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ListKeys {
-    /// Only this type.
-    pub key_type: Option<KeyType>,
-    /// Only this mode (a test caller sees test keys whatever this says).
-    pub mode: Option<Mode>,
-    /// Also revoked keys.
-    pub include_revoked: bool,
-    /// Cursor: keys older than this one.
-    pub starting_after: Option<KeyId>,
-    /// Page size.
-    pub limit: PageLimit,
 }
 
 /// A created key with its full value, to be shown once.
@@ -283,8 +203,14 @@ impl ApiKeys {
         caller.require_key_management()?;
         let mode = creatable_mode(caller, &request)?;
         let origin = caller.origin(request_id);
-        self.insert_key(&origin, caller.tenant_id, mode, request)
-            .map_err(create_failed)
+        self.insert_key(
+            &origin,
+            caller.tenant_id,
+            mode,
+            request,
+            self.max_active_keys,
+        )
+        .map_err(create_failed)
     }
 
     /// Makes a key of `mode` for `tenant` as `request` says, with its
@@ -336,10 +262,11 @@ impl ApiKeys {
         tenant: TenantId,
         mode: Mode,
         request: CreateKey,
+        max_active: u32,
     ) -> Result<CreatedKey, InsertError> {
         let prepared = self.prepare_key(origin, tenant, mode, request);
         self.keys
-            .insert(&prepared.new, self.max_active_keys, &prepared.event)?;
+            .insert(&prepared.new, max_active, &prepared.event)?;
         self.changed(&[prepared.new.key.id]);
         Ok(prepared.created)
     }
@@ -442,7 +369,11 @@ impl ApiKeys {
                 Err(UpdateRepoError::NotFound) => Err(UpdateError::NotFound),
                 Err(UpdateRepoError::Revoked) => Err(UpdateError::Revoked),
                 Err(UpdateRepoError::LastFullAccessKey) => Err(UpdateError::LastFullAccessKey),
-                Err(UpdateRepoError::ActorRevoked) => Err(UpdateError::CallerRevoked),
+                Err(UpdateRepoError::ActorRefused(r)) => Err(caller_refused(
+                    r,
+                    UpdateError::CallerRevoked,
+                    UpdateError::CallerExpired,
+                )),
                 Err(UpdateRepoError::Repository(e)) => Err(e.into()),
             };
         }
@@ -481,7 +412,11 @@ impl ApiKeys {
             }
             Err(RevokeRepoError::NotFound) => Err(RevokeError::NotFound),
             Err(RevokeRepoError::LastFullAccessKey) => Err(RevokeError::LastFullAccessKey),
-            Err(RevokeRepoError::ActorRevoked) => Err(RevokeError::CallerRevoked),
+            Err(RevokeRepoError::ActorRefused(r)) => Err(caller_refused(
+                r,
+                RevokeError::CallerRevoked,
+                RevokeError::CallerExpired,
+            )),
             Err(RevokeRepoError::Repository(e)) => Err(e.into()),
         }
     }
@@ -597,7 +532,9 @@ impl ApiKeys {
                 Ok(None) => RotateError::NotFound,
                 Err(e) => e.into(),
             },
-            RotateRepoError::ActorRevoked => RotateError::CallerRevoked,
+            RotateRepoError::ActorRefused(r) => {
+                caller_refused(r, RotateError::CallerRevoked, RotateError::CallerExpired)
+            }
             RotateRepoError::Duplicate => RotateError::Repository(RepositoryError::failure(
                 "rotate key",
                 "generated key id or hash collided",
@@ -794,10 +731,28 @@ pub(crate) fn creatable_mode(caller: &Principal, request: &CreateKey) -> Result<
 }
 
 /// Names why the store did not insert the caller's new key.
+/// A write refused because its calling key may no longer write, as the
+/// endpoints refuse such a caller (docs/api.md, "Authentication" and
+/// "Authorization"): 401 when it is revoked (`revoked`) or expired
+/// (`expired`), 403 when it is no longer a full-access secret key.
+fn caller_refused<E: From<AccessError>>(refusal: ActorRefusal, revoked: E, expired: E) -> E {
+    match refusal {
+        ActorRefusal::Revoked => revoked,
+        ActorRefusal::Expired => expired,
+        ActorRefusal::NotSecret => AccessError::SecretKeyRequired.into(),
+        ActorRefusal::NotFullAccess => AccessError::InsufficientScope {
+            required: Scope::All,
+        }
+        .into(),
+    }
+}
+
 pub(crate) fn create_failed(error: InsertError) -> CreateError {
     match error {
         InsertError::LimitReached => CreateError::LimitReached,
-        InsertError::ActorRevoked => CreateError::CallerRevoked,
+        InsertError::ActorRefused(r) => {
+            caller_refused(r, CreateError::CallerRevoked, CreateError::CallerExpired)
+        }
         InsertError::Duplicate => CreateError::Repository(RepositoryError::failure(
             "insert key",
             "generated key id or hash collided",

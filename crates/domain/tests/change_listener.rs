@@ -142,9 +142,9 @@ fn every_listener_hears_every_change() {
 #[test]
 fn refused_writes_report_nothing() {
     // Given a tenant whose live key is its last full-access live secret key,
-    // with room for one more key,
+    // with room for one more live key,
     let recorder = Recorder::new();
-    let h = Harness::with_max_active_keys(3).with_listener(recorder.clone());
+    let h = Harness::with_max_active_keys(2).with_listener(recorder.clone());
     let acme = h.tenant();
     let admin = h.principal(&acme.live);
     let tester = h.principal(&acme.test);

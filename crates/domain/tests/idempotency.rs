@@ -8,7 +8,7 @@ mod common;
 use common::{request, Harness, T0};
 use domain::{
     ApiKeyRepository, CreateError, CreatedKey, GracePeriod, IdempotencyKey, KeyType, Mode,
-    ReplayableResponse, RotateError, RotatedKey, Scopes, IDEMPOTENCY_WINDOW,
+    Replayable, RotateError, RotatedKey, Scopes, IDEMPOTENCY_WINDOW,
 };
 use time::Duration;
 
@@ -16,20 +16,27 @@ fn key(raw: &str) -> IdempotencyKey {
     IdempotencyKey::parse(raw).expect("idempotency key")
 }
 
-/// What an adapter would render: here the new key's id and full value.
-fn render_created(created: CreatedKey) -> ReplayableResponse {
-    ReplayableResponse {
-        status: 201,
-        headers: vec![("location".to_owned(), created.key.id.to_string())],
-        body: format!("{} {}", created.key.id, created.secret.expose_secret()).into_bytes(),
-    }
+/// What an adapter would render (the domain keeps it as bytes): here the
+/// new key's id and full value.
+fn render_created(created: CreatedKey) -> Vec<u8> {
+    format!("201 {} {}", created.key.id, created.secret.expose_secret()).into_bytes()
 }
 
-fn render_rotated(rotated: RotatedKey) -> ReplayableResponse {
-    ReplayableResponse {
-        status: 200,
-        headers: Vec::new(),
-        body: format!("{} {}", rotated.key.id, rotated.secret.expose_secret()).into_bytes(),
+fn render_rotated(rotated: RotatedKey) -> Vec<u8> {
+    format!("200 {} {}", rotated.key.id, rotated.secret.expose_secret()).into_bytes()
+}
+
+/// An adapter's response that no stored bytes turn back into.
+#[derive(Debug)]
+struct Unreadable;
+
+impl Replayable for Unreadable {
+    fn to_bytes(&self) -> Vec<u8> {
+        b"unreadable".to_vec()
+    }
+
+    fn from_bytes(_: &[u8]) -> Option<Self> {
+        None
     }
 }
 
@@ -198,10 +205,36 @@ fn keys_are_the_callers_own() {
 }
 
 #[test]
+fn a_stored_response_the_adapter_cannot_read_is_a_storage_failure_and_changes_nothing() {
+    let h = Harness::new();
+    let tenant = h.tenant();
+    let caller = h.principal(&tenant.live);
+    h.service
+        .create_idempotent(&caller, None, secret_request(), &key("k1"), |_| Unreadable)
+        .expect("first");
+    let before = (keys_of(&h, &caller.tenant_id), h.events().len());
+
+    let again = h
+        .service
+        .create_idempotent(&caller, None, secret_request(), &key("k1"), |_| Unreadable);
+
+    assert!(
+        matches!(&again, Err(CreateError::Repository(e)) if !e.is_unavailable()),
+        "{again:?}"
+    );
+    assert_eq!((keys_of(&h, &caller.tenant_id), h.events().len()), before);
+}
+
+#[test]
 fn an_error_is_not_kept_and_the_retry_runs_again() {
+    // The tenant's live keys (the caller and one more) fill the limit.
     let h = Harness::with_max_active_keys(2);
     let tenant = h.tenant();
     let caller = h.principal(&tenant.live);
+    let other = h
+        .service
+        .create_key_for(&domain::Origin::cli(), &tenant.tenant.id, secret_request())
+        .expect("a second live key");
 
     let full =
         h.service
@@ -210,12 +243,12 @@ fn an_error_is_not_kept_and_the_retry_runs_again() {
 
     h.store
         .revoke(
-            &tenant.test.key.tenant_id,
-            &tenant.test.key.id,
+            &other.key.tenant_id,
+            &other.key.id,
             &domain::KeyEvent::for_key(
                 domain::EventId::generate(T0, &domain::OsSecretSource),
                 h.service.now(),
-                &tenant.test.key,
+                &other.key,
                 &domain::Origin::cli(),
                 domain::EventData::KeyRevoked,
             ),

@@ -16,8 +16,9 @@ use domain::mocks::{
 };
 use domain::testing::{SeqSecretSource, TestClock};
 use domain::{
-    Actor, ApiKey, ApiKeys, AuthError, CreatedKey, EventData, GracePeriod, KeyEvent, KeyName,
-    KeyType, LeakReport, Mode, PlainKey, RepositoryError, RevokeRepoError, Scope, Scopes, TenantId,
+    Actor, ActorRefusal, ApiKey, ApiKeys, AuthError, CreatedKey, EventData, GracePeriod, KeyEvent,
+    KeyName, KeyType, LeakReport, Mode, PlainKey, RepositoryError, RevokeRepoError, Scope, Scopes,
+    TenantId,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -377,7 +378,7 @@ fn impossible_answers_of_the_repository_are_failures() {
     let cases: [fn() -> RevokeRepoError; 3] = [
         || RevokeRepoError::NotFound,
         || RevokeRepoError::LastFullAccessKey,
-        || RevokeRepoError::ActorRevoked,
+        || RevokeRepoError::ActorRefused(ActorRefusal::Revoked),
     ];
     for answer in cases {
         let (service, recorder) = mocked(stored_key(&secret), answer);

@@ -204,7 +204,8 @@ fn create_key_for_an_unknown_tenant_fails_and_writes_nothing() {
 
 #[test]
 fn create_key_for_keeps_the_active_key_limit() {
-    let h = Harness::with_max_active_keys(2);
+    // The tenant has one live key (and one test key: they count apart).
+    let h = Harness::with_max_active_keys(1);
     let tenant = h.tenant();
 
     let result = h
@@ -214,6 +215,28 @@ fn create_key_for_keeps_the_active_key_limit() {
     assert!(
         matches!(result, Err(CreateKeyForError::LimitReached)),
         "{result:?}"
+    );
+}
+
+#[test]
+fn create_key_for_past_the_limit_passes_it() {
+    let h = Harness::with_max_active_keys(1);
+    let tenant = h.tenant();
+
+    let created = h
+        .service
+        .create_key_for_past_the_limit(&Origin::cli(), &tenant.tenant.id, recovery())
+        .expect("created past the limit");
+
+    assert_eq!(
+        h.service
+            .list_keys_for(&tenant.tenant.id, all_keys(false))
+            .expect("list")
+            .keys
+            .iter()
+            .filter(|k| k.key.id == created.key.id)
+            .count(),
+        1
     );
 }
 

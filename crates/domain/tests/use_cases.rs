@@ -168,20 +168,21 @@ fn a_test_key_cannot_create_live_keys() {
 
 #[test]
 fn create_stops_at_the_active_key_limit_and_revoked_keys_free_room() {
-    // Given a tenant with its two keys and a limit of two,
+    // Given a tenant with two live keys and a limit of two per mode,
     let h = Harness::with_max_active_keys(2);
     let acme = h.tenant();
     let admin = h.principal(&acme.live);
     let req = || request(KeyType::Secret, None, Scopes::full(), None);
+    let second = h.service.create(&admin, None, req()).expect("second");
 
-    // then no third key fits,
+    // then no third live key fits (the test key counts apart),
     assert!(matches!(
         h.service.create(&admin, None, req()),
         Err(CreateError::LimitReached)
     ));
     // until one is revoked,
     h.service
-        .revoke(&admin, None, &acme.test.key.id)
+        .revoke(&admin, None, &second.key.id)
         .expect("revoke");
     let third = h.service.create(&admin, None, req()).expect("room again");
     assert!(h.authenticate(&third.secret, &acme.tenant.id).is_ok());

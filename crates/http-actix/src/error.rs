@@ -554,6 +554,7 @@ impl From<CreateError> for ApiError {
             CreateError::SensitiveScope(_) => ApiError::invalid_parameter("scopes", e.to_string()),
             CreateError::LimitReached => ApiError::new(ErrorCode::KeyLimitReached, e.to_string()),
             CreateError::CallerRevoked => caller_revoked(),
+            CreateError::CallerExpired => AuthError::Expired.into(),
             CreateError::IdempotencyKeyReused => idempotency_key_reused(),
             CreateError::IdempotencyKeyInUse => idempotency_key_in_use(),
             CreateError::Repository(e) => e.into(),
@@ -598,6 +599,7 @@ impl From<UpdateError> for ApiError {
             UpdateError::SensitiveScope(_) => ApiError::invalid_parameter("scopes", e.to_string()),
             UpdateError::LastFullAccessKey => last_full_access_key(),
             UpdateError::CallerRevoked => caller_revoked(),
+            UpdateError::CallerExpired => AuthError::Expired.into(),
             UpdateError::Repository(e) => e.into(),
         }
     }
@@ -610,6 +612,7 @@ impl From<RevokeError> for ApiError {
             RevokeError::NotFound => ApiError::key_not_found(),
             RevokeError::LastFullAccessKey => last_full_access_key(),
             RevokeError::CallerRevoked => caller_revoked(),
+            RevokeError::CallerExpired => AuthError::Expired.into(),
             RevokeError::Repository(e) => e.into(),
         }
     }
@@ -626,6 +629,7 @@ impl From<RotateError> for ApiError {
             }
             RotateError::Expired => ApiError::new(ErrorCode::KeyExpired, e.to_string()),
             RotateError::CallerRevoked => caller_revoked(),
+            RotateError::CallerExpired => AuthError::Expired.into(),
             RotateError::IdempotencyKeyReused => idempotency_key_reused(),
             RotateError::IdempotencyKeyInUse => idempotency_key_in_use(),
             RotateError::Repository(e) => e.into(),

@@ -4,12 +4,12 @@
 //! validates its input field by field, then calls the domain through
 //! [`blocking`].
 
-use actix_web::http::header::LOCATION;
+use actix_web::http::header::{CACHE_CONTROL, LOCATION};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
     CreateKey, CreatedKey, ExpiresIn, GracePeriod, KeyId, KeyName, KeyType, ListKeys, Mode,
-    ReplayableResponse, RotatedKey, Scopes,
+    RotatedKey, Scopes,
 };
 
 use crate::auth::Authenticated;
@@ -23,7 +23,7 @@ use crate::dto::{CreatedKeyResponse, KeyList, KeyObject, RotatedKeyResponse, Sta
 #[cfg(feature = "openapi")]
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
-use crate::idempotency::{self, idempotency_key, json_response};
+use crate::idempotency::{self, idempotency_key, json_response, ReplayableResponse};
 use crate::query::{parse_limit, query_pairs};
 use crate::request_id::request_id_of;
 use crate::route::routes;
@@ -241,12 +241,13 @@ pub(crate) async fn create_key(
 }
 
 /// `201` with `Location` and the new key: rendered once, for the client and,
-/// under an `Idempotency-Key`, for its replays.
+/// under an `Idempotency-Key`, for its replays. It carries a full key, so
+/// no cache may keep it (`Cache-Control: no-store`, docs/api.md).
 fn created_response(created: CreatedKey) -> ReplayableResponse {
     let location = format!("/v1/api-keys/{}", created.key.id);
     json_response(
         StatusCode::CREATED,
-        vec![(LOCATION.as_str().to_owned(), location)],
+        vec![(LOCATION.as_str().to_owned(), location), no_store()],
         &CreatedKeyResponse::from(created),
     )
 }
@@ -255,9 +256,14 @@ fn created_response(created: CreatedKey) -> ReplayableResponse {
 fn rotated_response(rotated: RotatedKey) -> ReplayableResponse {
     json_response(
         StatusCode::OK,
-        Vec::new(),
+        vec![no_store()],
         &RotatedKeyResponse::from(rotated),
     )
+}
+
+/// `Cache-Control: no-store`, for a response that carries a full key.
+fn no_store() -> (String, String) {
+    (CACHE_CONTROL.as_str().to_owned(), "no-store".to_owned())
 }
 
 /// One key, without its value.

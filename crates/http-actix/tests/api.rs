@@ -1003,9 +1003,11 @@ async fn body_without_json_content_type_is_415() {
 
 #[actix_web::test]
 async fn create_beyond_the_key_limit_is_409_key_limit_reached() {
-    let fx = Fx::with_max_keys(3);
+    // The tenant's live key and one more fill a limit of two live keys (its
+    // test key counts apart).
+    let fx = Fx::with_max_keys(2);
     let app = init!(fx);
-    let body = json!({"name": "third", "type": "secret"});
+    let body = json!({"name": "second", "type": "secret"});
     let r = send(
         &app,
         fx.req_json(Method::POST, "/v1/api-keys", &fx.acme.live, &body)
@@ -1617,4 +1619,65 @@ async fn server_serves_the_app_on_the_given_listener() {
     );
     assert!(raw.ends_with(r#"{"status":"ok"}"#), "{raw}");
     handle.stop(true).await;
+}
+
+#[actix_web::test]
+async fn responses_that_carry_a_full_key_and_their_replays_are_not_stored() {
+    // Create and rotate, each plain and under an Idempotency-Key (first
+    // answer and replay): every answer with a full key says `no-store`.
+    let fx = Fx::new();
+    let (id, _) = fx.make_key(KeyType::Secret, Mode::Live, &["users:read"], None);
+    let app = init!(fx);
+    let create = json!({"name": "No store", "type": "secret"});
+    let rotate = json!({"id": id});
+    let mut answers = Vec::new();
+    for (path, body, once) in [
+        ("/v1/api-keys", &create, None),
+        ("/v1/api-keys", &create, Some("create-once")),
+        ("/v1/api-keys", &create, Some("create-once")),
+        ("/v1/api-keys/rotate", &rotate, Some("rotate-once")),
+        ("/v1/api-keys/rotate", &rotate, Some("rotate-once")),
+    ] {
+        let mut req = fx.req_json(Method::POST, path, &fx.acme.live, body);
+        if let Some(once) = once {
+            req = req.insert_header(("Idempotency-Key", once));
+        }
+        let r = send(&app, req.to_request()).await;
+        assert!(r.json()["key"].is_string(), "{path}: {}", r.json());
+        answers.push((
+            path,
+            r.header("idempotent-replayed").map(str::to_owned),
+            r.header("cache-control").map(str::to_owned),
+        ));
+    }
+    let (plain_id, _) = fx.make_key(KeyType::Secret, Mode::Live, &["users:read"], None);
+    let r = send(
+        &app,
+        fx.req_json(
+            Method::POST,
+            "/v1/api-keys/rotate",
+            &fx.acme.live,
+            &json!({"id": plain_id}),
+        )
+        .to_request(),
+    )
+    .await;
+    answers.push((
+        "/v1/api-keys/rotate",
+        r.header("idempotent-replayed").map(str::to_owned),
+        r.header("cache-control").map(str::to_owned),
+    ));
+    let no_store = Some("no-store".to_owned());
+    let replayed = Some("true".to_owned());
+    assert_eq!(
+        answers,
+        [
+            ("/v1/api-keys", None, no_store.clone()),
+            ("/v1/api-keys", None, no_store.clone()),
+            ("/v1/api-keys", replayed.clone(), no_store.clone()),
+            ("/v1/api-keys/rotate", None, no_store.clone()),
+            ("/v1/api-keys/rotate", replayed, no_store.clone()),
+            ("/v1/api-keys/rotate", None, no_store),
+        ]
+    );
 }

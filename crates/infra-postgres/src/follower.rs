@@ -2,28 +2,34 @@
 //! (docs/cache.md, "Invalidation across nodes").
 //!
 //! One thread with a session connection of its own (outside the request
-//! pool) `LISTEN`s on `apikeys_key_events` and reads `key_events` by
-//! sequence number: at once when notified, and at least every
-//! [`FeedConfig::poll_interval`] without a notification (a notification is
-//! a hint, and one sent while the connection was down is lost). Each read
-//! re-reads an overlap window, because sequence numbers are handed out at
-//! insert time and can commit out of order (docs/events.md); events already
-//! reported are skipped. Each complete read tells the listener every change
-//! committed before the read began has been reported
+//! pool) `LISTEN`s on `apikeys_key_events` and reads `key_events`: at once
+//! when notified, and at least every [`FeedConfig::poll_interval`] without a
+//! notification (a notification is a hint, and one sent while the connection
+//! was down is lost). Sequence numbers commit out of order without bound, so
+//! the feed does not follow them: it follows the writing transactions' ids
+//! (`xact_id`). Each read takes every event whose transaction id is at or
+//! above a mark, and then moves the mark to the oldest transaction still
+//! running when the read's snapshot was taken (`pg_snapshot_xmin`): a
+//! transaction below it has ended, so its events (if it committed) were in
+//! that read or an earlier one, and every event that commits later has an id
+//! at or above it (docs/events.md). No timing assumption is involved. Events
+//! already reported are skipped. Each complete read tells the listener every
+//! change committed before the read began has been reported
 //! ([`KeyChangeListener::caught_up`]); on any error the connection is
 //! dropped, reopened after a pause, and the first read catches up before the
-//! listener hears "caught up" again.
+//! listener hears "caught up" again. The feed refuses a standby (its
+//! snapshots do not show the primary's running transactions).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 use diesel::{sql_query, QueryableByName};
 use domain::{KeyChangeListener, KeyId};
 
@@ -34,24 +40,19 @@ use crate::pool::connection_url;
 pub struct FeedConfig {
     /// The longest wait between two reads without a notification.
     pub poll_interval: Duration,
-    /// How far back every read looks again: longer than any write
-    /// transaction can take between taking its sequence number and
-    /// committing (the statement timeout bounds it, plus a margin).
-    pub overlap: Duration,
     /// Opening a connection, and each read, give up after this long.
     pub timeout: Duration,
-    /// On start, the feed also re-reads this many of the latest events, as
-    /// its first overlap (it has no earlier reads to measure one from).
+    /// On start, the feed also re-reads this many of the latest events
+    /// (besides every event of a transaction still running then): a cache
+    /// may have loaded keys before the feed's first read.
     pub initial_overlap_events: i64,
 }
 
 impl Default for FeedConfig {
-    /// A read at least every 200 ms, an overlap of 15 s (the default
-    /// statement timeout is 5 s), 5 s timeouts, 100,000 events on start.
+    /// A read at least every 200 ms, 5 s timeouts, 100,000 events on start.
     fn default() -> Self {
         FeedConfig {
             poll_interval: Duration::from_millis(200),
-            overlap: Duration::from_secs(15),
             timeout: Duration::from_secs(5),
             initial_overlap_events: 100_000,
         }
@@ -109,17 +110,64 @@ impl Drop for EventFeed {
     }
 }
 
+/// One read: the snapshot's horizon and the events found, in sequence
+/// order (one row, so that the horizon and the events come from one
+/// snapshot).
 #[derive(QueryableByName)]
-struct EventKey {
+struct Read {
+    /// `pg_snapshot_xmin` of the read's snapshot.
+    #[diesel(sql_type = BigInt)]
+    horizon: i64,
+    #[diesel(sql_type = Array<BigInt>)]
+    seqs: Vec<i64>,
+    /// The writing transactions' ids (0 for events written before the
+    /// column existed).
+    #[diesel(sql_type = Array<BigInt>)]
+    xacts: Vec<i64>,
+    #[diesel(sql_type = Array<Nullable<Text>>)]
+    key_ids: Vec<Option<String>>,
+}
+
+/// Where the first read starts: the latest sequence number and the horizon
+/// when the feed (re)connected.
+#[derive(QueryableByName)]
+struct Start {
     #[diesel(sql_type = BigInt)]
     seq: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    key_id: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    horizon: i64,
 }
 
 #[derive(QueryableByName)]
-struct MaxSeq {
-    #[diesel(sql_type = BigInt)]
+struct Recovery {
+    #[diesel(sql_type = Bool)]
+    in_recovery: bool,
+}
+
+/// The horizon of the statement's snapshot: every transaction with a lower
+/// id has ended. `xid8` has no cast to `bigint`; its text form is the number.
+const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+/// The events of every transaction at or above the mark (`$1`), and those
+/// after sequence number `$2` (the first read's extra overlap).
+static READ: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {HORIZON} AS horizon,
+       coalesce(array_agg(seq ORDER BY seq), '{{}}') AS seqs,
+       coalesce(array_agg(coalesce(xact_id::text::bigint, 0) ORDER BY seq), '{{}}') AS xacts,
+       coalesce(array_agg(key_id ORDER BY seq), '{{}}') AS key_ids
+FROM key_events
+WHERE xact_id >= $1::bigint::text::xid8 OR seq > $2"
+    )
+});
+
+/// Where the feed reads from.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    /// Every event of a transaction at or above this id.
+    xact: i64,
+    /// And every event after this sequence number (only the first read
+    /// after a connection; `i64::MAX` afterwards).
     seq: i64,
 }
 
@@ -128,14 +176,11 @@ struct Follower {
     config: FeedConfig,
     listener: Arc<dyn KeyChangeListener>,
     stop: Arc<AtomicBool>,
-    /// Re-read everything after this sequence number.
-    low: Option<i64>,
-    /// Sequence numbers above `low` already reported.
-    seen: BTreeSet<i64>,
-    /// (start of a complete read, highest number seen by then), oldest first.
-    reads: VecDeque<(Instant, i64)>,
-    /// When the previous complete read began.
-    previous_read: Option<Instant>,
+    /// Where the next read starts (`None` until the first read).
+    mark: Option<Mark>,
+    /// (transaction id, sequence number) of the events at or above the
+    /// mark already reported.
+    seen: BTreeSet<(i64, i64)>,
 }
 
 impl Follower {
@@ -150,10 +195,8 @@ impl Follower {
             config,
             listener,
             stop,
-            low: None,
+            mark: None,
             seen: BTreeSet::new(),
-            reads: VecDeque::new(),
-            previous_read: None,
         }
     }
 
@@ -184,9 +227,14 @@ impl Follower {
     fn connect(&self) -> Result<PgConnection, Box<dyn std::error::Error + Send + Sync>> {
         let mut conn = PgConnection::establish(&self.url)?;
         let timeout_ms = self.config.timeout.as_millis().clamp(1, 2_147_483_647);
-        conn.batch_execute(&format!(
-            "SET statement_timeout = {timeout_ms}; LISTEN apikeys_key_events"
-        ))?;
+        conn.batch_execute(&format!("SET statement_timeout = {timeout_ms}"))?;
+        let standby = sql_query("SELECT pg_is_in_recovery() AS in_recovery")
+            .get_result::<Recovery>(&mut conn)?
+            .in_recovery;
+        if standby {
+            return Err("the event feed needs the primary database, not a standby".into());
+        }
+        conn.batch_execute("LISTEN apikeys_key_events")?;
         Ok(conn)
     }
 
@@ -219,60 +267,45 @@ impl Follower {
         Ok(())
     }
 
-    /// One complete read: every event after `low`, each reported once.
+    /// One complete read: every event at or above the mark, each reported
+    /// once; then the mark moves up to the read's horizon.
     fn read(&mut self, conn: &mut PgConnection) -> QueryResult<()> {
         let started = Instant::now();
-        let low = match self.low {
-            Some(low) => low,
+        let mark = match self.mark {
+            Some(mark) => mark,
             None => {
-                let latest = sql_query("SELECT coalesce(max(seq), 0) AS seq FROM key_events")
-                    .get_result::<MaxSeq>(conn)?
-                    .seq;
-                (latest - self.config.initial_overlap_events).max(0)
+                let start = sql_query(format!(
+                    "SELECT coalesce(max(seq), 0) AS seq, {HORIZON} AS horizon FROM key_events"
+                ))
+                .get_result::<Start>(conn)?;
+                Mark {
+                    xact: start.horizon,
+                    seq: (start.seq - self.config.initial_overlap_events).max(0),
+                }
             }
         };
-        let rows = sql_query("SELECT seq, key_id FROM key_events WHERE seq > $1 ORDER BY seq")
-            .bind::<BigInt, _>(low)
-            .load::<EventKey>(conn)?;
-        let mut highest = low;
-        for row in &rows {
-            highest = highest.max(row.seq);
-            if !self.seen.insert(row.seq) {
+        let read = sql_query(READ.as_str())
+            .bind::<BigInt, _>(mark.xact)
+            .bind::<BigInt, _>(mark.seq)
+            .get_result::<Read>(conn)?;
+        let events = read.seqs.iter().zip(&read.xacts).zip(&read.key_ids);
+        for ((&seq, &xact), key_id) in events {
+            if !self.seen.insert((xact, seq)) {
                 continue;
             }
-            if let Some(id) = row.key_id.as_deref().and_then(|id| KeyId::parse(id).ok()) {
+            if let Some(id) = key_id.as_deref().and_then(|id| KeyId::parse(id).ok()) {
                 self.listener.key_changed(&id);
             }
         }
-        if let Some((_, previous_highest)) = self.reads.back() {
-            highest = highest.max(*previous_highest);
-        }
-        self.reads.push_back((started, highest));
-        self.advance_low(low);
-        self.previous_read = Some(started);
+        // Every transaction below the horizon has ended: its events are in
+        // this read or an earlier one, and are never read again.
+        let xact = mark.xact.max(read.horizon);
+        self.mark = Some(Mark {
+            xact,
+            seq: i64::MAX,
+        });
+        self.seen = self.seen.split_off(&(xact, i64::MIN));
         self.listener.caught_up(started);
         Ok(())
-    }
-
-    /// Moves `low` to the highest number seen by the newest read that began
-    /// at least one overlap before the previous read: a number above it may
-    /// still commit; one at or below it cannot (docs/events.md).
-    fn advance_low(&mut self, current_low: i64) {
-        let Some(previous) = self.previous_read else {
-            self.low = Some(current_low);
-            return;
-        };
-        let horizon = previous.checked_sub(self.config.overlap);
-        let mut low = current_low;
-        while let (Some(&(at, highest)), Some(horizon)) = (self.reads.front(), horizon) {
-            if at > horizon {
-                break;
-            }
-            low = low.max(highest);
-            self.reads.pop_front();
-        }
-        self.low = Some(low);
-        // Forget what lies at or below the new low: it is never read again.
-        self.seen = self.seen.split_off(&(low + 1));
     }
 }

@@ -2,7 +2,8 @@
 //! requests").
 //!
 //! An idempotent write is one transaction:
-//! 1. `pg_try_advisory_xact_lock` on the record's scope and key. Taken by a
+//! 1. `pg_try_advisory_xact_lock` on the record's scope and key
+//!    (`TRY_RECORD_LOCK`). Taken by a
 //!    twin that has not committed yet: `InUse`, at once (no waiting).
 //! 2. The live record, read after the lock, so that a twin that committed
 //!    and let go of the lock before it is seen (READ COMMITTED: each
@@ -15,7 +16,7 @@
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{Bool, Text};
 use domain::{
     IdempotencyKey, IdempotencyRecord, IdempotencyRepository, IdempotencyScope, InsertError,
     KeyEvent, KeyId, NewKey, RecordedWriteError, RepositoryError, RequestFingerprint,
@@ -29,14 +30,20 @@ use crate::repo::{KeyInsert, KeyRotation};
 use crate::schema::idempotency_records as records;
 use crate::store::PgStore;
 
-define_sql_function! {
-    /// Takes a transaction-scoped advisory lock if no one holds it.
-    fn pg_try_advisory_xact_lock(key: BigInt) -> Bool;
-}
+/// Takes the transaction-scoped advisory lock of the lock name `$1` if no
+/// one holds it: the two-key form, so it never meets a one-key lock (the
+/// migration lock, an embedder's), with a class of its own (`idem`), and as
+/// the key the first 32 bits of the name's SHA-256: the name holds client
+/// text (the `Idempotency-Key`), and a client must not be able to aim at
+/// another lock with it.
+const TRY_RECORD_LOCK: &str = "SELECT pg_try_advisory_xact_lock(1768187245,
+    ('x' || encode(substring(sha256(convert_to($1, 'UTF8')) FROM 1 FOR 4), 'hex'))::bit(32)::int4)
+    AS locked";
 
-define_sql_function! {
-    /// PostgreSQL's 64-bit text hash (the one hash indexes use).
-    fn hashtextextended(text: Text, seed: BigInt) -> BigInt;
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Bool)]
+    locked: bool,
 }
 
 /// A stored record, as read.
@@ -115,11 +122,10 @@ fn write_recorded<E: From<RepositoryError>>(
 ) -> Result<(), Fail<RecordedWriteError<E>>> {
     let columns = RecordKey::of(&record.scope, &record.key);
     conn.transaction(|conn| {
-        let locked: bool = diesel::select(pg_try_advisory_xact_lock(hashtextextended(
-            columns.lock_name(),
-            0_i64,
-        )))
-        .get_result(conn)?;
+        let locked = diesel::sql_query(TRY_RECORD_LOCK)
+            .bind::<Text, _>(columns.lock_name())
+            .get_result::<Locked>(conn)?
+            .locked;
         if !locked {
             return Err(Fail::Domain(RecordedWriteError::InUse));
         }

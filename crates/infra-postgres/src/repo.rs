@@ -21,9 +21,9 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Bytea, Nullable, Text, Timestamptz};
 use domain::{
-    ApiKey, ApiKeyRepository, CreateTenantRepoError, FieldChanges, InsertError, KeyEvent, KeyHash,
-    KeyId, KeyPage, KeyUse, ListQuery, NewKey, RepositoryError, RevokeRepoError, RotateRepoError,
-    Tenant, TenantId, TenantRepository, UpdateRepoError,
+    ActorRefusal, ApiKey, ApiKeyRepository, CreateTenantRepoError, FieldChanges, InsertError,
+    KeyEvent, KeyHash, KeyId, KeyPage, KeyUse, ListQuery, NewKey, RepositoryError, RevokeRepoError,
+    RotateRepoError, Tenant, TenantId, TenantRepository, UpdateRepoError,
 };
 use time::OffsetDateTime;
 
@@ -78,23 +78,27 @@ const WRITE_PARAMS: usize = 4;
 
 /// Locks the changed key and the actor key, in id order (no deadlock between
 /// two writes that lock the same pair), and says whether the actor may write:
-/// it is not a key, or its key is not revoked at `$3` as it stands once
-/// locked. A revocation of the actor that commits first is seen here (READ
-/// COMMITTED re-reads a row it waited for); one that comes later waits for
-/// this write to commit.
+/// it is not a key, or its key, as it stands once locked, may write at `$3`
+/// (`ActorRefusal::judge`: not revoked, not expired, a secret key holding
+/// `*`). A revocation or narrowing of the actor that commits first is seen
+/// here (READ COMMITTED re-reads a row it waited for); one that comes later
+/// waits for this write to commit.
 const WRITE_PRELUDE: &str = "WITH locked AS (
-    SELECT id, revokes_at FROM api_keys
+    SELECT id, revokes_at, expires_at, key_type, scopes FROM api_keys
     WHERE tenant_id = $1 AND id IN ($2, $4)
     ORDER BY id
     FOR NO KEY UPDATE),
 actor_ok AS (
     SELECT $4::text IS NULL OR EXISTS (
-        SELECT 1 FROM locked WHERE id = $4 AND (revokes_at IS NULL OR revokes_at > $3)) AS ok)";
+        SELECT 1 FROM locked WHERE id = $4
+          AND (revokes_at IS NULL OR revokes_at > $3)
+          AND (expires_at IS NULL OR expires_at > $3)
+          AND key_type = 'secret' AND scopes = ARRAY['*']::TEXT[]) AS ok)";
 
 /// Inserts a key (from `$6`) only if the actor may write and the tenant has
-/// fewer than `$5` keys that count for the limit at `$3`
-/// (`ApiKey::counts_for_key_limit`: neither revoked nor expired; the count
-/// stops at the limit), and its events (after the key) only if it did.
+/// fewer than `$5` keys of the new key's mode that count for the limit at
+/// `$3` (`ApiKey::counts_for_key_limit`: neither revoked nor expired; the
+/// count stops at the limit), and its events (after the key) only if it did.
 static INSERT_UNDER_LIMIT: LazyLock<Template> = LazyLock::new(|| {
     let key_first = WRITE_PARAMS + 2;
     Template::parse(&format!(
@@ -105,7 +109,7 @@ inserted AS (
     WHERE (SELECT ok FROM actor_ok)
       AND (SELECT count(*) FROM (
                SELECT 1 FROM api_keys
-               WHERE tenant_id = $1
+               WHERE tenant_id = $1 AND mode = ${mode}
                  AND (revokes_at IS NULL OR revokes_at > $3)
                  AND (expires_at IS NULL OR expires_at > $3)
                LIMIT $5) AS counted) < $5
@@ -113,19 +117,39 @@ inserted AS (
 {events} WHERE EXISTS (SELECT 1 FROM inserted)",
         columns = KEY_COLUMNS.join(", "),
         values = key_values(key_first),
+        mode = key_first + key_column("mode"),
         events = insert_events_sql(key_first + KEY_COLUMNS.len()),
     ))
 });
+
+/// The position of `column` in [`KEY_COLUMNS`].
+fn key_column(column: &str) -> usize {
+    KEY_COLUMNS
+        .iter()
+        .position(|c| *c == column)
+        .unwrap_or(KEY_COLUMNS.len())
+}
 
 /// Rotates key `$2` into the successor (from `$6`, whose id is `$6`) as one
 /// statement: the old key gets `revokes_at = $5` and `replaced_by` only if
 /// it is active at `$3` (no revocation scheduled, not expired) and the actor
 /// may write; the successor and the events are inserted only if that update
-/// happened. Of concurrent rotations the first takes the row lock; the
-/// others re-check the condition on the updated row, find it no longer
-/// active, and write nothing.
+/// happened. The successor takes its name and scopes from the old key's row
+/// as locked, not from the parameters (read before): a rename or re-scope
+/// that commits while the rotation waits is carried over, not undone. Of
+/// concurrent rotations the first takes the row lock; the others re-check
+/// the condition on the updated row, find it no longer active, and write
+/// nothing.
 static ROTATE: LazyLock<Template> = LazyLock::new(|| {
     let key_first = WRITE_PARAMS + 2;
+    let values = (key_first..)
+        .zip(KEY_COLUMNS)
+        .map(|(i, column)| match column {
+            "name" | "scopes" => format!("old.{column}"),
+            _ => format!("${i}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     Template::parse(&format!(
         "{WRITE_PRELUDE},
 old AS (
@@ -134,14 +158,13 @@ old AS (
       AND revokes_at IS NULL
       AND (expires_at IS NULL OR expires_at > $3)
       AND (SELECT ok FROM actor_ok)
-    RETURNING id),
+    RETURNING id, name, scopes),
 successor AS (
     INSERT INTO api_keys ({columns})
     SELECT {values} FROM old
     RETURNING id)
 {events} WHERE EXISTS (SELECT 1 FROM successor)",
         columns = KEY_COLUMNS.join(", "),
-        values = key_values(key_first),
         events = insert_events_sql(key_first + KEY_COLUMNS.len()),
     ))
 });
@@ -285,22 +308,21 @@ fn find_row(conn: &mut PgConnection, tenant: &str, id: &str) -> QueryResult<Opti
         .optional()
 }
 
-/// After a write that wrote nothing: whether its actor key was the reason
-/// (revoked at the event's time, or gone). Only on the failure path.
-fn actor_revoked(conn: &mut PgConnection, tenant: &str, event: &KeyEvent) -> QueryResult<bool> {
+/// After a write that wrote nothing: whether its actor key was the reason,
+/// and why (`ActorRefusal::judge` on the actor as it stands now, in the
+/// write's transaction). Only on the failure path.
+fn actor_refusal<E: From<RepositoryError>>(
+    conn: &mut PgConnection,
+    tenant: &str,
+    event: &KeyEvent,
+) -> Result<Option<ActorRefusal>, Fail<E>> {
     let Some(actor) = event.actor.key_id() else {
-        return Ok(false);
+        return Ok(None);
     };
-    let revokes_at: Option<Option<OffsetDateTime>> = api_keys::table
-        .filter(api_keys::tenant_id.eq(tenant))
-        .filter(api_keys::id.eq(actor.to_string()))
-        .select(api_keys::revokes_at)
-        .first(conn)
-        .optional()?;
-    Ok(match revokes_at {
-        None => true,
-        Some(at) => at.is_some_and(|at| at <= event.created_at),
-    })
+    let actor = find_row(conn, tenant, &actor.to_string())?
+        .map(to_key::<E>)
+        .transpose()?;
+    Ok(ActorRefusal::judge(actor.as_ref(), event.created_at))
 }
 
 /// An insert of a key and its event, bound once: [`ApiKeyRepository::insert`]
@@ -342,8 +364,8 @@ impl<'a> KeyInsert<'a> {
         .bind::<BigInt, _>(&self.max_active);
         let inserted = self.events.bind(bind_key(query, row)).execute(conn)?;
         if inserted == 0 {
-            if actor_revoked(conn, &row.tenant_id, event)? {
-                return Err(Fail::Domain(InsertError::ActorRevoked));
+            if let Some(refusal) = actor_refusal(conn, &row.tenant_id, event)? {
+                return Err(Fail::Domain(InsertError::ActorRefused(refusal)));
             }
             return Err(Fail::Domain(InsertError::LimitReached));
         }
@@ -409,8 +431,8 @@ impl<'a> KeyRotation<'a> {
         // active.
         if find_row(conn, tenant, old)?.is_none() {
             Err(Fail::Domain(RotateRepoError::NotFound))
-        } else if actor_revoked(conn, tenant, self.rotated)? {
-            Err(Fail::Domain(RotateRepoError::ActorRevoked))
+        } else if let Some(refusal) = actor_refusal(conn, tenant, self.rotated)? {
+            Err(Fail::Domain(RotateRepoError::ActorRefused(refusal)))
         } else {
             Err(Fail::Domain(RotateRepoError::NotActive))
         }
@@ -551,8 +573,8 @@ impl ApiKeyRepository for PgStore {
                 || changes.scopes.as_ref().is_some_and(|c| c.old != key.scopes);
             Err(Fail::Domain(if key.is_revoked(event.created_at) {
                 UpdateRepoError::Revoked
-            } else if actor_revoked(conn, &tenant, event)? {
-                UpdateRepoError::ActorRevoked
+            } else if let Some(refusal) = actor_refusal(conn, &tenant, event)? {
+                UpdateRepoError::ActorRefused(refusal)
             } else if stale {
                 UpdateRepoError::Stale
             } else {
@@ -758,8 +780,8 @@ impl PgStore {
                     let key = to_key(row)?;
                     if key.is_revoked(event.created_at) {
                         Ok(key)
-                    } else if actor_revoked(conn, &tenant, event)? {
-                        Err(Fail::Domain(RevokeRepoError::ActorRevoked))
+                    } else if let Some(refusal) = actor_refusal(conn, &tenant, event)? {
+                        Err(Fail::Domain(RevokeRepoError::ActorRefused(refusal)))
                     } else {
                         Err(Fail::Domain(RevokeRepoError::LastFullAccessKey))
                     }

@@ -6,15 +6,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use domain::{
-    check_key, ApiKey, ApiKeyRepository, AuthError, Authenticator, Clock, Credentials, HashKey,
-    KeyChangeListener, KeyHash, KeyId, KeyUse, RepositoryError,
+    check_key, ApiKey, AuthError, Authenticator, Clock, Credentials, HashKey, KeyChangeListener,
+    KeyHash, KeyId, KeyLookup, KeyUse, RepositoryError,
 };
 use moka::sync::Cache;
 use time::OffsetDateTime;
 
 use crate::freshness::Freshness;
-use crate::recent::Recent;
-use crate::uses::UseBuffer;
+use crate::invalidations::Invalidations;
+use crate::last_used::UseBuffer;
+use crate::thread_shortcut::ThreadShortcut;
 
 /// Sizes and times of a [`KeyCache`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +95,7 @@ struct Entry {
     key: Option<Arc<ApiKey>>,
     /// When the entry stops being used: `ttl` after the load for a key,
     /// `negative_ttl` for no key. The shared cache drops it then, and a
-    /// thread's [`Recent`] stops answering from it.
+    /// [`ThreadShortcut`] stops answering from it.
     expires_at: Instant,
     /// The invalidation epoch when the load began: an invalidation of the
     /// key after that makes the entry stale, even if it was stored after the
@@ -115,18 +116,19 @@ type Shared = Arc<Entry>;
 /// The cache, as an [`Authenticator`] in front of the key repository and a
 /// [`KeyChangeListener`] for the service and the event feed.
 pub struct KeyCache {
-    keys: Arc<dyn ApiKeyRepository>,
+    keys: Arc<dyn KeyLookup>,
     clock: Arc<dyn Clock>,
     hash_key: HashKey,
     entries: Cache<KeyHash, Shared>,
     /// Per thread, the entries it found last: the hit path's shortcut past
     /// `entries`.
-    recent: Recent<Shared>,
+    shortcut: ThreadShortcut<Shared>,
     /// Key id to hash, to drop an entry when an event names its key.
     hashes: Cache<KeyId, KeyHash>,
     /// Key id to the epoch of its last invalidation, kept long enough to
-    /// outlive any load that was running when it happened.
-    invalidated: Cache<KeyId, u64>,
+    /// outlive any load that was running when it happened; never lost to
+    /// its bound.
+    invalidated: Invalidations,
     /// The last invalidation epoch handed out.
     epoch: AtomicU64,
     /// The last epoch whose invalidation is in `invalidated`, every earlier
@@ -153,8 +155,9 @@ impl std::fmt::Debug for KeyCache {
 /// so that no entry loaded before it can outlive the memory of it.
 const INVALIDATION_MARGIN: Duration = Duration::from_secs(60);
 
-/// Invalidations remembered per cache entry allowed: a burst of changes to
-/// keys this node does not hold must not push out the memory of one it does.
+/// Invalidations remembered per cache entry allowed. Past that, a burst of
+/// changes to keys this node does not hold costs a reload of every held key
+/// (the memory's floor rises), never the memory of one it does hold.
 const INVALIDATIONS_PER_ENTRY: u64 = 10;
 
 /// Expires an entry at its own `expires_at`.
@@ -176,7 +179,7 @@ impl KeyCache {
     /// presented keys with `hash_key` (the service's), collecting uses in
     /// `uses` and trusting itself while `freshness` is confirmed.
     pub fn new(
-        keys: Arc<dyn ApiKeyRepository>,
+        keys: Arc<dyn KeyLookup>,
         clock: Arc<dyn Clock>,
         hash_key: HashKey,
         freshness: Arc<Freshness>,
@@ -203,16 +206,16 @@ impl KeyCache {
                 }
             })
             .build();
-        let invalidated = Cache::builder()
-            .max_capacity(config.max_entries.saturating_mul(INVALIDATIONS_PER_ENTRY))
-            .time_to_live(memory)
-            .build();
+        let invalidated = Invalidations::new(
+            config.max_entries.saturating_mul(INVALIDATIONS_PER_ENTRY),
+            memory,
+        );
         KeyCache {
             keys,
             clock,
             hash_key,
             entries,
-            recent: Recent::new(),
+            shortcut: ThreadShortcut::new(),
             hashes,
             invalidated,
             epoch: AtomicU64::new(0),
@@ -275,10 +278,7 @@ impl KeyCache {
         if entry.checked_epoch.load(Ordering::Acquire) >= published {
             return true;
         }
-        let current = self
-            .invalidated
-            .get(&key.id)
-            .is_none_or(|epoch| epoch < entry.loaded_epoch);
+        let current = self.invalidated.is_current(&key.id, entry.loaded_epoch);
         if current {
             entry.checked_epoch.fetch_max(published, Ordering::AcqRel);
         }
@@ -399,14 +399,14 @@ impl Authenticator for KeyCache {
             return None;
         }
         let hash = self.hash_key.hash(credentials.key());
-        let entry = match self.recent.get(&hash) {
+        let entry = match self.shortcut.get(&hash) {
             Some(entry) if self.usable(&entry, instant) => entry,
             _ => {
                 let entry = self.entries.get(&hash)?;
                 if !self.usable(&entry, instant) {
                     return None;
                 }
-                self.recent.put(hash, entry.clone());
+                self.shortcut.put(hash, entry.clone());
                 entry
             }
         };
@@ -461,7 +461,7 @@ impl KeyChangeListener for KeyCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-        self.invalidated.insert(*id, epoch);
+        self.invalidated.record(*id, epoch, Instant::now());
         if let Some(hash) = self.hashes.get(id) {
             self.entries.invalidate(&hash);
         }

@@ -16,9 +16,10 @@
 
 mod cache;
 mod freshness;
-mod recent;
-mod uses;
+mod invalidations;
+mod last_used;
+mod thread_shortcut;
 
 pub use cache::{CacheConfig, CacheStats, KeyCache};
 pub use freshness::Freshness;
-pub use uses::{UseBuffer, UseFlusher, UseStats};
+pub use last_used::{UseBuffer, UseFlusher, UseStats};

@@ -15,7 +15,8 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::{credentials, eventually, unknown_key, Harness, T0};
-use domain::{AuthError, Authenticator, Credentials, GracePeriod, KeyChangeListener};
+use domain::testing::SeqSecretSource;
+use domain::{AuthError, Authenticator, Credentials, GracePeriod, KeyChangeListener, KeyId};
 use key_cache::{CacheConfig, CacheStats, Freshness};
 
 #[test]
@@ -166,8 +167,7 @@ fn an_unknown_key_is_asked_for_again_after_negative_ttl() {
         negative_ttl: Duration::from_millis(50),
         ..CacheConfig::default()
     };
-    let h = Harness::with(config, Freshness::new(common::LONG));
-    h.freshness.confirm(std::time::Instant::now());
+    let h = Harness::confirmed(config);
     let t = h.tenant();
     let unknown = Credentials::new(unknown_key(1234), t.id);
     h.auth(&t.live).expect("a known key, kept for `ttl`");
@@ -198,8 +198,7 @@ fn hits_on_one_thread_stop_at_the_entrys_expiry_known_or_unknown() {
         negative_ttl: Duration::from_millis(50),
         ..CacheConfig::default()
     };
-    let h = Harness::with(config, Freshness::new(common::LONG));
-    h.freshness.confirm(std::time::Instant::now());
+    let h = Harness::confirmed(config);
     let t = h.tenant();
     let unknown = Credentials::new(unknown_key(99), t.id);
     h.auth(&t.live).expect("a known key");
@@ -271,8 +270,7 @@ fn the_cache_holds_at_most_max_entries() {
         max_entries: MAX,
         ..CacheConfig::default()
     };
-    let h = Harness::with(config, Freshness::new(common::LONG));
-    h.freshness.confirm(std::time::Instant::now());
+    let h = Harness::confirmed(config);
     let t = h.tenant();
 
     for i in 0..40 {
@@ -335,6 +333,57 @@ fn a_key_loaded_after_its_invalidation_is_held() {
     assert!(matches!(h.cached(&t.live), Some(Ok(_))));
     h.auth(&t.live).expect("hit");
     assert_eq!(h.repo.finds(), 1, "an older invalidation does not void it");
+}
+
+/// The memory of invalidations is bounded (ten per entry allowed); a flood
+/// of changes to other keys, before and after a revocation, must not make
+/// the revoked key's entry, still held by this thread, look current.
+#[test]
+fn a_revocation_is_seen_however_many_other_keys_changed_around_it() {
+    const MAX: u64 = 2;
+    // Several times as many keys as the cache remembers invalidations of
+    // (10 per entry).
+    const OTHERS: u64 = 5 * MAX * 10;
+    const CHANGES_EACH: usize = 8;
+    let config = CacheConfig {
+        max_entries: MAX,
+        ..CacheConfig::default()
+    };
+    let h = Harness::confirmed(config);
+    let t = h.tenant();
+    // Given a key made on another node (this cache has heard nothing of it)
+    // and held by this thread,
+    let key = h.create_by(&h.other_node, &t, None);
+    h.auth(&key).expect("load");
+    assert!(matches!(h.cached(&key), Some(Ok(_))));
+    // Other keys that change often: more of them than the cache remembers
+    // invalidations for, each more often than the revoked key.
+    let secrets = SeqSecretSource::new(4242);
+    let others: Vec<KeyId> = (0..OTHERS).map(|_| KeyId::generate(T0, &secrets)).collect();
+    let flood = || {
+        for _ in 0..CHANGES_EACH {
+            for id in &others {
+                h.cache.key_changed(id);
+            }
+        }
+    };
+
+    // when other keys change, it is revoked and reported, and more change,
+    flood();
+    h.other_node
+        .revoke(&t.admin, None, &key.key.id)
+        .expect("revoke");
+    h.cache.key_changed(&key.key.id);
+    flood();
+
+    // then no request is answered from what was held before.
+    let cached = h.cached(&key);
+    assert!(
+        matches!(cached, None | Some(Err(AuthError::Revoked))),
+        "{cached:?}"
+    );
+    assert!(matches!(h.auth(&key), Err(AuthError::Revoked)));
+    assert!(matches!(h.cached(&key), Some(Err(AuthError::Revoked))));
 }
 
 /// Authenticates the tenant's test key on another thread while, between

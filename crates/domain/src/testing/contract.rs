@@ -27,12 +27,13 @@ use crate::events::{
 };
 use crate::hashing::HashKey;
 use crate::ids::{EventId, KeyId, TenantId};
+use crate::key_kind::{KeyType, Mode};
 use crate::key_string::PlainKey;
-use crate::kinds::{KeyType, Mode};
 use crate::name::KeyName;
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
-    KeyUse, ListQuery, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
+    ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
+    InsertError, KeyUse, ListQuery, RevokeRepoError, RotateRepoError, TenantRepository,
+    UpdateRepoError,
 };
 use crate::random::SecretSource;
 use crate::scope::{Scope, Scopes};
@@ -44,14 +45,6 @@ pub trait Store:
 {
 }
 impl<S: ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository> Store for S {}
-
-pub use crate::testing::idempotency_contract::{
-    a_live_record_answers_instead_of_a_second_write, a_refused_write_stores_no_record,
-    expired_records_are_replaced_and_deleted,
-    recorded_insert_stores_the_key_its_event_and_its_record,
-    recorded_rotation_rotates_and_stores_its_record,
-    records_are_scoped_to_the_tenant_and_the_caller,
-};
 
 /// The instant the suite's data is created at (whole seconds, as the service
 /// stores them).
@@ -495,6 +488,39 @@ pub fn insert_respects_the_active_key_limit(store: &impl Store) {
         store.insert(&third, 2, &f.created_event(&third.key, now)),
         Err(InsertError::LimitReached)
     ));
+    assert_eq!(store.find(&tenant.id, &third.key.id).expect("find"), None);
+}
+
+/// The limit counts per mode: test keys at the limit do not stop a live key,
+/// and live keys at the limit do not stop a test key.
+pub fn the_active_key_limit_counts_per_mode(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let now = T0 + Duration::hours(1);
+    let test_key = || f.key_with(&tenant, KeyType::Secret, Mode::Test, Scopes::full());
+    for _ in 0..2 {
+        let key = test_key();
+        store
+            .insert(&key, 2, &f.created_event(&key.key, now))
+            .expect("a test key under the limit");
+    }
+    let third = test_key();
+    assert!(matches!(
+        store.insert(&third, 2, &f.created_event(&third.key, now)),
+        Err(InsertError::LimitReached)
+    ));
+    for _ in 0..2 {
+        let live = f.key(&tenant);
+        store
+            .insert(&live, 2, &f.created_event(&live.key, now))
+            .expect("live keys count apart from test keys");
+    }
+    let live = f.key(&tenant);
+    assert!(matches!(
+        store.insert(&live, 2, &f.created_event(&live.key, now)),
+        Err(InsertError::LimitReached)
+    ));
+    assert_eq!(store.find(&tenant.id, &live.key.id).expect("find"), None);
     assert_eq!(store.find(&tenant.id, &third.key.id).expect("find"), None);
 }
 
@@ -1706,7 +1732,7 @@ pub fn refused_tenant_creation_stores_no_event(store: &impl Store) {
 // ---- the actor ----
 
 /// A write whose actor key is revoked at the event's time (revoked earlier
-/// through the port, or exactly then) is refused with `ActorRevoked`: no
+/// through the port, or exactly then) is refused with `ActorRefused(Revoked)`: no
 /// key change, no new key, no event. The same write by the command line
 /// succeeds.
 pub fn a_revoked_actor_writes_nothing(store: &impl Store) {
@@ -1732,7 +1758,7 @@ pub fn a_revoked_actor_writes_nothing(store: &impl Store) {
                 100,
                 &by_key(&actor.key, f.created_event(&fresh.key, at))
             ),
-            Err(InsertError::ActorRevoked)
+            Err(InsertError::ActorRefused(ActorRefusal::Revoked))
         ));
     }
     let changes = rename(&target.key, "Renamed");
@@ -1743,7 +1769,7 @@ pub fn a_revoked_actor_writes_nothing(store: &impl Store) {
             &changes,
             &by_key(&actor.key, f.updated_event(&target.key, &changes, now))
         ),
-        Err(UpdateRepoError::ActorRevoked)
+        Err(UpdateRepoError::ActorRefused(ActorRefusal::Revoked))
     ));
     assert!(matches!(
         store.revoke(
@@ -1751,7 +1777,7 @@ pub fn a_revoked_actor_writes_nothing(store: &impl Store) {
             &target.key.id,
             &by_key(&actor.key, f.revoked_event(&target.key, now))
         ),
-        Err(RevokeRepoError::ActorRevoked)
+        Err(RevokeRepoError::ActorRefused(ActorRefusal::Revoked))
     ));
     let successor = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
     let hour = Duration::hours(1);
@@ -1764,7 +1790,7 @@ pub fn a_revoked_actor_writes_nothing(store: &impl Store) {
             &by_key(&actor.key, rotated),
             &by_key(&actor.key, created)
         ),
-        Err(RotateRepoError::ActorRevoked)
+        Err(RotateRepoError::ActorRefused(ActorRefusal::Revoked))
     ));
 
     assert_eq!(events_of(store, &tenant.id), before);
@@ -1779,6 +1805,84 @@ pub fn a_revoked_actor_writes_nothing(store: &impl Store) {
         .update(store, &target.key, &changes, now)
         .expect("update by the command line");
     assert_eq!(renamed.name.as_str(), "Renamed");
+}
+
+/// A write is judged on its actor key as it is when the write commits: an
+/// actor that expired, is publishable, or was narrowed from `*` (through
+/// the port, as an admin's PATCH does) is refused with the matching
+/// `ActorRefused` reason, and nothing is written: no key change, no new key,
+/// no event.
+pub fn an_actor_without_the_rights_to_write_writes_nothing(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let guard = f.key(&tenant);
+    let target = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    let mut expiring = f.key(&tenant);
+    expiring.key.expires_at = Some(T0 + Duration::minutes(1));
+    let publishable = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    let narrowed = f.key(&tenant);
+    for k in [&guard, &target, &expiring, &publishable, &narrowed] {
+        f.insert(store, k);
+    }
+    let read_only = Scopes::parse(["users:read"]).expect("scopes");
+    let narrowed = f
+        .update(store, &narrowed.key, &rescope(&narrowed.key, read_only), T0)
+        .expect("narrow the actor");
+    let before = events_of(store, &tenant.id);
+    let now = T0 + Duration::minutes(2);
+
+    for (actor, reason) in [
+        (&expiring.key, ActorRefusal::Expired),
+        (&publishable.key, ActorRefusal::NotSecret),
+        (&narrowed, ActorRefusal::NotFullAccess),
+    ] {
+        let fresh = f.key(&tenant);
+        let created = by_key(actor, f.created_event(&fresh.key, now));
+        assert!(
+            matches!(store.insert(&fresh, 100, &created), Err(InsertError::ActorRefused(r)) if r == reason),
+            "{reason:?}"
+        );
+        let changes = rename(&target.key, "Renamed");
+        let updated = by_key(actor, f.updated_event(&target.key, &changes, now));
+        assert!(
+            matches!(
+                store.update(&tenant.id, &target.key.id, &changes, &updated),
+                Err(UpdateRepoError::ActorRefused(r)) if r == reason
+            ),
+            "{reason:?}"
+        );
+        let revoked = by_key(actor, f.revoked_event(&target.key, now));
+        assert!(
+            matches!(
+                store.revoke(&tenant.id, &target.key.id, &revoked),
+                Err(RevokeRepoError::ActorRefused(r)) if r == reason
+            ),
+            "{reason:?}"
+        );
+        let successor = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+        let hour = Duration::hours(1);
+        let (rotated, created) = f.rotated_events(&target.key, &successor.key, hour, now);
+        assert!(
+            matches!(
+                store.rotate(
+                    &target.key.id,
+                    &successor,
+                    now + hour,
+                    &by_key(actor, rotated),
+                    &by_key(actor, created)
+                ),
+                Err(RotateRepoError::ActorRefused(r)) if r == reason
+            ),
+            "{reason:?}"
+        );
+        assert_eq!(store.find(&tenant.id, &fresh.key.id).expect("find"), None);
+        assert_eq!(store.find_by_hash(&successor.hash).expect("find"), None);
+    }
+    assert_eq!(events_of(store, &tenant.id), before);
+    assert_eq!(
+        store.find(&tenant.id, &target.key.id).expect("find"),
+        Some(target.key.clone())
+    );
 }
 
 /// An actor key whose revocation is only scheduled (a rotated key in its
@@ -1839,7 +1943,7 @@ pub fn an_actor_in_its_grace_period_may_write_until_it_ends(store: &impl Store) 
             100,
             &by_key(&actor.key, f.created_event(&late.key, end))
         ),
-        Err(InsertError::ActorRevoked)
+        Err(InsertError::ActorRefused(ActorRefusal::Revoked))
     ));
     assert_eq!(store.find(&tenant.id, &late.key.id).expect("find"), None);
     assert_eq!(events_of(store, &tenant.id), expected);
@@ -2293,12 +2397,13 @@ pub fn events_after_follows_every_tenant_in_storage_order(store: &impl Store) {
 #[macro_export]
 macro_rules! repository_contract_tests {
     ($factory:expr) => {
-        $crate::repository_contract_tests!(@tests $factory;
+        $crate::repository_contract_tests!(@tests $factory; contract;
             insert_then_find_round_trips_every_field,
             find_is_scoped_to_the_tenant,
             insert_refuses_duplicate_id_or_hash,
             insert_refuses_unknown_tenant,
             insert_respects_the_active_key_limit,
+            the_active_key_limit_counts_per_mode,
             list_pages_newest_first,
             list_filters_by_type_mode_and_revocation,
             update_changes_name_and_scopes,
@@ -2326,6 +2431,7 @@ macro_rules! repository_contract_tests {
             refused_rotations_store_no_event,
             refused_tenant_creation_stores_no_event,
             a_revoked_actor_writes_nothing,
+            an_actor_without_the_rights_to_write_writes_nothing,
             an_actor_in_its_grace_period_may_write_until_it_ends,
             writes_by_the_cli_or_a_leak_report_need_no_key,
             update_refuses_stale_changes,
@@ -2333,6 +2439,8 @@ macro_rules! repository_contract_tests {
             list_events_filters_by_key_type_and_mode,
             list_events_is_scoped_to_the_tenant,
             events_after_follows_every_tenant_in_storage_order,
+        );
+        $crate::repository_contract_tests!(@tests $factory; idempotency_contract;
             recorded_insert_stores_the_key_its_event_and_its_record,
             a_live_record_answers_instead_of_a_second_write,
             records_are_scoped_to_the_tenant_and_the_caller,
@@ -2341,12 +2449,12 @@ macro_rules! repository_contract_tests {
             expired_records_are_replaced_and_deleted,
         );
     };
-    (@tests $factory:expr; $($name:ident,)*) => {
+    (@tests $factory:expr; $module:ident; $($name:ident,)*) => {
         $(
             #[test]
             fn $name() {
                 let store = $factory;
-                $crate::testing::contract::$name(&*store);
+                $crate::testing::$module::$name(&*store);
             }
         )*
     };

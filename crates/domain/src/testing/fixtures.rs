@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 
 use crate::api_key::ApiKey;
 use crate::ids::{KeyId, TenantId};
+use crate::key_kind::{KeyType, Mode};
 use crate::key_string::PlainKey;
-use crate::kinds::{KeyType, Mode};
 use crate::name::KeyName;
 use crate::scope::Scopes;
 use crate::testing::contract::T0;

@@ -10,10 +10,22 @@ use crate::hashing::KeyHash;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord, IdempotencyScope};
 use crate::ids::{KeyId, TenantId};
 use crate::ports::{
-    ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository, InsertError,
-    KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError, RevokeRepoError,
+    ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
+    InsertError, KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError, RevokeRepoError,
     RotateRepoError, TenantRepository, UpdateRepoError,
 };
+
+/// Returns the error of the first pending [`Fault`] of this variant, if any.
+macro_rules! answer_fault {
+    ($store:expr, $variant:ident) => {
+        if let Some(e) = $store.fault(|f| match f {
+            Fault::$variant(e) => Ok(e),
+            other => Err(other),
+        }) {
+            return Err(e);
+        }
+    };
+}
 
 #[derive(Debug, Default)]
 struct State {
@@ -27,12 +39,19 @@ struct State {
 impl State {
     /// Whether the event's actor may still write at `now`: an actor key must
     /// not be revoked.
-    fn actor_allowed(&self, event: &KeyEvent) -> bool {
+    /// Why the event's actor may not write (the rule of
+    /// [`ActorRefusal::judge`], as the PostgreSQL adapter applies it).
+    fn actor_refusal(&self, event: &KeyEvent) -> Option<ActorRefusal> {
         match event.actor {
-            Actor::ApiKey(id) => self.keys.get(&id).is_some_and(|(k, _)| {
-                k.tenant_id == event.tenant_id && !k.is_revoked(event.created_at)
-            }),
-            Actor::Cli | Actor::LeakReport => true,
+            Actor::ApiKey(id) => {
+                let actor = self
+                    .keys
+                    .get(&id)
+                    .map(|(k, _)| k)
+                    .filter(|k| k.tenant_id == event.tenant_id);
+                ActorRefusal::judge(actor, event.created_at)
+            }
+            Actor::Cli | Actor::LeakReport => None,
         }
     }
 
@@ -56,8 +75,8 @@ impl State {
         if !self.tenants.iter().any(|t| t.id == new.key.tenant_id) {
             return Err(InsertError::UnknownTenant);
         }
-        if !self.actor_allowed(event) {
-            return Err(InsertError::ActorRevoked);
+        if let Some(refusal) = self.actor_refusal(event) {
+            return Err(InsertError::ActorRefused(refusal));
         }
         if self.has_id_or_hash(new) {
             return Err(InsertError::Duplicate);
@@ -65,7 +84,11 @@ impl State {
         let active = self
             .keys
             .values()
-            .filter(|(k, _)| k.tenant_id == new.key.tenant_id && k.counts_for_key_limit(now))
+            .filter(|(k, _)| {
+                k.tenant_id == new.key.tenant_id
+                    && k.mode == new.key.mode
+                    && k.counts_for_key_limit(now)
+            })
             .count();
         if active >= max_active as usize {
             return Err(InsertError::LimitReached);
@@ -91,8 +114,8 @@ impl State {
         if status != KeyStatus::Active {
             return Err(RotateRepoError::NotActive);
         }
-        if !self.actor_allowed(rotated) {
-            return Err(RotateRepoError::ActorRevoked);
+        if let Some(refusal) = self.actor_refusal(rotated) {
+            return Err(RotateRepoError::ActorRefused(refusal));
         }
         if self.has_id_or_hash(successor) {
             return Err(RotateRepoError::Duplicate);
@@ -102,8 +125,12 @@ impl State {
             .ok_or(RotateRepoError::NotFound)?;
         stored.revokes_at = Some(revokes_at);
         stored.replaced_by = Some(successor.key.id);
-        self.keys
-            .insert(successor.key.id, (successor.key.clone(), successor.hash));
+        // The successor takes the old key's name and scopes as they are now
+        // (as the PostgreSQL adapter does from the locked row).
+        let mut key = successor.key.clone();
+        key.name = stored.name.clone();
+        key.scopes = stored.scopes;
+        self.keys.insert(successor.key.id, (key, successor.hash));
         self.record(&[rotated, created]);
         Ok(())
     }
@@ -152,11 +179,34 @@ impl State {
 /// One mutex serialises every call, which makes each one atomic and keeps every
 /// concurrency guarantee of the port docs. Clones share the same data.
 /// [`InMemoryStore::set_unavailable`] makes every call fail as an unreachable
-/// database would.
+/// database would; [`InMemoryStore::fail_next`] makes one write answer as a
+/// race or a fault would.
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryStore {
     state: Arc<Mutex<State>>,
     unavailable: Arc<AtomicBool>,
+    faults: Arc<Mutex<Vec<Fault>>>,
+}
+
+/// What the next call of one write answers instead of doing anything
+/// ([`InMemoryStore::fail_next`]): a refusal that a race with another request
+/// or node would cause (the key was revoked meanwhile, the caller's key too),
+/// a collision, or a storage failure. Tests of the use cases check how each
+/// answer is named to the caller, on the fake, without a mock.
+#[derive(Debug)]
+pub enum Fault {
+    /// [`ApiKeyRepository::insert`].
+    Insert(InsertError),
+    /// [`ApiKeyRepository::update`].
+    Update(UpdateRepoError),
+    /// [`ApiKeyRepository::revoke`] or [`ApiKeyRepository::revoke_unguarded`].
+    Revoke(RevokeRepoError),
+    /// [`ApiKeyRepository::rotate`].
+    Rotate(RotateRepoError),
+    /// [`ApiKeyRepository::record_uses`].
+    RecordUses(RepositoryError),
+    /// [`TenantRepository::create`].
+    CreateTenant(CreateTenantRepoError),
 }
 
 impl InMemoryStore {
@@ -168,6 +218,32 @@ impl InMemoryStore {
     /// While `true`, every call returns [`RepositoryError::Unavailable`].
     pub fn set_unavailable(&self, unavailable: bool) {
         self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// The next call of `fault`'s write answers with its error and writes
+    /// nothing; faults of one write answer in the order they were given.
+    pub fn fail_next(&self, fault: Fault) {
+        self.faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(fault);
+    }
+
+    /// The first pending fault that `pick` takes, removed.
+    fn fault<E>(&self, pick: fn(Fault) -> Result<E, Fault>) -> Option<E> {
+        let mut faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut taken = None;
+        for fault in std::mem::take(&mut *faults) {
+            if taken.is_some() {
+                faults.push(fault);
+                continue;
+            }
+            match pick(fault) {
+                Ok(error) => taken = Some(error),
+                Err(other) => faults.push(other),
+            }
+        }
+        taken
     }
 
     /// Every stored hash, for tests that check what is kept.
@@ -200,6 +276,7 @@ impl InMemoryStore {
         event: &KeyEvent,
         guarded: bool,
     ) -> Result<ApiKey, RevokeRepoError> {
+        answer_fault!(self, Revoke);
         let now = event.created_at;
         let mut state = self.lock()?;
         let key = state
@@ -209,8 +286,8 @@ impl InMemoryStore {
         if key.is_revoked(now) {
             return Ok(key);
         }
-        if !state.actor_allowed(event) {
-            return Err(RevokeRepoError::ActorRevoked);
+        if let Some(refusal) = state.actor_refusal(event) {
+            return Err(RevokeRepoError::ActorRefused(refusal));
         }
         if guarded
             && key.counts_for_full_access_guard(now)
@@ -239,6 +316,7 @@ impl InMemoryStore {
 
 impl ApiKeyRepository for InMemoryStore {
     fn insert(&self, new: &NewKey, max_active: u32, event: &KeyEvent) -> Result<(), InsertError> {
+        answer_fault!(self, Insert);
         self.lock()?.insert(new, max_active, event)
     }
 
@@ -284,6 +362,7 @@ impl ApiKeyRepository for InMemoryStore {
         changes: &FieldChanges,
         event: &KeyEvent,
     ) -> Result<ApiKey, UpdateRepoError> {
+        answer_fault!(self, Update);
         let now = event.created_at;
         let mut state = self.lock()?;
         let key = state
@@ -298,8 +377,8 @@ impl ApiKeyRepository for InMemoryStore {
         if stale {
             return Err(UpdateRepoError::Stale);
         }
-        if !state.actor_allowed(event) {
-            return Err(UpdateRepoError::ActorRevoked);
+        if let Some(refusal) = state.actor_refusal(event) {
+            return Err(UpdateRepoError::ActorRefused(refusal));
         }
         let narrows = changes
             .scopes
@@ -346,11 +425,13 @@ impl ApiKeyRepository for InMemoryStore {
         rotated: &KeyEvent,
         created: &KeyEvent,
     ) -> Result<(), RotateRepoError> {
+        answer_fault!(self, Rotate);
         self.lock()?
             .rotate(old, successor, revokes_at, rotated, created)
     }
 
     fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
+        answer_fault!(self, RecordUses);
         let mut state = self.lock()?;
         let mut written = 0;
         for u in uses {
@@ -436,6 +517,7 @@ impl TenantRepository for InMemoryStore {
         keys: &[NewKey],
         events: &[KeyEvent],
     ) -> Result<(), CreateTenantRepoError> {
+        answer_fault!(self, CreateTenant);
         let mut state = self.lock()?;
         let mut ids: Vec<KeyId> = keys.iter().map(|k| k.key.id).collect();
         ids.sort_unstable();

@@ -7,11 +7,11 @@
 mod clock;
 pub mod contract;
 mod fixtures;
-mod idempotency_contract;
+pub mod idempotency_contract;
 mod memory;
 mod secrets;
 
 pub use clock::TestClock;
 pub use fixtures::{well_formed_key, ApiKeyBuilder};
-pub use memory::InMemoryStore;
+pub use memory::{Fault, InMemoryStore};
 pub use secrets::SeqSecretSource;

@@ -11,8 +11,8 @@ use diesel::prelude::*;
 use diesel::sql_query;
 use domain::testing::contract::{by_key, rename, Fixture, T0};
 use domain::{
-    ApiKey, ApiKeyRepository, EventRepository, EventType, InsertError, KeyEvent, RevokeRepoError,
-    RotateRepoError, StoredEvent, UpdateRepoError,
+    ActorRefusal, ApiKey, ApiKeyRepository, EventRepository, EventType, InsertError, KeyEvent,
+    RevokeRepoError, RotateRepoError, StoredEvent, UpdateRepoError,
 };
 use infra_postgres::testing::TestDatabase;
 use infra_postgres::{PgStore, PoolConfig};
@@ -101,7 +101,57 @@ fn an_insert_waiting_on_its_actors_revocation_is_refused_and_writes_nothing() {
     };
 
     assert!(
-        matches!(result, Err(InsertError::ActorRevoked)),
+        matches!(
+            result,
+            Err(InsertError::ActorRefused(ActorRefusal::Revoked))
+        ),
+        "{result:?}"
+    );
+    assert_eq!(store.find_by_hash(&new.hash).expect("find"), None);
+    assert_eq!(all_events(&store).len(), before);
+}
+
+#[test]
+fn a_create_waiting_on_the_tenant_lock_while_its_actor_is_narrowed_is_refused() {
+    // An admin narrows key K from `*` (holding the tenant lock, as a
+    // narrowing update does) while K's create waits on that lock: the create
+    // is judged on K as it is when it commits, and writes nothing.
+    let db = TestDatabase::new();
+    let store = pool_for(&db, 4);
+    let f = Fixture::new();
+    let s = scene(&f, &store);
+    let tenant = domain::Tenant {
+        id: s.actor.tenant_id,
+        name: "Acme".to_owned(),
+        created_at: T0,
+    };
+    let new = f.key(&tenant);
+    let event = by_key(&s.actor, f.created_event(&new.key, T0));
+    let before = all_events(&store).len();
+
+    let mut admin = connect(&db);
+    admin.batch_execute("BEGIN").expect("begin");
+    sql_query("SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
+        .bind::<diesel::sql_types::Text, _>(tenant.id.to_string())
+        .execute(&mut admin)
+        .expect("the tenant lock");
+    sql_query("UPDATE api_keys SET scopes = ARRAY['users:read'] WHERE id = $1")
+        .bind::<diesel::sql_types::Text, _>(s.actor.id.to_string())
+        .execute(&mut admin)
+        .expect("narrow the actor");
+    let writer = {
+        let (store, new, event) = (store.clone(), new.clone(), event.clone());
+        thread::spawn(move || store.insert(&new, 100, &event))
+    };
+    thread::sleep(Duration::from_millis(300));
+    admin.batch_execute("COMMIT").expect("commit");
+    let result = writer.join().expect("writer thread");
+
+    assert!(
+        matches!(
+            result,
+            Err(InsertError::ActorRefused(ActorRefusal::NotFullAccess))
+        ),
         "{result:?}"
     );
     assert_eq!(store.find_by_hash(&new.hash).expect("find"), None);
@@ -125,7 +175,10 @@ fn an_update_revoke_or_rotation_waiting_on_its_actors_revocation_is_refused() {
         })
     };
     assert!(
-        matches!(result, Err(UpdateRepoError::ActorRevoked)),
+        matches!(
+            result,
+            Err(UpdateRepoError::ActorRefused(ActorRefusal::Revoked))
+        ),
         "{result:?}"
     );
 
@@ -139,7 +192,10 @@ fn an_update_revoke_or_rotation_waiting_on_its_actors_revocation_is_refused() {
         })
     };
     assert!(
-        matches!(result, Err(RevokeRepoError::ActorRevoked)),
+        matches!(
+            result,
+            Err(RevokeRepoError::ActorRefused(ActorRefusal::Revoked))
+        ),
         "{result:?}"
     );
 
@@ -161,7 +217,10 @@ fn an_update_revoke_or_rotation_waiting_on_its_actors_revocation_is_refused() {
         })
     };
     assert!(
-        matches!(result, Err(RotateRepoError::ActorRevoked)),
+        matches!(
+            result,
+            Err(RotateRepoError::ActorRefused(ActorRefusal::Revoked))
+        ),
         "{result:?}"
     );
 
@@ -188,6 +247,52 @@ fn an_update_revoke_or_rotation_waiting_on_its_actors_revocation_is_refused() {
         9
     );
     assert_eq!(types.len(), 9 + 3);
+}
+
+#[test]
+fn a_rotation_waiting_on_a_rename_and_rescope_copies_them() {
+    // An admin renames and narrows key J (holding J's row, as a PATCH does)
+    // while a rotation of J, prepared from J as it was, waits for that row:
+    // the successor gets J's name and scopes as they are when the rotation
+    // commits, so the PATCH is not undone.
+    let db = TestDatabase::new();
+    let store = pool_for(&db, 4);
+    let f = Fixture::new();
+    let s = scene(&f, &store);
+    let tenant = domain::Tenant {
+        id: s.target.tenant_id,
+        name: "Acme".to_owned(),
+        created_at: T0,
+    };
+    let successor = f.key(&tenant);
+    let grace = time::Duration::hours(1);
+    let (rotated, created) = f.rotated_events(&s.target, &successor.key, grace, T0);
+    let (rotated, created) = (by_key(&s.actor, rotated), by_key(&s.actor, created));
+
+    let mut admin = connect(&db);
+    admin.batch_execute("BEGIN").expect("begin");
+    sql_query("UPDATE api_keys SET name = 'Renamed', scopes = ARRAY['users:read'] WHERE id = $1")
+        .bind::<diesel::sql_types::Text, _>(s.target.id.to_string())
+        .execute(&mut admin)
+        .expect("rename and narrow the target");
+    let rotation = {
+        let (store, target, successor) = (store.clone(), s.target.clone(), successor.clone());
+        thread::spawn(move || store.rotate(&target.id, &successor, T0 + grace, &rotated, &created))
+    };
+    thread::sleep(Duration::from_millis(300));
+    admin.batch_execute("COMMIT").expect("commit");
+    let result = rotation.join().expect("rotation thread");
+
+    assert!(result.is_ok(), "{result:?}");
+    let stored = store
+        .find(&tenant.id, &successor.key.id)
+        .expect("find")
+        .expect("the successor");
+    assert_eq!(stored.name.as_str(), "Renamed");
+    assert_eq!(
+        stored.scopes,
+        domain::Scopes::parse(["users:read"]).expect("scopes")
+    );
 }
 
 /// What a round of the race below has key K do while K is revoked.
@@ -245,20 +350,20 @@ fn a_write_by_a_key_being_revoked_never_commits_after_the_revocation() {
                 let refused = match write {
                     Write::Create => match store.insert(&new, 100, &events[0]) {
                         Ok(()) => false,
-                        Err(InsertError::ActorRevoked) => true,
+                        Err(InsertError::ActorRefused(ActorRefusal::Revoked)) => true,
                         Err(other) => panic!("create: {other:?}"),
                     },
                     Write::Rename => {
                         match store.update(&target.tenant_id, &target.id, &changes, &events[0]) {
                             Ok(_) => false,
-                            Err(UpdateRepoError::ActorRevoked) => true,
+                            Err(UpdateRepoError::ActorRefused(ActorRefusal::Revoked)) => true,
                             Err(other) => panic!("rename: {other:?}"),
                         }
                     }
                     Write::Rotate => {
                         match store.rotate(&target.id, &new, T0 + grace, &events[0], &events[1]) {
                             Ok(()) => false,
-                            Err(RotateRepoError::ActorRevoked) => true,
+                            Err(RotateRepoError::ActorRefused(ActorRefusal::Revoked)) => true,
                             Err(other) => panic!("rotate: {other:?}"),
                         }
                     }

@@ -28,10 +28,43 @@ fn record(scope: IdempotencyScope, seed: u8) -> IdempotencyRecord {
     }
 }
 
+/// The idempotency lock of the lock name `$1`: class `idem`, in the
+/// two-key space, apart from the one-key space of the migration lock.
+const TWIN_LOCK: &str = "1768187245, ('x' || encode(substring(sha256(convert_to($1, 'UTF8')) FROM 1 FOR 4), 'hex'))::bit(32)::int4";
+
+#[test]
+fn the_record_lock_is_not_in_the_one_key_space() {
+    // Given a session holding the one-key advisory lock that a 64-bit hash
+    // of the lock name would give (the space the migration lock is in)
+    let db = TestDatabase::new();
+    let store = PgStore::connect(db.url(), &PoolConfig::default()).expect("pool");
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(&store, "Acme");
+    let caller = f.key(&tenant);
+    f.insert(&store, &caller);
+    let scope = IdempotencyScope {
+        tenant_id: tenant.id,
+        caller: caller.key.id,
+    };
+    let mut other = connect(&db);
+    let lock_name = format!("{} {} order 42", tenant.id, caller.key.id);
+    sql_query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+        .bind::<Text, _>(&lock_name)
+        .execute(&mut other)
+        .expect("lock");
+
+    // When the request writes, then it goes through: that lock is not its
+    let new = f.key(&tenant);
+    store
+        .insert_recorded(&new, 100, &f.created_event(&new.key, T0), &record(scope, 1))
+        .expect("not blocked by a one-key lock");
+}
+
 #[test]
 fn a_twin_that_holds_the_record_lock_makes_the_write_in_use_and_write_nothing() {
     // Given a request whose twin holds the lock of its scope and key (taken
-    // as the store takes it: the advisory lock of "<tenant> <caller> <key>")
+    // as the store takes it: the two-key advisory lock of the idempotency
+    // class and the first 32 bits of the SHA-256 of "<tenant> <caller> <key>")
     let db = TestDatabase::new();
     let store = PgStore::connect(db.url(), &PoolConfig::default()).expect("pool");
     let f = Fixture::new();
@@ -44,7 +77,7 @@ fn a_twin_that_holds_the_record_lock_makes_the_write_in_use_and_write_nothing() 
     };
     let mut twin = connect(&db);
     let lock_name = format!("{} {} order 42", tenant.id, caller.key.id);
-    sql_query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+    sql_query(format!("SELECT pg_advisory_lock({TWIN_LOCK})"))
         .bind::<Text, _>(&lock_name)
         .execute(&mut twin)
         .expect("lock");
@@ -64,7 +97,7 @@ fn a_twin_that_holds_the_record_lock_makes_the_write_in_use_and_write_nothing() 
     );
 
     // And once the twin lets go, the request goes through
-    sql_query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+    sql_query(format!("SELECT pg_advisory_unlock({TWIN_LOCK})"))
         .bind::<Text, _>(&lock_name)
         .execute(&mut twin)
         .expect("unlock");

@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 use domain::testing::{InMemoryStore, SeqSecretSource, TestClock};
 use domain::{
     ApiKey, ApiKeyRepository, ApiKeys, AuthError, Authenticator, CreateKey, CreatedKey,
-    CreatedTenant, Credentials, ExpiresIn, HashKey, InsertError, KeyEvent, KeyHash, KeyId, KeyName,
-    KeyPage, KeyType, KeyUse, ListQuery, Mode, NewKey, Origin, PlainKey, Principal,
-    RepositoryError, RevokeRepoError, RotateRepoError, Scopes, TenantId, UpdateRepoError,
+    CreatedTenant, Credentials, ExpiresIn, HashKey, KeyHash, KeyLookup, KeyName, KeyType, KeyUse,
+    Mode, Origin, PlainKey, Principal, RepositoryError, Scopes, TenantId,
 };
 use key_cache::{CacheConfig, Freshness, KeyCache, UseBuffer};
 use time::OffsetDateTime;
@@ -41,7 +40,7 @@ pub fn hash_key() -> HashKey {
 /// before the answer is returned.
 pub type Hook = Box<dyn Fn() + Send + Sync>;
 
-/// An [`ApiKeyRepository`] that delegates to an [`InMemoryStore`], counting
+/// A [`KeyLookup`] that delegates to an [`InMemoryStore`], counting
 /// `find_by_hash` calls and recording every `record_uses` batch.
 pub struct CountingRepo {
     pub store: InMemoryStore,
@@ -82,14 +81,12 @@ impl CountingRepo {
     }
 }
 
-impl ApiKeyRepository for CountingRepo {
-    fn insert(&self, key: &NewKey, max_active: u32, event: &KeyEvent) -> Result<(), InsertError> {
-        self.store.insert(key, max_active, event)
-    }
-
+/// Only what the cache uses: the rest of the store is reached through
+/// `store`.
+impl KeyLookup for CountingRepo {
     fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError> {
         self.finds.fetch_add(1, Ordering::SeqCst);
-        let found = self.store.find_by_hash(hash);
+        let found = ApiKeyRepository::find_by_hash(&self.store, hash);
         let hook = self
             .after_find
             .lock()
@@ -101,60 +98,12 @@ impl ApiKeyRepository for CountingRepo {
         found
     }
 
-    fn find(&self, tenant: &TenantId, id: &KeyId) -> Result<Option<ApiKey>, RepositoryError> {
-        self.store.find(tenant, id)
-    }
-
-    fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<KeyPage, RepositoryError> {
-        self.store.list(tenant, query)
-    }
-
-    fn update(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        changes: &domain::FieldChanges,
-        event: &KeyEvent,
-    ) -> Result<ApiKey, UpdateRepoError> {
-        self.store.update(tenant, id, changes, event)
-    }
-
-    fn revoke(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        event: &KeyEvent,
-    ) -> Result<ApiKey, RevokeRepoError> {
-        self.store.revoke(tenant, id, event)
-    }
-
-    fn revoke_unguarded(
-        &self,
-        tenant: &TenantId,
-        id: &KeyId,
-        event: &KeyEvent,
-    ) -> Result<ApiKey, RevokeRepoError> {
-        self.store.revoke_unguarded(tenant, id, event)
-    }
-
-    fn rotate(
-        &self,
-        old: &KeyId,
-        successor: &NewKey,
-        revokes_at: OffsetDateTime,
-        rotated: &KeyEvent,
-        created: &KeyEvent,
-    ) -> Result<(), RotateRepoError> {
-        self.store
-            .rotate(old, successor, revokes_at, rotated, created)
-    }
-
     fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
         self.batches
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(uses.to_vec());
-        self.store.record_uses(uses)
+        ApiKeyRepository::record_uses(&self.store, uses)
     }
 }
 
@@ -175,7 +124,12 @@ pub struct Harness {
 impl Harness {
     /// Default settings, and a cache confirmed fresh for the whole test.
     pub fn new() -> Self {
-        let h = Self::with(CacheConfig::default(), Freshness::new(LONG));
+        Self::confirmed(CacheConfig::default())
+    }
+
+    /// `config`, and a cache confirmed fresh for the whole test.
+    pub fn confirmed(config: CacheConfig) -> Self {
+        let h = Self::with(config, Freshness::new(LONG));
         h.freshness.confirm(Instant::now());
         h
     }
@@ -232,6 +186,17 @@ impl Harness {
     /// Creates a full-access live secret key, expiring after `expires_in` if
     /// given.
     pub fn create(&self, t: &Tenant, expires_in: Option<time::Duration>) -> CreatedKey {
+        self.create_by(&self.node, t, expires_in)
+    }
+
+    /// Creates a full-access live secret key through `service` (this node's
+    /// or the other node's, which does not tell the cache).
+    pub fn create_by(
+        &self,
+        service: &ApiKeys,
+        t: &Tenant,
+        expires_in: Option<time::Duration>,
+    ) -> CreatedKey {
         let request = CreateKey {
             name: KeyName::parse("Backend").expect("name"),
             key_type: KeyType::Secret,
@@ -239,9 +204,7 @@ impl Harness {
             scopes: Scopes::full(),
             expires_in: expires_in.map(|d| ExpiresIn::new(d).expect("lifetime")),
         };
-        self.node
-            .create(&t.admin, None, request)
-            .expect("create key")
+        service.create(&t.admin, None, request).expect("create key")
     }
 
     /// Through the cache, as a request that may block.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{eventually, Harness, T0};
-use domain::mocks::MockApiKeyRepository;
+use domain::mocks::MockKeyLookup;
 use domain::testing::SeqSecretSource;
 use domain::{ApiKeyRepository, KeyId, KeyUse, RepositoryError, TenantId};
 use key_cache::{UseBuffer, UseFlusher, UseStats};
@@ -165,7 +165,7 @@ fn a_use_that_arrives_during_a_failed_flush_wins_over_the_one_put_back() {
     let newer = use_at(key, tenant, T0 + time::Duration::minutes(2));
     buffer.push(older);
 
-    let mut failing = MockApiKeyRepository::new();
+    let mut failing = MockKeyLookup::new();
     {
         let buffer = buffer.clone();
         failing
@@ -180,7 +180,7 @@ fn a_use_that_arrives_during_a_failed_flush_wins_over_the_one_put_back() {
     assert!(buffer.flush(&failing).is_err());
     assert_eq!(buffer.len(), 1);
 
-    let mut working = MockApiKeyRepository::new();
+    let mut working = MockKeyLookup::new();
     working
         .expect_record_uses()
         .times(1)
@@ -201,7 +201,7 @@ fn a_later_use_replaces_an_earlier_one_and_not_the_reverse() {
     buffer.push(first);
     assert_eq!(buffer.len(), 1);
 
-    let mut repo = MockApiKeyRepository::new();
+    let mut repo = MockKeyLookup::new();
     repo.expect_record_uses()
         .times(1)
         .withf(move |uses| uses == [second])
@@ -211,7 +211,7 @@ fn a_later_use_replaces_an_earlier_one_and_not_the_reverse() {
 
 #[test]
 fn an_empty_buffer_does_not_call_the_repository() {
-    let mut repo = MockApiKeyRepository::new();
+    let mut repo = MockKeyLookup::new();
     repo.expect_record_uses().never();
     assert_eq!(UseBuffer::new().flush(&repo).expect("flush"), 0);
 }

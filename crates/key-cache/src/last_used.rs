@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use domain::{ApiKeyRepository, KeyId, KeyUse};
+use domain::{KeyId, KeyLookup, KeyUse};
 
 /// Uses waiting to be written, at most one per key (the latest).
 #[derive(Debug, Default)]
@@ -74,7 +74,7 @@ impl UseBuffer {
     ///
     /// # Errors
     /// The repository's error.
-    pub fn flush(&self, keys: &dyn ApiKeyRepository) -> Result<usize, domain::RepositoryError> {
+    pub fn flush(&self, keys: &dyn KeyLookup) -> Result<usize, domain::RepositoryError> {
         let batch: Vec<KeyUse> = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             pending.drain().map(|(_, u)| u).collect()
@@ -118,7 +118,7 @@ impl UseFlusher {
     /// When the thread cannot be started.
     pub fn spawn(
         buffer: Arc<UseBuffer>,
-        keys: Arc<dyn ApiKeyRepository>,
+        keys: Arc<dyn KeyLookup>,
         interval: Duration,
     ) -> std::io::Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));

@@ -7,7 +7,7 @@
 //!    not. Nothing else is read or checked, so a replayed rotation does not
 //!    meet the `key_already_rotated` its first run caused.
 //! 2. Otherwise the use case runs as usual and the adapter renders its
-//!    response, which is sealed into a record.
+//!    response ([`Replayable`]), whose bytes are sealed into a record.
 //! 3. The store writes the change and the record as one unit. A concurrent
 //!    twin that got there first makes this run write nothing and answer as
 //!    in step 1, or `IdempotencyKeyInUse` while the twin is still running.
@@ -19,11 +19,12 @@ use crate::duration::GracePeriod;
 use crate::errors::{CreateError, RotateError};
 use crate::idempotency::{
     IdempotencyKey, IdempotencyRecord, IdempotencyScope, IdempotentResponse, RecordBinding,
-    ReplayableResponse, RequestFingerprint, IDEMPOTENCY_WINDOW,
+    Replayable, RequestFingerprint, IDEMPOTENCY_WINDOW,
 };
 use crate::ids::KeyId;
 use crate::ports::{RecordedWriteError, RepositoryError};
-use crate::service::{creatable_mode, create_failed, ApiKeys, CreateKey, CreatedKey, RotatedKey};
+use crate::requests::CreateKey;
+use crate::service::{creatable_mode, create_failed, ApiKeys, CreatedKey, RotatedKey};
 
 /// One idempotent request: whose, under which key, asking what.
 struct Once<'a> {
@@ -57,7 +58,20 @@ impl From<Unanswerable> for RotateError {
     }
 }
 
-impl Once<'_> {
+impl<'a> Once<'a> {
+    /// `caller`'s request under `key`: one calling key's idempotency keys
+    /// are its own.
+    fn new(caller: &Principal, key: &'a IdempotencyKey, fingerprint: RequestFingerprint) -> Self {
+        Once {
+            scope: IdempotencyScope {
+                tenant_id: caller.tenant_id,
+                caller: caller.key_id,
+            },
+            key,
+            fingerprint,
+        }
+    }
+
     fn binding(&self) -> RecordBinding<'_> {
         RecordBinding {
             scope: &self.scope,
@@ -77,20 +91,16 @@ impl ApiKeys {
     /// As [`create`](Self::create), and
     /// [`CreateError::IdempotencyKeyReused`] (the key was used with another
     /// request) or [`CreateError::IdempotencyKeyInUse`] (a twin is running).
-    pub fn create_idempotent(
+    pub fn create_idempotent<R: Replayable>(
         &self,
         caller: &Principal,
         request_id: Option<String>,
         request: CreateKey,
         key: &IdempotencyKey,
-        respond: impl FnOnce(CreatedKey) -> ReplayableResponse,
-    ) -> Result<IdempotentResponse, CreateError> {
+        respond: impl FnOnce(CreatedKey) -> R,
+    ) -> Result<IdempotentResponse<R>, CreateError> {
         caller.require_key_management()?;
-        let once = Once {
-            scope: IdempotencyScope::of(caller),
-            key,
-            fingerprint: RequestFingerprint::of_create(&request),
-        };
+        let once = Once::new(caller, key, RequestFingerprint::of_create(&request));
         if let Some(replay) = self.replay_of_record(&once)? {
             return Ok(replay);
         }
@@ -128,21 +138,17 @@ impl ApiKeys {
     /// As [`rotate`](Self::rotate), and
     /// [`RotateError::IdempotencyKeyReused`] or
     /// [`RotateError::IdempotencyKeyInUse`].
-    pub fn rotate_idempotent(
+    pub fn rotate_idempotent<R: Replayable>(
         &self,
         caller: &Principal,
         request_id: Option<String>,
         id: &KeyId,
         grace: GracePeriod,
         key: &IdempotencyKey,
-        respond: impl FnOnce(RotatedKey) -> ReplayableResponse,
-    ) -> Result<IdempotentResponse, RotateError> {
+        respond: impl FnOnce(RotatedKey) -> R,
+    ) -> Result<IdempotentResponse<R>, RotateError> {
         caller.require_key_management()?;
-        let once = Once {
-            scope: IdempotencyScope::of(caller),
-            key,
-            fingerprint: RequestFingerprint::of_rotate(id, grace),
-        };
+        let once = Once::new(caller, key, RequestFingerprint::of_rotate(id, grace));
         if let Some(replay) = self.replay_of_record(&once)? {
             return Ok(replay);
         }
@@ -183,10 +189,10 @@ impl ApiKeys {
     }
 
     /// The answer of the live record of `once`'s key, if there is one.
-    fn replay_of_record(
+    fn replay_of_record<R: Replayable>(
         &self,
         once: &Once<'_>,
-    ) -> Result<Option<IdempotentResponse>, Unanswerable> {
+    ) -> Result<Option<IdempotentResponse<R>>, Unanswerable> {
         let found = self
             .idempotency
             .find_record(&once.scope, once.key, self.now())
@@ -195,23 +201,26 @@ impl ApiKeys {
     }
 
     /// `record`'s response again, if it records the same request.
-    fn replay(
+    fn replay<R: Replayable>(
         &self,
         once: &Once<'_>,
         record: &IdempotencyRecord,
-    ) -> Result<IdempotentResponse, Unanswerable> {
+    ) -> Result<IdempotentResponse<R>, Unanswerable> {
         if record.fingerprint != once.fingerprint {
             return Err(Unanswerable::Reused);
         }
-        let response = self
+        let unreadable = |e: &str| {
+            Unanswerable::Unreadable(RepositoryError::failure(
+                "reading an idempotency record",
+                e.to_owned(),
+            ))
+        };
+        let bytes = self
             .sealer
             .open(&record.binding(), &record.response)
-            .map_err(|e| {
-                Unanswerable::Unreadable(RepositoryError::failure(
-                    "reading an idempotency record",
-                    e,
-                ))
-            })?;
+            .map_err(|e| unreadable(&e.to_string()))?;
+        let response = R::from_bytes(&bytes)
+            .ok_or_else(|| unreadable("the stored response is not one this adapter renders"))?;
         Ok(IdempotentResponse {
             response,
             replayed: true,
@@ -222,14 +231,17 @@ impl ApiKeys {
     fn record(
         &self,
         once: &Once<'_>,
-        response: &ReplayableResponse,
+        response: &impl Replayable,
         now: OffsetDateTime,
     ) -> IdempotencyRecord {
+        let sealed = self
+            .sealer
+            .seal(&once.binding(), &response.to_bytes(), self.secrets.as_ref());
         IdempotencyRecord {
             scope: once.scope,
             key: once.key.clone(),
             fingerprint: once.fingerprint,
-            response: self.sealer.seal(&once.binding(), response),
+            response: sealed,
             created_at: now,
             expires_at: now + IDEMPOTENCY_WINDOW,
         }

@@ -1,4 +1,4 @@
-//! [`Recent`]: on each thread, the entries it found last, in front of the
+//! [`ThreadShortcut`]: on each thread, the entries it found last, in front of the
 //! shared cache (docs/cache.md, "The hit path").
 //!
 //! Why: a lookup in the shared cache (`moka`) hashes the key, walks its
@@ -27,14 +27,14 @@ const SLOTS: usize = 64;
 type Slots<V> = [Option<(KeyHash, V)>; SLOTS];
 
 /// Per thread, a direct-mapped array of the last entry seen for each slot.
-pub(crate) struct Recent<V: Send> {
+pub(crate) struct ThreadShortcut<V: Send> {
     threads: ThreadLocal<RefCell<Box<Slots<V>>>>,
 }
 
-impl<V: Clone + Send> Recent<V> {
+impl<V: Clone + Send> ThreadShortcut<V> {
     /// Nothing remembered yet.
     pub(crate) fn new() -> Self {
-        Recent {
+        ThreadShortcut {
             threads: ThreadLocal::new(),
         }
     }
@@ -96,36 +96,36 @@ mod tests {
     #[test]
     fn a_remembered_entry_is_found_and_another_hash_is_not() {
         let (a, _, other) = hashes();
-        let recent = Recent::new();
-        assert_eq!(recent.get(&a), None);
-        recent.put(a, "a");
-        assert_eq!(recent.get(&a), Some("a"));
-        assert_eq!(recent.get(&other), None);
+        let shortcut = ThreadShortcut::new();
+        assert_eq!(shortcut.get(&a), None);
+        shortcut.put(a, "a");
+        assert_eq!(shortcut.get(&a), Some("a"));
+        assert_eq!(shortcut.get(&other), None);
     }
 
     #[test]
     fn a_hash_in_the_same_slot_replaces_the_entry_and_is_told_apart() {
         let (a, b, _) = hashes();
-        let recent = Recent::new();
-        recent.put(a, "a");
-        assert_eq!(recent.get(&b), None, "same slot, another hash");
-        recent.put(b, "b");
-        assert_eq!(recent.get(&a), None, "replaced");
-        assert_eq!(recent.get(&b), Some("b"));
+        let shortcut = ThreadShortcut::new();
+        shortcut.put(a, "a");
+        assert_eq!(shortcut.get(&b), None, "same slot, another hash");
+        shortcut.put(b, "b");
+        assert_eq!(shortcut.get(&a), None, "replaced");
+        assert_eq!(shortcut.get(&b), Some("b"));
     }
 
     #[test]
     fn each_thread_remembers_its_own() {
         let (a, _, _) = hashes();
-        let recent = Recent::new();
-        recent.put(a, "here");
+        let shortcut = ThreadShortcut::new();
+        shortcut.put(a, "here");
         std::thread::scope(|s| {
             s.spawn(|| {
-                assert_eq!(recent.get(&a), None);
-                recent.put(a, "there");
-                assert_eq!(recent.get(&a), Some("there"));
+                assert_eq!(shortcut.get(&a), None);
+                shortcut.put(a, "there");
+                assert_eq!(shortcut.get(&a), Some("there"));
             });
         });
-        assert_eq!(recent.get(&a), Some("here"));
+        assert_eq!(shortcut.get(&a), Some("here"));
     }
 }
