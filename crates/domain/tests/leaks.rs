@@ -347,8 +347,10 @@ fn stored_key(secret: &PlainKey) -> ApiKey {
 /// revocation with `answer`.
 fn mocked(key: ApiKey, answer: fn() -> RevokeRepoError) -> (ApiKeys, std::sync::Arc<Recorder>) {
     let mut keys = MockApiKeyRepository::new();
-    keys.expect_find_by_hash()
-        .returning(move |_| Ok(Some(key.clone())));
+    keys.expect_find_by_hash().never();
+    keys.expect_find_by_hashes()
+        .times(1)
+        .returning(move |_| Ok(vec![key.clone()]));
     keys.expect_revoke().never();
     keys.expect_revoke_unguarded()
         .times(1)
@@ -400,7 +402,7 @@ fn a_failure_on_one_key_does_not_spare_the_others() {
     // unreachable storage),
     let first = PlainKey::generate(KeyType::Secret, Mode::Live, &SeqSecretSource::new(3));
     let second = PlainKey::generate(KeyType::Secret, Mode::Live, &SeqSecretSource::new(4));
-    let first_hash = hash_key().hash(&first);
+    let hashes = [hash_key().hash(&first), hash_key().hash(&second)];
     let first_key = stored_key(&first);
     let second_key = ApiKey {
         id: domain::KeyId::generate(T0 - Duration::days(1), &SeqSecretSource::new(6)),
@@ -409,13 +411,12 @@ fn a_failure_on_one_key_does_not_spare_the_others() {
     let (first_id, second_id) = (first_key.id, second_key.id);
     let revoked_second = second_key.clone();
     let mut keys = MockApiKeyRepository::new();
-    keys.expect_find_by_hash().returning(move |hash| {
-        Ok(Some(if *hash == first_hash {
-            first_key.clone()
-        } else {
-            second_key.clone()
-        }))
-    });
+    // One lookup for both.
+    keys.expect_find_by_hash().never();
+    keys.expect_find_by_hashes()
+        .times(1)
+        .withf(move |asked| asked == hashes)
+        .returning(move |_| Ok(vec![first_key.clone(), second_key.clone()]));
     keys.expect_revoke_unguarded()
         .times(2)
         .returning(move |_, id, event| {
