@@ -1040,12 +1040,7 @@ pub fn find_by_hashes_finds_each_stored_key_once(store: &impl Store) {
     f.revoke(store, &revoked.key, T0).expect("revoke");
 
     let mut found = store
-        .find_by_hashes(&[
-            revoked.hash.clone(),
-            unknown.hash.clone(),
-            foreign.hash.clone(),
-            revoked.hash.clone(),
-        ])
+        .find_by_hashes(&[revoked.hash, unknown.hash, foreign.hash, revoked.hash])
         .expect("find by hashes");
     found.sort_by_key(|k| k.id.to_string());
     let mut expected = vec![
@@ -1057,10 +1052,7 @@ pub fn find_by_hashes_finds_each_stored_key_once(store: &impl Store) {
     ];
     expected.sort_by_key(|k| k.id.to_string());
     assert_eq!(found, expected);
-    assert_eq!(
-        store.find_by_hashes(&[unknown.hash.clone()]).expect("find"),
-        vec![]
-    );
+    assert_eq!(store.find_by_hashes(&[unknown.hash]).expect("find"), vec![]);
     assert_eq!(store.find_by_hashes(&[]).expect("find"), vec![]);
 }
 
