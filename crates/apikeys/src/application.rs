@@ -4,11 +4,15 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use composition::Services;
 use domain::{Clock, HashKey, RepositoryError};
-use http_actix::{AppState, FailureLimitConfig, FailureLimiter, Readiness, RequestLimits};
+use http_actix::{
+    AppState, FailureLimitConfig, FailureLimiter, LeakReportGate, Readiness, RequestLimits,
+    DEFAULT_LEAK_REPORTS_IN_FLIGHT, DEFAULT_LEAK_REPORTS_PER_MINUTE,
+};
 use infra_postgres::PgStore;
 
 /// `/readyz` over the store's connection pool.
@@ -38,6 +42,29 @@ pub struct Settings {
     pub failure_limit: FailureLimitConfig,
     /// How long a request's head and body may take to arrive.
     pub request_limits: RequestLimits,
+    /// The bounds on leak reports.
+    pub leak_reports: LeakReportLimits,
+}
+
+/// The bounds on `POST /v1/leaked-keys`, which anyone may call
+/// (docs/api.md, "POST /v1/leaked-keys").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeakReportLimits {
+    /// Reports per client address and minute (the client address as for
+    /// the failure limit: the peer, or a trusted proxy's `X-Forwarded-For`);
+    /// 0: no limit.
+    pub per_minute: u32,
+    /// Reports processed at once on this node; more get 503 at once.
+    pub in_flight: usize,
+}
+
+impl Default for LeakReportLimits {
+    fn default() -> Self {
+        LeakReportLimits {
+            per_minute: DEFAULT_LEAK_REPORTS_PER_MINUTE,
+            in_flight: DEFAULT_LEAK_REPORTS_IN_FLIGHT,
+        }
+    }
 }
 
 /// A bound, not yet running server, with the threads that keep its key
@@ -125,12 +152,22 @@ impl Application {
         let readiness: Arc<dyn Readiness> = Arc::new(StoreReadiness(store.clone()));
         // The one limiter, also what `Services::register` registers.
         let limiter = services.failure_limiter().clone();
+        let reports = FailureLimiter::new(&FailureLimitConfig {
+            limit: settings.leak_reports.per_minute,
+            window: Duration::from_secs(60),
+            ..settings.failure_limit.clone()
+        });
+        let leak_reports = Arc::new(LeakReportGate::new(
+            reports,
+            settings.leak_reports.in_flight,
+        ));
         let state = AppState::new(
             services.service().clone(),
             services.authenticator().clone(),
             readiness,
         )
         .with_failure_limiter(limiter.clone())
+        .with_leak_report_gate(leak_reports)
         .with_request_limits(RequestLimits {
             // What the store's settings allow a call, not a guess of them.
             storage_wait: store.call_bound(),

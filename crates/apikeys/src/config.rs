@@ -10,6 +10,8 @@ use domain::{parse_duration, HashKey};
 use http_actix::rate_limit::{DEFAULT_FAILURE_LIMIT, DEFAULT_MAX_ADDRESSES};
 use http_actix::{FailureLimitConfig, RequestLimits, TrustedProxies};
 use infra_postgres::PoolConfig;
+
+use crate::application::LeakReportLimits;
 use thiserror::Error;
 
 /// The fixed hash key of `apikeys dev`. Public on purpose: keys hashed with it
@@ -77,6 +79,8 @@ pub struct ServerConfig {
     pub failure_limit: FailureLimitConfig,
     /// `APIKEYS_BODY_TIMEOUT` and `APIKEYS_HEAD_TIMEOUT`.
     pub request_limits: RequestLimits,
+    /// `APIKEYS_LEAK_REPORTS_PER_MINUTE` and `APIKEYS_LEAK_REPORTS_IN_FLIGHT`.
+    pub leak_reports: LeakReportLimits,
 }
 
 /// Keys the authentication cache holds unless `APIKEYS_CACHE_MAX_KEYS` says
@@ -349,6 +353,7 @@ impl<'a> Env<'a> {
             metrics_bind,
             failure_limit: self.failure_limit()?,
             request_limits: self.request_limits()?,
+            leak_reports: self.leak_reports()?,
         })
     }
 
@@ -432,6 +437,33 @@ impl<'a> Env<'a> {
                 .seconds("APIKEYS_HEAD_TIMEOUT", 300)?
                 .unwrap_or(defaults.head_timeout),
             ..defaults
+        })
+    }
+
+    /// `APIKEYS_LEAK_REPORTS_PER_MINUTE` (leak reports per client address
+    /// and minute, 0–1,000,000, 0 for no limit, default 60) and
+    /// `APIKEYS_LEAK_REPORTS_IN_FLIGHT` (reports processed at once on this
+    /// node, 1–1,000, default 2).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn leak_reports(&self) -> Result<LeakReportLimits, ConfigError> {
+        let defaults = LeakReportLimits::default();
+        let per_minute = self.number(
+            "APIKEYS_LEAK_REPORTS_PER_MINUTE",
+            0,
+            1_000_000,
+            u64::from(defaults.per_minute),
+        )?;
+        let in_flight = self.number(
+            "APIKEYS_LEAK_REPORTS_IN_FLIGHT",
+            1,
+            1_000,
+            u64::try_from(defaults.in_flight).unwrap_or(u64::MAX),
+        )?;
+        Ok(LeakReportLimits {
+            per_minute: u32::try_from(per_minute).unwrap_or(u32::MAX),
+            in_flight: usize::try_from(in_flight).unwrap_or(usize::MAX),
         })
     }
 

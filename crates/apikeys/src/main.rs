@@ -36,6 +36,8 @@ macro_rules! env_server {
   APIKEYS_AUTH_FAILURE_WINDOW   the window of that limit, 1s-86400s [default: 1m]
   APIKEYS_AUTH_FAILURE_MAX_ADDRESSES  client addresses tracked at once [default: 100000]
   APIKEYS_TRUSTED_PROXIES       proxies whose X-Forwarded-For is believed [default: none]
+  APIKEYS_LEAK_REPORTS_PER_MINUTE  leak reports per client address and minute, 0 disables [default: 60]
+  APIKEYS_LEAK_REPORTS_IN_FLIGHT   leak reports processed at once on this node, 1-1000 [default: 2]
   APIKEYS_BODY_TIMEOUT          how long a request body may take, 1s-300s [default: 10s]
   APIKEYS_HEAD_TIMEOUT          how long a request head may take, 1s-300s [default: 5s]
 "

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 
 use crate::api_key::{ApiKey, KeyStatus};
 use crate::events::{Actor, EventData, Origin};
+use crate::hashing::KeyHash;
 use crate::ids::KeyId;
 use crate::key_kind::KeyType;
 use crate::key_string::PlainKey;
@@ -61,16 +62,28 @@ impl ApiKeys {
             actor: Actor::LeakReport,
             request_id,
         };
+        // The well-formed secret keys among the strings, each once: only they
+        // cost a lookup, and all of them one lookup together. Publishable
+        // keys are public by design: reporting one changes nothing.
         let mut seen = HashSet::with_capacity(reported.len());
+        let hashes: Vec<KeyHash> = reported
+            .iter()
+            .filter(|text| seen.insert(text.as_str()))
+            .filter_map(|text| PlainKey::parse(text).ok())
+            .filter(|plain| plain.key_type() == KeyType::Secret)
+            .map(|plain| self.hash_key.hash(&plain))
+            .collect();
+        let found = if hashes.is_empty() {
+            Vec::new()
+        } else {
+            self.keys.find_by_hashes(&hashes)?
+        };
+        let now = self.now();
         let mut revoked: Vec<KeyId> = Vec::new();
         let mut failure: Option<RepositoryError> = None;
-        for text in reported {
-            if !seen.insert(text.as_str()) {
-                continue;
-            }
-            match self.revoke_one_leaked(text, &origin) {
-                Ok(Some(id)) => revoked.push(id),
-                Ok(None) => {}
+        for key in found.iter().filter(|key| still_works(key, now)) {
+            match self.revoke_found_leaked(key, &origin, now) {
+                Ok(id) => revoked.push(id),
                 Err(e) => {
                     let unreachable = e.is_unavailable();
                     failure.get_or_insert(e);
@@ -90,33 +103,19 @@ impl ApiKeys {
         }
     }
 
-    /// Revokes the key `text` names if it is a secret key that still works;
-    /// `Some` of its id if this call revoked it.
-    fn revoke_one_leaked(
+    /// Revokes `key`, found by a reported string and still working at
+    /// `now`; its id once revoked.
+    fn revoke_found_leaked(
         &self,
-        text: &str,
+        key: &ApiKey,
         origin: &Origin,
-    ) -> Result<Option<KeyId>, RepositoryError> {
-        let Ok(plain) = PlainKey::parse(text) else {
-            return Ok(None);
-        };
-        // Publishable keys are public by design: reporting one changes nothing,
-        // and costs no lookup.
-        if plain.key_type() != KeyType::Secret {
-            return Ok(None);
-        }
-        let Some(key) = self.keys.find_by_hash(&self.hash_key.hash(&plain))? else {
-            return Ok(None);
-        };
-        let now = self.now();
-        if !still_works(&key, now) {
-            return Ok(None);
-        }
-        let event = self.key_event(now, &key, origin, EventData::KeyRevoked);
+        now: time::OffsetDateTime,
+    ) -> Result<KeyId, RepositoryError> {
+        let event = self.key_event(now, key, origin, EventData::KeyRevoked);
         match self.keys.revoke_unguarded(&key.tenant_id, &key.id, &event) {
             // A key that a concurrent revocation took first comes back as it
             // is, without an event; either way it no longer works.
-            Ok(stored) => Ok(Some(stored.id)),
+            Ok(stored) => Ok(stored.id),
             Err(RevokeRepoError::Repository(e)) => Err(e),
             Err(RevokeRepoError::NotFound) => Err(RepositoryError::failure(
                 "revoke leaked key",
@@ -128,7 +127,7 @@ impl ApiKeys {
             )),
             Err(RevokeRepoError::ActorRefused(_)) => Err(RepositoryError::failure(
                 "revoke leaked key",
-                "a leak report has no actor key, yet it was refused as revoked",
+                "a leak report has no actor key, yet it was refused",
             )),
         }
     }

@@ -3,22 +3,22 @@
 //! /v1/leaked-keys").
 //!
 //! No `Authorization` and no `X-Tenant-ID`: whoever found a key is not its
-//! owner. The answer must not tell which strings were keys, neither by its
-//! content (always 202 `{"received": N}`) nor by its timing: the lookups and
-//! revocations cost time in proportion to the number of real keys, so they
-//! run after the answer, on the blocking pool ([`report_leaked_keys`]). The
-//! work before the answer (reading and checking the body) does not depend on
-//! what the strings are.
+//! owner. The answer's content never tells which strings were keys (always
+//! 202 `{"received": N}`). It is sent once the report's revocations are
+//! committed, so an accepted report is never lost, also across a stop.
+//!
+//! Open to anyone, so bounded (`report_limits.rs`): reports are counted per
+//! client address (429 past the limit), and at most a few are processed at
+//! once on a node; past that, 503 with `Retry-After` at once, never a queue.
 
 use std::fmt;
+use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
-use crate::blocking::blocking;
 use crate::body::{read_object, JsonObject};
 use crate::error::ApiError;
 #[cfg(feature = "openapi")]
@@ -92,10 +92,11 @@ fn read_keys(body: &JsonObject) -> Result<Vec<String>, ApiError> {
 
 /// Report leaked keys: every active secret key among them is revoked.
 ///
-/// No `Authorization`, no `X-Tenant-ID`. Always 202 with the number of
-/// strings received, whatever they are: the answer (content and timing)
-/// never tells which were keys. The revocations take effect within moments
-/// of the 202, each writing `api_key.revoked` with actor `leak_report`.
+/// No `Authorization`, no `X-Tenant-ID`. 202 with the number of strings
+/// received, whatever they are, once the revocations are committed (each
+/// writing `api_key.revoked` with actor `leak_report`). 429 past the reports
+/// allowed per address; 503 while this node already processes as many
+/// reports as it may at once.
 #[cfg_attr(
     feature = "openapi",
     utoipa::path(
@@ -105,12 +106,13 @@ fn read_keys(body: &JsonObject) -> Result<Vec<String>, ApiError> {
         operation_id = "report_leaked_keys",
         request_body(content = LeakedKeysRequest, content_type = "application/json"),
         responses(
-            (status = 202, description = "Accepted for processing: every active secret key among the strings is revoked within moments. The same answer whatever the strings are.", body = LeakReportAccepted),
+            (status = 202, description = "Accepted: every active secret key among the strings is revoked, committed before this answer. The same answer whatever the strings are.", body = LeakReportAccepted),
             (status = 400, description = "`invalid_json`, `unknown_field`, `missing_parameter` (`keys`), `invalid_parameter` (`keys`: not an array of 1 to 100 strings).", body = ErrorBody),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody),
             (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-            (status = 429, description = "`too_many_requests`: too many failed authentications from this address.", body = ErrorBody,
+            (status = 429, description = "`too_many_requests`: too many reports, or failed authentications, from this address.", body = ErrorBody,
                 headers(("Retry-After" = String, description = "Seconds until the address is admitted again."))),
+            crate::openapi::responses::Unavailable,
         ),
     )
 )]
@@ -120,40 +122,33 @@ pub(crate) async fn report_leaked_keys(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     // Reports are open to anyone: an address over the failure limit is
-    // refused here too (docs/api.md, "Abuse limits").
+    // refused here too (docs/api.md, "Abuse limits"), and every report
+    // counts against its address's limit on reports.
     if let Some(limiter) = req.app_data::<web::Data<FailureLimiter>>() {
         limiter.admit(&req)?;
     }
+    let gate = Arc::clone(&state.leak_reports);
+    gate.admit(&req)?;
     let keys = {
         let body = read_object(&req, payload, &["keys"]).await?;
         read_keys(&body)?
     };
     let received = keys.len();
+    let place = gate.enter()?;
     let service = state.service().clone();
     let request_id = request_id_of(&req);
-    // Not awaited: the answer goes out now, the lookups and revocations
-    // follow on the blocking pool, in the request's span (its logs keep the
-    // request id). Only the outcome's counts and a failure's cause are
-    // logged, never a string of the report.
-    actix_web::rt::spawn(
-        async move {
-            let outcome = blocking(move || service.revoke_leaked(request_id, &keys))
-                .await
-                .and_then(|r| r.map_err(ApiError::from));
-            match outcome {
-                Ok(report) => tracing::info!(
-                    revoked = report.revoked,
-                    ignored = report.ignored,
-                    "leaked-key report processed"
-                ),
-                Err(e) => tracing::error!(
-                    code = %e.code(),
-                    cause = e.cause_chain().as_deref().unwrap_or("none"),
-                    "leaked-key report failed"
-                ),
-            }
-        }
-        .instrument(tracing::Span::current()),
+    // Answered once the revocations are committed. Only the outcome's
+    // counts are logged, never a string of the report.
+    let report = state
+        .storage(move || {
+            let _place = place;
+            service.revoke_leaked(request_id, &keys)
+        })
+        .await??;
+    tracing::info!(
+        revoked = report.revoked,
+        ignored = report.ignored,
+        "leaked-key report processed"
     );
     Ok(HttpResponse::Accepted().json(LeakReportAccepted { received }))
 }

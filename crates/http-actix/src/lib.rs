@@ -46,6 +46,7 @@ mod query;
 pub mod rate_limit;
 mod redact;
 mod refusal_log;
+mod report_limits;
 mod request_context;
 mod request_id;
 pub mod request_limits;
@@ -67,6 +68,9 @@ pub use openapi::schemas as schema;
 #[cfg(feature = "openapi")]
 pub use openapi::ApiDoc;
 pub use rate_limit::{FailureLimitConfig, FailureLimiter, LimitCounts, LimiterClock, ManualClock};
+pub use report_limits::{
+    LeakReportGate, DEFAULT_LEAK_REPORTS_IN_FLIGHT, DEFAULT_LEAK_REPORTS_PER_MINUTE,
+};
 pub use request_context::request_context;
 pub use request_id::{request_id_of, RequestId, MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER};
 /// The former name of [`request_limits`].

@@ -193,6 +193,9 @@ pub struct Client {
 /// it, nothing is limited.
 pub struct FailureLimiter {
     active: Option<Active>,
+    /// What it counts, for its log line: failed authentications unless
+    /// [`FailureLimiter::counting`] says otherwise.
+    what: &'static str,
     failures: AtomicU64,
     refusals: AtomicU64,
     blocks: AtomicU64,
@@ -249,10 +252,19 @@ impl FailureLimiter {
         });
         FailureLimiter {
             active,
+            what: "failed authentications",
             failures: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
             blocks: AtomicU64::new(0),
         }
+    }
+
+    /// The same limiter counting something else than failed
+    /// authentications (its log line names it), such as leak reports.
+    #[must_use]
+    pub fn counting(mut self, what: &'static str) -> Self {
+        self.what = what;
+        self
     }
 
     /// Whether failures are limited at all.
@@ -325,8 +337,9 @@ impl FailureLimiter {
         // Once per address and window: an attack cannot fill the log.
         tracing::warn!(
             client = %ip,
+            counted = self.what,
             window_secs = active.window.as_u64() / 1_000_000_000,
-            "too many failed authentications; the address is refused for a window"
+            "over the limit per address; the address is refused for a window"
         );
         Some(self.refuse(until - now, client.route))
     }

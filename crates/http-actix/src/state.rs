@@ -6,6 +6,7 @@ use std::sync::Arc;
 use domain::{ApiKeys, Authenticator, RepositoryError};
 
 use crate::rate_limit::FailureLimiter;
+use crate::report_limits::LeakReportGate;
 use crate::request_limits::RequestLimits;
 
 /// Whether the service can serve requests (`GET /readyz`): the binary
@@ -29,6 +30,8 @@ pub struct AppState {
     pub(crate) limiter: Arc<FailureLimiter>,
     /// How long a request body may take to arrive.
     pub(crate) limits: RequestLimits,
+    /// The bounds on leak reports.
+    pub(crate) leak_reports: Arc<LeakReportGate>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -63,6 +66,7 @@ impl AppState {
             readiness,
             limiter: Arc::new(FailureLimiter::disabled()),
             limits: RequestLimits::default(),
+            leak_reports: Arc::new(LeakReportGate::unlimited()),
         }
     }
 
@@ -71,6 +75,14 @@ impl AppState {
     #[must_use]
     pub fn with_failure_limiter(mut self, limiter: Arc<FailureLimiter>) -> Self {
         self.limiter = limiter;
+        self
+    }
+
+    /// Bounds leak reports with `gate` (unless set: no limit per address,
+    /// [`DEFAULT_LEAK_REPORTS_IN_FLIGHT`](crate::DEFAULT_LEAK_REPORTS_IN_FLIGHT) at once).
+    #[must_use]
+    pub fn with_leak_report_gate(mut self, gate: Arc<LeakReportGate>) -> Self {
+        self.leak_reports = gate;
         self
     }
 

@@ -472,6 +472,28 @@ impl ApiKeyRepository for PgStore {
         )
     }
 
+    #[tracing::instrument(level = "debug", name = "db.find_keys_by_hash", skip_all)]
+    fn find_by_hashes(&self, hashes: &[KeyHash]) -> Result<Vec<ApiKey>, RepositoryError> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hashes: Vec<&[u8]> = hashes.iter().map(|h| h.as_bytes().as_slice()).collect();
+        self.run(
+            "finding keys by hash",
+            |conn| {
+                // One `hash = ANY($1)` on the unique index.
+                api_keys::table
+                    .filter(api_keys::hash.eq_any(&hashes))
+                    .select(ApiKeyRow::as_select())
+                    .load(conn)?
+                    .into_iter()
+                    .map(to_key)
+                    .collect()
+            },
+            |_| None,
+        )
+    }
+
     #[tracing::instrument(level = "debug", name = "db.find_key", skip_all, fields(key_id = %id))]
     fn find(&self, tenant: &TenantId, id: &KeyId) -> Result<Option<ApiKey>, RepositoryError> {
         let (tenant, id) = (tenant.to_string(), id.to_string());

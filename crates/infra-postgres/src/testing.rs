@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
+use diesel::{Connection, PgConnection, RunQueryDsl};
 
 use crate::admin::{database_url_for, drop_database, ensure_database, EnsureDatabaseError};
 use crate::errors::MigrateError;
@@ -167,6 +167,73 @@ impl TestDatabase {
     /// [`MigrateError`].
     pub fn revert_all_migrations(&self) -> Result<Vec<String>, MigrateError> {
         self.store.revert_all_migrations()
+    }
+
+    /// Locks `table` (`ACCESS EXCLUSIVE`: readers wait too) in a transaction
+    /// of its own connection, held until the returned value is dropped: a
+    /// call that touches the table waits meanwhile.
+    ///
+    /// # Panics
+    /// When the database cannot be reached: test set-up.
+    #[track_caller]
+    pub fn lock_table(&self, table: &str) -> HeldLock {
+        let mut conn = match PgConnection::establish(&self.url) {
+            Ok(conn) => conn,
+            Err(e) => panic!("connecting to lock {table}: {e}"),
+        };
+        if let Err(e) = conn.batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{}\" IN ACCESS EXCLUSIVE MODE",
+            table.replace('"', "\"\"")
+        )) {
+            panic!("locking {table}: {e}");
+        }
+        HeldLock { conn }
+    }
+
+    /// How many sessions of this database wait for a lock now.
+    ///
+    /// # Panics
+    /// When the database cannot be reached: test set-up.
+    #[track_caller]
+    pub fn sessions_waiting_for_locks(&self) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            waiting: i64,
+        }
+        let mut conn = match PgConnection::establish(&self.url) {
+            Ok(conn) => conn,
+            Err(e) => panic!("connecting to count waiting sessions: {e}"),
+        };
+        let count: Result<Count, _> = diesel::sql_query(
+            "SELECT count(*) AS waiting FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND wait_event_type = 'Lock'",
+        )
+        .get_result(&mut conn);
+        match count {
+            Ok(count) => count.waiting,
+            Err(e) => panic!("counting waiting sessions: {e}"),
+        }
+    }
+}
+
+/// A table lock held by [`TestDatabase::lock_table`] until dropped.
+pub struct HeldLock {
+    conn: PgConnection,
+}
+
+impl std::fmt::Debug for HeldLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeldLock")
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        // Ending the session would release it too; a failed rollback only
+        // means the lock is already gone.
+        let _ = self.conn.batch_execute("ROLLBACK");
     }
 }
 

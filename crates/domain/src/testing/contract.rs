@@ -1024,6 +1024,38 @@ pub fn find_by_hash_returns_keys_in_any_state(store: &impl Store) {
     assert_eq!(found(&foreign), Some(foreign.key.clone()));
 }
 
+/// `find_by_hashes` finds every stored key among the hashes in one call, of
+/// any tenant and state, each once, and leaves out hashes of no key.
+pub fn find_by_hashes_finds_each_stored_key_once(store: &impl Store) {
+    let f = Fixture::new();
+    let acme = f.stored_tenant(store, "Acme");
+    let other = f.stored_tenant(store, "Other");
+    let guard = f.key(&acme);
+    let revoked = f.key(&acme);
+    let foreign = f.key(&other);
+    let unknown = f.key(&acme);
+    for key in [&guard, &revoked, &foreign] {
+        f.insert(store, key);
+    }
+    f.revoke(store, &revoked.key, T0).expect("revoke");
+
+    let mut found = store
+        .find_by_hashes(&[revoked.hash, unknown.hash, foreign.hash, revoked.hash])
+        .expect("find by hashes");
+    found.sort_by_key(|k| k.id.to_string());
+    let mut expected = vec![
+        store
+            .find_by_hash(&revoked.hash)
+            .expect("find")
+            .expect("stored"),
+        foreign.key.clone(),
+    ];
+    expected.sort_by_key(|k| k.id.to_string());
+    assert_eq!(found, expected);
+    assert_eq!(store.find_by_hashes(&[unknown.hash]).expect("find"), vec![]);
+    assert_eq!(store.find_by_hashes(&[]).expect("find"), vec![]);
+}
+
 /// A cursor is an id, not a position: it works whether or not the key it names
 /// is still listed, with and without revoked keys.
 pub fn list_cursor_works_across_revoked_keys(store: &impl Store) {
@@ -2416,6 +2448,7 @@ macro_rules! repository_contract_tests {
             tenant_create_is_all_or_nothing,
             tenants_are_found_by_name_oldest_first,
             find_by_hash_returns_keys_in_any_state,
+            find_by_hashes_finds_each_stored_key_once,
             list_cursor_works_across_revoked_keys,
             update_applies_to_keys_that_are_not_revoked,
             guard_counts_only_active_live_full_access_secret_keys,

@@ -329,6 +329,16 @@ impl ApiKeyRepository for InMemoryStore {
             .map(|(k, _)| k.clone()))
     }
 
+    fn find_by_hashes(&self, hashes: &[KeyHash]) -> Result<Vec<ApiKey>, RepositoryError> {
+        let state = self.lock()?;
+        Ok(state
+            .keys
+            .values()
+            .filter(|(_, h)| hashes.contains(h))
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
     fn find(&self, tenant: &TenantId, id: &KeyId) -> Result<Option<ApiKey>, RepositoryError> {
         let mut state = self.lock()?;
         Ok(state.tenant_key_mut(tenant, id).map(|k| k.clone()))
