@@ -66,7 +66,7 @@ fn parse_name(raw: &str) -> Result<KeyName, ApiError> {
 }
 
 /// `type`, in the body of a creation or the query of a listing.
-fn parse_key_type(raw: &str) -> Result<KeyType, ApiError> {
+pub(crate) fn parse_key_type(raw: &str) -> Result<KeyType, ApiError> {
     KeyType::parse(raw)
         .map_err(|_| ApiError::invalid_parameter("type", "`type` must be publishable or secret"))
 }
