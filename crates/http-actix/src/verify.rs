@@ -410,7 +410,7 @@ fn required_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<S
                 headers(("Cache-Control" = String, description = "`no-store`"))),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
-            (status = 415, description = "`unsupported_media_type`.", body = ErrorBody,
+            (status = 415, description = "`unsupported_media_type`: not `application/json`, or a `Content-Encoding` other than `identity`.", body = ErrorBody,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
             (status = 429, description = "`too_many_requests`: too many `valid: false` verdicts or failed authentications from this address.", body = ErrorBody,
                 headers(("Retry-After" = String, description = "Seconds until the address is admitted again."), ("Cache-Control" = String, description = "`no-store`"))),
