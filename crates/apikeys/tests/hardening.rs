@@ -277,16 +277,18 @@ async fn an_x_request_id_holding_key_material_is_replaced_by_a_fresh_one() {
             .to_str()
             .unwrap()
             .to_owned();
+        let id = json(response).await["id"].as_str().unwrap().to_owned();
         assert_ne!(answered, sent);
         assert!(answered.starts_with("req_"), "{answered}");
         // The event the request wrote carries the fresh id.
         let (_, events) = answer(
-            app.request(Method::GET, "/v1/audit-events?limit=1")
+            app.request(Method::GET, &format!("/v1/audit-events?key_id={id}"))
                 .send()
                 .await
                 .unwrap(),
         )
         .await;
+        assert_eq!(events["data"].as_array().unwrap().len(), 1, "{events}");
         assert_eq!(events["data"][0]["type"], "api_key.created", "{events}");
         assert_eq!(events["data"][0]["request_id"], answered.as_str());
     }
