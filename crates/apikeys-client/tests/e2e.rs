@@ -267,6 +267,7 @@ async fn verification_leak_reports_audit_events_and_readiness() {
         .verify_key(&VerifyKeyRequest {
             key: reader.key.expose().to_owned(),
             scopes: Some(vec![Scope::UsersRead]),
+            type_: Some(KeyType::Secret),
         })
         .await
         .expect("verify");
@@ -277,12 +278,24 @@ async fn verification_leak_reports_audit_events_and_readiness() {
         .verify_key(&VerifyKeyRequest {
             key: reader.key.expose().to_owned(),
             scopes: Some(vec![Scope::UsersRead, Scope::WebhooksWrite]),
+            type_: None,
         })
         .await
         .expect("verify");
     assert!(!lacking.valid);
     assert_eq!(lacking.code, VerifyCode::InsufficientScope);
     assert_eq!(lacking.missing_scopes, [Scope::WebhooksWrite]);
+    let other_type = client
+        .verify_key(&VerifyKeyRequest {
+            key: reader.key.expose().to_owned(),
+            scopes: None,
+            type_: Some(KeyType::Publishable),
+        })
+        .await
+        .expect("verify");
+    assert!(!other_type.valid);
+    assert_eq!(other_type.code, VerifyCode::KeyTypeMismatch);
+    assert!(other_type.key.is_none());
 
     // Audit events: the creation, by the tenant's key, newest first.
     let events = client

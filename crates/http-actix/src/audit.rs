@@ -238,7 +238,7 @@ fn parse_query(query: &str) -> Result<ListEvents, ApiError> {
         ),
         responses(
             (status = 200, description = "A page of events, newest first.", body = EventList),
-            (status = 400, description = "`invalid_tenant_id`, `invalid_parameter`, `unknown_parameter`.", body = crate::ErrorBody),
+            (status = 400, description = "`duplicate_header` (`Authorization`, `X-Tenant-ID`: checked first), `invalid_tenant_id`, `invalid_parameter`, `unknown_parameter`.", body = crate::ErrorBody),
             (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope` (needs `*` or `audit-logs:read`).", body = crate::ErrorBody),
             crate::openapi::responses::AuthenticatedErrors,
         ),

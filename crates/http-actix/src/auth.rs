@@ -6,7 +6,7 @@ use std::ops::Deref;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::http::header::{HeaderMap, AUTHORIZATION};
+use actix_web::http::header::{HeaderMap, HeaderName, AUTHORIZATION};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use domain::{AuthError, Authenticator, Credentials, Principal};
 
@@ -18,6 +18,31 @@ use crate::rate_limit::{Client, FailureLimiter};
 /// The tenant header.
 pub const TENANT_HEADER: &str = "x-tenant-id";
 
+/// The headers a request may carry at most once, each with its name as
+/// docs/api.md spells it (the `param` of `duplicate_header`).
+const SINGLE_HEADERS: [(HeaderName, &str); 2] = [
+    (AUTHORIZATION, "Authorization"),
+    (HeaderName::from_static(TENANT_HEADER), "X-Tenant-ID"),
+];
+
+/// 400 `duplicate_header` when `Authorization` or `X-Tenant-ID` comes more
+/// than once (docs/api.md, "Conventions", authentication). Which copy
+/// counts is not for the service to guess: a gateway that appends its own
+/// `X-Tenant-ID` after the client's must not find the client's one used.
+/// Checked before anything else, and not a failed authentication.
+///
+/// # Errors
+/// [`ApiError::duplicate_header`] naming the first such header.
+pub(crate) fn single_headers(headers: &HeaderMap) -> Result<(), ApiError> {
+    match SINGLE_HEADERS
+        .iter()
+        .find(|(name, _)| headers.get_all(name).nth(1).is_some())
+    {
+        Some((_, shown)) => Err(ApiError::duplicate_header(shown)),
+        None => Ok(()),
+    }
+}
+
 /// An authenticated caller, as an extractor.
 ///
 /// Put it first among a handler's arguments (actix polls extractors
@@ -25,16 +50,19 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 /// authentication does). It checks, in the order docs/api.md gives
 /// ("Conventions", authentication):
 ///
-/// 0. when a [`FailureLimiter`] is registered (`web::Data<FailureLimiter>`,
+/// 0. `Authorization` and `X-Tenant-ID` at most once each: otherwise 400
+///    `duplicate_header`, before anything else (not a failed
+///    authentication);
+/// 1. when a [`FailureLimiter`] is registered (`web::Data<FailureLimiter>`,
 ///    as [`crate::configure`] does): an address over the limit of failed
 ///    authentications is 429 `too_many_requests`, and every failure below
 ///    but `missing_api_key` counts against it (docs/api.md, "Abuse limits");
-/// 1. `Authorization: Bearer <key>` (scheme case-insensitive): missing, or
+/// 2. `Authorization: Bearer <key>` (scheme case-insensitive): missing, or
 ///    another scheme, or an empty token: 401 `missing_api_key`; not a key
 ///    string (also a token that is not visible ASCII): 401
 ///    `invalid_api_key`, without any I/O;
-/// 2. `X-Tenant-ID`: 400 `invalid_tenant_id`;
-/// 3. and 4. the [`Authenticator`]: first
+/// 3. `X-Tenant-ID`: 400 `invalid_tenant_id`;
+/// 4. and 5. the [`Authenticator`]: first
 ///    [`authenticate_cached`](Authenticator::authenticate_cached) on the
 ///    executor thread (a cache hit costs no thread hop), else
 ///    [`authenticate`](Authenticator::authenticate) on the blocking pool:
@@ -216,6 +244,9 @@ impl FromRequest for Authenticated {
         if let Some(principal) = req.extensions().get::<Principal>().copied() {
             return AuthFuture::ready(Ok(Authenticated(principal)));
         }
+        if let Err(doubled) = single_headers(req.headers()) {
+            return AuthFuture::ready(Err(doubled));
+        }
         // An address over the failure limit is refused before anything
         // else; every refusal below counts against it (docs/api.md,
         // "Abuse limits").
@@ -330,6 +361,37 @@ mod tests {
         assert_eq!(token("Bearer"), None);
         assert_eq!(token("Bearer "), None);
         assert_eq!(token("abc"), None);
+    }
+
+    #[test]
+    fn a_doubled_key_or_tenant_header_is_duplicate_header_naming_it() {
+        let doubled = |name: &str| {
+            let req = TestRequest::default()
+                .append_header((AUTHORIZATION, "Bearer a"))
+                .append_header((TENANT_HEADER, "tnt_1"))
+                .append_header((name, "again"))
+                .to_http_request();
+            single_headers(req.headers())
+                .err()
+                .map(|e| (e.status().as_u16(), e.code(), e.param().map(str::to_owned)))
+        };
+        for (name, shown) in [
+            ("authorization", "Authorization"),
+            ("Authorization", "Authorization"),
+            ("x-tenant-id", "X-Tenant-ID"),
+            ("X-TENANT-ID", "X-Tenant-ID"),
+        ] {
+            assert_eq!(
+                doubled(name),
+                Some((
+                    400,
+                    crate::ErrorCode::DuplicateHeader,
+                    Some(shown.to_owned())
+                )),
+                "{name}"
+            );
+        }
+        assert_eq!(doubled("x-request-id"), None);
     }
 
     fn read(value: &[u8]) -> Bearer<'_> {

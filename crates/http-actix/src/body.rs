@@ -10,7 +10,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use actix_web::error::PayloadError;
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{web, HttpRequest};
 use futures_core::Stream;
@@ -34,9 +34,23 @@ pub(crate) fn is_json_content_type(req: &HttpRequest) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// Whether the body is sent as it is: no `Content-Encoding`, or only
+/// `identity` (any case, any number of times). The service never decodes a
+/// body (docs/api.md, "Conventions", request bodies): a decoder would turn
+/// the 16 KiB limit into a limit on the compressed size.
+pub(crate) fn is_identity_encoded(req: &HttpRequest) -> bool {
+    req.headers().get_all(CONTENT_ENCODING).all(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case("identity"))
+        })
+    })
+}
+
 /// Reads the body as a JSON object whose fields are all in `known`.
 ///
-/// Checks, in order: content type (415), size (413), arrival within the
+/// Checks, in order: content type and encoding (415), size (413), arrival within the
 /// body timeout (408), JSON syntax and that it is an object (400
 /// `invalid_json`), unknown fields (400 `unknown_field`).
 pub(crate) async fn read_object(
@@ -56,6 +70,9 @@ pub(crate) async fn read_json_bytes(
 ) -> Result<Bytes, ApiError> {
     if !is_json_content_type(req) {
         return Err(ApiError::unsupported_media_type());
+    }
+    if !is_identity_encoded(req) {
+        return Err(ApiError::unsupported_content_encoding());
     }
     let declared = req
         .headers()
@@ -331,6 +348,47 @@ mod tests {
             collect(payload, 64).await,
             Ok(Err(PayloadError::Incomplete(None)))
         ));
+    }
+
+    fn encoded(values: &[&str]) -> bool {
+        let mut req = TestRequest::default();
+        for value in values {
+            req = req.append_header((CONTENT_ENCODING, *value));
+        }
+        is_identity_encoded(&req.to_http_request())
+    }
+
+    #[test]
+    fn only_an_identity_encoded_body_is_read() {
+        assert!(encoded(&[]));
+        assert!(encoded(&["identity"]));
+        assert!(encoded(&["Identity, identity", "IDENTITY"]));
+        for refused in [
+            &["gzip"][..],
+            &["br"],
+            &["deflate"],
+            &["zstd"],
+            &["identity, gzip"],
+            &["identity", "br"],
+            &["x-gzip"],
+        ] {
+            assert!(!encoded(refused), "{refused:?}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn an_encoded_body_is_415_before_it_is_read() {
+        let req = TestRequest::post()
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .insert_header((CONTENT_ENCODING, "gzip"))
+            .to_http_request();
+        let payload = payload_of(&[b"{}"], None).await;
+        let e = read_json_bytes(&req, payload).await.err();
+        assert_eq!(
+            e.as_ref().map(ApiError::code),
+            Some(ErrorCode::UnsupportedMediaType),
+            "{e:?}"
+        );
     }
 }
 

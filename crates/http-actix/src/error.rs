@@ -89,8 +89,10 @@ error_codes! {
     ApiKeyRevoked = "api_key_revoked", UNAUTHORIZED, "revoked, or rotated and past its grace period; also a key revoked while its own write was in flight";
     ApiKeyExpired = "api_key_expired", UNAUTHORIZED, "past `expires_at`";
     InvalidTenantId = "invalid_tenant_id", BAD_REQUEST, "`X-Tenant-ID` missing or not `tnt_` + ULID";
+    DuplicateHeader = "duplicate_header", BAD_REQUEST, "`Authorization` or `X-Tenant-ID` sent more than once (`param`), checked before anything else";
     TenantMismatch = "tenant_mismatch", FORBIDDEN, "the key belongs to another tenant";
     SecretKeyRequired = "secret_key_required", FORBIDDEN, "a publishable key on a key-management route";
+    KeyTypeMismatch = "key_type_mismatch", FORBIDDEN, "the key is not of the `type` asked for (verify's verdict)";
     InsufficientScope = "insufficient_scope", FORBIDDEN, "a key without the required scope (`*` for keys, `*` or `audit-logs:read` for the audit log)";
     LiveModeRequired = "live_mode_required", FORBIDDEN, "a test key creating a live key";
     KeyNotFound = "key_not_found", NOT_FOUND, "unknown, malformed, foreign or hidden key id";
@@ -110,7 +112,7 @@ error_codes! {
     UnknownParameter = "unknown_parameter", BAD_REQUEST, "a query parameter the endpoint does not know (`param`)";
     InvalidDuration = "invalid_duration", BAD_REQUEST, "malformed or out-of-range duration (`param`)";
     PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE, "body over 16 KiB";
-    UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "POST/PATCH body without `application/json`";
+    UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "POST/PATCH body without `application/json`, or with a `Content-Encoding` other than `identity`";
     // The one exception to the table: when actix or another team's
     // handler answered another 4xx without an error of ours, that status is
     // kept (`ApiError::from_status`); docs/api.md shows it as `4xx`.
@@ -252,6 +254,16 @@ impl ApiError {
         e
     }
 
+    /// 400 `duplicate_header`: `name` was sent more than once, and which
+    /// one counts is not for the service to guess.
+    pub fn duplicate_header(name: &str) -> Self {
+        ApiError::new(
+            ErrorCode::DuplicateHeader,
+            format!("the `{name}` header must be sent once"),
+        )
+        .with_param(name)
+    }
+
     /// `payload_too_large`.
     pub fn payload_too_large() -> Self {
         ApiError::new(
@@ -268,6 +280,15 @@ impl ApiError {
         ApiError::new(
             ErrorCode::UnsupportedMediaType,
             "the request body must be sent with `Content-Type: application/json`",
+        )
+    }
+
+    /// `unsupported_media_type` for a body sent with a `Content-Encoding`
+    /// other than `identity`: bodies are never decoded.
+    pub fn unsupported_content_encoding() -> Self {
+        ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "the request body must not be encoded (`Content-Encoding` other than `identity`)",
         )
     }
 

@@ -66,7 +66,7 @@ fn parse_name(raw: &str) -> Result<KeyName, ApiError> {
 }
 
 /// `type`, in the body of a creation or the query of a listing.
-fn parse_key_type(raw: &str) -> Result<KeyType, ApiError> {
+pub(crate) fn parse_key_type(raw: &str) -> Result<KeyType, ApiError> {
     KeyType::parse(raw)
         .map_err(|_| ApiError::invalid_parameter("type", "`type` must be publishable or secret"))
 }
@@ -129,7 +129,7 @@ fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
         ),
         responses(
             (status = 200, description = "A page of keys.", body = KeyList),
-            (status = 400, description = "`invalid_tenant_id`, `invalid_parameter`, `unknown_parameter`.", body = ErrorBody),
+            (status = 400, description = "`duplicate_header` (`Authorization`, `X-Tenant-ID`: checked first), `invalid_tenant_id`, `invalid_parameter`, `unknown_parameter`.", body = ErrorBody),
             crate::openapi::responses::KeyManagementForbidden,
             crate::openapi::responses::AuthenticatedErrors,
         ),
@@ -168,11 +168,11 @@ pub(crate) async fn list_keys(
             (status = 201, description = "The new key, with its value.", body = CreatedKeyResponse,
                 headers(("Location" = String, description = "`/v1/api-keys/{id}`"),
                     ("Idempotent-Replayed" = String, description = "`true` on a replay of an `Idempotency-Key` request; absent otherwise."))),
-            (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
+            (status = 400, description = "`duplicate_header` (`Authorization`, `X-Tenant-ID`: checked first), `invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
             (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope`, `live_mode_required`.", body = ErrorBody),
             (status = 409, description = "`key_limit_reached`, `idempotency_key_in_use`.", body = ErrorBody),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody),
-            (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+            (status = 415, description = "`unsupported_media_type`: not `application/json`, or a `Content-Encoding` other than `identity`.", body = ErrorBody),
             (status = 422, description = "`idempotency_key_reused`.", body = ErrorBody),
             crate::openapi::responses::AuthenticatedErrors,
         ),
@@ -277,7 +277,7 @@ fn no_store() -> (String, String) {
         params(crate::openapi::params::TenantHeader, ("id" = crate::openapi::schemas::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
         responses(
             (status = 200, description = "The key.", body = KeyObject),
-            (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
+            (status = 400, description = "`duplicate_header` (`Authorization`, `X-Tenant-ID`: checked first), `invalid_tenant_id`.", body = ErrorBody),
             crate::openapi::responses::KeyManagementForbidden,
             (status = 404, description = "`key_not_found` (unknown, malformed, another tenant's, or hidden by mode).", body = ErrorBody),
             crate::openapi::responses::AuthenticatedErrors,
@@ -312,12 +312,12 @@ pub(crate) async fn get_key(
         request_body(content = UpdateKeyRequest, content_type = "application/json"),
         responses(
             (status = 200, description = "The updated key.", body = KeyObject),
-            (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`.", body = ErrorBody),
+            (status = 400, description = "`duplicate_header` (`Authorization`, `X-Tenant-ID`: checked first), `invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`.", body = ErrorBody),
             crate::openapi::responses::KeyManagementForbidden,
             (status = 404, description = "`key_not_found`.", body = ErrorBody),
             (status = 409, description = "`key_revoked`, `last_full_access_key`.", body = ErrorBody),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody),
-            (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+            (status = 415, description = "`unsupported_media_type`: not `application/json`, or a `Content-Encoding` other than `identity`.", body = ErrorBody),
             crate::openapi::responses::AuthenticatedErrors,
         ),
         security(("bearer" = [])),
@@ -362,7 +362,7 @@ pub(crate) async fn update_key(
         params(crate::openapi::params::TenantHeader, ("id" = crate::openapi::schemas::KeyId, Path, description = "The key id (`key_` + ULID); a malformed one is 404 `key_not_found`.")),
         responses(
             (status = 204, description = "Revoked (or already revoked); no body."),
-            (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
+            (status = 400, description = "`duplicate_header` (`Authorization`, `X-Tenant-ID`: checked first), `invalid_tenant_id`.", body = ErrorBody),
             crate::openapi::responses::KeyManagementForbidden,
             (status = 404, description = "`key_not_found`.", body = ErrorBody),
             (status = 409, description = "`last_full_access_key`.", body = ErrorBody),
@@ -400,12 +400,12 @@ pub(crate) async fn revoke_key(
         responses(
             (status = 200, description = "The successor, with its value.", body = RotatedKeyResponse,
                 headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an `Idempotency-Key` request; absent otherwise."))),
-            (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
+            (status = 400, description = "`duplicate_header` (`Authorization`, `X-Tenant-ID`: checked first), `invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
             crate::openapi::responses::KeyManagementForbidden,
             (status = 404, description = "`key_not_found` (also for a malformed `id`).", body = ErrorBody),
             (status = 409, description = "`key_revoked`, `key_already_rotated`, `key_expired`, `idempotency_key_in_use`.", body = ErrorBody),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody),
-            (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+            (status = 415, description = "`unsupported_media_type`: not `application/json`, or a `Content-Encoding` other than `identity`.", body = ErrorBody),
             (status = 422, description = "`idempotency_key_reused`.", body = ErrorBody),
             crate::openapi::responses::AuthenticatedErrors,
         ),

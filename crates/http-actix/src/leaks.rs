@@ -109,7 +109,7 @@ fn read_keys(body: &JsonObject) -> Result<Vec<String>, ApiError> {
             (status = 202, description = "Accepted: every active secret key among the strings is revoked, committed before this answer. The same answer whatever the strings are.", body = LeakReportAccepted),
             (status = 400, description = "`invalid_json`, `unknown_field`, `missing_parameter` (`keys`), `invalid_parameter` (`keys`: not an array of 1 to 100 strings).", body = ErrorBody),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody),
-            (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+            (status = 415, description = "`unsupported_media_type`: not `application/json`, or a `Content-Encoding` other than `identity`.", body = ErrorBody),
             (status = 429, description = "`too_many_requests`: too many reports, or failed authentications, from this address.", body = ErrorBody,
                 headers(("Retry-After" = String, description = "Seconds until the address is admitted again."))),
             crate::openapi::responses::Unavailable,

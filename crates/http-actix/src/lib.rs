@@ -85,5 +85,13 @@ pub use state::{AppState, Readiness};
 /// Largest request body accepted (16 KiB); larger: 413 `payload_too_large`.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
+/// Seconds an idle keep-alive connection stays open (docs/api.md,
+/// "Limits"). Longer than the pool's wait for a connection (5 s by
+/// default) and than the usual proxies' upstream keep-alive (nginx: 60 s),
+/// so a client or proxy that was held up for a pool wait on one
+/// connection does not find its other idle connection closed under it;
+/// actix's own default (5 s) equals the pool's wait.
+pub const KEEP_ALIVE_SECS: u64 = 75;
+
 /// Seconds the server waits for in-flight requests on SIGTERM/SIGINT.
 pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;

@@ -20,13 +20,18 @@ pub struct RequestId(String);
 
 impl RequestId {
     /// The incoming id if it is 1 to 128 characters of `[A-Za-z0-9._-]` and
-    /// does not look like an API key (it is echoed and logged).
+    /// holds no key material: neither a key-looking string nor a
+    /// well-formed key's part after its prefix
+    /// ([`domain::contains_key_material`]). It is echoed, logged and
+    /// stored with the events the request writes (docs/api.md,
+    /// "Conventions").
     pub fn parse(raw: &str) -> Option<Self> {
         let ok = (1..=MAX_REQUEST_ID_LEN).contains(&raw.len())
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-            && !crate::redact::has_key(raw);
+            && !crate::redact::has_key(raw)
+            && !domain::contains_key_material(raw);
         ok.then(|| RequestId(raw.to_owned()))
     }
 
@@ -121,6 +126,13 @@ mod tests {
         )
         .into_secret();
         assert!(RequestId::parse(&key).is_none());
+        // The key without its prefix (random part and checksum), alone or
+        // inside an id.
+        let tail = &key["sk_live_".len()..];
+        assert!(RequestId::parse(tail).is_none());
+        assert!(RequestId::parse(&format!("trace-{tail}.1")).is_none());
+        // The random part alone (no checksum) is not a key.
+        assert!(RequestId::parse(&tail[..tail.len() - 1]).is_some());
     }
 
     #[test]

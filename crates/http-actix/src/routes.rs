@@ -16,7 +16,7 @@ use crate::metrics::RouteLabel;
 use crate::request_context::{json_errors, request_context};
 use crate::state::AppState;
 use crate::{handlers, route_table};
-use crate::{BODY_LIMIT, SHUTDOWN_TIMEOUT_SECS};
+use crate::{BODY_LIMIT, KEEP_ALIVE_SECS, SHUTDOWN_TIMEOUT_SECS};
 
 fn json_error(e: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
     let api = match &e {
@@ -114,7 +114,7 @@ pub fn app(
 /// An HTTP server for the API on `listener`, with `workers` worker threads
 /// (actix's default, one per core, when `None`). It stops gracefully on
 /// SIGTERM or SIGINT, waiting up to [`SHUTDOWN_TIMEOUT_SECS`] for in-flight
-/// requests. Await the returned [`Server`] to run it.
+/// requests, and keeps idle connections open for [`KEEP_ALIVE_SECS`]. Await the returned [`Server`] to run it.
 ///
 /// # Errors
 /// When the listener cannot be used.
@@ -126,6 +126,7 @@ pub fn server(
     let head_timeout = state.limits.head_timeout;
     let mut server = HttpServer::new(move || app(state.clone()))
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .keep_alive(std::time::Duration::from_secs(KEEP_ALIVE_SECS))
         .client_request_timeout(head_timeout);
     if let Some(workers) = workers {
         server = server.workers(workers);

@@ -20,15 +20,15 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
-    ApiKey, AuthError, Authenticator, Credentials, KeyFormatError, KeyId, PlainKey, Scope, Scopes,
-    TenantId,
+    ApiKey, AuthError, Authenticator, Credentials, KeyFormatError, KeyId, KeyType, PlainKey, Scope,
+    Scopes, TenantId,
 };
 use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
-use crate::auth::TENANT_HEADER;
+use crate::auth::{single_headers, TENANT_HEADER};
 use crate::blocking::{blocking_within, storage_wait};
 use crate::body::{parse_object, read_json_bytes, JsonObject};
 use crate::dto::timestamp;
@@ -37,6 +37,7 @@ use crate::dto::{KeyTypeDto, ModeDto};
 #[cfg(feature = "openapi")]
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
+use crate::handlers::parse_key_type;
 use crate::metrics::{self, Via};
 use crate::rate_limit::{Client, FailureLimiter};
 use crate::redact::REDACTED;
@@ -69,6 +70,11 @@ pub struct VerifyKeyRequest {
     /// ignored.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<crate::openapi::schemas::Scope>>, example = json!(["users:read"])))]
     pub scopes: Option<Vec<String>>,
+    /// The key type your service accepts here: a key of the other type is
+    /// answered `key_type_mismatch`. Absent or `null`: either type.
+    #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<KeyTypeDto>))]
+    pub key_type: Option<String>,
 }
 
 impl fmt::Debug for VerifyKeyRequest {
@@ -76,6 +82,7 @@ impl fmt::Debug for VerifyKeyRequest {
         f.debug_struct("VerifyKeyRequest")
             .field("key", &REDACTED)
             .field("scopes", &self.scopes)
+            .field("type", &self.key_type)
             .finish()
     }
 }
@@ -98,11 +105,12 @@ impl VerifyCode {
     /// The refusals a verdict may carry, in the order authentication checks
     /// (then the scopes): what authenticating with the key would have been
     /// refused with, as docs/api.md's verdict table lists them.
-    pub const REFUSALS: [ErrorCode; 5] = [
+    pub const REFUSALS: [ErrorCode; 6] = [
         ErrorCode::InvalidApiKey,
         ErrorCode::ApiKeyRevoked,
         ErrorCode::ApiKeyExpired,
         ErrorCode::TenantMismatch,
+        ErrorCode::KeyTypeMismatch,
         ErrorCode::InsufficientScope,
     ];
 
@@ -286,8 +294,13 @@ fn refusal(e: AuthError) -> Result<VerifyKeyResponse<'static>, ApiError> {
 }
 
 /// What the handler needs of the body: the key string's verdict (its own
-/// shape is a verdict, not an error) and the scopes required, once each.
-type Asked = (Result<PlainKey, KeyFormatError>, Vec<Scope>);
+/// shape is a verdict, not an error), the scopes required, once each, and
+/// the key type required, if any.
+type Asked = (
+    Result<PlainKey, KeyFormatError>,
+    Vec<Scope>,
+    Option<KeyType>,
+);
 
 /// The verify body with its fields borrowed from the bytes: the fast path
 /// of [`read_body`]. Only a body it reads in full is taken from it; any
@@ -299,11 +312,14 @@ struct BorrowedBody<'a> {
     key: Option<Cow<'a, str>>,
     #[serde(borrow)]
     scopes: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, rename = "type")]
+    key_type: Option<Cow<'a, str>>,
 }
 
-/// Reads the body: a JSON object of `key` (a string) and `scopes` (an array
-/// of scope names), checked in order: `key` (type), `scopes` (type, then
-/// each name).
+/// Reads the body: a JSON object of `key` (a string), `scopes` (an array
+/// of scope names) and `type` (a key type), checked in order: `key` (JSON
+/// type), `scopes` (JSON type, then each name), `type` (JSON type, then
+/// value).
 ///
 /// Why two ways: building a `serde_json::Value` map for a two-field body
 /// was a measurable share of a cache-hit verification (docs/performance.md,
@@ -312,7 +328,15 @@ struct BorrowedBody<'a> {
 /// to the same values; everything else (the errors included) is the
 /// general reader's, so every answer is the same either way (tested).
 fn read_body(bytes: &[u8]) -> Result<Asked, ApiError> {
-    read_borrowed(bytes).unwrap_or_else(|| read_fields(&parse_object(bytes, &["key", "scopes"])?))
+    read_borrowed(bytes).unwrap_or_else(|| read_fields(&parse_object(bytes, &FIELDS)?))
+}
+
+/// The fields of the body.
+const FIELDS: [&str; 3] = ["key", "scopes", "type"];
+
+/// `type`, when asked for.
+fn required_type(raw: Option<&str>) -> Result<Option<KeyType>, ApiError> {
+    raw.map(parse_key_type).transpose()
 }
 
 /// The fast path of [`read_body`]: `None` when the body is not a JSON
@@ -326,20 +350,28 @@ fn read_borrowed(bytes: &[u8]) -> Option<Result<Asked, ApiError>> {
     let BorrowedBody {
         key: Some(key),
         scopes,
+        key_type,
     } = serde_json::from_slice(bytes).ok()?
     else {
         return None;
     };
     let names = scopes.unwrap_or_default();
-    Some(required_scopes(names.iter().map(|n| &**n)).map(|scopes| (PlainKey::parse(&key), scopes)))
+    Some(
+        required_scopes(names.iter().map(|n| &**n)).and_then(|scopes| {
+            let key_type = required_type(key_type.as_deref())?;
+            Ok((PlainKey::parse(&key), scopes, key_type))
+        }),
+    )
 }
 
-/// The fields of a body read the general way, checked in order: `key`
-/// (type), `scopes` (type, then each name).
+/// The fields of a body read the general way, in the order of
+/// [`read_body`].
 fn read_fields(body: &JsonObject) -> Result<Asked, ApiError> {
     let key = body.req_str("key")?;
     let names = body.opt_str_array("scopes")?.unwrap_or_default();
-    Ok((PlainKey::parse(key), required_scopes(names)?))
+    let scopes = required_scopes(names)?;
+    let key_type = required_type(body.opt_str("type")?)?;
+    Ok((PlainKey::parse(key), scopes, key_type))
 }
 
 /// The scopes named, each once, in the order first named.
@@ -372,13 +404,13 @@ fn required_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<S
         responses(
             (status = 200, description = "The verdict: `valid` true with the key, or false with the reason in `code` (with the key and `missing_scopes` when only scopes are lacking).", body = VerifyKeyResponse,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
-            (status = 400, description = "`invalid_tenant_id` (checked before the body), `invalid_json`, `unknown_field`, `missing_parameter` (`key`), `invalid_parameter` (`key`, `scopes`).", body = ErrorBody,
+            (status = 400, description = "`invalid_tenant_id` (checked before the body), `invalid_json`, `unknown_field`, `missing_parameter` (`key`), `invalid_parameter` (`key`, `scopes`, `type`), `duplicate_header` (`Authorization`, `X-Tenant-ID`; checked first).", body = ErrorBody,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
             (status = 405, description = "`method_not_allowed`.", body = ErrorBody,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
-            (status = 415, description = "`unsupported_media_type`.", body = ErrorBody,
+            (status = 415, description = "`unsupported_media_type`: not `application/json`, or a `Content-Encoding` other than `identity`.", body = ErrorBody,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
             (status = 429, description = "`too_many_requests`: too many `valid: false` verdicts or failed authentications from this address.", body = ErrorBody,
                 headers(("Retry-After" = String, description = "Seconds until the address is admitted again."), ("Cache-Control" = String, description = "`no-store`"))),
@@ -394,7 +426,9 @@ pub(crate) async fn verify_key(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    // An address over the failure limit is refused first; every `valid:
+    // A doubled header first: not a verdict, nor a failure to count.
+    single_headers(req.headers())?;
+    // An address over the failure limit is refused next; every `valid:
     // false` verdict counts against it (docs/api.md, "Abuse limits").
     let limiter = req.app_data::<web::Data<FailureLimiter>>().cloned();
     let client = match &limiter {
@@ -409,7 +443,7 @@ pub(crate) async fn verify_key(
         .and_then(|v| v.to_str().ok())
         .and_then(|t| TenantId::parse(t).ok())
         .ok_or(AuthError::InvalidTenantId)?;
-    let (key, required) = read_body(&read_json_bytes(&req, payload).await?)?;
+    let (key, required, required_type) = read_body(&read_json_bytes(&req, payload).await?)?;
     // `key`: the key the verdict is on, when there is one.
     let verdict = |response: VerifyKeyResponse<'_>,
                    key: Option<&Arc<ApiKey>>|
@@ -448,6 +482,12 @@ pub(crate) async fn verify_key(
         }
     };
     match outcome {
+        // The type after authentication, as a key's rights are judged
+        // after it authenticates (docs/api.md, the verdict table's order).
+        Ok(key) if required_type.is_some_and(|t| t != key.key_type) => verdict(
+            VerifyKeyResponse::refused(VerifyCode::Refused(ErrorCode::KeyTypeMismatch)),
+            None,
+        ),
         Ok(key) => verdict(VerifyKeyResponse::of(&key, &required), Some(&key)),
         Err(e) => verdict(
             refusal(e).inspect_err(|e| {
@@ -691,7 +731,7 @@ mod properties {
     }
 
     fn general(bytes: &[u8]) -> Result<Asked, ApiError> {
-        read_fields(&parse_object(bytes, &["key", "scopes"])?)
+        read_fields(&parse_object(bytes, &FIELDS)?)
     }
 
     fn same(fast: &Result<Asked, ApiError>, general: &Result<Asked, ApiError>) -> bool {
@@ -735,9 +775,21 @@ mod properties {
         ]
     }
 
+    /// Key types: both, names that are not one, now and then not a string.
+    fn key_type() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => Just(json!("secret")),
+            4 => Just(json!("publishable")),
+            1 => Just(json!("Secret")),
+            1 => Just(json!("sk")),
+            1 => Just(Value::Null),
+            1 => Just(json!(["secret"])),
+        ]
+    }
+
     /// Any field value.
     fn field_value() -> impl Strategy<Value = Value> {
-        prop_oneof![key(), scopes(), Just(json!({"key": "x"}))]
+        prop_oneof![key(), scopes(), key_type(), Just(json!({"key": "x"}))]
     }
 
     /// Object texts built the way clients send them (`key`, often
@@ -746,19 +798,27 @@ mod properties {
     /// produce by itself; in any order.
     fn body() -> impl Strategy<Value = String> {
         let extra = (
-            prop_oneof![Just("key"), Just("scopes"), Just("other"), Just("Key")],
+            prop_oneof![
+                Just("key"),
+                Just("scopes"),
+                Just("type"),
+                Just("other"),
+                Just("Key")
+            ],
             field_value(),
         );
         (
             key(),
             prop::option::of(scopes()),
+            prop::option::of(key_type()),
             prop::option::weighted(0.2, extra),
             any::<bool>(),
             any::<bool>(),
         )
-            .prop_flat_map(|(key, scopes, extra, spaced, escaped)| {
+            .prop_flat_map(|(key, scopes, key_type, extra, spaced, escaped)| {
                 let mut fields = vec![("key", key)];
                 fields.extend(scopes.map(|s| ("scopes", s)));
+                fields.extend(key_type.map(|t| ("type", t)));
                 fields.extend(extra);
                 (Just(fields).prop_shuffle(), Just(spaced), Just(escaped))
             })
@@ -858,7 +918,7 @@ mod properties {
 
         #[test]
         fn any_json_object_is_answered_as_the_general_way_does(
-            fields in prop::collection::vec(("(key|scopes|x)", field_value()), 0..3)
+            fields in prop::collection::vec(("(key|scopes|type|x)", field_value()), 0..4)
         ) {
             let text = Value::Object(fields.into_iter().collect::<Map<_, _>>()).to_string();
             prop_assert!(same(&read_body(text.as_bytes()), &general(text.as_bytes())), "{text}");
@@ -873,16 +933,19 @@ mod properties {
             r#"{"key":"nope","scopes":["users:read","users:read"]}"#,
             r#" {"scopes": null, "key": "x"}"#,
             r#"{"key": "\u0073k_live_x", "scopes": ["users:rea\u0064"]}"#,
+            r#"{"key": "x", "type": "publishable"}"#,
+            r#"{"type": null, "key": "x", "scopes": []}"#,
         ] {
             let fast = read_borrowed(text.as_bytes());
             assert!(fast.is_some(), "{text}");
         }
-        let Some(Ok((_, scopes))) =
-            read_borrowed(br#"{"key":"nope","scopes":["users:read","*","users:read"]}"#)
-        else {
+        let Some(Ok((_, scopes, key_type))) = read_borrowed(
+            br#"{"key":"nope","scopes":["users:read","*","users:read"],"type":"secret"}"#,
+        ) else {
             panic!("a body the fast path reads");
         };
         assert_eq!(scopes, vec![Scope::UsersRead, Scope::All]);
+        assert_eq!(key_type, Some(KeyType::Secret));
     }
 
     #[test]
@@ -897,6 +960,8 @@ mod properties {
             r#"{"scopes":[]}"#,
             r#"{"key":"a","scopes":[null]}"#,
             r#"{"key":1}"#,
+            r#"{"key":"a","type":1}"#,
+            r#"{"key":"a","type":"a","type":"b"}"#,
         ] {
             assert!(read_borrowed(text.as_bytes()).is_none(), "{text}");
         }

@@ -90,6 +90,39 @@ async fn a_key_sent_in_the_wrong_place_is_neither_echoed_nor_logged() {
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.header("x-request-id").unwrap().starts_with("req_"));
 
+    // The key without its prefix: as a request id, a name and an
+    // `Idempotency-Key` (docs/api.md, "Conventions", "Names").
+    let tail = &key[8..];
+    let r = send(
+        &app,
+        fx.req(Method::GET, "/v1/api-keys", &key)
+            .insert_header(("X-Request-ID", format!("trace-{tail}")))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.header("x-request-id").unwrap().starts_with("req_"));
+    let body: Value = serde_json::json!({"name": tail, "type": "secret"});
+    let r = send(
+        &app,
+        with_json(fx.req(Method::POST, "/v1/api-keys", &key), &body).to_request(),
+    )
+    .await;
+    r.assert_error(StatusCode::BAD_REQUEST, "invalid_parameter", Some("name"));
+    let body: Value = serde_json::json!({"name": "x", "type": "secret"});
+    let r = send(
+        &app,
+        with_json(fx.req(Method::POST, "/v1/api-keys", &key), &body)
+            .insert_header(("Idempotency-Key", format!("retry-{tail}")))
+            .to_request(),
+    )
+    .await;
+    r.assert_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+        Some("Idempotency-Key"),
+    );
+
     let logged = logs.text();
     assert!(logged.contains("request completed"), "{logged}");
     assert!(!logged.contains(&key), "{logged}");

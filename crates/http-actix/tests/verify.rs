@@ -257,6 +257,51 @@ async fn a_publishable_key_and_a_test_key_verify_too() {
 }
 
 #[actix_web::test]
+async fn a_key_of_the_other_type_than_asked_is_key_type_mismatch_after_authentication() {
+    let fx = Fx::new();
+    let app = init!(fx.state());
+    let (_, pk) = fx.make_key(KeyType::Publishable, Mode::Live, &["users:read"], None);
+    let (_, sk) = fx.make_key(KeyType::Secret, Mode::Live, &["users:read"], None);
+    let tenant = &fx.acme.tenant;
+    for (key, wrong, right) in [
+        (&pk, "secret", "publishable"),
+        (&sk, "publishable", "secret"),
+    ] {
+        let r = verify!(app, tenant, json!({"key": key, "type": wrong}));
+        assert_refused(&r, "key_type_mismatch");
+        let key = assert_valid(&verify!(app, tenant, json!({"key": key, "type": right})));
+        assert_eq!(key["type"], right);
+    }
+    // The type is judged on a key that authenticates: an unknown key is
+    // `invalid_api_key` whatever it asks for.
+    let r = verify!(
+        app,
+        tenant,
+        json!({"key": unknown_key(), "type": "publishable"})
+    );
+    assert_refused(&r, "invalid_api_key");
+    let r = verify!(app, tenant, json!({"key": sk, "type": "public"}));
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", show(&r));
+    assert_eq!(r.json()["error"]["code"], "invalid_parameter");
+    assert_eq!(r.json()["error"]["param"], "type");
+}
+
+#[actix_web::test]
+async fn a_doubled_tenant_header_is_duplicate_header_before_the_body() {
+    let fx = Fx::new();
+    let app = init!(fx.state());
+    let (_, sk) = fx.make_key(KeyType::Secret, Mode::Live, &["users:read"], None);
+    for body in [json!({"key": sk}), json!({"nope": 1})] {
+        let req = verify_req(&fx.acme.tenant, &body)
+            .append_header(("X-Tenant-ID", fx.acme.tenant.clone()));
+        let r = verify_with!(app, req, &[&sk]);
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", show(&r));
+        assert_eq!(r.json()["error"]["code"], "duplicate_header");
+        assert_eq!(r.json()["error"]["param"], "X-Tenant-ID");
+    }
+}
+
+#[actix_web::test]
 async fn no_authorization_is_needed_and_one_sent_is_ignored() {
     let fx = Fx::new();
     let app = init!(fx.state());
@@ -919,7 +964,7 @@ fn the_openapi_document_describes_the_route_without_a_bearer_key() {
         json!([{
             "name": "X-Tenant-ID",
             "in": "header",
-            "description": "The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`.",
+            "description": "The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.",
             "required": true,
             "schema": {"$ref": "#/components/schemas/TenantId"}
         }])
@@ -939,6 +984,7 @@ fn the_openapi_document_describes_the_route_without_a_bearer_key() {
             "api_key_revoked",
             "api_key_expired",
             "tenant_mismatch",
+            "key_type_mismatch",
             "insufficient_scope"
         ])
     );

@@ -18,7 +18,7 @@ impl IntoParams for TenantHeader {
             .parameter_in(ParameterIn::Header)
             .required(Required::True)
             .description(Some(
-                "The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`.",
+                "The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.",
             ))
             .schema(Some(Ref::from_schema_name("TenantId")))
             .build()]

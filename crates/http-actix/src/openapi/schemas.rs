@@ -223,33 +223,51 @@ impl ToSchema for GracePeriodSchema {
 /// White space as Rust's `str::trim` removes it (Unicode `White_Space`).
 const WHITE_SPACE: &str =
     r"\t\n\x0B\x0C\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
-/// The characters of the Basic Multilingual Plane that a name may not hold
+/// The characters that a name may not hold, in the whole of Unicode
 /// (`domain::is_forbidden_in_name`: categories Cc, Cf, Zl, Zp, Co and Cn,
 /// and two fillers), as character-class ranges, computed once from the
-/// domain's rule so that the document cannot drift from it. UTF-16
-/// surrogates are left out: they cannot reach the service in UTF-8 JSON, and
-/// many regex engines refuse them in a class. Characters beyond the BMP
-/// cannot be written portably in a pattern (ECMAScript without the `u` flag
-/// sees surrogate pairs, other engines code points), so the description
-/// states the rest of the rule.
+/// domain's rule so that the document cannot drift from it.
+///
+/// Within the Basic Multilingual Plane they are written `\uXXXX`, which
+/// every engine reads. Beyond it they are written as the characters
+/// themselves: an escape for them is not portable (`\u{...}` is
+/// ECMAScript's with the `u` flag, `\U...` Python's, and surrogate-pair
+/// escapes match nothing in an engine that reads code points, as `regress`
+/// and Python's `re` do), while a literal character is one code point to
+/// Python's `re` (schemathesis), to `regress` (the generated Rust client)
+/// and to ECMAScript with the `u` flag. UTF-16 surrogates are left out:
+/// they cannot reach the service in UTF-8 JSON, and many regex engines
+/// refuse them in a class.
 fn forbidden_in_name() -> &'static str {
     static CLASS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     CLASS.get_or_init(|| {
         let forbidden = |c: u32| char::from_u32(c).is_some_and(domain::is_forbidden_in_name);
+        let write = |class: &mut String, c: u32| match char::from_u32(c) {
+            Some(c) if u32::from(c) > 0xFFFF => class.push(c),
+            _ => class.push_str(&format!("\\u{c:04X}")),
+        };
         let mut class = String::new();
         let mut c = 0u32;
-        while c <= 0xFFFF {
+        while c <= u32::from(char::MAX) {
             if !forbidden(c) {
                 c += 1;
                 continue;
             }
+            // A range stays on one side of the plane's end: one way of
+            // writing its two ends.
+            let last = if c <= 0xFFFF {
+                0xFFFF
+            } else {
+                u32::from(char::MAX)
+            };
             let start = c;
-            while c < 0xFFFF && forbidden(c + 1) {
+            while c < last && forbidden(c + 1) {
                 c += 1;
             }
-            class.push_str(&format!("\\u{start:04X}"));
+            write(&mut class, start);
             if c > start {
-                class.push_str(&format!("-\\u{c:04X}"));
+                class.push('-');
+                write(&mut class, c);
             }
             c += 1;
         }
@@ -279,7 +297,7 @@ impl PartialSchema for KeyNameInput {
                 trimmed_name_pattern()
             )))
             .description(Some(
-                "A label: trimmed of white space, then 1 to 100 characters. Refused: control, format (invisible, bidirectional), line and paragraph separator, private-use and unassigned characters, U+3164 and U+115F (the pattern states this rule for the Basic Multilingual Plane; it holds beyond it too), and a name that is or holds a well-formed key (docs/api.md, \"Names\").",
+                "A label: trimmed of white space, then 1 to 100 characters. Refused: control, format (invisible, bidirectional), line and paragraph separator, private-use and unassigned characters, U+3164 and U+115F (the pattern states this rule for the whole of Unicode: characters beyond the Basic Multilingual Plane are written in it as themselves, one code point each, as Python's `re`, `regress` and ECMAScript with the `u` flag read them), and a name that is or holds a well-formed key (docs/api.md, \"Names\").",
             ))
             .examples(["Analytics Service"])
             .into()
@@ -532,6 +550,21 @@ mod tests {
             "a\u{e000}",
             "a\u{378}",
             "Ünïcödé 名前 ✓",
+            // Beyond the Basic Multilingual Plane: private use (planes 15
+            // and 16), unassigned, a noncharacter, tags (format), and
+            // assigned letters, symbols and emoji.
+            "a\u{F0000}",
+            "\u{10FFFD}b",
+            "a\u{E0001}",
+            "a\u{E007F}b",
+            "\u{2FFFE}",
+            "x\u{DFFFF}",
+            "a\u{1D173}b",
+            "\u{10FFFF}",
+            "\u{1F600}",
+            "𝕏 \u{1F680} 𐍈",
+            "\u{10000}",
+            "\u{20000}名",
         ];
         for s in samples {
             let parsed = domain::KeyName::parse(s);
@@ -542,6 +575,33 @@ mod tests {
         }
         let padded = format!("  {long}  ");
         assert!(input.find(&padded).is_some());
+    }
+
+    /// One character at a time, the class is the domain's rule on both
+    /// sides of every boundary of it, in the whole of Unicode.
+    #[test]
+    fn the_name_class_is_the_rule_at_every_boundary() {
+        let one = full(&format!("[^{}]", forbidden_in_name()));
+        let forbidden = |c: u32| char::from_u32(c).is_some_and(domain::is_forbidden_in_name);
+        let mut checked = 0;
+        for c in 1..=u32::from(char::MAX) {
+            if forbidden(c) == forbidden(c - 1) && c != 0x10000 {
+                continue;
+            }
+            for c in [c - 1, c] {
+                let Some(ch) = char::from_u32(c) else {
+                    continue;
+                };
+                let text = ch.to_string();
+                assert_eq!(
+                    one.find(&text).is_some(),
+                    !domain::is_forbidden_in_name(ch),
+                    "U+{c:04X}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000, "{checked} boundary characters");
     }
 
     #[test]
