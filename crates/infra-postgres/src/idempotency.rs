@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 
 use crate::errors::Fail;
 use crate::metrics;
-use crate::repo::{KeyInsert, KeyRotation};
+use crate::repositories::{KeyInsert, KeyRotation};
 use crate::schema::idempotency_records as records;
 use crate::store::PgStore;
 

@@ -38,13 +38,13 @@
 mod admin;
 mod errors;
 mod events;
-mod follower;
+mod event_feed;
 mod health;
 mod idempotency;
 pub mod metrics;
 mod models;
 mod pool;
-mod repo;
+mod repositories;
 mod schema;
 #[cfg(feature = "test-support")]
 mod stalling_proxy;
@@ -58,5 +58,5 @@ pub mod testing;
 
 pub use admin::{database_url_for, database_url_with_schema, ensure_database, EnsureDatabaseError};
 pub use errors::{ConnectError, MigrateError};
-pub use follower::{EventFeed, FeedConfig};
+pub use event_feed::{EventFeed, FeedConfig};
 pub use store::{PgStore, PoolConfig, PoolState};
