@@ -2898,10 +2898,11 @@ Arguments:
     }
     /**Report leaked keys: every active secret key among them is revoked
 
-No `Authorization`, no `X-Tenant-ID`. Always 202 with the number of
-strings received, whatever they are: the answer (content and timing)
-never tells which were keys. The revocations take effect within moments
-of the 202, each writing `api_key.revoked` with actor `leak_report`.
+No `Authorization`, no `X-Tenant-ID`. 202 with the number of strings
+received, whatever they are, once the revocations are committed (each
+writing `api_key.revoked` with actor `leak_report`). 429 past the reports
+allowed per address; 503 while this node already processes as many
+reports as it may at once.
 
 Sends a `POST` request to `/v1/leaked-keys`
 
@@ -2950,6 +2951,9 @@ Sends a `POST` request to `/v1/leaked-keys`
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             _ => Err(Error::UnexpectedResponse(response)),
