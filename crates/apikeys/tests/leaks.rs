@@ -1,10 +1,11 @@
 //! Leaked-key reports end to end, over real HTTP and a real PostgreSQL
-//! (docs/api.md, "POST /v1/leaked-keys"): a reported secret key stops
-//! working within moments of the 202 (even the tenant's last full-access
-//! key), a publishable key and junk are ignored, the audit log names the leak
+//! (docs/api.md, "POST /v1/leaked-keys"): a reported secret key no longer
+//! works once the 202 is sent (even the tenant's last full-access key), a
+//! publishable key and junk are ignored, the audit log names the leak
 //! report; and a measurement of the answer's latency for junk, unknown keys
-//! and real keys (printed, not asserted: the revocations happen after the
-//! answer, so the latency must not grow with the number of real keys).
+//! and real keys (printed, not asserted: the 202 now waits for the
+//! revocations, so it grows with the number of real keys, not with the
+//! number of strings: they are looked up together).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 

@@ -37,8 +37,8 @@
 
 mod admin;
 mod errors;
-mod events;
 mod event_feed;
+mod events;
 mod health;
 mod idempotency;
 pub mod metrics;
