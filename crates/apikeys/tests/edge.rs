@@ -11,28 +11,15 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use apikeys::application::{Application, Settings};
-use common::{create_tenant, hash_key, Tenant};
-use domain::testing::TestClock;
+use apikeys::application::Settings;
+use common::{serve_with, Served};
 use domain::{KeyType, Mode, OsSecretSource, PlainKey};
 use http_actix::{FailureLimitConfig, RequestLimits};
-use infra_postgres::testing::TestDatabase;
 
 const BODY_TIMEOUT: Duration = Duration::from_secs(1);
 
-struct Served {
-    addr: SocketAddr,
-    tenant: Tenant,
-    handle: actix_web::dev::ServerHandle,
-    _db: TestDatabase,
-}
-
 async fn serve(failure_limit: u32) -> Served {
-    let db = TestDatabase::new();
-    let store = db.store();
-    let clock = TestClock::default();
-    let tenant = create_tenant(&store, &clock, "Acme");
-    let settings = Settings {
+    serve_with(&Settings {
         workers: Some(1),
         failure_limit: FailureLimitConfig {
             limit: failure_limit,
@@ -43,24 +30,8 @@ async fn serve(failure_limit: u32) -> Served {
             ..RequestLimits::default()
         },
         ..Settings::default()
-    };
-    let app = Application::build_with(
-        "127.0.0.1:0".parse().unwrap(),
-        &store,
-        clock,
-        hash_key(),
-        &settings,
-    )
-    .unwrap();
-    let addr = app.addr();
-    let handle = app.handle();
-    actix_web::rt::spawn(app.into_server());
-    Served {
-        addr,
-        tenant,
-        handle,
-        _db: db,
-    }
+    })
+    .await
 }
 
 /// Writes `head` (and then `body`, byte by byte, a byte every `gap`), and

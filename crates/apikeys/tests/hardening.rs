@@ -11,12 +11,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use apikeys::application::{Application, Settings};
-use common::{create_tenant, hash_key, json, TestApp};
-use domain::testing::TestClock;
+use apikeys::application::Settings;
+use common::{json, serve_with, TestApp};
 use domain::{KeyType, Mode, OsSecretSource, PlainKey};
 use http_actix::FailureLimitConfig;
-use infra_postgres::testing::TestDatabase;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -137,29 +135,20 @@ async fn a_doubled_key_or_tenant_header_is_400_duplicate_header_on_every_route()
 
 #[actix_web::test]
 async fn a_doubled_header_is_checked_first_and_is_not_a_failed_authentication() {
-    let db = TestDatabase::new();
-    let store = db.store();
-    let clock = TestClock::default();
-    let tenant = create_tenant(&store, &clock, "Acme");
-    let settings = Settings {
+    let served = serve_with(&Settings {
         workers: Some(1),
         failure_limit: FailureLimitConfig {
             limit: 1,
             ..FailureLimitConfig::default()
         },
         ..Settings::default()
-    };
-    let app = Application::build_with(
-        "127.0.0.1:0".parse().unwrap(),
-        &store,
-        clock,
-        hash_key(),
-        &settings,
-    )
-    .unwrap();
-    let base = format!("http://{}", app.addr());
-    let handle = app.handle();
-    actix_web::rt::spawn(app.into_server());
+    })
+    .await;
+    let (base, tenant, handle) = (
+        format!("http://{}", served.addr),
+        &served.tenant,
+        &served.handle,
+    );
     let client = reqwest::Client::new();
     // Unknown keys, twice: each would be a 401 and count against the limit
     // of 1; doubled, they are refused before authentication.
@@ -201,7 +190,7 @@ async fn a_doubled_header_is_checked_first_and_is_not_a_failed_authentication() 
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     handle.stop(true).await;
-    drop(db);
+    drop(served);
 }
 
 #[actix_web::test]

@@ -10,48 +10,20 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use apikeys::application::{Application, LeakReportLimits, Settings};
-use common::{create_tenant, hash_key, Tenant};
-use domain::testing::TestClock;
+use apikeys::application::{LeakReportLimits, Settings};
+use common::{hash_key, serve_with, Served};
 use domain::{ApiKeyRepository, PlainKey};
 use infra_postgres::testing::TestDatabase;
 use reqwest::StatusCode;
 use serde_json::json;
 
-struct Served {
-    addr: SocketAddr,
-    tenant: Tenant,
-    db: TestDatabase,
-    handle: actix_web::dev::ServerHandle,
-}
-
 async fn serve(leak_reports: LeakReportLimits) -> Served {
-    let db = TestDatabase::new();
-    let store = db.store();
-    let clock = TestClock::default();
-    let tenant = create_tenant(&store, &clock, "Acme");
-    let settings = Settings {
+    serve_with(&Settings {
         workers: Some(2),
         leak_reports,
         ..Settings::default()
-    };
-    let app = Application::build_with(
-        "127.0.0.1:0".parse().unwrap(),
-        &store,
-        clock,
-        hash_key(),
-        &settings,
-    )
-    .unwrap();
-    let addr = app.addr();
-    let handle = app.handle();
-    actix_web::rt::spawn(app.into_server());
-    Served {
-        addr,
-        tenant,
-        db,
-        handle,
-    }
+    })
+    .await
 }
 
 async fn report(addr: SocketAddr, keys: &[&str]) -> reqwest::Response {

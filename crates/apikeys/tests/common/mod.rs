@@ -135,6 +135,45 @@ impl TestApp {
     }
 }
 
+/// The application with `settings` on a fresh database with a tenant
+/// "Acme", served on a free port until `handle` stops it.
+pub struct Served {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The tenant and its keys.
+    pub tenant: Tenant,
+    /// The database (dropped after the server).
+    pub db: TestDatabase,
+    /// Stops the server.
+    pub handle: actix_web::dev::ServerHandle,
+}
+
+/// Builds and serves [`Served`]: the tests whose settings differ from
+/// [`TestApp`]'s.
+pub async fn serve_with(settings: &application::Settings) -> Served {
+    let db = TestDatabase::new();
+    let store = db.store();
+    let clock = TestClock::default();
+    let tenant = create_tenant(&store, &clock, "Acme");
+    let app = Application::build_with(
+        "127.0.0.1:0".parse().expect("addr"),
+        &store,
+        clock,
+        hash_key(),
+        settings,
+    )
+    .expect("build application");
+    let addr = app.addr();
+    let handle = app.handle();
+    actix_web::rt::spawn(app.into_server());
+    Served {
+        addr,
+        tenant,
+        db,
+        handle,
+    }
+}
+
 /// A store pointed at `127.0.0.1:<port>`, database `name`, with a short timeout.
 pub fn store_at(port: u16, database: &str, timeout_secs: u64) -> PgStore {
     let url = format!("postgres://postgres@127.0.0.1:{port}/{database}");

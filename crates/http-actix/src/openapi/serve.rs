@@ -36,9 +36,7 @@ routes! {
     ),
 )]
 pub(crate) async fn openapi_json(documents: Data<Documents>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(documents.openapi.clone())
+    json_document(&documents.openapi)
 }
 
 /// This document as OpenAPI 3.0.3, for generators that read only 3.0.
@@ -52,7 +50,12 @@ pub(crate) async fn openapi_json(documents: Data<Documents>) -> HttpResponse {
     ),
 )]
 pub(crate) async fn openapi_30_json(documents: Data<Documents>) -> HttpResponse {
+    json_document(&documents.openapi_30)
+}
+
+/// A rendered document, its bytes shared, not copied.
+fn json_document(bytes: &Bytes) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(documents.openapi_30.clone())
+        .body(bytes.clone())
 }
