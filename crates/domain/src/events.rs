@@ -27,16 +27,20 @@ pub enum Actor {
     Cli,
     /// A leaked-key report.
     LeakReport,
+    /// The service itself: the expiry events (`api_key.expiring`,
+    /// `api_key.expired`).
+    System,
 }
 
 impl Actor {
-    /// The actor's `type` as the API writes it: `api_key`, `cli` or
-    /// `leak_report`.
+    /// The actor's `type` as the API writes it: `api_key`, `cli`,
+    /// `leak_report` or `system`.
     pub fn type_str(&self) -> &'static str {
         match self {
             Actor::ApiKey(_) => "api_key",
             Actor::Cli => "cli",
             Actor::LeakReport => "leak_report",
+            Actor::System => "system",
         }
     }
 
@@ -44,7 +48,7 @@ impl Actor {
     pub fn key_id(&self) -> Option<KeyId> {
         match self {
             Actor::ApiKey(id) => Some(*id),
-            Actor::Cli | Actor::LeakReport => None,
+            Actor::Cli | Actor::LeakReport | Actor::System => None,
         }
     }
 
@@ -58,8 +62,9 @@ impl Actor {
             ("api_key", Some(id)) => Ok(Actor::ApiKey(id)),
             ("cli", None) => Ok(Actor::Cli),
             ("leak_report", None) => Ok(Actor::LeakReport),
+            ("system", None) => Ok(Actor::System),
             _ => Err(UnknownVariant {
-                expected: "api_key (with a key id), cli or leak_report",
+                expected: "api_key (with a key id), cli, leak_report or system",
             }),
         }
     }
@@ -98,16 +103,22 @@ pub enum EventType {
     KeyRotated,
     /// `tenant.created`.
     TenantCreated,
+    /// `api_key.expiring`: 7 days before the key expires.
+    KeyExpiring,
+    /// `api_key.expired`: when the key expired.
+    KeyExpired,
 }
 
 impl EventType {
     /// Every type, in documentation order.
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 7] = [
         EventType::KeyCreated,
         EventType::KeyUpdated,
         EventType::KeyRevoked,
         EventType::KeyRotated,
         EventType::TenantCreated,
+        EventType::KeyExpiring,
+        EventType::KeyExpired,
     ];
 
     /// The type as the API writes it (`api_key.created`, ...).
@@ -118,6 +129,8 @@ impl EventType {
             EventType::KeyRevoked => "api_key.revoked",
             EventType::KeyRotated => "api_key.rotated",
             EventType::TenantCreated => "tenant.created",
+            EventType::KeyExpiring => "api_key.expiring",
+            EventType::KeyExpired => "api_key.expired",
         }
     }
 
@@ -130,7 +143,7 @@ impl EventType {
             .into_iter()
             .find(|t| t.as_str() == s)
             .ok_or(UnknownVariant {
-                expected: "api_key.created, api_key.updated, api_key.revoked, api_key.rotated or tenant.created",
+                expected: "api_key.created, api_key.updated, api_key.revoked, api_key.rotated, tenant.created, api_key.expiring or api_key.expired",
             })
     }
 }
@@ -224,6 +237,16 @@ pub enum EventData {
         /// The tenant's name.
         name: String,
     },
+    /// `api_key.expiring`.
+    KeyExpiring {
+        /// When the key expires.
+        expires_at: OffsetDateTime,
+    },
+    /// `api_key.expired`.
+    KeyExpired {
+        /// When the key expired.
+        expires_at: OffsetDateTime,
+    },
 }
 
 impl EventData {
@@ -235,6 +258,8 @@ impl EventData {
             EventData::KeyRevoked => EventType::KeyRevoked,
             EventData::KeyRotated { .. } => EventType::KeyRotated,
             EventData::TenantCreated { .. } => EventType::TenantCreated,
+            EventData::KeyExpiring { .. } => EventType::KeyExpiring,
+            EventData::KeyExpired { .. } => EventType::KeyExpired,
         }
     }
 }

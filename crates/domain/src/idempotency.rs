@@ -240,11 +240,63 @@ impl fmt::Debug for SealedResponse {
 #[error("a stored idempotent response could not be opened (was the hash key changed?)")]
 pub struct UnsealError;
 
+/// AES-256-GCM under a key derived from the hash key with HKDF: a nonce
+/// from the [`SecretSource`] in front of the ciphertext and tag. Sealed
+/// idempotent responses and webhook secrets both use it, each under a label
+/// of its own.
+#[derive(Clone)]
+pub(crate) struct Sealer {
+    cipher: Aes256Gcm,
+}
+
+impl Sealer {
+    /// The sealer under the key that `label` derives from `hash_key`.
+    pub(crate) fn new(hash_key: &HashKey, label: &[u8]) -> Self {
+        let key = hash_key.derive_key(label);
+        Sealer {
+            cipher: Aes256Gcm::new(&key.into()),
+        }
+    }
+
+    /// Nonce, then the ciphertext and tag of `plain` bound to `aad`.
+    pub(crate) fn seal(&self, aad: &[u8], plain: &[u8], secrets: &dyn SecretSource) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        secrets.fill(&mut nonce);
+        // Encryption fails only for inputs over AES-GCM's 64 GiB bound.
+        #[allow(clippy::expect_used)]
+        let sealed = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
+            .expect("a plaintext far below AES-GCM's length bound");
+        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Opens what [`Sealer::seal`] sealed with the same `aad`.
+    pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, UnsealError> {
+        if sealed.len() < NONCE_LEN {
+            return Err(UnsealError);
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        self.cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .map_err(|_| UnsealError)
+    }
+}
+
 /// Seals and opens stored responses under a key derived once from the hash
 /// key. `Debug` is redacted.
 #[derive(Clone)]
 pub struct ResponseSealer {
-    cipher: Aes256Gcm,
+    sealer: Sealer,
 }
 
 impl fmt::Debug for ResponseSealer {
@@ -256,9 +308,8 @@ impl fmt::Debug for ResponseSealer {
 impl ResponseSealer {
     /// The sealer of responses under `hash_key`.
     pub fn new(hash_key: &HashKey) -> Self {
-        let key = hash_key.derive_key(SEALING_LABEL);
         ResponseSealer {
-            cipher: Aes256Gcm::new(&key.into()),
+            sealer: Sealer::new(hash_key, SEALING_LABEL),
         }
     }
 
@@ -270,25 +321,7 @@ impl ResponseSealer {
         plain: &[u8],
         secrets: &dyn SecretSource,
     ) -> SealedResponse {
-        let mut nonce = [0u8; NONCE_LEN];
-        secrets.fill(&mut nonce);
-        let aad = record.aad();
-        // Encryption fails only for inputs over AES-GCM's 64 GiB bound.
-        #[allow(clippy::expect_used)]
-        let sealed = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plain,
-                    aad: &aad,
-                },
-            )
-            .expect("a response far below AES-GCM's length bound");
-        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        SealedResponse(out)
+        SealedResponse(self.sealer.seal(&record.aad(), plain, secrets))
     }
 
     /// Opens what [`seal`](Self::seal) sealed for the same record.
@@ -301,20 +334,7 @@ impl ResponseSealer {
         record: &RecordBinding<'_>,
         sealed: &SealedResponse,
     ) -> Result<Vec<u8>, UnsealError> {
-        if sealed.0.len() < NONCE_LEN {
-            return Err(UnsealError);
-        }
-        let (nonce, ciphertext) = sealed.0.split_at(NONCE_LEN);
-        let aad = record.aad();
-        self.cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| UnsealError)
+        self.sealer.open(&record.aad(), &sealed.0)
     }
 }
 

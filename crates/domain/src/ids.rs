@@ -134,6 +134,18 @@ prefixed_id!(
     "evt_"
 );
 
+prefixed_id!(
+    /// A webhook endpoint's identifier: `whe_` + ULID.
+    EndpointId,
+    "whe_"
+);
+prefixed_id!(
+    /// A webhook delivery's identifier: `whd_` + ULID (made by the database,
+    /// docs/webhooks.md).
+    DeliveryId,
+    "whd_"
+);
+
 impl EventId {
     /// The id right after this one: for the second event of one change (a
     /// rotation's successor, a tenant's keys), so that events of one change

@@ -52,6 +52,8 @@ pub mod random;
 pub mod requests;
 pub mod scope;
 pub mod service;
+pub mod webhook_service;
+pub mod webhooks;
 
 #[cfg(any(test, feature = "mocks"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "mocks")))]
@@ -77,7 +79,7 @@ pub use idempotency::{
     IdempotencyKey, IdempotencyKeyError, IdempotencyRecord, IdempotencyScope, IdempotentResponse,
     Replayable, RequestFingerprint, ResponseSealer, SealedResponse, IDEMPOTENCY_WINDOW,
 };
-pub use ids::{EventId, IdError, KeyId, TenantId};
+pub use ids::{DeliveryId, EndpointId, EventId, IdError, KeyId, TenantId};
 pub use key_kind::{KeyType, Mode, UnknownVariant};
 pub use key_string::{contains_key_material, KeyFormatError, PlainKey};
 pub use leaks::LeakReport;
@@ -88,9 +90,20 @@ pub use ports::{
     InsertError, KeyChangeListener, KeyLookup, KeyPage, KeyUse, ListQuery, RecordedWriteError,
     RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
+pub use ports::{EndpointScope, InsertEndpointError, WebhookRepository};
 pub use random::{OsSecretSource, SecretSource};
 pub use requests::{CreateKey, ListEvents, ListKeys, PageLimit, PageLimitError};
 pub use scope::{Scope, Scopes, ScopesError};
 pub use service::{
     ApiKeys, CreatedKey, CreatedTenant, KeyViewPage, RotatedKey, DEFAULT_MAX_ACTIVE_KEYS,
+};
+pub use webhook_service::{
+    gets_expiring_notice, CreateEndpoint, CreatedEndpoint, ReadyDelivery, UpdateEndpoint,
+    WebhookError, Webhooks,
+};
+pub use webhooks::{
+    forbidden_address, next_attempt_after, signature_header, AllowHosts, AttemptOutcome,
+    AttemptRecord, Delivery, DeliveryPage, DeliveryStatus, DueDelivery, EndpointChanges,
+    EndpointPage, EventFilter, InvalidField, NewEndpoint, SealedSecret, SecretSealer,
+    WebhookEndpoint, WebhookSecret, WebhookUrl,
 };

@@ -15,11 +15,15 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::api_key::{ApiKey, NewKey, Tenant};
-use crate::events::{EventPage, EventQuery, FieldChanges, KeyEvent, StoredEvent};
+use crate::events::{EventPage, EventQuery, EventType, FieldChanges, KeyEvent, StoredEvent};
 use crate::hashing::KeyHash;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord, IdempotencyScope};
-use crate::ids::{KeyId, TenantId};
+use crate::ids::{DeliveryId, EndpointId, KeyId, TenantId};
 use crate::key_kind::{KeyType, Mode};
+use crate::webhooks::{
+    AttemptRecord, Delivery, DeliveryPage, DueDelivery, EndpointChanges, EndpointPage, NewEndpoint,
+    SealedSecret, WebhookEndpoint,
+};
 
 type Source = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -596,4 +600,176 @@ pub trait EventRepository: Send + Sync {
     /// # Errors
     /// [`RepositoryError`].
     fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, RepositoryError>;
+}
+
+/// Where an endpoint belongs: its tenant and mode (a test key manages test
+/// endpoints only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointScope {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The mode.
+    pub mode: Mode,
+}
+
+/// Why an endpoint was not inserted.
+#[derive(Debug, Error)]
+pub enum InsertEndpointError {
+    /// The tenant already has the most endpoints in this mode.
+    #[error("the tenant has the most webhook endpoints in this mode")]
+    LimitReached,
+    /// Storage failed.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// Webhook endpoints and their deliveries (docs/webhooks.md). Deliveries
+/// are made by storage, in the transaction of each event, for every enabled
+/// endpoint of the event's tenant and mode whose filter matches.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait WebhookRepository: Send + Sync {
+    /// Inserts an endpoint unless its tenant already has `max` in its mode;
+    /// the count and the insert are atomic against concurrent inserts.
+    ///
+    /// # Errors
+    /// [`InsertEndpointError`].
+    fn insert_endpoint(&self, new: &NewEndpoint, max: u32) -> Result<(), InsertEndpointError>;
+
+    /// A page of the scope's endpoints, newest first, older than
+    /// `starting_after`.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn list_endpoints(
+        &self,
+        scope: &EndpointScope,
+        starting_after: Option<EndpointId>,
+        limit: u32,
+    ) -> Result<EndpointPage, RepositoryError>;
+
+    /// One endpoint of the scope.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn find_endpoint(
+        &self,
+        scope: &EndpointScope,
+        id: &EndpointId,
+    ) -> Result<Option<WebhookEndpoint>, RepositoryError>;
+
+    /// Applies `changes` to the endpoint (enabling it clears its failing
+    /// streak); `None` when it does not exist in the scope.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn update_endpoint(
+        &self,
+        scope: &EndpointScope,
+        id: &EndpointId,
+        changes: &EndpointChanges,
+    ) -> Result<Option<WebhookEndpoint>, RepositoryError>;
+
+    /// Deletes the endpoint and its deliveries; `false` when it does not
+    /// exist in the scope.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn delete_endpoint(
+        &self,
+        scope: &EndpointScope,
+        id: &EndpointId,
+    ) -> Result<bool, RepositoryError>;
+
+    /// Makes `secret` the endpoint's secret; the one it replaces keeps
+    /// signing until `previous_until`. `false` when it does not exist.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn rotate_endpoint_secret(
+        &self,
+        scope: &EndpointScope,
+        id: &EndpointId,
+        secret: &SealedSecret,
+        previous_until: OffsetDateTime,
+    ) -> Result<bool, RepositoryError>;
+
+    /// A page of the endpoint's deliveries, newest first; `None` when the
+    /// endpoint does not exist in the scope.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn list_deliveries(
+        &self,
+        scope: &EndpointScope,
+        endpoint: &EndpointId,
+        starting_after: Option<DeliveryId>,
+        limit: u32,
+    ) -> Result<Option<DeliveryPage>, RepositoryError>;
+
+    /// Makes the delivery pending again, due at `now` (its attempts kept);
+    /// `None` when it (or its endpoint) does not exist in the scope.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn retry_delivery(
+        &self,
+        scope: &EndpointScope,
+        endpoint: &EndpointId,
+        delivery: &DeliveryId,
+        now: OffsetDateTime,
+    ) -> Result<Option<Delivery>, RepositoryError>;
+
+    /// Claims at most `limit` pending deliveries of enabled endpoints due at
+    /// `now` that no node holds, for `lease`: until `now + lease` no other
+    /// claim returns them. Concurrent claims never return the same delivery.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn claim_due_deliveries(
+        &self,
+        now: OffsetDateTime,
+        lease: time::Duration,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, RepositoryError>;
+
+    /// Writes an attempt's end and lets go of the lease. A success clears
+    /// the endpoint's failing streak; a failure starts it if none, and
+    /// disables the endpoint when the streak began `disable_after` ago or
+    /// more. Nothing when the delivery is gone (its endpoint deleted).
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn record_attempt(
+        &self,
+        record: &AttemptRecord,
+        disable_after: time::Duration,
+    ) -> Result<(), RepositoryError>;
+
+    /// When the oldest pending delivery was created, over every tenant.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn oldest_pending_delivery(&self) -> Result<Option<OffsetDateTime>, RepositoryError>;
+
+    /// Active keys (not revoked by `now`) due an expiry event at `now` that
+    /// has not been written: `api_key.expiring` from 7 days before
+    /// `expires_at` (for keys created at least 7 days before it), and
+    /// `api_key.expired` from `expires_at`. At most `limit`, oldest due
+    /// first.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn keys_due_expiry_events(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(ApiKey, EventType)>, RepositoryError>;
+
+    /// Inserts expiry events, skipping any whose key already has an event of
+    /// that type (written by another node meanwhile): at most one of each
+    /// type per key, ever. Returns how many were inserted.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn insert_expiry_events(&self, events: &[KeyEvent]) -> Result<usize, RepositoryError>;
 }

@@ -51,7 +51,7 @@ impl State {
                     .filter(|k| k.tenant_id == event.tenant_id);
                 ActorRefusal::judge(actor, event.created_at)
             }
-            Actor::Cli | Actor::LeakReport => None,
+            Actor::Cli | Actor::LeakReport | Actor::System => None,
         }
     }
 
