@@ -14,16 +14,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use domain::{ApiKeys, Authenticator, Clock, HashKey, OsSecretSource};
+use domain::{ApiKeys, Authenticator, Clock, HashKey, KeyChangeListener, OsSecretSource, Webhooks};
 use http_actix::{FailureLimitConfig, FailureLimiter};
-use infra_postgres::{EventFeed, FeedConfig, PgStore};
+use infra_postgres::{EventFeed, FeedConfig, PgStore, PoolConfig};
 use key_cache::{CacheConfig, Freshness, KeyCache, UseBuffer, UseFlusher};
 
 pub use hash_key::{check_hash_key, new_verifier, HashKeyCheck, HashKeyCheckError};
-pub use sweeper::{RecordSweeper, DEFAULT_SWEEP_EVERY};
+pub use sweeper::{Periodic, RecordSweeper, DEFAULT_SWEEP_EVERY};
+pub use webhooks::{
+    resolve_checked, DeliveryWorker, Waker, WebhookSettings, DELIVERIES, OLDEST_PENDING,
+};
 
 mod hash_key;
 mod sweeper;
+mod webhooks;
 
 /// The use cases over the PostgreSQL store alone, without a cache: one store
 /// (one pool) serves every repository port. For a command-line tool or a
@@ -56,6 +60,9 @@ pub struct Settings {
     /// proxies whose `X-Forwarded-For` is believed (docs/api.md, "Abuse
     /// limits").
     pub failure_limit: FailureLimitConfig,
+    /// Webhooks: the allowed hosts, the delivery worker and the expiry
+    /// scheduler (docs/webhooks.md).
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for Settings {
@@ -70,6 +77,7 @@ impl Default for Settings {
             flush_uses_every: Duration::from_secs(1),
             sweep_records_every: DEFAULT_SWEEP_EVERY,
             failure_limit: FailureLimitConfig::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -90,6 +98,8 @@ pub struct Services {
     feed: EventFeed,
     uses: UseFlusher,
     records: RecordSweeper,
+    webhooks: Arc<Webhooks>,
+    delivery: Option<(DeliveryWorker, Periodic)>,
 }
 
 impl std::fmt::Debug for Services {
@@ -117,6 +127,25 @@ impl Services {
         settings: &Settings,
     ) -> std::io::Result<Self> {
         let clock: Arc<dyn Clock> = Arc::new(clock);
+        let waker = Arc::new(Waker::default());
+        let webhooks = Arc::new(Webhooks::new(
+            store.clone(),
+            clock.clone(),
+            OsSecretSource,
+            &hash_key,
+            settings.webhooks.allow_hosts.clone(),
+        ));
+        let delivery = if settings.webhooks.deliver {
+            Some(start_delivery(
+                store,
+                clock.clone(),
+                &hash_key,
+                waker.clone(),
+                &settings.webhooks,
+            )?)
+        } else {
+            None
+        };
         let freshness = Arc::new(Freshness::new(settings.cache.freshness));
         let uses = Arc::new(UseBuffer::new());
         let cache = Arc::new(KeyCache::new(
@@ -137,9 +166,12 @@ impl Services {
                 OsSecretSource,
                 hash_key,
             )
-            .with_change_listener(cache.clone()),
+            .with_change_listener(cache.clone())
+            .with_change_listener(waker.clone()),
         );
-        let feed = EventFeed::spawn(store.database_url(), settings.feed.clone(), cache.clone())?;
+        let feed_listener: Arc<dyn KeyChangeListener> =
+            Arc::new(webhooks::Fanout(vec![cache.clone(), waker]));
+        let feed = EventFeed::spawn(store.database_url(), settings.feed.clone(), feed_listener)?;
         let uses_buffer = uses.clone();
         let uses = UseFlusher::spawn(uses, Arc::new(store.clone()), settings.flush_uses_every)?;
         let records = RecordSweeper::spawn(service.clone(), settings.sweep_records_every)?;
@@ -153,7 +185,15 @@ impl Services {
             feed,
             uses,
             records,
+            webhooks,
+            delivery,
         })
+    }
+
+    /// The webhook use cases (endpoints, deliveries log) over the request
+    /// path's store: register it with `AppState::with_webhooks`.
+    pub fn webhooks(&self) -> &Arc<Webhooks> {
+        &self.webhooks
     }
 
     /// The use cases.
@@ -216,7 +256,51 @@ impl Services {
         self.uses.stop();
         self.feed.stop();
         self.records.stop();
+        if let Some((mut worker, mut expiry)) = self.delivery.take() {
+            expiry.stop();
+            worker.stop();
+        }
     }
+}
+
+/// The delivery worker and the expiry scheduler, on a pool of their own (2
+/// connections) so that they never take the request path's.
+fn start_delivery(
+    store: &PgStore,
+    clock: Arc<dyn Clock>,
+    hash_key: &HashKey,
+    waker: Arc<Waker>,
+    settings: &WebhookSettings,
+) -> std::io::Result<(DeliveryWorker, Periodic)> {
+    let pool = PoolConfig {
+        max_size: 2,
+        ..PoolConfig::default()
+    };
+    let own = PgStore::connect(store.database_url(), &pool).map_err(std::io::Error::other)?;
+    let webhooks = Arc::new(Webhooks::new(
+        own,
+        clock,
+        OsSecretSource,
+        hash_key,
+        settings.allow_hosts.clone(),
+    ));
+    let worker = DeliveryWorker::spawn(webhooks.clone(), waker.clone(), settings)?;
+    let expiry =
+        Periodic::spawn(
+            "apikeys-expiry-events",
+            settings.expiry_every,
+            move || match webhooks.write_expiry_events() {
+                Ok(0) => {}
+                Ok(written) => {
+                    tracing::info!(written, "wrote key expiry events");
+                    waker.wake();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not write expiry events; retrying later")
+                }
+            },
+        )?;
+    Ok((worker, expiry))
 }
 
 /// The authenticator and the failure limiter, to register in each actix

@@ -1,6 +1,7 @@
-//! The periodic deletion of expired idempotency records (docs/api.md,
-//! "Idempotent requests"): a record's sealed response must not outlive its
-//! 24 hours by more than one period.
+//! Periodic background work: the deletion of expired idempotency records
+//! (docs/api.md, "Idempotent requests"): a record's sealed response must not
+//! outlive its 24 hours by more than one period; and the webhooks' expiry
+//! events (docs/webhooks.md).
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -12,14 +13,62 @@ use domain::ApiKeys;
 /// How often expired records are deleted unless configured otherwise.
 pub const DEFAULT_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// A thread that deletes expired idempotency records every period, until
-/// stopped. A failed deletion (database down) is logged and tried again at
-/// the next period: nothing is lost by waiting.
+/// A thread that runs a task every period until stopped: the deletion of
+/// expired idempotency records, the expiry events of webhooks. A failed run
+/// (database down) is logged by the task and tried again at the next period:
+/// nothing is lost by waiting.
 #[derive(Debug)]
-pub struct RecordSweeper {
+pub struct Periodic {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
+
+impl Periodic {
+    /// Starts thread `name` running `task` every `every`.
+    ///
+    /// # Errors
+    /// When the thread cannot start.
+    pub fn spawn(
+        name: &str,
+        every: Duration,
+        mut task: impl FnMut() + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                // A message or a dropped sender both mean stop.
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    task();
+                }
+            })?;
+        Ok(Periodic {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread, waiting for a run in progress to finish.
+    pub fn stop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("a periodic task panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Periodic {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A thread that deletes expired idempotency records every period, until
+/// stopped.
+#[derive(Debug)]
+pub struct RecordSweeper(Periodic);
 
 impl RecordSweeper {
     /// Starts the thread.
@@ -27,42 +76,22 @@ impl RecordSweeper {
     /// # Errors
     /// When the thread cannot start.
     pub fn spawn(service: Arc<ApiKeys>, every: Duration) -> std::io::Result<Self> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("apikeys-idempotency-sweeper".to_owned())
-            .spawn(move || {
-                // A message or a dropped sender both mean stop.
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    match service.delete_expired_idempotency_records() {
-                        Ok(0) => {}
-                        Ok(deleted) => {
-                            tracing::debug!(deleted, "deleted expired idempotency records");
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not delete expired idempotency records; retrying later");
-                        }
-                    }
+        Periodic::spawn("apikeys-idempotency-sweeper", every, move || {
+            match service.delete_expired_idempotency_records() {
+                Ok(0) => {}
+                Ok(deleted) => {
+                    tracing::debug!(deleted, "deleted expired idempotency records");
                 }
-            })?;
-        Ok(RecordSweeper {
-            stop: Some(stop),
-            thread: Some(thread),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not delete expired idempotency records; retrying later");
+                }
+            }
         })
+        .map(RecordSweeper)
     }
 
     /// Stops the thread, waiting for a deletion in progress to finish.
     pub fn stop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the idempotency record sweeper panicked");
-            }
-        }
-    }
-}
-
-impl Drop for RecordSweeper {
-    fn drop(&mut self) {
-        self.stop();
+        self.0.stop();
     }
 }

@@ -44,6 +44,12 @@ pub enum EventTypeDto {
     /// A tenant was created.
     #[serde(rename = "tenant.created")]
     TenantCreated,
+    /// A key expires in 7 days (written by the service, actor `system`).
+    #[serde(rename = "api_key.expiring")]
+    ApiKeyExpiring,
+    /// A key expired (written by the service, actor `system`).
+    #[serde(rename = "api_key.expired")]
+    ApiKeyExpired,
 }
 
 /// Who made a change.
@@ -61,14 +67,16 @@ pub enum ActorType {
     Cli,
     /// A leaked-key report.
     LeakReport,
+    /// The service itself (expiry events).
+    System,
 }
 
 /// Who made a change: `{"type": "api_key", "key_id": "key_..."}`,
-/// `{"type": "cli"}` or `{"type": "leak_report"}`.
+/// `{"type": "cli"}`, `{"type": "leak_report"}` or `{"type": "system"}`.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ActorObject {
-    /// `api_key`, `cli` or `leak_report`.
+    /// `api_key`, `cli`, `leak_report` or `system`.
     #[serde(rename = "type")]
     #[cfg_attr(feature = "openapi", schema(value_type = ActorType))]
     pub actor_type: &'static str,
@@ -86,7 +94,8 @@ pub struct EventObject {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::schemas::EventId))]
     pub id: String,
     /// `api_key.created`, `api_key.updated`, `api_key.revoked`,
-    /// `api_key.rotated` or `tenant.created`.
+    /// `api_key.rotated`, `tenant.created`, `api_key.expiring` or
+    /// `api_key.expired`.
     #[serde(rename = "type")]
     #[cfg_attr(feature = "openapi", schema(value_type = EventTypeDto))]
     pub event_type: &'static str,
@@ -112,7 +121,7 @@ pub struct EventObject {
     pub request_id: Option<String>,
     /// What changed: `changes` (updated), `replaced_by`, `grace_period`,
     /// `revokes_at` (rotated), `rotated_from` (created by a rotation), `name`
-    /// (tenant created).
+    /// (tenant created), `expires_at` (expiring, expired).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Value,
 }
@@ -130,7 +139,7 @@ impl From<&KeyEvent> for EventObject {
                 actor_type: event.actor.type_str(),
                 key_id: match event.actor {
                     Actor::ApiKey(id) => Some(id.to_string()),
-                    Actor::Cli | Actor::LeakReport => None,
+                    Actor::Cli | Actor::LeakReport | Actor::System => None,
                 },
             },
             request_id: event.request_id.clone(),
@@ -176,6 +185,9 @@ fn data_json(data: &EventData) -> Value {
             "revokes_at": timestamp(*revokes_at),
         }),
         EventData::TenantCreated { name } => json!({ "name": name }),
+        EventData::KeyExpiring { expires_at } | EventData::KeyExpired { expires_at } => {
+            json!({ "expires_at": timestamp(*expires_at) })
+        }
     }
 }
 

@@ -56,6 +56,7 @@ mod routes;
 mod state;
 mod verify;
 
+pub use audit::{ActorObject, EventObject};
 pub use auth::{bearer_token, AuthFuture, Authenticated, TENANT_HEADER};
 pub use blocking::{blocking, blocking_within};
 pub use client_addr::TrustedProxies;

@@ -157,6 +157,9 @@ pub(crate) fn data_to_json(data: &EventData) -> Value {
             "revokes_at": rfc3339(*revokes_at),
         }),
         EventData::TenantCreated { name } => json!({ "name": name }),
+        EventData::KeyExpiring { expires_at } | EventData::KeyExpired { expires_at } => {
+            json!({ "expires_at": rfc3339(*expires_at) })
+        }
     }
 }
 
@@ -182,6 +185,10 @@ fn scopes_at(value: &Value, path: &[&str]) -> Result<Scopes, InvalidRow> {
         .collect::<Option<Vec<&str>>>()
         .ok_or_else(|| bad("data"))?;
     Scopes::parse(names).map_err(|_| bad("data"))
+}
+
+fn time_at(value: &Value, key: &str) -> Result<OffsetDateTime, InvalidRow> {
+    OffsetDateTime::parse(str_at(value, &[key])?, &Rfc3339).map_err(|_| bad("data"))
 }
 
 fn data_from_json(event_type: EventType, value: &Value) -> Result<EventData, InvalidRow> {
@@ -223,11 +230,16 @@ fn data_from_json(event_type: EventType, value: &Value) -> Result<EventData, Inv
             replaced_by: key_id(&["replaced_by"])?,
             grace_period: domain::parse_duration(str_at(value, &["grace_period"])?)
                 .map_err(|_| bad("data"))?,
-            revokes_at: OffsetDateTime::parse(str_at(value, &["revokes_at"])?, &Rfc3339)
-                .map_err(|_| bad("data"))?,
+            revokes_at: time_at(value, "revokes_at")?,
         },
         EventType::TenantCreated => EventData::TenantCreated {
             name: str_at(value, &["name"])?.to_owned(),
+        },
+        EventType::KeyExpiring => EventData::KeyExpiring {
+            expires_at: time_at(value, "expires_at")?,
+        },
+        EventType::KeyExpired => EventData::KeyExpired {
+            expires_at: time_at(value, "expires_at")?,
         },
     })
 }
@@ -347,7 +359,7 @@ impl EventRepository for PgStore {
     }
 }
 
-fn to_event(row: EventRow) -> Result<StoredEvent, Fail<RepositoryError>> {
+pub(crate) fn to_event(row: EventRow) -> Result<StoredEvent, Fail<RepositoryError>> {
     let seq = row.seq;
     KeyEvent::try_from(row)
         .map(|event| StoredEvent { seq, event })

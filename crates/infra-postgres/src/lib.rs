@@ -51,6 +51,7 @@ mod stalling_proxy;
 mod statement;
 mod store;
 mod verifier;
+mod webhooks;
 
 #[cfg(feature = "test-support")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]

@@ -30,6 +30,12 @@ pub(crate) fn events_committed<'a>(events: impl IntoIterator<Item = &'a KeyEvent
             EventType::TenantCreated => {
                 metrics::counter!(EVENTS_WRITTEN, "type" => "tenant.created")
             }
+            EventType::KeyExpiring => {
+                metrics::counter!(EVENTS_WRITTEN, "type" => "api_key.expiring")
+            }
+            EventType::KeyExpired => {
+                metrics::counter!(EVENTS_WRITTEN, "type" => "api_key.expired")
+            }
         };
         counter.increment(1);
     }
