@@ -168,6 +168,7 @@ impl Application {
         )
         .with_failure_limiter(limiter.clone())
         .with_leak_report_gate(leak_reports)
+        .with_webhooks(services.webhooks().clone())
         .with_request_limits(RequestLimits {
             // What the store's settings allow a call, not a guess of them.
             storage_wait: store.call_bound(),

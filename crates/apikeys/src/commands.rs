@@ -566,6 +566,10 @@ fn run_server(store: &PgStore, hash_key: HashKey, server: &ServerConfig) -> anyh
                 serve_stale_for: server.cache_serve_stale,
                 ..CacheConfig::default()
             },
+            webhooks: composition::WebhookSettings {
+                allow_hosts: domain::AllowHosts::new(&server.webhook_allow_hosts),
+                ..composition::WebhookSettings::default()
+            },
             ..composition::Settings::default()
         },
         metrics_bind: server.metrics_bind,

@@ -81,6 +81,10 @@ pub struct ServerConfig {
     pub request_limits: RequestLimits,
     /// `APIKEYS_LEAK_REPORTS_PER_MINUTE` and `APIKEYS_LEAK_REPORTS_IN_FLIGHT`.
     pub leak_reports: LeakReportLimits,
+    /// `APIKEYS_WEBHOOK_ALLOW_HOSTS`: hosts (comma-separated) that webhook
+    /// endpoints may reach over plain http and at any address, loopback and
+    /// private ones included (docs/webhooks.md); none by default.
+    pub webhook_allow_hosts: Vec<String>,
 }
 
 /// Keys the authentication cache holds unless `APIKEYS_CACHE_MAX_KEYS` says
@@ -354,6 +358,16 @@ impl<'a> Env<'a> {
             failure_limit: self.failure_limit()?,
             request_limits: self.request_limits()?,
             leak_reports: self.leak_reports()?,
+            webhook_allow_hosts: self
+                .var("APIKEYS_WEBHOOK_ALLOW_HOSTS")
+                .map(|raw| {
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|h| !h.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 

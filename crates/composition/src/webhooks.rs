@@ -102,8 +102,8 @@ impl KeyChangeListener for Fanout {
     }
 }
 
-/// The worker thread; stopping it lets attempts in flight finish (at most
-/// 10 s).
+/// The worker thread. Stopping it abandons attempts in flight (as a crash
+/// would): their lease runs out and another node attempts them again.
 #[derive(Debug)]
 pub struct DeliveryWorker {
     stop: Option<watch::Sender<bool>>,
@@ -205,9 +205,8 @@ async fn run(
             _ = stopped.changed() => {}
         }
     }
-    // Let attempts in flight end (each is bounded by its 10 s).
-    let all = u32::try_from(settings.concurrency.max(1)).unwrap_or(u32::MAX);
-    let _ = permits.acquire_many(all).await;
+    // Attempts in flight are abandoned with the runtime, as a crash would
+    // leave them: their lease runs out and a node attempts them again.
 }
 
 async fn measure(webhooks: &Arc<Webhooks>) {

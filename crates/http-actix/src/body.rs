@@ -209,6 +209,23 @@ impl JsonObject {
             .ok_or_else(|| ApiError::missing_parameter(field))
     }
 
+    /// An optional boolean field.
+    pub(crate) fn opt_bool(&self, field: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ApiError::invalid_parameter(
+                field,
+                format!("`{field}` must be true or false"),
+            )),
+        }
+    }
+
+    /// Whether the field is present with the value `null`.
+    pub(crate) fn is_null(&self, field: &str) -> bool {
+        self.0.get(field).is_some_and(Value::is_null)
+    }
+
     /// An optional array of strings.
     pub(crate) fn opt_str_array(&self, field: &str) -> Result<Option<Vec<&str>>, ApiError> {
         let wrong =

@@ -15,7 +15,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use domain::{
     AccessError, AuthError, CreateError, GetError, ListError, ListEventsError, RepositoryError,
-    RevokeError, RotateError, UpdateError,
+    RevokeError, RotateError, UpdateError, WebhookError,
 };
 use serde::Serialize;
 #[cfg(feature = "openapi")]
@@ -96,6 +96,8 @@ error_codes! {
     InsufficientScope = "insufficient_scope", FORBIDDEN, "a key without the required scope (`*` for keys, `*` or `audit-logs:read` for the audit log)";
     LiveModeRequired = "live_mode_required", FORBIDDEN, "a test key creating a live key";
     KeyNotFound = "key_not_found", NOT_FOUND, "unknown, malformed, foreign or hidden key id";
+    WebhookEndpointNotFound = "webhook_endpoint_not_found", NOT_FOUND, "unknown, malformed, foreign or other-mode webhook endpoint id";
+    WebhookDeliveryNotFound = "webhook_delivery_not_found", NOT_FOUND, "unknown or malformed delivery id of the endpoint";
     NotFound = "not_found", NOT_FOUND, "unknown route";
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED, "known route, wrong method (`Allow` header)";
     LastFullAccessKey = "last_full_access_key", CONFLICT, "would leave no active full-access live secret key";
@@ -103,6 +105,7 @@ error_codes! {
     KeyAlreadyRotated = "key_already_rotated", CONFLICT, "rotating a key whose revocation is scheduled";
     KeyExpired = "key_expired", CONFLICT, "rotating an expired key";
     KeyLimitReached = "key_limit_reached", CONFLICT, "the tenant has 10,000 active keys";
+    WebhookEndpointLimitReached = "webhook_endpoint_limit_reached", CONFLICT, "the tenant has 20 webhook endpoints in this mode";
     IdempotencyKeyInUse = "idempotency_key_in_use", CONFLICT, "a request with this `Idempotency-Key` is still running";
     IdempotencyKeyReused = "idempotency_key_reused", UNPROCESSABLE_ENTITY, "this `Idempotency-Key` was used with another request in the last 24 hours";
     InvalidJson = "invalid_json", BAD_REQUEST, "body not JSON, or not a JSON object";
@@ -242,6 +245,22 @@ impl ApiError {
     /// `key_not_found`.
     pub fn key_not_found() -> Self {
         ApiError::new(ErrorCode::KeyNotFound, "no such API key")
+    }
+
+    /// `webhook_endpoint_not_found`.
+    pub fn webhook_endpoint_not_found() -> Self {
+        ApiError::new(
+            ErrorCode::WebhookEndpointNotFound,
+            "no such webhook endpoint",
+        )
+    }
+
+    /// `webhook_delivery_not_found`.
+    pub fn webhook_delivery_not_found() -> Self {
+        ApiError::new(
+            ErrorCode::WebhookDeliveryNotFound,
+            "no such delivery for this webhook endpoint",
+        )
     }
 
     /// `method_not_allowed` with the route's `Allow` header.
@@ -654,6 +673,21 @@ impl From<RotateError> for ApiError {
             RotateError::IdempotencyKeyReused => idempotency_key_reused(),
             RotateError::IdempotencyKeyInUse => idempotency_key_in_use(),
             RotateError::Repository(e) => e.into(),
+        }
+    }
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::Access(e) => e.into(),
+            WebhookError::NotFound => ApiError::webhook_endpoint_not_found(),
+            WebhookError::DeliveryNotFound => ApiError::webhook_delivery_not_found(),
+            WebhookError::LimitReached => {
+                ApiError::new(ErrorCode::WebhookEndpointLimitReached, e.to_string())
+            }
+            WebhookError::Invalid(field) => ApiError::invalid_parameter(field.param, field.message),
+            WebhookError::Repository(e) => e.into(),
         }
     }
 }

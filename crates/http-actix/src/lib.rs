@@ -55,6 +55,7 @@ mod route_table;
 mod routes;
 mod state;
 mod verify;
+mod webhooks;
 
 pub use audit::{ActorObject, EventObject};
 pub use auth::{bearer_token, AuthFuture, Authenticated, TENANT_HEADER};
@@ -82,6 +83,7 @@ pub use request_limits::{
 };
 pub use routes::{app, configure, server};
 pub use state::{AppState, Readiness};
+pub use webhooks::{DeliveryObject, EndpointObject, EndpointWithSecret};
 
 /// Largest request body accepted (16 KiB); larger: 413 `payload_too_large`.
 pub const BODY_LIMIT: usize = 16 * 1024;

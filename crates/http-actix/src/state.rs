@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use domain::{ApiKeys, Authenticator, RepositoryError};
+use domain::{ApiKeys, Authenticator, RepositoryError, Webhooks};
 
 use crate::rate_limit::FailureLimiter;
 use crate::report_limits::LeakReportGate;
@@ -32,6 +32,8 @@ pub struct AppState {
     pub(crate) limits: RequestLimits,
     /// The bounds on leak reports.
     pub(crate) leak_reports: Arc<LeakReportGate>,
+    /// The webhook use cases; without them the webhook routes answer 503.
+    pub(crate) webhooks: Option<Arc<Webhooks>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -67,7 +69,15 @@ impl AppState {
             limiter: Arc::new(FailureLimiter::disabled()),
             limits: RequestLimits::default(),
             leak_reports: Arc::new(LeakReportGate::unlimited()),
+            webhooks: None,
         }
+    }
+
+    /// Serves the webhook routes with `webhooks` (docs/webhooks.md).
+    #[must_use]
+    pub fn with_webhooks(mut self, webhooks: Arc<Webhooks>) -> Self {
+        self.webhooks = Some(webhooks);
+        self
     }
 
     /// Limits failed authentications per client address with `limiter`
