@@ -9,7 +9,7 @@ use progenitor_client::{encode_path, ClientHooks, OperationInfo, RequestBuilderE
 #[allow(clippy::all)]
 pub mod types {
     /**Who made a change: `{"type": "api_key", "key_id": "key_..."}`,
-`{"type": "cli"}` or `{"type": "leak_report"}`.*/
+`{"type": "cli"}`, `{"type": "leak_report"}` or `{"type": "system"}`.*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct ActorObject {
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -37,6 +37,8 @@ pub mod types {
         Cli,
         #[serde(rename = "leak_report")]
         LeakReport,
+        #[serde(rename = "system")]
+        System,
     }
     impl ::std::fmt::Display for ActorType {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -44,6 +46,7 @@ pub mod types {
                 Self::ApiKey => f.write_str("api_key"),
                 Self::Cli => f.write_str("cli"),
                 Self::LeakReport => f.write_str("leak_report"),
+                Self::System => f.write_str("system"),
             }
         }
     }
@@ -56,6 +59,7 @@ pub mod types {
                 "api_key" => Ok(Self::ApiKey),
                 "cli" => Ok(Self::Cli),
                 "leak_report" => Ok(Self::LeakReport),
+                "system" => Ok(Self::System),
                 _ => Err("invalid value".into()),
             }
         }
@@ -75,6 +79,18 @@ pub mod types {
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
         }
+    }
+    ///`POST /v1/webhook-endpoints` body (the document's schema).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(deny_unknown_fields)]
+    pub struct CreateEndpointRequest {
+        ///Up to 500 characters.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub description: ::std::option::Option<::std::string::String>,
+        ///`["*"]` or one or more event types.
+        pub events: ::std::vec::Vec<::std::string::String>,
+        ///`https://...`, or `http://` to a host in `APIKEYS_WEBHOOK_ALLOW_HOSTS`.
+        pub url: ::std::string::String,
     }
     ///`POST /v1/api-keys` body.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
@@ -227,6 +243,373 @@ pub mod types {
                 })
         }
     }
+    ///A page of deliveries, newest first.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct DeliveryList {
+        ///The deliveries.
+        pub data: ::std::vec::Vec<DeliveryObject>,
+        ///Whether more follow (`starting_after` the last one).
+        pub has_more: bool,
+    }
+    ///One event's delivery to an endpoint.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct DeliveryObject {
+        ///Attempts made.
+        pub attempts: i32,
+        ///When the event was committed.
+        pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        pub event_id: EventId,
+        pub event_type: EventType,
+        ///`whd_` + ULID.
+        pub id: DeliveryObjectId,
+        ///The last attempt's error; null after a success or before any attempt.
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub last_error: ::std::option::Option<::std::string::String>,
+        ///The last attempt's HTTP status; null without a response.
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub last_status: ::std::option::Option<i32>,
+        ///When the next attempt is due; null unless pending.
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub next_attempt_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
+        >,
+        pub status: DeliveryStatus,
+    }
+    ///`whd_` + ULID.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct DeliveryObjectId(::std::string::String);
+    impl ::std::ops::Deref for DeliveryObjectId {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<DeliveryObjectId> for ::std::string::String {
+        fn from(value: DeliveryObjectId) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for DeliveryObjectId {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^whd_[0-7][0-9A-HJKMNP-TV-Z]{25}$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^whd_[0-7][0-9A-HJKMNP-TV-Z]{25}$\"".into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for DeliveryObjectId {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for DeliveryObjectId {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for DeliveryObjectId {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///A delivery's state.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum DeliveryStatus {
+        #[serde(rename = "pending")]
+        Pending,
+        #[serde(rename = "delivered")]
+        Delivered,
+        #[serde(rename = "failed")]
+        Failed,
+    }
+    impl ::std::fmt::Display for DeliveryStatus {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Pending => f.write_str("pending"),
+                Self::Delivered => f.write_str("delivered"),
+                Self::Failed => f.write_str("failed"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for DeliveryStatus {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "pending" => Ok(Self::Pending),
+                "delivered" => Ok(Self::Delivered),
+                "failed" => Ok(Self::Failed),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for DeliveryStatus {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for DeliveryStatus {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    ///A page of endpoints, newest first.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct EndpointList {
+        ///The endpoints.
+        pub data: ::std::vec::Vec<EndpointObject>,
+        ///Whether more follow (`starting_after` the last one).
+        pub has_more: bool,
+    }
+    ///A webhook endpoint.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct EndpointObject {
+        ///When it was created.
+        pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        ///Free text; null when none.
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub description: ::std::option::Option<::std::string::String>,
+        ///Whether events are sent (an endpoint failing for 5 days is disabled).
+        pub enabled: bool,
+        ///`["*"]` or event types.
+        pub events: ::std::vec::Vec<::std::string::String>,
+        ///`whe_` + ULID.
+        pub id: EndpointObjectId,
+        ///Where events are POSTed.
+        pub url: ::std::string::String,
+    }
+    ///`whe_` + ULID.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct EndpointObjectId(::std::string::String);
+    impl ::std::ops::Deref for EndpointObjectId {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<EndpointObjectId> for ::std::string::String {
+        fn from(value: EndpointObjectId) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for EndpointObjectId {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^whe_[0-7][0-9A-HJKMNP-TV-Z]{25}$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^whe_[0-7][0-9A-HJKMNP-TV-Z]{25}$\"".into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for EndpointObjectId {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for EndpointObjectId {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for EndpointObjectId {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///An endpoint with its signing secret, shown this once.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct EndpointWithSecret {
+        ///When it was created.
+        pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        ///Free text; null when none.
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub description: ::std::option::Option<::std::string::String>,
+        ///Whether events are sent (an endpoint failing for 5 days is disabled).
+        pub enabled: bool,
+        ///`["*"]` or event types.
+        pub events: ::std::vec::Vec<::std::string::String>,
+        ///`whe_` + ULID.
+        pub id: EndpointWithSecretId,
+        ///`whsec_` + base64 of 32 random bytes. Shown once.
+        pub secret: EndpointWithSecretSecret,
+        ///Where events are POSTed.
+        pub url: ::std::string::String,
+    }
+    ///`whe_` + ULID.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct EndpointWithSecretId(::std::string::String);
+    impl ::std::ops::Deref for EndpointWithSecretId {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<EndpointWithSecretId> for ::std::string::String {
+        fn from(value: EndpointWithSecretId) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for EndpointWithSecretId {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^whe_[0-7][0-9A-HJKMNP-TV-Z]{25}$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^whe_[0-7][0-9A-HJKMNP-TV-Z]{25}$\"".into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for EndpointWithSecretId {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for EndpointWithSecretId {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for EndpointWithSecretId {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///`whsec_` + base64 of 32 random bytes. Shown once.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct EndpointWithSecretSecret(::std::string::String);
+    impl ::std::ops::Deref for EndpointWithSecretSecret {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<EndpointWithSecretSecret> for ::std::string::String {
+        fn from(value: EndpointWithSecretSecret) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for EndpointWithSecretSecret {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^whsec_[A-Za-z0-9+/]{43}=$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^whsec_[A-Za-z0-9+/]{43}=$\"".into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for EndpointWithSecretSecret {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for EndpointWithSecretSecret {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for EndpointWithSecretSecret {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
     ///The JSON error body: `{"error": {...}}`.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct ErrorBody {
@@ -271,6 +654,10 @@ for people.*/
         LiveModeRequired,
         #[serde(rename = "key_not_found")]
         KeyNotFound,
+        #[serde(rename = "webhook_endpoint_not_found")]
+        WebhookEndpointNotFound,
+        #[serde(rename = "webhook_delivery_not_found")]
+        WebhookDeliveryNotFound,
         #[serde(rename = "not_found")]
         NotFound,
         #[serde(rename = "method_not_allowed")]
@@ -285,6 +672,8 @@ for people.*/
         KeyExpired,
         #[serde(rename = "key_limit_reached")]
         KeyLimitReached,
+        #[serde(rename = "webhook_endpoint_limit_reached")]
+        WebhookEndpointLimitReached,
         #[serde(rename = "idempotency_key_in_use")]
         IdempotencyKeyInUse,
         #[serde(rename = "idempotency_key_reused")]
@@ -335,6 +724,12 @@ for people.*/
                 Self::InsufficientScope => f.write_str("insufficient_scope"),
                 Self::LiveModeRequired => f.write_str("live_mode_required"),
                 Self::KeyNotFound => f.write_str("key_not_found"),
+                Self::WebhookEndpointNotFound => {
+                    f.write_str("webhook_endpoint_not_found")
+                }
+                Self::WebhookDeliveryNotFound => {
+                    f.write_str("webhook_delivery_not_found")
+                }
                 Self::NotFound => f.write_str("not_found"),
                 Self::MethodNotAllowed => f.write_str("method_not_allowed"),
                 Self::LastFullAccessKey => f.write_str("last_full_access_key"),
@@ -342,6 +737,9 @@ for people.*/
                 Self::KeyAlreadyRotated => f.write_str("key_already_rotated"),
                 Self::KeyExpired => f.write_str("key_expired"),
                 Self::KeyLimitReached => f.write_str("key_limit_reached"),
+                Self::WebhookEndpointLimitReached => {
+                    f.write_str("webhook_endpoint_limit_reached")
+                }
                 Self::IdempotencyKeyInUse => f.write_str("idempotency_key_in_use"),
                 Self::IdempotencyKeyReused => f.write_str("idempotency_key_reused"),
                 Self::InvalidJson => f.write_str("invalid_json"),
@@ -382,6 +780,8 @@ for people.*/
                 "insufficient_scope" => Ok(Self::InsufficientScope),
                 "live_mode_required" => Ok(Self::LiveModeRequired),
                 "key_not_found" => Ok(Self::KeyNotFound),
+                "webhook_endpoint_not_found" => Ok(Self::WebhookEndpointNotFound),
+                "webhook_delivery_not_found" => Ok(Self::WebhookDeliveryNotFound),
                 "not_found" => Ok(Self::NotFound),
                 "method_not_allowed" => Ok(Self::MethodNotAllowed),
                 "last_full_access_key" => Ok(Self::LastFullAccessKey),
@@ -389,6 +789,7 @@ for people.*/
                 "key_already_rotated" => Ok(Self::KeyAlreadyRotated),
                 "key_expired" => Ok(Self::KeyExpired),
                 "key_limit_reached" => Ok(Self::KeyLimitReached),
+                "webhook_endpoint_limit_reached" => Ok(Self::WebhookEndpointLimitReached),
                 "idempotency_key_in_use" => Ok(Self::IdempotencyKeyInUse),
                 "idempotency_key_reused" => Ok(Self::IdempotencyKeyReused),
                 "invalid_json" => Ok(Self::InvalidJson),
@@ -571,7 +972,7 @@ otherwise, never `null`).*/
         pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
         /**What changed: `changes` (updated), `replaced_by`, `grace_period`,
 `revokes_at` (rotated), `rotated_from` (created by a rotation), `name`
-(tenant created).*/
+(tenant created), `expires_at` (expiring, expired).*/
         pub data: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
         pub id: EventId,
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
@@ -665,6 +1066,10 @@ otherwise, never `null`).*/
         ApiKeyRotated,
         #[serde(rename = "tenant.created")]
         TenantCreated,
+        #[serde(rename = "api_key.expiring")]
+        ApiKeyExpiring,
+        #[serde(rename = "api_key.expired")]
+        ApiKeyExpired,
     }
     impl ::std::fmt::Display for EventType {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -674,6 +1079,8 @@ otherwise, never `null`).*/
                 Self::ApiKeyRevoked => f.write_str("api_key.revoked"),
                 Self::ApiKeyRotated => f.write_str("api_key.rotated"),
                 Self::TenantCreated => f.write_str("tenant.created"),
+                Self::ApiKeyExpiring => f.write_str("api_key.expiring"),
+                Self::ApiKeyExpired => f.write_str("api_key.expired"),
             }
         }
     }
@@ -688,6 +1095,8 @@ otherwise, never `null`).*/
                 "api_key.revoked" => Ok(Self::ApiKeyRevoked),
                 "api_key.rotated" => Ok(Self::ApiKeyRotated),
                 "tenant.created" => Ok(Self::TenantCreated),
+                "api_key.expiring" => Ok(Self::ApiKeyExpiring),
+                "api_key.expired" => Ok(Self::ApiKeyExpired),
                 _ => Err("invalid value".into()),
             }
         }
@@ -1876,6 +2285,23 @@ exactly, as found.*/
                 })
         }
     }
+    ///`PATCH /v1/webhook-endpoints/{id}` body (the document's schema).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct UpdateEndpointRequest {
+        ///A new description; null removes it.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub description: ::std::option::Option<::std::string::String>,
+        ///Enable (also after 5 days of failures) or disable.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub enabled: ::std::option::Option<bool>,
+        ///New event types.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub events: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+        ///A new URL.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub url: ::std::option::Option<::std::string::String>,
+    }
     ///A `PATCH /v1/api-keys/{id}` body that renames (and may re-scope).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
@@ -2951,6 +3377,575 @@ Sends a `POST` request to `/v1/leaked-keys`
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**List the endpoints of the caller's tenant and mode, newest first
+
+Sends a `GET` request to `/v1/webhook-endpoints`
+
+Arguments:
+- `limit`: Page size, 1–100 (default 100).
+- `starting_after`: Cursor: an endpoint id; the page starts after it.
+- `x_tenant_id`: The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.
+*/
+    pub async fn list_webhook_endpoints<'a>(
+        &'a self,
+        limit: Option<::std::num::NonZeroU32>,
+        starting_after: Option<&'a str>,
+        x_tenant_id: &'a types::TenantId,
+    ) -> Result<ResponseValue<types::EndpointList>, Error<types::ErrorBody>> {
+        let url = format!("{}/v1/webhook-endpoints", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        header_map.append("X-Tenant-ID", x_tenant_id.to_string().try_into()?);
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("limit", &limit))
+            .query(
+                &progenitor_client::QueryParam::new("starting_after", &starting_after),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "list_webhook_endpoints",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            405u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Create an endpoint; its secret is shown this once
+
+Sends a `POST` request to `/v1/webhook-endpoints`
+
+Arguments:
+- `x_tenant_id`: The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.
+- `body`
+*/
+    pub async fn create_webhook_endpoint<'a>(
+        &'a self,
+        x_tenant_id: &'a types::TenantId,
+        body: &'a types::CreateEndpointRequest,
+    ) -> Result<ResponseValue<types::EndpointWithSecret>, Error<types::ErrorBody>> {
+        let url = format!("{}/v1/webhook-endpoints", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        header_map.append("X-Tenant-ID", x_tenant_id.to_string().try_into()?);
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "create_webhook_endpoint",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            201u16 => ResponseValue::from_response(response).await,
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            405u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            409u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            413u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            415u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**One endpoint
+
+Sends a `GET` request to `/v1/webhook-endpoints/{id}`
+
+Arguments:
+- `id`: The endpoint id (`whe_` + ULID).
+- `x_tenant_id`: The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.
+*/
+    pub async fn get_webhook_endpoint<'a>(
+        &'a self,
+        id: &'a str,
+        x_tenant_id: &'a types::TenantId,
+    ) -> Result<ResponseValue<types::EndpointObject>, Error<types::ErrorBody>> {
+        let url = format!(
+            "{}/v1/webhook-endpoints/{}", self.baseurl, encode_path(& id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        header_map.append("X-Tenant-ID", x_tenant_id.to_string().try_into()?);
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "get_webhook_endpoint",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            405u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Delete an endpoint: none of its deliveries is attempted again
+
+Sends a `DELETE` request to `/v1/webhook-endpoints/{id}`
+
+Arguments:
+- `id`: The endpoint id (`whe_` + ULID).
+- `x_tenant_id`: The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.
+*/
+    pub async fn delete_webhook_endpoint<'a>(
+        &'a self,
+        id: &'a str,
+        x_tenant_id: &'a types::TenantId,
+    ) -> Result<ResponseValue<()>, Error<types::ErrorBody>> {
+        let url = format!(
+            "{}/v1/webhook-endpoints/{}", self.baseurl, encode_path(& id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        header_map.append("X-Tenant-ID", x_tenant_id.to_string().try_into()?);
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .delete(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "delete_webhook_endpoint",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            405u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Change an endpoint's URL, events, description or `enabled`
+
+Sends a `PATCH` request to `/v1/webhook-endpoints/{id}`
+
+Arguments:
+- `id`: The endpoint id (`whe_` + ULID).
+- `x_tenant_id`: The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.
+- `body`
+*/
+    pub async fn update_webhook_endpoint<'a>(
+        &'a self,
+        id: &'a str,
+        x_tenant_id: &'a types::TenantId,
+        body: &'a types::UpdateEndpointRequest,
+    ) -> Result<ResponseValue<types::EndpointObject>, Error<types::ErrorBody>> {
+        let url = format!(
+            "{}/v1/webhook-endpoints/{}", self.baseurl, encode_path(& id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        header_map.append("X-Tenant-ID", x_tenant_id.to_string().try_into()?);
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .patch(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "update_webhook_endpoint",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            405u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            413u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            415u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**The endpoint's deliveries, newest first
+
+Sends a `GET` request to `/v1/webhook-endpoints/{id}/deliveries`
+
+Arguments:
+- `id`: The endpoint id (`whe_` + ULID).
+- `limit`: Page size, 1–100 (default 100).
+- `starting_after`: Cursor: a delivery id; the page starts after it.
+- `x_tenant_id`: The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.
+*/
+    pub async fn list_webhook_deliveries<'a>(
+        &'a self,
+        id: &'a str,
+        limit: Option<::std::num::NonZeroU32>,
+        starting_after: Option<&'a str>,
+        x_tenant_id: &'a types::TenantId,
+    ) -> Result<ResponseValue<types::DeliveryList>, Error<types::ErrorBody>> {
+        let url = format!(
+            "{}/v1/webhook-endpoints/{}/deliveries", self.baseurl, encode_path(& id
+            .to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        header_map.append("X-Tenant-ID", x_tenant_id.to_string().try_into()?);
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("limit", &limit))
+            .query(
+                &progenitor_client::QueryParam::new("starting_after", &starting_after),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "list_webhook_deliveries",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            405u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Schedule a delivery again, now (also a delivered or failed one)
+
+Sends a `POST` request to `/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry`
+
+Arguments:
+- `id`: The endpoint id (`whe_` + ULID).
+- `delivery_id`: The delivery id (`whd_` + ULID).
+- `x_tenant_id`: The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.
+*/
+    pub async fn retry_webhook_delivery<'a>(
+        &'a self,
+        id: &'a str,
+        delivery_id: &'a str,
+        x_tenant_id: &'a types::TenantId,
+    ) -> Result<ResponseValue<types::DeliveryObject>, Error<types::ErrorBody>> {
+        let url = format!(
+            "{}/v1/webhook-endpoints/{}/deliveries/{}/retry", self.baseurl, encode_path(&
+            id.to_string()), encode_path(& delivery_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        header_map.append("X-Tenant-ID", x_tenant_id.to_string().try_into()?);
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "retry_webhook_delivery",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            405u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**A new signing secret, shown this once; the old one also signs for 24
+hours
+
+Sends a `POST` request to `/v1/webhook-endpoints/{id}/rotate-secret`
+
+Arguments:
+- `id`: The endpoint id (`whe_` + ULID).
+- `x_tenant_id`: The tenant: `tnt_` + ULID. Missing or malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.
+*/
+    pub async fn rotate_webhook_secret<'a>(
+        &'a self,
+        id: &'a str,
+        x_tenant_id: &'a types::TenantId,
+    ) -> Result<ResponseValue<types::EndpointWithSecret>, Error<types::ErrorBody>> {
+        let url = format!(
+            "{}/v1/webhook-endpoints/{}/rotate-secret", self.baseurl, encode_path(& id
+            .to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        header_map.append("X-Tenant-ID", x_tenant_id.to_string().try_into()?);
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "rotate_webhook_secret",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            405u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             503u16 => {

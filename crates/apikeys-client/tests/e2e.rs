@@ -392,3 +392,59 @@ async fn idempotent_creates_and_rotations_are_replayed_and_a_new_body_is_refused
     assert_eq!(again.key.expose(), rotated.key.expose());
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn webhook_endpoints_through_the_generated_client() {
+    let app = TestApp::spawn().await;
+    let client = client(&app, &app.live_key);
+    let api = client.generated();
+    let tenant = client.tenant();
+
+    let created = api
+        .create_webhook_endpoint(
+            tenant,
+            &apikeys_client::types::CreateEndpointRequest {
+                url: "https://hooks.example.com/apikeys".to_owned(),
+                events: vec!["api_key.revoked".to_owned()],
+                description: Some("chat alerts".to_owned()),
+            },
+        )
+        .await
+        .expect("create")
+        .into_inner();
+    assert!(created.secret.as_str().starts_with("whsec_"));
+    assert_eq!(created.events, ["api_key.revoked"]);
+    assert_eq!(created.description.as_deref(), Some("chat alerts"));
+    let id = created.id.as_str().to_owned();
+
+    let list = api
+        .list_webhook_endpoints(None, None, tenant)
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.data.len(), 1);
+    assert_eq!(list.data[0].id.as_str(), id);
+
+    let rotated = api
+        .rotate_webhook_secret(&id, tenant)
+        .await
+        .expect("rotate")
+        .into_inner();
+    assert_ne!(rotated.secret.as_str(), created.secret.as_str());
+
+    let deliveries = api
+        .list_webhook_deliveries(&id, None, None, tenant)
+        .await
+        .expect("deliveries")
+        .into_inner();
+    assert!(deliveries.data.is_empty());
+
+    api.delete_webhook_endpoint(&id, tenant)
+        .await
+        .expect("delete");
+    let missing = api
+        .get_webhook_endpoint(&id, tenant)
+        .await
+        .expect_err("deleted");
+    assert_eq!(missing.status().map(|s| s.as_u16()), Some(404));
+}
