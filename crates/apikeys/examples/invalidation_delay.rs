@@ -26,6 +26,11 @@ use infra_postgres::{PgStore, PoolConfig};
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{millis, percentile};
+
 const TRIALS: usize = 100;
 const BOUND: Duration = Duration::from_secs(1);
 /// A trial that has not seen the 401 after this long is reported as failed.
@@ -67,23 +72,6 @@ impl Caller {
             .header("Authorization", format!("Bearer {key}"))
             .header("X-Tenant-ID", &self.tenant)
     }
-}
-
-/// The value at rank `p` (0 < p ≤ 1) of sorted `values`: nearest rank.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let n = sorted.len();
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "n is 100; the rank is within 1..=n"
-    )]
-    let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
-    sorted.get(rank - 1).copied().unwrap_or_default()
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 #[actix_web::main]

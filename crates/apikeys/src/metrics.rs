@@ -117,6 +117,14 @@ fn describe() {
     );
     metrics::describe_counter!(LAST_USED_BATCHES, "last_used_at batches written.");
     metrics::describe_counter!(LAST_USED_ROWS, "last_used_at rows updated.");
+    metrics::describe_counter!(
+        composition::DELIVERIES,
+        "Webhook attempts by outcome (delivered, retry, failed)."
+    );
+    metrics::describe_gauge!(
+        composition::OLDEST_PENDING,
+        "Age of the oldest pending webhook delivery, in seconds."
+    );
 }
 
 /// What is read on each scrape.

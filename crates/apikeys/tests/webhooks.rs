@@ -1041,3 +1041,76 @@ fn each_forbidden_address_is_refused_when_resolved() {
 fn tokio_runtime() -> actix_web::rt::Runtime {
     actix_web::rt::Runtime::new().unwrap()
 }
+
+#[actix_web::test]
+async fn expiry_events_are_written_once_across_nodes() {
+    let world = World::new();
+    let a = world.node(true);
+    let b = world.node(true);
+    for i in 0..10 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        world
+            .create_key(
+                node,
+                json!({"name": format!("t{i}"), "type": "secret", "expires_in": "8d"}),
+            )
+            .await;
+    }
+    // Both events of every key are due at once; both nodes' schedulers run.
+    world
+        .clock
+        .advance(time::Duration::days(8) + time::Duration::seconds(1));
+    let count =
+        "SELECT count(*) FROM key_events WHERE type IN ('api_key.expiring', 'api_key.expired')";
+    wait_until("20 expiry events", || {
+        (world.psql(count) == "20").then_some(())
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+    assert_eq!(world.psql(count), "20");
+    assert_eq!(
+        world.psql("SELECT count(*) FROM (SELECT key_id, type FROM key_events GROUP BY 1, 2 HAVING count(*) > 1) twice"),
+        "0"
+    );
+
+    // Two writers racing on the same due keys, each on its own pool: every
+    // event is written by exactly one of them.
+    let node = world.node(false);
+    for i in 0..10 {
+        world
+            .create_key(
+                &node,
+                json!({"name": format!("r{i}"), "type": "secret", "expires_in": "8d"}),
+            )
+            .await;
+    }
+    node.stop().await;
+    world
+        .clock
+        .advance(time::Duration::days(8) + time::Duration::seconds(1));
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let webhooks = domain::Webhooks::new(
+                infra_postgres::PgStore::connect(
+                    world.db.url(),
+                    &infra_postgres::PoolConfig::default(),
+                )
+                .unwrap(),
+                Arc::new(world.clock.clone()),
+                domain::OsSecretSource,
+                &hash_key(),
+                AllowHosts::default(),
+            );
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                webhooks.write_expiry_events().unwrap()
+            })
+        })
+        .collect();
+    let written: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(written, 20);
+    assert_eq!(world.psql(count), "40");
+}

@@ -127,6 +127,11 @@ impl DeliveryWorker {
             .build()?;
         let (stop, stopped) = watch::channel(false);
         let settings = settings.clone();
+        // Present from the start (at zero), as the documentation lists them.
+        for outcome in ["delivered", "retry", "failed"] {
+            metrics::counter!(DELIVERIES, "outcome" => outcome).increment(0);
+        }
+        metrics::gauge!(OLDEST_PENDING).set(0.0);
         let thread = std::thread::Builder::new()
             .name("apikeys-webhooks".to_owned())
             .spawn(move || runtime.block_on(run(webhooks, waker, settings, stopped)))?;

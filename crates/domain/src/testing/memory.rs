@@ -34,7 +34,12 @@ struct State {
     /// In insertion order; `seq` is the position plus one.
     events: Vec<StoredEvent>,
     records: Vec<IdempotencyRecord>,
+    /// Webhook endpoints and deliveries (`webhooks.rs`).
+    webhooks: webhooks::WebhookState,
 }
+
+#[path = "webhook_memory.rs"]
+mod webhooks;
 
 impl State {
     /// Whether the event's actor may still write at `now`: an actor key must
@@ -58,10 +63,13 @@ impl State {
     fn record(&mut self, events: &[&KeyEvent]) {
         for event in events {
             let seq = i64::try_from(self.events.len()).unwrap_or(i64::MAX - 1) + 1;
-            self.events.push(StoredEvent {
+            let stored = StoredEvent {
                 seq,
                 event: (*event).clone(),
-            });
+            };
+            // As the PostgreSQL trigger does, in the event's own write.
+            self.webhooks.deliver(&stored);
+            self.events.push(stored);
         }
     }
 
