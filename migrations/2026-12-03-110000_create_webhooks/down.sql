@@ -1,3 +1,4 @@
+DROP INDEX api_keys_expires_at_idx;
 DROP INDEX key_events_expiry_once;
 -- Expiry events already written stay (the table is append-only): the old
 -- checks come back for new rows only.
@@ -12,4 +13,4 @@ DROP TRIGGER key_events_webhook_deliveries ON key_events;
 DROP FUNCTION key_events_webhook_deliveries();
 DROP TABLE webhook_deliveries;
 DROP TABLE webhook_endpoints;
-DROP FUNCTION apikeys_ulid();
+DROP FUNCTION apikeys_ulid(timestamptz);

@@ -3,13 +3,15 @@
 -- that writes the event, so that a committed event always has its
 -- deliveries (at least once, from the record), whichever statement wrote it.
 
--- A ULID (`[0-7][0-9A-HJKMNP-TV-Z]{25}`): 48 bits of milliseconds, then 80
--- random bits (from `gen_random_uuid`'s random bytes, skipping its version
--- and variant bits). For delivery ids, which the trigger makes.
-CREATE FUNCTION apikeys_ulid() RETURNS text LANGUAGE plpgsql VOLATILE AS $$
+-- A ULID (`[0-7][0-9A-HJKMNP-TV-Z]{25}`) for time `at`: 48 bits of
+-- milliseconds, then 80 random bits (from `gen_random_uuid`'s random bytes,
+-- skipping its version and variant bits). For delivery ids, which the
+-- trigger makes at the event's time (the service's clock, never the
+-- database's).
+CREATE FUNCTION apikeys_ulid(at timestamptz) RETURNS text LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     alphabet CONSTANT text := '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
-    ms bigint := floor(extract(epoch FROM clock_timestamp()) * 1000);
+    ms bigint := floor(extract(epoch FROM at) * 1000);
     uuid bytea := decode(replace(gen_random_uuid()::text, '-', ''), 'hex');
     -- Bytes 0-3 and 10-15 of a version 4 UUID are all random.
     high bigint := (get_byte(uuid, 0)::bigint << 32) | (get_byte(uuid, 1)::bigint << 24)
@@ -108,7 +110,7 @@ BEGIN
     IF NEW.mode IS NOT NULL THEN
         INSERT INTO webhook_deliveries
             (id, endpoint_id, event_seq, event_id, event_type, status, next_attempt_at, created_at)
-        SELECT 'whd_' || apikeys_ulid(), e.id, NEW.seq, NEW.id, NEW.type, 'pending',
+        SELECT 'whd_' || apikeys_ulid(NEW.created_at), e.id, NEW.seq, NEW.id, NEW.type, 'pending',
             NEW.created_at, NEW.created_at
         FROM webhook_endpoints e
         WHERE e.tenant_id = NEW.tenant_id AND e.mode = NEW.mode AND e.enabled
@@ -133,3 +135,6 @@ ALTER TABLE key_events ADD CONSTRAINT key_events_actor_type_known
     CHECK (actor_type IN ('api_key', 'cli', 'leak_report', 'system'));
 CREATE UNIQUE INDEX key_events_expiry_once ON key_events (key_id, type)
     WHERE type IN ('api_key.expiring', 'api_key.expired');
+
+-- The expiry scheduler's scan: keys that expire, by when.
+CREATE INDEX api_keys_expires_at_idx ON api_keys (expires_at) WHERE expires_at IS NOT NULL;
