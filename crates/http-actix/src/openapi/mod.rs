@@ -489,7 +489,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 13);
+        assert_eq!(checked, 21);
     }
 
     #[test]
