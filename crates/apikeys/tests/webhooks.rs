@@ -1056,12 +1056,17 @@ async fn expiry_events_are_written_once_across_nodes() {
             )
             .await;
     }
-    // Both events of every key are due at once; both nodes' schedulers run.
-    world
-        .clock
-        .advance(time::Duration::days(8) + time::Duration::seconds(1));
+    // Both nodes' schedulers run: the warnings, then the expiries.
     let count =
         "SELECT count(*) FROM key_events WHERE type IN ('api_key.expiring', 'api_key.expired')";
+    world
+        .clock
+        .advance(time::Duration::days(1) + time::Duration::seconds(1));
+    wait_until("10 expiring events", || {
+        (world.psql(count) == "10").then_some(())
+    })
+    .await;
+    world.clock.advance(time::Duration::days(7));
     wait_until("20 expiry events", || {
         (world.psql(count) == "20").then_some(())
     })
@@ -1086,31 +1091,35 @@ async fn expiry_events_are_written_once_across_nodes() {
             .await;
     }
     node.stop().await;
-    world
-        .clock
-        .advance(time::Duration::days(8) + time::Duration::seconds(1));
-    let barrier = Arc::new(std::sync::Barrier::new(2));
-    let writers: Vec<_> = (0..2)
-        .map(|_| {
-            let webhooks = domain::Webhooks::new(
-                infra_postgres::PgStore::connect(
-                    world.db.url(),
-                    &infra_postgres::PoolConfig::default(),
-                )
-                .unwrap(),
-                Arc::new(world.clock.clone()),
-                domain::OsSecretSource,
-                &hash_key(),
-                AllowHosts::default(),
-            );
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                webhooks.write_expiry_events().unwrap()
+    let phases = [
+        (time::Duration::days(1) + time::Duration::seconds(1), "30"),
+        (time::Duration::days(7), "40"),
+    ];
+    for (advance, total) in phases {
+        world.clock.advance(advance);
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let webhooks = domain::Webhooks::new(
+                    infra_postgres::PgStore::connect(
+                        world.db.url(),
+                        &infra_postgres::PoolConfig::default(),
+                    )
+                    .unwrap(),
+                    Arc::new(world.clock.clone()),
+                    domain::OsSecretSource,
+                    &hash_key(),
+                    AllowHosts::default(),
+                );
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    webhooks.write_expiry_events().unwrap()
+                })
             })
-        })
-        .collect();
-    let written: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
-    assert_eq!(written, 20);
-    assert_eq!(world.psql(count), "40");
+            .collect();
+        let written: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert_eq!(written, 10);
+        assert_eq!(world.psql(count), total);
+    }
 }

@@ -594,7 +594,7 @@ impl WebhookRepository for PgStore {
                          AND (k.revokes_at IS NULL OR k.revokes_at > k.expires_at) \
                          AND NOT EXISTS (SELECT 1 FROM key_events ev WHERE ev.key_id = k.id \
                            AND ev.type = 'api_key.expired') \
-                     ) due ORDER BY due_at LIMIT $2",
+                     ) due ORDER BY due_at, id, due_type LIMIT $2",
                 )
                 .bind::<Timestamptz, _>(now)
                 .bind::<BigInt, _>(i64::from(limit))
