@@ -288,7 +288,7 @@ impl AllowHosts {
     /// Whether `host` (as a URL writes it) is listed.
     pub fn contains(&self, host: &str) -> bool {
         let host = normalize_host(host);
-        self.0.iter().any(|h| *h == host)
+        self.0.contains(&host)
     }
 }
 
