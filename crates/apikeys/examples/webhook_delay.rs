@@ -194,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
     receiver_handle.stop(true).await;
     drop(db);
 
-    println!("command: cargo run --release -p apikeys --example webhook_delay");
+    println!("command: cargo run [--release] -p apikeys --example webhook_delay");
     println!(
         "{TRIALS} events each, from sending the POST that commits the event to the receiver's hit:"
     );
