@@ -259,6 +259,11 @@ pub enum RotateRepoError {
     /// The successor's id or hash is taken.
     #[error("a key with this id or hash exists")]
     Duplicate,
+    /// The tenant has `max_active` keys of the mode that count for the limit,
+    /// and the old key would keep counting through its grace period.
+    /// Nothing was written.
+    #[error("key limit reached")]
+    LimitReached,
     /// The event's actor key may no longer write when the change would
     /// commit. Nothing was written.
     #[error(transparent)]
@@ -385,9 +390,20 @@ pub trait ApiKeyRepository: Send + Sync {
     /// only if the old key is [`Active`](crate::KeyStatus::Active) at the
     /// events' time (not revoked, not expired, no revocation scheduled).
     ///
+    /// The key limit: while `revokes_at` is after the events' time, the old
+    /// key keeps counting ([`ApiKey::counts_for_key_limit`]) and the
+    /// successor adds one, so the rotation needs the tenant to have fewer
+    /// than `max_active` counting keys of the mode
+    /// ([`RotateRepoError::LimitReached`]). A rotation that revokes the old
+    /// key at once (`revokes_at` not after the events' time) changes no count
+    /// and is never refused for the limit: it is the way to replace a leaked
+    /// key when the tenant is at the limit (docs/api.md, "POST
+    /// /v1/api-keys/rotate").
+    ///
     /// Concurrency: of concurrent rotations of one key exactly one succeeds;
-    /// the others get [`RotateRepoError::NotActive`] and write nothing. The
-    /// key limit is not applied: the old key is on its way out.
+    /// the others get [`RotateRepoError::NotActive`] and write nothing.
+    /// Concurrent rotations and inserts never take a tenant's mode past
+    /// `max_active`.
     ///
     /// # Errors
     /// [`RotateRepoError`].
@@ -396,6 +412,7 @@ pub trait ApiKeyRepository: Send + Sync {
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &KeyEvent,
         created: &KeyEvent,
     ) -> Result<(), RotateRepoError>;
@@ -513,11 +530,13 @@ pub trait IdempotencyRepository: Send + Sync {
     ///
     /// # Errors
     /// [`RecordedWriteError`].
+    #[allow(clippy::too_many_arguments)]
     fn rotate_recorded(
         &self,
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &KeyEvent,
         created: &KeyEvent,
         record: &IdempotencyRecord,

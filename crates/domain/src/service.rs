@@ -442,6 +442,7 @@ impl ApiKeys {
             id,
             &rotation.successor,
             rotation.outcome.old_key_revokes_at,
+            self.max_active_keys,
             &rotation.rotated,
             &rotation.created,
         ) {
@@ -535,6 +536,7 @@ impl ApiKeys {
             RotateRepoError::ActorRefused(r) => {
                 caller_refused(r, RotateError::CallerRevoked, RotateError::CallerExpired)
             }
+            RotateRepoError::LimitReached => RotateError::LimitReached,
             RotateRepoError::Duplicate => RotateError::Repository(RepositoryError::failure(
                 "rotate key",
                 "generated key id or hash collided",

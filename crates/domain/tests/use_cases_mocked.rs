@@ -577,7 +577,7 @@ fn lose_rotation_race(after: Option<ApiKey>) -> Result<(), RotateError> {
     keys.expect_rotate()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _, _, _, _| Err(RotateRepoError::NotActive));
+        .returning(|_, _, _, _, _, _| Err(RotateRepoError::NotActive));
     keys.expect_find()
         .times(1)
         .in_sequence(&mut seq)

@@ -649,6 +649,7 @@ impl From<RotateError> for ApiError {
                 ApiError::new(ErrorCode::KeyAlreadyRotated, e.to_string())
             }
             RotateError::Expired => ApiError::new(ErrorCode::KeyExpired, e.to_string()),
+            RotateError::LimitReached => ApiError::new(ErrorCode::KeyLimitReached, e.to_string()),
             RotateError::CallerRevoked => caller_revoked(),
             RotateError::CallerExpired => AuthError::Expired.into(),
             RotateError::IdempotencyKeyReused => idempotency_key_reused(),

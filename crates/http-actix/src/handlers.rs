@@ -403,7 +403,7 @@ pub(crate) async fn revoke_key(
             (status = 400, description = "`duplicate_header` (`Authorization`, `X-Tenant-ID`: checked first), `invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
             crate::openapi::responses::KeyManagementForbidden,
             (status = 404, description = "`key_not_found` (also for a malformed `id`).", body = ErrorBody),
-            (status = 409, description = "`key_revoked`, `key_already_rotated`, `key_expired`, `idempotency_key_in_use`.", body = ErrorBody),
+            (status = 409, description = "`key_revoked`, `key_already_rotated`, `key_expired`, `key_limit_reached` (a grace period at the key limit), `idempotency_key_in_use`.", body = ErrorBody),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody),
             (status = 415, description = "`unsupported_media_type`: not `application/json`, or a `Content-Encoding` other than `identity`.", body = ErrorBody),
             (status = 422, description = "`idempotency_key_reused`.", body = ErrorBody),

@@ -107,20 +107,30 @@ inserted AS (
     INSERT INTO api_keys ({columns})
     SELECT {values}
     WHERE (SELECT ok FROM actor_ok)
-      AND (SELECT count(*) FROM (
-               SELECT 1 FROM api_keys
-               WHERE tenant_id = $1 AND mode = ${mode}
-                 AND (revokes_at IS NULL OR revokes_at > $3)
-                 AND (expires_at IS NULL OR expires_at > $3)
-               LIMIT $5) AS counted) < $5
+      AND {under_limit}
     RETURNING id)
 {events} WHERE EXISTS (SELECT 1 FROM inserted)",
         columns = KEY_COLUMNS.join(", "),
         values = key_values(key_first),
-        mode = key_first + key_column("mode"),
+        under_limit = under_key_limit(key_first + key_column("mode"), 5),
         events = insert_events_sql(key_first + KEY_COLUMNS.len()),
     ))
 });
+
+/// The condition "tenant `$1` has fewer than `$max` keys of mode `$mode`
+/// that count for the limit at `$3`" (`ApiKey::counts_for_key_limit`:
+/// neither revoked nor expired; the count stops at the limit). Only
+/// meaningful under the tenant lock ([`lock_tenant`]).
+fn under_key_limit(mode: usize, max: usize) -> String {
+    format!(
+        "(SELECT count(*) FROM (
+               SELECT 1 FROM api_keys
+               WHERE tenant_id = $1 AND mode = ${mode}
+                 AND (revokes_at IS NULL OR revokes_at > $3)
+                 AND (expires_at IS NULL OR expires_at > $3)
+               LIMIT ${max}) AS counted) < ${max}"
+    )
+}
 
 /// The position of `column` in [`KEY_COLUMNS`].
 fn key_column(column: &str) -> usize {
@@ -130,10 +140,13 @@ fn key_column(column: &str) -> usize {
         .unwrap_or(KEY_COLUMNS.len())
 }
 
-/// Rotates key `$2` into the successor (from `$6`, whose id is `$6`) as one
+/// Rotates key `$2` into the successor (from `$7`, whose id is `$7`) as one
 /// statement: the old key gets `revokes_at = $5` and `replaced_by` only if
-/// it is active at `$3` (no revocation scheduled, not expired) and the actor
-/// may write; the successor and the events are inserted only if that update
+/// it is active at `$3` (no revocation scheduled, not expired), the actor
+/// may write, and, when the old key keeps counting for the key limit through
+/// a grace period (`$5` after `$3`), the tenant has fewer than `$6` counting
+/// keys of the mode (the successor adds one; `ApiKeyRepository::rotate`);
+/// the successor and the events are inserted only if that update
 /// happened. The successor takes its name and scopes from the old key's row
 /// as locked, not from the parameters (read before): a rename or re-scope
 /// that commits while the rotation waits is carried over, not undone. Of
@@ -141,7 +154,7 @@ fn key_column(column: &str) -> usize {
 /// the condition on the updated row, find it no longer active, and write
 /// nothing.
 static ROTATE: LazyLock<Template> = LazyLock::new(|| {
-    let key_first = WRITE_PARAMS + 2;
+    let key_first = WRITE_PARAMS + 3;
     let values = (key_first..)
         .zip(KEY_COLUMNS)
         .map(|(i, column)| match column {
@@ -158,6 +171,7 @@ old AS (
       AND revokes_at IS NULL
       AND (expires_at IS NULL OR expires_at > $3)
       AND (SELECT ok FROM actor_ok)
+      AND ($5 <= $3 OR {under_limit})
     RETURNING id, name, scopes),
 successor AS (
     INSERT INTO api_keys ({columns})
@@ -165,6 +179,7 @@ successor AS (
     RETURNING id)
 {events} WHERE EXISTS (SELECT 1 FROM successor)",
         columns = KEY_COLUMNS.join(", "),
+        under_limit = under_key_limit(key_first + key_column("mode"), 6),
         events = insert_events_sql(key_first + KEY_COLUMNS.len()),
     ))
 });
@@ -392,6 +407,7 @@ pub(crate) struct KeyRotation<'a> {
     old: String,
     row: NewApiKeyRow,
     revokes_at: OffsetDateTime,
+    max_active: i64,
     rotated: &'a KeyEvent,
     actor: Option<String>,
     events: EventColumns,
@@ -402,6 +418,7 @@ impl<'a> KeyRotation<'a> {
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &'a KeyEvent,
         created: &KeyEvent,
     ) -> Self {
@@ -411,28 +428,39 @@ impl<'a> KeyRotation<'a> {
             old: old.to_string(),
             row,
             revokes_at,
+            max_active: i64::from(max_active),
             rotated,
             actor: rotated.actor.key_id().map(|id| id.to_string()),
             events: EventColumns::new([rotated, created]),
         }
     }
 
-    /// Runs the rotation statement, and on no write, says why.
+    /// Runs the rotation statement, and on no write, says why; must be
+    /// inside a transaction (the tenant lock, which makes the key-limit
+    /// count exact, is held until it ends).
     pub(crate) fn run(&self, conn: &mut PgConnection) -> Result<(), Fail<RotateRepoError>> {
         let (tenant, old) = (&self.tenant, &self.old);
+        if !lock_tenant(conn, tenant)? {
+            return Err(Fail::Domain(RotateRepoError::NotFound));
+        }
         let target = Some(old.as_str());
         let query = bind_write(&ROTATE, tenant, &target, self.rotated, &self.actor)
-            .bind::<Timestamptz, _>(&self.revokes_at);
+            .bind::<Timestamptz, _>(&self.revokes_at)
+            .bind::<BigInt, _>(&self.max_active);
         let written = self.events.bind(bind_key(query, &self.row)).execute(conn)?;
         if written > 0 {
             return Ok(());
         }
-        // Nothing written: unknown key, a revoked actor, or no longer
-        // active.
-        if find_row(conn, tenant, old)?.is_none() {
-            Err(Fail::Domain(RotateRepoError::NotFound))
-        } else if let Some(refusal) = actor_refusal(conn, tenant, self.rotated)? {
+        // Nothing written: unknown key, a revoked actor, no longer active,
+        // or (active still) the key limit.
+        let now = self.rotated.created_at;
+        let Some(row) = find_row(conn, tenant, old)? else {
+            return Err(Fail::Domain(RotateRepoError::NotFound));
+        };
+        if let Some(refusal) = actor_refusal(conn, tenant, self.rotated)? {
             Err(Fail::Domain(RotateRepoError::ActorRefused(refusal)))
+        } else if row.revokes_at.is_none() && row.expires_at.is_none_or(|at| at > now) {
+            Err(Fail::Domain(RotateRepoError::LimitReached))
         } else {
             Err(Fail::Domain(RotateRepoError::NotActive))
         }
@@ -642,13 +670,14 @@ impl ApiKeyRepository for PgStore {
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &KeyEvent,
         created: &KeyEvent,
     ) -> Result<(), RotateRepoError> {
-        let rotation = KeyRotation::new(old, successor, revokes_at, rotated, created);
+        let rotation = KeyRotation::new(old, successor, revokes_at, max_active, rotated, created);
         self.run(
             "rotating a key",
-            |conn| rotation.run(conn),
+            |conn| conn.transaction(|conn| rotation.run(conn)),
             KeyRotation::refused,
         )
         .inspect(|()| metrics::events_committed([rotated, created]))

@@ -37,6 +37,7 @@ use crate::ports::{
 };
 use crate::random::SecretSource;
 use crate::scope::{Scope, Scopes};
+use crate::service::DEFAULT_MAX_ACTIVE_KEYS;
 use crate::testing::SeqSecretSource;
 
 /// What the suite needs: the four repositories in one store.
@@ -61,6 +62,7 @@ pub struct Fixture {
     secrets: SeqSecretSource,
     hash_key: HashKey,
     clock_ms: Cell<i64>,
+    key_limit: Cell<u32>,
 }
 
 impl Default for Fixture {
@@ -77,6 +79,7 @@ impl Fixture {
             // 32 bytes of a fixed test key; the suite never checks hashing itself.
             hash_key: HashKey::from_bytes(&[7u8; 32]).unwrap_or_else(|_| unreachable!()),
             clock_ms: Cell::new(0),
+            key_limit: Cell::new(DEFAULT_MAX_ACTIVE_KEYS),
         }
     }
 
@@ -189,7 +192,14 @@ impl Fixture {
         at: OffsetDateTime,
     ) -> Result<(), RotateRepoError> {
         let (rotated, created) = self.rotated_events(old, &successor.key, grace, at);
-        store.rotate(&old.id, successor, at + grace, &rotated, &created)
+        let limit = self.key_limit.get();
+        store.rotate(&old.id, successor, at + grace, limit, &rotated, &created)
+    }
+
+    /// The key limit [`rotate`](Self::rotate) passes from now on
+    /// ([`DEFAULT_MAX_ACTIVE_KEYS`] at first).
+    pub fn set_key_limit(&self, max_active: u32) {
+        self.key_limit.set(max_active);
     }
 
     /// A new event id.
@@ -1217,6 +1227,54 @@ pub fn rotated_keys_count_for_the_limit_and_the_successor_guards(store: &impl St
         .expect("room once the old key is revoked");
 }
 
+/// A rotation with a grace period needs room under the key limit (the old
+/// key keeps counting and the successor adds one), so rotating each
+/// successor at once cannot grow a chain past the limit; one that revokes
+/// the old key at once changes no count and passes at the limit. Test keys
+/// at the limit do not stop a live rotation. A refusal writes nothing.
+pub fn a_rotation_in_grace_needs_room_under_the_key_limit(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let first = f.key(&tenant);
+    f.insert(store, &first);
+    for _ in 0..3 {
+        f.insert(
+            store,
+            &f.key_with(&tenant, KeyType::Secret, Mode::Test, Scopes::full()),
+        );
+    }
+    f.set_key_limit(3);
+    let second = f.key(&tenant);
+    f.rotate(store, &first.key, &second, Duration::hours(1), T0)
+        .expect("2 live keys count after the rotation, under a limit of 3");
+    let third = f.key(&tenant);
+    f.rotate(store, &second.key, &third, Duration::hours(1), T0)
+        .expect("3 live keys count after the rotation");
+
+    let before = events_of(store, &tenant.id);
+    let fourth = f.key(&tenant);
+    assert!(matches!(
+        f.rotate(store, &third.key, &fourth, Duration::hours(1), T0),
+        Err(RotateRepoError::LimitReached)
+    ));
+    assert_eq!(store.find(&tenant.id, &fourth.key.id).expect("find"), None);
+    let third_now = store
+        .find(&tenant.id, &third.key.id)
+        .expect("find")
+        .expect("third");
+    assert_eq!((third_now.revokes_at, third_now.replaced_by), (None, None));
+    assert_eq!(events_of(store, &tenant.id), before);
+
+    f.rotate(store, &third.key, &fourth, Duration::ZERO, T0)
+        .expect("a rotation that revokes the old key at once passes at the limit");
+    let third_now = store
+        .find(&tenant.id, &third.key.id)
+        .expect("find")
+        .expect("third");
+    assert_eq!(third_now.revokes_at, Some(T0));
+    assert_eq!(third_now.replaced_by, Some(fourth.key.id));
+}
+
 // ---- events written with each change ----
 
 /// An insert stores exactly its `api_key.created` event, with every field as
@@ -1430,7 +1488,14 @@ pub fn rotate_stores_rotated_and_created_events(store: &impl Store) {
     let (rotated, created) = f.rotated_events(&old.key, &successor.key, grace, at);
     let (rotated, created) = (by_key(&admin.key, rotated), by_key(&admin.key, created));
     store
-        .rotate(&old.key.id, &successor, at + grace, &rotated, &created)
+        .rotate(
+            &old.key.id,
+            &successor,
+            at + grace,
+            DEFAULT_MAX_ACTIVE_KEYS,
+            &rotated,
+            &created,
+        )
         .expect("rotate");
     // A zero grace period is stored as such.
     let other_successor = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
@@ -1441,6 +1506,7 @@ pub fn rotate_stores_rotated_and_created_events(store: &impl Store) {
             &other.key.id,
             &other_successor,
             at,
+            DEFAULT_MAX_ACTIVE_KEYS,
             &zero_rotated,
             &zero_created,
         )
@@ -1819,6 +1885,7 @@ pub fn a_revoked_actor_writes_nothing(store: &impl Store) {
             &target.key.id,
             &successor,
             now + hour,
+            DEFAULT_MAX_ACTIVE_KEYS,
             &by_key(&actor.key, rotated),
             &by_key(&actor.key, created)
         ),
@@ -1899,7 +1966,7 @@ pub fn an_actor_without_the_rights_to_write_writes_nothing(store: &impl Store) {
                 store.rotate(
                     &target.key.id,
                     &successor,
-                    now + hour,
+                    now + hour, DEFAULT_MAX_ACTIVE_KEYS,
                     &by_key(actor, rotated),
                     &by_key(actor, created)
                 ),
@@ -1957,6 +2024,7 @@ pub fn an_actor_in_its_grace_period_may_write_until_it_ends(store: &impl Store) 
             &renamed.key.id,
             &successor,
             now,
+            DEFAULT_MAX_ACTIVE_KEYS,
             &rotated,
             &successor_created,
         )
@@ -2004,6 +2072,7 @@ pub fn writes_by_the_cli_or_a_leak_report_need_no_key(store: &impl Store) {
             &key.key.id,
             &successor,
             T0 + Duration::hours(1),
+            DEFAULT_MAX_ACTIVE_KEYS,
             &rotated,
             &successor_created,
         )
@@ -2197,6 +2266,7 @@ pub fn list_events_filters_by_key_type_and_mode(store: &impl Store) {
             &live.key.id,
             &successor,
             T0 + Duration::hours(1),
+            DEFAULT_MAX_ACTIVE_KEYS,
             &live_rotated,
             &successor_created,
         )
@@ -2382,6 +2452,7 @@ pub fn events_after_follows_every_tenant_in_storage_order(store: &impl Store) {
             &key.key.id,
             &successor,
             T0 + Duration::hours(1),
+            DEFAULT_MAX_ACTIVE_KEYS,
             &rotated,
             &successor_created,
         )
@@ -2436,6 +2507,7 @@ macro_rules! repository_contract_tests {
             insert_refuses_unknown_tenant,
             insert_respects_the_active_key_limit,
             the_active_key_limit_counts_per_mode,
+            a_rotation_in_grace_needs_room_under_the_key_limit,
             list_pages_newest_first,
             list_filters_by_type_mode_and_revocation,
             update_changes_name_and_scopes,

@@ -9,6 +9,7 @@ use crate::events::{Actor, EventPage, EventQuery, FieldChanges, KeyEvent, Stored
 use crate::hashing::KeyHash;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord, IdempotencyScope};
 use crate::ids::{KeyId, TenantId};
+use crate::key_kind::Mode;
 use crate::ports::{
     ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
     InsertError, KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError, RevokeRepoError,
@@ -81,16 +82,7 @@ impl State {
         if self.has_id_or_hash(new) {
             return Err(InsertError::Duplicate);
         }
-        let active = self
-            .keys
-            .values()
-            .filter(|(k, _)| {
-                k.tenant_id == new.key.tenant_id
-                    && k.mode == new.key.mode
-                    && k.counts_for_key_limit(now)
-            })
-            .count();
-        if active >= max_active as usize {
+        if self.counting_keys(&new.key.tenant_id, new.key.mode, now) >= max_active as usize {
             return Err(InsertError::LimitReached);
         }
         self.keys.insert(new.key.id, (new.key.clone(), new.hash));
@@ -98,11 +90,22 @@ impl State {
         Ok(())
     }
 
+    /// The keys of `tenant` and `mode` that count for the key limit at `now`.
+    fn counting_keys(&self, tenant: &TenantId, mode: Mode, now: OffsetDateTime) -> usize {
+        self.keys
+            .values()
+            .filter(|(k, _)| {
+                k.tenant_id == *tenant && k.mode == mode && k.counts_for_key_limit(now)
+            })
+            .count()
+    }
+
     fn rotate(
         &mut self,
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &KeyEvent,
         created: &KeyEvent,
     ) -> Result<(), RotateRepoError> {
@@ -119,6 +122,13 @@ impl State {
         }
         if self.has_id_or_hash(successor) {
             return Err(RotateRepoError::Duplicate);
+        }
+        // The old key keeps counting through its grace period and the
+        // successor adds one (ApiKeyRepository::rotate).
+        if revokes_at > now
+            && self.counting_keys(tenant, successor.key.mode, now) >= max_active as usize
+        {
+            return Err(RotateRepoError::LimitReached);
         }
         let stored = self
             .tenant_key_mut(tenant, old)
@@ -432,12 +442,13 @@ impl ApiKeyRepository for InMemoryStore {
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &KeyEvent,
         created: &KeyEvent,
     ) -> Result<(), RotateRepoError> {
         answer_fault!(self, Rotate);
         self.lock()?
-            .rotate(old, successor, revokes_at, rotated, created)
+            .rotate(old, successor, revokes_at, max_active, rotated, created)
     }
 
     fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
@@ -503,12 +514,13 @@ impl IdempotencyRepository for InMemoryStore {
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &KeyEvent,
         created: &KeyEvent,
         record: &IdempotencyRecord,
     ) -> Result<(), RecordedWriteError<RotateRepoError>> {
         self.write_recorded(record, |state| {
-            state.rotate(old, successor, revokes_at, rotated, created)
+            state.rotate(old, successor, revokes_at, max_active, rotated, created)
         })
     }
 
