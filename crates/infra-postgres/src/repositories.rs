@@ -1,9 +1,10 @@
 //! The domain's repository ports on [`PgStore`].
 //!
 //! Round trips per call (happy path): `find_by_hash`, `find`, `list`,
-//! `record_uses` (any number of keys), `rotate`, an update that does not narrow scopes: one
-//! statement each. `insert`, `revoke` and a narrowing update: `BEGIN`, the
-//! tenant lock, one statement, `COMMIT`. The lock must be its own statement:
+//! `record_uses` (any number of keys), a `rotate` that revokes at once, an
+//! update that does not narrow scopes: one statement each. `insert`,
+//! `revoke`, a `rotate` with a grace period (it counts keys for the limit)
+//! and a narrowing update: `BEGIN`, the tenant lock, one statement, `COMMIT`. The lock must be its own statement:
 //! under READ COMMITTED a statement reads one snapshot taken before it waited
 //! for the lock, so the count or guard check after it would miss a write the
 //! lock holder just committed.
@@ -435,12 +436,19 @@ impl<'a> KeyRotation<'a> {
         }
     }
 
-    /// Runs the rotation statement, and on no write, says why; must be
-    /// inside a transaction (the tenant lock, which makes the key-limit
-    /// count exact, is held until it ends).
+    /// Whether the rotation needs the tenant lock: only one with a grace
+    /// period counts keys (`ApiKeyRepository::rotate`); one that revokes at
+    /// once is a single statement outside a transaction.
+    fn counts_keys(&self) -> bool {
+        self.revokes_at > self.rotated.created_at
+    }
+
+    /// Runs the rotation statement, and on no write, says why. One that
+    /// [counts keys](Self::counts_keys) must be inside a transaction: the
+    /// tenant lock, which makes the count exact, is held until it ends.
     pub(crate) fn run(&self, conn: &mut PgConnection) -> Result<(), Fail<RotateRepoError>> {
         let (tenant, old) = (&self.tenant, &self.old);
-        if !lock_tenant(conn, tenant)? {
+        if self.counts_keys() && !lock_tenant(conn, tenant)? {
             return Err(Fail::Domain(RotateRepoError::NotFound));
         }
         let target = Some(old.as_str());
@@ -677,7 +685,13 @@ impl ApiKeyRepository for PgStore {
         let rotation = KeyRotation::new(old, successor, revokes_at, max_active, rotated, created);
         self.run(
             "rotating a key",
-            |conn| conn.transaction(|conn| rotation.run(conn)),
+            |conn| {
+                if rotation.counts_keys() {
+                    conn.transaction(|conn| rotation.run(conn))
+                } else {
+                    rotation.run(conn)
+                }
+            },
             KeyRotation::refused,
         )
         .inspect(|()| metrics::events_committed([rotated, created]))
