@@ -15,6 +15,7 @@ use crate::api_key::ApiKey;
 use crate::duration::GracePeriod;
 use crate::ids::{EventId, KeyId, TenantId};
 use crate::key_kind::{Mode, UnknownVariant};
+use crate::leaks::LeakSource;
 use crate::name::KeyName;
 use crate::scope::Scopes;
 
@@ -210,6 +211,14 @@ pub enum EventData {
     },
     /// `api_key.revoked`.
     KeyRevoked,
+    /// `api_key.revoked` by a secret scanner's report: who found the key,
+    /// and where (docs/secret-scanning.md).
+    KeyRevokedFound {
+        /// Who found it: `data.source`.
+        source: LeakSource,
+        /// Where it was found: `data.url`.
+        url: String,
+    },
     /// `api_key.rotated`, on the old key.
     KeyRotated {
         /// The successor.
@@ -232,7 +241,7 @@ impl EventData {
         match self {
             EventData::KeyCreated { .. } => EventType::KeyCreated,
             EventData::KeyUpdated { .. } => EventType::KeyUpdated,
-            EventData::KeyRevoked => EventType::KeyRevoked,
+            EventData::KeyRevoked | EventData::KeyRevokedFound { .. } => EventType::KeyRevoked,
             EventData::KeyRotated { .. } => EventType::KeyRotated,
             EventData::TenantCreated { .. } => EventType::TenantCreated,
         }

@@ -80,7 +80,7 @@ pub use idempotency::{
 pub use ids::{EventId, IdError, KeyId, TenantId};
 pub use key_kind::{KeyType, Mode, UnknownVariant};
 pub use key_string::{contains_key_material, KeyFormatError, PlainKey};
-pub use leaks::LeakReport;
+pub use leaks::{FoundReport, FoundToken, LeakReport, LeakSource};
 pub use name::{is_forbidden_in_name, KeyName, KeyNameError, MAX_NAME_CHARS};
 pub use operator::{CreateKeyForError, ListKeysForError, RevokeKeyForError, RevokedKey};
 pub use ports::{
