@@ -4,7 +4,9 @@
 //! - [`app`] (or [`configure`] plus [`request_context`]) builds the whole API:
 //!   the seven key routes of the product document, verification for other
 //!   services (`POST /v1/api-keys/verify`), the audit log
-//!   (`GET /v1/audit-events`), `GET /healthz`, `GET /readyz` and
+//!   (`GET /v1/audit-events`), leaked-key reports (`POST /v1/leaked-keys`)
+//!   and GitHub's secret scanning (`POST /v1/secret-scanning/github`, with
+//!   [`GithubPublicKeys`]), `GET /healthz`, `GET /readyz` and
 //!   `GET /openapi.json` (feature `openapi`), JSON errors for everything (docs/api.md,
 //!   "Conventions"; also actix's own), `X-Request-ID` and a tracing span per
 //!   request. [`server`] serves it with graceful shutdown.
@@ -53,6 +55,7 @@ pub mod request_limits;
 mod route;
 mod route_table;
 mod routes;
+pub mod secret_scanning;
 mod state;
 mod verify;
 
@@ -80,6 +83,7 @@ pub use request_limits::{
     RequestLimits, DEFAULT_STORAGE_WAIT, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_LEN,
 };
 pub use routes::{app, configure, server};
+pub use secret_scanning::{GithubKeysError, GithubPublicKeys};
 pub use state::{AppState, Readiness};
 
 /// Largest request body accepted (16 KiB); larger: 413 `payload_too_large`.
