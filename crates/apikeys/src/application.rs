@@ -11,8 +11,7 @@ use composition::Services;
 use domain::{Clock, HashKey, RepositoryError};
 use http_actix::{
     AppState, FailureLimitConfig, FailureLimiter, GithubPublicKeys, LeakReportGate, Readiness,
-    RequestLimits,
-    DEFAULT_LEAK_REPORTS_IN_FLIGHT, DEFAULT_LEAK_REPORTS_PER_MINUTE,
+    RequestLimits, DEFAULT_LEAK_REPORTS_IN_FLIGHT, DEFAULT_LEAK_REPORTS_PER_MINUTE,
 };
 use infra_postgres::PgStore;
 

@@ -489,13 +489,11 @@ impl<'a> Env<'a> {
         let invalid = |reason: String| ConfigError::Invalid { var: VAR, reason };
         let text = std::fs::read_to_string(path.trim())
             .map_err(|e| invalid(format!("cannot read {path:?}: {e}")))?;
-        GithubPublicKeys::from_json(&text)
-            .map(Some)
-            .map_err(|e| {
-                invalid(format!(
-                    "{path:?}: {e}; save https://api.github.com/meta/public_keys/secret_scanning in it"
-                ))
-            })
+        GithubPublicKeys::from_json(&text).map(Some).map_err(|e| {
+            invalid(format!(
+                "{path:?}: {e}; save https://api.github.com/meta/public_keys/secret_scanning in it"
+            ))
+        })
     }
 
     /// Whether `APIKEYS_LOG_FORMAT=json`.

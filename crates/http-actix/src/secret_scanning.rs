@@ -214,7 +214,12 @@ pub struct GithubFoundToken {
     pub token_type: String,
     /// Where it was found: a file at a commit, an issue, a gist, a package.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(example = "https://github.com/octo-org/hello/blob/12345600b9cbe38a219f39a9941c9319b600c002/config.env"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "https://github.com/octo-org/hello/blob/12345600b9cbe38a219f39a9941c9319b600c002/config.env"
+        )
+    )]
     pub url: String,
     /// What GitHub scanned (`content`, `commit`, `npm`, ...).
     #[serde(default)]
@@ -356,8 +361,8 @@ pub(crate) async fn github_secret_scanning(
     };
     // Without both headers there is nothing to verify the body with: it is
     // not read.
-    if let Err(e) = one_header(&req, KEY_IDENTIFIER_HEADER)
-        .and_then(|_| one_header(&req, SIGNATURE_HEADER))
+    if let Err(e) =
+        one_header(&req, KEY_IDENTIFIER_HEADER).and_then(|_| one_header(&req, SIGNATURE_HEADER))
     {
         return Err(refuse(e));
     }
