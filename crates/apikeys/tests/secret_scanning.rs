@@ -252,6 +252,10 @@ fn entry(token: &str, n: usize) -> Value {
     })
 }
 
+/// A refused batch: what it is, its body, its identifier and signature
+/// headers (`None`: not sent).
+type Case<'a> = (&'a str, Vec<u8>, Option<&'a str>, Option<&'a str>);
+
 /// `status` and `invalid_signature`, without a bearer challenge.
 async fn assert_invalid_signature(response: Response, case: &str) {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{case}");
@@ -283,7 +287,7 @@ async fn forged_tampered_unknown_or_unsigned_batches_are_401_and_change_nothing(
 
     // when it comes signed by another key, tampered with, under an unknown
     // or another listed key's identifier, or without a header,
-    let cases: [(&str, Vec<u8>, Option<&str>, Option<&str>); 8] = [
+    let cases: [Case<'_>; 8] = [
         (
             "signed by another key",
             body.clone(),

@@ -15,7 +15,6 @@ use crate::api_key::ApiKey;
 use crate::duration::GracePeriod;
 use crate::ids::{EventId, KeyId, TenantId};
 use crate::key_kind::{Mode, UnknownVariant};
-use crate::leaks::LeakSource;
 use crate::name::KeyName;
 use crate::scope::Scopes;
 
@@ -62,6 +61,34 @@ impl Actor {
             _ => Err(UnknownVariant {
                 expected: "api_key (with a key id), cli or leak_report",
             }),
+        }
+    }
+}
+
+/// Who found the keys of a batch report ([`ApiKeys::revoke_found`](crate::ApiKeys::revoke_found)), as
+/// `data.source` of each revocation's event writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeakSource {
+    /// GitHub's secret scanning partner program (docs/secret-scanning.md).
+    GitHub,
+}
+
+impl LeakSource {
+    /// The name `data.source` holds: `github`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakSource::GitHub => "github",
+        }
+    }
+
+    /// The inverse of [`LeakSource::as_str`].
+    ///
+    /// # Errors
+    /// [`UnknownVariant`] for any other name.
+    pub fn parse(name: &str) -> Result<Self, UnknownVariant> {
+        match name {
+            "github" => Ok(LeakSource::GitHub),
+            _ => Err(UnknownVariant { expected: "github" }),
         }
     }
 }

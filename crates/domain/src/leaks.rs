@@ -19,11 +19,10 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::api_key::{ApiKey, KeyStatus};
-use crate::events::{Actor, EventData, Origin};
+use crate::events::{Actor, EventData, LeakSource, Origin};
 use crate::hashing::KeyHash;
 use crate::ids::KeyId;
 use crate::key_kind::KeyType;
-use crate::key_kind::UnknownVariant;
 use crate::key_string::PlainKey;
 use crate::ports::{RepositoryError, RevokeRepoError};
 use crate::service::ApiKeys;
@@ -39,34 +38,6 @@ pub struct LeakReport {
     /// has this value, a publishable key, a key already revoked or expired,
     /// or a repetition of a string reported before in the same report.
     pub ignored: usize,
-}
-
-/// Who found the keys of a batch report ([`ApiKeys::revoke_found`]), as
-/// `data.source` of each revocation's event writes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LeakSource {
-    /// GitHub's secret scanning partner program (docs/secret-scanning.md).
-    GitHub,
-}
-
-impl LeakSource {
-    /// The name `data.source` holds: `github`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LeakSource::GitHub => "github",
-        }
-    }
-
-    /// The inverse of [`LeakSource::as_str`].
-    ///
-    /// # Errors
-    /// [`UnknownVariant`] for any other name.
-    pub fn parse(name: &str) -> Result<Self, UnknownVariant> {
-        match name {
-            "github" => Ok(LeakSource::GitHub),
-            _ => Err(UnknownVariant { expected: "github" }),
-        }
-    }
 }
 
 /// One token a secret scanner found, and where. Its `Debug` leaves the token

@@ -37,6 +37,7 @@ mod body;
 mod client_addr;
 pub mod dto;
 mod error;
+mod github_keys;
 mod handlers;
 mod idempotency;
 mod leaks;
@@ -63,6 +64,7 @@ pub use auth::{bearer_token, AuthFuture, Authenticated, TENANT_HEADER};
 pub use blocking::{blocking, blocking_within};
 pub use client_addr::TrustedProxies;
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, RETRY_AFTER_SECONDS};
+pub use github_keys::{GithubKeysError, GithubPublicKeys};
 pub use idempotency::{IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER};
 /// The former name of [`openapi::schemas`].
 #[cfg(feature = "openapi")]
@@ -83,7 +85,6 @@ pub use request_limits::{
     RequestLimits, DEFAULT_STORAGE_WAIT, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_LEN,
 };
 pub use routes::{app, configure, server};
-pub use secret_scanning::{GithubKeysError, GithubPublicKeys};
 pub use state::{AppState, Readiness};
 
 /// Largest request body accepted (16 KiB); larger: 413 `payload_too_large`.

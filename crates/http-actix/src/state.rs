@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use domain::{ApiKeys, Authenticator, RepositoryError};
 
+use crate::github_keys::GithubPublicKeys;
 use crate::rate_limit::FailureLimiter;
 use crate::report_limits::LeakReportGate;
 use crate::request_limits::RequestLimits;
-use crate::secret_scanning::GithubPublicKeys;
 
 /// Whether the service can serve requests (`GET /readyz`): the binary
 /// implements it over its database.
