@@ -816,6 +816,49 @@ mod tests {
     }
 
     #[test]
+    fn githubs_public_keys_are_read_once_from_the_named_file() {
+        let get = env(&[]);
+        assert!(Env::new(&get).github_public_keys().unwrap().is_none());
+        assert!(Env::new(&get)
+            .server()
+            .unwrap()
+            .github_public_keys
+            .is_none());
+
+        // The file .ci/api-check serves with, in GitHub's shape.
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../.ci/github-public-keys.json"
+        );
+        let get = env(&[("APIKEYS_GITHUB_PUBLIC_KEYS_FILE", fixture)]);
+        let keys = Env::new(&get).github_public_keys().unwrap().unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(Env::new(&get)
+            .server()
+            .unwrap()
+            .github_public_keys
+            .is_some());
+
+        let missing = "/nonexistent/github-public-keys.json";
+        let get = env(&[("APIKEYS_GITHUB_PUBLIC_KEYS_FILE", missing)]);
+        let err = Env::new(&get).github_public_keys().unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { var: "APIKEYS_GITHUB_PUBLIC_KEYS_FILE", reason } if reason.starts_with("cannot read \"/nonexistent")),
+            "{err}"
+        );
+
+        // A file of another shape (this crate's manifest).
+        let other = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let get = env(&[("APIKEYS_GITHUB_PUBLIC_KEYS_FILE", other)]);
+        let err = Env::new(&get).github_public_keys().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("save https://api.github.com/meta/public_keys/secret_scanning in it"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn log_format_accepts_json_and_text_only() {
         let get = env(&[("APIKEYS_LOG_FORMAT", "json")]);
         assert!(Env::new(&get).json_logs().unwrap());

@@ -194,26 +194,20 @@ pub(crate) async fn github_secret_scanning(
     };
     // Bounded as leak reports are: the address's failures and reports, then
     // the body (at most 1 MiB, within the body timeout), then the signature.
-    let limiter = req.app_data::<web::Data<FailureLimiter>>().cloned();
-    let client = limiter.as_ref().map(|l| l.admit(&req)).transpose()?;
+    if let Some(limiter) = req.app_data::<web::Data<FailureLimiter>>() {
+        limiter.admit(&req)?;
+    }
     let gate = Arc::clone(&state.leak_reports);
     gate.admit(&req)?;
-    // A failed signature is a failed authentication like a bad key
-    // (docs/api.md, "Abuse limits"): counted against the address.
-    let refuse = |e: SignatureError| {
-        let too_many = limiter
-            .as_ref()
-            .zip(client)
-            .and_then(|(limiter, client)| limiter.failed(client));
-        too_many.unwrap_or_else(|| ApiError::invalid_signature().with_source(e))
-    };
-    // Without both headers there is nothing to verify the body with: it is
-    // not read.
-    if let Err(e) =
-        one_header(&req, KEY_IDENTIFIER_HEADER).and_then(|_| one_header(&req, SIGNATURE_HEADER))
-    {
-        return Err(refuse(e));
-    }
+    // A bad signature is not counted as a failed authentication: no key is
+    // guessed with it, and every batch, signed or not, already counts
+    // against the address's reports (docs/api.md, "POST
+    // /v1/secret-scanning/github"). Without both headers there is nothing
+    // to verify the body with: it is not read.
+    let refuse = |e: SignatureError| ApiError::invalid_signature().with_source(e);
+    one_header(&req, KEY_IDENTIFIER_HEADER)
+        .and_then(|_| one_header(&req, SIGNATURE_HEADER))
+        .map_err(refuse)?;
     let body = read_json_bytes_up_to(&req, payload, GITHUB_BODY_LIMIT).await?;
     keys.verify_request(&req, &body).map_err(refuse)?;
     let batch = parse_batch(&body)?;
