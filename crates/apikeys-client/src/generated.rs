@@ -3115,7 +3115,7 @@ Sends a `POST` request to `/v1/secret-scanning/github`
 Arguments:
 - `github_public_key_identifier`: The identifier of the GitHub key that signed the body (`key_identifier` in GitHub's `public_keys`).
 - `github_public_key_signature`: Base64 of the ECDSA P-256 SHA-256 signature of the raw body, in DER.
-- `body`: 1 to 1,000 tokens GitHub found (an empty array is answered with one).
+- `body`: At most 1,000 tokens GitHub found, in a body of at most 1 MiB (an empty array is answered with an empty one).
 */
     pub async fn github_secret_scanning<'a>(
         &'a self,

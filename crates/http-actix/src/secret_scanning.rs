@@ -169,7 +169,7 @@ fn parse_batch(body: &[u8]) -> Result<Vec<GithubFoundToken>, ApiError> {
             ("Github-Public-Key-Signature" = String, Header, description = "Base64 of the ECDSA P-256 SHA-256 signature of the raw body, in DER."),
         ),
         request_body(content = Vec<GithubFoundToken>, content_type = "application/json",
-            description = "1 to 1,000 tokens GitHub found (an empty array is answered with one)."),
+            description = "At most 1,000 tokens GitHub found, in a body of at most 1 MiB (an empty array is answered with an empty one)."),
         responses(
             (status = 200, description = "One verdict per token, in order; the revocations are committed.", body = Vec<GithubTokenVerdict>),
             (status = 400, description = "`invalid_json` (not a JSON array), `invalid_parameter` (more than 1,000 tokens, or an entry without a string `token`).", body = ErrorBody),
