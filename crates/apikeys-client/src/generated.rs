@@ -255,6 +255,8 @@ for people.*/
         ApiKeyRevoked,
         #[serde(rename = "api_key_expired")]
         ApiKeyExpired,
+        #[serde(rename = "invalid_signature")]
+        InvalidSignature,
         #[serde(rename = "invalid_tenant_id")]
         InvalidTenantId,
         #[serde(rename = "duplicate_header")]
@@ -327,6 +329,7 @@ for people.*/
                 Self::InvalidApiKey => f.write_str("invalid_api_key"),
                 Self::ApiKeyRevoked => f.write_str("api_key_revoked"),
                 Self::ApiKeyExpired => f.write_str("api_key_expired"),
+                Self::InvalidSignature => f.write_str("invalid_signature"),
                 Self::InvalidTenantId => f.write_str("invalid_tenant_id"),
                 Self::DuplicateHeader => f.write_str("duplicate_header"),
                 Self::TenantMismatch => f.write_str("tenant_mismatch"),
@@ -374,6 +377,7 @@ for people.*/
                 "invalid_api_key" => Ok(Self::InvalidApiKey),
                 "api_key_revoked" => Ok(Self::ApiKeyRevoked),
                 "api_key_expired" => Ok(Self::ApiKeyExpired),
+                "invalid_signature" => Ok(Self::InvalidSignature),
                 "invalid_tenant_id" => Ok(Self::InvalidTenantId),
                 "duplicate_header" => Ok(Self::DuplicateHeader),
                 "tenant_mismatch" => Ok(Self::TenantMismatch),
@@ -571,7 +575,8 @@ otherwise, never `null`).*/
         pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
         /**What changed: `changes` (updated), `replaced_by`, `grace_period`,
 `revokes_at` (rotated), `rotated_from` (created by a rotation), `name`
-(tenant created).*/
+(tenant created), `source` and `url` (revoked on a secret scanner's
+report).*/
         pub data: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
         pub id: EventId,
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
@@ -761,6 +766,88 @@ otherwise, never `null`).*/
         }
     }
     impl<'de> ::serde::Deserialize<'de> for ExpiresIn {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    /**One token of a batch, as GitHub sends it. Its `Debug` leaves the token
+out.*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct GithubFoundToken {
+        ///What GitHub scanned (`content`, `commit`, `npm`, ...).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub source: ::std::option::Option<::std::string::String>,
+        ///The string GitHub found, as found.
+        pub token: ::std::string::String,
+        /**The token type the pattern was registered under (echoed as
+`token_type`).*/
+        #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+        pub type_: ::std::option::Option<::std::string::String>,
+        ///Where it was found: a file at a commit, an issue, a gist, a package.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub url: ::std::option::Option<::std::string::String>,
+    }
+    ///The answer for one token, in the batch's order.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct GithubTokenVerdict {
+        pub label: TokenLabel,
+        ///The SHA-256 of the token, in lowercase hex.
+        pub token_hash: GithubTokenVerdictTokenHash,
+        ///The token's `type`, as sent.
+        pub token_type: ::std::string::String,
+    }
+    ///The SHA-256 of the token, in lowercase hex.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct GithubTokenVerdictTokenHash(::std::string::String);
+    impl ::std::ops::Deref for GithubTokenVerdictTokenHash {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<GithubTokenVerdictTokenHash> for ::std::string::String {
+        fn from(value: GithubTokenVerdictTokenHash) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for GithubTokenVerdictTokenHash {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[0-9a-f]{64}$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[0-9a-f]{64}$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for GithubTokenVerdictTokenHash {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for GithubTokenVerdictTokenHash {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for GithubTokenVerdictTokenHash {
         fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
         where
             D: ::serde::Deserializer<'de>,
@@ -1876,6 +1963,61 @@ exactly, as found.*/
                 })
         }
     }
+    ///The verdict on one token.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum TokenLabel {
+        #[serde(rename = "true_positive")]
+        TruePositive,
+        #[serde(rename = "false_positive")]
+        FalsePositive,
+    }
+    impl ::std::fmt::Display for TokenLabel {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::TruePositive => f.write_str("true_positive"),
+                Self::FalsePositive => f.write_str("false_positive"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for TokenLabel {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "true_positive" => Ok(Self::TruePositive),
+                "false_positive" => Ok(Self::FalsePositive),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for TokenLabel {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for TokenLabel {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
     ///A `PATCH /v1/api-keys/{id}` body that renames (and may re-scope).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
@@ -2060,7 +2202,7 @@ with `insufficient_scope`.*/
 #[derive(Clone, Debug)]
 /**Client for apikeys
 
-Create, list, update, revoke, rotate and verify a tenant's API keys. Every `/v1` request but `POST /v1/leaked-keys` needs the `X-Tenant-ID` header (a parameter of each operation), and `Authorization: Bearer <secret key>` except `POST /v1/api-keys/verify`, whose body carries the key to check; `POST /v1/leaked-keys` (reporting leaked keys) needs neither. Every response carries `X-Request-ID`. Every error is `{"error": {"code", "message", "param"?, "request_id"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.
+Create, list, update, revoke, rotate and verify a tenant's API keys. Every `/v1` request but `POST /v1/leaked-keys` and `POST /v1/secret-scanning/github` needs the `X-Tenant-ID` header (a parameter of each operation), and `Authorization: Bearer <secret key>` except `POST /v1/api-keys/verify`, whose body carries the key to check; `POST /v1/leaked-keys` (reporting leaked keys) needs neither, nor does `POST /v1/secret-scanning/github` (GitHub's signed reports). Every response carries `X-Request-ID`. Every error is `{"error": {"code", "message", "param"?, "request_id"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.
 
 Version: 0.1.0*/
 pub struct Client {
@@ -2942,6 +3084,98 @@ Sends a `POST` request to `/v1/leaked-keys`
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             405u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            413u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            415u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Report keys GitHub found in public code: every active secret key among
+them is revoked
+
+No `Authorization`: the body must carry GitHub's signature. 200 with one
+verdict per token, in order, once the revocations are committed (each
+writing `api_key.revoked` with actor `leak_report`, `data.source`
+`github` and `data.url`). 404 while the service has no GitHub public
+keys.
+
+Sends a `POST` request to `/v1/secret-scanning/github`
+
+Arguments:
+- `github_public_key_identifier`: The identifier of the GitHub key that signed the body (`key_identifier` in GitHub's `public_keys`).
+- `github_public_key_signature`: Base64 of the ECDSA P-256 SHA-256 signature of the raw body, in DER.
+- `body`: At most 1,000 tokens GitHub found, in a body of at most 1 MiB (an empty array is answered with an empty one).
+*/
+    pub async fn github_secret_scanning<'a>(
+        &'a self,
+        github_public_key_identifier: &'a str,
+        github_public_key_signature: &'a str,
+        body: &'a ::std::vec::Vec<types::GithubFoundToken>,
+    ) -> Result<
+        ResponseValue<::std::vec::Vec<types::GithubTokenVerdict>>,
+        Error<types::ErrorBody>,
+    > {
+        let url = format!("{}/v1/secret-scanning/github", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        header_map
+            .append(
+                "Github-Public-Key-Identifier",
+                github_public_key_identifier.to_string().try_into()?,
+            );
+        header_map
+            .append(
+                "Github-Public-Key-Signature",
+                github_public_key_signature.to_string().try_into()?,
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "github_secret_scanning",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            405u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            408u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             413u16 => {

@@ -65,6 +65,34 @@ impl Actor {
     }
 }
 
+/// Who found the keys of a batch report ([`ApiKeys::revoke_found`](crate::ApiKeys::revoke_found)), as
+/// `data.source` of each revocation's event writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeakSource {
+    /// GitHub's secret scanning partner program (docs/secret-scanning.md).
+    GitHub,
+}
+
+impl LeakSource {
+    /// The name `data.source` holds: `github`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakSource::GitHub => "github",
+        }
+    }
+
+    /// The inverse of [`LeakSource::as_str`].
+    ///
+    /// # Errors
+    /// [`UnknownVariant`] for any other name.
+    pub fn parse(name: &str) -> Result<Self, UnknownVariant> {
+        match name {
+            "github" => Ok(LeakSource::GitHub),
+            _ => Err(UnknownVariant { expected: "github" }),
+        }
+    }
+}
+
 /// Where a change comes from: the actor and, for a change made over HTTP,
 /// the request id. Every write use case takes one and records it in its event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +238,14 @@ pub enum EventData {
     },
     /// `api_key.revoked`.
     KeyRevoked,
+    /// `api_key.revoked` by a secret scanner's report: who found the key,
+    /// and where (docs/secret-scanning.md).
+    KeyRevokedFound {
+        /// Who found it: `data.source`.
+        source: LeakSource,
+        /// Where it was found: `data.url`.
+        url: String,
+    },
     /// `api_key.rotated`, on the old key.
     KeyRotated {
         /// The successor.
@@ -232,7 +268,7 @@ impl EventData {
         match self {
             EventData::KeyCreated { .. } => EventType::KeyCreated,
             EventData::KeyUpdated { .. } => EventType::KeyUpdated,
-            EventData::KeyRevoked => EventType::KeyRevoked,
+            EventData::KeyRevoked | EventData::KeyRevokedFound { .. } => EventType::KeyRevoked,
             EventData::KeyRotated { .. } => EventType::KeyRotated,
             EventData::TenantCreated { .. } => EventType::TenantCreated,
         }

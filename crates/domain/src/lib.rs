@@ -70,7 +70,7 @@ pub use errors::{
 };
 pub use events::{
     format_duration, Actor, Change, EventData, EventPage, EventQuery, EventType, FieldChanges,
-    KeyEvent, Origin, StoredEvent,
+    KeyEvent, LeakSource, Origin, StoredEvent,
 };
 pub use hashing::{HashKey, HashKeyError, KeyHash};
 pub use idempotency::{
@@ -80,7 +80,7 @@ pub use idempotency::{
 pub use ids::{EventId, IdError, KeyId, TenantId};
 pub use key_kind::{KeyType, Mode, UnknownVariant};
 pub use key_string::{contains_key_material, KeyFormatError, PlainKey};
-pub use leaks::LeakReport;
+pub use leaks::{FoundReport, FoundToken, LeakReport};
 pub use name::{is_forbidden_in_name, KeyName, KeyNameError, MAX_NAME_CHARS};
 pub use operator::{CreateKeyForError, ListKeysForError, RevokeKeyForError, RevokedKey};
 pub use ports::{

@@ -309,15 +309,17 @@ pub trait ApiKeyRepository: Send + Sync {
     /// [`RepositoryError`].
     fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError>;
 
-    /// The keys with these hashes, in any tenant and any state, in one
-    /// lookup, in no particular order; hashes that match no key are left
-    /// out, and a hash given twice finds its key once. For leak reports,
-    /// which look up many strings at once (docs/api.md, "POST
-    /// /v1/leaked-keys").
+    /// The keys with these hashes, each with its hash, in any tenant and any
+    /// state, in one lookup, in no particular order; hashes that match no
+    /// key are left out, and a hash given twice finds its key once. For leak
+    /// reports, which look up many strings at once (docs/api.md, "POST
+    /// /v1/leaked-keys"), and secret scanners' batches, which answer for each
+    /// string (docs/secret-scanning.md).
     ///
     /// # Errors
     /// [`RepositoryError`].
-    fn find_by_hashes(&self, hashes: &[KeyHash]) -> Result<Vec<ApiKey>, RepositoryError>;
+    fn find_by_hashes(&self, hashes: &[KeyHash])
+        -> Result<Vec<(KeyHash, ApiKey)>, RepositoryError>;
 
     /// The key with this id in this tenant, in any state.
     ///

@@ -112,7 +112,8 @@ pub struct EventObject {
     pub request_id: Option<String>,
     /// What changed: `changes` (updated), `replaced_by`, `grace_period`,
     /// `revokes_at` (rotated), `rotated_from` (created by a rotation), `name`
-    /// (tenant created).
+    /// (tenant created), `source` and `url` (revoked on a secret scanner's
+    /// report).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Value,
 }
@@ -150,6 +151,9 @@ fn data_json(data: &EventData) -> Value {
             rotated_from: Some(id),
         } => json!({ "rotated_from": id.to_string() }),
         EventData::KeyCreated { rotated_from: None } | EventData::KeyRevoked => json!({}),
+        EventData::KeyRevokedFound { source, url } => {
+            json!({ "source": source.as_str(), "url": url })
+        }
         EventData::KeyUpdated { changes } => {
             let mut fields = Map::new();
             if let Some(c) = &changes.name {

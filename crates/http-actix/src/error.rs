@@ -88,6 +88,7 @@ error_codes! {
     InvalidApiKey = "invalid_api_key", UNAUTHORIZED, "malformed or unknown key";
     ApiKeyRevoked = "api_key_revoked", UNAUTHORIZED, "revoked, or rotated and past its grace period; also a key revoked while its own write was in flight";
     ApiKeyExpired = "api_key_expired", UNAUTHORIZED, "past `expires_at`";
+    InvalidSignature = "invalid_signature", UNAUTHORIZED, "a GitHub secret scanning batch whose signature is missing, names an unknown key or does not match the body";
     InvalidTenantId = "invalid_tenant_id", BAD_REQUEST, "`X-Tenant-ID` missing or not `tnt_` + ULID";
     DuplicateHeader = "duplicate_header", BAD_REQUEST, "`Authorization` or `X-Tenant-ID` sent more than once (`param`), checked before anything else";
     TenantMismatch = "tenant_mismatch", FORBIDDEN, "the key belongs to another tenant";
@@ -111,7 +112,7 @@ error_codes! {
     UnknownField = "unknown_field", BAD_REQUEST, "a body field the endpoint does not know (`param`)";
     UnknownParameter = "unknown_parameter", BAD_REQUEST, "a query parameter the endpoint does not know (`param`)";
     InvalidDuration = "invalid_duration", BAD_REQUEST, "malformed or out-of-range duration (`param`)";
-    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE, "body over 16 KiB";
+    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE, "body over 16 KiB (1 MiB for `POST /v1/secret-scanning/github`)";
     UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "POST/PATCH body without `application/json`, or with a `Content-Encoding` other than `identity`";
     // The one exception to the table: when actix or another team's
     // handler answered another 4xx without an error of ours, that status is
@@ -266,12 +267,24 @@ impl ApiError {
 
     /// `payload_too_large`.
     pub fn payload_too_large() -> Self {
+        ApiError::payload_over(crate::BODY_LIMIT)
+    }
+
+    /// `payload_too_large` for a route whose bodies may hold `limit` bytes.
+    pub(crate) fn payload_over(limit: usize) -> Self {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
-            format!(
-                "the request body must be at most {} bytes",
-                crate::BODY_LIMIT
-            ),
+            format!("the request body must be at most {limit} bytes"),
+        )
+    }
+
+    /// 401 `invalid_signature`: a secret scanner's batch whose signature is
+    /// missing, names an unknown key, or does not match the body.
+    pub(crate) fn invalid_signature() -> Self {
+        ApiError::new(
+            ErrorCode::InvalidSignature,
+            "the body must be signed: `Github-Public-Key-Signature` (base64 DER ECDSA P-256 \
+             SHA-256 over the body) under the key `Github-Public-Key-Identifier` names",
         )
     }
 
@@ -414,7 +427,8 @@ impl ApiError {
     /// `WWW-Authenticate` on 401, `Retry-After` on 503 and `Allow` on 405.
     pub fn to_response(&self, request_id: &str) -> HttpResponse {
         let mut builder = HttpResponse::build(self.status);
-        if self.status == StatusCode::UNAUTHORIZED {
+        // A bad signature is not a bad bearer key: no challenge for one.
+        if self.status == StatusCode::UNAUTHORIZED && self.code != ErrorCode::InvalidSignature {
             builder.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {

@@ -4,7 +4,9 @@
 //! - [`app`] (or [`configure`] plus [`request_context`]) builds the whole API:
 //!   the seven key routes of the product document, verification for other
 //!   services (`POST /v1/api-keys/verify`), the audit log
-//!   (`GET /v1/audit-events`), `GET /healthz`, `GET /readyz` and
+//!   (`GET /v1/audit-events`), leaked-key reports (`POST /v1/leaked-keys`)
+//!   and GitHub's secret scanning (`POST /v1/secret-scanning/github`, with
+//!   [`GithubPublicKeys`]), `GET /healthz`, `GET /readyz` and
 //!   `GET /openapi.json` (feature `openapi`), JSON errors for everything (docs/api.md,
 //!   "Conventions"; also actix's own), `X-Request-ID` and a tracing span per
 //!   request. [`server`] serves it with graceful shutdown.
@@ -35,6 +37,7 @@ mod body;
 mod client_addr;
 pub mod dto;
 mod error;
+mod github_keys;
 mod handlers;
 mod idempotency;
 mod leaks;
@@ -53,6 +56,7 @@ pub mod request_limits;
 mod route;
 mod route_table;
 mod routes;
+pub mod secret_scanning;
 mod state;
 mod verify;
 
@@ -60,6 +64,7 @@ pub use auth::{bearer_token, AuthFuture, Authenticated, TENANT_HEADER};
 pub use blocking::{blocking, blocking_within};
 pub use client_addr::TrustedProxies;
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, RETRY_AFTER_SECONDS};
+pub use github_keys::{GithubKeysError, GithubPublicKeys};
 pub use idempotency::{IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER};
 /// The former name of [`openapi::schemas`].
 #[cfg(feature = "openapi")]

@@ -3,16 +3,17 @@
 //! them, the OpenAPI document lists their operations.
 
 use crate::route::Route;
-use crate::{audit, handlers, leaks, verify};
+use crate::{audit, handlers, leaks, secret_scanning, verify};
 
 /// Every route, in the order actix tries them: a literal path before a
 /// template that would match it (`/v1/api-keys/verify` and
 /// `/v1/api-keys/rotate` before `/v1/api-keys/{id}`).
 pub(crate) fn all() -> impl Iterator<Item = &'static Route> {
-    let api: [&'static [Route]; 4] = [
+    let api: [&'static [Route]; 5] = [
         verify::ROUTES,
         audit::ROUTES,
         leaks::ROUTES,
+        secret_scanning::ROUTES,
         handlers::ROUTES,
     ];
     #[cfg(feature = "openapi")]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use domain::{ApiKeys, Authenticator, RepositoryError};
 
+use crate::github_keys::GithubPublicKeys;
 use crate::rate_limit::FailureLimiter;
 use crate::report_limits::LeakReportGate;
 use crate::request_limits::RequestLimits;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub(crate) limits: RequestLimits,
     /// The bounds on leak reports.
     pub(crate) leak_reports: Arc<LeakReportGate>,
+    /// GitHub's secret scanning keys; `None`: the route is not served.
+    pub(crate) github_keys: Option<Arc<GithubPublicKeys>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -67,6 +70,7 @@ impl AppState {
             limiter: Arc::new(FailureLimiter::disabled()),
             limits: RequestLimits::default(),
             leak_reports: Arc::new(LeakReportGate::unlimited()),
+            github_keys: None,
         }
     }
 
@@ -83,6 +87,14 @@ impl AppState {
     #[must_use]
     pub fn with_leak_report_gate(mut self, gate: Arc<LeakReportGate>) -> Self {
         self.leak_reports = gate;
+        self
+    }
+
+    /// Serves `POST /v1/secret-scanning/github` with GitHub's public keys
+    /// (docs/secret-scanning.md); unless set, the route is not served (404).
+    #[must_use]
+    pub fn with_github_public_keys(mut self, keys: Arc<GithubPublicKeys>) -> Self {
+        self.github_keys = Some(keys);
         self
     }
 

@@ -6,8 +6,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, Jsonb, Nullable, Text, Timestamptz};
 use domain::{
     format_duration, Actor, Change, EventData, EventId, EventPage, EventQuery, EventRepository,
-    EventType, FieldChanges, KeyEvent, KeyId, KeyName, Mode, RepositoryError, Scopes, StoredEvent,
-    TenantId,
+    EventType, FieldChanges, KeyEvent, KeyId, KeyName, LeakSource, Mode, RepositoryError, Scopes,
+    StoredEvent, TenantId,
 };
 use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
@@ -147,6 +147,9 @@ pub(crate) fn data_to_json(data: &EventData) -> Value {
             json!({ "changes": map })
         }
         EventData::KeyRevoked => json!({}),
+        EventData::KeyRevokedFound { source, url } => {
+            json!({ "source": source.as_str(), "url": url })
+        }
         EventData::KeyRotated {
             replaced_by,
             grace_period,
@@ -218,7 +221,13 @@ fn data_from_json(event_type: EventType, value: &Value) -> Result<EventData, Inv
             };
             EventData::KeyUpdated { changes }
         }
-        EventType::KeyRevoked => EventData::KeyRevoked,
+        EventType::KeyRevoked => match value.get("source") {
+            None => EventData::KeyRevoked,
+            Some(_) => EventData::KeyRevokedFound {
+                source: LeakSource::parse(str_at(value, &["source"])?).map_err(|_| bad("data"))?,
+                url: str_at(value, &["url"])?.to_owned(),
+            },
+        },
         EventType::KeyRotated => EventData::KeyRotated {
             replaced_by: key_id(&["replaced_by"])?,
             grace_period: domain::parse_duration(str_at(value, &["grace_period"])?)

@@ -509,21 +509,28 @@ impl ApiKeyRepository for PgStore {
     }
 
     #[tracing::instrument(level = "debug", name = "db.find_keys_by_hash", skip_all)]
-    fn find_by_hashes(&self, hashes: &[KeyHash]) -> Result<Vec<ApiKey>, RepositoryError> {
+    fn find_by_hashes(
+        &self,
+        hashes: &[KeyHash],
+    ) -> Result<Vec<(KeyHash, ApiKey)>, RepositoryError> {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
-        let hashes: Vec<&[u8]> = hashes.iter().map(|h| h.as_bytes().as_slice()).collect();
+        let asked: Vec<&[u8]> = hashes.iter().map(|h| h.as_bytes().as_slice()).collect();
         self.run(
             "finding keys by hash",
             |conn| {
-                // One `hash = ANY($1)` on the unique index.
+                // One `hash = ANY($1)` on the unique index; each row's hash
+                // names the asked hash it answers.
                 api_keys::table
-                    .filter(api_keys::hash.eq_any(&hashes))
-                    .select(ApiKeyRow::as_select())
-                    .load(conn)?
+                    .filter(api_keys::hash.eq_any(&asked))
+                    .select((api_keys::hash, ApiKeyRow::as_select()))
+                    .load::<(Vec<u8>, ApiKeyRow)>(conn)?
                     .into_iter()
-                    .map(to_key)
+                    .filter_map(|(stored, row)| {
+                        let hash = hashes.iter().find(|h| h.as_bytes()[..] == stored[..])?;
+                        Some(to_key(row).map(|key| (*hash, key)))
+                    })
                     .collect()
             },
             |_| None,

@@ -873,6 +873,32 @@ pub fn revoke_unguarded_takes_even_the_last_full_access_key(store: &impl Store) 
     assert_eq!(events_of(store, &tenant.id), after);
 }
 
+/// A revocation on a secret scanner's report stores its event with who
+/// found the key and where, and reads it back the same
+/// (docs/secret-scanning.md).
+pub fn a_found_revocation_keeps_its_source_and_url(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let guard = f.key(&tenant);
+    let found = f.key(&tenant);
+    f.insert(store, &guard);
+    f.insert(store, &found);
+    let later = T0 + Duration::minutes(5);
+    let event = KeyEvent {
+        data: EventData::KeyRevokedFound {
+            source: crate::LeakSource::GitHub,
+            url: "https://github.com/octo/hello/blob/0123abc/config.env".to_owned(),
+        },
+        ..made_by(Actor::LeakReport, None, f.revoked_event(&found.key, later))
+    };
+    store
+        .revoke_unguarded(&tenant.id, &found.key.id, &event)
+        .expect("revoke unguarded");
+    let stored = events_of(store, &tenant.id);
+    assert_eq!(stored[0], event);
+    assert_eq!(stored[0].event_type(), EventType::KeyRevoked);
+}
+
 /// `last_used_at` is written at most once per 60 s, and writes no event.
 pub fn record_uses_writes_at_most_once_a_minute(store: &impl Store) {
     let f = Fixture::new();
@@ -1052,15 +1078,18 @@ pub fn find_by_hashes_finds_each_stored_key_once(store: &impl Store) {
     let mut found = store
         .find_by_hashes(&[revoked.hash, unknown.hash, foreign.hash, revoked.hash])
         .expect("find by hashes");
-    found.sort_by_key(|k| k.id.to_string());
+    found.sort_by_key(|(_, k)| k.id.to_string());
     let mut expected = vec![
-        store
-            .find_by_hash(&revoked.hash)
-            .expect("find")
-            .expect("stored"),
-        foreign.key.clone(),
+        (
+            revoked.hash,
+            store
+                .find_by_hash(&revoked.hash)
+                .expect("find")
+                .expect("stored"),
+        ),
+        (foreign.hash, foreign.key.clone()),
     ];
-    expected.sort_by_key(|k| k.id.to_string());
+    expected.sort_by_key(|(_, k)| k.id.to_string());
     assert_eq!(found, expected);
     assert_eq!(store.find_by_hashes(&[unknown.hash]).expect("find"), vec![]);
     assert_eq!(store.find_by_hashes(&[]).expect("find"), vec![]);
@@ -2514,6 +2543,7 @@ macro_rules! repository_contract_tests {
             update_keeps_a_full_access_key,
             revoke_is_immediate_idempotent_and_guarded,
             revoke_unguarded_takes_even_the_last_full_access_key,
+            a_found_revocation_keeps_its_source_and_url,
             rotate_is_one_unit_and_only_for_active_keys,
             record_uses_writes_at_most_once_a_minute,
             record_uses_takes_a_batch,

@@ -339,13 +339,16 @@ impl ApiKeyRepository for InMemoryStore {
             .map(|(k, _)| k.clone()))
     }
 
-    fn find_by_hashes(&self, hashes: &[KeyHash]) -> Result<Vec<ApiKey>, RepositoryError> {
+    fn find_by_hashes(
+        &self,
+        hashes: &[KeyHash],
+    ) -> Result<Vec<(KeyHash, ApiKey)>, RepositoryError> {
         let state = self.lock()?;
         Ok(state
             .keys
             .values()
             .filter(|(_, h)| hashes.contains(h))
-            .map(|(k, _)| k.clone())
+            .map(|(k, h)| (*h, k.clone()))
             .collect())
     }
 
