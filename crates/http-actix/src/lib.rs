@@ -38,6 +38,7 @@ mod error;
 mod handlers;
 mod idempotency;
 mod leaks;
+mod limits_body;
 pub mod metrics;
 #[cfg(feature = "openapi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
@@ -54,6 +55,7 @@ mod route;
 mod route_table;
 mod routes;
 mod state;
+pub mod usage;
 mod verify;
 
 pub use auth::{bearer_token, AuthFuture, Authenticated, TENANT_HEADER};
@@ -81,6 +83,7 @@ pub use request_limits::{
 };
 pub use routes::{app, configure, server};
 pub use state::{AppState, Readiness};
+pub use usage::{judge_use, spend_use};
 
 /// Largest request body accepted (16 KiB); larger: 413 `payload_too_large`.
 pub const BODY_LIMIT: usize = 16 * 1024;

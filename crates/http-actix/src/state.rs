@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use domain::{ApiKeys, Authenticator, RepositoryError};
+use domain::{ApiKeys, Authenticator, RepositoryError, UsageMeter};
 
 use crate::rate_limit::FailureLimiter;
 use crate::report_limits::LeakReportGate;
@@ -32,6 +32,8 @@ pub struct AppState {
     pub(crate) limits: RequestLimits,
     /// The bounds on leak reports.
     pub(crate) leak_reports: Arc<LeakReportGate>,
+    /// Spends limited keys' budgets (none: nothing is metered).
+    pub(crate) usage: Option<Arc<UsageMeter>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -67,6 +69,7 @@ impl AppState {
             limiter: Arc::new(FailureLimiter::disabled()),
             limits: RequestLimits::default(),
             leak_reports: Arc::new(LeakReportGate::unlimited()),
+            usage: None,
         }
     }
 
@@ -83,6 +86,14 @@ impl AppState {
     #[must_use]
     pub fn with_leak_report_gate(mut self, gate: Arc<LeakReportGate>) -> Self {
         self.leak_reports = gate;
+        self
+    }
+
+    /// Meters limited keys with `meter` (docs/limits.md); unless set, a
+    /// key's `rate_limit` and `credits` are not enforced.
+    #[must_use]
+    pub fn with_usage_meter(mut self, meter: Arc<UsageMeter>) -> Self {
+        self.usage = Some(meter);
         self
     }
 

@@ -130,6 +130,7 @@ impl Fixture {
             expires_at: None,
             revokes_at: None,
             replaced_by: None,
+            limits: Default::default(),
         };
         NewKey {
             hash: self.hash_key.hash(&secret),
@@ -1315,6 +1316,8 @@ pub fn update_stores_its_updated_event(store: &impl Store) {
             request_id: Some(REQUEST_ID.to_owned()),
             data: EventData::KeyUpdated {
                 changes: FieldChanges {
+                    rate_limit: None,
+                    credits: None,
                     name: None,
                     scopes: Some(Change {
                         old: Scopes::full(),
@@ -1328,6 +1331,8 @@ pub fn update_stores_its_updated_event(store: &impl Store) {
         both_event.data,
         EventData::KeyUpdated {
             changes: FieldChanges {
+                rate_limit: None,
+                credits: None,
                 name: Some(Change {
                     old: name("Renamed"),
                     new: name("Both"),
@@ -1600,6 +1605,8 @@ pub fn refused_updates_store_no_event(store: &impl Store) {
         Err(UpdateRepoError::LastFullAccessKey)
     ));
     let stale = FieldChanges {
+        rate_limit: None,
+        credits: None,
         name: Some(Change {
             old: name("Not its name"),
             new: name("Renamed"),
@@ -2060,6 +2067,8 @@ pub fn update_refuses_stale_changes(store: &impl Store) {
     let stale_name_valid_scopes =
         FieldChanges::between(&key.key, Some(&name("Mine")), Some(&narrow));
     let stale_scopes = FieldChanges {
+        rate_limit: None,
+        credits: None,
         name: None,
         scopes: Some(Change {
             old: scopes(&[Scope::WebhooksRead]),

@@ -160,6 +160,7 @@ pub fn request(
         mode,
         scopes,
         expires_in,
+        limits: Default::default(),
     }
 }
 
