@@ -47,9 +47,10 @@ const NODES: usize = 3;
 const LIMIT: u64 = 1000;
 const WINDOW_SECS: u64 = 5;
 
-/// One `apikeys serve` process.
+/// One `apikeys serve` process, with its metrics listener.
 struct Node {
     port: u16,
+    metrics_port: u16,
     child: Child,
 }
 
@@ -63,18 +64,40 @@ fn free_port() -> u16 {
 
 impl Node {
     fn spawn(db: &TestDatabase, port: u16) -> Node {
+        let metrics_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_apikeys"))
             .arg("serve")
             .env("DATABASE_URL", db.url())
             .env("APIKEYS_HASH_KEY", HASH_KEY)
             .env("APIKEYS_BIND", format!("127.0.0.1:{port}"))
             .env("APIKEYS_WORKERS", "2")
+            .env("APIKEYS_METRICS_BIND", format!("127.0.0.1:{metrics_port}"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("apikeys serve starts");
-        Node { port, child }
+        Node {
+            port,
+            metrics_port,
+            child,
+        }
+    }
+
+    /// The sum of the samples of counter `name` (over its labels).
+    async fn counter(&self, client: &Client, name: &str) -> f64 {
+        let text = client
+            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     fn base(&self) -> String {
@@ -448,6 +471,23 @@ async fn three_nodes_never_admit_more_than_the_limit_in_a_window_across_a_crash(
     );
     assert_eq!(tally.refused.get("too_many_requests"), None);
     assert_eq!(tally.refused.get("usage_exceeded"), None);
+
+    // And every share cost one database write, far fewer than the uses
+    // (nodes 0 and 2 ran throughout; node 1's counters restarted with it).
+    let (mut shares, mut writes) = (0.0, 0.0);
+    for i in [0, 2] {
+        shares += cluster
+            .node(i)
+            .counter(&cluster.client, "apikeys_usage_shares_taken_total")
+            .await;
+        writes += cluster
+            .node(i)
+            .counter(&cluster.client, "apikeys_usage_share_writes_total")
+            .await;
+    }
+    println!("nodes 0 and 2: {shares} shares taken, {writes} database writes for them");
+    assert!(shares > 0.0);
+    assert_eq!(writes, shares, "one write per share");
 }
 
 #[actix_web::test]

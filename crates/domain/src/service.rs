@@ -318,13 +318,38 @@ impl ApiKeys {
         Ok(KeyView::at(key, self.now()))
     }
 
-    /// Renames or re-scopes a key (`None` leaves a field as it is). A change
+    /// Renames or re-scopes a key (`None` leaves a field as it is): as
+    /// [`update_with_limits`](Self::update_with_limits) with no change of
+    /// limits.
+    ///
+    /// # Errors
+    /// [`UpdateError`].
+    pub fn update(
+        &self,
+        caller: &Principal,
+        request_id: Option<String>,
+        id: &KeyId,
+        name: Option<KeyName>,
+        scopes: Option<Scopes>,
+    ) -> Result<KeyView, UpdateError> {
+        self.update_with_limits(
+            caller,
+            request_id,
+            id,
+            name,
+            scopes,
+            LimitsUpdate::default(),
+        )
+    }
+
+    /// Renames, re-scopes or re-limits a key (`None` leaves a field as it is;
+    /// docs/api.md, "Limiting a key's use"). A change
     /// that leaves every field as it was writes nothing and no event.
     ///
     /// # Errors
     /// [`UpdateError`].
     #[tracing::instrument(level = "debug", name = "use_case.update", skip_all, fields(key_id = %id))]
-    pub fn update(
+    pub fn update_with_limits(
         &self,
         caller: &Principal,
         request_id: Option<String>,

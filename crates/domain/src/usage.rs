@@ -281,6 +281,22 @@ impl Local {
     }
 }
 
+/// What a share depends on: the limits as a person set them, not the
+/// credits' `remaining`, which a cache reads anew as nodes spend.
+fn fingerprint(
+    limits: &UsageLimits,
+) -> (
+    Option<RateLimit>,
+    Option<Option<crate::limits::Refill>>,
+    Option<OffsetDateTime>,
+) {
+    (
+        limits.rate_limit,
+        limits.credits.map(|c| c.refill()),
+        limits.credits.and(limits.credits_since),
+    )
+}
+
 /// One key's meter: its state, and a lock held while a share is taken so
 /// that one thread per key and node asks the store at a time.
 #[derive(Debug)]
@@ -363,7 +379,7 @@ impl UsageMeter {
         now: OffsetDateTime,
     ) -> Result<Verdict, Local1> {
         let mut local = lock(&meter.local);
-        if local.limits != *limits {
+        if fingerprint(&local.limits) != fingerprint(limits) {
             // Changed limits void this node's shares (docs/limits.md).
             *local = Local::new(*limits, now);
         }
@@ -486,7 +502,7 @@ impl UsageMeter {
             .take_window_share(key, start, rate.limit(), want)?;
         self.counts.shares_taken.fetch_add(1, Ordering::Relaxed);
         let mut local = lock(&meter.local);
-        if local.limits != *limits {
+        if fingerprint(&local.limits) != fingerprint(limits) {
             return Ok(());
         }
         let exhausted = share.granted < want;
@@ -534,7 +550,7 @@ impl UsageMeter {
         let share = self.budget.take_credits(key, want, refill)?;
         self.counts.shares_taken.fetch_add(1, Ordering::Relaxed);
         let mut local = lock(&meter.local);
-        if local.limits != *limits {
+        if fingerprint(&local.limits) != fingerprint(limits) {
             return Ok(());
         }
         let period = limits.credits_period(now).unwrap_or(now);

@@ -294,7 +294,11 @@ impl utoipa::PartialSchema for UpdateKeyRequest {
         AnyOfBuilder::new()
             .item(Ref::from_schema_name(UpdateKeyName::name()))
             .item(Ref::from_schema_name(UpdateKeyScopes::name()))
-            .description(Some("At least one of `name` and `scopes`, not `null`."))
+            .item(Ref::from_schema_name(UpdateKeyLimits::name()))
+            .description(Some(
+                "At least one of `name`, `scopes`, `rate_limit` and `credits`; `name` and \
+                 `scopes` not `null` (a `null` limit removes it).",
+            ))
             .into()
     }
 }
@@ -304,8 +308,10 @@ impl ToSchema for UpdateKeyRequest {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
         schemas.push((UpdateKeyName::name().into(), UpdateKeyName::schema()));
         schemas.push((UpdateKeyScopes::name().into(), UpdateKeyScopes::schema()));
+        schemas.push((UpdateKeyLimits::name().into(), UpdateKeyLimits::schema()));
         <UpdateKeyName as ToSchema>::schemas(schemas);
         <UpdateKeyScopes as ToSchema>::schemas(schemas);
+        <UpdateKeyLimits as ToSchema>::schemas(schemas);
     }
 }
 
@@ -333,6 +339,25 @@ pub struct UpdateKeyScopes {
     /// New scopes (replace the old ones).
     #[cfg_attr(feature = "openapi", schema(value_type = ScopeList))]
     pub scopes: Vec<String>,
+}
+
+/// A `PATCH /v1/api-keys/{id}` body that sets a key's limits (and may
+/// rename or re-scope it): docs/api.md, "Limiting a key's use".
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", schema(min_properties = 1))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyLimits {
+    /// New label.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<KeyNameInput>))]
+    pub name: Option<String>,
+    /// New scopes (replace the old ones).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ScopeList>))]
+    pub scopes: Option<Vec<String>>,
+    /// The new rate limit; `null` removes it.
+    pub rate_limit: Option<RateLimitObject>,
+    /// The new credits (`remaining` counted from now); `null` removes them.
+    pub credits: Option<CreditsObject>,
 }
 
 /// `POST /v1/api-keys/rotate` body.

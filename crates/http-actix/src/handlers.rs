@@ -369,7 +369,9 @@ pub(crate) async fn update_key(
     let principal = caller.into_principal();
     let request_id = request_id_of(&req);
     let key = state
-        .storage(move || service.update(&principal, request_id, &id, name, scopes, limits))
+        .storage(move || {
+            service.update_with_limits(&principal, request_id, &id, name, scopes, limits)
+        })
         .await??;
     Ok(HttpResponse::Ok().json(KeyObject::from(&key)))
 }

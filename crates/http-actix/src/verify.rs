@@ -1021,7 +1021,7 @@ mod properties {
             let fast = read_borrowed(text.as_bytes());
             assert!(fast.is_some(), "{text}");
         }
-        let Some(Ok((_, scopes, key_type))) = read_borrowed(
+        let Some(Ok((_, scopes, key_type, _))) = read_borrowed(
             br#"{"key":"nope","scopes":["users:read","*","users:read"],"type":"secret"}"#,
         ) else {
             panic!("a body the fast path reads");

@@ -271,7 +271,38 @@ mod tests {
             expires_at: None,
             revokes_at: None,
             replaced_by: Some("key_01HQ2ZJ8N0000000000000000C".to_owned()),
+            rate_limit: None,
+            rate_window_seconds: None,
+            credits_remaining: None,
+            credits_refill_amount: None,
+            credits_refill_interval: None,
+            credits_since: None,
         }
+    }
+
+    #[test]
+    fn limit_columns_out_of_the_domain_bounds_are_refused() {
+        let over = ApiKeyRow {
+            rate_limit: Some(1_000_001),
+            rate_window_seconds: Some(1),
+            ..row()
+        };
+        assert!(ApiKey::try_from(over).is_err());
+        let limited = ApiKeyRow {
+            rate_limit: Some(10),
+            rate_window_seconds: Some(60),
+            credits_remaining: Some(5),
+            credits_refill_amount: Some(7),
+            credits_refill_interval: Some("monthly".to_owned()),
+            credits_since: Some(datetime!(2024-01-10 09:00:00 UTC)),
+            ..row()
+        };
+        let limits = ApiKey::try_from(limited).expect("valid row").limits;
+        assert_eq!(limits.rate_limit.map(|r| r.limit()), Some(10));
+        assert_eq!(limits.credits.map(|c| c.remaining()), Some(5));
+        let columns = LimitColumns::of(&limits);
+        assert_eq!(columns.credits_refill_interval, Some("monthly"));
+        assert_eq!(columns.rate_window_seconds, Some(60));
     }
 
     #[test]

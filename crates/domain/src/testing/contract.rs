@@ -33,7 +33,7 @@ use crate::name::KeyName;
 use crate::ports::{
     ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
     InsertError, KeyUse, ListQuery, RevokeRepoError, RotateRepoError, TenantRepository,
-    UpdateRepoError,
+    UpdateRepoError, UsageBudget,
 };
 use crate::random::SecretSource;
 use crate::scope::{Scope, Scopes};
@@ -41,10 +41,14 @@ use crate::testing::SeqSecretSource;
 
 /// What the suite needs: the four repositories in one store.
 pub trait Store:
-    ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository
+    ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository + UsageBudget
 {
 }
-impl<S: ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository> Store for S {}
+impl<
+        S: ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository + UsageBudget,
+    > Store for S
+{
+}
 
 /// The instant the suite's data is created at (whole seconds, as the service
 /// stores them).
@@ -2489,6 +2493,11 @@ macro_rules! repository_contract_tests {
             a_refused_write_stores_no_record,
             recorded_rotation_rotates_and_stores_its_record,
             expired_records_are_replaced_and_deleted,
+        );
+        $crate::repository_contract_tests!(@tests $factory; usage_contract;
+            limits_round_trip_and_update_with_their_event,
+            window_shares_never_exceed_the_limit,
+            credit_shares_never_exceed_the_credits,
         );
     };
     (@tests $factory:expr; $module:ident; $($name:ident,)*) => {

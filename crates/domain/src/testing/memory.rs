@@ -260,6 +260,17 @@ impl InMemoryStore {
             .collect()
     }
 
+    /// Key `id` as stored now, whatever its tenant (a test's look behind
+    /// the ports, such as at credits spent).
+    pub fn stored_key(&self, id: &KeyId) -> Option<ApiKey> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys
+            .get(id)
+            .map(|(k, _)| k.clone())
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, State>, RepositoryError> {
         if self.unavailable.load(Ordering::SeqCst) {
             return Err(RepositoryError::unavailable(

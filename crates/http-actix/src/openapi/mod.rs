@@ -449,9 +449,11 @@ mod tests {
             schemas["UpdateKeyRequest"]["anyOf"],
             serde_json::json!([
                 {"$ref": "#/components/schemas/UpdateKeyName"},
-                {"$ref": "#/components/schemas/UpdateKeyScopes"}
+                {"$ref": "#/components/schemas/UpdateKeyScopes"},
+                {"$ref": "#/components/schemas/UpdateKeyLimits"}
             ])
         );
+        assert_eq!(schemas["UpdateKeyLimits"]["minProperties"], 1);
         assert_eq!(
             schemas["UpdateKeyName"]["required"],
             serde_json::json!(["name"])
