@@ -224,20 +224,26 @@ fn credits_without_refill_are_refused_without_retry_after() {
 
 #[test]
 fn a_graceful_stop_gives_unspent_shares_back_to_the_other_nodes() {
-    // Given a node that took a share of a key's credits and spent one.
+    // Given a node that spent two uses of a key's credits: its first share
+    // is 1, its second sized to its pace (it holds more than it spent).
     let h = Harness::new();
     let (key, limits) = limited(&h, credits(1000, None));
     let meters = meters(&h, 2);
-    let spent = meters[0].spend(&key, &limits, Cost::ONE).unwrap().unwrap();
-    assert!(spent.verdict.is_ok());
+    for _ in 0..2 {
+        let spent = meters[0].spend(&key, &limits, Cost::ONE).unwrap().unwrap();
+        assert!(spent.verdict.is_ok());
+    }
+    let held = 1000 - 2 - h.stored_limits(key).credits.unwrap().remaining();
+    assert!(held > 0);
 
     // When it stops gracefully.
     let returned = meters[0].release().unwrap();
 
-    // Then the other node can spend everything but that one use.
-    assert_eq!(h.stored_limits(key).credits.unwrap().remaining() + 1, 1000);
-    assert!(returned > 0);
-    assert_eq!(spend_until_refused(&meters[1], key, limits).0, 999);
+    // Then what it held is back, and the other node can spend everything
+    // but the two uses.
+    assert_eq!(returned, held);
+    assert_eq!(h.stored_limits(key).credits.unwrap().remaining(), 998);
+    assert_eq!(spend_until_refused(&meters[1], key, limits).0, 998);
 }
 
 #[test]

@@ -704,7 +704,7 @@ mod tests {
         assert_eq!(first, fresh);
         assert_eq!(
             std::str::from_utf8(&first).unwrap_or_default(),
-            r#"{"valid":true,"code":"valid","key":{"id":"key_01HABCDEF0123456789ABCDEFG","tenant_id":"tnt_01HABCDEF0123456789ABCDEFG","name":"Worker","type":"secret","mode":"live","scopes":["users:read"],"expires_at":"2025-01-09T09:00:00Z","revokes_at":null}}"#
+            r#"{"valid":true,"code":"valid","key":{"id":"key_01HABCDEF0123456789ABCDEFG","tenant_id":"tnt_01HABCDEF0123456789ABCDEFG","name":"Worker","type":"secret","mode":"live","scopes":["users:read"],"expires_at":"2025-01-09T09:00:00Z","revokes_at":null,"rate_limit":null,"credits":null}}"#
         );
         let again = valid_body(&worker);
         assert_eq!(

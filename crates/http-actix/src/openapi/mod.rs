@@ -453,7 +453,6 @@ mod tests {
                 {"$ref": "#/components/schemas/UpdateKeyLimits"}
             ])
         );
-        assert_eq!(schemas["UpdateKeyLimits"]["minProperties"], 1);
         assert_eq!(
             schemas["UpdateKeyName"]["required"],
             serde_json::json!(["name"])
