@@ -138,7 +138,9 @@ fn limited(c: &mut Criterion) {
                 .expect("share")
                 .map(|s| s.verdict),
         };
-        assert!(verdict.is_none_or(|v| v.is_ok()), "never refused here");
+        // In process, uses come faster than 1,000,000 a second: the rest
+        // of each second's uses are refused, from memory as well.
+        black_box(verdict);
         found
     };
     for key in [&unlimited, &limited] {
