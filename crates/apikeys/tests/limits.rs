@@ -324,21 +324,23 @@ async fn hammer(
                 let (outcome, reset) =
                     use_key(&client, &base, &tenant, &key, &id, i % 2 == 1).await;
                 let received = unix_now();
-                let mut t = tally.borrow_mut();
-                match outcome {
-                    Outcome::Admitted => {
-                        t.admitted += 1;
-                        match reset.and_then(|r| window_of(sent, received, r)) {
-                            Some(w) => *t.per_window.entry(w).or_default() += 1,
-                            None => t.unplaced += 1,
+                {
+                    let mut t = tally.borrow_mut();
+                    match outcome {
+                        Outcome::Admitted => {
+                            t.admitted += 1;
+                            match reset.and_then(|r| window_of(sent, received, r)) {
+                                Some(w) => *t.per_window.entry(w).or_default() += 1,
+                                None => t.unplaced += 1,
+                            }
                         }
+                        Outcome::Refused(code) => *t.refused.entry(code).or_default() += 1,
+                        Outcome::NoAnswer => t.no_answer += 1,
                     }
-                    Outcome::Refused(code) => *t.refused.entry(code).or_default() += 1,
-                    Outcome::NoAnswer => {
-                        t.no_answer += 1;
-                        drop(t);
-                        sleep(Duration::from_millis(20)).await;
-                    }
+                }
+                if outcome == Outcome::NoAnswer {
+                    // A node down: a moment before the next try.
+                    sleep(Duration::from_millis(20)).await;
                 }
             }
         }));
