@@ -403,6 +403,16 @@ impl UsageMeter {
             return Some(None);
         }
         let now = self.clock.now();
+        // The hot path: judged under the map's read lock, without cloning
+        // the key's meter.
+        if let Some(meter) = self
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
+            return Self::judge_local(meter, limits, cost, now).ok().map(Some);
+        }
         let meter = self.meter(key, limits, now);
         Self::judge_local(&meter, limits, cost, now).ok().map(Some)
     }
