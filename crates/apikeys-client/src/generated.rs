@@ -81,10 +81,14 @@ pub mod types {
     #[serde(deny_unknown_fields)]
     pub struct CreateKeyRequest {
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub credits: ::std::option::Option<CreditsObject>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub expires_in: ::std::option::Option<ExpiresIn>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub mode: ::std::option::Option<Mode>,
         pub name: KeyNameInput,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub rate_limit: ::std::option::Option<RateLimitObject>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub scopes: ::std::option::Option<ScopeList>,
         #[serde(rename = "type")]
@@ -227,6 +231,16 @@ pub mod types {
                 })
         }
     }
+    /**A key's credits: every use spends its cost; at 0, uses are refused
+with `usage_exceeded`.*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(deny_unknown_fields)]
+    pub struct CreditsObject {
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub refill: ::std::option::Option<RefillObject>,
+        ///Credits not yet handed out to a node, 0–10^12 (docs/limits.md).
+        pub remaining: i64,
+    }
     ///The JSON error body: `{"error": {...}}`.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct ErrorBody {
@@ -311,6 +325,10 @@ for people.*/
         BadRequest,
         #[serde(rename = "too_many_requests")]
         TooManyRequests,
+        #[serde(rename = "rate_limited")]
+        RateLimited,
+        #[serde(rename = "usage_exceeded")]
+        UsageExceeded,
         #[serde(rename = "request_timeout")]
         RequestTimeout,
         #[serde(rename = "uri_too_long")]
@@ -357,6 +375,8 @@ for people.*/
                 Self::UnsupportedMediaType => f.write_str("unsupported_media_type"),
                 Self::BadRequest => f.write_str("bad_request"),
                 Self::TooManyRequests => f.write_str("too_many_requests"),
+                Self::RateLimited => f.write_str("rate_limited"),
+                Self::UsageExceeded => f.write_str("usage_exceeded"),
                 Self::RequestTimeout => f.write_str("request_timeout"),
                 Self::UriTooLong => f.write_str("uri_too_long"),
                 Self::RequestHeaderFieldsTooLarge => {
@@ -405,6 +425,8 @@ for people.*/
                 "unsupported_media_type" => Ok(Self::UnsupportedMediaType),
                 "bad_request" => Ok(Self::BadRequest),
                 "too_many_requests" => Ok(Self::TooManyRequests),
+                "rate_limited" => Ok(Self::RateLimited),
+                "usage_exceeded" => Ok(Self::UsageExceeded),
                 "request_timeout" => Ok(Self::RequestTimeout),
                 "uri_too_long" => Ok(Self::UriTooLong),
                 "request_header_fields_too_large" => {
@@ -1190,6 +1212,8 @@ out.*/
     pub struct KeyObject {
         ///Creation time.
         pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub credits: ::std::option::Option<CreditsObject>,
         ///Expiry, or null.
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
         pub expires_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
@@ -1205,6 +1229,8 @@ out.*/
         pub name: KeyName,
         ///The key's first 12 characters.
         pub prefix: KeyObjectPrefix,
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub rate_limit: ::std::option::Option<RateLimitObject>,
         ///Whether the key's revocation has taken effect.
         pub revoked: bool,
         ///When a scheduled revocation takes effect, or null.
@@ -1402,6 +1428,18 @@ Publishable keys and anything else are ignored. Strings are matched
 exactly, as found.*/
         pub keys: ::std::vec::Vec<::std::string::String>,
     }
+    /**A limited key's budget as a response reports it (verify's `limits`; the
+`RateLimit-*` headers carry the same three numbers).*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct LimitsObject {
+        /**The rate limit per window; for a key with credits only, its refill
+amount (without a refill: its remaining credits).*/
+        pub limit: i64,
+        ///What is left (of the window, else of the credits).
+        pub remaining: i64,
+        ///Seconds until the window ends (else until the next refill; 0: none).
+        pub reset: i64,
+    }
     ///`live` or `test`.
     #[derive(
         ::serde::Deserialize,
@@ -1455,6 +1493,140 @@ exactly, as found.*/
             value: ::std::string::String,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
+        }
+    }
+    /**A key's rate limit: at most `limit` uses in each `window`, windows
+fixed and aligned to the Unix epoch.*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(deny_unknown_fields)]
+    pub struct RateLimitObject {
+        ///Uses per window, 1–1,000,000.
+        pub limit: ::std::num::NonZeroU32,
+        ///The window, a duration of 1s–1d (`10s`, `1m`, `1h`, `1d`).
+        pub window: RateLimitObjectWindow,
+    }
+    ///The window, a duration of 1s–1d (`10s`, `1m`, `1h`, `1d`).
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct RateLimitObjectWindow(::std::string::String);
+    impl ::std::ops::Deref for RateLimitObjectWindow {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<RateLimitObjectWindow> for ::std::string::String {
+        fn from(value: RateLimitObjectWindow) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for RateLimitObjectWindow {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^(0|[1-9][0-9]*)(s|m|h|d|w|y)$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^(0|[1-9][0-9]*)(s|m|h|d|w|y)$\"".into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for RateLimitObjectWindow {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for RateLimitObjectWindow {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for RateLimitObjectWindow {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    /**A refill: `remaining` is set to `amount` at 00:00 UTC every day, or on
+the 1st of every month.*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(deny_unknown_fields)]
+    pub struct RefillObject {
+        ///What `remaining` becomes, 1–10^12.
+        pub amount: ::std::num::NonZeroU64,
+        ///`daily` or `monthly`.
+        pub interval: RefillObjectInterval,
+    }
+    ///`daily` or `monthly`.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct RefillObjectInterval(::std::string::String);
+    impl ::std::ops::Deref for RefillObjectInterval {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<RefillObjectInterval> for ::std::string::String {
+        fn from(value: RefillObjectInterval) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for RefillObjectInterval {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^(daily|monthly)$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^(daily|monthly)$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for RefillObjectInterval {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for RefillObjectInterval {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for RefillObjectInterval {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
         }
     }
     ///`POST /v1/api-keys/rotate` body.
@@ -2018,6 +2190,20 @@ exactly, as found.*/
             value.parse()
         }
     }
+    /**A `PATCH /v1/api-keys/{id}` body that sets a key's limits (and may
+rename or re-scope it): docs/api.md, "Limiting a key's use".*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct UpdateKeyLimits {
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub credits: ::std::option::Option<CreditsObject>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub name: ::std::option::Option<KeyNameInput>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub rate_limit: ::std::option::Option<RateLimitObject>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub scopes: ::std::option::Option<ScopeList>,
+    }
     ///A `PATCH /v1/api-keys/{id}` body that renames (and may re-scope).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
@@ -2026,13 +2212,15 @@ exactly, as found.*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub scopes: ::std::option::Option<ScopeList>,
     }
-    ///At least one of `name` and `scopes`, not `null`.
+    ///At least one of `name`, `scopes`, `rate_limit` and `credits`; `name` and `scopes` not `null` (a `null` limit removes it).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
     pub struct UpdateKeyRequest {
         #[serde(flatten, skip_serializing_if = "::std::option::Option::is_none")]
         pub subtype_0: ::std::option::Option<UpdateKeyName>,
         #[serde(flatten, skip_serializing_if = "::std::option::Option::is_none")]
         pub subtype_1: ::std::option::Option<UpdateKeyScopes>,
+        #[serde(flatten, skip_serializing_if = "::std::option::Option::is_none")]
+        pub subtype_2: ::std::option::Option<UpdateKeyLimits>,
     }
     ///A `PATCH /v1/api-keys/{id}` body that re-scopes (and may rename).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
@@ -2045,12 +2233,16 @@ exactly, as found.*/
     ///The verified key: what a service needs to decide what the caller may do.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct VerifiedKey {
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub credits: ::std::option::Option<CreditsObject>,
         ///Expiry, or null.
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
         pub expires_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
         pub id: KeyId,
         pub mode: Mode,
         pub name: KeyName,
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub rate_limit: ::std::option::Option<RateLimitObject>,
         /**When a scheduled revocation (a rotation's grace period) takes effect,
 or null.*/
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
@@ -2090,6 +2282,10 @@ in the order authentication checks (then the scopes).*/
         KeyTypeMismatch,
         #[serde(rename = "insufficient_scope")]
         InsufficientScope,
+        #[serde(rename = "rate_limited")]
+        RateLimited,
+        #[serde(rename = "usage_exceeded")]
+        UsageExceeded,
     }
     impl ::std::fmt::Display for VerifyCode {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -2101,6 +2297,8 @@ in the order authentication checks (then the scopes).*/
                 Self::TenantMismatch => f.write_str("tenant_mismatch"),
                 Self::KeyTypeMismatch => f.write_str("key_type_mismatch"),
                 Self::InsufficientScope => f.write_str("insufficient_scope"),
+                Self::RateLimited => f.write_str("rate_limited"),
+                Self::UsageExceeded => f.write_str("usage_exceeded"),
             }
         }
     }
@@ -2117,6 +2315,8 @@ in the order authentication checks (then the scopes).*/
                 "tenant_mismatch" => Ok(Self::TenantMismatch),
                 "key_type_mismatch" => Ok(Self::KeyTypeMismatch),
                 "insufficient_scope" => Ok(Self::InsufficientScope),
+                "rate_limited" => Ok(Self::RateLimited),
+                "usage_exceeded" => Ok(Self::UsageExceeded),
                 _ => Err("invalid value".into()),
             }
         }
@@ -2141,6 +2341,10 @@ in the order authentication checks (then the scopes).*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
     pub struct VerifyKeyRequest {
+        /**What this use spends of a limited key's budget, 0–1000 (default 1;
+docs/api.md, "Limiting a key's use"). 0 spends nothing.*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub cost: ::std::option::Option<i32>,
         /**The key to check, as it was presented to your service. A string that
 is not a well-formed key (shape or checksum) is answered
 `invalid_api_key`, without any database work.*/
@@ -2159,6 +2363,8 @@ ignored.*/
         pub code: VerifyCode,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub key: ::std::option::Option<VerifiedKey>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub limits: ::std::option::Option<LimitsObject>,
         /**The scopes asked for that the key lacks, in canonical order; only
 with `insufficient_scope`.*/
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]

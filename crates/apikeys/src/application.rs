@@ -171,6 +171,7 @@ impl Application {
             readiness,
         )
         .with_failure_limiter(limiter.clone())
+        .with_usage_meter(services.usage_meter().clone())
         .with_leak_report_gate(leak_reports)
         .with_request_limits(RequestLimits {
             // What the store's settings allow a call, not a guess of them.

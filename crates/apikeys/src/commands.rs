@@ -363,6 +363,7 @@ impl KeyCreateArgs {
             mode: Some(mode),
             scopes,
             expires_in,
+            limits: Default::default(),
         };
         Ok((tenant, request))
     }

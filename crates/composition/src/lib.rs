@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use domain::{ApiKeys, Authenticator, Clock, HashKey, OsSecretSource};
+use domain::{ApiKeys, Authenticator, Clock, HashKey, OsSecretSource, UsageMeter};
 use http_actix::{FailureLimitConfig, FailureLimiter};
 use infra_postgres::{EventFeed, FeedConfig, PgStore};
 use key_cache::{CacheConfig, Freshness, KeyCache, UseBuffer, UseFlusher};
@@ -90,6 +90,7 @@ pub struct Services {
     feed: EventFeed,
     uses: UseFlusher,
     records: RecordSweeper,
+    usage: Arc<UsageMeter>,
 }
 
 impl std::fmt::Debug for Services {
@@ -119,6 +120,7 @@ impl Services {
         let clock: Arc<dyn Clock> = Arc::new(clock);
         let freshness = Arc::new(Freshness::new(settings.cache.freshness));
         let uses = Arc::new(UseBuffer::new());
+        let usage = Arc::new(UsageMeter::new(Arc::new(store.clone()), clock.clone()));
         let cache = Arc::new(KeyCache::new(
             Arc::new(store.clone()),
             clock.clone(),
@@ -153,7 +155,15 @@ impl Services {
             feed,
             uses,
             records,
+            usage,
         })
+    }
+
+    /// Spends limited keys' budgets (docs/limits.md): give it to
+    /// `AppState::with_usage_meter`; [`Services::register`] registers it
+    /// for other apps. [`Services::stop`] returns its unspent shares.
+    pub fn usage_meter(&self) -> &Arc<UsageMeter> {
+        &self.usage
     }
 
     /// The use cases.
@@ -185,6 +195,7 @@ impl Services {
         Registration {
             authenticator: self.authenticator.clone(),
             limiter: self.limiter.clone(),
+            usage: Some(self.usage.clone()),
         }
     }
 
@@ -213,6 +224,16 @@ impl Services {
     /// Writes the uses still buffered and stops the threads; a second call
     /// does nothing.
     pub fn stop(&mut self) {
+        // Unspent shares of limited keys' budgets go back, so that other
+        // nodes can spend them (docs/limits.md); a failure only strands
+        // them, it never over-admits.
+        match self.usage.release() {
+            Ok(returned) if returned > 0 => {
+                tracing::info!(returned, "unspent usage shares returned");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "unspent usage shares could not be returned"),
+        }
         self.uses.stop();
         self.feed.stop();
         self.records.stop();
@@ -225,6 +246,7 @@ impl Services {
 pub struct Registration {
     authenticator: Arc<dyn Authenticator>,
     limiter: Arc<FailureLimiter>,
+    usage: Option<Arc<UsageMeter>>,
 }
 
 impl std::fmt::Debug for Registration {
@@ -241,6 +263,7 @@ impl Registration {
         Registration {
             authenticator,
             limiter: Arc::new(FailureLimiter::new(limit)),
+            usage: None,
         }
     }
 
@@ -250,6 +273,9 @@ impl Registration {
     pub fn register(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::from(self.authenticator.clone()))
             .app_data(web::Data::from(self.limiter.clone()));
+        if let Some(usage) = &self.usage {
+            cfg.app_data(web::Data::from(usage.clone()));
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use crate::api_key::ApiKey;
 use crate::duration::GracePeriod;
 use crate::ids::{EventId, KeyId, TenantId};
 use crate::key_kind::{Mode, UnknownVariant};
+use crate::limits::{Credits, LimitsUpdate, RateLimit};
 use crate::name::KeyName;
 use crate::scope::Scopes;
 
@@ -187,6 +188,10 @@ pub struct FieldChanges {
     pub name: Option<Change<KeyName>>,
     /// The scopes, if they changed.
     pub scopes: Option<Change<Scopes>>,
+    /// The rate limit, if it changed (docs/api.md, "Limiting a key's use").
+    pub rate_limit: Option<Change<Option<RateLimit>>>,
+    /// The credits, if they changed (`remaining` included).
+    pub credits: Option<Change<Option<Credits>>>,
 }
 
 impl FieldChanges {
@@ -202,22 +207,56 @@ impl FieldChanges {
                 old: key.scopes,
                 new: *s,
             }),
+            rate_limit: None,
+            credits: None,
         }
+    }
+
+    /// These changes and those of `limits` against `key`.
+    #[must_use]
+    pub fn with_limits(mut self, key: &ApiKey, limits: &LimitsUpdate) -> Self {
+        let old = key.limits;
+        self.rate_limit = limits
+            .rate_limit
+            .filter(|new| *new != old.rate_limit)
+            .map(|new| Change {
+                old: old.rate_limit,
+                new,
+            });
+        self.credits = limits
+            .credits
+            .filter(|new| *new != old.credits)
+            .map(|new| Change {
+                old: old.credits,
+                new,
+            });
+        self
     }
 
     /// Whether nothing changes.
     pub fn is_empty(&self) -> bool {
-        self.name.is_none() && self.scopes.is_none()
+        self.name.is_none()
+            && self.scopes.is_none()
+            && self.rate_limit.is_none()
+            && self.credits.is_none()
     }
 
-    /// `key` with the new values applied.
-    pub fn apply(&self, key: &ApiKey) -> ApiKey {
+    /// `key` with the new values applied at `now` (new credits count from
+    /// then).
+    pub fn apply(&self, key: &ApiKey, now: OffsetDateTime) -> ApiKey {
         let mut key = key.clone();
         if let Some(c) = &self.name {
             key.name = c.new.clone();
         }
         if let Some(c) = &self.scopes {
             key.scopes = c.new;
+        }
+        if let Some(c) = &self.rate_limit {
+            key.limits.rate_limit = c.new;
+        }
+        if let Some(c) = &self.credits {
+            key.limits.credits = c.new;
+            key.limits.credits_since = c.new.map(|_| now);
         }
         key
     }

@@ -45,6 +45,7 @@ pub mod ids;
 pub mod key_kind;
 pub mod key_string;
 pub mod leaks;
+pub mod limits;
 pub mod name;
 pub mod operator;
 pub mod ports;
@@ -52,6 +53,7 @@ pub mod random;
 pub mod requests;
 pub mod scope;
 pub mod service;
+pub mod usage;
 
 #[cfg(any(test, feature = "mocks"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "mocks")))]
@@ -63,7 +65,7 @@ pub mod testing;
 pub use api_key::{ApiKey, KeyStatus, KeyView, NewKey, Tenant, LAST_USED_RESOLUTION};
 pub use auth::{check_key, AccessError, AuthError, Authenticator, Credentials, Principal};
 pub use clock::{Clock, SystemClock};
-pub use duration::{parse_duration, DurationError, ExpiresIn, GracePeriod};
+pub use duration::{parse_duration, DurationError, ExpiresIn, GracePeriod, RateWindow};
 pub use errors::{
     CreateError, CreateTenantError, GetError, ListError, ListEventsError, RevokeError, RotateError,
     UpdateError,
@@ -81,6 +83,9 @@ pub use ids::{EventId, IdError, KeyId, TenantId};
 pub use key_kind::{KeyType, Mode, UnknownVariant};
 pub use key_string::{contains_key_material, KeyFormatError, PlainKey};
 pub use leaks::{FoundReport, FoundToken, LeakReport};
+pub use limits::{
+    Cost, Credits, LimitError, LimitsUpdate, RateLimit, Refill, RefillInterval, UsageLimits,
+};
 pub use name::{is_forbidden_in_name, KeyName, KeyNameError, MAX_NAME_CHARS};
 pub use operator::{CreateKeyForError, ListKeysForError, RevokeKeyForError, RevokedKey};
 pub use ports::{
@@ -88,9 +93,11 @@ pub use ports::{
     InsertError, KeyChangeListener, KeyLookup, KeyPage, KeyUse, ListQuery, RecordedWriteError,
     RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
+pub use ports::{CreditShare, RefillDue, UsageBudget, WindowShare};
 pub use random::{OsSecretSource, SecretSource};
 pub use requests::{CreateKey, ListEvents, ListKeys, PageLimit, PageLimitError};
 pub use scope::{Scope, Scopes, ScopesError};
 pub use service::{
     ApiKeys, CreatedKey, CreatedTenant, KeyViewPage, RotatedKey, DEFAULT_MAX_ACTIVE_KEYS,
 };
+pub use usage::{Refusal, RefusalCode, Spent, UsageMeter, UsageReport, Verdict};

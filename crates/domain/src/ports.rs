@@ -618,3 +618,97 @@ pub trait EventRepository: Send + Sync {
     /// [`RepositoryError`].
     fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, RepositoryError>;
 }
+
+/// A share of one window's uses, as the store handed it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowShare {
+    /// Uses granted to the caller: at most what it asked for, and never
+    /// more than the window had left (0 when it had none).
+    pub granted: u32,
+    /// The window's uses handed out to every node, this share included.
+    pub used: u32,
+}
+
+/// A refill due before credits are taken: when the stored credits were set
+/// before `at`, `remaining` becomes `amount` and their period `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefillDue {
+    /// What `remaining` becomes.
+    pub amount: u64,
+    /// The refill instant (docs/api.md, "Limiting a key's use").
+    pub at: OffsetDateTime,
+}
+
+/// A share of a key's credits, as the store handed it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditShare {
+    /// Credits granted: at most what was asked for, never more than were
+    /// left.
+    pub granted: u64,
+    /// Credits left in the store after this share.
+    pub remaining: u64,
+    /// The period the credits belong to (when they were last set or
+    /// refilled): a share returned later goes back only into the same
+    /// period.
+    pub period: OffsetDateTime,
+}
+
+/// Where the budgets of limited keys live across nodes (docs/limits.md).
+/// Every method is one conditional write: a node takes a share and spends
+/// it in memory.
+///
+/// Concurrency: of any number of concurrent takes of one key, on any
+/// number of nodes, the granted amounts of one window never add up to more
+/// than the `limit` passed, and the granted credits never to more than the
+/// key had (after its refills): no over-admission.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait UsageBudget: Send + Sync {
+    /// Takes up to `want` uses of key `key`'s window that starts at
+    /// `window_start`, of which at most `limit` may be handed out.
+    ///
+    /// # Errors
+    /// [`RepositoryError`]; nothing is taken then.
+    fn take_window_share(
+        &self,
+        key: &KeyId,
+        window_start: OffsetDateTime,
+        limit: u32,
+        want: u32,
+    ) -> Result<WindowShare, RepositoryError>;
+
+    /// Gives `amount` unspent uses of a share back to the window (a graceful
+    /// stop). Never takes the window's count below zero.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn return_window_share(
+        &self,
+        key: &KeyId,
+        window_start: OffsetDateTime,
+        amount: u32,
+    ) -> Result<(), RepositoryError>;
+
+    /// Takes up to `want` of key `key`'s credits, first applying `refill`
+    /// when it is due. `None` when the key has no credits (any more).
+    ///
+    /// # Errors
+    /// [`RepositoryError`]; nothing is taken then.
+    fn take_credits(
+        &self,
+        key: &KeyId,
+        want: u64,
+        refill: Option<RefillDue>,
+    ) -> Result<Option<CreditShare>, RepositoryError>;
+
+    /// Gives `amount` unspent credits back, only while the key's credits
+    /// are still of `period` (not set or refilled since).
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn return_credits(
+        &self,
+        key: &KeyId,
+        period: OffsetDateTime,
+        amount: u64,
+    ) -> Result<(), RepositoryError>;
+}

@@ -347,6 +347,7 @@ fn stored_key(secret: &PlainKey) -> ApiKey {
         expires_at: None,
         revokes_at: None,
         replaced_by: None,
+        limits: Default::default(),
     }
 }
 

@@ -256,8 +256,12 @@ pub(crate) async fn list_events(
 ) -> Result<HttpResponse, ApiError> {
     // Authorization first, so that a forbidden caller learns nothing from
     // validation.
-    caller.require_secret()?;
-    caller.require_scope(domain::Scope::AuditLogsRead)?;
+    caller
+        .authorize(&req, |p| {
+            p.require_secret()?;
+            p.require_scope(domain::Scope::AuditLogsRead)
+        })
+        .await?;
     let request = parse_query(req.query_string())?;
     let service = state.service().clone();
     let principal = caller.into_principal();

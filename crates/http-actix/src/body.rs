@@ -202,6 +202,11 @@ impl JsonObject {
         self.0.get(field).filter(|v| !v.is_null())
     }
 
+    /// The field as sent, `null` included (`None`: absent).
+    pub(crate) fn raw(&self, field: &str) -> Option<&Value> {
+        self.0.get(field)
+    }
+
     /// An optional string field.
     pub(crate) fn opt_str(&self, field: &str) -> Result<Option<&str>, ApiError> {
         match self.get(field) {

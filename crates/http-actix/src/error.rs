@@ -119,6 +119,8 @@ error_codes! {
     // kept (`ApiError::from_status`); docs/api.md shows it as `4xx`.
     BadRequest = "bad_request", BAD_REQUEST, "*(implementation)* any other client error actix raises outside these routes";
     TooManyRequests = "too_many_requests", TOO_MANY_REQUESTS, "too many failed authentications from the client's address (see \"Abuse limits\"); `Retry-After`";
+    RateLimited = "rate_limited", TOO_MANY_REQUESTS, "the key's rate limit is used up in this window (see \"Limiting a key's use\"); `Retry-After`";
+    UsageExceeded = "usage_exceeded", TOO_MANY_REQUESTS, "the key's credits are used up (see \"Limiting a key's use\"); `Retry-After` to the next refill, if any";
     RequestTimeout = "request_timeout", REQUEST_TIMEOUT, "the body did not arrive within `APIKEYS_BODY_TIMEOUT`; the connection is closed";
     UriTooLong = "uri_too_long", URI_TOO_LONG, "path and query over 8 KiB";
     HeadersTooLarge = "request_header_fields_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE, "more than 64 headers, or more than 16 KiB of them";
@@ -311,6 +313,23 @@ impl ApiError {
             ErrorCode::ServiceUnavailable,
             "the service is temporarily unavailable; retry shortly",
         )
+    }
+
+    /// A use of a limited key refused (docs/api.md, "Limiting a key's
+    /// use"): 429 `rate_limited` or `usage_exceeded`, with `Retry-After`
+    /// when the budget comes back at a known time.
+    pub fn usage_refused(code: domain::RefusalCode, retry_after_secs: Option<u64>) -> Self {
+        let mut e = match code {
+            domain::RefusalCode::RateLimited => ApiError::new(
+                ErrorCode::RateLimited,
+                "the API key's rate limit is used up; retry after `Retry-After` seconds",
+            ),
+            domain::RefusalCode::UsageExceeded => {
+                ApiError::new(ErrorCode::UsageExceeded, "the API key has no credits left")
+            }
+        };
+        e.retry_after = retry_after_secs.map(|s| s.max(1));
+        e
     }
 
     /// `too_many_requests`, with `Retry-After: retry_after_secs`.

@@ -41,6 +41,7 @@ mod github_keys;
 mod handlers;
 mod idempotency;
 mod leaks;
+mod limits_body;
 pub mod metrics;
 #[cfg(feature = "openapi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
@@ -58,6 +59,7 @@ mod route_table;
 mod routes;
 pub mod secret_scanning;
 mod state;
+pub mod usage;
 mod verify;
 
 pub use auth::{bearer_token, AuthFuture, Authenticated, TENANT_HEADER};
@@ -86,6 +88,7 @@ pub use request_limits::{
 };
 pub use routes::{app, configure, server};
 pub use state::{AppState, Readiness};
+pub use usage::{judge_use, spend_use};
 
 /// Largest request body accepted (16 KiB); larger: 413 `payload_too_large`.
 pub const BODY_LIMIT: usize = 16 * 1024;

@@ -67,8 +67,11 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
         let scanning = state.github_keys.is_some();
         cfg.app_data(web::Data::from(Arc::clone(&state.authenticator)))
             .app_data(web::Data::from(Arc::clone(&state.limiter)))
-            .app_data(state.limits)
-            .app_data(web::Data::new(state))
+            .app_data(state.limits);
+        if let Some(meter) = &state.usage {
+            cfg.app_data(web::Data::from(Arc::clone(meter)));
+        }
+        cfg.app_data(web::Data::new(state))
             .app_data(
                 web::JsonConfig::default()
                     .limit(BODY_LIMIT)

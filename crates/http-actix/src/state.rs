@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use domain::{ApiKeys, Authenticator, RepositoryError};
+use domain::{ApiKeys, Authenticator, RepositoryError, UsageMeter};
 
 use crate::github_keys::GithubPublicKeys;
 use crate::rate_limit::FailureLimiter;
@@ -35,6 +35,8 @@ pub struct AppState {
     pub(crate) leak_reports: Arc<LeakReportGate>,
     /// GitHub's secret scanning keys; `None`: the route is not served.
     pub(crate) github_keys: Option<Arc<GithubPublicKeys>>,
+    /// Spends limited keys' budgets (none: nothing is metered).
+    pub(crate) usage: Option<Arc<UsageMeter>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -71,6 +73,7 @@ impl AppState {
             limits: RequestLimits::default(),
             leak_reports: Arc::new(LeakReportGate::unlimited()),
             github_keys: None,
+            usage: None,
         }
     }
 
@@ -95,6 +98,14 @@ impl AppState {
     #[must_use]
     pub fn with_github_public_keys(mut self, keys: Arc<GithubPublicKeys>) -> Self {
         self.github_keys = Some(keys);
+        self
+    }
+
+    /// Meters limited keys with `meter` (docs/limits.md); unless set, a
+    /// key's `rate_limit` and `credits` are not enforced.
+    #[must_use]
+    pub fn with_usage_meter(mut self, meter: Arc<UsageMeter>) -> Self {
+        self.usage = Some(meter);
         self
     }
 

@@ -13,7 +13,7 @@ use http_actix::app;
 use serde_json::{json, Value};
 use time::Duration;
 
-const KEY_FIELDS: [&str; 12] = [
+const KEY_FIELDS: [&str; 14] = [
     "id",
     "name",
     "type",
@@ -26,6 +26,8 @@ const KEY_FIELDS: [&str; 12] = [
     "expires_at",
     "revoked",
     "revokes_at",
+    "rate_limit",
+    "credits",
 ];
 
 const CREATED_FIELDS: [&str; 10] = [

@@ -20,7 +20,7 @@ use std::sync::LazyLock;
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Bytea, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, Bytea, Integer, Nullable, Text, Timestamptz};
 use domain::{
     ActorRefusal, ApiKey, ApiKeyRepository, CreateTenantRepoError, FieldChanges, InsertError,
     KeyEvent, KeyHash, KeyId, KeyPage, KeyUse, ListQuery, NewKey, RepositoryError, RevokeRepoError,
@@ -31,13 +31,13 @@ use time::OffsetDateTime;
 use crate::errors::{is_foreign_key_violation, is_unique_violation, Fail};
 use crate::events::{insert_events_sql, EventColumns};
 use crate::metrics;
-use crate::models::{ApiKeyRow, NewApiKeyRow, TenantRow};
+use crate::models::{ApiKeyRow, LimitColumns, NewApiKeyRow, TenantRow};
 use crate::schema::{api_keys, tenants};
 use crate::statement::{Statement, Template};
 use crate::store::PgStore;
 
 /// The columns a key is inserted with: the one list, in [`bind_key`] order.
-const KEY_COLUMNS: [&str; 14] = [
+const KEY_COLUMNS: [&str; 20] = [
     "id",
     "tenant_id",
     "hash",
@@ -52,6 +52,12 @@ const KEY_COLUMNS: [&str; 14] = [
     "expires_at",
     "revokes_at",
     "replaced_by",
+    "rate_limit",
+    "rate_window_seconds",
+    "credits_remaining",
+    "credits_refill_amount",
+    "credits_refill_interval",
+    "credits_since",
 ];
 
 /// The columns a key is read back with ([`ApiKeyRow`]): all but the hash.
@@ -229,7 +235,13 @@ static UPDATE: LazyLock<Template> = LazyLock::new(|| {
     Template::parse(&format!(
         "{WRITE_PRELUDE},
 changed AS (
-    UPDATE api_keys AS k SET name = coalesce($5, k.name), scopes = coalesce($7, k.scopes)
+    UPDATE api_keys AS k SET name = coalesce($5, k.name), scopes = coalesce($7, k.scopes),
+        rate_limit = CASE WHEN ${r} THEN ${rl} ELSE k.rate_limit END,
+        rate_window_seconds = CASE WHEN ${r} THEN ${rw} ELSE k.rate_window_seconds END,
+        credits_remaining = CASE WHEN ${c} THEN ${cr} ELSE k.credits_remaining END,
+        credits_refill_amount = CASE WHEN ${c} THEN ${ca} ELSE k.credits_refill_amount END,
+        credits_refill_interval = CASE WHEN ${c} THEN ${ci} ELSE k.credits_refill_interval END,
+        credits_since = CASE WHEN ${c} THEN ${cs} ELSE k.credits_since END
     WHERE k.tenant_id = $1 AND k.id = $2
       AND (k.revokes_at IS NULL OR k.revokes_at > $3)
       AND ($5::text IS NULL OR k.name = $6)
@@ -241,8 +253,21 @@ events AS ({events} WHERE EXISTS (SELECT 1 FROM changed))
 SELECT * FROM changed",
         returning = key_returning(),
         events = insert_events_sql(WRITE_PARAMS + 6),
+        r = LIMIT_PARAMS,
+        rl = LIMIT_PARAMS + 1,
+        rw = LIMIT_PARAMS + 2,
+        c = LIMIT_PARAMS + 3,
+        cr = LIMIT_PARAMS + 4,
+        ca = LIMIT_PARAMS + 5,
+        ci = LIMIT_PARAMS + 6,
+        cs = LIMIT_PARAMS + 7,
     ))
 });
+
+/// The first parameter of [`UPDATE`]'s limits, after its events': whether
+/// the rate limit changes and its columns, whether the credits change and
+/// theirs (docs/limits.md).
+const LIMIT_PARAMS: usize = WRITE_PARAMS + 6 + crate::events::EVENT_PARAMS;
 
 /// Sets `last_used_at` of many keys in one statement: each key (`$1` tenant,
 /// `$2` id) to its use's time (`$3`) only where it is unset or not after the
@@ -295,6 +320,12 @@ fn bind_key<'a>(statement: Statement<'a>, row: &'a NewApiKeyRow) -> Statement<'a
         .bind::<Nullable<Timestamptz>, _>(&row.expires_at)
         .bind::<Nullable<Timestamptz>, _>(&row.revokes_at)
         .bind::<Nullable<Text>, _>(&row.replaced_by)
+        .bind::<Nullable<Integer>, _>(&row.rate_limit)
+        .bind::<Nullable<Integer>, _>(&row.rate_window_seconds)
+        .bind::<Nullable<BigInt>, _>(&row.credits_remaining)
+        .bind::<Nullable<BigInt>, _>(&row.credits_refill_amount)
+        .bind::<Nullable<Text>, _>(&row.credits_refill_interval)
+        .bind::<Nullable<Timestamptz>, _>(&row.credits_since)
 }
 
 fn to_key<E: From<RepositoryError>>(row: ApiKeyRow) -> Result<ApiKey, Fail<E>> {
@@ -612,6 +643,13 @@ impl ApiKeyRepository for PgStore {
             .scopes
             .as_ref()
             .is_some_and(|c| !c.new.is_full_access());
+        // The limits as they will be: only the changed ones are written.
+        let (set_rate, set_credits) = (changes.rate_limit.is_some(), changes.credits.is_some());
+        let limits = LimitColumns::of(&domain::UsageLimits {
+            rate_limit: changes.rate_limit.as_ref().and_then(|c| c.new),
+            credits: changes.credits.as_ref().and_then(|c| c.new),
+            credits_since: Some(event.created_at),
+        });
         let attempt = |conn: &mut PgConnection| -> Result<ApiKey, Fail<UpdateRepoError>> {
             if narrows && !lock_tenant(conn, &tenant)? {
                 return Err(Fail::Domain(UpdateRepoError::NotFound));
@@ -624,6 +662,14 @@ impl ApiKeyRepository for PgStore {
                 .bind::<Bool, _>(&narrows);
             let updated = events
                 .bind(query)
+                .bind::<Bool, _>(&set_rate)
+                .bind::<Nullable<Integer>, _>(&limits.rate_limit)
+                .bind::<Nullable<Integer>, _>(&limits.rate_window_seconds)
+                .bind::<Bool, _>(&set_credits)
+                .bind::<Nullable<BigInt>, _>(&limits.credits_remaining)
+                .bind::<Nullable<BigInt>, _>(&limits.credits_refill_amount)
+                .bind::<Nullable<Text>, _>(&limits.credits_refill_interval)
+                .bind::<Nullable<Timestamptz>, _>(&limits.credits_since)
                 .get_result::<ApiKeyRow>(conn)
                 .optional()?;
             if let Some(row) = updated {

@@ -33,7 +33,7 @@ use crate::name::KeyName;
 use crate::ports::{
     ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
     InsertError, KeyUse, ListQuery, RevokeRepoError, RotateRepoError, TenantRepository,
-    UpdateRepoError,
+    UpdateRepoError, UsageBudget,
 };
 use crate::random::SecretSource;
 use crate::scope::{Scope, Scopes};
@@ -42,10 +42,14 @@ use crate::testing::SeqSecretSource;
 
 /// What the suite needs: the four repositories in one store.
 pub trait Store:
-    ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository
+    ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository + UsageBudget
 {
 }
-impl<S: ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository> Store for S {}
+impl<
+        S: ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository + UsageBudget,
+    > Store for S
+{
+}
 
 /// The instant the suite's data is created at (whole seconds, as the service
 /// stores them).
@@ -133,6 +137,7 @@ impl Fixture {
             expires_at: None,
             revokes_at: None,
             replaced_by: None,
+            limits: Default::default(),
         };
         NewKey {
             hash: self.hash_key.hash(&secret),
@@ -1402,6 +1407,8 @@ pub fn update_stores_its_updated_event(store: &impl Store) {
             request_id: Some(REQUEST_ID.to_owned()),
             data: EventData::KeyUpdated {
                 changes: FieldChanges {
+                    rate_limit: None,
+                    credits: None,
                     name: None,
                     scopes: Some(Change {
                         old: Scopes::full(),
@@ -1415,6 +1422,8 @@ pub fn update_stores_its_updated_event(store: &impl Store) {
         both_event.data,
         EventData::KeyUpdated {
             changes: FieldChanges {
+                rate_limit: None,
+                credits: None,
                 name: Some(Change {
                     old: name("Renamed"),
                     new: name("Both"),
@@ -1695,6 +1704,8 @@ pub fn refused_updates_store_no_event(store: &impl Store) {
         Err(UpdateRepoError::LastFullAccessKey)
     ));
     let stale = FieldChanges {
+        rate_limit: None,
+        credits: None,
         name: Some(Change {
             old: name("Not its name"),
             new: name("Renamed"),
@@ -2158,6 +2169,8 @@ pub fn update_refuses_stale_changes(store: &impl Store) {
     let stale_name_valid_scopes =
         FieldChanges::between(&key.key, Some(&name("Mine")), Some(&narrow));
     let stale_scopes = FieldChanges {
+        rate_limit: None,
+        credits: None,
         name: None,
         scopes: Some(Change {
             old: scopes(&[Scope::WebhooksRead]),
@@ -2582,6 +2595,11 @@ macro_rules! repository_contract_tests {
             a_refused_write_stores_no_record,
             recorded_rotation_rotates_and_stores_its_record,
             expired_records_are_replaced_and_deleted,
+        );
+        $crate::repository_contract_tests!(@tests $factory; usage_contract;
+            limits_round_trip_and_update_with_their_event,
+            window_shares_never_exceed_the_limit,
+            credit_shares_never_exceed_the_credits,
         );
     };
     (@tests $factory:expr; $module:ident; $($name:ident,)*) => {

@@ -15,6 +15,7 @@ use crate::ports::{
     InsertError, KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError, RevokeRepoError,
     RotateRepoError, TenantRepository, UpdateRepoError,
 };
+use crate::ports::{CreditShare, RefillDue, UsageBudget, WindowShare};
 
 /// Returns the error of the first pending [`Fault`] of this variant, if any.
 macro_rules! answer_fault {
@@ -35,6 +36,8 @@ struct State {
     /// In insertion order; `seq` is the position plus one.
     events: Vec<StoredEvent>,
     records: Vec<IdempotencyRecord>,
+    /// Uses handed out per key and window start.
+    windows: BTreeMap<(KeyId, OffsetDateTime), u32>,
 }
 
 impl State {
@@ -267,6 +270,17 @@ impl InMemoryStore {
             .collect()
     }
 
+    /// Key `id` as stored now, whatever its tenant (a test's look behind
+    /// the ports, such as at credits spent).
+    pub fn stored_key(&self, id: &KeyId) -> Option<ApiKey> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys
+            .get(id)
+            .map(|(k, _)| k.clone())
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, State>, RepositoryError> {
         if self.unavailable.load(Ordering::SeqCst) {
             return Err(RepositoryError::unavailable(
@@ -413,7 +427,7 @@ impl ApiKeyRepository for InMemoryStore {
         {
             return Err(UpdateRepoError::LastFullAccessKey);
         }
-        let updated = changes.apply(&key);
+        let updated = changes.apply(&key, now);
         state
             .keys
             .entry(*id)
@@ -612,5 +626,86 @@ impl EventRepository for InMemoryStore {
             .take(limit as usize)
             .cloned()
             .collect())
+    }
+}
+
+impl UsageBudget for InMemoryStore {
+    fn take_window_share(
+        &self,
+        key: &KeyId,
+        window_start: OffsetDateTime,
+        limit: u32,
+        want: u32,
+    ) -> Result<WindowShare, RepositoryError> {
+        let mut state = self.lock()?;
+        let used = state.windows.entry((*key, window_start)).or_insert(0);
+        let granted = want.min(limit.saturating_sub(*used));
+        *used += granted;
+        Ok(WindowShare {
+            granted,
+            used: *used,
+        })
+    }
+
+    fn return_window_share(
+        &self,
+        key: &KeyId,
+        window_start: OffsetDateTime,
+        amount: u32,
+    ) -> Result<(), RepositoryError> {
+        let mut state = self.lock()?;
+        if let Some(used) = state.windows.get_mut(&(*key, window_start)) {
+            *used = used.saturating_sub(amount);
+        }
+        Ok(())
+    }
+
+    fn take_credits(
+        &self,
+        key: &KeyId,
+        want: u64,
+        refill: Option<RefillDue>,
+    ) -> Result<Option<CreditShare>, RepositoryError> {
+        let mut state = self.lock()?;
+        let Some((stored, _)) = state.keys.get_mut(key) else {
+            return Ok(None);
+        };
+        let limits = &mut stored.limits;
+        let Some(credits) = limits.credits else {
+            return Ok(None);
+        };
+        let mut since = limits.credits_since.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let mut remaining = credits.remaining();
+        if let Some(due) = refill.filter(|due| since < due.at) {
+            remaining = due.amount;
+            since = due.at;
+        }
+        let granted = want.min(remaining);
+        remaining -= granted;
+        limits.credits = Some(credits.with_remaining(remaining));
+        limits.credits_since = Some(since);
+        Ok(Some(CreditShare {
+            granted,
+            remaining,
+            period: since,
+        }))
+    }
+
+    fn return_credits(
+        &self,
+        key: &KeyId,
+        period: OffsetDateTime,
+        amount: u64,
+    ) -> Result<(), RepositoryError> {
+        let mut state = self.lock()?;
+        if let Some((stored, _)) = state.keys.get_mut(key) {
+            let limits = &mut stored.limits;
+            if let (Some(credits), Some(since)) = (limits.credits, limits.credits_since) {
+                if since == period {
+                    limits.credits = Some(credits.with_remaining(credits.remaining() + amount));
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -453,7 +453,8 @@ mod tests {
             schemas["UpdateKeyRequest"]["anyOf"],
             serde_json::json!([
                 {"$ref": "#/components/schemas/UpdateKeyName"},
-                {"$ref": "#/components/schemas/UpdateKeyScopes"}
+                {"$ref": "#/components/schemas/UpdateKeyScopes"},
+                {"$ref": "#/components/schemas/UpdateKeyLimits"}
             ])
         );
         assert_eq!(
