@@ -97,10 +97,14 @@ pub mod types {
     #[serde(deny_unknown_fields)]
     pub struct CreateKeyRequest {
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub credits: ::std::option::Option<CreditsObject>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub expires_in: ::std::option::Option<ExpiresIn>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub mode: ::std::option::Option<Mode>,
         pub name: KeyNameInput,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub rate_limit: ::std::option::Option<RateLimitObject>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub scopes: ::std::option::Option<ScopeList>,
         #[serde(rename = "type")]
@@ -242,6 +246,16 @@ pub mod types {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
                 })
         }
+    }
+    /**A key's credits: every use spends its cost; at 0, uses are refused
+with `usage_exceeded`.*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(deny_unknown_fields)]
+    pub struct CreditsObject {
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub refill: ::std::option::Option<RefillObject>,
+        ///Credits not yet handed out to a node, 0–10^12 (docs/limits.md).
+        pub remaining: i64,
     }
     ///A page of deliveries, newest first.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
@@ -638,6 +652,8 @@ for people.*/
         ApiKeyRevoked,
         #[serde(rename = "api_key_expired")]
         ApiKeyExpired,
+        #[serde(rename = "invalid_signature")]
+        InvalidSignature,
         #[serde(rename = "invalid_tenant_id")]
         InvalidTenantId,
         #[serde(rename = "duplicate_header")]
@@ -698,6 +714,10 @@ for people.*/
         BadRequest,
         #[serde(rename = "too_many_requests")]
         TooManyRequests,
+        #[serde(rename = "rate_limited")]
+        RateLimited,
+        #[serde(rename = "usage_exceeded")]
+        UsageExceeded,
         #[serde(rename = "request_timeout")]
         RequestTimeout,
         #[serde(rename = "uri_too_long")]
@@ -716,6 +736,7 @@ for people.*/
                 Self::InvalidApiKey => f.write_str("invalid_api_key"),
                 Self::ApiKeyRevoked => f.write_str("api_key_revoked"),
                 Self::ApiKeyExpired => f.write_str("api_key_expired"),
+                Self::InvalidSignature => f.write_str("invalid_signature"),
                 Self::InvalidTenantId => f.write_str("invalid_tenant_id"),
                 Self::DuplicateHeader => f.write_str("duplicate_header"),
                 Self::TenantMismatch => f.write_str("tenant_mismatch"),
@@ -752,6 +773,8 @@ for people.*/
                 Self::UnsupportedMediaType => f.write_str("unsupported_media_type"),
                 Self::BadRequest => f.write_str("bad_request"),
                 Self::TooManyRequests => f.write_str("too_many_requests"),
+                Self::RateLimited => f.write_str("rate_limited"),
+                Self::UsageExceeded => f.write_str("usage_exceeded"),
                 Self::RequestTimeout => f.write_str("request_timeout"),
                 Self::UriTooLong => f.write_str("uri_too_long"),
                 Self::RequestHeaderFieldsTooLarge => {
@@ -772,6 +795,7 @@ for people.*/
                 "invalid_api_key" => Ok(Self::InvalidApiKey),
                 "api_key_revoked" => Ok(Self::ApiKeyRevoked),
                 "api_key_expired" => Ok(Self::ApiKeyExpired),
+                "invalid_signature" => Ok(Self::InvalidSignature),
                 "invalid_tenant_id" => Ok(Self::InvalidTenantId),
                 "duplicate_header" => Ok(Self::DuplicateHeader),
                 "tenant_mismatch" => Ok(Self::TenantMismatch),
@@ -802,6 +826,8 @@ for people.*/
                 "unsupported_media_type" => Ok(Self::UnsupportedMediaType),
                 "bad_request" => Ok(Self::BadRequest),
                 "too_many_requests" => Ok(Self::TooManyRequests),
+                "rate_limited" => Ok(Self::RateLimited),
+                "usage_exceeded" => Ok(Self::UsageExceeded),
                 "request_timeout" => Ok(Self::RequestTimeout),
                 "uri_too_long" => Ok(Self::UriTooLong),
                 "request_header_fields_too_large" => {
@@ -972,7 +998,8 @@ otherwise, never `null`).*/
         pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
         /**What changed: `changes` (updated), `replaced_by`, `grace_period`,
 `revokes_at` (rotated), `rotated_from` (created by a rotation), `name`
-(tenant created), `expires_at` (expiring, expired).*/
+(tenant created), `expires_at` (expiring, expired), `source` and `url`
+(revoked on a secret scanner's report).*/
         pub data: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
         pub id: EventId,
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
@@ -1170,6 +1197,88 @@ otherwise, never `null`).*/
         }
     }
     impl<'de> ::serde::Deserialize<'de> for ExpiresIn {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    /**One token of a batch, as GitHub sends it. Its `Debug` leaves the token
+out.*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct GithubFoundToken {
+        ///What GitHub scanned (`content`, `commit`, `npm`, ...).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub source: ::std::option::Option<::std::string::String>,
+        ///The string GitHub found, as found.
+        pub token: ::std::string::String,
+        /**The token type the pattern was registered under (echoed as
+`token_type`).*/
+        #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+        pub type_: ::std::option::Option<::std::string::String>,
+        ///Where it was found: a file at a commit, an issue, a gist, a package.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub url: ::std::option::Option<::std::string::String>,
+    }
+    ///The answer for one token, in the batch's order.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct GithubTokenVerdict {
+        pub label: TokenLabel,
+        ///The SHA-256 of the token, in lowercase hex.
+        pub token_hash: GithubTokenVerdictTokenHash,
+        ///The token's `type`, as sent.
+        pub token_type: ::std::string::String,
+    }
+    ///The SHA-256 of the token, in lowercase hex.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct GithubTokenVerdictTokenHash(::std::string::String);
+    impl ::std::ops::Deref for GithubTokenVerdictTokenHash {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<GithubTokenVerdictTokenHash> for ::std::string::String {
+        fn from(value: GithubTokenVerdictTokenHash) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for GithubTokenVerdictTokenHash {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[0-9a-f]{64}$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^[0-9a-f]{64}$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for GithubTokenVerdictTokenHash {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for GithubTokenVerdictTokenHash {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for GithubTokenVerdictTokenHash {
         fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
         where
             D: ::serde::Deserializer<'de>,
@@ -1512,6 +1621,8 @@ otherwise, never `null`).*/
     pub struct KeyObject {
         ///Creation time.
         pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub credits: ::std::option::Option<CreditsObject>,
         ///Expiry, or null.
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
         pub expires_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
@@ -1527,6 +1638,8 @@ otherwise, never `null`).*/
         pub name: KeyName,
         ///The key's first 12 characters.
         pub prefix: KeyObjectPrefix,
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub rate_limit: ::std::option::Option<RateLimitObject>,
         ///Whether the key's revocation has taken effect.
         pub revoked: bool,
         ///When a scheduled revocation takes effect, or null.
@@ -1724,6 +1837,18 @@ Publishable keys and anything else are ignored. Strings are matched
 exactly, as found.*/
         pub keys: ::std::vec::Vec<::std::string::String>,
     }
+    /**A limited key's budget as a response reports it (verify's `limits`; the
+`RateLimit-*` headers carry the same three numbers).*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct LimitsObject {
+        /**The rate limit per window; for a key with credits only, its refill
+amount (without a refill: its remaining credits).*/
+        pub limit: i64,
+        ///What is left (of the window, else of the credits).
+        pub remaining: i64,
+        ///Seconds until the window ends (else until the next refill; 0: none).
+        pub reset: i64,
+    }
     ///`live` or `test`.
     #[derive(
         ::serde::Deserialize,
@@ -1777,6 +1902,140 @@ exactly, as found.*/
             value: ::std::string::String,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
+        }
+    }
+    /**A key's rate limit: at most `limit` uses in each `window`, windows
+fixed and aligned to the Unix epoch.*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(deny_unknown_fields)]
+    pub struct RateLimitObject {
+        ///Uses per window, 1–1,000,000.
+        pub limit: ::std::num::NonZeroU32,
+        ///The window, a duration of 1s–1d (`10s`, `1m`, `1h`, `1d`).
+        pub window: RateLimitObjectWindow,
+    }
+    ///The window, a duration of 1s–1d (`10s`, `1m`, `1h`, `1d`).
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct RateLimitObjectWindow(::std::string::String);
+    impl ::std::ops::Deref for RateLimitObjectWindow {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<RateLimitObjectWindow> for ::std::string::String {
+        fn from(value: RateLimitObjectWindow) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for RateLimitObjectWindow {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^(0|[1-9][0-9]*)(s|m|h|d|w|y)$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^(0|[1-9][0-9]*)(s|m|h|d|w|y)$\"".into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for RateLimitObjectWindow {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for RateLimitObjectWindow {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for RateLimitObjectWindow {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    /**A refill: `remaining` is set to `amount` at 00:00 UTC every day, or on
+the 1st of every month.*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(deny_unknown_fields)]
+    pub struct RefillObject {
+        ///What `remaining` becomes, 1–10^12.
+        pub amount: ::std::num::NonZeroU64,
+        ///`daily` or `monthly`.
+        pub interval: RefillObjectInterval,
+    }
+    ///`daily` or `monthly`.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct RefillObjectInterval(::std::string::String);
+    impl ::std::ops::Deref for RefillObjectInterval {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<RefillObjectInterval> for ::std::string::String {
+        fn from(value: RefillObjectInterval) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for RefillObjectInterval {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^(daily|monthly)$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^(daily|monthly)$\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for RefillObjectInterval {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for RefillObjectInterval {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for RefillObjectInterval {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
         }
     }
     ///`POST /v1/api-keys/rotate` body.
@@ -2285,6 +2544,61 @@ exactly, as found.*/
                 })
         }
     }
+    ///The verdict on one token.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum TokenLabel {
+        #[serde(rename = "true_positive")]
+        TruePositive,
+        #[serde(rename = "false_positive")]
+        FalsePositive,
+    }
+    impl ::std::fmt::Display for TokenLabel {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::TruePositive => f.write_str("true_positive"),
+                Self::FalsePositive => f.write_str("false_positive"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for TokenLabel {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "true_positive" => Ok(Self::TruePositive),
+                "false_positive" => Ok(Self::FalsePositive),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for TokenLabel {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for TokenLabel {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
     ///`PATCH /v1/webhook-endpoints/{id}` body (the document's schema).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
     #[serde(deny_unknown_fields)]
@@ -2302,6 +2616,20 @@ exactly, as found.*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub url: ::std::option::Option<::std::string::String>,
     }
+    /**A `PATCH /v1/api-keys/{id}` body that sets a key's limits (and may
+rename or re-scope it): docs/api.md, "Limiting a key's use".*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct UpdateKeyLimits {
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub credits: ::std::option::Option<CreditsObject>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub name: ::std::option::Option<KeyNameInput>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub rate_limit: ::std::option::Option<RateLimitObject>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub scopes: ::std::option::Option<ScopeList>,
+    }
     ///A `PATCH /v1/api-keys/{id}` body that renames (and may re-scope).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
@@ -2310,13 +2638,15 @@ exactly, as found.*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub scopes: ::std::option::Option<ScopeList>,
     }
-    ///At least one of `name` and `scopes`, not `null`.
+    ///At least one of `name`, `scopes`, `rate_limit` and `credits`; `name` and `scopes` not `null` (a `null` limit removes it).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
     pub struct UpdateKeyRequest {
         #[serde(flatten, skip_serializing_if = "::std::option::Option::is_none")]
         pub subtype_0: ::std::option::Option<UpdateKeyName>,
         #[serde(flatten, skip_serializing_if = "::std::option::Option::is_none")]
         pub subtype_1: ::std::option::Option<UpdateKeyScopes>,
+        #[serde(flatten, skip_serializing_if = "::std::option::Option::is_none")]
+        pub subtype_2: ::std::option::Option<UpdateKeyLimits>,
     }
     ///A `PATCH /v1/api-keys/{id}` body that re-scopes (and may rename).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
@@ -2329,12 +2659,16 @@ exactly, as found.*/
     ///The verified key: what a service needs to decide what the caller may do.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct VerifiedKey {
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub credits: ::std::option::Option<CreditsObject>,
         ///Expiry, or null.
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
         pub expires_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
         pub id: KeyId,
         pub mode: Mode,
         pub name: KeyName,
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub rate_limit: ::std::option::Option<RateLimitObject>,
         /**When a scheduled revocation (a rotation's grace period) takes effect,
 or null.*/
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
@@ -2374,6 +2708,10 @@ in the order authentication checks (then the scopes).*/
         KeyTypeMismatch,
         #[serde(rename = "insufficient_scope")]
         InsufficientScope,
+        #[serde(rename = "rate_limited")]
+        RateLimited,
+        #[serde(rename = "usage_exceeded")]
+        UsageExceeded,
     }
     impl ::std::fmt::Display for VerifyCode {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -2385,6 +2723,8 @@ in the order authentication checks (then the scopes).*/
                 Self::TenantMismatch => f.write_str("tenant_mismatch"),
                 Self::KeyTypeMismatch => f.write_str("key_type_mismatch"),
                 Self::InsufficientScope => f.write_str("insufficient_scope"),
+                Self::RateLimited => f.write_str("rate_limited"),
+                Self::UsageExceeded => f.write_str("usage_exceeded"),
             }
         }
     }
@@ -2401,6 +2741,8 @@ in the order authentication checks (then the scopes).*/
                 "tenant_mismatch" => Ok(Self::TenantMismatch),
                 "key_type_mismatch" => Ok(Self::KeyTypeMismatch),
                 "insufficient_scope" => Ok(Self::InsufficientScope),
+                "rate_limited" => Ok(Self::RateLimited),
+                "usage_exceeded" => Ok(Self::UsageExceeded),
                 _ => Err("invalid value".into()),
             }
         }
@@ -2425,6 +2767,10 @@ in the order authentication checks (then the scopes).*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
     pub struct VerifyKeyRequest {
+        /**What this use spends of a limited key's budget, 0–1000 (default 1;
+docs/api.md, "Limiting a key's use"). 0 spends nothing.*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub cost: ::std::option::Option<i32>,
         /**The key to check, as it was presented to your service. A string that
 is not a well-formed key (shape or checksum) is answered
 `invalid_api_key`, without any database work.*/
@@ -2443,6 +2789,8 @@ ignored.*/
         pub code: VerifyCode,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub key: ::std::option::Option<VerifiedKey>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub limits: ::std::option::Option<LimitsObject>,
         /**The scopes asked for that the key lacks, in canonical order; only
 with `insufficient_scope`.*/
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -2486,7 +2834,7 @@ with `insufficient_scope`.*/
 #[derive(Clone, Debug)]
 /**Client for apikeys
 
-Create, list, update, revoke, rotate and verify a tenant's API keys. Every `/v1` request but `POST /v1/leaked-keys` needs the `X-Tenant-ID` header (a parameter of each operation), and `Authorization: Bearer <secret key>` except `POST /v1/api-keys/verify`, whose body carries the key to check; `POST /v1/leaked-keys` (reporting leaked keys) needs neither. Every response carries `X-Request-ID`. Every error is `{"error": {"code", "message", "param"?, "request_id"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.
+Create, list, update, revoke, rotate and verify a tenant's API keys. Every `/v1` request but `POST /v1/leaked-keys` and `POST /v1/secret-scanning/github` needs the `X-Tenant-ID` header (a parameter of each operation), and `Authorization: Bearer <secret key>` except `POST /v1/api-keys/verify`, whose body carries the key to check; `POST /v1/leaked-keys` (reporting leaked keys) needs neither, nor does `POST /v1/secret-scanning/github` (GitHub's signed reports). Every response carries `X-Request-ID`. Every error is `{"error": {"code", "message", "param"?, "request_id"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.
 
 Version: 0.1.0*/
 pub struct Client {
@@ -3368,6 +3716,98 @@ Sends a `POST` request to `/v1/leaked-keys`
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             405u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            413u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            415u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Report keys GitHub found in public code: every active secret key among
+them is revoked
+
+No `Authorization`: the body must carry GitHub's signature. 200 with one
+verdict per token, in order, once the revocations are committed (each
+writing `api_key.revoked` with actor `leak_report`, `data.source`
+`github` and `data.url`). 404 while the service has no GitHub public
+keys.
+
+Sends a `POST` request to `/v1/secret-scanning/github`
+
+Arguments:
+- `github_public_key_identifier`: The identifier of the GitHub key that signed the body (`key_identifier` in GitHub's `public_keys`).
+- `github_public_key_signature`: Base64 of the ECDSA P-256 SHA-256 signature of the raw body, in DER.
+- `body`: At most 1,000 tokens GitHub found, in a body of at most 1 MiB (an empty array is answered with an empty one).
+*/
+    pub async fn github_secret_scanning<'a>(
+        &'a self,
+        github_public_key_identifier: &'a str,
+        github_public_key_signature: &'a str,
+        body: &'a ::std::vec::Vec<types::GithubFoundToken>,
+    ) -> Result<
+        ResponseValue<::std::vec::Vec<types::GithubTokenVerdict>>,
+        Error<types::ErrorBody>,
+    > {
+        let url = format!("{}/v1/secret-scanning/github", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        header_map
+            .append(
+                "Github-Public-Key-Identifier",
+                github_public_key_identifier.to_string().try_into()?,
+            );
+        header_map
+            .append(
+                "Github-Public-Key-Signature",
+                github_public_key_signature.to_string().try_into()?,
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "github_secret_scanning",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            405u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            408u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             413u16 => {

@@ -18,7 +18,7 @@
 //!         name: "Analytics Service".parse()?,
 //!         type_: types::KeyType::Secret,
 //!         scopes: Some(apikeys_client::scopes(["users:read", "sessions:read"])?),
-//!         expires_in: Some("90d".parse()?), mode: None,
+//!         expires_in: Some("90d".parse()?), mode: None, rate_limit: None, credits: None,
 //!     })
 //!     .await?;
 //! println!("store this once: {}", created.key.expose());
@@ -339,15 +339,44 @@ impl ApiKeysClient {
             (Some(name), scopes) => types::UpdateKeyRequest {
                 subtype_0: Some(types::UpdateKeyName { name, scopes }),
                 subtype_1: None,
+                subtype_2: None,
             },
             (None, Some(scopes)) => types::UpdateKeyRequest {
                 subtype_0: None,
                 subtype_1: Some(types::UpdateKeyScopes { name: None, scopes }),
+                subtype_2: None,
             },
             (None, None) => types::UpdateKeyRequest {
                 subtype_0: None,
                 subtype_1: None,
+                subtype_2: None,
             },
+        };
+        value(self.inner.update_api_key(id, &self.tenant, &body).await)
+    }
+
+    /// `PATCH /v1/api-keys/{id}` of a key's limits (docs/api.md, "Limiting
+    /// a key's use"): a new rate limit and/or new credits (`remaining`
+    /// counted from now); `None` leaves one as it is.
+    ///
+    /// # Errors
+    /// [`Error`], such as `key_revoked`; neither given is
+    /// `missing_parameter`.
+    pub async fn update_key_limits(
+        &self,
+        id: &types::KeyId,
+        rate_limit: Option<types::RateLimitObject>,
+        credits: Option<types::CreditsObject>,
+    ) -> Result<types::KeyObject, Error> {
+        let body = types::UpdateKeyRequest {
+            subtype_0: None,
+            subtype_1: None,
+            subtype_2: Some(types::UpdateKeyLimits {
+                name: None,
+                scopes: None,
+                rate_limit,
+                credits,
+            }),
         };
         value(self.inner.update_api_key(id, &self.tenant, &body).await)
     }

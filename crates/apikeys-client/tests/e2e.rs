@@ -7,12 +7,13 @@
 #[path = "../../apikeys/tests/common/mod.rs"]
 mod common;
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::time::{Duration, Instant};
 
 use apikeys_client::types::{
-    ActorType, CreateKeyRequest, ErrorCode, EventType, KeyId, KeyNameInput, KeyType, Mode,
-    RotateKeyRequest, Scope, ScopeList, ScopeListVariant1Item, VerifyCode, VerifyKeyRequest,
+    ActorType, CreateKeyRequest, CreditsObject, ErrorCode, EventType, KeyId, KeyNameInput, KeyType,
+    Mode, RateLimitObject, RefillObject, RotateKeyRequest, Scope, ScopeList, ScopeListVariant1Item,
+    VerifyCode, VerifyKeyRequest,
 };
 use apikeys_client::{ApiKeysClient, Error, ListEvents, ListKeys};
 use common::TestApp;
@@ -32,6 +33,8 @@ fn create(name_: &str, key_type: KeyType) -> CreateKeyRequest {
         scopes: None,
         expires_in: None,
         mode: None,
+        rate_limit: None,
+        credits: None,
     }
 }
 
@@ -267,6 +270,7 @@ async fn verification_leak_reports_audit_events_and_readiness() {
         .verify_key(&VerifyKeyRequest {
             key: reader.key.expose().to_owned(),
             scopes: Some(vec![Scope::UsersRead]),
+            cost: None,
             type_: Some(KeyType::Secret),
         })
         .await
@@ -278,6 +282,7 @@ async fn verification_leak_reports_audit_events_and_readiness() {
         .verify_key(&VerifyKeyRequest {
             key: reader.key.expose().to_owned(),
             scopes: Some(vec![Scope::UsersRead, Scope::WebhooksWrite]),
+            cost: None,
             type_: None,
         })
         .await
@@ -289,6 +294,7 @@ async fn verification_leak_reports_audit_events_and_readiness() {
         .verify_key(&VerifyKeyRequest {
             key: reader.key.expose().to_owned(),
             scopes: None,
+            cost: None,
             type_: Some(KeyType::Publishable),
         })
         .await
@@ -447,4 +453,79 @@ async fn webhook_endpoints_through_the_generated_client() {
         .await
         .expect_err("deleted");
     assert_eq!(missing.status().map(|s| s.as_u16()), Some(404));
+}
+
+#[actix_web::test]
+async fn limits_are_set_read_changed_and_spent_through_the_client() {
+    let app = TestApp::spawn().await;
+    let client = client(&app, &app.live_key);
+
+    // Given a key created with a rate limit and credits,
+    let created = client
+        .create_key(&CreateKeyRequest {
+            rate_limit: Some(RateLimitObject {
+                limit: NonZeroU32::new(100).expect("non-zero"),
+                window: "1m".parse().expect("a window"),
+            }),
+            credits: Some(CreditsObject {
+                remaining: 2,
+                refill: Some(RefillObject {
+                    amount: NonZeroU64::new(50).expect("non-zero"),
+                    interval: "monthly".parse().expect("an interval"),
+                }),
+            }),
+            ..create("Metered", KeyType::Secret)
+        })
+        .await
+        .expect("create");
+
+    // it reads back with both limits;
+    let key = client.get_key(&created.id).await.expect("get");
+    let rate = key.rate_limit.expect("a rate limit");
+    assert_eq!((rate.limit.get(), rate.window.as_str()), (100, "1m"));
+    let credits = key.credits.expect("credits");
+    assert_eq!(credits.remaining, 2);
+    let refill = credits.refill.expect("a refill");
+    assert_eq!(
+        (refill.amount.get(), refill.interval.as_str()),
+        (50, "monthly")
+    );
+
+    // its two credits are spent by two verifications, the third is refused
+    // with `usage_exceeded`, the key and its limits shown;
+    let request = VerifyKeyRequest {
+        key: created.key.expose().to_owned(),
+        scopes: None,
+        type_: None,
+        cost: None,
+    };
+    let verify = || client.verify_key(&request);
+    for remaining in [1, 0] {
+        let verdict = verify().await.expect("verify");
+        assert!(verdict.valid);
+        let limits = verdict.limits.expect("limits");
+        assert_eq!(
+            (limits.limit, limits.remaining),
+            (100, 100 - (2 - remaining))
+        );
+    }
+    let refused = verify().await.expect("verify");
+    assert!(!refused.valid);
+    assert_eq!(refused.code, VerifyCode::UsageExceeded);
+    assert!(refused.key.is_some());
+
+    // and new credits set by PATCH are spendable at once.
+    let updated = client
+        .update_key_limits(
+            &created.id,
+            None,
+            Some(CreditsObject {
+                remaining: 1,
+                refill: None,
+            }),
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated.credits.expect("credits").remaining, 1);
+    assert!(verify().await.expect("verify").valid);
 }

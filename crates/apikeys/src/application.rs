@@ -10,8 +10,8 @@ use anyhow::Context;
 use composition::Services;
 use domain::{Clock, HashKey, RepositoryError};
 use http_actix::{
-    AppState, FailureLimitConfig, FailureLimiter, LeakReportGate, Readiness, RequestLimits,
-    DEFAULT_LEAK_REPORTS_IN_FLIGHT, DEFAULT_LEAK_REPORTS_PER_MINUTE,
+    AppState, FailureLimitConfig, FailureLimiter, GithubPublicKeys, LeakReportGate, Readiness,
+    RequestLimits, DEFAULT_LEAK_REPORTS_IN_FLIGHT, DEFAULT_LEAK_REPORTS_PER_MINUTE,
 };
 use infra_postgres::PgStore;
 
@@ -44,6 +44,10 @@ pub struct Settings {
     pub request_limits: RequestLimits,
     /// The bounds on leak reports.
     pub leak_reports: LeakReportLimits,
+    /// GitHub's secret scanning public keys: with them, `POST
+    /// /v1/secret-scanning/github` is served (docs/secret-scanning.md);
+    /// `None` (the default): 404.
+    pub github_public_keys: Option<Arc<GithubPublicKeys>>,
 }
 
 /// The bounds on `POST /v1/leaked-keys`, which anyone may call
@@ -161,12 +165,13 @@ impl Application {
             reports,
             settings.leak_reports.in_flight,
         ));
-        let state = AppState::new(
+        let mut state = AppState::new(
             services.service().clone(),
             services.authenticator().clone(),
             readiness,
         )
         .with_failure_limiter(limiter.clone())
+        .with_usage_meter(services.usage_meter().clone())
         .with_leak_report_gate(leak_reports)
         .with_webhooks(services.webhooks().clone())
         .with_request_limits(RequestLimits {
@@ -174,6 +179,9 @@ impl Application {
             storage_wait: store.call_bound(),
             ..settings.request_limits
         });
+        if let Some(keys) = &settings.github_public_keys {
+            state = state.with_github_public_keys(keys.clone());
+        }
         let server = http_actix::server(listener, state, settings.workers)
             .with_context(|| format!("cannot serve on {addr}"))?;
         Ok(Application {

@@ -363,6 +363,7 @@ impl KeyCreateArgs {
             mode: Some(mode),
             scopes,
             expires_in,
+            limits: Default::default(),
         };
         Ok((tenant, request))
     }
@@ -576,6 +577,7 @@ fn run_server(store: &PgStore, hash_key: HashKey, server: &ServerConfig) -> anyh
         failure_limit: server.failure_limit.clone(),
         request_limits: server.request_limits,
         leak_reports: server.leak_reports,
+        github_public_keys: server.github_public_keys.clone(),
     };
     let app = Application::build_with(server.bind, store, SystemClock, hash_key, &settings)?;
     tracing::info!(addr = %app.addr(), "listening");

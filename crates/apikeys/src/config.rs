@@ -4,11 +4,12 @@
 //! and ends the program with a non-zero exit before anything is served.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use domain::{parse_duration, HashKey};
 use http_actix::rate_limit::{DEFAULT_FAILURE_LIMIT, DEFAULT_MAX_ADDRESSES};
-use http_actix::{FailureLimitConfig, RequestLimits, TrustedProxies};
+use http_actix::{FailureLimitConfig, GithubPublicKeys, RequestLimits, TrustedProxies};
 use infra_postgres::PoolConfig;
 
 use crate::application::LeakReportLimits;
@@ -85,6 +86,10 @@ pub struct ServerConfig {
     /// endpoints may reach over plain http and at any address, loopback and
     /// private ones included (docs/webhooks.md); none by default.
     pub webhook_allow_hosts: Vec<String>,
+    /// `APIKEYS_GITHUB_PUBLIC_KEYS_FILE`, read and checked: GitHub's secret
+    /// scanning keys; `None` (the default): `POST
+    /// /v1/secret-scanning/github` is not served.
+    pub github_public_keys: Option<Arc<GithubPublicKeys>>,
 }
 
 /// Keys the authentication cache holds unless `APIKEYS_CACHE_MAX_KEYS` says
@@ -368,6 +373,7 @@ impl<'a> Env<'a> {
                         .collect()
                 })
                 .unwrap_or_default(),
+            github_public_keys: self.github_public_keys()?.map(Arc::new),
         })
     }
 
@@ -478,6 +484,29 @@ impl<'a> Env<'a> {
         Ok(LeakReportLimits {
             per_minute: u32::try_from(per_minute).unwrap_or(u32::MAX),
             in_flight: usize::try_from(in_flight).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// `APIKEYS_GITHUB_PUBLIC_KEYS_FILE`: a file holding GitHub's secret
+    /// scanning public keys, as `https://api.github.com/meta/public_keys/secret_scanning`
+    /// serves them (docs/secret-scanning.md), read once now; `None` when
+    /// unset.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a file that cannot be read or is not
+    /// that document.
+    pub fn github_public_keys(&self) -> Result<Option<GithubPublicKeys>, ConfigError> {
+        const VAR: &str = "APIKEYS_GITHUB_PUBLIC_KEYS_FILE";
+        let Some(path) = self.var(VAR) else {
+            return Ok(None);
+        };
+        let invalid = |reason: String| ConfigError::Invalid { var: VAR, reason };
+        let text = std::fs::read_to_string(path.trim())
+            .map_err(|e| invalid(format!("cannot read {path:?}: {e}")))?;
+        GithubPublicKeys::from_json(&text).map(Some).map_err(|e| {
+            invalid(format!(
+                "{path:?}: {e}; save https://api.github.com/meta/public_keys/secret_scanning in it"
+            ))
         })
     }
 
@@ -798,6 +827,49 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn githubs_public_keys_are_read_once_from_the_named_file() {
+        let get = env(&[]);
+        assert!(Env::new(&get).github_public_keys().unwrap().is_none());
+        assert!(Env::new(&get)
+            .server()
+            .unwrap()
+            .github_public_keys
+            .is_none());
+
+        // The file .ci/api-check serves with, in GitHub's shape.
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../.ci/github-public-keys.json"
+        );
+        let get = env(&[("APIKEYS_GITHUB_PUBLIC_KEYS_FILE", fixture)]);
+        let keys = Env::new(&get).github_public_keys().unwrap().unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(Env::new(&get)
+            .server()
+            .unwrap()
+            .github_public_keys
+            .is_some());
+
+        let missing = "/nonexistent/github-public-keys.json";
+        let get = env(&[("APIKEYS_GITHUB_PUBLIC_KEYS_FILE", missing)]);
+        let err = Env::new(&get).github_public_keys().unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { var: "APIKEYS_GITHUB_PUBLIC_KEYS_FILE", reason } if reason.starts_with("cannot read \"/nonexistent")),
+            "{err}"
+        );
+
+        // A file of another shape (this crate's manifest).
+        let other = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let get = env(&[("APIKEYS_GITHUB_PUBLIC_KEYS_FILE", other)]);
+        let err = Env::new(&get).github_public_keys().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("save https://api.github.com/meta/public_keys/secret_scanning in it"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -125,6 +125,27 @@ fn describe() {
         composition::OLDEST_PENDING,
         "Age of the oldest pending webhook delivery, in seconds."
     );
+    metrics::describe_counter!(
+        http_actix::usage::USAGE_SHARES,
+        "Shares of limited keys' budgets taken from the database, by budget (window, credits)."
+    );
+    metrics::describe_counter!(
+        infra_postgres::SHARE_WRITES,
+        "Database writes that took those shares, by budget (one per share)."
+    );
+    metrics::describe_counter!(
+        http_actix::usage::USAGE_REFUSED,
+        "Uses of limited keys refused because their budget was spent, by code."
+    );
+    // Known label values start at 0, so that a rate is defined before the
+    // first limited key is used (docs/metrics.md).
+    for budget in ["window", "credits"] {
+        metrics::counter!(http_actix::usage::USAGE_SHARES, "budget" => budget).increment(0);
+        metrics::counter!(infra_postgres::SHARE_WRITES, "budget" => budget).increment(0);
+    }
+    for code in ["rate_limited", "usage_exceeded"] {
+        metrics::counter!(http_actix::usage::USAGE_REFUSED, "code" => code).increment(0);
+    }
 }
 
 /// What is read on each scrape.

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use time::Duration;
 
-const KEY_OBJECT: [&str; 12] = [
+const KEY_OBJECT: [&str; 14] = [
     "id",
     "name",
     "type",
@@ -21,6 +21,8 @@ const KEY_OBJECT: [&str; 12] = [
     "expires_at",
     "revoked",
     "revokes_at",
+    "rate_limit",
+    "credits",
 ];
 
 fn error_code(body: &Value) -> &str {

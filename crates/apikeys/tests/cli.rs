@@ -1228,3 +1228,46 @@ fn a_refused_tenant_name_is_explained_once() {
         "stderr: {stderr}"
     );
 }
+
+#[test]
+fn key_create_force_passes_the_key_limit_of_a_full_mode_only() {
+    // Given a tenant whose live mode is full: its own live key and 9,999
+    // more (rows made directly: the API would take minutes),
+    let db = TestDatabase::new();
+    let (tenant, _, _) = cli_tenant(&db, "Acme");
+    let limit = domain::DEFAULT_MAX_ACTIVE_KEYS;
+    db.batch_execute(&format!(
+        "INSERT INTO api_keys (id, tenant_id, hash, name, key_type, mode, prefix, \
+                               last_four, scopes, created_at) \
+         SELECT 'key_0' || lpad(upper(to_hex(g)), 25, '0'), '{tenant}', \
+                sha256(g::text::bytea), 'Filler', 'secret', 'live', 'sk_live_abcd', \
+                'abcd', ARRAY['users:read'], now() \
+         FROM generate_series(1, {}) AS g",
+        limit - 1
+    ));
+    let keys = |mode: &str| {
+        db.count(&format!(
+            "SELECT count(*) AS n FROM api_keys WHERE tenant_id = '{tenant}' AND mode = '{mode}'"
+        ))
+    };
+    let events = || db.count("SELECT count(*) AS n FROM key_events");
+    let base = ["key", "create", "--tenant", &tenant, "--name", "Recovery"];
+    let create = |extra: &[&'static str]| [&base[..], extra].concat();
+    assert_eq!(keys("live"), i64::from(limit));
+    let events_before = events();
+
+    // a live key is refused without --force, and nothing is written,
+    let refused = fails(&db, &create(&[]));
+    assert!(refused.contains("limit of active keys"), "{refused}");
+    assert_eq!((keys("live"), events()), (i64::from(limit), events_before));
+    // a test key still fits (the modes count apart),
+    let test_key = json(&db, &create(&["--mode", "test"]));
+    assert_eq!(test_key["mode"], "test");
+    assert_eq!(keys("test"), 2);
+    // and --force creates the live key past the limit, with its event.
+    let forced = json(&db, &create(&["--force"]));
+    assert_eq!(forced["mode"], "live");
+    assert!(forced["key"].as_str().unwrap().starts_with("sk_live_"));
+    assert_eq!(keys("live"), i64::from(limit) + 1);
+    assert_eq!(events(), events_before + 2);
+}

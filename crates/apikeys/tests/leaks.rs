@@ -236,6 +236,7 @@ fn fresh_keys(service: &ApiKeys, admin: &Principal) -> Vec<String> {
                         mode: Some(Mode::Live),
                         scopes: Scopes::full(),
                         expires_in: None,
+                        limits: Default::default(),
                     },
                 )
                 .unwrap()

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use domain::{ApiKeys, Authenticator, Clock, HashKey, KeyChangeListener, OsSecretSource, Webhooks};
+use domain::{
+    ApiKeys, Authenticator, Clock, HashKey, KeyChangeListener, OsSecretSource, UsageMeter, Webhooks,
+};
 use http_actix::{FailureLimitConfig, FailureLimiter};
 use infra_postgres::{EventFeed, FeedConfig, PgStore, PoolConfig};
 use key_cache::{CacheConfig, Freshness, KeyCache, UseBuffer, UseFlusher};
@@ -100,6 +102,7 @@ pub struct Services {
     records: RecordSweeper,
     webhooks: Arc<Webhooks>,
     delivery: Option<(DeliveryWorker, Periodic)>,
+    usage: Arc<UsageMeter>,
 }
 
 impl std::fmt::Debug for Services {
@@ -148,6 +151,7 @@ impl Services {
         };
         let freshness = Arc::new(Freshness::new(settings.cache.freshness));
         let uses = Arc::new(UseBuffer::new());
+        let usage = Arc::new(UsageMeter::new(Arc::new(store.clone()), clock.clone()));
         let cache = Arc::new(KeyCache::new(
             Arc::new(store.clone()),
             clock.clone(),
@@ -187,6 +191,7 @@ impl Services {
             records,
             webhooks,
             delivery,
+            usage,
         })
     }
 
@@ -194,6 +199,13 @@ impl Services {
     /// path's store: register it with `AppState::with_webhooks`.
     pub fn webhooks(&self) -> &Arc<Webhooks> {
         &self.webhooks
+    }
+
+    /// Spends limited keys' budgets (docs/limits.md): give it to
+    /// `AppState::with_usage_meter`; [`Services::register`] registers it
+    /// for other apps. [`Services::stop`] returns its unspent shares.
+    pub fn usage_meter(&self) -> &Arc<UsageMeter> {
+        &self.usage
     }
 
     /// The use cases.
@@ -225,6 +237,7 @@ impl Services {
         Registration {
             authenticator: self.authenticator.clone(),
             limiter: self.limiter.clone(),
+            usage: Some(self.usage.clone()),
         }
     }
 
@@ -253,6 +266,16 @@ impl Services {
     /// Writes the uses still buffered and stops the threads; a second call
     /// does nothing.
     pub fn stop(&mut self) {
+        // Unspent shares of limited keys' budgets go back, so that other
+        // nodes can spend them (docs/limits.md); a failure only strands
+        // them, it never over-admits.
+        match self.usage.release() {
+            Ok(returned) if returned > 0 => {
+                tracing::info!(returned, "unspent usage shares returned");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "unspent usage shares could not be returned"),
+        }
         self.uses.stop();
         self.feed.stop();
         self.records.stop();
@@ -309,6 +332,7 @@ fn start_delivery(
 pub struct Registration {
     authenticator: Arc<dyn Authenticator>,
     limiter: Arc<FailureLimiter>,
+    usage: Option<Arc<UsageMeter>>,
 }
 
 impl std::fmt::Debug for Registration {
@@ -325,6 +349,7 @@ impl Registration {
         Registration {
             authenticator,
             limiter: Arc::new(FailureLimiter::new(limit)),
+            usage: None,
         }
     }
 
@@ -334,6 +359,9 @@ impl Registration {
     pub fn register(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::from(self.authenticator.clone()))
             .app_data(web::Data::from(self.limiter.clone()));
+        if let Some(usage) = &self.usage {
+            cfg.app_data(web::Data::from(usage.clone()));
+        }
     }
 }
 

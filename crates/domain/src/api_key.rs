@@ -5,6 +5,7 @@ use time::{Duration, OffsetDateTime};
 use crate::hashing::KeyHash;
 use crate::ids::{KeyId, TenantId};
 use crate::key_kind::{KeyType, Mode};
+use crate::limits::UsageLimits;
 use crate::name::KeyName;
 use crate::scope::Scopes;
 
@@ -49,6 +50,8 @@ pub struct ApiKey {
     pub revokes_at: Option<OffsetDateTime>,
     /// The successor, once the key has been rotated.
     pub replaced_by: Option<KeyId>,
+    /// Rate limit and credits (docs/api.md, "Limiting a key's use").
+    pub limits: UsageLimits,
 }
 
 /// `last_used_at` is written at most once per key in this interval

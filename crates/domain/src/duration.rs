@@ -67,7 +67,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
 macro_rules! bounded_duration {
     ($(#[$meta:meta])* $name:ident, $min:expr, $min_text:literal, $max:expr, $max_text:literal) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(Duration);
 
         impl $name {
@@ -122,6 +122,15 @@ bounded_duration!(
     "0s",
     WEEK,
     "7d"
+);
+
+bounded_duration!(
+    /// The window of a key's rate limit (`rate_limit.window`): 1 second to 1 day.
+    RateWindow,
+    1,
+    "1s",
+    DAY,
+    "1d"
 );
 
 impl Default for GracePeriod {

@@ -154,6 +154,11 @@ pub enum RotateError {
     /// The key is past its expiry.
     #[error("the API key has expired")]
     Expired,
+    /// The tenant is at its key limit for the mode and the old key would
+    /// keep counting through a grace period (a `0s` grace period is never
+    /// refused for the limit).
+    #[error("the tenant has reached its active key limit for this mode; rotate with a grace_period of 0s, or revoke keys first")]
+    LimitReached,
     /// The calling key was revoked before the change could commit; nothing
     /// was written.
     #[error("the API key has been revoked")]

@@ -15,6 +15,7 @@ use crate::api_key::ApiKey;
 use crate::duration::GracePeriod;
 use crate::ids::{EventId, KeyId, TenantId};
 use crate::key_kind::{Mode, UnknownVariant};
+use crate::limits::{Credits, LimitsUpdate, RateLimit};
 use crate::name::KeyName;
 use crate::scope::Scopes;
 
@@ -66,6 +67,34 @@ impl Actor {
             _ => Err(UnknownVariant {
                 expected: "api_key (with a key id), cli, leak_report or system",
             }),
+        }
+    }
+}
+
+/// Who found the keys of a batch report ([`ApiKeys::revoke_found`](crate::ApiKeys::revoke_found)), as
+/// `data.source` of each revocation's event writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeakSource {
+    /// GitHub's secret scanning partner program (docs/secret-scanning.md).
+    GitHub,
+}
+
+impl LeakSource {
+    /// The name `data.source` holds: `github`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakSource::GitHub => "github",
+        }
+    }
+
+    /// The inverse of [`LeakSource::as_str`].
+    ///
+    /// # Errors
+    /// [`UnknownVariant`] for any other name.
+    pub fn parse(name: &str) -> Result<Self, UnknownVariant> {
+        match name {
+            "github" => Ok(LeakSource::GitHub),
+            _ => Err(UnknownVariant { expected: "github" }),
         }
     }
 }
@@ -172,6 +201,10 @@ pub struct FieldChanges {
     pub name: Option<Change<KeyName>>,
     /// The scopes, if they changed.
     pub scopes: Option<Change<Scopes>>,
+    /// The rate limit, if it changed (docs/api.md, "Limiting a key's use").
+    pub rate_limit: Option<Change<Option<RateLimit>>>,
+    /// The credits, if they changed (`remaining` included).
+    pub credits: Option<Change<Option<Credits>>>,
 }
 
 impl FieldChanges {
@@ -187,22 +220,56 @@ impl FieldChanges {
                 old: key.scopes,
                 new: *s,
             }),
+            rate_limit: None,
+            credits: None,
         }
+    }
+
+    /// These changes and those of `limits` against `key`.
+    #[must_use]
+    pub fn with_limits(mut self, key: &ApiKey, limits: &LimitsUpdate) -> Self {
+        let old = key.limits;
+        self.rate_limit = limits
+            .rate_limit
+            .filter(|new| *new != old.rate_limit)
+            .map(|new| Change {
+                old: old.rate_limit,
+                new,
+            });
+        self.credits = limits
+            .credits
+            .filter(|new| *new != old.credits)
+            .map(|new| Change {
+                old: old.credits,
+                new,
+            });
+        self
     }
 
     /// Whether nothing changes.
     pub fn is_empty(&self) -> bool {
-        self.name.is_none() && self.scopes.is_none()
+        self.name.is_none()
+            && self.scopes.is_none()
+            && self.rate_limit.is_none()
+            && self.credits.is_none()
     }
 
-    /// `key` with the new values applied.
-    pub fn apply(&self, key: &ApiKey) -> ApiKey {
+    /// `key` with the new values applied at `now` (new credits count from
+    /// then).
+    pub fn apply(&self, key: &ApiKey, now: OffsetDateTime) -> ApiKey {
         let mut key = key.clone();
         if let Some(c) = &self.name {
             key.name = c.new.clone();
         }
         if let Some(c) = &self.scopes {
             key.scopes = c.new;
+        }
+        if let Some(c) = &self.rate_limit {
+            key.limits.rate_limit = c.new;
+        }
+        if let Some(c) = &self.credits {
+            key.limits.credits = c.new;
+            key.limits.credits_since = c.new.map(|_| now);
         }
         key
     }
@@ -223,6 +290,14 @@ pub enum EventData {
     },
     /// `api_key.revoked`.
     KeyRevoked,
+    /// `api_key.revoked` by a secret scanner's report: who found the key,
+    /// and where (docs/secret-scanning.md).
+    KeyRevokedFound {
+        /// Who found it: `data.source`.
+        source: LeakSource,
+        /// Where it was found: `data.url`.
+        url: String,
+    },
     /// `api_key.rotated`, on the old key.
     KeyRotated {
         /// The successor.
@@ -255,7 +330,7 @@ impl EventData {
         match self {
             EventData::KeyCreated { .. } => EventType::KeyCreated,
             EventData::KeyUpdated { .. } => EventType::KeyUpdated,
-            EventData::KeyRevoked => EventType::KeyRevoked,
+            EventData::KeyRevoked | EventData::KeyRevokedFound { .. } => EventType::KeyRevoked,
             EventData::KeyRotated { .. } => EventType::KeyRotated,
             EventData::TenantCreated { .. } => EventType::TenantCreated,
             EventData::KeyExpiring { .. } => EventType::KeyExpiring,

@@ -142,6 +142,27 @@ impl RequestFingerprint {
             .expires_in
             .map_or_else(|| "-".to_owned(), |e| e.get().whole_seconds().to_string());
         push_field(&mut text, &expires);
+        // Only a request with limits has this field, so that fingerprints
+        // stored before limits existed still match their requests.
+        let limits = request.limits;
+        if !limits.is_unlimited() {
+            let rate = limits.rate_limit.map_or_else(
+                || "-".to_owned(),
+                |r| format!("{}/{}", r.limit(), r.window().whole_seconds()),
+            );
+            let credits = limits.credits.map_or_else(
+                || "-".to_owned(),
+                |c| {
+                    let refill = c.refill().map_or_else(
+                        || "-".to_owned(),
+                        |r| format!("{}/{}", r.amount(), r.interval().as_str()),
+                    );
+                    format!("{}/{refill}", c.remaining())
+                },
+            );
+            push_field(&mut text, &rate);
+            push_field(&mut text, &credits);
+        }
         Self::of_text(&text)
     }
 

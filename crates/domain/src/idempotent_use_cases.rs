@@ -161,6 +161,7 @@ impl ApiKeys {
             id,
             &rotation.successor,
             revokes_at,
+            self.max_active_keys,
             &rotation.rotated,
             &rotation.created,
             &record,

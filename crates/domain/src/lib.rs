@@ -45,6 +45,7 @@ pub mod ids;
 pub mod key_kind;
 pub mod key_string;
 pub mod leaks;
+pub mod limits;
 pub mod name;
 pub mod operator;
 pub mod ports;
@@ -52,6 +53,7 @@ pub mod random;
 pub mod requests;
 pub mod scope;
 pub mod service;
+pub mod usage;
 pub mod webhook_service;
 pub mod webhooks;
 
@@ -65,14 +67,14 @@ pub mod testing;
 pub use api_key::{ApiKey, KeyStatus, KeyView, NewKey, Tenant, LAST_USED_RESOLUTION};
 pub use auth::{check_key, AccessError, AuthError, Authenticator, Credentials, Principal};
 pub use clock::{Clock, SystemClock};
-pub use duration::{parse_duration, DurationError, ExpiresIn, GracePeriod};
+pub use duration::{parse_duration, DurationError, ExpiresIn, GracePeriod, RateWindow};
 pub use errors::{
     CreateError, CreateTenantError, GetError, ListError, ListEventsError, RevokeError, RotateError,
     UpdateError,
 };
 pub use events::{
     format_duration, Actor, Change, EventData, EventPage, EventQuery, EventType, FieldChanges,
-    KeyEvent, Origin, StoredEvent,
+    KeyEvent, LeakSource, Origin, StoredEvent,
 };
 pub use hashing::{HashKey, HashKeyError, KeyHash};
 pub use idempotency::{
@@ -82,7 +84,10 @@ pub use idempotency::{
 pub use ids::{DeliveryId, EndpointId, EventId, IdError, KeyId, TenantId};
 pub use key_kind::{KeyType, Mode, UnknownVariant};
 pub use key_string::{contains_key_material, KeyFormatError, PlainKey};
-pub use leaks::LeakReport;
+pub use leaks::{FoundReport, FoundToken, LeakReport};
+pub use limits::{
+    Cost, Credits, LimitError, LimitsUpdate, RateLimit, Refill, RefillInterval, UsageLimits,
+};
 pub use name::{is_forbidden_in_name, KeyName, KeyNameError, MAX_NAME_CHARS};
 pub use operator::{CreateKeyForError, ListKeysForError, RevokeKeyForError, RevokedKey};
 pub use ports::{
@@ -90,6 +95,7 @@ pub use ports::{
     InsertError, KeyChangeListener, KeyLookup, KeyPage, KeyUse, ListQuery, RecordedWriteError,
     RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
+pub use ports::{CreditShare, RefillDue, UsageBudget, WindowShare};
 pub use ports::{EndpointScope, InsertEndpointError, WebhookRepository};
 pub use random::{OsSecretSource, SecretSource};
 pub use requests::{CreateKey, ListEvents, ListKeys, PageLimit, PageLimitError};
@@ -97,6 +103,7 @@ pub use scope::{Scope, Scopes, ScopesError};
 pub use service::{
     ApiKeys, CreatedKey, CreatedTenant, KeyViewPage, RotatedKey, DEFAULT_MAX_ACTIVE_KEYS,
 };
+pub use usage::{Refusal, RefusalCode, Spent, UsageMeter, UsageReport, Verdict};
 pub use webhook_service::{
     gets_expiring_notice, CreateEndpoint, CreatedEndpoint, ReadyDelivery, UpdateEndpoint,
     WebhookError, Webhooks,

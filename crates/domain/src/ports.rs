@@ -263,6 +263,11 @@ pub enum RotateRepoError {
     /// The successor's id or hash is taken.
     #[error("a key with this id or hash exists")]
     Duplicate,
+    /// The tenant has `max_active` keys of the mode that count for the limit,
+    /// and the old key would keep counting through its grace period.
+    /// Nothing was written.
+    #[error("key limit reached")]
+    LimitReached,
     /// The event's actor key may no longer write when the change would
     /// commit. Nothing was written.
     #[error(transparent)]
@@ -308,15 +313,17 @@ pub trait ApiKeyRepository: Send + Sync {
     /// [`RepositoryError`].
     fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, RepositoryError>;
 
-    /// The keys with these hashes, in any tenant and any state, in one
-    /// lookup, in no particular order; hashes that match no key are left
-    /// out, and a hash given twice finds its key once. For leak reports,
-    /// which look up many strings at once (docs/api.md, "POST
-    /// /v1/leaked-keys").
+    /// The keys with these hashes, each with its hash, in any tenant and any
+    /// state, in one lookup, in no particular order; hashes that match no
+    /// key are left out, and a hash given twice finds its key once. For leak
+    /// reports, which look up many strings at once (docs/api.md, "POST
+    /// /v1/leaked-keys"), and secret scanners' batches, which answer for each
+    /// string (docs/secret-scanning.md).
     ///
     /// # Errors
     /// [`RepositoryError`].
-    fn find_by_hashes(&self, hashes: &[KeyHash]) -> Result<Vec<ApiKey>, RepositoryError>;
+    fn find_by_hashes(&self, hashes: &[KeyHash])
+        -> Result<Vec<(KeyHash, ApiKey)>, RepositoryError>;
 
     /// The key with this id in this tenant, in any state.
     ///
@@ -389,9 +396,20 @@ pub trait ApiKeyRepository: Send + Sync {
     /// only if the old key is [`Active`](crate::KeyStatus::Active) at the
     /// events' time (not revoked, not expired, no revocation scheduled).
     ///
+    /// The key limit: while `revokes_at` is after the events' time, the old
+    /// key keeps counting ([`ApiKey::counts_for_key_limit`]) and the
+    /// successor adds one, so the rotation needs the tenant to have fewer
+    /// than `max_active` counting keys of the mode
+    /// ([`RotateRepoError::LimitReached`]). A rotation that revokes the old
+    /// key at once (`revokes_at` not after the events' time) changes no count
+    /// and is never refused for the limit: it is the way to replace a leaked
+    /// key when the tenant is at the limit (docs/api.md, "POST
+    /// /v1/api-keys/rotate").
+    ///
     /// Concurrency: of concurrent rotations of one key exactly one succeeds;
-    /// the others get [`RotateRepoError::NotActive`] and write nothing. The
-    /// key limit is not applied: the old key is on its way out.
+    /// the others get [`RotateRepoError::NotActive`] and write nothing.
+    /// Concurrent rotations and inserts never take a tenant's mode past
+    /// `max_active`.
     ///
     /// # Errors
     /// [`RotateRepoError`].
@@ -400,6 +418,7 @@ pub trait ApiKeyRepository: Send + Sync {
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &KeyEvent,
         created: &KeyEvent,
     ) -> Result<(), RotateRepoError>;
@@ -517,11 +536,13 @@ pub trait IdempotencyRepository: Send + Sync {
     ///
     /// # Errors
     /// [`RecordedWriteError`].
+    #[allow(clippy::too_many_arguments)]
     fn rotate_recorded(
         &self,
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &KeyEvent,
         created: &KeyEvent,
         record: &IdempotencyRecord,
@@ -772,4 +793,98 @@ pub trait WebhookRepository: Send + Sync {
     /// # Errors
     /// [`RepositoryError`].
     fn insert_expiry_events(&self, events: &[KeyEvent]) -> Result<usize, RepositoryError>;
+}
+
+/// A share of one window's uses, as the store handed it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowShare {
+    /// Uses granted to the caller: at most what it asked for, and never
+    /// more than the window had left (0 when it had none).
+    pub granted: u32,
+    /// The window's uses handed out to every node, this share included.
+    pub used: u32,
+}
+
+/// A refill due before credits are taken: when the stored credits were set
+/// before `at`, `remaining` becomes `amount` and their period `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefillDue {
+    /// What `remaining` becomes.
+    pub amount: u64,
+    /// The refill instant (docs/api.md, "Limiting a key's use").
+    pub at: OffsetDateTime,
+}
+
+/// A share of a key's credits, as the store handed it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditShare {
+    /// Credits granted: at most what was asked for, never more than were
+    /// left.
+    pub granted: u64,
+    /// Credits left in the store after this share.
+    pub remaining: u64,
+    /// The period the credits belong to (when they were last set or
+    /// refilled): a share returned later goes back only into the same
+    /// period.
+    pub period: OffsetDateTime,
+}
+
+/// Where the budgets of limited keys live across nodes (docs/limits.md).
+/// Every method is one conditional write: a node takes a share and spends
+/// it in memory.
+///
+/// Concurrency: of any number of concurrent takes of one key, on any
+/// number of nodes, the granted amounts of one window never add up to more
+/// than the `limit` passed, and the granted credits never to more than the
+/// key had (after its refills): no over-admission.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait UsageBudget: Send + Sync {
+    /// Takes up to `want` uses of key `key`'s window that starts at
+    /// `window_start`, of which at most `limit` may be handed out.
+    ///
+    /// # Errors
+    /// [`RepositoryError`]; nothing is taken then.
+    fn take_window_share(
+        &self,
+        key: &KeyId,
+        window_start: OffsetDateTime,
+        limit: u32,
+        want: u32,
+    ) -> Result<WindowShare, RepositoryError>;
+
+    /// Gives `amount` unspent uses of a share back to the window (a graceful
+    /// stop). Never takes the window's count below zero.
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn return_window_share(
+        &self,
+        key: &KeyId,
+        window_start: OffsetDateTime,
+        amount: u32,
+    ) -> Result<(), RepositoryError>;
+
+    /// Takes up to `want` of key `key`'s credits, first applying `refill`
+    /// when it is due. `None` when the key has no credits (any more).
+    ///
+    /// # Errors
+    /// [`RepositoryError`]; nothing is taken then.
+    fn take_credits(
+        &self,
+        key: &KeyId,
+        want: u64,
+        refill: Option<RefillDue>,
+    ) -> Result<Option<CreditShare>, RepositoryError>;
+
+    /// Gives `amount` unspent credits back, only while the key's credits
+    /// are still of `period` (not set or refilled since).
+    ///
+    /// # Errors
+    /// [`RepositoryError`].
+    fn return_credits(
+        &self,
+        key: &KeyId,
+        period: OffsetDateTime,
+        amount: u64,
+    ) -> Result<(), RepositoryError>;
 }

@@ -9,6 +9,7 @@ use crate::duration::ExpiresIn;
 use crate::events::EventType;
 use crate::ids::{EventId, KeyId};
 use crate::key_kind::{KeyType, Mode};
+use crate::limits::UsageLimits;
 use crate::name::KeyName;
 use crate::scope::Scopes;
 
@@ -62,6 +63,8 @@ pub struct CreateKey {
     pub scopes: Scopes,
     /// Lifetime; `None` never expires.
     pub expires_in: Option<ExpiresIn>,
+    /// Rate limit and credits (none by default).
+    pub limits: UsageLimits,
 }
 
 /// An audit-log listing request; every field is already valid.

@@ -18,6 +18,7 @@ use crate::idempotency::ResponseSealer;
 use crate::ids::{EventId, KeyId, TenantId};
 use crate::key_kind::{KeyType, Mode};
 use crate::key_string::PlainKey;
+use crate::limits::{LimitsUpdate, UsageLimits};
 use crate::name::KeyName;
 use crate::ports::{
     ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
@@ -224,7 +225,7 @@ impl ApiKeys {
     ) -> PreparedKey {
         let now = self.now();
         let expires_at = request.expires_in.map(|e| now + e.get());
-        let (new, secret) = self.new_key(
+        let (mut new, secret) = self.new_key(
             tenant,
             request.name,
             request.key_type,
@@ -233,6 +234,7 @@ impl ApiKeys {
             expires_at,
             now,
         );
+        new.key.limits = limits_set_at(request.limits, now);
         let event = self.key_event(
             now,
             &new.key,
@@ -316,12 +318,12 @@ impl ApiKeys {
         Ok(KeyView::at(key, self.now()))
     }
 
-    /// Renames or re-scopes a key (`None` leaves a field as it is). A change
-    /// that leaves every field as it was writes nothing and no event.
+    /// Renames or re-scopes a key (`None` leaves a field as it is): as
+    /// [`update_with_limits`](Self::update_with_limits) with no change of
+    /// limits.
     ///
     /// # Errors
     /// [`UpdateError`].
-    #[tracing::instrument(level = "debug", name = "use_case.update", skip_all, fields(key_id = %id))]
     pub fn update(
         &self,
         caller: &Principal,
@@ -329,6 +331,32 @@ impl ApiKeys {
         id: &KeyId,
         name: Option<KeyName>,
         scopes: Option<Scopes>,
+    ) -> Result<KeyView, UpdateError> {
+        self.update_with_limits(
+            caller,
+            request_id,
+            id,
+            name,
+            scopes,
+            LimitsUpdate::default(),
+        )
+    }
+
+    /// Renames, re-scopes or re-limits a key (`None` leaves a field as it is;
+    /// docs/api.md, "Limiting a key's use"). A change
+    /// that leaves every field as it was writes nothing and no event.
+    ///
+    /// # Errors
+    /// [`UpdateError`].
+    #[tracing::instrument(level = "debug", name = "use_case.update", skip_all, fields(key_id = %id))]
+    pub fn update_with_limits(
+        &self,
+        caller: &Principal,
+        request_id: Option<String>,
+        id: &KeyId,
+        name: Option<KeyName>,
+        scopes: Option<Scopes>,
+        limits: LimitsUpdate,
     ) -> Result<KeyView, UpdateError> {
         caller.require_key_management()?;
         let origin = caller.origin(request_id);
@@ -348,7 +376,8 @@ impl ApiKeys {
                     return Err(UpdateError::SensitiveScope(scope));
                 }
             }
-            let changes = FieldChanges::between(&key, name.as_ref(), scopes.as_ref());
+            let changes = FieldChanges::between(&key, name.as_ref(), scopes.as_ref())
+                .with_limits(&key, &limits);
             if changes.is_empty() {
                 return Ok(KeyView::at(key, now));
             }
@@ -442,6 +471,7 @@ impl ApiKeys {
             id,
             &rotation.successor,
             rotation.outcome.old_key_revokes_at,
+            self.max_active_keys,
             &rotation.rotated,
             &rotation.created,
         ) {
@@ -472,7 +502,7 @@ impl ApiKeys {
             .ok_or(RotateError::NotFound)?;
         rotatable(&old, now)?;
         let expires_at = old.expires_at.map(|at| now + (at - old.created_at));
-        let (successor, secret) = self.new_key(
+        let (mut successor, secret) = self.new_key(
             old.tenant_id,
             old.name.clone(),
             old.key_type,
@@ -481,6 +511,9 @@ impl ApiKeys {
             expires_at,
             now,
         );
+        // The successor copies the limits, its credits as they were read
+        // (docs/limits.md, "Rotation").
+        successor.key.limits = limits_set_at(old.limits, now);
         let revokes_at = now + grace.get();
         let rotated = self.key_event(
             now,
@@ -535,6 +568,7 @@ impl ApiKeys {
             RotateRepoError::ActorRefused(r) => {
                 caller_refused(r, RotateError::CallerRevoked, RotateError::CallerExpired)
             }
+            RotateRepoError::LimitReached => RotateError::LimitReached,
             RotateRepoError::Duplicate => RotateError::Repository(RepositoryError::failure(
                 "rotate key",
                 "generated key id or hash collided",
@@ -679,6 +713,7 @@ impl ApiKeys {
             expires_at,
             revokes_at: None,
             replaced_by: None,
+            limits: UsageLimits::default(),
         };
         let hash = self.hash_key.hash(&secret);
         (NewKey { key, hash }, secret)
@@ -744,6 +779,14 @@ fn caller_refused<E: From<AccessError>>(refusal: ActorRefusal, revoked: E, expir
             required: Scope::All,
         }
         .into(),
+    }
+}
+
+/// `limits` as set by a person at `now`: credits count from then.
+pub(crate) fn limits_set_at(limits: UsageLimits, now: OffsetDateTime) -> UsageLimits {
+    UsageLimits {
+        credits_since: limits.credits.map(|_| now),
+        ..limits
     }
 }
 

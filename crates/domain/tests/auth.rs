@@ -122,6 +122,7 @@ fn key_of_acme() -> ApiKey {
         expires_at: None,
         revokes_at: None,
         replaced_by: None,
+        limits: Default::default(),
     }
 }
 

@@ -185,6 +185,8 @@ fn update_records_only_the_fields_that_changed_with_their_old_values() {
                 T0,
                 EventData::KeyUpdated {
                     changes: FieldChanges {
+                        rate_limit: None,
+                        credits: None,
                         name: Some(Change {
                             old: name("Backend"),
                             new: name("Analytics"),
@@ -200,6 +202,8 @@ fn update_records_only_the_fields_that_changed_with_their_old_values() {
                 T0,
                 EventData::KeyUpdated {
                     changes: FieldChanges {
+                        rate_limit: None,
+                        credits: None,
                         name: None,
                         scopes: Some(Change {
                             old: Scopes::full(),

@@ -28,6 +28,7 @@ fn key() -> ApiKey {
         expires_at: None,
         revokes_at: None,
         replaced_by: None,
+        limits: Default::default(),
     }
 }
 

@@ -347,6 +347,7 @@ fn stored_key(secret: &PlainKey) -> ApiKey {
         expires_at: None,
         revokes_at: None,
         replaced_by: None,
+        limits: Default::default(),
     }
 }
 
@@ -357,7 +358,7 @@ fn mocked(key: ApiKey, answer: fn() -> RevokeRepoError) -> (ApiKeys, std::sync::
     keys.expect_find_by_hash().never();
     keys.expect_find_by_hashes()
         .times(1)
-        .returning(move |_| Ok(vec![key.clone()]));
+        .returning(move |asked| Ok(vec![(asked[0], key.clone())]));
     keys.expect_revoke().never();
     keys.expect_revoke_unguarded()
         .times(1)
@@ -423,7 +424,12 @@ fn a_failure_on_one_key_does_not_spare_the_others() {
     keys.expect_find_by_hashes()
         .times(1)
         .withf(move |asked| asked == hashes)
-        .returning(move |_| Ok(vec![first_key.clone(), second_key.clone()]));
+        .returning(move |_| {
+            Ok(vec![
+                (hashes[0], first_key.clone()),
+                (hashes[1], second_key.clone()),
+            ])
+        });
     keys.expect_revoke_unguarded()
         .times(2)
         .returning(move |_, id, event| {
@@ -467,4 +473,102 @@ fn a_failure_on_one_key_does_not_spare_the_others() {
         "{outcome:?}"
     );
     assert_eq!(recorder.take(), vec![second_id]);
+}
+
+fn found(token: &str, url: &str) -> domain::FoundToken {
+    domain::FoundToken {
+        token: token.to_owned(),
+        url: url.to_owned(),
+    }
+}
+
+#[test]
+fn a_scanners_batch_tells_each_token_and_revokes_each_working_secret_key_once() {
+    // Given a working secret key, a revoked one, a publishable one and a
+    // rotated key in its grace period,
+    let h = Harness::new();
+    let acme = h.tenant();
+    let admin = h.principal(&acme.live);
+    let live = h.create_kind(&admin, KeyType::Secret, Mode::Live);
+    let revoked = h.create_kind(&admin, KeyType::Secret, Mode::Live);
+    h.service
+        .revoke(&admin, None, &revoked.key.id)
+        .expect("revoke");
+    let publishable = h.create_kind(&admin, KeyType::Publishable, Mode::Live);
+    let grace = h.create_kind(&admin, KeyType::Secret, Mode::Test);
+    h.service
+        .rotate(
+            &admin,
+            None,
+            &grace.key.id,
+            GracePeriod::parse("1h").expect("grace"),
+        )
+        .expect("rotate");
+    let before = h.events().len();
+    let unknown = PlainKey::generate(KeyType::Secret, Mode::Live, &SeqSecretSource::new(98));
+
+    // when a scanner reports them among junk, the working key twice,
+    let batch = [
+        found(secret(&live), "https://github.com/o/r/blob/1/a.env"),
+        found("ghp_notours", "https://github.com/o/r/blob/1/b.env"),
+        found(secret(&revoked), "https://github.com/o/r/blob/1/c.env"),
+        found(secret(&publishable), "https://github.com/o/r/blob/1/d.env"),
+        found(
+            &bad_checksum(secret(&live)),
+            "https://github.com/o/r/blob/1/e",
+        ),
+        found(unknown.expose_secret(), "https://github.com/o/r/blob/1/f"),
+        found(secret(&live), "https://github.com/o/r/blob/2/a.env"),
+        found(secret(&grace), "https://gist.github.com/o/1"),
+    ];
+    let report = h
+        .service
+        .revoke_found(
+            Some(REQUEST_ID.to_owned()),
+            domain::LeakSource::GitHub,
+            &batch,
+        )
+        .expect("batch");
+
+    // then each secret key of ours is told, in order (also the one revoked
+    // before), the publishable key is not,
+    assert_eq!(
+        report,
+        domain::FoundReport {
+            ours: vec![true, false, true, false, false, false, true, true],
+            revoked: 2,
+        }
+    );
+    // and the two working keys are revoked, each once, with where it was
+    // first found.
+    let mut events = new_events(&h, before);
+    events.sort_by_key(|e| e.key_id.map(|id| id.to_string()));
+    let mut expected = vec![
+        (live.key.id, "https://github.com/o/r/blob/1/a.env"),
+        (grace.key.id, "https://gist.github.com/o/1"),
+    ];
+    expected.sort_by_key(|(id, _)| id.to_string());
+    assert_eq!(events.len(), 2, "{events:#?}");
+    for (event, (id, url)) in events.iter().zip(expected) {
+        assert_eq!(event.key_id, Some(id));
+        assert_eq!(event.actor, Actor::LeakReport);
+        assert_eq!(event.request_id.as_deref(), Some(REQUEST_ID));
+        assert_eq!(
+            event.data,
+            EventData::KeyRevokedFound {
+                source: domain::LeakSource::GitHub,
+                url: url.to_owned(),
+            }
+        );
+    }
+    assert!(h.stored(&live.key).revokes_at.is_some());
+    assert!(h.stored(&publishable.key).revokes_at.is_none());
+}
+
+#[test]
+fn found_tokens_hide_the_token_from_debug() {
+    let token = found("sk_live_0123456789abcdef", "https://github.com/o/r");
+    let debug = format!("{token:?}");
+    assert!(!debug.contains("0123456789"), "{debug}");
+    assert!(debug.contains("https://github.com/o/r"), "{debug}");
 }

@@ -333,3 +333,31 @@ fn an_old_key_past_its_expiry_stops_even_within_the_grace_period() {
     assert_eq!(rotated.key.expires_at, Some(T0 + Duration::minutes(40)));
     assert!(h.authenticate(&rotated.secret, &acme.tenant.id).is_ok());
 }
+
+#[test]
+fn a_rotation_chain_cannot_grow_past_the_key_limit() {
+    // Given a tenant at its limit of two live keys (the tenant's admin key
+    // and a second one),
+    let h = Harness::with_max_active_keys(2);
+    let acme = h.tenant();
+    let admin = h.principal(&acme.live);
+    let second = h.create(&admin, request(KeyType::Secret, None, Scopes::full(), None));
+
+    // a rotation with a grace period is refused: the old key would keep
+    // counting while its successor adds one,
+    let events_before = h.store.stored_events().len();
+    assert!(matches!(
+        h.service.rotate(&admin, None, &second.key.id, grace("1h")),
+        Err(RotateError::LimitReached)
+    ));
+    assert_eq!(h.stored(&second.key).replaced_by, None);
+    assert_eq!(h.store.stored_events().len(), events_before);
+
+    // and one that revokes the old key at once passes: it changes no count.
+    let rotated = h
+        .service
+        .rotate(&admin, None, &second.key.id, grace("0s"))
+        .expect("a 0s rotation at the limit");
+    assert_eq!(h.stored(&second.key).replaced_by, Some(rotated.key.id));
+    assert!(h.authenticate(&rotated.secret, &acme.tenant.id).is_ok());
+}

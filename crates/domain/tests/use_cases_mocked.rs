@@ -127,6 +127,7 @@ fn stored_key(id: KeyId, mode: Mode) -> ApiKey {
         expires_at: None,
         revokes_at: None,
         replaced_by: None,
+        limits: Default::default(),
     }
 }
 
@@ -137,6 +138,7 @@ fn create_request(mode: Option<Mode>) -> CreateKey {
         mode,
         scopes: Scopes::full(),
         expires_in: None,
+        limits: Default::default(),
     }
 }
 
@@ -577,7 +579,7 @@ fn lose_rotation_race(after: Option<ApiKey>) -> Result<(), RotateError> {
     keys.expect_rotate()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _, _, _, _| Err(RotateRepoError::NotActive));
+        .returning(|_, _, _, _, _, _| Err(RotateRepoError::NotActive));
     keys.expect_find()
         .times(1)
         .in_sequence(&mut seq)

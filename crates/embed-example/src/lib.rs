@@ -124,6 +124,7 @@ pub fn create_publishable_key(
         mode: Some(Mode::Live),
         scopes: Scopes::full(),
         expires_in: None,
+        limits: Default::default(),
     };
     service.create_key_for(&Origin::cli(), tenant, request)
 }

@@ -121,7 +121,8 @@ pub struct EventObject {
     pub request_id: Option<String>,
     /// What changed: `changes` (updated), `replaced_by`, `grace_period`,
     /// `revokes_at` (rotated), `rotated_from` (created by a rotation), `name`
-    /// (tenant created), `expires_at` (expiring, expired).
+    /// (tenant created), `expires_at` (expiring, expired), `source` and `url`
+    /// (revoked on a secret scanner's report).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Value,
 }
@@ -159,6 +160,9 @@ fn data_json(data: &EventData) -> Value {
             rotated_from: Some(id),
         } => json!({ "rotated_from": id.to_string() }),
         EventData::KeyCreated { rotated_from: None } | EventData::KeyRevoked => json!({}),
+        EventData::KeyRevokedFound { source, url } => {
+            json!({ "source": source.as_str(), "url": url })
+        }
         EventData::KeyUpdated { changes } => {
             let mut fields = Map::new();
             if let Some(c) = &changes.name {
@@ -264,8 +268,12 @@ pub(crate) async fn list_events(
 ) -> Result<HttpResponse, ApiError> {
     // Authorization first, so that a forbidden caller learns nothing from
     // validation.
-    caller.require_secret()?;
-    caller.require_scope(domain::Scope::AuditLogsRead)?;
+    caller
+        .authorize(&req, |p| {
+            p.require_secret()?;
+            p.require_scope(domain::Scope::AuditLogsRead)
+        })
+        .await?;
     let request = parse_query(req.query_string())?;
     let service = state.service().clone();
     let principal = caller.into_principal();

@@ -8,7 +8,9 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderMap, HeaderName, AUTHORIZATION};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use domain::{AuthError, Authenticator, Credentials, Principal};
+use domain::{
+    AccessError, ApiKey, AuthError, Authenticator, Cost, Credentials, Principal, UsageLimits,
+};
 
 use crate::blocking::{blocking_within, storage_wait};
 use crate::error::ApiError;
@@ -107,9 +109,35 @@ pub(crate) fn single_headers(headers: &HeaderMap) -> Result<(), ApiError> {
 /// Without the authenticator the extractor answers 500 `internal_error` and
 /// logs why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authenticated(pub Principal);
+pub struct Authenticated(pub Principal, UsageLimits);
 
 impl Authenticated {
+    /// The caller that presented `key`.
+    fn of(key: &ApiKey) -> Self {
+        Authenticated(Principal::of(key), key.limits)
+    }
+
+    /// Checks what the route requires with `check` (such as
+    /// [`Principal::require_key_management`]), then spends one use of a
+    /// limited key's budget (docs/api.md, "Limiting a key's use"): a use
+    /// refused by `check` spends nothing, and a spent budget is 429
+    /// `rate_limited` or `usage_exceeded`, not a failed authentication.
+    /// Every route of this service authorizes through here; the
+    /// `RateLimit-*` headers come from [`crate::request_context`].
+    ///
+    /// # Errors
+    /// 403 from `check`; 429 when the budget is spent; 503 when a share of
+    /// it cannot be taken from storage.
+    pub async fn authorize(
+        &self,
+        req: &HttpRequest,
+        check: impl FnOnce(&Principal) -> Result<(), AccessError>,
+    ) -> Result<(), ApiError> {
+        check(&self.0)?;
+        crate::usage::spend_use(req, self.0.key_id, self.1, Cost::ONE).await?;
+        Ok(())
+    }
+
     /// The caller.
     pub fn principal(&self) -> &Principal {
         &self.0
@@ -241,8 +269,8 @@ impl FromRequest for Authenticated {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         // A second extraction in the same request reuses the first.
-        if let Some(principal) = req.extensions().get::<Principal>().copied() {
-            return AuthFuture::ready(Ok(Authenticated(principal)));
+        if let Some(caller) = req.extensions().get::<Authenticated>().cloned() {
+            return AuthFuture::ready(Ok(caller));
         }
         if let Err(doubled) = single_headers(req.headers()) {
             return AuthFuture::ready(Err(doubled));
@@ -274,9 +302,7 @@ impl FromRequest for Authenticated {
                 // another hit, cheaper than the map insert on every request.
                 if let Some(verdict) = authenticator.authenticate_cached(&credentials) {
                     return AuthFuture::ready(judged(
-                        verdict
-                            .map(|key| Authenticated(Principal::of(&key)))
-                            .map_err(refused),
+                        verdict.map(|key| Authenticated::of(&key)).map_err(refused),
                     ));
                 }
                 (credentials, authenticator)
@@ -292,7 +318,7 @@ impl FromRequest for Authenticated {
                     verdict.map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))
                 });
             let key = judged(outcome)?;
-            Ok(remember(&req, Principal::of(&key)))
+            Ok(remember(&req, Authenticated::of(&key)))
         }))
     }
 }
@@ -335,9 +361,9 @@ fn refusal(limiter: Option<&FailureLimiter>, client: Client, e: AuthError) -> Ap
 }
 
 /// Keeps the caller in the request, for a second extraction.
-fn remember(req: &HttpRequest, principal: Principal) -> Authenticated {
-    req.extensions_mut().insert(principal);
-    Authenticated(principal)
+fn remember(req: &HttpRequest, caller: Authenticated) -> Authenticated {
+    req.extensions_mut().insert(caller.clone());
+    caller
 }
 
 #[cfg(test)]

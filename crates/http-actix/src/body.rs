@@ -68,6 +68,17 @@ pub(crate) async fn read_json_bytes(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<Bytes, ApiError> {
+    read_json_bytes_up_to(req, payload, BODY_LIMIT).await
+}
+
+/// [`read_json_bytes`] with a size limit of `limit` bytes instead of
+/// [`BODY_LIMIT`] (a secret scanner's batch, docs/secret-scanning.md).
+pub(crate) async fn read_json_bytes_up_to(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::payload_over(limit);
     if !is_json_content_type(req) {
         return Err(ApiError::unsupported_media_type());
     }
@@ -79,18 +90,18 @@ pub(crate) async fn read_json_bytes(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > BODY_LIMIT as u64) {
-        return Err(ApiError::payload_too_large());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
     }
     // A body that trickles in would hold the connection and the handler:
     // it has a deadline (docs/api.md, "Limits").
-    let limit = req
+    let timeout = req
         .app_data::<RequestLimits>()
         .map_or(DEFAULT_BODY_TIMEOUT, |l| l.body_timeout);
-    within(limit, collect(payload, BODY_LIMIT))
+    within(timeout, collect(payload, limit))
         .await
-        .ok_or_else(|| ApiError::request_timeout(limit))?
-        .map_err(|_| ApiError::payload_too_large())?
+        .ok_or_else(|| ApiError::request_timeout(timeout))?
+        .map_err(|_| too_large())?
         .map_err(|e| {
             ApiError::invalid_json("the request body could not be read").with_source(e.to_string())
         })
@@ -189,6 +200,11 @@ impl JsonObject {
     /// The field, `None` when absent or `null`.
     fn get(&self, field: &str) -> Option<&Value> {
         self.0.get(field).filter(|v| !v.is_null())
+    }
+
+    /// The field as sent, `null` included (`None`: absent).
+    pub(crate) fn raw(&self, field: &str) -> Option<&Value> {
+        self.0.get(field)
     }
 
     /// An optional string field.

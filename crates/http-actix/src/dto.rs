@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use domain::{ApiKey, CreatedKey, KeyView, RotatedKey};
+use domain::{ApiKey, CreatedKey, Credits, KeyView, RateLimit, RotatedKey};
 use serde::{Deserialize, Serialize};
 use time::format_description::FormatItem;
 use time::macros::format_description;
@@ -111,6 +111,111 @@ pub struct KeyObject {
     /// When a scheduled revocation takes effect, or null.
     #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub revokes_at: Option<String>,
+    /// At most `limit` uses per `window`, or null (docs/api.md, "Limiting a
+    /// key's use").
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub rate_limit: Option<RateLimitObject>,
+    /// Credits, or null.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub credits: Option<CreditsObject>,
+}
+
+/// A key's rate limit: at most `limit` uses in each `window`, windows
+/// fixed and aligned to the Unix epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitObject {
+    /// Uses per window, 1–1,000,000.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
+    pub limit: u32,
+    /// The window, a duration of 1s–1d (`10s`, `1m`, `1h`, `1d`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^(0|[1-9][0-9]*)(s|m|h|d|w|y)$", example = "10s")
+    )]
+    pub window: String,
+}
+
+/// A key's credits: every use spends its cost; at 0, uses are refused
+/// with `usage_exceeded`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreditsObject {
+    /// Credits not yet handed out to a node, 0–10^12 (docs/limits.md).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_000_000_000_000_u64)
+    )]
+    pub remaining: u64,
+    /// The refill, or null.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub refill: Option<RefillObject>,
+}
+
+/// A refill: `remaining` is set to `amount` at 00:00 UTC every day, or on
+/// the 1st of every month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RefillObject {
+    /// What `remaining` becomes, 1–10^12.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 1_000_000_000_000_u64)
+    )]
+    pub amount: u64,
+    /// `daily` or `monthly`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(daily|monthly)$"))]
+    pub interval: String,
+}
+
+impl RateLimitObject {
+    /// The object of a key's rate limit.
+    pub fn of(rate: Option<RateLimit>) -> Option<Self> {
+        rate.map(|r| RateLimitObject {
+            limit: r.limit(),
+            window: domain::format_duration(r.window()),
+        })
+    }
+}
+
+impl CreditsObject {
+    /// The object of a key's credits.
+    pub fn of(credits: Option<Credits>) -> Option<Self> {
+        credits.map(|c| CreditsObject {
+            remaining: c.remaining(),
+            refill: c.refill().map(|r| RefillObject {
+                amount: r.amount(),
+                interval: r.interval().as_str().to_owned(),
+            }),
+        })
+    }
+}
+
+/// A limited key's budget as a response reports it (verify's `limits`; the
+/// `RateLimit-*` headers carry the same three numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LimitsObject {
+    /// The rate limit per window; for a key with credits only, its refill
+    /// amount (without a refill: its remaining credits).
+    pub limit: u64,
+    /// What is left (of the window, else of the credits).
+    pub remaining: u64,
+    /// Seconds until the window ends (else until the next refill; 0: none).
+    pub reset: u64,
+}
+
+impl From<domain::UsageReport> for LimitsObject {
+    fn from(r: domain::UsageReport) -> Self {
+        LimitsObject {
+            limit: r.limit,
+            remaining: r.remaining,
+            reset: r.reset,
+        }
+    }
 }
 
 impl From<&KeyView> for KeyObject {
@@ -130,6 +235,8 @@ impl From<&KeyView> for KeyObject {
             expires_at: opt_timestamp(key.expires_at),
             revoked: view.is_revoked(),
             revokes_at: opt_timestamp(key.revokes_at),
+            rate_limit: RateLimitObject::of(key.limits.rate_limit),
+            credits: CreditsObject::of(key.limits.credits),
         }
     }
 }
@@ -170,6 +277,10 @@ pub struct CreateKeyRequest {
     /// `live` or `test`; default: the caller's mode.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<ModeDto>))]
     pub mode: Option<String>,
+    /// At most `limit` uses per `window`; default: null (no rate limit).
+    pub rate_limit: Option<RateLimitObject>,
+    /// Credits; default: null (uses are not counted).
+    pub credits: Option<CreditsObject>,
 }
 
 /// `PATCH /v1/api-keys/{id}` body: `name`, `scopes` or both, at least one
@@ -183,7 +294,11 @@ impl utoipa::PartialSchema for UpdateKeyRequest {
         AnyOfBuilder::new()
             .item(Ref::from_schema_name(UpdateKeyName::name()))
             .item(Ref::from_schema_name(UpdateKeyScopes::name()))
-            .description(Some("At least one of `name` and `scopes`, not `null`."))
+            .item(Ref::from_schema_name(UpdateKeyLimits::name()))
+            .description(Some(
+                "At least one of `name`, `scopes`, `rate_limit` and `credits`; `name` and \
+                 `scopes` not `null` (a `null` limit removes it).",
+            ))
             .into()
     }
 }
@@ -193,8 +308,10 @@ impl ToSchema for UpdateKeyRequest {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
         schemas.push((UpdateKeyName::name().into(), UpdateKeyName::schema()));
         schemas.push((UpdateKeyScopes::name().into(), UpdateKeyScopes::schema()));
+        schemas.push((UpdateKeyLimits::name().into(), UpdateKeyLimits::schema()));
         <UpdateKeyName as ToSchema>::schemas(schemas);
         <UpdateKeyScopes as ToSchema>::schemas(schemas);
+        <UpdateKeyLimits as ToSchema>::schemas(schemas);
     }
 }
 
@@ -222,6 +339,25 @@ pub struct UpdateKeyScopes {
     /// New scopes (replace the old ones).
     #[cfg_attr(feature = "openapi", schema(value_type = ScopeList))]
     pub scopes: Vec<String>,
+}
+
+/// A `PATCH /v1/api-keys/{id}` body that sets a key's limits (and may
+/// rename or re-scope it): docs/api.md, "Limiting a key's use".
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", schema(min_properties = 1))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyLimits {
+    /// New label.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<KeyNameInput>))]
+    pub name: Option<String>,
+    /// New scopes (replace the old ones).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ScopeList>))]
+    pub scopes: Option<Vec<String>>,
+    /// The new rate limit; `null` removes it.
+    pub rate_limit: Option<RateLimitObject>,
+    /// The new credits (`remaining` counted from now); `null` removes them.
+    pub credits: Option<CreditsObject>,
 }
 
 /// `POST /v1/api-keys/rotate` body.

@@ -88,6 +88,7 @@ error_codes! {
     InvalidApiKey = "invalid_api_key", UNAUTHORIZED, "malformed or unknown key";
     ApiKeyRevoked = "api_key_revoked", UNAUTHORIZED, "revoked, or rotated and past its grace period; also a key revoked while its own write was in flight";
     ApiKeyExpired = "api_key_expired", UNAUTHORIZED, "past `expires_at`";
+    InvalidSignature = "invalid_signature", UNAUTHORIZED, "a GitHub secret scanning batch whose signature is missing, names an unknown key or does not match the body";
     InvalidTenantId = "invalid_tenant_id", BAD_REQUEST, "`X-Tenant-ID` missing or not `tnt_` + ULID";
     DuplicateHeader = "duplicate_header", BAD_REQUEST, "`Authorization` or `X-Tenant-ID` sent more than once (`param`), checked before anything else";
     TenantMismatch = "tenant_mismatch", FORBIDDEN, "the key belongs to another tenant";
@@ -114,13 +115,15 @@ error_codes! {
     UnknownField = "unknown_field", BAD_REQUEST, "a body field the endpoint does not know (`param`)";
     UnknownParameter = "unknown_parameter", BAD_REQUEST, "a query parameter the endpoint does not know (`param`)";
     InvalidDuration = "invalid_duration", BAD_REQUEST, "malformed or out-of-range duration (`param`)";
-    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE, "body over 16 KiB";
+    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE, "body over 16 KiB (1 MiB for `POST /v1/secret-scanning/github`)";
     UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "POST/PATCH body without `application/json`, or with a `Content-Encoding` other than `identity`";
     // The one exception to the table: when actix or another team's
     // handler answered another 4xx without an error of ours, that status is
     // kept (`ApiError::from_status`); docs/api.md shows it as `4xx`.
     BadRequest = "bad_request", BAD_REQUEST, "*(implementation)* any other client error actix raises outside these routes";
     TooManyRequests = "too_many_requests", TOO_MANY_REQUESTS, "too many failed authentications from the client's address (see \"Abuse limits\"); `Retry-After`";
+    RateLimited = "rate_limited", TOO_MANY_REQUESTS, "the key's rate limit is used up in this window (see \"Limiting a key's use\"); `Retry-After`";
+    UsageExceeded = "usage_exceeded", TOO_MANY_REQUESTS, "the key's credits are used up (see \"Limiting a key's use\"); `Retry-After` to the next refill, if any";
     RequestTimeout = "request_timeout", REQUEST_TIMEOUT, "the body did not arrive within `APIKEYS_BODY_TIMEOUT`; the connection is closed";
     UriTooLong = "uri_too_long", URI_TOO_LONG, "path and query over 8 KiB";
     HeadersTooLarge = "request_header_fields_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE, "more than 64 headers, or more than 16 KiB of them";
@@ -285,12 +288,24 @@ impl ApiError {
 
     /// `payload_too_large`.
     pub fn payload_too_large() -> Self {
+        ApiError::payload_over(crate::BODY_LIMIT)
+    }
+
+    /// `payload_too_large` for a route whose bodies may hold `limit` bytes.
+    pub(crate) fn payload_over(limit: usize) -> Self {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
-            format!(
-                "the request body must be at most {} bytes",
-                crate::BODY_LIMIT
-            ),
+            format!("the request body must be at most {limit} bytes"),
+        )
+    }
+
+    /// 401 `invalid_signature`: a secret scanner's batch whose signature is
+    /// missing, names an unknown key, or does not match the body.
+    pub(crate) fn invalid_signature() -> Self {
+        ApiError::new(
+            ErrorCode::InvalidSignature,
+            "the body must be signed: `Github-Public-Key-Signature` (base64 DER ECDSA P-256 \
+             SHA-256 over the body) under the key `Github-Public-Key-Identifier` names",
         )
     }
 
@@ -317,6 +332,23 @@ impl ApiError {
             ErrorCode::ServiceUnavailable,
             "the service is temporarily unavailable; retry shortly",
         )
+    }
+
+    /// A use of a limited key refused (docs/api.md, "Limiting a key's
+    /// use"): 429 `rate_limited` or `usage_exceeded`, with `Retry-After`
+    /// when the budget comes back at a known time.
+    pub fn usage_refused(code: domain::RefusalCode, retry_after_secs: Option<u64>) -> Self {
+        let mut e = match code {
+            domain::RefusalCode::RateLimited => ApiError::new(
+                ErrorCode::RateLimited,
+                "the API key's rate limit is used up; retry after `Retry-After` seconds",
+            ),
+            domain::RefusalCode::UsageExceeded => {
+                ApiError::new(ErrorCode::UsageExceeded, "the API key has no credits left")
+            }
+        };
+        e.retry_after = retry_after_secs.map(|s| s.max(1));
+        e
     }
 
     /// `too_many_requests`, with `Retry-After: retry_after_secs`.
@@ -433,7 +465,8 @@ impl ApiError {
     /// `WWW-Authenticate` on 401, `Retry-After` on 503 and `Allow` on 405.
     pub fn to_response(&self, request_id: &str) -> HttpResponse {
         let mut builder = HttpResponse::build(self.status);
-        if self.status == StatusCode::UNAUTHORIZED {
+        // A bad signature is not a bad bearer key: no challenge for one.
+        if self.status == StatusCode::UNAUTHORIZED && self.code != ErrorCode::InvalidSignature {
             builder.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
@@ -668,6 +701,7 @@ impl From<RotateError> for ApiError {
                 ApiError::new(ErrorCode::KeyAlreadyRotated, e.to_string())
             }
             RotateError::Expired => ApiError::new(ErrorCode::KeyExpired, e.to_string()),
+            RotateError::LimitReached => ApiError::new(ErrorCode::KeyLimitReached, e.to_string()),
             RotateError::CallerRevoked => caller_revoked(),
             RotateError::CallerExpired => AuthError::Expired.into(),
             RotateError::IdempotencyKeyReused => idempotency_key_reused(),

@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
     CreateKey, CreatedKey, ExpiresIn, GracePeriod, KeyId, KeyName, KeyType, ListKeys, Mode,
-    RotatedKey, Scopes,
+    Principal, RotatedKey, Scopes,
 };
 
 use crate::auth::Authenticated;
@@ -141,7 +141,9 @@ pub(crate) async fn list_keys(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_key_management()?;
+    caller
+        .authorize(&req, Principal::require_key_management)
+        .await?;
     let request = parse_list_query(req.query_string())?;
     let service = state.service().clone();
     let principal = caller.into_principal();
@@ -185,12 +187,22 @@ pub(crate) async fn create_key(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_key_management()?;
+    caller
+        .authorize(&req, Principal::require_key_management)
+        .await?;
     let once = idempotency_key(&req)?;
     let body = read_object(
         &req,
         payload,
-        &["name", "type", "scopes", "expires_in", "mode"],
+        &[
+            "name",
+            "type",
+            "scopes",
+            "expires_in",
+            "mode",
+            "rate_limit",
+            "credits",
+        ],
     )
     .await?;
     // Each field's JSON type first (in this order), then each value (in the
@@ -201,6 +213,7 @@ pub(crate) async fn create_key(
     let scopes = body.opt_str_array("scopes")?;
     let expires_in = body.opt_str("expires_in")?;
     let mode = body.opt_str("mode")?;
+    let limits = crate::limits_body::limits_update(&body)?;
     let request = CreateKey {
         name: parse_name(name)?,
         key_type: parse_key_type(key_type)?,
@@ -213,6 +226,11 @@ pub(crate) async fn create_key(
             .map(ExpiresIn::parse)
             .transpose()
             .map_err(|e| invalid_duration("expires_in", &e))?,
+        limits: domain::UsageLimits {
+            rate_limit: limits.rate_limit.flatten(),
+            credits: limits.credits.flatten(),
+            credits_since: None,
+        },
     };
     let service = state.service().clone();
     let principal = caller.into_principal();
@@ -290,7 +308,9 @@ pub(crate) async fn get_key(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_key_management()?;
+    caller
+        .authorize(&req, Principal::require_key_management)
+        .await?;
     let id = path_key_id(&req)?;
     let service = state.service().clone();
     let principal = caller.into_principal();
@@ -329,15 +349,18 @@ pub(crate) async fn update_key(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_key_management()?;
+    caller
+        .authorize(&req, Principal::require_key_management)
+        .await?;
     let id = path_key_id(&req)?;
-    let body = read_object(&req, payload, &["name", "scopes"]).await?;
+    let body = read_object(&req, payload, &["name", "scopes", "rate_limit", "credits"]).await?;
     let name = body.opt_str("name")?;
     let scopes = body.opt_str_array("scopes")?;
-    if name.is_none() && scopes.is_none() {
+    let limits = crate::limits_body::limits_update(&body)?;
+    if name.is_none() && scopes.is_none() && limits == domain::LimitsUpdate::default() {
         return Err(ApiError::new(
             ErrorCode::MissingParameter,
-            "at least one of `name` or `scopes` is required",
+            "at least one of `name`, `scopes`, `rate_limit` or `credits` is required",
         ));
     }
     let name = name.map(parse_name).transpose()?;
@@ -346,7 +369,9 @@ pub(crate) async fn update_key(
     let principal = caller.into_principal();
     let request_id = request_id_of(&req);
     let key = state
-        .storage(move || service.update(&principal, request_id, &id, name, scopes))
+        .storage(move || {
+            service.update_with_limits(&principal, request_id, &id, name, scopes, limits)
+        })
         .await??;
     Ok(HttpResponse::Ok().json(KeyObject::from(&key)))
 }
@@ -376,7 +401,9 @@ pub(crate) async fn revoke_key(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_key_management()?;
+    caller
+        .authorize(&req, Principal::require_key_management)
+        .await?;
     let id = path_key_id(&req)?;
     let service = state.service().clone();
     let principal = caller.into_principal();
@@ -403,7 +430,7 @@ pub(crate) async fn revoke_key(
             (status = 400, description = "`duplicate_header` (`Authorization`, `X-Tenant-ID`: checked first), `invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter`, `invalid_parameter`, `invalid_duration`.", body = ErrorBody),
             crate::openapi::responses::KeyManagementForbidden,
             (status = 404, description = "`key_not_found` (also for a malformed `id`).", body = ErrorBody),
-            (status = 409, description = "`key_revoked`, `key_already_rotated`, `key_expired`, `idempotency_key_in_use`.", body = ErrorBody),
+            (status = 409, description = "`key_revoked`, `key_already_rotated`, `key_expired`, `key_limit_reached` (a grace period at the key limit), `idempotency_key_in_use`.", body = ErrorBody),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody),
             (status = 415, description = "`unsupported_media_type`: not `application/json`, or a `Content-Encoding` other than `identity`.", body = ErrorBody),
             (status = 422, description = "`idempotency_key_reused`.", body = ErrorBody),
@@ -418,7 +445,9 @@ pub(crate) async fn rotate_key(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_key_management()?;
+    caller
+        .authorize(&req, Principal::require_key_management)
+        .await?;
     let once = idempotency_key(&req)?;
     let body = read_object(&req, payload, &["id", "grace_period"]).await?;
     let id = body.req_str("id")?;

@@ -4,7 +4,9 @@
 //! - [`app`] (or [`configure`] plus [`request_context`]) builds the whole API:
 //!   the seven key routes of the product document, verification for other
 //!   services (`POST /v1/api-keys/verify`), the audit log
-//!   (`GET /v1/audit-events`), `GET /healthz`, `GET /readyz` and
+//!   (`GET /v1/audit-events`), leaked-key reports (`POST /v1/leaked-keys`)
+//!   and GitHub's secret scanning (`POST /v1/secret-scanning/github`, with
+//!   [`GithubPublicKeys`]), `GET /healthz`, `GET /readyz` and
 //!   `GET /openapi.json` (feature `openapi`), JSON errors for everything (docs/api.md,
 //!   "Conventions"; also actix's own), `X-Request-ID` and a tracing span per
 //!   request. [`server`] serves it with graceful shutdown.
@@ -35,9 +37,11 @@ mod body;
 mod client_addr;
 pub mod dto;
 mod error;
+mod github_keys;
 mod handlers;
 mod idempotency;
 mod leaks;
+mod limits_body;
 pub mod metrics;
 #[cfg(feature = "openapi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
@@ -53,7 +57,9 @@ pub mod request_limits;
 mod route;
 mod route_table;
 mod routes;
+pub mod secret_scanning;
 mod state;
+pub mod usage;
 mod verify;
 mod webhooks;
 
@@ -62,6 +68,7 @@ pub use auth::{bearer_token, AuthFuture, Authenticated, TENANT_HEADER};
 pub use blocking::{blocking, blocking_within};
 pub use client_addr::TrustedProxies;
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, RETRY_AFTER_SECONDS};
+pub use github_keys::{GithubKeysError, GithubPublicKeys};
 pub use idempotency::{IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER};
 /// The former name of [`openapi::schemas`].
 #[cfg(feature = "openapi")]
@@ -83,6 +90,7 @@ pub use request_limits::{
 };
 pub use routes::{app, configure, server};
 pub use state::{AppState, Readiness};
+pub use usage::{judge_use, spend_use};
 pub use webhooks::{DeliveryObject, EndpointObject, EndpointWithSecret};
 
 /// Largest request body accepted (16 KiB); larger: 413 `payload_too_large`.

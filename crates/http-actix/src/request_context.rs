@@ -102,6 +102,9 @@ pub async fn request_context(
                 res.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
         }
+        let (head, mut body) = res.into_parts();
+        crate::usage::add_headers(&head, body.headers_mut());
+        let res = ServiceResponse::new(head, body);
         let status = res.status().as_u16();
         tracing::Span::current().record("status", status);
         crate::metrics::record_request(

@@ -63,10 +63,15 @@ fn path_error(e: PathError, _: &HttpRequest) -> actix_web::Error {
 /// `X-Request-ID` and puts the request's id into error bodies.
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
     move |cfg: &mut web::ServiceConfig| {
+        // Without GitHub's keys its route is an unknown route (404).
+        let scanning = state.github_keys.is_some();
         cfg.app_data(web::Data::from(Arc::clone(&state.authenticator)))
             .app_data(web::Data::from(Arc::clone(&state.limiter)))
-            .app_data(state.limits)
-            .app_data(web::Data::new(state))
+            .app_data(state.limits);
+        if let Some(meter) = &state.usage {
+            cfg.app_data(web::Data::from(Arc::clone(meter)));
+        }
+        cfg.app_data(web::Data::new(state))
             .app_data(
                 web::JsonConfig::default()
                     .limit(BODY_LIMIT)
@@ -77,7 +82,9 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) + Clon
             .app_data(web::PayloadConfig::new(BODY_LIMIT));
         #[cfg(feature = "openapi")]
         cfg.app_data(web::Data::new(crate::openapi::documents().clone()));
-        for route in route_table::all() {
+        let served = route_table::all()
+            .filter(|route| scanning || route.path != crate::secret_scanning::GITHUB.path);
+        for route in served {
             let allow = route.allow;
             let resource = web::resource(route.path)
                 .app_data(RouteLabel(route.path))

@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use domain::{ApiKeys, Authenticator, RepositoryError, Webhooks};
+use domain::{ApiKeys, Authenticator, RepositoryError, UsageMeter, Webhooks};
 
+use crate::github_keys::GithubPublicKeys;
 use crate::rate_limit::FailureLimiter;
 use crate::report_limits::LeakReportGate;
 use crate::request_limits::RequestLimits;
@@ -34,6 +35,10 @@ pub struct AppState {
     pub(crate) leak_reports: Arc<LeakReportGate>,
     /// The webhook use cases; without them the webhook routes answer 503.
     pub(crate) webhooks: Option<Arc<Webhooks>>,
+    /// GitHub's secret scanning keys; `None`: the route is not served.
+    pub(crate) github_keys: Option<Arc<GithubPublicKeys>>,
+    /// Spends limited keys' budgets (none: nothing is metered).
+    pub(crate) usage: Option<Arc<UsageMeter>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -70,6 +75,8 @@ impl AppState {
             limits: RequestLimits::default(),
             leak_reports: Arc::new(LeakReportGate::unlimited()),
             webhooks: None,
+            github_keys: None,
+            usage: None,
         }
     }
 
@@ -93,6 +100,22 @@ impl AppState {
     #[must_use]
     pub fn with_leak_report_gate(mut self, gate: Arc<LeakReportGate>) -> Self {
         self.leak_reports = gate;
+        self
+    }
+
+    /// Serves `POST /v1/secret-scanning/github` with GitHub's public keys
+    /// (docs/secret-scanning.md); unless set, the route is not served (404).
+    #[must_use]
+    pub fn with_github_public_keys(mut self, keys: Arc<GithubPublicKeys>) -> Self {
+        self.github_keys = Some(keys);
+        self
+    }
+
+    /// Meters limited keys with `meter` (docs/limits.md); unless set, a
+    /// key's `rate_limit` and `credits` are not enforced.
+    #[must_use]
+    pub fn with_usage_meter(mut self, meter: Arc<UsageMeter>) -> Self {
+        self.usage = Some(meter);
         self
     }
 

@@ -20,8 +20,8 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
-    ApiKey, AuthError, Authenticator, Credentials, KeyFormatError, KeyId, KeyType, PlainKey, Scope,
-    Scopes, TenantId,
+    ApiKey, AuthError, Authenticator, Cost, Credentials, KeyFormatError, KeyId, KeyType, PlainKey,
+    RefusalCode, Scope, Scopes, TenantId, Verdict,
 };
 use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
@@ -31,7 +31,7 @@ use utoipa::ToSchema;
 use crate::auth::{single_headers, TENANT_HEADER};
 use crate::blocking::{blocking_within, storage_wait};
 use crate::body::{parse_object, read_json_bytes, JsonObject};
-use crate::dto::timestamp;
+use crate::dto::{timestamp, CreditsObject, LimitsObject, RateLimitObject};
 #[cfg(feature = "openapi")]
 use crate::dto::{KeyTypeDto, ModeDto};
 #[cfg(feature = "openapi")]
@@ -42,6 +42,7 @@ use crate::metrics::{self, Via};
 use crate::rate_limit::{Client, FailureLimiter};
 use crate::redact::REDACTED;
 use crate::route::routes;
+use crate::usage::judge_use;
 
 routes! {
     /// Verification. Before `/v1/api-keys/{id}` (`crate::route_table`).
@@ -75,6 +76,10 @@ pub struct VerifyKeyRequest {
     #[serde(rename = "type")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<KeyTypeDto>))]
     pub key_type: Option<String>,
+    /// What this use spends of a limited key's budget, 0–1000 (default 1;
+    /// docs/api.md, "Limiting a key's use"). 0 spends nothing.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1000))]
+    pub cost: Option<u32>,
 }
 
 impl fmt::Debug for VerifyKeyRequest {
@@ -83,6 +88,7 @@ impl fmt::Debug for VerifyKeyRequest {
             .field("key", &REDACTED)
             .field("scopes", &self.scopes)
             .field("type", &self.key_type)
+            .field("cost", &self.cost)
             .finish()
     }
 }
@@ -105,13 +111,15 @@ impl VerifyCode {
     /// The refusals a verdict may carry, in the order authentication checks
     /// (then the scopes): what authenticating with the key would have been
     /// refused with, as docs/api.md's verdict table lists them.
-    pub const REFUSALS: [ErrorCode; 6] = [
+    pub const REFUSALS: [ErrorCode; 8] = [
         ErrorCode::InvalidApiKey,
         ErrorCode::ApiKeyRevoked,
         ErrorCode::ApiKeyExpired,
         ErrorCode::TenantMismatch,
         ErrorCode::KeyTypeMismatch,
         ErrorCode::InsufficientScope,
+        ErrorCode::RateLimited,
+        ErrorCode::UsageExceeded,
     ];
 
     /// The code as it appears in the verdict.
@@ -188,6 +196,12 @@ pub struct VerifiedKey<'a> {
     #[serde(serialize_with = "as_timestamp")]
     #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime, value_type = Option<String>))]
     pub revokes_at: Option<OffsetDateTime>,
+    /// The key's rate limit, or null.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub rate_limit: Option<RateLimitObject>,
+    /// The key's credits, or null (`remaining` as this node last read it).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub credits: Option<CreditsObject>,
 }
 
 /// Writes a time as every timestamp of the API is written, only when the
@@ -220,6 +234,8 @@ impl<'a> From<&'a ApiKey> for VerifiedKey<'a> {
             scopes: key.scopes,
             expires_at: key.expires_at,
             revokes_at: key.revokes_at,
+            rate_limit: RateLimitObject::of(key.limits.rate_limit),
+            credits: CreditsObject::of(key.limits.credits),
         }
     }
 }
@@ -241,6 +257,13 @@ pub struct VerifyKeyResponse<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false, value_type = Option<Vec<crate::openapi::schemas::Scope>>))]
     pub missing_scopes: Option<Vec<&'static str>>,
+    /// A limited key's budget after this use (`limit`, `remaining`,
+    /// `reset`, as the `RateLimit-*` headers of other routes); only for a
+    /// key with a rate limit or credits, when `code` is `valid`,
+    /// `rate_limited` or `usage_exceeded`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub limits: Option<LimitsObject>,
 }
 
 impl<'a> VerifyKeyResponse<'a> {
@@ -251,6 +274,7 @@ impl<'a> VerifyKeyResponse<'a> {
             code,
             key: None,
             missing_scopes: None,
+            limits: None,
         }
     }
 
@@ -271,7 +295,37 @@ impl<'a> VerifyKeyResponse<'a> {
             },
             key: Some(VerifiedKey::from(key)),
             missing_scopes: (!valid).then_some(missing),
+            limits: None,
         }
+    }
+
+    /// This verdict after the key's budget was judged: a refusal makes it
+    /// `valid: false` with `rate_limited` or `usage_exceeded`, the key
+    /// still shown.
+    fn metered(mut self, verdict: Option<Verdict>) -> Self {
+        match verdict {
+            None => {}
+            Some(Ok(report)) => self.limits = Some(report.into()),
+            Some(Err(refusal)) => {
+                self.valid = false;
+                self.code = VerifyCode::Refused(match refusal.code {
+                    RefusalCode::RateLimited => ErrorCode::RateLimited,
+                    RefusalCode::UsageExceeded => ErrorCode::UsageExceeded,
+                });
+                self.limits = Some(refusal.report.into());
+            }
+        }
+        self
+    }
+
+    /// Whether this is a refusal of a key that authenticated because its
+    /// budget is spent: not a failed authentication (docs/api.md, "Abuse
+    /// limits").
+    fn is_spent(&self) -> bool {
+        matches!(
+            self.code,
+            VerifyCode::Refused(ErrorCode::RateLimited | ErrorCode::UsageExceeded)
+        )
     }
 }
 
@@ -300,6 +354,7 @@ type Asked = (
     Result<PlainKey, KeyFormatError>,
     Vec<Scope>,
     Option<KeyType>,
+    Cost,
 );
 
 /// The verify body with its fields borrowed from the bytes: the fast path
@@ -314,6 +369,7 @@ struct BorrowedBody<'a> {
     scopes: Option<Vec<Cow<'a, str>>>,
     #[serde(borrow, rename = "type")]
     key_type: Option<Cow<'a, str>>,
+    cost: Option<u64>,
 }
 
 /// Reads the body: a JSON object of `key` (a string), `scopes` (an array
@@ -332,7 +388,14 @@ fn read_body(bytes: &[u8]) -> Result<Asked, ApiError> {
 }
 
 /// The fields of the body.
-const FIELDS: [&str; 3] = ["key", "scopes", "type"];
+const FIELDS: [&str; 4] = ["key", "scopes", "type", "cost"];
+
+/// `cost`, 0–1000, default 1.
+fn cost(raw: Option<u64>) -> Result<Cost, ApiError> {
+    raw.map_or(Ok(Cost::ONE), |c| {
+        Cost::new(c).map_err(|e| ApiError::invalid_parameter("cost", e.to_string()))
+    })
+}
 
 /// `type`, when asked for.
 fn required_type(raw: Option<&str>) -> Result<Option<KeyType>, ApiError> {
@@ -351,6 +414,7 @@ fn read_borrowed(bytes: &[u8]) -> Option<Result<Asked, ApiError>> {
         key: Some(key),
         scopes,
         key_type,
+        cost: raw_cost,
     } = serde_json::from_slice(bytes).ok()?
     else {
         return None;
@@ -359,7 +423,7 @@ fn read_borrowed(bytes: &[u8]) -> Option<Result<Asked, ApiError>> {
     Some(
         required_scopes(names.iter().map(|n| &**n)).and_then(|scopes| {
             let key_type = required_type(key_type.as_deref())?;
-            Ok((PlainKey::parse(&key), scopes, key_type))
+            Ok((PlainKey::parse(&key), scopes, key_type, cost(raw_cost)?))
         }),
     )
 }
@@ -371,7 +435,13 @@ fn read_fields(body: &JsonObject) -> Result<Asked, ApiError> {
     let names = body.opt_str_array("scopes")?.unwrap_or_default();
     let scopes = required_scopes(names)?;
     let key_type = required_type(body.opt_str("type")?)?;
-    Ok((PlainKey::parse(key), scopes, key_type))
+    let raw_cost = match body.raw("cost") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            ApiError::invalid_parameter("cost", "`cost` must be a whole number from 0 to 1000")
+        })?),
+    };
+    Ok((PlainKey::parse(key), scopes, key_type, cost(raw_cost)?))
 }
 
 /// The scopes named, each once, in the order first named.
@@ -443,13 +513,13 @@ pub(crate) async fn verify_key(
         .and_then(|v| v.to_str().ok())
         .and_then(|t| TenantId::parse(t).ok())
         .ok_or(AuthError::InvalidTenantId)?;
-    let (key, required, required_type) = read_body(&read_json_bytes(&req, payload).await?)?;
+    let (key, required, required_type, cost) = read_body(&read_json_bytes(&req, payload).await?)?;
     // `key`: the key the verdict is on, when there is one.
     let verdict = |response: VerifyKeyResponse<'_>,
                    key: Option<&Arc<ApiKey>>|
      -> Result<HttpResponse, ApiError> {
         let response = counted(response);
-        if !response.valid {
+        if !response.valid && !response.is_spent() {
             if let Some(too_many) = limiter.as_ref().and_then(|l| l.failed(client)) {
                 return Err(too_many);
             }
@@ -488,7 +558,17 @@ pub(crate) async fn verify_key(
             VerifyKeyResponse::refused(VerifyCode::Refused(ErrorCode::KeyTypeMismatch)),
             None,
         ),
-        Ok(key) => verdict(VerifyKeyResponse::of(&key, &required), Some(&key)),
+        Ok(key) => {
+            let response = VerifyKeyResponse::of(&key, &required);
+            // A use refused by its scopes spends nothing (docs/api.md,
+            // "Limiting a key's use").
+            let spent = if response.valid {
+                judge_use(&req, key.id, key.limits, cost).await?
+            } else {
+                None
+            };
+            verdict(response.metered(spent), Some(&key))
+        }
         Err(e) => verdict(
             refusal(e).inspect_err(|e| {
                 metrics::record_auth(Via::Verify, Err(e.code().as_str()));
@@ -516,7 +596,8 @@ fn answer(
     key: Option<&Arc<ApiKey>>,
 ) -> Result<HttpResponse, ApiError> {
     let body = match key {
-        Some(key) if response.valid => rendered_once(key, response)?,
+        // A limited key's answer carries its budget: never the same bytes.
+        Some(key) if response.valid && response.limits.is_none() => rendered_once(key, response)?,
         _ => render(response)?,
     };
     Ok(HttpResponse::Ok()
@@ -604,6 +685,7 @@ mod tests {
             expires_at: Some(datetime!(2025-01-09 09:00:00 UTC)),
             revokes_at: None,
             replaced_by: None,
+            limits: Default::default(),
         })
     }
 
@@ -622,7 +704,7 @@ mod tests {
         assert_eq!(first, fresh);
         assert_eq!(
             std::str::from_utf8(&first).unwrap_or_default(),
-            r#"{"valid":true,"code":"valid","key":{"id":"key_01HABCDEF0123456789ABCDEFG","tenant_id":"tnt_01HABCDEF0123456789ABCDEFG","name":"Worker","type":"secret","mode":"live","scopes":["users:read"],"expires_at":"2025-01-09T09:00:00Z","revokes_at":null}}"#
+            r#"{"valid":true,"code":"valid","key":{"id":"key_01HABCDEF0123456789ABCDEFG","tenant_id":"tnt_01HABCDEF0123456789ABCDEFG","name":"Worker","type":"secret","mode":"live","scopes":["users:read"],"expires_at":"2025-01-09T09:00:00Z","revokes_at":null,"rate_limit":null,"credits":null}}"#
         );
         let again = valid_body(&worker);
         assert_eq!(
@@ -939,7 +1021,7 @@ mod properties {
             let fast = read_borrowed(text.as_bytes());
             assert!(fast.is_some(), "{text}");
         }
-        let Some(Ok((_, scopes, key_type))) = read_borrowed(
+        let Some(Ok((_, scopes, key_type, _))) = read_borrowed(
             br#"{"key":"nope","scopes":["users:read","*","users:read"],"type":"secret"}"#,
         ) else {
             panic!("a body the fast path reads");

@@ -13,7 +13,7 @@ use http_actix::app;
 use serde_json::{json, Value};
 use time::Duration;
 
-const KEY_FIELDS: [&str; 12] = [
+const KEY_FIELDS: [&str; 14] = [
     "id",
     "name",
     "type",
@@ -26,6 +26,8 @@ const KEY_FIELDS: [&str; 12] = [
     "expires_at",
     "revoked",
     "revokes_at",
+    "rate_limit",
+    "credits",
 ];
 
 const CREATED_FIELDS: [&str; 10] = [
@@ -1022,6 +1024,29 @@ async fn create_beyond_the_key_limit_is_409_key_limit_reached() {
     )
     .await;
     r.assert_error(StatusCode::CONFLICT, "key_limit_reached", None);
+}
+
+#[actix_web::test]
+async fn rotating_with_a_grace_period_at_the_key_limit_is_409_key_limit_reached() {
+    // The tenant's live key alone fills a limit of one live key: a rotation
+    // with a grace period would make two count; one with `0s` makes one.
+    let fx = Fx::with_max_keys(1);
+    let app = init!(fx);
+    let id = fx.acme.live_id.clone();
+    let rotate = |grace: &str| {
+        fx.req_json(
+            Method::POST,
+            "/v1/api-keys/rotate",
+            &fx.acme.live,
+            &json!({"id": id, "grace_period": grace}),
+        )
+        .to_request()
+    };
+    let r = send(&app, rotate("1h")).await;
+    r.assert_error(StatusCode::CONFLICT, "key_limit_reached", None);
+    let r = send(&app, rotate("0s")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["old_key_id"], json!(id));
 }
 
 // ---- get, update, revoke ---------------------------------------------------

@@ -71,6 +71,7 @@ fn key_of(who: &Principal) -> Arc<ApiKey> {
         expires_at: None,
         revokes_at: None,
         replaced_by: None,
+        limits: Default::default(),
     })
 }
 

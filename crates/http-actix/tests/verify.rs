@@ -33,7 +33,7 @@ const URI: &str = "/v1/api-keys/verify";
 const TOP_VALID: [&str; 3] = ["valid", "code", "key"];
 const TOP_REFUSED: [&str; 2] = ["valid", "code"];
 const TOP_SCOPES: [&str; 4] = ["valid", "code", "key", "missing_scopes"];
-const KEY_FIELDS: [&str; 8] = [
+const KEY_FIELDS: [&str; 10] = [
     "id",
     "tenant_id",
     "name",
@@ -42,6 +42,8 @@ const KEY_FIELDS: [&str; 8] = [
     "scopes",
     "expires_at",
     "revokes_at",
+    "rate_limit",
+    "credits",
 ];
 
 macro_rules! init {
@@ -203,6 +205,8 @@ async fn a_valid_key_is_answered_with_the_key_in_the_documented_field_order() {
                 "scopes": ["users:read", "sessions:read"],
                 "expires_at": "2024-04-09T09:00:00Z",
                 "revokes_at": null,
+                "rate_limit": null,
+                "credits": null,
             },
         })
     );
@@ -231,6 +235,8 @@ async fn a_full_access_key_verifies_with_null_timestamps() {
             "scopes": ["*"],
             "expires_at": null,
             "revokes_at": null,
+            "rate_limit": null,
+            "credits": null,
         })
     );
 }
@@ -502,6 +508,8 @@ async fn a_key_lacking_scopes_is_insufficient_scope_with_the_missing_ones_in_can
                 "scopes": ["users:read", "sessions:read"],
                 "expires_at": null,
                 "revokes_at": null,
+                "rate_limit": null,
+                "credits": null,
             },
             "missing_scopes": ["users:write", "webhooks:write", "audit-logs:read"],
         })
@@ -985,7 +993,9 @@ fn the_openapi_document_describes_the_route_without_a_bearer_key() {
             "api_key_expired",
             "tenant_mismatch",
             "key_type_mismatch",
-            "insufficient_scope"
+            "insufficient_scope",
+            "rate_limited",
+            "usage_exceeded"
         ])
     );
     assert_eq!(schemas["VerifyKeyRequest"]["required"], json!(["key"]));

@@ -5,9 +5,9 @@
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Jsonb, Nullable, Text, Timestamptz};
 use domain::{
-    format_duration, Actor, Change, EventData, EventId, EventPage, EventQuery, EventRepository,
-    EventType, FieldChanges, KeyEvent, KeyId, KeyName, Mode, RepositoryError, Scopes, StoredEvent,
-    TenantId,
+    format_duration, Actor, Change, Credits, EventData, EventId, EventPage, EventQuery,
+    EventRepository, EventType, FieldChanges, KeyEvent, KeyId, KeyName, LeakSource, Mode,
+    RateLimit, Refill, RefillInterval, RepositoryError, Scopes, StoredEvent, TenantId,
 };
 use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
@@ -33,6 +33,9 @@ const EVENT_COLUMNS: [(&str, &str); 10] = [
     ("request_id", "text"),
     ("data", "jsonb"),
 ];
+
+/// How many parameters [`insert_events_sql`] takes.
+pub(crate) const EVENT_PARAMS: usize = EVENT_COLUMNS.len();
 
 /// `INSERT INTO key_events (…) SELECT * FROM unnest($first, …)`: inserts every
 /// event bound by [`EventColumns::bind`] from parameter `$first` on. Append
@@ -144,9 +147,24 @@ pub(crate) fn data_to_json(data: &EventData) -> Value {
                     json!({ "old": scopes_json(&c.old), "new": scopes_json(&c.new) }),
                 );
             }
+            if let Some(c) = &changes.rate_limit {
+                map.insert(
+                    "rate_limit".to_owned(),
+                    json!({ "old": rate_limit_json(c.old), "new": rate_limit_json(c.new) }),
+                );
+            }
+            if let Some(c) = &changes.credits {
+                map.insert(
+                    "credits".to_owned(),
+                    json!({ "old": credits_json(c.old), "new": credits_json(c.new) }),
+                );
+            }
             json!({ "changes": map })
         }
         EventData::KeyRevoked => json!({}),
+        EventData::KeyRevokedFound { source, url } => {
+            json!({ "source": source.as_str(), "url": url })
+        }
         EventData::KeyRotated {
             replaced_by,
             grace_period,
@@ -160,6 +178,81 @@ pub(crate) fn data_to_json(data: &EventData) -> Value {
         EventData::KeyExpiring { expires_at } | EventData::KeyExpired { expires_at } => {
             json!({ "expires_at": rfc3339(*expires_at) })
         }
+    }
+}
+
+/// A rate limit as stored in `data`: `{"limit", "window"}` or null.
+fn rate_limit_json(rate: Option<RateLimit>) -> Value {
+    rate.map_or(
+        Value::Null,
+        |r| json!({ "limit": r.limit(), "window": format_duration(r.window()) }),
+    )
+}
+
+/// Credits as stored in `data`: `{"remaining", "refill"}` or null.
+fn credits_json(credits: Option<Credits>) -> Value {
+    credits.map_or(Value::Null, |c| {
+        json!({
+            "remaining": c.remaining(),
+            "refill": c.refill().map_or(Value::Null, |r| json!({
+                "amount": r.amount(),
+                "interval": r.interval().as_str(),
+            })),
+        })
+    })
+}
+
+fn rate_limit_from(value: &Value) -> Result<Option<RateLimit>, InvalidRow> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let limit = value.get("limit").and_then(Value::as_u64);
+    let window = value.get("window").and_then(Value::as_str);
+    match (limit, window) {
+        (Some(limit), Some(window)) => RateLimit::parse(limit, window)
+            .map(Some)
+            .map_err(|_| bad("data")),
+        _ => Err(bad("data")),
+    }
+}
+
+fn credits_from(value: &Value) -> Result<Option<Credits>, InvalidRow> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let remaining = value
+        .get("remaining")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("data"))?;
+    let refill = match value.get("refill") {
+        None | Some(Value::Null) => None,
+        Some(r) => {
+            let amount = r.get("amount").and_then(Value::as_u64);
+            let interval = r.get("interval").and_then(Value::as_str);
+            let (Some(amount), Some(interval)) = (amount, interval) else {
+                return Err(bad("data"));
+            };
+            let interval = RefillInterval::parse(interval).map_err(|_| bad("data"))?;
+            Some(Refill::new(amount, interval).map_err(|_| bad("data"))?)
+        }
+    };
+    Credits::new(remaining, refill)
+        .map(Some)
+        .map_err(|_| bad("data"))
+}
+
+/// A change of `field` in `changes` (`{"old", "new"}`), read with `read`.
+fn change_of<T>(
+    changes: &Value,
+    field: &str,
+    read: fn(&Value) -> Result<T, InvalidRow>,
+) -> Result<Option<Change<T>>, InvalidRow> {
+    match changes.get(field) {
+        None => Ok(None),
+        Some(c) => Ok(Some(Change {
+            old: read(c.get("old").ok_or_else(|| bad("data"))?)?,
+            new: read(c.get("new").ok_or_else(|| bad("data"))?)?,
+        })),
     }
 }
 
@@ -208,6 +301,8 @@ fn data_from_json(event_type: EventType, value: &Value) -> Result<EventData, Inv
         EventType::KeyUpdated => {
             let changes = value.get("changes").ok_or_else(|| bad("data"))?;
             let changes = FieldChanges {
+                rate_limit: change_of(changes, "rate_limit", rate_limit_from)?,
+                credits: change_of(changes, "credits", credits_from)?,
                 name: match changes.get("name") {
                     None => None,
                     Some(_) => Some(Change {
@@ -225,7 +320,13 @@ fn data_from_json(event_type: EventType, value: &Value) -> Result<EventData, Inv
             };
             EventData::KeyUpdated { changes }
         }
-        EventType::KeyRevoked => EventData::KeyRevoked,
+        EventType::KeyRevoked => match value.get("source") {
+            None => EventData::KeyRevoked,
+            Some(_) => EventData::KeyRevokedFound {
+                source: LeakSource::parse(str_at(value, &["source"])?).map_err(|_| bad("data"))?,
+                url: str_at(value, &["url"])?.to_owned(),
+            },
+        },
         EventType::KeyRotated => EventData::KeyRotated {
             replaced_by: key_id(&["replaced_by"])?,
             grace_period: domain::parse_duration(str_at(value, &["grace_period"])?)

@@ -211,11 +211,12 @@ impl IdempotencyRepository for PgStore {
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &KeyEvent,
         created: &KeyEvent,
         record: &IdempotencyRecord,
     ) -> Result<(), RecordedWriteError<RotateRepoError>> {
-        let rotation = KeyRotation::new(old, successor, revokes_at, rotated, created);
+        let rotation = KeyRotation::new(old, successor, revokes_at, max_active, rotated, created);
         self.run(
             "rotating a key idempotently",
             |conn| write_recorded(conn, record, |conn| rotation.run(conn)),

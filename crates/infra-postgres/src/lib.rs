@@ -50,6 +50,7 @@ mod schema;
 mod stalling_proxy;
 mod statement;
 mod store;
+mod usage;
 mod verifier;
 mod webhooks;
 
@@ -61,3 +62,4 @@ pub use admin::{database_url_for, database_url_with_schema, ensure_database, Ens
 pub use errors::{ConnectError, MigrateError};
 pub use event_feed::{EventFeed, FeedConfig};
 pub use store::{PgStore, PoolConfig, PoolState};
+pub use usage::SHARE_WRITES;

@@ -2,7 +2,10 @@
 //! domain's types. Nothing here leaves the crate.
 
 use diesel::prelude::*;
-use domain::{ApiKey, KeyId, KeyName, KeyType, Mode, NewKey, Scopes, Tenant, TenantId};
+use domain::{
+    ApiKey, Credits, KeyId, KeyName, KeyType, Mode, NewKey, RateLimit, RateWindow, Refill,
+    RefillInterval, Scopes, Tenant, TenantId, UsageLimits,
+};
 use thiserror::Error;
 use time::OffsetDateTime;
 
@@ -43,6 +46,81 @@ pub(crate) struct ApiKeyRow {
     pub(crate) expires_at: Option<OffsetDateTime>,
     pub(crate) revokes_at: Option<OffsetDateTime>,
     pub(crate) replaced_by: Option<String>,
+    pub(crate) rate_limit: Option<i32>,
+    pub(crate) rate_window_seconds: Option<i32>,
+    pub(crate) credits_remaining: Option<i64>,
+    pub(crate) credits_refill_amount: Option<i64>,
+    pub(crate) credits_refill_interval: Option<String>,
+    pub(crate) credits_since: Option<OffsetDateTime>,
+}
+
+/// The limit columns of a key, as stored.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LimitColumns {
+    pub(crate) rate_limit: Option<i32>,
+    pub(crate) rate_window_seconds: Option<i32>,
+    pub(crate) credits_remaining: Option<i64>,
+    pub(crate) credits_refill_amount: Option<i64>,
+    pub(crate) credits_refill_interval: Option<&'static str>,
+    pub(crate) credits_since: Option<OffsetDateTime>,
+}
+
+impl LimitColumns {
+    /// The columns of `limits`.
+    pub(crate) fn of(limits: &UsageLimits) -> Self {
+        let rate = limits.rate_limit;
+        let credits = limits.credits;
+        let refill = credits.and_then(|c| c.refill());
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        LimitColumns {
+            rate_limit: rate.map(|r| i32::try_from(r.limit()).unwrap_or(i32::MAX)),
+            rate_window_seconds: rate
+                .map(|r| i32::try_from(r.window().whole_seconds()).unwrap_or(i32::MAX)),
+            credits_remaining: credits.map(|c| int(c.remaining())),
+            credits_refill_amount: refill.map(|r| int(r.amount())),
+            credits_refill_interval: refill.map(|r| r.interval().as_str()),
+            credits_since: credits.and(limits.credits_since),
+        }
+    }
+}
+
+/// The limits of a stored row.
+fn limits_of(row: &ApiKeyRow) -> Result<UsageLimits, InvalidRow> {
+    let rate_limit = match (row.rate_limit, row.rate_window_seconds) {
+        (Some(limit), Some(window)) => Some(
+            RateWindow::new(time::Duration::seconds(i64::from(window)))
+                .ok()
+                .and_then(|w| RateLimit::new(u64::try_from(limit).ok()?, w).ok())
+                .ok_or(InvalidRow::new("rate_limit"))?,
+        ),
+        _ => None,
+    };
+    let refill = match (
+        row.credits_refill_amount,
+        row.credits_refill_interval.as_deref(),
+    ) {
+        (Some(amount), Some(interval)) => Some(
+            RefillInterval::parse(interval)
+                .ok()
+                .and_then(|i| Refill::new(u64::try_from(amount).ok()?, i).ok())
+                .ok_or(InvalidRow::new("credits_refill"))?,
+        ),
+        _ => None,
+    };
+    let credits = row
+        .credits_remaining
+        .map(|remaining| {
+            u64::try_from(remaining)
+                .ok()
+                .and_then(|r| Credits::new(r, refill).ok())
+                .ok_or(InvalidRow::new("credits_remaining"))
+        })
+        .transpose()?;
+    Ok(UsageLimits {
+        rate_limit,
+        credits,
+        credits_since: credits.and(row.credits_since),
+    })
 }
 
 impl TryFrom<ApiKeyRow> for ApiKey {
@@ -56,6 +134,7 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             .collect::<Option<Vec<&str>>>()
             .and_then(|names| Scopes::parse(names).ok())
             .ok_or(InvalidRow { column: "scopes" })?;
+        let limits = limits_of(&row)?;
         Ok(ApiKey {
             id: KeyId::parse(&row.id).map_err(invalid("id"))?,
             tenant_id: TenantId::parse(&row.tenant_id).map_err(invalid("tenant_id"))?,
@@ -76,6 +155,7 @@ impl TryFrom<ApiKeyRow> for ApiKey {
                 .map(KeyId::parse)
                 .transpose()
                 .map_err(invalid("replaced_by"))?,
+            limits,
         })
     }
 }
@@ -99,11 +179,18 @@ pub(crate) struct NewApiKeyRow {
     pub(crate) expires_at: Option<OffsetDateTime>,
     pub(crate) revokes_at: Option<OffsetDateTime>,
     pub(crate) replaced_by: Option<String>,
+    pub(crate) rate_limit: Option<i32>,
+    pub(crate) rate_window_seconds: Option<i32>,
+    pub(crate) credits_remaining: Option<i64>,
+    pub(crate) credits_refill_amount: Option<i64>,
+    pub(crate) credits_refill_interval: Option<&'static str>,
+    pub(crate) credits_since: Option<OffsetDateTime>,
 }
 
 impl From<&NewKey> for NewApiKeyRow {
     fn from(new: &NewKey) -> Self {
         let key = &new.key;
+        let limits = LimitColumns::of(&key.limits);
         NewApiKeyRow {
             id: key.id.to_string(),
             tenant_id: key.tenant_id.to_string(),
@@ -120,6 +207,12 @@ impl From<&NewKey> for NewApiKeyRow {
             expires_at: key.expires_at,
             revokes_at: key.revokes_at,
             replaced_by: key.replaced_by.map(|id| id.to_string()),
+            rate_limit: limits.rate_limit,
+            rate_window_seconds: limits.rate_window_seconds,
+            credits_remaining: limits.credits_remaining,
+            credits_refill_amount: limits.credits_refill_amount,
+            credits_refill_interval: limits.credits_refill_interval,
+            credits_since: limits.credits_since,
         }
     }
 }
@@ -178,7 +271,38 @@ mod tests {
             expires_at: None,
             revokes_at: None,
             replaced_by: Some("key_01HQ2ZJ8N0000000000000000C".to_owned()),
+            rate_limit: None,
+            rate_window_seconds: None,
+            credits_remaining: None,
+            credits_refill_amount: None,
+            credits_refill_interval: None,
+            credits_since: None,
         }
+    }
+
+    #[test]
+    fn limit_columns_out_of_the_domain_bounds_are_refused() {
+        let over = ApiKeyRow {
+            rate_limit: Some(1_000_001),
+            rate_window_seconds: Some(1),
+            ..row()
+        };
+        assert!(ApiKey::try_from(over).is_err());
+        let limited = ApiKeyRow {
+            rate_limit: Some(10),
+            rate_window_seconds: Some(60),
+            credits_remaining: Some(5),
+            credits_refill_amount: Some(7),
+            credits_refill_interval: Some("monthly".to_owned()),
+            credits_since: Some(datetime!(2024-01-10 09:00:00 UTC)),
+            ..row()
+        };
+        let limits = ApiKey::try_from(limited).expect("valid row").limits;
+        assert_eq!(limits.rate_limit.map(|r| r.limit()), Some(10));
+        assert_eq!(limits.credits.map(|c| c.remaining()), Some(5));
+        let columns = LimitColumns::of(&limits);
+        assert_eq!(columns.credits_refill_interval, Some("monthly"));
+        assert_eq!(columns.rate_window_seconds, Some(60));
     }
 
     #[test]

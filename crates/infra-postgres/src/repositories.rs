@@ -1,9 +1,10 @@
 //! The domain's repository ports on [`PgStore`].
 //!
 //! Round trips per call (happy path): `find_by_hash`, `find`, `list`,
-//! `record_uses` (any number of keys), `rotate`, an update that does not narrow scopes: one
-//! statement each. `insert`, `revoke` and a narrowing update: `BEGIN`, the
-//! tenant lock, one statement, `COMMIT`. The lock must be its own statement:
+//! `record_uses` (any number of keys), a `rotate` that revokes at once, an
+//! update that does not narrow scopes: one statement each. `insert`,
+//! `revoke`, a `rotate` with a grace period (it counts keys for the limit)
+//! and a narrowing update: `BEGIN`, the tenant lock, one statement, `COMMIT`. The lock must be its own statement:
 //! under READ COMMITTED a statement reads one snapshot taken before it waited
 //! for the lock, so the count or guard check after it would miss a write the
 //! lock holder just committed.
@@ -19,7 +20,7 @@ use std::sync::LazyLock;
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Bytea, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, Bytea, Integer, Nullable, Text, Timestamptz};
 use domain::{
     ActorRefusal, ApiKey, ApiKeyRepository, CreateTenantRepoError, FieldChanges, InsertError,
     KeyEvent, KeyHash, KeyId, KeyPage, KeyUse, ListQuery, NewKey, RepositoryError, RevokeRepoError,
@@ -30,13 +31,13 @@ use time::OffsetDateTime;
 use crate::errors::{is_foreign_key_violation, is_unique_violation, Fail};
 use crate::events::{insert_events_sql, EventColumns};
 use crate::metrics;
-use crate::models::{ApiKeyRow, NewApiKeyRow, TenantRow};
+use crate::models::{ApiKeyRow, LimitColumns, NewApiKeyRow, TenantRow};
 use crate::schema::{api_keys, tenants};
 use crate::statement::{Statement, Template};
 use crate::store::PgStore;
 
 /// The columns a key is inserted with: the one list, in [`bind_key`] order.
-const KEY_COLUMNS: [&str; 14] = [
+const KEY_COLUMNS: [&str; 20] = [
     "id",
     "tenant_id",
     "hash",
@@ -51,6 +52,12 @@ const KEY_COLUMNS: [&str; 14] = [
     "expires_at",
     "revokes_at",
     "replaced_by",
+    "rate_limit",
+    "rate_window_seconds",
+    "credits_remaining",
+    "credits_refill_amount",
+    "credits_refill_interval",
+    "credits_since",
 ];
 
 /// The columns a key is read back with ([`ApiKeyRow`]): all but the hash.
@@ -107,20 +114,30 @@ inserted AS (
     INSERT INTO api_keys ({columns})
     SELECT {values}
     WHERE (SELECT ok FROM actor_ok)
-      AND (SELECT count(*) FROM (
-               SELECT 1 FROM api_keys
-               WHERE tenant_id = $1 AND mode = ${mode}
-                 AND (revokes_at IS NULL OR revokes_at > $3)
-                 AND (expires_at IS NULL OR expires_at > $3)
-               LIMIT $5) AS counted) < $5
+      AND {under_limit}
     RETURNING id)
 {events} WHERE EXISTS (SELECT 1 FROM inserted)",
         columns = KEY_COLUMNS.join(", "),
         values = key_values(key_first),
-        mode = key_first + key_column("mode"),
+        under_limit = under_key_limit(key_first + key_column("mode"), 5),
         events = insert_events_sql(key_first + KEY_COLUMNS.len()),
     ))
 });
+
+/// The condition "tenant `$1` has fewer than `$max` keys of mode `$mode`
+/// that count for the limit at `$3`" (`ApiKey::counts_for_key_limit`:
+/// neither revoked nor expired; the count stops at the limit). Only
+/// meaningful under the tenant lock ([`lock_tenant`]).
+fn under_key_limit(mode: usize, max: usize) -> String {
+    format!(
+        "(SELECT count(*) FROM (
+               SELECT 1 FROM api_keys
+               WHERE tenant_id = $1 AND mode = ${mode}
+                 AND (revokes_at IS NULL OR revokes_at > $3)
+                 AND (expires_at IS NULL OR expires_at > $3)
+               LIMIT ${max}) AS counted) < ${max}"
+    )
+}
 
 /// The position of `column` in [`KEY_COLUMNS`].
 fn key_column(column: &str) -> usize {
@@ -130,10 +147,13 @@ fn key_column(column: &str) -> usize {
         .unwrap_or(KEY_COLUMNS.len())
 }
 
-/// Rotates key `$2` into the successor (from `$6`, whose id is `$6`) as one
+/// Rotates key `$2` into the successor (from `$7`, whose id is `$7`) as one
 /// statement: the old key gets `revokes_at = $5` and `replaced_by` only if
-/// it is active at `$3` (no revocation scheduled, not expired) and the actor
-/// may write; the successor and the events are inserted only if that update
+/// it is active at `$3` (no revocation scheduled, not expired), the actor
+/// may write, and, when the old key keeps counting for the key limit through
+/// a grace period (`$5` after `$3`), the tenant has fewer than `$6` counting
+/// keys of the mode (the successor adds one; `ApiKeyRepository::rotate`);
+/// the successor and the events are inserted only if that update
 /// happened. The successor takes its name and scopes from the old key's row
 /// as locked, not from the parameters (read before): a rename or re-scope
 /// that commits while the rotation waits is carried over, not undone. Of
@@ -141,7 +161,7 @@ fn key_column(column: &str) -> usize {
 /// the condition on the updated row, find it no longer active, and write
 /// nothing.
 static ROTATE: LazyLock<Template> = LazyLock::new(|| {
-    let key_first = WRITE_PARAMS + 2;
+    let key_first = WRITE_PARAMS + 3;
     let values = (key_first..)
         .zip(KEY_COLUMNS)
         .map(|(i, column)| match column {
@@ -158,6 +178,7 @@ old AS (
       AND revokes_at IS NULL
       AND (expires_at IS NULL OR expires_at > $3)
       AND (SELECT ok FROM actor_ok)
+      AND ($5 <= $3 OR {under_limit})
     RETURNING id, name, scopes),
 successor AS (
     INSERT INTO api_keys ({columns})
@@ -165,6 +186,7 @@ successor AS (
     RETURNING id)
 {events} WHERE EXISTS (SELECT 1 FROM successor)",
         columns = KEY_COLUMNS.join(", "),
+        under_limit = under_key_limit(key_first + key_column("mode"), 6),
         events = insert_events_sql(key_first + KEY_COLUMNS.len()),
     ))
 });
@@ -213,7 +235,13 @@ static UPDATE: LazyLock<Template> = LazyLock::new(|| {
     Template::parse(&format!(
         "{WRITE_PRELUDE},
 changed AS (
-    UPDATE api_keys AS k SET name = coalesce($5, k.name), scopes = coalesce($7, k.scopes)
+    UPDATE api_keys AS k SET name = coalesce($5, k.name), scopes = coalesce($7, k.scopes),
+        rate_limit = CASE WHEN ${r} THEN ${rl} ELSE k.rate_limit END,
+        rate_window_seconds = CASE WHEN ${r} THEN ${rw} ELSE k.rate_window_seconds END,
+        credits_remaining = CASE WHEN ${c} THEN ${cr} ELSE k.credits_remaining END,
+        credits_refill_amount = CASE WHEN ${c} THEN ${ca} ELSE k.credits_refill_amount END,
+        credits_refill_interval = CASE WHEN ${c} THEN ${ci} ELSE k.credits_refill_interval END,
+        credits_since = CASE WHEN ${c} THEN ${cs} ELSE k.credits_since END
     WHERE k.tenant_id = $1 AND k.id = $2
       AND (k.revokes_at IS NULL OR k.revokes_at > $3)
       AND ($5::text IS NULL OR k.name = $6)
@@ -225,8 +253,21 @@ events AS ({events} WHERE EXISTS (SELECT 1 FROM changed))
 SELECT * FROM changed",
         returning = key_returning(),
         events = insert_events_sql(WRITE_PARAMS + 6),
+        r = LIMIT_PARAMS,
+        rl = LIMIT_PARAMS + 1,
+        rw = LIMIT_PARAMS + 2,
+        c = LIMIT_PARAMS + 3,
+        cr = LIMIT_PARAMS + 4,
+        ca = LIMIT_PARAMS + 5,
+        ci = LIMIT_PARAMS + 6,
+        cs = LIMIT_PARAMS + 7,
     ))
 });
+
+/// The first parameter of [`UPDATE`]'s limits, after its events': whether
+/// the rate limit changes and its columns, whether the credits change and
+/// theirs (docs/limits.md).
+const LIMIT_PARAMS: usize = WRITE_PARAMS + 6 + crate::events::EVENT_PARAMS;
 
 /// Sets `last_used_at` of many keys in one statement: each key (`$1` tenant,
 /// `$2` id) to its use's time (`$3`) only where it is unset or not after the
@@ -279,6 +320,12 @@ fn bind_key<'a>(statement: Statement<'a>, row: &'a NewApiKeyRow) -> Statement<'a
         .bind::<Nullable<Timestamptz>, _>(&row.expires_at)
         .bind::<Nullable<Timestamptz>, _>(&row.revokes_at)
         .bind::<Nullable<Text>, _>(&row.replaced_by)
+        .bind::<Nullable<Integer>, _>(&row.rate_limit)
+        .bind::<Nullable<Integer>, _>(&row.rate_window_seconds)
+        .bind::<Nullable<BigInt>, _>(&row.credits_remaining)
+        .bind::<Nullable<BigInt>, _>(&row.credits_refill_amount)
+        .bind::<Nullable<Text>, _>(&row.credits_refill_interval)
+        .bind::<Nullable<Timestamptz>, _>(&row.credits_since)
 }
 
 fn to_key<E: From<RepositoryError>>(row: ApiKeyRow) -> Result<ApiKey, Fail<E>> {
@@ -392,6 +439,7 @@ pub(crate) struct KeyRotation<'a> {
     old: String,
     row: NewApiKeyRow,
     revokes_at: OffsetDateTime,
+    max_active: i64,
     rotated: &'a KeyEvent,
     actor: Option<String>,
     events: EventColumns,
@@ -402,6 +450,7 @@ impl<'a> KeyRotation<'a> {
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &'a KeyEvent,
         created: &KeyEvent,
     ) -> Self {
@@ -411,28 +460,46 @@ impl<'a> KeyRotation<'a> {
             old: old.to_string(),
             row,
             revokes_at,
+            max_active: i64::from(max_active),
             rotated,
             actor: rotated.actor.key_id().map(|id| id.to_string()),
             events: EventColumns::new([rotated, created]),
         }
     }
 
-    /// Runs the rotation statement, and on no write, says why.
+    /// Whether the rotation needs the tenant lock: only one with a grace
+    /// period counts keys (`ApiKeyRepository::rotate`); one that revokes at
+    /// once is a single statement outside a transaction.
+    fn counts_keys(&self) -> bool {
+        self.revokes_at > self.rotated.created_at
+    }
+
+    /// Runs the rotation statement, and on no write, says why. One that
+    /// [counts keys](Self::counts_keys) must be inside a transaction: the
+    /// tenant lock, which makes the count exact, is held until it ends.
     pub(crate) fn run(&self, conn: &mut PgConnection) -> Result<(), Fail<RotateRepoError>> {
         let (tenant, old) = (&self.tenant, &self.old);
+        if self.counts_keys() && !lock_tenant(conn, tenant)? {
+            return Err(Fail::Domain(RotateRepoError::NotFound));
+        }
         let target = Some(old.as_str());
         let query = bind_write(&ROTATE, tenant, &target, self.rotated, &self.actor)
-            .bind::<Timestamptz, _>(&self.revokes_at);
+            .bind::<Timestamptz, _>(&self.revokes_at)
+            .bind::<BigInt, _>(&self.max_active);
         let written = self.events.bind(bind_key(query, &self.row)).execute(conn)?;
         if written > 0 {
             return Ok(());
         }
-        // Nothing written: unknown key, a revoked actor, or no longer
-        // active.
-        if find_row(conn, tenant, old)?.is_none() {
-            Err(Fail::Domain(RotateRepoError::NotFound))
-        } else if let Some(refusal) = actor_refusal(conn, tenant, self.rotated)? {
+        // Nothing written: unknown key, a revoked actor, no longer active,
+        // or (active still) the key limit.
+        let now = self.rotated.created_at;
+        let Some(row) = find_row(conn, tenant, old)? else {
+            return Err(Fail::Domain(RotateRepoError::NotFound));
+        };
+        if let Some(refusal) = actor_refusal(conn, tenant, self.rotated)? {
             Err(Fail::Domain(RotateRepoError::ActorRefused(refusal)))
+        } else if row.revokes_at.is_none() && row.expires_at.is_none_or(|at| at > now) {
+            Err(Fail::Domain(RotateRepoError::LimitReached))
         } else {
             Err(Fail::Domain(RotateRepoError::NotActive))
         }
@@ -473,21 +540,28 @@ impl ApiKeyRepository for PgStore {
     }
 
     #[tracing::instrument(level = "debug", name = "db.find_keys_by_hash", skip_all)]
-    fn find_by_hashes(&self, hashes: &[KeyHash]) -> Result<Vec<ApiKey>, RepositoryError> {
+    fn find_by_hashes(
+        &self,
+        hashes: &[KeyHash],
+    ) -> Result<Vec<(KeyHash, ApiKey)>, RepositoryError> {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
-        let hashes: Vec<&[u8]> = hashes.iter().map(|h| h.as_bytes().as_slice()).collect();
+        let asked: Vec<&[u8]> = hashes.iter().map(|h| h.as_bytes().as_slice()).collect();
         self.run(
             "finding keys by hash",
             |conn| {
-                // One `hash = ANY($1)` on the unique index.
+                // One `hash = ANY($1)` on the unique index; each row's hash
+                // names the asked hash it answers.
                 api_keys::table
-                    .filter(api_keys::hash.eq_any(&hashes))
-                    .select(ApiKeyRow::as_select())
-                    .load(conn)?
+                    .filter(api_keys::hash.eq_any(&asked))
+                    .select((api_keys::hash, ApiKeyRow::as_select()))
+                    .load::<(Vec<u8>, ApiKeyRow)>(conn)?
                     .into_iter()
-                    .map(to_key)
+                    .filter_map(|(stored, row)| {
+                        let hash = hashes.iter().find(|h| h.as_bytes()[..] == stored[..])?;
+                        Some(to_key(row).map(|key| (*hash, key)))
+                    })
                     .collect()
             },
             |_| None,
@@ -569,6 +643,13 @@ impl ApiKeyRepository for PgStore {
             .scopes
             .as_ref()
             .is_some_and(|c| !c.new.is_full_access());
+        // The limits as they will be: only the changed ones are written.
+        let (set_rate, set_credits) = (changes.rate_limit.is_some(), changes.credits.is_some());
+        let limits = LimitColumns::of(&domain::UsageLimits {
+            rate_limit: changes.rate_limit.as_ref().and_then(|c| c.new),
+            credits: changes.credits.as_ref().and_then(|c| c.new),
+            credits_since: Some(event.created_at),
+        });
         let attempt = |conn: &mut PgConnection| -> Result<ApiKey, Fail<UpdateRepoError>> {
             if narrows && !lock_tenant(conn, &tenant)? {
                 return Err(Fail::Domain(UpdateRepoError::NotFound));
@@ -581,6 +662,14 @@ impl ApiKeyRepository for PgStore {
                 .bind::<Bool, _>(&narrows);
             let updated = events
                 .bind(query)
+                .bind::<Bool, _>(&set_rate)
+                .bind::<Nullable<Integer>, _>(&limits.rate_limit)
+                .bind::<Nullable<Integer>, _>(&limits.rate_window_seconds)
+                .bind::<Bool, _>(&set_credits)
+                .bind::<Nullable<BigInt>, _>(&limits.credits_remaining)
+                .bind::<Nullable<BigInt>, _>(&limits.credits_refill_amount)
+                .bind::<Nullable<Text>, _>(&limits.credits_refill_interval)
+                .bind::<Nullable<Timestamptz>, _>(&limits.credits_since)
                 .get_result::<ApiKeyRow>(conn)
                 .optional()?;
             if let Some(row) = updated {
@@ -642,13 +731,20 @@ impl ApiKeyRepository for PgStore {
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &KeyEvent,
         created: &KeyEvent,
     ) -> Result<(), RotateRepoError> {
-        let rotation = KeyRotation::new(old, successor, revokes_at, rotated, created);
+        let rotation = KeyRotation::new(old, successor, revokes_at, max_active, rotated, created);
         self.run(
             "rotating a key",
-            |conn| rotation.run(conn),
+            |conn| {
+                if rotation.counts_keys() {
+                    conn.transaction(|conn| rotation.run(conn))
+                } else {
+                    rotation.run(conn)
+                }
+            },
             KeyRotation::refused,
         )
         .inspect(|()| metrics::events_committed([rotated, created]))

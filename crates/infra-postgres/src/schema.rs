@@ -20,6 +20,12 @@ diesel::table! {
         expires_at -> Nullable<Timestamptz>,
         revokes_at -> Nullable<Timestamptz>,
         replaced_by -> Nullable<Text>,
+        rate_limit -> Nullable<Int4>,
+        rate_window_seconds -> Nullable<Int4>,
+        credits_remaining -> Nullable<Int8>,
+        credits_refill_amount -> Nullable<Int8>,
+        credits_refill_interval -> Nullable<Text>,
+        credits_since -> Nullable<Timestamptz>,
     }
 }
 
@@ -60,8 +66,24 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    usage_windows (key_id, window_start) {
+        key_id -> Text,
+        window_start -> Timestamptz,
+        used -> Int4,
+        granted -> Int4,
+    }
+}
+
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(idempotency_records -> tenants (tenant_id));
 diesel::joinable!(key_events -> tenants (tenant_id));
+diesel::joinable!(usage_windows -> api_keys (key_id));
 
-diesel::allow_tables_to_appear_in_same_query!(api_keys, idempotency_records, key_events, tenants,);
+diesel::allow_tables_to_appear_in_same_query!(
+    api_keys,
+    idempotency_records,
+    key_events,
+    tenants,
+    usage_windows,
+);

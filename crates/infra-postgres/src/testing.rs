@@ -169,6 +169,21 @@ impl TestDatabase {
         self.store.revert_all_migrations()
     }
 
+    /// Runs `sql` (statements separated by `;`) on a connection of its own:
+    /// set-up that no API makes quickly, such as thousands of rows.
+    ///
+    /// # Panics
+    /// When the database cannot be reached or `sql` fails: test set-up.
+    #[track_caller]
+    pub fn batch_execute(&self, sql: &str) {
+        let outcome = PgConnection::establish(&self.url)
+            .map_err(|e| e.to_string())
+            .and_then(|mut conn| conn.batch_execute(sql).map_err(|e| e.to_string()));
+        if let Err(e) = outcome {
+            panic!("running test set-up SQL: {e}");
+        }
+    }
+
     /// Locks `table` (`ACCESS EXCLUSIVE`: readers wait too) in a transaction
     /// of its own connection, held until the returned value is dropped: a
     /// call that touches the table waits meanwhile.
@@ -196,24 +211,35 @@ impl TestDatabase {
     /// When the database cannot be reached: test set-up.
     #[track_caller]
     pub fn sessions_waiting_for_locks(&self) -> i64 {
-        #[derive(diesel::QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            waiting: i64,
-        }
-        let mut conn = match PgConnection::establish(&self.url) {
-            Ok(conn) => conn,
-            Err(e) => panic!("connecting to count waiting sessions: {e}"),
-        };
-        let count: Result<Count, _> = diesel::sql_query(
-            "SELECT count(*) AS waiting FROM pg_stat_activity
+        self.count(
+            "SELECT count(*) AS n FROM pg_stat_activity
              WHERE datname = current_database() AND pid <> pg_backend_pid()
                AND wait_event_type = 'Lock'",
         )
-        .get_result(&mut conn);
+    }
+
+    /// The one `bigint` column `n` of the one row `sql` answers, on a
+    /// connection of its own.
+    ///
+    /// # Panics
+    /// When the database cannot be reached or `sql` fails: test set-up.
+    #[track_caller]
+    pub fn count(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let count = PgConnection::establish(&self.url)
+            .map_err(|e| e.to_string())
+            .and_then(|mut conn| {
+                diesel::sql_query(sql)
+                    .get_result::<Count>(&mut conn)
+                    .map_err(|e| e.to_string())
+            });
         match count {
-            Ok(count) => count.waiting,
-            Err(e) => panic!("counting waiting sessions: {e}"),
+            Ok(count) => count.n,
+            Err(e) => panic!("counting with {sql:?}: {e}"),
         }
     }
 }

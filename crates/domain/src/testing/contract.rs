@@ -33,18 +33,23 @@ use crate::name::KeyName;
 use crate::ports::{
     ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
     InsertError, KeyUse, ListQuery, RevokeRepoError, RotateRepoError, TenantRepository,
-    UpdateRepoError,
+    UpdateRepoError, UsageBudget,
 };
 use crate::random::SecretSource;
 use crate::scope::{Scope, Scopes};
+use crate::service::DEFAULT_MAX_ACTIVE_KEYS;
 use crate::testing::SeqSecretSource;
 
 /// What the suite needs: the four repositories in one store.
 pub trait Store:
-    ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository
+    ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository + UsageBudget
 {
 }
-impl<S: ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository> Store for S {}
+impl<
+        S: ApiKeyRepository + TenantRepository + EventRepository + IdempotencyRepository + UsageBudget,
+    > Store for S
+{
+}
 
 /// The instant the suite's data is created at (whole seconds, as the service
 /// stores them).
@@ -61,6 +66,7 @@ pub struct Fixture {
     secrets: SeqSecretSource,
     hash_key: HashKey,
     clock_ms: Cell<i64>,
+    key_limit: Cell<u32>,
 }
 
 impl Default for Fixture {
@@ -77,6 +83,7 @@ impl Fixture {
             // 32 bytes of a fixed test key; the suite never checks hashing itself.
             hash_key: HashKey::from_bytes(&[7u8; 32]).unwrap_or_else(|_| unreachable!()),
             clock_ms: Cell::new(0),
+            key_limit: Cell::new(DEFAULT_MAX_ACTIVE_KEYS),
         }
     }
 
@@ -130,6 +137,7 @@ impl Fixture {
             expires_at: None,
             revokes_at: None,
             replaced_by: None,
+            limits: Default::default(),
         };
         NewKey {
             hash: self.hash_key.hash(&secret),
@@ -189,7 +197,14 @@ impl Fixture {
         at: OffsetDateTime,
     ) -> Result<(), RotateRepoError> {
         let (rotated, created) = self.rotated_events(old, &successor.key, grace, at);
-        store.rotate(&old.id, successor, at + grace, &rotated, &created)
+        let limit = self.key_limit.get();
+        store.rotate(&old.id, successor, at + grace, limit, &rotated, &created)
+    }
+
+    /// The key limit [`rotate`](Self::rotate) passes from now on
+    /// ([`DEFAULT_MAX_ACTIVE_KEYS`] at first).
+    pub fn set_key_limit(&self, max_active: u32) {
+        self.key_limit.set(max_active);
     }
 
     /// A new event id.
@@ -863,6 +878,32 @@ pub fn revoke_unguarded_takes_even_the_last_full_access_key(store: &impl Store) 
     assert_eq!(events_of(store, &tenant.id), after);
 }
 
+/// A revocation on a secret scanner's report stores its event with who
+/// found the key and where, and reads it back the same
+/// (docs/secret-scanning.md).
+pub fn a_found_revocation_keeps_its_source_and_url(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let guard = f.key(&tenant);
+    let found = f.key(&tenant);
+    f.insert(store, &guard);
+    f.insert(store, &found);
+    let later = T0 + Duration::minutes(5);
+    let event = KeyEvent {
+        data: EventData::KeyRevokedFound {
+            source: crate::LeakSource::GitHub,
+            url: "https://github.com/octo/hello/blob/0123abc/config.env".to_owned(),
+        },
+        ..made_by(Actor::LeakReport, None, f.revoked_event(&found.key, later))
+    };
+    store
+        .revoke_unguarded(&tenant.id, &found.key.id, &event)
+        .expect("revoke unguarded");
+    let stored = events_of(store, &tenant.id);
+    assert_eq!(stored[0], event);
+    assert_eq!(stored[0].event_type(), EventType::KeyRevoked);
+}
+
 /// `last_used_at` is written at most once per 60 s, and writes no event.
 pub fn record_uses_writes_at_most_once_a_minute(store: &impl Store) {
     let f = Fixture::new();
@@ -1042,15 +1083,18 @@ pub fn find_by_hashes_finds_each_stored_key_once(store: &impl Store) {
     let mut found = store
         .find_by_hashes(&[revoked.hash, unknown.hash, foreign.hash, revoked.hash])
         .expect("find by hashes");
-    found.sort_by_key(|k| k.id.to_string());
+    found.sort_by_key(|(_, k)| k.id.to_string());
     let mut expected = vec![
-        store
-            .find_by_hash(&revoked.hash)
-            .expect("find")
-            .expect("stored"),
-        foreign.key.clone(),
+        (
+            revoked.hash,
+            store
+                .find_by_hash(&revoked.hash)
+                .expect("find")
+                .expect("stored"),
+        ),
+        (foreign.hash, foreign.key.clone()),
     ];
-    expected.sort_by_key(|k| k.id.to_string());
+    expected.sort_by_key(|(_, k)| k.id.to_string());
     assert_eq!(found, expected);
     assert_eq!(store.find_by_hashes(&[unknown.hash]).expect("find"), vec![]);
     assert_eq!(store.find_by_hashes(&[]).expect("find"), vec![]);
@@ -1217,6 +1261,54 @@ pub fn rotated_keys_count_for_the_limit_and_the_successor_guards(store: &impl St
         .expect("room once the old key is revoked");
 }
 
+/// A rotation with a grace period needs room under the key limit (the old
+/// key keeps counting and the successor adds one), so rotating each
+/// successor at once cannot grow a chain past the limit; one that revokes
+/// the old key at once changes no count and passes at the limit. Test keys
+/// at the limit do not stop a live rotation. A refusal writes nothing.
+pub fn a_rotation_in_grace_needs_room_under_the_key_limit(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let first = f.key(&tenant);
+    f.insert(store, &first);
+    for _ in 0..3 {
+        f.insert(
+            store,
+            &f.key_with(&tenant, KeyType::Secret, Mode::Test, Scopes::full()),
+        );
+    }
+    f.set_key_limit(3);
+    let second = f.key(&tenant);
+    f.rotate(store, &first.key, &second, Duration::hours(1), T0)
+        .expect("2 live keys count after the rotation, under a limit of 3");
+    let third = f.key(&tenant);
+    f.rotate(store, &second.key, &third, Duration::hours(1), T0)
+        .expect("3 live keys count after the rotation");
+
+    let before = events_of(store, &tenant.id);
+    let fourth = f.key(&tenant);
+    assert!(matches!(
+        f.rotate(store, &third.key, &fourth, Duration::hours(1), T0),
+        Err(RotateRepoError::LimitReached)
+    ));
+    assert_eq!(store.find(&tenant.id, &fourth.key.id).expect("find"), None);
+    let third_now = store
+        .find(&tenant.id, &third.key.id)
+        .expect("find")
+        .expect("third");
+    assert_eq!((third_now.revokes_at, third_now.replaced_by), (None, None));
+    assert_eq!(events_of(store, &tenant.id), before);
+
+    f.rotate(store, &third.key, &fourth, Duration::ZERO, T0)
+        .expect("a rotation that revokes the old key at once passes at the limit");
+    let third_now = store
+        .find(&tenant.id, &third.key.id)
+        .expect("find")
+        .expect("third");
+    assert_eq!(third_now.revokes_at, Some(T0));
+    assert_eq!(third_now.replaced_by, Some(fourth.key.id));
+}
+
 // ---- events written with each change ----
 
 /// An insert stores exactly its `api_key.created` event, with every field as
@@ -1315,6 +1407,8 @@ pub fn update_stores_its_updated_event(store: &impl Store) {
             request_id: Some(REQUEST_ID.to_owned()),
             data: EventData::KeyUpdated {
                 changes: FieldChanges {
+                    rate_limit: None,
+                    credits: None,
                     name: None,
                     scopes: Some(Change {
                         old: Scopes::full(),
@@ -1328,6 +1422,8 @@ pub fn update_stores_its_updated_event(store: &impl Store) {
         both_event.data,
         EventData::KeyUpdated {
             changes: FieldChanges {
+                rate_limit: None,
+                credits: None,
                 name: Some(Change {
                     old: name("Renamed"),
                     new: name("Both"),
@@ -1430,7 +1526,14 @@ pub fn rotate_stores_rotated_and_created_events(store: &impl Store) {
     let (rotated, created) = f.rotated_events(&old.key, &successor.key, grace, at);
     let (rotated, created) = (by_key(&admin.key, rotated), by_key(&admin.key, created));
     store
-        .rotate(&old.key.id, &successor, at + grace, &rotated, &created)
+        .rotate(
+            &old.key.id,
+            &successor,
+            at + grace,
+            DEFAULT_MAX_ACTIVE_KEYS,
+            &rotated,
+            &created,
+        )
         .expect("rotate");
     // A zero grace period is stored as such.
     let other_successor = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
@@ -1441,6 +1544,7 @@ pub fn rotate_stores_rotated_and_created_events(store: &impl Store) {
             &other.key.id,
             &other_successor,
             at,
+            DEFAULT_MAX_ACTIVE_KEYS,
             &zero_rotated,
             &zero_created,
         )
@@ -1600,6 +1704,8 @@ pub fn refused_updates_store_no_event(store: &impl Store) {
         Err(UpdateRepoError::LastFullAccessKey)
     ));
     let stale = FieldChanges {
+        rate_limit: None,
+        credits: None,
         name: Some(Change {
             old: name("Not its name"),
             new: name("Renamed"),
@@ -1819,6 +1925,7 @@ pub fn a_revoked_actor_writes_nothing(store: &impl Store) {
             &target.key.id,
             &successor,
             now + hour,
+            DEFAULT_MAX_ACTIVE_KEYS,
             &by_key(&actor.key, rotated),
             &by_key(&actor.key, created)
         ),
@@ -1899,7 +2006,7 @@ pub fn an_actor_without_the_rights_to_write_writes_nothing(store: &impl Store) {
                 store.rotate(
                     &target.key.id,
                     &successor,
-                    now + hour,
+                    now + hour, DEFAULT_MAX_ACTIVE_KEYS,
                     &by_key(actor, rotated),
                     &by_key(actor, created)
                 ),
@@ -1957,6 +2064,7 @@ pub fn an_actor_in_its_grace_period_may_write_until_it_ends(store: &impl Store) 
             &renamed.key.id,
             &successor,
             now,
+            DEFAULT_MAX_ACTIVE_KEYS,
             &rotated,
             &successor_created,
         )
@@ -2004,6 +2112,7 @@ pub fn writes_by_the_cli_or_a_leak_report_need_no_key(store: &impl Store) {
             &key.key.id,
             &successor,
             T0 + Duration::hours(1),
+            DEFAULT_MAX_ACTIVE_KEYS,
             &rotated,
             &successor_created,
         )
@@ -2060,6 +2169,8 @@ pub fn update_refuses_stale_changes(store: &impl Store) {
     let stale_name_valid_scopes =
         FieldChanges::between(&key.key, Some(&name("Mine")), Some(&narrow));
     let stale_scopes = FieldChanges {
+        rate_limit: None,
+        credits: None,
         name: None,
         scopes: Some(Change {
             old: scopes(&[Scope::WebhooksRead]),
@@ -2197,6 +2308,7 @@ pub fn list_events_filters_by_key_type_and_mode(store: &impl Store) {
             &live.key.id,
             &successor,
             T0 + Duration::hours(1),
+            DEFAULT_MAX_ACTIVE_KEYS,
             &live_rotated,
             &successor_created,
         )
@@ -2382,6 +2494,7 @@ pub fn events_after_follows_every_tenant_in_storage_order(store: &impl Store) {
             &key.key.id,
             &successor,
             T0 + Duration::hours(1),
+            DEFAULT_MAX_ACTIVE_KEYS,
             &rotated,
             &successor_created,
         )
@@ -2436,12 +2549,14 @@ macro_rules! repository_contract_tests {
             insert_refuses_unknown_tenant,
             insert_respects_the_active_key_limit,
             the_active_key_limit_counts_per_mode,
+            a_rotation_in_grace_needs_room_under_the_key_limit,
             list_pages_newest_first,
             list_filters_by_type_mode_and_revocation,
             update_changes_name_and_scopes,
             update_keeps_a_full_access_key,
             revoke_is_immediate_idempotent_and_guarded,
             revoke_unguarded_takes_even_the_last_full_access_key,
+            a_found_revocation_keeps_its_source_and_url,
             rotate_is_one_unit_and_only_for_active_keys,
             record_uses_writes_at_most_once_a_minute,
             record_uses_takes_a_batch,
@@ -2480,6 +2595,11 @@ macro_rules! repository_contract_tests {
             a_refused_write_stores_no_record,
             recorded_rotation_rotates_and_stores_its_record,
             expired_records_are_replaced_and_deleted,
+        );
+        $crate::repository_contract_tests!(@tests $factory; usage_contract;
+            limits_round_trip_and_update_with_their_event,
+            window_shares_never_exceed_the_limit,
+            credit_shares_never_exceed_the_credits,
         );
     };
     (@tests $factory:expr; $module:ident; $($name:ident,)*) => {

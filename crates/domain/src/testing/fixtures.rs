@@ -61,6 +61,7 @@ impl ApiKeyBuilder {
                 expires_at: None,
                 revokes_at: None,
                 replaced_by: None,
+                limits: Default::default(),
             },
         }
     }

@@ -17,6 +17,7 @@ use crate::idempotency::{
     IDEMPOTENCY_WINDOW,
 };
 use crate::ports::{InsertError, RecordedWriteError, RotateRepoError};
+use crate::service::DEFAULT_MAX_ACTIVE_KEYS;
 use crate::testing::contract::{by_key, events_of, Fixture, Store, T0};
 
 /// A record of `caller`'s request under `key` made at `at`, whose fingerprint
@@ -132,6 +133,7 @@ pub fn a_live_record_answers_instead_of_a_second_write(store: &impl Store) {
         &caller.key.id,
         &successor,
         later,
+        DEFAULT_MAX_ACTIVE_KEYS,
         &rotated,
         &created,
         &record(&tenant, &caller, "retry-1", 3, later),
@@ -197,6 +199,7 @@ pub fn a_refused_write_stores_no_record(store: &impl Store) {
             &unknown.key.id,
             &successor,
             T0,
+            DEFAULT_MAX_ACTIVE_KEYS,
             &rotated,
             &created,
             &rotation
@@ -227,6 +230,7 @@ pub fn recorded_rotation_rotates_and_stores_its_record(store: &impl Store) {
             &old.key.id,
             &successor,
             T0 + grace,
+            DEFAULT_MAX_ACTIVE_KEYS,
             &by_key(&caller.key, rotated),
             &by_key(&caller.key, created),
             &rotation,

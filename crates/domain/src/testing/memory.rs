@@ -9,11 +9,13 @@ use crate::events::{Actor, EventPage, EventQuery, FieldChanges, KeyEvent, Stored
 use crate::hashing::KeyHash;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord, IdempotencyScope};
 use crate::ids::{KeyId, TenantId};
+use crate::key_kind::Mode;
 use crate::ports::{
     ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
     InsertError, KeyPage, KeyUse, ListQuery, RecordedWriteError, RepositoryError, RevokeRepoError,
     RotateRepoError, TenantRepository, UpdateRepoError,
 };
+use crate::ports::{CreditShare, RefillDue, UsageBudget, WindowShare};
 
 /// Returns the error of the first pending [`Fault`] of this variant, if any.
 macro_rules! answer_fault {
@@ -36,6 +38,8 @@ struct State {
     records: Vec<IdempotencyRecord>,
     /// Webhook endpoints and deliveries (`webhooks.rs`).
     webhooks: webhooks::WebhookState,
+    /// Uses handed out per key and window start.
+    windows: BTreeMap<(KeyId, OffsetDateTime), u32>,
 }
 
 #[path = "webhook_memory.rs"]
@@ -89,16 +93,7 @@ impl State {
         if self.has_id_or_hash(new) {
             return Err(InsertError::Duplicate);
         }
-        let active = self
-            .keys
-            .values()
-            .filter(|(k, _)| {
-                k.tenant_id == new.key.tenant_id
-                    && k.mode == new.key.mode
-                    && k.counts_for_key_limit(now)
-            })
-            .count();
-        if active >= max_active as usize {
+        if self.counting_keys(&new.key.tenant_id, new.key.mode, now) >= max_active as usize {
             return Err(InsertError::LimitReached);
         }
         self.keys.insert(new.key.id, (new.key.clone(), new.hash));
@@ -106,11 +101,22 @@ impl State {
         Ok(())
     }
 
+    /// The keys of `tenant` and `mode` that count for the key limit at `now`.
+    fn counting_keys(&self, tenant: &TenantId, mode: Mode, now: OffsetDateTime) -> usize {
+        self.keys
+            .values()
+            .filter(|(k, _)| {
+                k.tenant_id == *tenant && k.mode == mode && k.counts_for_key_limit(now)
+            })
+            .count()
+    }
+
     fn rotate(
         &mut self,
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &KeyEvent,
         created: &KeyEvent,
     ) -> Result<(), RotateRepoError> {
@@ -127,6 +133,13 @@ impl State {
         }
         if self.has_id_or_hash(successor) {
             return Err(RotateRepoError::Duplicate);
+        }
+        // The old key keeps counting through its grace period and the
+        // successor adds one (ApiKeyRepository::rotate).
+        if revokes_at > now
+            && self.counting_keys(tenant, successor.key.mode, now) >= max_active as usize
+        {
+            return Err(RotateRepoError::LimitReached);
         }
         let stored = self
             .tenant_key_mut(tenant, old)
@@ -265,6 +278,17 @@ impl InMemoryStore {
             .collect()
     }
 
+    /// Key `id` as stored now, whatever its tenant (a test's look behind
+    /// the ports, such as at credits spent).
+    pub fn stored_key(&self, id: &KeyId) -> Option<ApiKey> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys
+            .get(id)
+            .map(|(k, _)| k.clone())
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, State>, RepositoryError> {
         if self.unavailable.load(Ordering::SeqCst) {
             return Err(RepositoryError::unavailable(
@@ -337,13 +361,16 @@ impl ApiKeyRepository for InMemoryStore {
             .map(|(k, _)| k.clone()))
     }
 
-    fn find_by_hashes(&self, hashes: &[KeyHash]) -> Result<Vec<ApiKey>, RepositoryError> {
+    fn find_by_hashes(
+        &self,
+        hashes: &[KeyHash],
+    ) -> Result<Vec<(KeyHash, ApiKey)>, RepositoryError> {
         let state = self.lock()?;
         Ok(state
             .keys
             .values()
             .filter(|(_, h)| hashes.contains(h))
-            .map(|(k, _)| k.clone())
+            .map(|(k, h)| (*h, k.clone()))
             .collect())
     }
 
@@ -408,7 +435,7 @@ impl ApiKeyRepository for InMemoryStore {
         {
             return Err(UpdateRepoError::LastFullAccessKey);
         }
-        let updated = changes.apply(&key);
+        let updated = changes.apply(&key, now);
         state
             .keys
             .entry(*id)
@@ -440,12 +467,13 @@ impl ApiKeyRepository for InMemoryStore {
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &KeyEvent,
         created: &KeyEvent,
     ) -> Result<(), RotateRepoError> {
         answer_fault!(self, Rotate);
         self.lock()?
-            .rotate(old, successor, revokes_at, rotated, created)
+            .rotate(old, successor, revokes_at, max_active, rotated, created)
     }
 
     fn record_uses(&self, uses: &[KeyUse]) -> Result<usize, RepositoryError> {
@@ -511,12 +539,13 @@ impl IdempotencyRepository for InMemoryStore {
         old: &KeyId,
         successor: &NewKey,
         revokes_at: OffsetDateTime,
+        max_active: u32,
         rotated: &KeyEvent,
         created: &KeyEvent,
         record: &IdempotencyRecord,
     ) -> Result<(), RecordedWriteError<RotateRepoError>> {
         self.write_recorded(record, |state| {
-            state.rotate(old, successor, revokes_at, rotated, created)
+            state.rotate(old, successor, revokes_at, max_active, rotated, created)
         })
     }
 
@@ -605,5 +634,86 @@ impl EventRepository for InMemoryStore {
             .take(limit as usize)
             .cloned()
             .collect())
+    }
+}
+
+impl UsageBudget for InMemoryStore {
+    fn take_window_share(
+        &self,
+        key: &KeyId,
+        window_start: OffsetDateTime,
+        limit: u32,
+        want: u32,
+    ) -> Result<WindowShare, RepositoryError> {
+        let mut state = self.lock()?;
+        let used = state.windows.entry((*key, window_start)).or_insert(0);
+        let granted = want.min(limit.saturating_sub(*used));
+        *used += granted;
+        Ok(WindowShare {
+            granted,
+            used: *used,
+        })
+    }
+
+    fn return_window_share(
+        &self,
+        key: &KeyId,
+        window_start: OffsetDateTime,
+        amount: u32,
+    ) -> Result<(), RepositoryError> {
+        let mut state = self.lock()?;
+        if let Some(used) = state.windows.get_mut(&(*key, window_start)) {
+            *used = used.saturating_sub(amount);
+        }
+        Ok(())
+    }
+
+    fn take_credits(
+        &self,
+        key: &KeyId,
+        want: u64,
+        refill: Option<RefillDue>,
+    ) -> Result<Option<CreditShare>, RepositoryError> {
+        let mut state = self.lock()?;
+        let Some((stored, _)) = state.keys.get_mut(key) else {
+            return Ok(None);
+        };
+        let limits = &mut stored.limits;
+        let Some(credits) = limits.credits else {
+            return Ok(None);
+        };
+        let mut since = limits.credits_since.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let mut remaining = credits.remaining();
+        if let Some(due) = refill.filter(|due| since < due.at) {
+            remaining = due.amount;
+            since = due.at;
+        }
+        let granted = want.min(remaining);
+        remaining -= granted;
+        limits.credits = Some(credits.with_remaining(remaining));
+        limits.credits_since = Some(since);
+        Ok(Some(CreditShare {
+            granted,
+            remaining,
+            period: since,
+        }))
+    }
+
+    fn return_credits(
+        &self,
+        key: &KeyId,
+        period: OffsetDateTime,
+        amount: u64,
+    ) -> Result<(), RepositoryError> {
+        let mut state = self.lock()?;
+        if let Some((stored, _)) = state.keys.get_mut(key) {
+            let limits = &mut stored.limits;
+            if let (Some(credits), Some(since)) = (limits.credits, limits.credits_since) {
+                if since == period {
+                    limits.credits = Some(credits.with_remaining(credits.remaining() + amount));
+                }
+            }
+        }
+        Ok(())
     }
 }

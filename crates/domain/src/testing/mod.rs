@@ -10,6 +10,7 @@ mod fixtures;
 pub mod idempotency_contract;
 mod memory;
 mod secrets;
+pub mod usage_contract;
 
 pub use clock::TestClock;
 pub use fixtures::{well_formed_key, ApiKeyBuilder};

@@ -130,6 +130,11 @@ impl Harness {
     }
 
     /// Every stored event, oldest first.
+    /// The limits of key `id` as the store holds them now.
+    pub fn stored_limits(&self, id: domain::KeyId) -> domain::UsageLimits {
+        self.store.stored_key(&id).expect("stored key").limits
+    }
+
     pub fn events(&self) -> Vec<KeyEvent> {
         self.store
             .stored_events()
@@ -160,6 +165,7 @@ pub fn request(
         mode,
         scopes,
         expires_in,
+        limits: Default::default(),
     }
 }
 

@@ -43,7 +43,7 @@ use serve::Documents;
 #[openapi(
     info(
         title = "apikeys",
-        description = "Create, list, update, revoke, rotate and verify a tenant's API keys. Every `/v1` request but `POST /v1/leaked-keys` needs the `X-Tenant-ID` header (a parameter of each operation), and `Authorization: Bearer <secret key>` except `POST /v1/api-keys/verify`, whose body carries the key to check; `POST /v1/leaked-keys` (reporting leaked keys) needs neither. Every response carries `X-Request-ID`. Every error is `{\"error\": {\"code\", \"message\", \"param\"?, \"request_id\"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.",
+        description = "Create, list, update, revoke, rotate and verify a tenant's API keys. Every `/v1` request but `POST /v1/leaked-keys` and `POST /v1/secret-scanning/github` needs the `X-Tenant-ID` header (a parameter of each operation), and `Authorization: Bearer <secret key>` except `POST /v1/api-keys/verify`, whose body carries the key to check; `POST /v1/leaked-keys` (reporting leaked keys) needs neither, nor does `POST /v1/secret-scanning/github` (GitHub's signed reports). Every response carries `X-Request-ID`. Every error is `{\"error\": {\"code\", \"message\", \"param\"?, \"request_id\"}}`; the codes are the `ErrorCode` schema, and any route answers 404 `not_found` for an unknown path and 405 `method_not_allowed` for a wrong method.",
     ),
     components(schemas(
         ErrorBody,
@@ -64,6 +64,9 @@ use serve::Documents;
         crate::verify::VerifyCode,
         crate::leaks::LeakedKeysRequest,
         crate::leaks::LeakReportAccepted,
+        crate::secret_scanning::GithubFoundToken,
+        crate::secret_scanning::GithubTokenVerdict,
+        crate::secret_scanning::TokenLabel,
         crate::audit::EventObject,
         crate::audit::ActorObject,
         crate::audit::EventList,
@@ -94,6 +97,7 @@ use serve::Documents;
         (name = "api-keys", description = "Managing a tenant's API keys (secret key with `*` required)."),
         (name = "api-key-verification", description = "Checking a key presented to another service: the key is in the body, no `Authorization`."),
         (name = "leaked-keys", description = "Reporting keys found where they should not be: no `Authorization`, no `X-Tenant-ID`; every active secret key reported is revoked."),
+        (name = "secret-scanning", description = "GitHub's secret scanning partner program reports keys found in public code: no `Authorization`, the body is signed by GitHub; every active secret key found is revoked. 404 unless the service has GitHub's public keys."),
         (name = "audit-events", description = "The tenant's key events, newest first (secret key with `*` or `audit-logs:read`)."),
         (name = "webhooks", description = "Webhook endpoints of key events, their signing secrets and deliveries (docs/webhooks.md); secret key with `*`, or `webhooks:read` / `webhooks:write`."),
         (name = "health", description = "Probes and this document; no key needed."),
@@ -458,7 +462,8 @@ mod tests {
             schemas["UpdateKeyRequest"]["anyOf"],
             serde_json::json!([
                 {"$ref": "#/components/schemas/UpdateKeyName"},
-                {"$ref": "#/components/schemas/UpdateKeyScopes"}
+                {"$ref": "#/components/schemas/UpdateKeyScopes"},
+                {"$ref": "#/components/schemas/UpdateKeyLimits"}
             ])
         );
         assert_eq!(
@@ -484,12 +489,14 @@ mod tests {
                     .any(|p| {
                         p["name"] == "X-Tenant-ID" && p["in"] == "header" && p["required"] == true
                     });
-                let expected = path.starts_with("/v1/") && path != "/v1/leaked-keys";
+                let expected = path.starts_with("/v1/")
+                    && path != "/v1/leaked-keys"
+                    && path != "/v1/secret-scanning/github";
                 assert_eq!(has_header, expected, "{path}");
                 checked += 1;
             }
         }
-        assert_eq!(checked, 21);
+        assert_eq!(checked, 22);
     }
 
     #[test]

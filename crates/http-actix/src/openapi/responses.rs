@@ -51,8 +51,13 @@ fn too_many_failures() -> (u16, Response) {
     (
         429,
         error_row(
-            "`too_many_requests`: too many failed authentications from this address (docs/api.md, \"Abuse limits\").",
-            &[("Retry-After", "Seconds until the address is admitted again.")],
+            "`too_many_requests`: too many failed authentications from this address (docs/api.md, \"Abuse limits\"). `rate_limited`: the key's rate limit is used up in this window; `usage_exceeded`: its credits are used up (docs/api.md, \"Limiting a key's use\").",
+            &[
+                ("Retry-After", "Seconds until the address is admitted again, the next window starts, or the credits are refilled (absent without a refill)."),
+                ("RateLimit-Limit", "For a key with a rate limit or credits: its limit per window (else its refill amount)."),
+                ("RateLimit-Remaining", "For a limited key: what is left."),
+                ("RateLimit-Reset", "For a limited key: seconds until the window ends (else until the next refill)."),
+            ],
         ),
     )
 }

@@ -127,6 +127,7 @@ impl Fx {
                     mode: Some(mode),
                     scopes: Scopes::parse(scopes.iter().copied()).unwrap(),
                     expires_in: expires_in.map(|e| ExpiresIn::parse(e).unwrap()),
+                    limits: Default::default(),
                 },
             )
             .unwrap();

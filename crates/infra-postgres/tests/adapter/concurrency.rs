@@ -72,7 +72,14 @@ fn of_sixteen_concurrent_rotations_of_one_key_exactly_one_succeeds() {
         let old_id = old.key.id;
         race(16, move |i| {
             let (successor, (rotated, created)) = &successors[i];
-            store.rotate(&old_id, successor, T0 + grace, rotated, created)
+            store.rotate(
+                &old_id,
+                successor,
+                T0 + grace,
+                domain::DEFAULT_MAX_ACTIVE_KEYS,
+                rotated,
+                created,
+            )
         })
     };
 
@@ -157,15 +164,7 @@ fn concurrent_creates_never_exceed_the_key_limit() {
     let f = Fixture::new();
     let tenant = f.stored_tenant(&store, "Acme");
     f.insert(&store, &f.key(&tenant));
-    let keys: Arc<Vec<_>> = Arc::new(
-        (0..16)
-            .map(|_| {
-                let key = f.key(&tenant);
-                let event = f.created_event(&key.key, T0);
-                (key, event)
-            })
-            .collect(),
-    );
+    let keys: Arc<Vec<_>> = new_keys(&f, &tenant, 16);
 
     // When 16 threads create a key at once
     let results = {
@@ -183,6 +182,65 @@ fn concurrent_creates_never_exceed_the_key_limit() {
         .iter()
         .filter(|r| r.is_err())
         .all(|r| matches!(r, Err(InsertError::LimitReached))));
+    assert_eq!(stored_keys(&store, &tenant), 5);
+}
+
+#[test]
+fn concurrent_rotations_and_creates_never_exceed_the_key_limit() {
+    // Given a tenant with 8 keys and a limit of 12
+    let db = TestDatabase::new();
+    let store = pool_for(&db, 16);
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(&store, "Acme");
+    let grace = time::Duration::hours(1);
+    let olds: Vec<_> = (0..8).map(|_| f.key(&tenant)).collect();
+    for old in &olds {
+        f.insert(&store, old);
+    }
+    let rotations: Arc<Vec<_>> = Arc::new(
+        olds.iter()
+            .map(|old| {
+                let successor = f.key(&tenant);
+                let events = f.rotated_events(&old.key, &successor.key, grace, T0);
+                (old.key.id, successor, events)
+            })
+            .collect(),
+    );
+    let creations: Arc<Vec<_>> = new_keys(&f, &tenant, 8);
+
+    // When 8 threads rotate a key each (with a grace period, so the old key
+    // keeps counting) while 8 create a key, at once
+    let results = {
+        let (store, rotations, creations) = (store.clone(), rotations.clone(), creations.clone());
+        race(16, move |i| {
+            if i < 8 {
+                let (old, successor, (rotated, created)) = &rotations[i];
+                store
+                    .rotate(old, successor, T0 + grace, 12, rotated, created)
+                    .map_err(|e| format!("{e:?}"))
+            } else {
+                let (key, event) = &creations[i - 8];
+                store.insert(key, 12, event).map_err(|e| format!("{e:?}"))
+            }
+        })
+    };
+
+    // Then exactly 4 fit, the others are refused for the limit, and 12 keys
+    // count
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        4,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .all(|e| e == "LimitReached"));
+    assert_eq!(stored_keys(&store, &tenant), 12);
+}
+
+/// How many keys `tenant` has, revoked ones included (at most 100).
+fn stored_keys(store: &PgStore, tenant: &domain::Tenant) -> usize {
     let page = store
         .list(
             &tenant.id,
@@ -196,5 +254,22 @@ fn concurrent_creates_never_exceed_the_key_limit() {
             },
         )
         .expect("list");
-    assert_eq!(page.keys.len(), 5);
+    page.keys.len()
+}
+
+/// `n` new keys of `tenant`, each with its `api_key.created` event at T0.
+fn new_keys(
+    f: &Fixture,
+    tenant: &domain::Tenant,
+    n: usize,
+) -> Arc<Vec<(domain::NewKey, domain::KeyEvent)>> {
+    Arc::new(
+        (0..n)
+            .map(|_| {
+                let key = f.key(tenant);
+                let event = f.created_event(&key.key, T0);
+                (key, event)
+            })
+            .collect(),
+    )
 }

@@ -210,12 +210,14 @@ fn an_update_revoke_or_rotation_waiting_on_its_actors_revocation_is_refused() {
     let grace = time::Duration::hours(1);
     let (rotated, created) = f.rotated_events(&s3.target, &successor.key, grace, T0);
     let (rotated, created) = (by_key(&s3.actor, rotated), by_key(&s3.actor, created));
-    let result = {
-        let (store, target, successor) = (store.clone(), s3.target.clone(), successor.clone());
-        with_revocation_committing_meanwhile(&db, &s3.actor, move || {
-            store.rotate(&target.id, &successor, T0 + grace, &rotated, &created)
-        })
-    };
+    let rotation = rotation_of(
+        &store,
+        &s3.target,
+        &successor,
+        T0 + grace,
+        [rotated, created],
+    );
+    let result = with_revocation_committing_meanwhile(&db, &s3.actor, rotation);
     assert!(
         matches!(
             result,
@@ -275,10 +277,13 @@ fn a_rotation_waiting_on_a_rename_and_rescope_copies_them() {
         .bind::<diesel::sql_types::Text, _>(s.target.id.to_string())
         .execute(&mut admin)
         .expect("rename and narrow the target");
-    let rotation = {
-        let (store, target, successor) = (store.clone(), s.target.clone(), successor.clone());
-        thread::spawn(move || store.rotate(&target.id, &successor, T0 + grace, &rotated, &created))
-    };
+    let rotation = thread::spawn(rotation_of(
+        &store,
+        &s.target,
+        &successor,
+        T0 + grace,
+        [rotated, created],
+    ));
     thread::sleep(Duration::from_millis(300));
     admin.batch_execute("COMMIT").expect("commit");
     let result = rotation.join().expect("rotation thread");
@@ -361,7 +366,14 @@ fn a_write_by_a_key_being_revoked_never_commits_after_the_revocation() {
                         }
                     }
                     Write::Rotate => {
-                        match store.rotate(&target.id, &new, T0 + grace, &events[0], &events[1]) {
+                        match store.rotate(
+                            &target.id,
+                            &new,
+                            T0 + grace,
+                            domain::DEFAULT_MAX_ACTIVE_KEYS,
+                            &events[0],
+                            &events[1],
+                        ) {
                             Ok(()) => false,
                             Err(RotateRepoError::ActorRefused(ActorRefusal::Revoked)) => true,
                             Err(other) => panic!("rotate: {other:?}"),
@@ -441,7 +453,14 @@ fn of_sixteen_concurrent_rotations_one_writes_its_two_events() {
             thread::spawn(move || {
                 barrier.wait();
                 let (successor, rotated, created) = &attempts[i];
-                store.rotate(&old, successor, T0 + grace, rotated, created)
+                store.rotate(
+                    &old,
+                    successor,
+                    T0 + grace,
+                    domain::DEFAULT_MAX_ACTIVE_KEYS,
+                    rotated,
+                    created,
+                )
             })
         })
         .collect();
@@ -553,7 +572,14 @@ fn two_keys_rotating_each_other_at_once_never_deadlock() {
                 let (store, barrier) = (store.clone(), barrier.clone());
                 thread::spawn(move || {
                     barrier.wait();
-                    store.rotate(&old, &successor, T0 + grace, &rotated, &created)
+                    store.rotate(
+                        &old,
+                        &successor,
+                        T0 + grace,
+                        domain::DEFAULT_MAX_ACTIVE_KEYS,
+                        &rotated,
+                        &created,
+                    )
                 })
             })
             .collect();
@@ -562,4 +588,18 @@ fn two_keys_rotating_each_other_at_once_never_deadlock() {
             assert!(result.is_ok(), "round {round}: {result:?}");
         }
     }
+}
+
+/// A rotation of `old` into `successor`, to run on another thread, under
+/// the service's default key limit (which these tests never reach).
+fn rotation_of<S: domain::ApiKeyRepository + Clone + Send + 'static>(
+    store: &S,
+    old: &domain::ApiKey,
+    successor: &domain::NewKey,
+    revokes_at: time::OffsetDateTime,
+    [rotated, created]: [domain::KeyEvent; 2],
+) -> impl FnOnce() -> Result<(), RotateRepoError> + Send + 'static {
+    let (store, old, successor) = (store.clone(), old.id, successor.clone());
+    let limit = domain::DEFAULT_MAX_ACTIVE_KEYS;
+    move || store.rotate(&old, &successor, revokes_at, limit, &rotated, &created)
 }

@@ -134,7 +134,7 @@ fn every_call_is_unavailable_within_the_timeout_when_nothing_listens() {
             "rotate",
             Box::new(|| {
                 matches!(
-                    store.rotate(&key.key.id, &key, T0, &rotated, &successor_created),
+                    store.rotate(&key.key.id, &key, T0, domain::DEFAULT_MAX_ACTIVE_KEYS, &rotated, &successor_created),
                     Err(RotateRepoError::Repository(e)) if unavailable(&e)
                 )
             }),

@@ -88,6 +88,8 @@ fn migrations_go_up_down_and_up_again() {
     assert!(migrated.contains("api_keys_hash_key"), "{migrated}");
     assert!(migrated.contains("key_events_tenant_id_fkey"), "{migrated}");
     assert!(migrated.contains("key_events_xact_id_idx"), "{migrated}");
+    assert!(migrated.contains("usage_windows_pkey"), "{migrated}");
+    assert!(migrated.contains("api_keys_credits_whole"), "{migrated}");
     assert!(
         migrated.contains("idempotency_records_tenant_id_fkey"),
         "{migrated}"

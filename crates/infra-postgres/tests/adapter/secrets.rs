@@ -48,6 +48,7 @@ impl Maker {
             expires_at: None,
             revokes_at: None,
             replaced_by: None,
+            limits: Default::default(),
         };
         let new = NewKey {
             hash: self.hash_key.hash(&secret),

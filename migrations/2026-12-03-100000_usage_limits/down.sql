@@ -1,0 +1,11 @@
+DROP TABLE usage_windows;
+ALTER TABLE api_keys
+    DROP CONSTRAINT api_keys_credits_whole,
+    DROP CONSTRAINT api_keys_credits_refill_whole,
+    DROP CONSTRAINT api_keys_rate_limit_whole,
+    DROP COLUMN credits_since,
+    DROP COLUMN credits_refill_interval,
+    DROP COLUMN credits_refill_amount,
+    DROP COLUMN credits_remaining,
+    DROP COLUMN rate_window_seconds,
+    DROP COLUMN rate_limit;
