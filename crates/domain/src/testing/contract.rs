@@ -130,6 +130,8 @@ impl Fixture {
             expires_at: None,
             revokes_at: None,
             replaced_by: None,
+            restrictions: Default::default(),
+            metadata: Default::default(),
         };
         NewKey {
             hash: self.hash_key.hash(&secret),
@@ -1320,6 +1322,7 @@ pub fn update_stores_its_updated_event(store: &impl Store) {
                         old: Scopes::full(),
                         new: scopes(&[Scope::UsersRead]),
                     }),
+                    ..FieldChanges::default()
                 },
             },
         }
@@ -1336,6 +1339,7 @@ pub fn update_stores_its_updated_event(store: &impl Store) {
                     old: scopes(&[Scope::UsersRead]),
                     new: scopes(&[Scope::UsersRead, Scope::UsersWrite]),
                 }),
+                ..FieldChanges::default()
             },
         }
     );
@@ -1605,6 +1609,7 @@ pub fn refused_updates_store_no_event(store: &impl Store) {
             new: name("Renamed"),
         }),
         scopes: None,
+        ..FieldChanges::default()
     };
     assert!(matches!(
         f.update(store, &guard.key, &stale, T0),
@@ -2065,6 +2070,7 @@ pub fn update_refuses_stale_changes(store: &impl Store) {
             old: scopes(&[Scope::WebhooksRead]),
             new: narrow,
         }),
+        ..FieldChanges::default()
     };
     for changes in [&stale_name, &stale_name_valid_scopes, &stale_scopes] {
         assert!(
