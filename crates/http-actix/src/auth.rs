@@ -8,10 +8,11 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderMap, HeaderName, AUTHORIZATION};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use domain::{AuthError, Authenticator, Credentials, Principal};
+use domain::{ApiKey, AuthError, Authenticator, Credentials, Principal};
 
 use crate::blocking::{blocking_within, storage_wait};
 use crate::error::ApiError;
+use crate::key_use::check_request;
 use crate::metrics::{self, Via};
 use crate::rate_limit::{Client, FailureLimiter};
 
@@ -67,7 +68,12 @@ pub(crate) fn single_headers(headers: &HeaderMap) -> Result<(), ApiError> {
 ///    executor thread (a cache hit costs no thread hop), else
 ///    [`authenticate`](Authenticator::authenticate) on the blocking pool:
 ///    401 `invalid_api_key`, `api_key_revoked`, `api_key_expired`, 403
-///    `tenant_mismatch`, or 503 when storage is down.
+///    `tenant_mismatch`, or 503 when storage is down;
+/// 6. the key's restrictions (docs/api.md, "Restricting a key"): the client
+///    address (the peer, or `X-Forwarded-For` from a proxy the registered
+///    [`FailureLimiter`] trusts) inside `allowed_ips`, else 403
+///    `ip_not_allowed`; for a publishable key, `Origin` (or `Referer`)
+///    matching `allowed_origins`, else 403 `origin_not_allowed`.
 ///
 /// Recording the key's use is the authenticator's business, not the
 /// extractor's.
@@ -275,7 +281,8 @@ impl FromRequest for Authenticated {
                 if let Some(verdict) = authenticator.authenticate_cached(&credentials) {
                     return AuthFuture::ready(judged(
                         verdict
-                            .map(|key| Authenticated(Principal::of(&key)))
+                            .and_then(|key| usable(req, &key))
+                            .map(Authenticated)
                             .map_err(refused),
                     ));
                 }
@@ -289,12 +296,22 @@ impl FromRequest for Authenticated {
             let outcome = blocking_within(wait, move || authenticator.authenticate(&credentials))
                 .await
                 .and_then(|verdict| {
-                    verdict.map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))
+                    verdict
+                        .and_then(|key| usable(&req, &key))
+                        .map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))
                 });
-            let key = judged(outcome)?;
-            Ok(remember(&req, Principal::of(&key)))
+            let principal = judged(outcome)?;
+            Ok(remember(&req, principal))
         }))
     }
+}
+
+/// The caller of an authenticated `key`, if the key may be used from where
+/// `req` comes from ([`crate::key_use::check_request`]): after the checks
+/// of authentication, before any scope.
+fn usable(req: &HttpRequest, key: &ApiKey) -> Result<Principal, AuthError> {
+    check_request(req, key)?;
+    Ok(Principal::of(key))
 }
 
 /// Says once per process, as an error, how to register the authenticator:

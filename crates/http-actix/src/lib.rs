@@ -37,6 +37,7 @@ pub mod dto;
 mod error;
 mod handlers;
 mod idempotency;
+mod key_use;
 mod leaks;
 pub mod metrics;
 #[cfg(feature = "openapi")]
