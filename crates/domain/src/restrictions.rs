@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use thiserror::Error;
@@ -53,7 +54,11 @@ pub enum UseRefusal {
 /// a /32 or /128, an IPv4-mapped IPv6 block is its IPv4 block), duplicates
 /// dropped, in the order given.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AllowedIps {
+pub struct AllowedIps(Arc<Blocks>);
+
+/// Shared: a key is cloned into caches and events, its blocks need not be.
+#[derive(PartialEq, Eq)]
+struct Blocks {
     blocks: Vec<IpNet>,
     // Both derived from `blocks` once: merged, sorted and disjoint, so a
     // lookup is a binary search whatever the number of blocks.
@@ -105,31 +110,31 @@ impl AllowedIps {
         v4.sort_unstable_by_key(Ipv4Net::network);
         let mut v6 = Ipv6Net::aggregate(&v6);
         v6.sort_unstable_by_key(Ipv6Net::network);
-        Ok(AllowedIps {
+        Ok(AllowedIps(Arc::new(Blocks {
             blocks: normalized,
             v4,
             v6,
-        })
+        })))
     }
 
     /// The blocks, normalized, in the order given.
     pub fn blocks(&self) -> &[IpNet] {
-        &self.blocks
+        &self.0.blocks
     }
 
     /// Whether `ip` is inside one of the blocks. An IPv4-mapped IPv6 address
     /// (`::ffff:203.0.113.7`) is its IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match ip.to_canonical() {
-            IpAddr::V4(ip) => within(&self.v4, ip, Ipv4Net::network, |n, a| n.contains(a)),
-            IpAddr::V6(ip) => within(&self.v6, ip, Ipv6Net::network, |n, a| n.contains(a)),
+            IpAddr::V4(ip) => within(&self.0.v4, ip, Ipv4Net::network, |n, a| n.contains(a)),
+            IpAddr::V6(ip) => within(&self.0.v6, ip, Ipv6Net::network, |n, a| n.contains(a)),
         }
     }
 }
 
 impl fmt::Debug for AllowedIps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(&self.blocks).finish()
+        f.debug_list().entries(self.blocks()).finish()
     }
 }
 

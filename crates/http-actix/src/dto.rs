@@ -4,8 +4,10 @@
 
 use std::fmt;
 
-use domain::{ApiKey, CreatedKey, KeyView, RotatedKey};
-use serde::{Deserialize, Serialize};
+use domain::{
+    AllowedIps, AllowedOrigin, AllowedOrigins, ApiKey, CreatedKey, KeyView, Metadata, RotatedKey,
+};
+use serde::{Deserialize, Serialize, Serializer};
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
@@ -19,7 +21,8 @@ use utoipa::{PartialSchema, ToSchema};
 #[cfg(feature = "openapi")]
 #[allow(unused_imports, reason = "named by the `value_type`s of the schemas")]
 use crate::openapi::schemas::{
-    ExpiresInSchema, FullKey, GracePeriodSchema, KeyId, KeyName, KeyNameInput, Scope, ScopeList,
+    AllowedIpsList, AllowedOriginsList, ExpiresInSchema, FullKey, GracePeriodSchema, KeyId,
+    KeyName, KeyNameInput, MetadataObject, MetadataPatchObject, Scope, ScopeList,
 };
 use crate::redact::REDACTED;
 
@@ -111,6 +114,45 @@ pub struct KeyObject {
     /// When a scheduled revocation takes effect, or null.
     #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub revokes_at: Option<String>,
+    /// CIDR blocks the key may be used from, normalized; null: any address.
+    #[serde(serialize_with = "allowed_ips_out")]
+    #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<AllowedIpsList>))]
+    pub allowed_ips: Option<AllowedIps>,
+    /// Origins a publishable key may be used from; null: any origin.
+    #[serde(serialize_with = "allowed_origins_out")]
+    #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<AllowedOriginsList>))]
+    pub allowed_origins: Option<AllowedOrigins>,
+    /// String values under short keys; `{}` by default.
+    #[serde(serialize_with = "metadata_out")]
+    #[cfg_attr(feature = "openapi", schema(value_type = MetadataObject))]
+    pub metadata: Metadata,
+}
+
+/// `allowed_ips` as the API writes it: the blocks, or null.
+pub(crate) fn allowed_ips_out<S: Serializer>(
+    ips: &Option<AllowedIps>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match ips {
+        Some(ips) => s.collect_seq(ips.blocks().iter().map(ToString::to_string)),
+        None => s.serialize_none(),
+    }
+}
+
+/// `allowed_origins` as the API writes it: the origins, or null.
+pub(crate) fn allowed_origins_out<S: Serializer>(
+    origins: &Option<AllowedOrigins>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match origins {
+        Some(origins) => s.collect_seq(origins.iter().map(AllowedOrigin::as_str)),
+        None => s.serialize_none(),
+    }
+}
+
+/// `metadata` as the API writes it: an object of strings.
+pub(crate) fn metadata_out<S: Serializer>(metadata: &Metadata, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(metadata.iter())
 }
 
 impl From<&KeyView> for KeyObject {
@@ -130,6 +172,9 @@ impl From<&KeyView> for KeyObject {
             expires_at: opt_timestamp(key.expires_at),
             revoked: view.is_revoked(),
             revokes_at: opt_timestamp(key.revokes_at),
+            allowed_ips: key.restrictions.allowed_ips.clone(),
+            allowed_origins: key.restrictions.allowed_origins.clone(),
+            metadata: key.metadata.clone(),
         }
     }
 }
@@ -170,6 +215,15 @@ pub struct CreateKeyRequest {
     /// `live` or `test`; default: the caller's mode.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<ModeDto>))]
     pub mode: Option<String>,
+    /// CIDR blocks the key may be used from; default null (any address).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedIpsList>))]
+    pub allowed_ips: Option<Vec<String>>,
+    /// Publishable keys only: origins it may be used from; default null.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedOriginsList>))]
+    pub allowed_origins: Option<Vec<String>>,
+    /// String values under short keys; default `{}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<MetadataObject>))]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `PATCH /v1/api-keys/{id}` body: `name`, `scopes` or both, at least one
@@ -183,7 +237,8 @@ impl utoipa::PartialSchema for UpdateKeyRequest {
         AnyOfBuilder::new()
             .item(Ref::from_schema_name(UpdateKeyName::name()))
             .item(Ref::from_schema_name(UpdateKeyScopes::name()))
-            .description(Some("At least one of `name` and `scopes`, not `null`."))
+            .item(Ref::from_schema_name(UpdateKeyRestrictions::name()))
+            .description(Some("At least one of `name`, `scopes`, `allowed_ips`, `allowed_origins` and `metadata`, and `name` and `scopes` not `null`."))
             .into()
     }
 }
@@ -193,8 +248,13 @@ impl ToSchema for UpdateKeyRequest {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
         schemas.push((UpdateKeyName::name().into(), UpdateKeyName::schema()));
         schemas.push((UpdateKeyScopes::name().into(), UpdateKeyScopes::schema()));
+        schemas.push((
+            UpdateKeyRestrictions::name().into(),
+            UpdateKeyRestrictions::schema(),
+        ));
         <UpdateKeyName as ToSchema>::schemas(schemas);
         <UpdateKeyScopes as ToSchema>::schemas(schemas);
+        <UpdateKeyRestrictions as ToSchema>::schemas(schemas);
     }
 }
 
@@ -209,6 +269,15 @@ pub struct UpdateKeyName {
     /// New scopes (replace the old ones).
     #[cfg_attr(feature = "openapi", schema(value_type = Option<ScopeList>))]
     pub scopes: Option<Vec<String>>,
+    /// New `allowed_ips` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedIpsList>))]
+    pub allowed_ips: Option<Vec<String>>,
+    /// New `allowed_origins` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedOriginsList>))]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Metadata to merge: a key set to null is removed, others stay.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<MetadataPatchObject>))]
+    pub metadata: Option<std::collections::BTreeMap<String, Option<String>>>,
 }
 
 /// A `PATCH /v1/api-keys/{id}` body that re-scopes (and may rename).
@@ -222,6 +291,32 @@ pub struct UpdateKeyScopes {
     /// New scopes (replace the old ones).
     #[cfg_attr(feature = "openapi", schema(value_type = ScopeList))]
     pub scopes: Vec<String>,
+    /// New `allowed_ips` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedIpsList>))]
+    pub allowed_ips: Option<Vec<String>>,
+    /// New `allowed_origins` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedOriginsList>))]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Metadata to merge: a key set to null is removed, others stay.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<MetadataPatchObject>))]
+    pub metadata: Option<std::collections::BTreeMap<String, Option<String>>>,
+}
+
+/// A `PATCH /v1/api-keys/{id}` body that changes restrictions or metadata
+/// (at least one of them; `{}` is 400 `missing_parameter`).
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyRestrictions {
+    /// New `allowed_ips` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedIpsList>))]
+    pub allowed_ips: Option<Vec<String>>,
+    /// New `allowed_origins` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedOriginsList>))]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Metadata to merge: a key set to null is removed, others stay.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<MetadataPatchObject>))]
+    pub metadata: Option<std::collections::BTreeMap<String, Option<String>>>,
 }
 
 /// `POST /v1/api-keys/rotate` body.

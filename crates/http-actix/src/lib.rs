@@ -51,6 +51,7 @@ mod report_limits;
 mod request_context;
 mod request_id;
 pub mod request_limits;
+mod restriction_fields;
 mod route;
 mod route_table;
 mod routes;

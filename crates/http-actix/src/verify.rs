@@ -21,8 +21,8 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
-    check_use, ApiKey, AuthError, Authenticator, Credentials, KeyFormatError, KeyId, KeyType,
-    PlainKey, Scope, Scopes, TenantId,
+    check_use, AllowedIps, AllowedOrigins, ApiKey, AuthError, Authenticator, Credentials,
+    KeyFormatError, KeyId, KeyType, Metadata, PlainKey, Scope, Scopes, TenantId,
 };
 use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
@@ -203,6 +203,18 @@ pub struct VerifiedKey<'a> {
     #[serde(serialize_with = "as_timestamp")]
     #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime, value_type = Option<String>))]
     pub revokes_at: Option<OffsetDateTime>,
+    /// CIDR blocks the key may be used from; null: any address.
+    #[serde(serialize_with = "crate::dto::allowed_ips_out")]
+    #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<crate::openapi::schemas::AllowedIpsList>))]
+    pub allowed_ips: &'a Option<AllowedIps>,
+    /// Origins a publishable key may be used from; null: any origin.
+    #[serde(serialize_with = "crate::dto::allowed_origins_out")]
+    #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<crate::openapi::schemas::AllowedOriginsList>))]
+    pub allowed_origins: &'a Option<AllowedOrigins>,
+    /// The key's metadata, to know whom it belongs to without another lookup.
+    #[serde(serialize_with = "crate::dto::metadata_out")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::schemas::MetadataObject))]
+    pub metadata: &'a Metadata,
 }
 
 /// Writes a time as every timestamp of the API is written, only when the
@@ -235,6 +247,9 @@ impl<'a> From<&'a ApiKey> for VerifiedKey<'a> {
             scopes: key.scopes,
             expires_at: key.expires_at,
             revokes_at: key.revokes_at,
+            allowed_ips: &key.restrictions.allowed_ips,
+            allowed_origins: &key.restrictions.allowed_origins,
+            metadata: &key.metadata,
         }
     }
 }
@@ -452,7 +467,7 @@ fn required_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<S
         responses(
             (status = 200, description = "The verdict: `valid` true with the key, or false with the reason in `code` (with the key and `missing_scopes` when only scopes are lacking).", body = VerifyKeyResponse,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
-            (status = 400, description = "`invalid_tenant_id` (checked before the body), `invalid_json`, `unknown_field`, `missing_parameter` (`key`), `invalid_parameter` (`key`, `scopes`, `type`), `duplicate_header` (`Authorization`, `X-Tenant-ID`; checked first).", body = ErrorBody,
+            (status = 400, description = "`invalid_tenant_id` (checked before the body), `invalid_json`, `unknown_field`, `missing_parameter` (`key`), `invalid_parameter` (`key`, `scopes`, `type`, `ip`), `duplicate_header` (`Authorization`, `X-Tenant-ID`; checked first).", body = ErrorBody,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
             (status = 405, description = "`method_not_allowed`.", body = ErrorBody,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
@@ -659,6 +674,8 @@ mod tests {
             expires_at: Some(datetime!(2025-01-09 09:00:00 UTC)),
             revokes_at: None,
             replaced_by: None,
+            restrictions: Default::default(),
+            metadata: Default::default(),
         })
     }
 
@@ -677,7 +694,7 @@ mod tests {
         assert_eq!(first, fresh);
         assert_eq!(
             std::str::from_utf8(&first).unwrap_or_default(),
-            r#"{"valid":true,"code":"valid","key":{"id":"key_01HABCDEF0123456789ABCDEFG","tenant_id":"tnt_01HABCDEF0123456789ABCDEFG","name":"Worker","type":"secret","mode":"live","scopes":["users:read"],"expires_at":"2025-01-09T09:00:00Z","revokes_at":null}}"#
+            r#"{"valid":true,"code":"valid","key":{"id":"key_01HABCDEF0123456789ABCDEFG","tenant_id":"tnt_01HABCDEF0123456789ABCDEFG","name":"Worker","type":"secret","mode":"live","scopes":["users:read"],"expires_at":"2025-01-09T09:00:00Z","revokes_at":null,"allowed_ips":null,"allowed_origins":null,"metadata":{}}}"#
         );
         let again = valid_body(&worker);
         assert_eq!(
@@ -994,7 +1011,7 @@ mod properties {
             let fast = read_borrowed(text.as_bytes());
             assert!(fast.is_some(), "{text}");
         }
-        let Some(Ok((_, scopes, key_type))) = read_borrowed(
+        let Some(Ok((_, scopes, key_type, _))) = read_borrowed(
             br#"{"key":"nope","scopes":["users:read","*","users:read"],"type":"secret"}"#,
         ) else {
             panic!("a body the fast path reads");

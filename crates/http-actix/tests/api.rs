@@ -13,7 +13,7 @@ use http_actix::app;
 use serde_json::{json, Value};
 use time::Duration;
 
-const KEY_FIELDS: [&str; 12] = [
+const KEY_FIELDS: [&str; 15] = [
     "id",
     "name",
     "type",
@@ -26,6 +26,9 @@ const KEY_FIELDS: [&str; 12] = [
     "expires_at",
     "revoked",
     "revokes_at",
+    "allowed_ips",
+    "allowed_origins",
+    "metadata",
 ];
 
 const CREATED_FIELDS: [&str; 10] = [

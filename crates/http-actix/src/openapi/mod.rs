@@ -449,7 +449,8 @@ mod tests {
             schemas["UpdateKeyRequest"]["anyOf"],
             serde_json::json!([
                 {"$ref": "#/components/schemas/UpdateKeyName"},
-                {"$ref": "#/components/schemas/UpdateKeyScopes"}
+                {"$ref": "#/components/schemas/UpdateKeyScopes"},
+                {"$ref": "#/components/schemas/UpdateKeyRestrictions"}
             ])
         );
         assert_eq!(
@@ -460,6 +461,7 @@ mod tests {
             schemas["UpdateKeyScopes"]["required"],
             serde_json::json!(["scopes"])
         );
+        assert_eq!(schemas["UpdateKeyRestrictions"]["required"], Value::Null);
     }
 
     #[test]

@@ -127,6 +127,8 @@ impl Fx {
                     mode: Some(mode),
                     scopes: Scopes::parse(scopes.iter().copied()).unwrap(),
                     expires_in: expires_in.map(|e| ExpiresIn::parse(e).unwrap()),
+                    restrictions: Default::default(),
+                    metadata: Default::default(),
                 },
             )
             .unwrap();
