@@ -33,7 +33,7 @@ const URI: &str = "/v1/api-keys/verify";
 const TOP_VALID: [&str; 3] = ["valid", "code", "key"];
 const TOP_REFUSED: [&str; 2] = ["valid", "code"];
 const TOP_SCOPES: [&str; 4] = ["valid", "code", "key", "missing_scopes"];
-const KEY_FIELDS: [&str; 8] = [
+const KEY_FIELDS: [&str; 11] = [
     "id",
     "tenant_id",
     "name",
@@ -42,6 +42,9 @@ const KEY_FIELDS: [&str; 8] = [
     "scopes",
     "expires_at",
     "revokes_at",
+    "allowed_ips",
+    "allowed_origins",
+    "metadata",
 ];
 
 macro_rules! init {
@@ -203,6 +206,9 @@ async fn a_valid_key_is_answered_with_the_key_in_the_documented_field_order() {
                 "scopes": ["users:read", "sessions:read"],
                 "expires_at": "2024-04-09T09:00:00Z",
                 "revokes_at": null,
+                "allowed_ips": null,
+                "allowed_origins": null,
+                "metadata": {},
             },
         })
     );
@@ -231,6 +237,9 @@ async fn a_full_access_key_verifies_with_null_timestamps() {
             "scopes": ["*"],
             "expires_at": null,
             "revokes_at": null,
+            "allowed_ips": null,
+            "allowed_origins": null,
+            "metadata": {},
         })
     );
 }
@@ -502,6 +511,9 @@ async fn a_key_lacking_scopes_is_insufficient_scope_with_the_missing_ones_in_can
                 "scopes": ["users:read", "sessions:read"],
                 "expires_at": null,
                 "revokes_at": null,
+                "allowed_ips": null,
+                "allowed_origins": null,
+                "metadata": {},
             },
             "missing_scopes": ["users:write", "webhooks:write", "audit-logs:read"],
         })
@@ -984,6 +996,8 @@ fn the_openapi_document_describes_the_route_without_a_bearer_key() {
             "api_key_revoked",
             "api_key_expired",
             "tenant_mismatch",
+            "ip_not_allowed",
+            "origin_not_allowed",
             "key_type_mismatch",
             "insufficient_scope"
         ])
