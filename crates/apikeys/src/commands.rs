@@ -363,6 +363,8 @@ impl KeyCreateArgs {
             mode: Some(mode),
             scopes,
             expires_in,
+            restrictions: Default::default(),
+            metadata: Default::default(),
         };
         Ok((tenant, request))
     }

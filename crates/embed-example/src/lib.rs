@@ -124,6 +124,8 @@ pub fn create_publishable_key(
         mode: Some(Mode::Live),
         scopes: Scopes::full(),
         expires_in: None,
+        restrictions: Default::default(),
+        metadata: Default::default(),
     };
     service.create_key_for(&Origin::cli(), tenant, request)
 }
