@@ -32,6 +32,9 @@ fn create(name_: &str, key_type: KeyType) -> CreateKeyRequest {
         scopes: None,
         expires_in: None,
         mode: None,
+        allowed_ips: None,
+        allowed_origins: None,
+        metadata: None,
     }
 }
 
@@ -268,6 +271,8 @@ async fn verification_leak_reports_audit_events_and_readiness() {
             key: reader.key.expose().to_owned(),
             scopes: Some(vec![Scope::UsersRead]),
             type_: Some(KeyType::Secret),
+            ip: None,
+            origin: None,
         })
         .await
         .expect("verify");
@@ -279,6 +284,8 @@ async fn verification_leak_reports_audit_events_and_readiness() {
             key: reader.key.expose().to_owned(),
             scopes: Some(vec![Scope::UsersRead, Scope::WebhooksWrite]),
             type_: None,
+            ip: None,
+            origin: None,
         })
         .await
         .expect("verify");
@@ -290,6 +297,8 @@ async fn verification_leak_reports_audit_events_and_readiness() {
             key: reader.key.expose().to_owned(),
             scopes: None,
             type_: Some(KeyType::Publishable),
+            ip: None,
+            origin: None,
         })
         .await
         .expect("verify");
