@@ -80,6 +80,176 @@ pub mod types {
             value.parse()
         }
     }
+    ///CIDR blocks, IPv4 or IPv6; a bare address is a /32 or /128. Stored as each block's network, duplicates dropped (docs/api.md, "Restricting a key").
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(transparent)]
+    pub struct AllowedIpsList(pub ::std::vec::Vec<AllowedIpsListItem>);
+    impl ::std::ops::Deref for AllowedIpsList {
+        type Target = ::std::vec::Vec<AllowedIpsListItem>;
+        fn deref(&self) -> &::std::vec::Vec<AllowedIpsListItem> {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<AllowedIpsList> for ::std::vec::Vec<AllowedIpsListItem> {
+        fn from(value: AllowedIpsList) -> Self {
+            value.0
+        }
+    }
+    impl ::std::convert::From<::std::vec::Vec<AllowedIpsListItem>> for AllowedIpsList {
+        fn from(value: ::std::vec::Vec<AllowedIpsListItem>) -> Self {
+            Self(value)
+        }
+    }
+    ///`AllowedIpsListItem`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct AllowedIpsListItem(::std::string::String);
+    impl ::std::ops::Deref for AllowedIpsListItem {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<AllowedIpsListItem> for ::std::string::String {
+        fn from(value: AllowedIpsListItem) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for AllowedIpsListItem {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            { ::regress::Regex::new("^[0-9A-Fa-f.:]+(/[0-9]{1,3})?$").unwrap() });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^[0-9A-Fa-f.:]+(/[0-9]{1,3})?$\"".into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for AllowedIpsListItem {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for AllowedIpsListItem {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for AllowedIpsListItem {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///Publishable keys only. Origins `scheme://host[:port]`; a host `*.example.com` allows every subdomain of `example.com`, not `example.com` itself. Stored in lower case without the default port.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(transparent)]
+    pub struct AllowedOriginsList(pub ::std::vec::Vec<AllowedOriginsListItem>);
+    impl ::std::ops::Deref for AllowedOriginsList {
+        type Target = ::std::vec::Vec<AllowedOriginsListItem>;
+        fn deref(&self) -> &::std::vec::Vec<AllowedOriginsListItem> {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<AllowedOriginsList>
+    for ::std::vec::Vec<AllowedOriginsListItem> {
+        fn from(value: AllowedOriginsList) -> Self {
+            value.0
+        }
+    }
+    impl ::std::convert::From<::std::vec::Vec<AllowedOriginsListItem>>
+    for AllowedOriginsList {
+        fn from(value: ::std::vec::Vec<AllowedOriginsListItem>) -> Self {
+            Self(value)
+        }
+    }
+    ///`AllowedOriginsListItem`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct AllowedOriginsListItem(::std::string::String);
+    impl ::std::ops::Deref for AllowedOriginsListItem {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<AllowedOriginsListItem> for ::std::string::String {
+        fn from(value: AllowedOriginsListItem) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for AllowedOriginsListItem {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 255usize {
+                return Err("longer than 255 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+            {
+                ::regress::Regex::new(
+                        "^[A-Za-z][A-Za-z0-9+.-]*://(\\*\\.)?(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$",
+                    )
+                    .unwrap()
+            });
+            if PATTERN.find(value).is_none() {
+                return Err(
+                    "doesn't match pattern \"^[A-Za-z][A-Za-z0-9+.-]*://(\\*\\.)?(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$\""
+                        .into(),
+                );
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for AllowedOriginsListItem {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for AllowedOriginsListItem {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for AllowedOriginsListItem {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
     ///`POST /v1/webhook-endpoints` body (the document's schema).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
@@ -97,9 +267,15 @@ pub mod types {
     #[serde(deny_unknown_fields)]
     pub struct CreateKeyRequest {
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub allowed_ips: ::std::option::Option<AllowedIpsList>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub allowed_origins: ::std::option::Option<AllowedOriginsList>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub credits: ::std::option::Option<CreditsObject>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub expires_in: ::std::option::Option<ExpiresIn>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub metadata: ::std::option::Option<MetadataObject>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub mode: ::std::option::Option<Mode>,
         pub name: KeyNameInput,
@@ -660,6 +836,10 @@ for people.*/
         DuplicateHeader,
         #[serde(rename = "tenant_mismatch")]
         TenantMismatch,
+        #[serde(rename = "ip_not_allowed")]
+        IpNotAllowed,
+        #[serde(rename = "origin_not_allowed")]
+        OriginNotAllowed,
         #[serde(rename = "secret_key_required")]
         SecretKeyRequired,
         #[serde(rename = "key_type_mismatch")]
@@ -740,6 +920,8 @@ for people.*/
                 Self::InvalidTenantId => f.write_str("invalid_tenant_id"),
                 Self::DuplicateHeader => f.write_str("duplicate_header"),
                 Self::TenantMismatch => f.write_str("tenant_mismatch"),
+                Self::IpNotAllowed => f.write_str("ip_not_allowed"),
+                Self::OriginNotAllowed => f.write_str("origin_not_allowed"),
                 Self::SecretKeyRequired => f.write_str("secret_key_required"),
                 Self::KeyTypeMismatch => f.write_str("key_type_mismatch"),
                 Self::InsufficientScope => f.write_str("insufficient_scope"),
@@ -799,6 +981,8 @@ for people.*/
                 "invalid_tenant_id" => Ok(Self::InvalidTenantId),
                 "duplicate_header" => Ok(Self::DuplicateHeader),
                 "tenant_mismatch" => Ok(Self::TenantMismatch),
+                "ip_not_allowed" => Ok(Self::IpNotAllowed),
+                "origin_not_allowed" => Ok(Self::OriginNotAllowed),
                 "secret_key_required" => Ok(Self::SecretKeyRequired),
                 "key_type_mismatch" => Ok(Self::KeyTypeMismatch),
                 "insufficient_scope" => Ok(Self::InsufficientScope),
@@ -1619,6 +1803,10 @@ out.*/
     ///The API key object, without its value.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct KeyObject {
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub allowed_ips: ::std::option::Option<AllowedIpsList>,
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub allowed_origins: ::std::option::Option<AllowedOriginsList>,
         ///Creation time.
         pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
@@ -1634,6 +1822,7 @@ out.*/
         pub last_used_at: ::std::option::Option<
             ::chrono::DateTime<::chrono::offset::Utc>,
         >,
+        pub metadata: MetadataObject,
         pub mode: Mode,
         pub name: KeyName,
         ///The key's first 12 characters.
@@ -1848,6 +2037,196 @@ amount (without a refill: its remaining credits).*/
         pub remaining: i64,
         ///Seconds until the window ends (else until the next refill; 0: none).
         pub reset: i64,
+    }
+    ///At most 20 entries; keys 1-40 characters of `A-Za-z0-9_.-`; string values of at most 500 characters.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(transparent)]
+    pub struct MetadataObject(
+        pub ::std::collections::HashMap<::std::string::String, MetadataObjectValue>,
+    );
+    impl ::std::ops::Deref for MetadataObject {
+        type Target = ::std::collections::HashMap<
+            ::std::string::String,
+            MetadataObjectValue,
+        >;
+        fn deref(
+            &self,
+        ) -> &::std::collections::HashMap<::std::string::String, MetadataObjectValue> {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<MetadataObject>
+    for ::std::collections::HashMap<::std::string::String, MetadataObjectValue> {
+        fn from(value: MetadataObject) -> Self {
+            value.0
+        }
+    }
+    impl ::std::convert::From<
+        ::std::collections::HashMap<::std::string::String, MetadataObjectValue>,
+    > for MetadataObject {
+        fn from(
+            value: ::std::collections::HashMap<
+                ::std::string::String,
+                MetadataObjectValue,
+            >,
+        ) -> Self {
+            Self(value)
+        }
+    }
+    ///`MetadataObjectValue`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct MetadataObjectValue(::std::string::String);
+    impl ::std::ops::Deref for MetadataObjectValue {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<MetadataObjectValue> for ::std::string::String {
+        fn from(value: MetadataObjectValue) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for MetadataObjectValue {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 500usize {
+                return Err("longer than 500 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for MetadataObjectValue {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for MetadataObjectValue {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for MetadataObjectValue {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+    ///Merged into the key's metadata: each key given is set, a key given null is removed, others stay. At most 20 entries after the merge.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(transparent)]
+    pub struct MetadataPatchObject(
+        pub ::std::collections::HashMap<
+            ::std::string::String,
+            ::std::option::Option<MetadataPatchObjectValue>,
+        >,
+    );
+    impl ::std::ops::Deref for MetadataPatchObject {
+        type Target = ::std::collections::HashMap<
+            ::std::string::String,
+            ::std::option::Option<MetadataPatchObjectValue>,
+        >;
+        fn deref(
+            &self,
+        ) -> &::std::collections::HashMap<
+            ::std::string::String,
+            ::std::option::Option<MetadataPatchObjectValue>,
+        > {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<MetadataPatchObject>
+    for ::std::collections::HashMap<
+        ::std::string::String,
+        ::std::option::Option<MetadataPatchObjectValue>,
+    > {
+        fn from(value: MetadataPatchObject) -> Self {
+            value.0
+        }
+    }
+    impl ::std::convert::From<
+        ::std::collections::HashMap<
+            ::std::string::String,
+            ::std::option::Option<MetadataPatchObjectValue>,
+        >,
+    > for MetadataPatchObject {
+        fn from(
+            value: ::std::collections::HashMap<
+                ::std::string::String,
+                ::std::option::Option<MetadataPatchObjectValue>,
+            >,
+        ) -> Self {
+            Self(value)
+        }
+    }
+    ///`MetadataPatchObjectValue`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct MetadataPatchObjectValue(::std::string::String);
+    impl ::std::ops::Deref for MetadataPatchObjectValue {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<MetadataPatchObjectValue> for ::std::string::String {
+        fn from(value: MetadataPatchObjectValue) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for MetadataPatchObjectValue {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 500usize {
+                return Err("longer than 500 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for MetadataPatchObjectValue {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for MetadataPatchObjectValue {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for MetadataPatchObjectValue {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
     }
     ///`live` or `test`.
     #[derive(
@@ -2622,7 +3001,13 @@ rename or re-scope it): docs/api.md, "Limiting a key's use".*/
     #[serde(deny_unknown_fields)]
     pub struct UpdateKeyLimits {
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub allowed_ips: ::std::option::Option<AllowedIpsList>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub allowed_origins: ::std::option::Option<AllowedOriginsList>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub credits: ::std::option::Option<CreditsObject>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub metadata: ::std::option::Option<MetadataPatchObject>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub name: ::std::option::Option<KeyNameInput>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2634,11 +3019,21 @@ rename or re-scope it): docs/api.md, "Limiting a key's use".*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
     pub struct UpdateKeyName {
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub allowed_ips: ::std::option::Option<AllowedIpsList>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub allowed_origins: ::std::option::Option<AllowedOriginsList>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub credits: ::std::option::Option<CreditsObject>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub metadata: ::std::option::Option<MetadataPatchObject>,
         pub name: KeyNameInput,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub rate_limit: ::std::option::Option<RateLimitObject>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub scopes: ::std::option::Option<ScopeList>,
     }
-    ///At least one of `name`, `scopes`, `rate_limit` and `credits`; `name` and `scopes` not `null` (a `null` limit removes it).
+    ///At least one of `name`, `scopes`, `rate_limit`, `credits`, `allowed_ips`, `allowed_origins` and `metadata`; `name` and `scopes` not `null` (a `null` limit or restriction removes it).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
     pub struct UpdateKeyRequest {
         #[serde(flatten, skip_serializing_if = "::std::option::Option::is_none")]
@@ -2647,24 +3042,53 @@ rename or re-scope it): docs/api.md, "Limiting a key's use".*/
         pub subtype_1: ::std::option::Option<UpdateKeyScopes>,
         #[serde(flatten, skip_serializing_if = "::std::option::Option::is_none")]
         pub subtype_2: ::std::option::Option<UpdateKeyLimits>,
+        #[serde(flatten, skip_serializing_if = "::std::option::Option::is_none")]
+        pub subtype_3: ::std::option::Option<UpdateKeyRestrictions>,
+    }
+    /**A `PATCH /v1/api-keys/{id}` body that changes restrictions or metadata
+(at least one of them; `{}` is 400 `missing_parameter`).*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct UpdateKeyRestrictions {
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub allowed_ips: ::std::option::Option<AllowedIpsList>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub allowed_origins: ::std::option::Option<AllowedOriginsList>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub metadata: ::std::option::Option<MetadataPatchObject>,
     }
     ///A `PATCH /v1/api-keys/{id}` body that re-scopes (and may rename).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
     pub struct UpdateKeyScopes {
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub allowed_ips: ::std::option::Option<AllowedIpsList>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub allowed_origins: ::std::option::Option<AllowedOriginsList>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub credits: ::std::option::Option<CreditsObject>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub metadata: ::std::option::Option<MetadataPatchObject>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub name: ::std::option::Option<KeyNameInput>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub rate_limit: ::std::option::Option<RateLimitObject>,
         pub scopes: ScopeList,
     }
     ///The verified key: what a service needs to decide what the caller may do.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct VerifiedKey {
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub allowed_ips: ::std::option::Option<AllowedIpsList>,
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        pub allowed_origins: ::std::option::Option<AllowedOriginsList>,
+        #[serde(deserialize_with = "::std::option::Option::deserialize")]
         pub credits: ::std::option::Option<CreditsObject>,
         ///Expiry, or null.
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
         pub expires_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
         pub id: KeyId,
+        pub metadata: MetadataObject,
         pub mode: Mode,
         pub name: KeyName,
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
@@ -2704,6 +3128,10 @@ in the order authentication checks (then the scopes).*/
         ApiKeyExpired,
         #[serde(rename = "tenant_mismatch")]
         TenantMismatch,
+        #[serde(rename = "ip_not_allowed")]
+        IpNotAllowed,
+        #[serde(rename = "origin_not_allowed")]
+        OriginNotAllowed,
         #[serde(rename = "key_type_mismatch")]
         KeyTypeMismatch,
         #[serde(rename = "insufficient_scope")]
@@ -2721,6 +3149,8 @@ in the order authentication checks (then the scopes).*/
                 Self::ApiKeyRevoked => f.write_str("api_key_revoked"),
                 Self::ApiKeyExpired => f.write_str("api_key_expired"),
                 Self::TenantMismatch => f.write_str("tenant_mismatch"),
+                Self::IpNotAllowed => f.write_str("ip_not_allowed"),
+                Self::OriginNotAllowed => f.write_str("origin_not_allowed"),
                 Self::KeyTypeMismatch => f.write_str("key_type_mismatch"),
                 Self::InsufficientScope => f.write_str("insufficient_scope"),
                 Self::RateLimited => f.write_str("rate_limited"),
@@ -2739,6 +3169,8 @@ in the order authentication checks (then the scopes).*/
                 "api_key_revoked" => Ok(Self::ApiKeyRevoked),
                 "api_key_expired" => Ok(Self::ApiKeyExpired),
                 "tenant_mismatch" => Ok(Self::TenantMismatch),
+                "ip_not_allowed" => Ok(Self::IpNotAllowed),
+                "origin_not_allowed" => Ok(Self::OriginNotAllowed),
                 "key_type_mismatch" => Ok(Self::KeyTypeMismatch),
                 "insufficient_scope" => Ok(Self::InsufficientScope),
                 "rate_limited" => Ok(Self::RateLimited),
@@ -2771,10 +3203,20 @@ in the order authentication checks (then the scopes).*/
 docs/api.md, "Limiting a key's use"). 0 spends nothing.*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub cost: ::std::option::Option<i32>,
+        /**The end client's address, as your service saw it (IPv4 or IPv6). A
+key with `allowed_ips` verified without it, or from an address
+outside them, is answered `ip_not_allowed`.*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub ip: ::std::option::Option<::std::string::String>,
         /**The key to check, as it was presented to your service. A string that
 is not a well-formed key (shape or checksum) is answered
 `invalid_api_key`, without any database work.*/
         pub key: ::std::string::String,
+        /**The end client's origin (`Origin`, or the `Referer` URL), as your
+service saw it. A publishable key with `allowed_origins` verified
+without it, or from another origin, is answered `origin_not_allowed`.*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub origin: ::std::option::Option<::std::string::String>,
         /**Scopes the key must have (a key with `*` has every scope). Absent,
 `null` or `[]`: none required. Known scopes only; duplicates are
 ignored.*/

@@ -337,19 +337,38 @@ impl ApiKeysClient {
     ) -> Result<types::KeyObject, Error> {
         let body = match (name, scopes) {
             (Some(name), scopes) => types::UpdateKeyRequest {
-                subtype_0: Some(types::UpdateKeyName { name, scopes }),
+                subtype_0: Some(types::UpdateKeyName {
+                    name,
+                    scopes,
+                    rate_limit: None,
+                    credits: None,
+                    allowed_ips: None,
+                    allowed_origins: None,
+                    metadata: None,
+                }),
                 subtype_1: None,
                 subtype_2: None,
+                subtype_3: None,
             },
             (None, Some(scopes)) => types::UpdateKeyRequest {
                 subtype_0: None,
-                subtype_1: Some(types::UpdateKeyScopes { name: None, scopes }),
+                subtype_1: Some(types::UpdateKeyScopes {
+                    name: None,
+                    scopes,
+                    rate_limit: None,
+                    credits: None,
+                    allowed_ips: None,
+                    allowed_origins: None,
+                    metadata: None,
+                }),
                 subtype_2: None,
+                subtype_3: None,
             },
             (None, None) => types::UpdateKeyRequest {
                 subtype_0: None,
                 subtype_1: None,
                 subtype_2: None,
+                subtype_3: None,
             },
         };
         value(self.inner.update_api_key(id, &self.tenant, &body).await)
@@ -376,7 +395,11 @@ impl ApiKeysClient {
                 scopes: None,
                 rate_limit,
                 credits,
+                allowed_ips: None,
+                allowed_origins: None,
+                metadata: None,
             }),
+            subtype_3: None,
         };
         value(self.inner.update_api_key(id, &self.tenant, &body).await)
     }

@@ -35,6 +35,9 @@ fn create(name_: &str, key_type: KeyType) -> CreateKeyRequest {
         mode: None,
         rate_limit: None,
         credits: None,
+        allowed_ips: None,
+        allowed_origins: None,
+        metadata: None,
     }
 }
 
@@ -272,6 +275,8 @@ async fn verification_leak_reports_audit_events_and_readiness() {
             scopes: Some(vec![Scope::UsersRead]),
             cost: None,
             type_: Some(KeyType::Secret),
+            ip: None,
+            origin: None,
         })
         .await
         .expect("verify");
@@ -284,6 +289,8 @@ async fn verification_leak_reports_audit_events_and_readiness() {
             scopes: Some(vec![Scope::UsersRead, Scope::WebhooksWrite]),
             cost: None,
             type_: None,
+            ip: None,
+            origin: None,
         })
         .await
         .expect("verify");
@@ -296,6 +303,8 @@ async fn verification_leak_reports_audit_events_and_readiness() {
             scopes: None,
             cost: None,
             type_: Some(KeyType::Publishable),
+            ip: None,
+            origin: None,
         })
         .await
         .expect("verify");
@@ -498,6 +507,8 @@ async fn limits_are_set_read_changed_and_spent_through_the_client() {
         scopes: None,
         type_: None,
         cost: None,
+        ip: None,
+        origin: None,
     };
     let verify = || client.verify_key(&request);
     for remaining in [1, 0] {

@@ -364,6 +364,8 @@ impl KeyCreateArgs {
             scopes,
             expires_in,
             limits: Default::default(),
+            restrictions: Default::default(),
+            metadata: Default::default(),
         };
         Ok((tenant, request))
     }

@@ -237,6 +237,8 @@ fn fresh_keys(service: &ApiKeys, admin: &Principal) -> Vec<String> {
                         scopes: Scopes::full(),
                         expires_in: None,
                         limits: Default::default(),
+                        restrictions: Default::default(),
+                        metadata: Default::default(),
                     },
                 )
                 .unwrap()

@@ -6,7 +6,9 @@ use crate::hashing::KeyHash;
 use crate::ids::{KeyId, TenantId};
 use crate::key_kind::{KeyType, Mode};
 use crate::limits::UsageLimits;
+use crate::metadata::Metadata;
 use crate::name::KeyName;
+use crate::restrictions::KeyRestrictions;
 use crate::scope::Scopes;
 
 /// A tenant: the owner of keys.
@@ -52,6 +54,11 @@ pub struct ApiKey {
     pub replaced_by: Option<KeyId>,
     /// Rate limit and credits (docs/api.md, "Limiting a key's use").
     pub limits: UsageLimits,
+    /// Where the key may be used from: `allowed_ips`, `allowed_origins`
+    /// (docs/api.md, "Restricting a key"), parsed once when the key is read.
+    pub restrictions: KeyRestrictions,
+    /// `metadata`.
+    pub metadata: Metadata,
 }
 
 /// `last_used_at` is written at most once per key in this interval

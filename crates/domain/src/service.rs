@@ -18,7 +18,8 @@ use crate::idempotency::ResponseSealer;
 use crate::ids::{EventId, KeyId, TenantId};
 use crate::key_kind::{KeyType, Mode};
 use crate::key_string::PlainKey;
-use crate::limits::{LimitsUpdate, UsageLimits};
+use crate::limits::UsageLimits;
+use crate::metadata::Metadata;
 use crate::name::KeyName;
 use crate::ports::{
     ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
@@ -26,7 +27,8 @@ use crate::ports::{
     RotateRepoError, TenantRepository, UpdateRepoError,
 };
 use crate::random::SecretSource;
-use crate::requests::{CreateKey, ListEvents, ListKeys};
+use crate::requests::{CreateKey, ListEvents, ListKeys, UpdateKey};
+use crate::restrictions::{KeyRestrictions, RestrictionError};
 use crate::scope::{Scope, Scopes};
 
 /// Most keys a tenant may have active at once in each mode (docs/api.md,
@@ -235,6 +237,8 @@ impl ApiKeys {
             now,
         );
         new.key.limits = limits_set_at(request.limits, now);
+        new.key.restrictions = request.restrictions;
+        new.key.metadata = request.metadata;
         let event = self.key_event(
             now,
             &new.key,
@@ -318,9 +322,8 @@ impl ApiKeys {
         Ok(KeyView::at(key, self.now()))
     }
 
-    /// Renames or re-scopes a key (`None` leaves a field as it is): as
-    /// [`update_with_limits`](Self::update_with_limits) with no change of
-    /// limits.
+    /// Renames or re-scopes a key (`None` leaves a field as it is): an
+    /// [`ApiKeys::update_with`] of those two fields.
     ///
     /// # Errors
     /// [`UpdateError`].
@@ -332,32 +335,36 @@ impl ApiKeys {
         name: Option<KeyName>,
         scopes: Option<Scopes>,
     ) -> Result<KeyView, UpdateError> {
-        self.update_with_limits(
-            caller,
-            request_id,
-            id,
+        let request = UpdateKey {
             name,
             scopes,
-            LimitsUpdate::default(),
-        )
+            ..UpdateKey::default()
+        };
+        self.update_with(caller, request_id, id, &request)
     }
 
-    /// Renames, re-scopes or re-limits a key (`None` leaves a field as it is;
-    /// docs/api.md, "Limiting a key's use"). A change
+    /// Changes a key as `request` says (`None` leaves a field as it is;
+    /// metadata merges, docs/api.md, "PATCH /v1/api-keys/{id}"). A change
     /// that leaves every field as it was writes nothing and no event.
     ///
     /// # Errors
     /// [`UpdateError`].
     #[tracing::instrument(level = "debug", name = "use_case.update", skip_all, fields(key_id = %id))]
-    pub fn update_with_limits(
+    pub fn update_with(
         &self,
         caller: &Principal,
         request_id: Option<String>,
         id: &KeyId,
-        name: Option<KeyName>,
-        scopes: Option<Scopes>,
-        limits: LimitsUpdate,
+        request: &UpdateKey,
     ) -> Result<KeyView, UpdateError> {
+        let UpdateKey {
+            name,
+            scopes,
+            allowed_ips,
+            allowed_origins,
+            metadata,
+            limits,
+        } = request;
         caller.require_key_management()?;
         let origin = caller.origin(request_id);
         // The event records each field's old value, and the write applies
@@ -376,8 +383,21 @@ impl ApiKeys {
                     return Err(UpdateError::SensitiveScope(scope));
                 }
             }
+            if key.key_type == KeyType::Secret && matches!(allowed_origins, Some(Some(_))) {
+                return Err(RestrictionError::OriginsOnSecretKey.into());
+            }
+            let merged = metadata
+                .as_ref()
+                .map(|patch| key.metadata.merged(patch))
+                .transpose()?;
             let changes = FieldChanges::between(&key, name.as_ref(), scopes.as_ref())
-                .with_limits(&key, &limits);
+                .with_restrictions(
+                    &key,
+                    allowed_ips.as_ref(),
+                    allowed_origins.as_ref(),
+                    merged.as_ref(),
+                )
+                .with_limits(&key, limits);
             if changes.is_empty() {
                 return Ok(KeyView::at(key, now));
             }
@@ -511,9 +531,10 @@ impl ApiKeys {
             expires_at,
             now,
         );
-        // The successor copies the limits, its credits as they were read
-        // (docs/limits.md, "Rotation").
-        successor.key.limits = limits_set_at(old.limits, now);
+        // Rotation copies where the key may be used from and its metadata
+        // (docs/api.md, "Restricting a key").
+        successor.key.restrictions = old.restrictions.clone();
+        successor.key.metadata = old.metadata.clone();
         let revokes_at = now + grace.get();
         let rotated = self.key_event(
             now,
@@ -714,6 +735,8 @@ impl ApiKeys {
             revokes_at: None,
             replaced_by: None,
             limits: UsageLimits::default(),
+            restrictions: KeyRestrictions::default(),
+            metadata: Metadata::default(),
         };
         let hash = self.hash_key.hash(&secret);
         (NewKey { key, hash }, secret)
@@ -758,6 +781,7 @@ pub(crate) fn creatable_mode(caller: &Principal, request: &CreateKey) -> Result<
             return Err(CreateError::SensitiveScope(scope));
         }
     }
+    request.restrictions.check_type(request.key_type)?;
     let mode = request.mode.unwrap_or(caller.mode);
     if caller.mode == Mode::Test && mode == Mode::Live {
         return Err(CreateError::LiveModeRequired);

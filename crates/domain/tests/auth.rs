@@ -123,6 +123,8 @@ fn key_of_acme() -> ApiKey {
         revokes_at: None,
         replaced_by: None,
         limits: Default::default(),
+        restrictions: Default::default(),
+        metadata: Default::default(),
     }
 }
 

@@ -29,6 +29,8 @@ fn key() -> ApiKey {
         revokes_at: None,
         replaced_by: None,
         limits: Default::default(),
+        restrictions: Default::default(),
+        metadata: Default::default(),
     }
 }
 

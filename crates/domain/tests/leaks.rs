@@ -348,6 +348,8 @@ fn stored_key(secret: &PlainKey) -> ApiKey {
         revokes_at: None,
         replaced_by: None,
         limits: Default::default(),
+        restrictions: Default::default(),
+        metadata: Default::default(),
     }
 }
 

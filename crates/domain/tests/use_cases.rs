@@ -114,6 +114,8 @@ fn create_stores_the_requested_key_and_returns_its_secret() {
         revokes_at: None,
         replaced_by: None,
         limits: Default::default(),
+        restrictions: Default::default(),
+        metadata: Default::default(),
     };
     assert_eq!(created.key, expected);
     assert!(created.secret.expose_secret().starts_with("pk_live_"));

@@ -128,6 +128,8 @@ fn stored_key(id: KeyId, mode: Mode) -> ApiKey {
         revokes_at: None,
         replaced_by: None,
         limits: Default::default(),
+        restrictions: Default::default(),
+        metadata: Default::default(),
     }
 }
 
@@ -139,6 +141,8 @@ fn create_request(mode: Option<Mode>) -> CreateKey {
         scopes: Scopes::full(),
         expires_in: None,
         limits: Default::default(),
+        restrictions: Default::default(),
+        metadata: Default::default(),
     }
 }
 

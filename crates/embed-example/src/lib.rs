@@ -125,6 +125,8 @@ pub fn create_publishable_key(
         scopes: Scopes::full(),
         expires_in: None,
         limits: Default::default(),
+        restrictions: Default::default(),
+        metadata: Default::default(),
     };
     service.create_key_for(&Origin::cli(), tenant, request)
 }

@@ -46,6 +46,8 @@ async fn a_secret_key_with_users_read_lists_users_until_it_expires() {
                 scopes: Scopes::parse(["users:read"]).unwrap(),
                 expires_in: Some(domain::ExpiresIn::parse("1h").unwrap()),
                 limits: Default::default(),
+                restrictions: Default::default(),
+                metadata: Default::default(),
             },
         )
         .unwrap();
@@ -154,6 +156,8 @@ async fn a_secret_key_without_users_read_is_refused() {
                 scopes: Scopes::parse(["sessions:read"]).unwrap(),
                 expires_in: None,
                 limits: Default::default(),
+                restrictions: Default::default(),
+                metadata: Default::default(),
             },
         )
         .unwrap();

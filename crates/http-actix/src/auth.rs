@@ -14,6 +14,7 @@ use domain::{
 
 use crate::blocking::{blocking_within, storage_wait};
 use crate::error::ApiError;
+use crate::key_use::check_request;
 use crate::metrics::{self, Via};
 use crate::rate_limit::{Client, FailureLimiter};
 
@@ -69,7 +70,12 @@ pub(crate) fn single_headers(headers: &HeaderMap) -> Result<(), ApiError> {
 ///    executor thread (a cache hit costs no thread hop), else
 ///    [`authenticate`](Authenticator::authenticate) on the blocking pool:
 ///    401 `invalid_api_key`, `api_key_revoked`, `api_key_expired`, 403
-///    `tenant_mismatch`, or 503 when storage is down.
+///    `tenant_mismatch`, or 503 when storage is down;
+/// 6. the key's restrictions (docs/api.md, "Restricting a key"): the client
+///    address (the peer, or `X-Forwarded-For` from a proxy the registered
+///    [`FailureLimiter`] trusts) inside `allowed_ips`, else 403
+///    `ip_not_allowed`; for a publishable key, `Origin` (or `Referer`)
+///    matching `allowed_origins`, else 403 `origin_not_allowed`.
 ///
 /// Recording the key's use is the authenticator's business, not the
 /// extractor's.
@@ -302,7 +308,7 @@ impl FromRequest for Authenticated {
                 // another hit, cheaper than the map insert on every request.
                 if let Some(verdict) = authenticator.authenticate_cached(&credentials) {
                     return AuthFuture::ready(judged(
-                        verdict.map(|key| Authenticated::of(&key)).map_err(refused),
+                        verdict.and_then(|key| usable(req, &key)).map_err(refused),
                     ));
                 }
                 (credentials, authenticator)
@@ -315,12 +321,22 @@ impl FromRequest for Authenticated {
             let outcome = blocking_within(wait, move || authenticator.authenticate(&credentials))
                 .await
                 .and_then(|verdict| {
-                    verdict.map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))
+                    verdict
+                        .and_then(|key| usable(&req, &key))
+                        .map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))
                 });
-            let key = judged(outcome)?;
-            Ok(remember(&req, Authenticated::of(&key)))
+            let caller = judged(outcome)?;
+            Ok(remember(&req, caller))
         }))
     }
+}
+
+/// The caller of an authenticated `key`, if the key may be used from where
+/// `req` comes from ([`crate::key_use::check_request`]): after the checks
+/// of authentication, before any scope.
+fn usable(req: &HttpRequest, key: &ApiKey) -> Result<Authenticated, AuthError> {
+    check_request(req, key)?;
+    Ok(Authenticated::of(key))
 }
 
 /// Says once per process, as an error, how to register the authenticator:

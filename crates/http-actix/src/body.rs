@@ -219,6 +219,23 @@ impl JsonObject {
         }
     }
 
+    /// Whether the field is in the body, `null` included.
+    pub(crate) fn has(&self, field: &str) -> bool {
+        self.0.contains_key(field)
+    }
+
+    /// An optional object field.
+    pub(crate) fn opt_object(&self, field: &str) -> Result<Option<&Map<String, Value>>, ApiError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(map)),
+            Some(_) => Err(ApiError::invalid_parameter(
+                field,
+                format!("`{field}` must be an object"),
+            )),
+        }
+    }
+
     /// A required string field.
     pub(crate) fn req_str(&self, field: &str) -> Result<&str, ApiError> {
         self.opt_str(field)?

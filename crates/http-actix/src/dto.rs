@@ -4,8 +4,11 @@
 
 use std::fmt;
 
-use domain::{ApiKey, CreatedKey, Credits, KeyView, RateLimit, RotatedKey};
-use serde::{Deserialize, Serialize};
+use domain::{
+    AllowedIps, AllowedOrigin, AllowedOrigins, ApiKey, CreatedKey, Credits, KeyView, Metadata,
+    RateLimit, RotatedKey,
+};
+use serde::{Deserialize, Serialize, Serializer};
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
@@ -19,7 +22,8 @@ use utoipa::{PartialSchema, ToSchema};
 #[cfg(feature = "openapi")]
 #[allow(unused_imports, reason = "named by the `value_type`s of the schemas")]
 use crate::openapi::schemas::{
-    ExpiresInSchema, FullKey, GracePeriodSchema, KeyId, KeyName, KeyNameInput, Scope, ScopeList,
+    AllowedIpsList, AllowedOriginsList, ExpiresInSchema, FullKey, GracePeriodSchema, KeyId,
+    KeyName, KeyNameInput, MetadataObject, MetadataPatchObject, Scope, ScopeList,
 };
 use crate::redact::REDACTED;
 
@@ -118,6 +122,45 @@ pub struct KeyObject {
     /// Credits, or null.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub credits: Option<CreditsObject>,
+    /// CIDR blocks the key may be used from, normalized; null: any address.
+    #[serde(serialize_with = "allowed_ips_out")]
+    #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<AllowedIpsList>))]
+    pub allowed_ips: Option<AllowedIps>,
+    /// Origins a publishable key may be used from; null: any origin.
+    #[serde(serialize_with = "allowed_origins_out")]
+    #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<AllowedOriginsList>))]
+    pub allowed_origins: Option<AllowedOrigins>,
+    /// String values under short keys; `{}` by default.
+    #[serde(serialize_with = "metadata_out")]
+    #[cfg_attr(feature = "openapi", schema(value_type = MetadataObject))]
+    pub metadata: Metadata,
+}
+
+/// `allowed_ips` as the API writes it: the blocks, or null.
+pub(crate) fn allowed_ips_out<S: Serializer>(
+    ips: &Option<AllowedIps>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match ips {
+        Some(ips) => s.collect_seq(ips.blocks().iter().map(ToString::to_string)),
+        None => s.serialize_none(),
+    }
+}
+
+/// `allowed_origins` as the API writes it: the origins, or null.
+pub(crate) fn allowed_origins_out<S: Serializer>(
+    origins: &Option<AllowedOrigins>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match origins {
+        Some(origins) => s.collect_seq(origins.iter().map(AllowedOrigin::as_str)),
+        None => s.serialize_none(),
+    }
+}
+
+/// `metadata` as the API writes it: an object of strings.
+pub(crate) fn metadata_out<S: Serializer>(metadata: &Metadata, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(metadata.iter())
 }
 
 /// A key's rate limit: at most `limit` uses in each `window`, windows
@@ -237,6 +280,9 @@ impl From<&KeyView> for KeyObject {
             revokes_at: opt_timestamp(key.revokes_at),
             rate_limit: RateLimitObject::of(key.limits.rate_limit),
             credits: CreditsObject::of(key.limits.credits),
+            allowed_ips: key.restrictions.allowed_ips.clone(),
+            allowed_origins: key.restrictions.allowed_origins.clone(),
+            metadata: key.metadata.clone(),
         }
     }
 }
@@ -281,6 +327,15 @@ pub struct CreateKeyRequest {
     pub rate_limit: Option<RateLimitObject>,
     /// Credits; default: null (uses are not counted).
     pub credits: Option<CreditsObject>,
+    /// CIDR blocks the key may be used from; default null (any address).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedIpsList>))]
+    pub allowed_ips: Option<Vec<String>>,
+    /// Publishable keys only: origins it may be used from; default null.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedOriginsList>))]
+    pub allowed_origins: Option<Vec<String>>,
+    /// String values under short keys; default `{}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<MetadataObject>))]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `PATCH /v1/api-keys/{id}` body: `name`, `scopes` or both, at least one
@@ -295,9 +350,11 @@ impl utoipa::PartialSchema for UpdateKeyRequest {
             .item(Ref::from_schema_name(UpdateKeyName::name()))
             .item(Ref::from_schema_name(UpdateKeyScopes::name()))
             .item(Ref::from_schema_name(UpdateKeyLimits::name()))
+            .item(Ref::from_schema_name(UpdateKeyRestrictions::name()))
             .description(Some(
-                "At least one of `name`, `scopes`, `rate_limit` and `credits`; `name` and \
-                 `scopes` not `null` (a `null` limit removes it).",
+                "At least one of `name`, `scopes`, `rate_limit`, `credits`, `allowed_ips`, \
+                 `allowed_origins` and `metadata`; `name` and `scopes` not `null` (a `null` \
+                 limit or restriction removes it).",
             ))
             .into()
     }
@@ -309,9 +366,14 @@ impl ToSchema for UpdateKeyRequest {
         schemas.push((UpdateKeyName::name().into(), UpdateKeyName::schema()));
         schemas.push((UpdateKeyScopes::name().into(), UpdateKeyScopes::schema()));
         schemas.push((UpdateKeyLimits::name().into(), UpdateKeyLimits::schema()));
+        schemas.push((
+            UpdateKeyRestrictions::name().into(),
+            UpdateKeyRestrictions::schema(),
+        ));
         <UpdateKeyName as ToSchema>::schemas(schemas);
         <UpdateKeyScopes as ToSchema>::schemas(schemas);
         <UpdateKeyLimits as ToSchema>::schemas(schemas);
+        <UpdateKeyRestrictions as ToSchema>::schemas(schemas);
     }
 }
 
@@ -326,6 +388,19 @@ pub struct UpdateKeyName {
     /// New scopes (replace the old ones).
     #[cfg_attr(feature = "openapi", schema(value_type = Option<ScopeList>))]
     pub scopes: Option<Vec<String>>,
+    /// The new rate limit; `null` removes it.
+    pub rate_limit: Option<RateLimitObject>,
+    /// The new credits (`remaining` counted from now); `null` removes them.
+    pub credits: Option<CreditsObject>,
+    /// New `allowed_ips` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedIpsList>))]
+    pub allowed_ips: Option<Vec<String>>,
+    /// New `allowed_origins` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedOriginsList>))]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Metadata to merge: a key set to null is removed, others stay.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<MetadataPatchObject>))]
+    pub metadata: Option<std::collections::BTreeMap<String, Option<String>>>,
 }
 
 /// A `PATCH /v1/api-keys/{id}` body that re-scopes (and may rename).
@@ -339,6 +414,36 @@ pub struct UpdateKeyScopes {
     /// New scopes (replace the old ones).
     #[cfg_attr(feature = "openapi", schema(value_type = ScopeList))]
     pub scopes: Vec<String>,
+    /// The new rate limit; `null` removes it.
+    pub rate_limit: Option<RateLimitObject>,
+    /// The new credits (`remaining` counted from now); `null` removes them.
+    pub credits: Option<CreditsObject>,
+    /// New `allowed_ips` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedIpsList>))]
+    pub allowed_ips: Option<Vec<String>>,
+    /// New `allowed_origins` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedOriginsList>))]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Metadata to merge: a key set to null is removed, others stay.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<MetadataPatchObject>))]
+    pub metadata: Option<std::collections::BTreeMap<String, Option<String>>>,
+}
+
+/// A `PATCH /v1/api-keys/{id}` body that changes restrictions or metadata
+/// (at least one of them; `{}` is 400 `missing_parameter`).
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyRestrictions {
+    /// New `allowed_ips` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedIpsList>))]
+    pub allowed_ips: Option<Vec<String>>,
+    /// New `allowed_origins` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedOriginsList>))]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Metadata to merge: a key set to null is removed, others stay.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<MetadataPatchObject>))]
+    pub metadata: Option<std::collections::BTreeMap<String, Option<String>>>,
 }
 
 /// A `PATCH /v1/api-keys/{id}` body that sets a key's limits (and may
@@ -358,6 +463,15 @@ pub struct UpdateKeyLimits {
     pub rate_limit: Option<RateLimitObject>,
     /// The new credits (`remaining` counted from now); `null` removes them.
     pub credits: Option<CreditsObject>,
+    /// New `allowed_ips` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedIpsList>))]
+    pub allowed_ips: Option<Vec<String>>,
+    /// New `allowed_origins` (replaces them; null lifts the restriction).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AllowedOriginsList>))]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Metadata to merge: a key set to null is removed, others stay.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<MetadataPatchObject>))]
+    pub metadata: Option<std::collections::BTreeMap<String, Option<String>>>,
 }
 
 /// `POST /v1/api-keys/rotate` body.

@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
     CreateKey, CreatedKey, ExpiresIn, GracePeriod, KeyId, KeyName, KeyType, ListKeys, Mode,
-    Principal, RotatedKey, Scopes,
+    Principal, RotatedKey, Scopes, UpdateKey,
 };
 
 use crate::auth::Authenticated;
@@ -26,6 +26,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::idempotency::{self, idempotency_key, json_response, ReplayableResponse};
 use crate::query::{parse_limit, query_pairs};
 use crate::request_id::request_id_of;
+use crate::restriction_fields;
 use crate::route::routes;
 use crate::state::AppState;
 
@@ -202,6 +203,9 @@ pub(crate) async fn create_key(
             "mode",
             "rate_limit",
             "credits",
+            "allowed_ips",
+            "allowed_origins",
+            "metadata",
         ],
     )
     .await?;
@@ -231,6 +235,8 @@ pub(crate) async fn create_key(
             credits: limits.credits.flatten(),
             credits_since: None,
         },
+        restrictions: restriction_fields::restrictions(&body)?,
+        metadata: restriction_fields::metadata(&body)?,
     };
     let service = state.service().clone();
     let principal = caller.into_principal();
@@ -353,25 +359,52 @@ pub(crate) async fn update_key(
         .authorize(&req, Principal::require_key_management)
         .await?;
     let id = path_key_id(&req)?;
-    let body = read_object(&req, payload, &["name", "scopes", "rate_limit", "credits"]).await?;
+    let body = read_object(
+        &req,
+        payload,
+        &[
+            "name",
+            "scopes",
+            "rate_limit",
+            "credits",
+            "allowed_ips",
+            "allowed_origins",
+            "metadata",
+        ],
+    )
+    .await?;
     let name = body.opt_str("name")?;
     let scopes = body.opt_str_array("scopes")?;
     let limits = crate::limits_body::limits_update(&body)?;
-    if name.is_none() && scopes.is_none() && limits == domain::LimitsUpdate::default() {
+    let allowed_ips = restriction_fields::allowed_ips(&body)?;
+    let allowed_origins = restriction_fields::allowed_origins(&body)?;
+    let metadata = restriction_fields::metadata_patch(&body)?;
+    if name.is_none()
+        && scopes.is_none()
+        && limits == domain::LimitsUpdate::default()
+        && allowed_ips.is_none()
+        && allowed_origins.is_none()
+        && metadata.is_none()
+    {
         return Err(ApiError::new(
             ErrorCode::MissingParameter,
-            "at least one of `name`, `scopes`, `rate_limit` or `credits` is required",
+            "at least one of `name`, `scopes`, `rate_limit`, `credits`, `allowed_ips`, \
+             `allowed_origins` or `metadata` is required",
         ));
     }
-    let name = name.map(parse_name).transpose()?;
-    let scopes = scopes.as_deref().map(parse_scopes).transpose()?;
+    let request = UpdateKey {
+        name: name.map(parse_name).transpose()?,
+        scopes: scopes.as_deref().map(parse_scopes).transpose()?,
+        allowed_ips,
+        allowed_origins,
+        metadata,
+        limits,
+    };
     let service = state.service().clone();
     let principal = caller.into_principal();
     let request_id = request_id_of(&req);
     let key = state
-        .storage(move || {
-            service.update_with_limits(&principal, request_id, &id, name, scopes, limits)
-        })
+        .storage(move || service.update_with(&principal, request_id, &id, &request))
         .await??;
     Ok(HttpResponse::Ok().json(KeyObject::from(&key)))
 }

@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::http::header::{ContentType, HeaderValue, CACHE_CONTROL};
@@ -20,8 +21,9 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
-    ApiKey, AuthError, Authenticator, Cost, Credentials, KeyFormatError, KeyId, KeyType, PlainKey,
-    RefusalCode, Scope, Scopes, TenantId, Verdict,
+    check_use, AllowedIps, AllowedOrigins, ApiKey, AuthError, Authenticator, Cost, Credentials,
+    KeyFormatError, KeyId, KeyType, Metadata, PlainKey, RefusalCode, Scope, Scopes, TenantId,
+    Verdict,
 };
 use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
@@ -80,6 +82,16 @@ pub struct VerifyKeyRequest {
     /// docs/api.md, "Limiting a key's use"). 0 spends nothing.
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1000))]
     pub cost: Option<u32>,
+    /// The end client's address, as your service saw it (IPv4 or IPv6). A
+    /// key with `allowed_ips` verified without it, or from an address
+    /// outside them, is answered `ip_not_allowed`.
+    #[cfg_attr(feature = "openapi", schema(example = "203.0.113.7"))]
+    pub ip: Option<String>,
+    /// The end client's origin (`Origin`, or the `Referer` URL), as your
+    /// service saw it. A publishable key with `allowed_origins` verified
+    /// without it, or from another origin, is answered `origin_not_allowed`.
+    #[cfg_attr(feature = "openapi", schema(example = "https://app.example.com"))]
+    pub origin: Option<String>,
 }
 
 impl fmt::Debug for VerifyKeyRequest {
@@ -89,6 +101,8 @@ impl fmt::Debug for VerifyKeyRequest {
             .field("scopes", &self.scopes)
             .field("type", &self.key_type)
             .field("cost", &self.cost)
+            .field("ip", &self.ip)
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -111,11 +125,13 @@ impl VerifyCode {
     /// The refusals a verdict may carry, in the order authentication checks
     /// (then the scopes): what authenticating with the key would have been
     /// refused with, as docs/api.md's verdict table lists them.
-    pub const REFUSALS: [ErrorCode; 8] = [
+    pub const REFUSALS: [ErrorCode; 10] = [
         ErrorCode::InvalidApiKey,
         ErrorCode::ApiKeyRevoked,
         ErrorCode::ApiKeyExpired,
         ErrorCode::TenantMismatch,
+        ErrorCode::IpNotAllowed,
+        ErrorCode::OriginNotAllowed,
         ErrorCode::KeyTypeMismatch,
         ErrorCode::InsufficientScope,
         ErrorCode::RateLimited,
@@ -202,6 +218,18 @@ pub struct VerifiedKey<'a> {
     /// The key's credits, or null (`remaining` as this node last read it).
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub credits: Option<CreditsObject>,
+    /// CIDR blocks the key may be used from; null: any address.
+    #[serde(serialize_with = "crate::dto::allowed_ips_out")]
+    #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<crate::openapi::schemas::AllowedIpsList>))]
+    pub allowed_ips: &'a Option<AllowedIps>,
+    /// Origins a publishable key may be used from; null: any origin.
+    #[serde(serialize_with = "crate::dto::allowed_origins_out")]
+    #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<crate::openapi::schemas::AllowedOriginsList>))]
+    pub allowed_origins: &'a Option<AllowedOrigins>,
+    /// The key's metadata, to know whom it belongs to without another lookup.
+    #[serde(serialize_with = "crate::dto::metadata_out")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::schemas::MetadataObject))]
+    pub metadata: &'a Metadata,
 }
 
 /// Writes a time as every timestamp of the API is written, only when the
@@ -236,6 +264,9 @@ impl<'a> From<&'a ApiKey> for VerifiedKey<'a> {
             revokes_at: key.revokes_at,
             rate_limit: RateLimitObject::of(key.limits.rate_limit),
             credits: CreditsObject::of(key.limits.credits),
+            allowed_ips: &key.restrictions.allowed_ips,
+            allowed_origins: &key.restrictions.allowed_origins,
+            metadata: &key.metadata,
         }
     }
 }
@@ -348,14 +379,39 @@ fn refusal(e: AuthError) -> Result<VerifyKeyResponse<'static>, ApiError> {
 }
 
 /// What the handler needs of the body: the key string's verdict (its own
-/// shape is a verdict, not an error), the scopes required, once each, and
-/// the key type required, if any.
+/// shape is a verdict, not an error), the scopes required, once each, the
+/// key type required, if any, and the end client (`ip`, `origin`).
 type Asked = (
     Result<PlainKey, KeyFormatError>,
     Vec<Scope>,
     Option<KeyType>,
     Cost,
+    EndClient,
 );
+
+/// The end client a verification is for: `ip` and `origin` of the body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct EndClient {
+    ip: Option<IpAddr>,
+    origin: Option<String>,
+}
+
+impl EndClient {
+    /// From the body's fields: `ip` must be an address.
+    fn parse(ip: Option<&str>, origin: Option<&str>) -> Result<Self, ApiError> {
+        let ip = ip
+            .map(|ip| {
+                ip.trim().parse::<IpAddr>().map_err(|_| {
+                    ApiError::invalid_parameter("ip", "ip must be an IPv4 or IPv6 address")
+                })
+            })
+            .transpose()?;
+        Ok(EndClient {
+            ip,
+            origin: origin.map(str::to_owned),
+        })
+    }
+}
 
 /// The verify body with its fields borrowed from the bytes: the fast path
 /// of [`read_body`]. Only a body it reads in full is taken from it; any
@@ -370,6 +426,10 @@ struct BorrowedBody<'a> {
     #[serde(borrow, rename = "type")]
     key_type: Option<Cow<'a, str>>,
     cost: Option<u64>,
+    #[serde(borrow)]
+    ip: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    origin: Option<Cow<'a, str>>,
 }
 
 /// Reads the body: a JSON object of `key` (a string), `scopes` (an array
@@ -388,7 +448,7 @@ fn read_body(bytes: &[u8]) -> Result<Asked, ApiError> {
 }
 
 /// The fields of the body.
-const FIELDS: [&str; 4] = ["key", "scopes", "type", "cost"];
+const FIELDS: [&str; 6] = ["key", "scopes", "type", "cost", "ip", "origin"];
 
 /// `cost`, 0–1000, default 1.
 fn cost(raw: Option<u64>) -> Result<Cost, ApiError> {
@@ -415,6 +475,8 @@ fn read_borrowed(bytes: &[u8]) -> Option<Result<Asked, ApiError>> {
         scopes,
         key_type,
         cost: raw_cost,
+        ip,
+        origin,
     } = serde_json::from_slice(bytes).ok()?
     else {
         return None;
@@ -423,7 +485,14 @@ fn read_borrowed(bytes: &[u8]) -> Option<Result<Asked, ApiError>> {
     Some(
         required_scopes(names.iter().map(|n| &**n)).and_then(|scopes| {
             let key_type = required_type(key_type.as_deref())?;
-            Ok((PlainKey::parse(&key), scopes, key_type, cost(raw_cost)?))
+            let client = EndClient::parse(ip.as_deref(), origin.as_deref())?;
+            Ok((
+                PlainKey::parse(&key),
+                scopes,
+                key_type,
+                cost(raw_cost)?,
+                client,
+            ))
         }),
     )
 }
@@ -441,7 +510,14 @@ fn read_fields(body: &JsonObject) -> Result<Asked, ApiError> {
             ApiError::invalid_parameter("cost", "`cost` must be a whole number from 0 to 1000")
         })?),
     };
-    Ok((PlainKey::parse(key), scopes, key_type, cost(raw_cost)?))
+    let client = EndClient::parse(body.opt_str("ip")?, body.opt_str("origin")?)?;
+    Ok((
+        PlainKey::parse(key),
+        scopes,
+        key_type,
+        cost(raw_cost)?,
+        client,
+    ))
 }
 
 /// The scopes named, each once, in the order first named.
@@ -474,7 +550,7 @@ fn required_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<S
         responses(
             (status = 200, description = "The verdict: `valid` true with the key, or false with the reason in `code` (with the key and `missing_scopes` when only scopes are lacking).", body = VerifyKeyResponse,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
-            (status = 400, description = "`invalid_tenant_id` (checked before the body), `invalid_json`, `unknown_field`, `missing_parameter` (`key`), `invalid_parameter` (`key`, `scopes`, `type`), `duplicate_header` (`Authorization`, `X-Tenant-ID`; checked first).", body = ErrorBody,
+            (status = 400, description = "`invalid_tenant_id` (checked before the body), `invalid_json`, `unknown_field`, `missing_parameter` (`key`), `invalid_parameter` (`key`, `scopes`, `type`, `ip`), `duplicate_header` (`Authorization`, `X-Tenant-ID`; checked first).", body = ErrorBody,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
             (status = 405, description = "`method_not_allowed`.", body = ErrorBody,
                 headers(("Cache-Control" = String, description = "`no-store`"))),
@@ -513,7 +589,8 @@ pub(crate) async fn verify_key(
         .and_then(|v| v.to_str().ok())
         .and_then(|t| TenantId::parse(t).ok())
         .ok_or(AuthError::InvalidTenantId)?;
-    let (key, required, required_type, cost) = read_body(&read_json_bytes(&req, payload).await?)?;
+    let (key, required, required_type, cost, client_seen) =
+        read_body(&read_json_bytes(&req, payload).await?)?;
     // `key`: the key the verdict is on, when there is one.
     let verdict = |response: VerifyKeyResponse<'_>,
                    key: Option<&Arc<ApiKey>>|
@@ -551,6 +628,12 @@ pub(crate) async fn verify_key(
             .await?
         }
     };
+    // Where the key may be used from, judged on the end client the body
+    // names, right after authentication (docs/api.md, "Restricting a key").
+    let outcome = outcome.and_then(|key| {
+        check_use(&key, client_seen.ip, client_seen.origin.as_deref())?;
+        Ok(key)
+    });
     match outcome {
         // The type after authentication, as a key's rights are judged
         // after it authenticates (docs/api.md, the verdict table's order).
@@ -686,6 +769,8 @@ mod tests {
             revokes_at: None,
             replaced_by: None,
             limits: Default::default(),
+            restrictions: Default::default(),
+            metadata: Default::default(),
         })
     }
 
@@ -704,7 +789,7 @@ mod tests {
         assert_eq!(first, fresh);
         assert_eq!(
             std::str::from_utf8(&first).unwrap_or_default(),
-            r#"{"valid":true,"code":"valid","key":{"id":"key_01HABCDEF0123456789ABCDEFG","tenant_id":"tnt_01HABCDEF0123456789ABCDEFG","name":"Worker","type":"secret","mode":"live","scopes":["users:read"],"expires_at":"2025-01-09T09:00:00Z","revokes_at":null,"rate_limit":null,"credits":null}}"#
+            r#"{"valid":true,"code":"valid","key":{"id":"key_01HABCDEF0123456789ABCDEFG","tenant_id":"tnt_01HABCDEF0123456789ABCDEFG","name":"Worker","type":"secret","mode":"live","scopes":["users:read"],"expires_at":"2025-01-09T09:00:00Z","revokes_at":null,"rate_limit":null,"credits":null,"allowed_ips":null,"allowed_origins":null,"metadata":{}}}"#
         );
         let again = valid_body(&worker);
         assert_eq!(
@@ -1021,7 +1106,7 @@ mod properties {
             let fast = read_borrowed(text.as_bytes());
             assert!(fast.is_some(), "{text}");
         }
-        let Some(Ok((_, scopes, key_type, _))) = read_borrowed(
+        let Some(Ok((_, scopes, key_type, _, _))) = read_borrowed(
             br#"{"key":"nope","scopes":["users:read","*","users:read"],"type":"secret"}"#,
         ) else {
             panic!("a body the fast path reads");

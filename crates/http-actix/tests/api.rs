@@ -13,7 +13,7 @@ use http_actix::app;
 use serde_json::{json, Value};
 use time::Duration;
 
-const KEY_FIELDS: [&str; 14] = [
+const KEY_FIELDS: [&str; 17] = [
     "id",
     "name",
     "type",
@@ -28,6 +28,9 @@ const KEY_FIELDS: [&str; 14] = [
     "revokes_at",
     "rate_limit",
     "credits",
+    "allowed_ips",
+    "allowed_origins",
+    "metadata",
 ];
 
 const CREATED_FIELDS: [&str; 10] = [

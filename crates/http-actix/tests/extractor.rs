@@ -72,6 +72,8 @@ fn key_of(who: &Principal) -> Arc<ApiKey> {
         revokes_at: None,
         replaced_by: None,
         limits: Default::default(),
+        restrictions: Default::default(),
+        metadata: Default::default(),
     })
 }
 

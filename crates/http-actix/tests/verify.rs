@@ -33,7 +33,7 @@ const URI: &str = "/v1/api-keys/verify";
 const TOP_VALID: [&str; 3] = ["valid", "code", "key"];
 const TOP_REFUSED: [&str; 2] = ["valid", "code"];
 const TOP_SCOPES: [&str; 4] = ["valid", "code", "key", "missing_scopes"];
-const KEY_FIELDS: [&str; 10] = [
+const KEY_FIELDS: [&str; 13] = [
     "id",
     "tenant_id",
     "name",
@@ -44,6 +44,9 @@ const KEY_FIELDS: [&str; 10] = [
     "revokes_at",
     "rate_limit",
     "credits",
+    "allowed_ips",
+    "allowed_origins",
+    "metadata",
 ];
 
 macro_rules! init {
@@ -207,6 +210,9 @@ async fn a_valid_key_is_answered_with_the_key_in_the_documented_field_order() {
                 "revokes_at": null,
                 "rate_limit": null,
                 "credits": null,
+                "allowed_ips": null,
+                "allowed_origins": null,
+                "metadata": {},
             },
         })
     );
@@ -237,6 +243,9 @@ async fn a_full_access_key_verifies_with_null_timestamps() {
             "revokes_at": null,
             "rate_limit": null,
             "credits": null,
+            "allowed_ips": null,
+            "allowed_origins": null,
+            "metadata": {},
         })
     );
 }
@@ -510,6 +519,9 @@ async fn a_key_lacking_scopes_is_insufficient_scope_with_the_missing_ones_in_can
                 "revokes_at": null,
                 "rate_limit": null,
                 "credits": null,
+                "allowed_ips": null,
+                "allowed_origins": null,
+                "metadata": {},
             },
             "missing_scopes": ["users:write", "webhooks:write", "audit-logs:read"],
         })
@@ -992,6 +1004,8 @@ fn the_openapi_document_describes_the_route_without_a_bearer_key() {
             "api_key_revoked",
             "api_key_expired",
             "tenant_mismatch",
+            "ip_not_allowed",
+            "origin_not_allowed",
             "key_type_mismatch",
             "insufficient_scope",
             "rate_limited",

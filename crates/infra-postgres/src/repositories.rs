@@ -20,7 +20,9 @@ use std::sync::LazyLock;
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Bytea, Integer, Nullable, Text, Timestamptz};
+use diesel::sql_types::{
+    Array, BigInt, Bool, Bytea, Cidr, Integer, Jsonb, Nullable, Text, Timestamptz,
+};
 use domain::{
     ActorRefusal, ApiKey, ApiKeyRepository, CreateTenantRepoError, FieldChanges, InsertError,
     KeyEvent, KeyHash, KeyId, KeyPage, KeyUse, ListQuery, NewKey, RepositoryError, RevokeRepoError,
@@ -31,13 +33,13 @@ use time::OffsetDateTime;
 use crate::errors::{is_foreign_key_violation, is_unique_violation, Fail};
 use crate::events::{insert_events_sql, EventColumns};
 use crate::metrics;
-use crate::models::{ApiKeyRow, LimitColumns, NewApiKeyRow, TenantRow};
+use crate::models::{metadata_json, ApiKeyRow, LimitColumns, NewApiKeyRow, TenantRow};
 use crate::schema::{api_keys, tenants};
 use crate::statement::{Statement, Template};
 use crate::store::PgStore;
 
 /// The columns a key is inserted with: the one list, in [`bind_key`] order.
-const KEY_COLUMNS: [&str; 20] = [
+const KEY_COLUMNS: [&str; 23] = [
     "id",
     "tenant_id",
     "hash",
@@ -52,6 +54,9 @@ const KEY_COLUMNS: [&str; 20] = [
     "expires_at",
     "revokes_at",
     "replaced_by",
+    "allowed_ips",
+    "allowed_origins",
+    "metadata",
     "rate_limit",
     "rate_window_seconds",
     "credits_remaining",
@@ -155,6 +160,7 @@ fn key_column(column: &str) -> usize {
 /// keys of the mode (the successor adds one; `ApiKeyRepository::rotate`);
 /// the successor and the events are inserted only if that update
 /// happened. The successor takes its name and scopes from the old key's row
+/// (and its restrictions and metadata)
 /// as locked, not from the parameters (read before): a rename or re-scope
 /// that commits while the rotation waits is carried over, not undone. Of
 /// concurrent rotations the first takes the row lock; the others re-check
@@ -165,7 +171,9 @@ static ROTATE: LazyLock<Template> = LazyLock::new(|| {
     let values = (key_first..)
         .zip(KEY_COLUMNS)
         .map(|(i, column)| match column {
-            "name" | "scopes" => format!("old.{column}"),
+            "name" | "scopes" | "allowed_ips" | "allowed_origins" | "metadata" => {
+                format!("old.{column}")
+            }
             _ => format!("${i}"),
         })
         .collect::<Vec<_>>()
@@ -179,7 +187,7 @@ old AS (
       AND (expires_at IS NULL OR expires_at > $3)
       AND (SELECT ok FROM actor_ok)
       AND ($5 <= $3 OR {under_limit})
-    RETURNING id, name, scopes),
+    RETURNING id, name, scopes, allowed_ips, allowed_origins, metadata),
 successor AS (
     INSERT INTO api_keys ({columns})
     SELECT {values} FROM old
@@ -229,13 +237,18 @@ SELECT * FROM changed",
 /// (`$7`, unless NULL, while they are still `$8`) of key `$2` of tenant `$1`
 /// if it is not revoked at `$3`, the actor may write and, when the change
 /// narrows the scopes (`$9`), the full-access guard allows it (as for
-/// [`REVOKE`]); inserts the events (from `$10`) only if it did. Returns the
-/// updated key.
+/// [`REVOKE`]). Likewise, when `$10` (`$13`, `$16`), `allowed_ips`
+/// (`allowed_origins`, `metadata`) becomes `$11` (`$14`, `$17`) while it is
+/// still `$12` (`$15`, `$18`), NULL being a value of its own. Inserts the
+/// events (from `$19`) only if it did. Returns the updated key.
 static UPDATE: LazyLock<Template> = LazyLock::new(|| {
     Template::parse(&format!(
         "{WRITE_PRELUDE},
 changed AS (
     UPDATE api_keys AS k SET name = coalesce($5, k.name), scopes = coalesce($7, k.scopes),
+        allowed_ips = CASE WHEN $10 THEN $11 ELSE k.allowed_ips END,
+        allowed_origins = CASE WHEN $13 THEN $14 ELSE k.allowed_origins END,
+        metadata = CASE WHEN $16 THEN $17 ELSE k.metadata END,
         rate_limit = CASE WHEN ${r} THEN ${rl} ELSE k.rate_limit END,
         rate_window_seconds = CASE WHEN ${r} THEN ${rw} ELSE k.rate_window_seconds END,
         credits_remaining = CASE WHEN ${c} THEN ${cr} ELSE k.credits_remaining END,
@@ -246,13 +259,16 @@ changed AS (
       AND (k.revokes_at IS NULL OR k.revokes_at > $3)
       AND ($5::text IS NULL OR k.name = $6)
       AND ($7::text[] IS NULL OR k.scopes = $8)
+      AND (NOT $10 OR k.allowed_ips IS NOT DISTINCT FROM $12)
+      AND (NOT $13 OR k.allowed_origins IS NOT DISTINCT FROM $15)
+      AND (NOT $16 OR k.metadata = $18)
       AND (SELECT ok FROM actor_ok)
       AND (NOT $9 OR {GUARD_ALLOWS})
     RETURNING {returning}),
 events AS ({events} WHERE EXISTS (SELECT 1 FROM changed))
 SELECT * FROM changed",
         returning = key_returning(),
-        events = insert_events_sql(WRITE_PARAMS + 6),
+        events = insert_events_sql(WRITE_PARAMS + 15),
         r = LIMIT_PARAMS,
         rl = LIMIT_PARAMS + 1,
         rw = LIMIT_PARAMS + 2,
@@ -267,7 +283,7 @@ SELECT * FROM changed",
 /// The first parameter of [`UPDATE`]'s limits, after its events': whether
 /// the rate limit changes and its columns, whether the credits change and
 /// theirs (docs/limits.md).
-const LIMIT_PARAMS: usize = WRITE_PARAMS + 6 + crate::events::EVENT_PARAMS;
+const LIMIT_PARAMS: usize = WRITE_PARAMS + 15 + crate::events::EVENT_PARAMS;
 
 /// Sets `last_used_at` of many keys in one statement: each key (`$1` tenant,
 /// `$2` id) to its use's time (`$3`) only where it is unset or not after the
@@ -320,12 +336,22 @@ fn bind_key<'a>(statement: Statement<'a>, row: &'a NewApiKeyRow) -> Statement<'a
         .bind::<Nullable<Timestamptz>, _>(&row.expires_at)
         .bind::<Nullable<Timestamptz>, _>(&row.revokes_at)
         .bind::<Nullable<Text>, _>(&row.replaced_by)
+        .bind::<Nullable<Array<Cidr>>, _>(&row.allowed_ips)
+        .bind::<Nullable<Array<Text>>, _>(&row.allowed_origins)
+        .bind::<Jsonb, _>(&row.metadata)
         .bind::<Nullable<Integer>, _>(&row.rate_limit)
         .bind::<Nullable<Integer>, _>(&row.rate_window_seconds)
         .bind::<Nullable<BigInt>, _>(&row.credits_remaining)
         .bind::<Nullable<BigInt>, _>(&row.credits_refill_amount)
         .bind::<Nullable<Text>, _>(&row.credits_refill_interval)
         .bind::<Nullable<Timestamptz>, _>(&row.credits_since)
+}
+
+/// `allowed_origins` as its column holds it.
+fn origins(origins: &Option<domain::AllowedOrigins>) -> Option<Vec<&str>> {
+    origins
+        .as_ref()
+        .map(|o| o.iter().map(|o| o.as_str()).collect())
 }
 
 fn to_key<E: From<RepositoryError>>(row: ApiKeyRow) -> Result<ApiKey, Fail<E>> {
@@ -650,6 +676,27 @@ impl ApiKeyRepository for PgStore {
             credits: changes.credits.as_ref().and_then(|c| c.new),
             credits_since: Some(event.created_at),
         });
+        let ips = |ips: &Option<domain::AllowedIps>| ips.as_ref().map(|i| i.blocks().to_vec());
+        let ip_change = changes.allowed_ips.as_ref();
+        let (new_ips, old_ips) = (
+            ip_change.and_then(|c| ips(&c.new)),
+            ip_change.and_then(|c| ips(&c.old)),
+        );
+        let origin_change = changes.allowed_origins.as_ref();
+        let (new_origins, old_origins) = (
+            origin_change.and_then(|c| origins(&c.new)),
+            origin_change.and_then(|c| origins(&c.old)),
+        );
+        let metadata_change = changes.metadata.as_ref();
+        let (new_metadata, old_metadata) = (
+            metadata_change.map(|c| metadata_json(&c.new)),
+            metadata_change.map(|c| metadata_json(&c.old)),
+        );
+        let (set_ips, set_origins, set_metadata) = (
+            ip_change.is_some(),
+            origin_change.is_some(),
+            metadata_change.is_some(),
+        );
         let attempt = |conn: &mut PgConnection| -> Result<ApiKey, Fail<UpdateRepoError>> {
             if narrows && !lock_tenant(conn, &tenant)? {
                 return Err(Fail::Domain(UpdateRepoError::NotFound));
@@ -659,7 +706,16 @@ impl ApiKeyRepository for PgStore {
                 .bind::<Nullable<Text>, _>(&old_name)
                 .bind::<Nullable<Array<Text>>, _>(&new_scopes)
                 .bind::<Nullable<Array<Text>>, _>(&old_scopes)
-                .bind::<Bool, _>(&narrows);
+                .bind::<Bool, _>(&narrows)
+                .bind::<Bool, _>(&set_ips)
+                .bind::<Nullable<Array<Cidr>>, _>(&new_ips)
+                .bind::<Nullable<Array<Cidr>>, _>(&old_ips)
+                .bind::<Bool, _>(&set_origins)
+                .bind::<Nullable<Array<Text>>, _>(&new_origins)
+                .bind::<Nullable<Array<Text>>, _>(&old_origins)
+                .bind::<Bool, _>(&set_metadata)
+                .bind::<Nullable<Jsonb>, _>(&new_metadata)
+                .bind::<Nullable<Jsonb>, _>(&old_metadata);
             let updated = events
                 .bind(query)
                 .bind::<Bool, _>(&set_rate)
@@ -680,8 +736,7 @@ impl ApiKeyRepository for PgStore {
                 return Err(Fail::Domain(UpdateRepoError::NotFound));
             };
             let key = to_key::<UpdateRepoError>(row)?;
-            let stale = changes.name.as_ref().is_some_and(|c| c.old != key.name)
-                || changes.scopes.as_ref().is_some_and(|c| c.old != key.scopes);
+            let stale = !changes.holds_old(&key);
             Err(Fail::Domain(if key.is_revoked(event.created_at) {
                 UpdateRepoError::Revoked
             } else if let Some(refusal) = actor_refusal(conn, &tenant, event)? {

@@ -97,6 +97,8 @@ fn limited(c: &mut Criterion) {
                     scopes: Scopes::full(),
                     expires_in: None,
                     limits,
+                    restrictions: Default::default(),
+                    metadata: Default::default(),
                 },
             )
             .expect("create")

@@ -62,6 +62,8 @@ impl ApiKeyBuilder {
                 revokes_at: None,
                 replaced_by: None,
                 limits: Default::default(),
+                restrictions: Default::default(),
+                metadata: Default::default(),
             },
         }
     }

@@ -166,6 +166,8 @@ pub fn request(
         scopes,
         expires_in,
         limits: Default::default(),
+        restrictions: Default::default(),
+        metadata: Default::default(),
     }
 }
 

@@ -463,7 +463,8 @@ mod tests {
             serde_json::json!([
                 {"$ref": "#/components/schemas/UpdateKeyName"},
                 {"$ref": "#/components/schemas/UpdateKeyScopes"},
-                {"$ref": "#/components/schemas/UpdateKeyLimits"}
+                {"$ref": "#/components/schemas/UpdateKeyLimits"},
+                {"$ref": "#/components/schemas/UpdateKeyRestrictions"}
             ])
         );
         assert_eq!(
@@ -474,6 +475,7 @@ mod tests {
             schemas["UpdateKeyScopes"]["required"],
             serde_json::json!(["scopes"])
         );
+        assert_eq!(schemas["UpdateKeyRestrictions"]["required"], Value::Null);
     }
 
     #[test]

@@ -400,6 +400,103 @@ impl PartialSchema for ScopeList {
 
 impl ToSchema for ScopeList {}
 
+/// `allowed_ips`: 1 to 100 CIDR blocks or addresses, IPv4 or IPv6.
+pub struct AllowedIpsList;
+
+impl PartialSchema for AllowedIpsList {
+    fn schema() -> RefOr<Schema> {
+        let block = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9A-Fa-f.:]+(/[0-9]{1,3})?$"))
+            .max_length(Some(64));
+        ArrayBuilder::new()
+            .items(block)
+            .min_items(Some(1))
+            .max_items(Some(domain::AllowedIps::MAX))
+            .description(Some(
+                "CIDR blocks, IPv4 or IPv6; a bare address is a /32 or /128. Stored as each block's network, duplicates dropped (docs/api.md, \"Restricting a key\").",
+            ))
+            .examples([serde_json::json!(["203.0.113.0/24", "2001:db8::/32"])])
+            .into()
+    }
+}
+
+impl ToSchema for AllowedIpsList {}
+
+/// `allowed_origins`: 1 to 50 origins `scheme://host[:port]`.
+pub struct AllowedOriginsList;
+
+impl PartialSchema for AllowedOriginsList {
+    fn schema() -> RefOr<Schema> {
+        let origin = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(
+                "^[A-Za-z][A-Za-z0-9+.-]*://(\\*\\.)?(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$",
+            ))
+            .max_length(Some(domain::AllowedOrigin::MAX_LEN));
+        ArrayBuilder::new()
+            .items(origin)
+            .min_items(Some(1))
+            .max_items(Some(domain::AllowedOrigins::MAX))
+            .description(Some(
+                "Publishable keys only. Origins `scheme://host[:port]`; a host `*.example.com` allows every subdomain of `example.com`, not `example.com` itself. Stored in lower case without the default port.",
+            ))
+            .examples([serde_json::json!(["https://*.example.com"])])
+            .into()
+    }
+}
+
+impl ToSchema for AllowedOriginsList {}
+
+fn metadata_schema(value: ObjectBuilder, description: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z0-9_.-]{1,40}$")),
+        ))
+        .additional_properties(Some(value))
+        .max_properties(Some(domain::Metadata::MAX_ENTRIES))
+        .description(Some(description))
+        .examples([serde_json::json!({"customer_id": "cus_42"})])
+        .into()
+}
+
+/// `metadata`: at most 20 string values under keys of `[A-Za-z0-9_.-]{1,40}`.
+pub struct MetadataObject;
+
+impl PartialSchema for MetadataObject {
+    fn schema() -> RefOr<Schema> {
+        metadata_schema(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(domain::Metadata::MAX_VALUE_CHARS)),
+            "At most 20 entries; keys 1-40 characters of `A-Za-z0-9_.-`; string values of at most 500 characters.",
+        )
+    }
+}
+
+impl ToSchema for MetadataObject {}
+
+/// A PATCH's `metadata`: values to set, or null to remove.
+pub struct MetadataPatchObject;
+
+impl PartialSchema for MetadataPatchObject {
+    fn schema() -> RefOr<Schema> {
+        metadata_schema(
+            ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                    Type::String,
+                    Type::Null,
+                ]))
+                .max_length(Some(domain::Metadata::MAX_VALUE_CHARS)),
+            "Merged into the key's metadata: each key given is set, a key given null is removed, others stay. At most 20 entries after the merge.",
+        )
+    }
+}
+
+impl ToSchema for MetadataPatchObject {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -128,6 +128,8 @@ impl Fx {
                     scopes: Scopes::parse(scopes.iter().copied()).unwrap(),
                     expires_in: expires_in.map(|e| ExpiresIn::parse(e).unwrap()),
                     limits: Default::default(),
+                    restrictions: Default::default(),
+                    metadata: Default::default(),
                 },
             )
             .unwrap();

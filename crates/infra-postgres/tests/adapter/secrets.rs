@@ -49,6 +49,8 @@ impl Maker {
             revokes_at: None,
             replaced_by: None,
             limits: Default::default(),
+            restrictions: Default::default(),
+            metadata: Default::default(),
         };
         let new = NewKey {
             hash: self.hash_key.hash(&secret),

@@ -204,6 +204,8 @@ impl Harness {
             scopes: Scopes::full(),
             expires_in: expires_in.map(|d| ExpiresIn::new(d).expect("lifetime")),
             limits: Default::default(),
+            restrictions: Default::default(),
+            metadata: Default::default(),
         };
         service.create(&t.admin, None, request).expect("create key")
     }
