@@ -89,10 +89,10 @@ error_codes! {
     ApiKeyRevoked = "api_key_revoked", UNAUTHORIZED, "revoked, or rotated and past its grace period; also a key revoked while its own write was in flight";
     ApiKeyExpired = "api_key_expired", UNAUTHORIZED, "past `expires_at`";
     InvalidTenantId = "invalid_tenant_id", BAD_REQUEST, "`X-Tenant-ID` missing or not `tnt_` + ULID";
-    DuplicateHeader = "duplicate_header", BAD_REQUEST, "`Authorization` or `X-Tenant-ID` sent more than once (`param`), checked before anything else";
+    DuplicateHeader = "duplicate_header", BAD_REQUEST, "`Authorization`, `X-Tenant-ID` or `X-API-Key` sent more than once, or `X-API-Key` with `Authorization` (`param`), checked before anything else";
     TenantMismatch = "tenant_mismatch", FORBIDDEN, "the key belongs to another tenant";
     SecretKeyRequired = "secret_key_required", FORBIDDEN, "a publishable key on a key-management route";
-    KeyTypeMismatch = "key_type_mismatch", FORBIDDEN, "the key is not of the `type` asked for (verify's verdict)";
+    KeyTypeMismatch = "key_type_mismatch", FORBIDDEN, "the key is not of the `type` asked for (verify's verdict, forward-auth)";
     InsufficientScope = "insufficient_scope", FORBIDDEN, "a key without the required scope (`*` for keys, `*` or `audit-logs:read` for the audit log)";
     LiveModeRequired = "live_mode_required", FORBIDDEN, "a test key creating a live key";
     KeyNotFound = "key_not_found", NOT_FOUND, "unknown, malformed, foreign or hidden key id";

@@ -35,6 +35,7 @@ mod body;
 mod client_addr;
 pub mod dto;
 mod error;
+mod forward_auth;
 mod handlers;
 mod idempotency;
 mod leaks;
@@ -53,6 +54,7 @@ pub mod request_limits;
 mod route;
 mod route_table;
 mod routes;
+mod snapshot;
 mod state;
 mod verify;
 

@@ -3,14 +3,15 @@
 //! them, the OpenAPI document lists their operations.
 
 use crate::route::Route;
-use crate::{audit, handlers, leaks, verify};
+use crate::{audit, forward_auth, handlers, leaks, verify};
 
 /// Every route, in the order actix tries them: a literal path before a
 /// template that would match it (`/v1/api-keys/verify` and
 /// `/v1/api-keys/rotate` before `/v1/api-keys/{id}`).
 pub(crate) fn all() -> impl Iterator<Item = &'static Route> {
-    let api: [&'static [Route]; 4] = [
+    let api: [&'static [Route]; 5] = [
         verify::ROUTES,
+        forward_auth::ROUTES,
         audit::ROUTES,
         leaks::ROUTES,
         handlers::ROUTES,

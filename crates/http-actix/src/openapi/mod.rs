@@ -85,6 +85,7 @@ use serve::Documents;
     tags(
         (name = "api-keys", description = "Managing a tenant's API keys (secret key with `*` required)."),
         (name = "api-key-verification", description = "Checking a key presented to another service: the key is in the body, no `Authorization`."),
+        (name = "forward-auth", description = "For gateways (nginx `auth_request`, Caddy `forward_auth`, Traefik `ForwardAuth`, Envoy `ext_authz`): may this request pass? Any method; the key in `Authorization: Bearer` or `X-API-Key`; `X-Tenant-ID` optional."),
         (name = "leaked-keys", description = "Reporting keys found where they should not be: no `Authorization`, no `X-Tenant-ID`; every active secret key reported is revoked."),
         (name = "audit-events", description = "The tenant's key events, newest first (secret key with `*` or `audit-logs:read`)."),
         (name = "health", description = "Probes and this document; no key needed."),
@@ -133,27 +134,39 @@ impl Modify for Operations {
                 openapi.merge(operation);
             }
             if let Some(item) = openapi.paths.paths.get_mut(route.path) {
-                for operation in operations_mut(item) {
-                    not_allowed_row(operation, route.allow);
+                let methods = methods_mut(item).count();
+                for (method, operation) in methods_mut(item) {
+                    // A route answering any method never answers 405.
+                    if route.allow != crate::route::ANY_METHODS {
+                        not_allowed_row(operation, route.allow);
+                    }
+                    // One handler for several methods: an id for each.
+                    if methods > 1 && route.allow == crate::route::ANY_METHODS {
+                        if let Some(id) = &mut operation.operation_id {
+                            id.push('_');
+                            id.push_str(method);
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+/// Each operation of a path, with its method in lower case.
+fn methods_mut(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut Operation)> {
     [
-        &mut item.get,
-        &mut item.put,
-        &mut item.post,
-        &mut item.delete,
-        &mut item.options,
-        &mut item.head,
-        &mut item.patch,
-        &mut item.trace,
+        ("get", &mut item.get),
+        ("put", &mut item.put),
+        ("post", &mut item.post),
+        ("delete", &mut item.delete),
+        ("options", &mut item.options),
+        ("head", &mut item.head),
+        ("patch", &mut item.patch),
+        ("trace", &mut item.trace),
     ]
     .into_iter()
-    .flatten()
+    .filter_map(|(method, operation)| operation.as_mut().map(|o| (method, o)))
 }
 
 /// The operation's 405 `method_not_allowed` row, with `Allow: allow`.
@@ -393,9 +406,12 @@ mod tests {
                 route.path
             );
             for operation in item.values() {
+                // A route answering any method never answers 405.
+                let allow = (route.allow != crate::route::ANY_METHODS)
+                    .then(|| Value::from(format!("`{}`", route.allow)));
                 assert_eq!(
                     operation["responses"]["405"]["headers"]["Allow"]["description"],
-                    Value::from(format!("`{}`", route.allow)),
+                    allow.unwrap_or(Value::Null),
                     "{}",
                     route.path
                 );
