@@ -156,17 +156,16 @@ fn judge(key: &ApiKey, asked: &Asked) -> Result<(), ApiError> {
 #[cfg_attr(
     feature = "openapi",
     utoipa::path(
-        method(get, post, put, patch, delete, options),
+        method(get, post, put, patch, delete),
         path = FORWARD_AUTH.path,
         tag = "forward-auth",
         operation_id = "forward_auth",
         security(("bearer" = [])),
         params(
+            crate::openapi::params::ForwardAuthHeaders,
             ("scopes" = Option<String>, Query, description = "Scopes the key must all have, comma-separated (`users:read,users:write`); a key with `*` has every scope, a publishable key never a sensitive one. Absent or empty: none."),
             ("type" = Option<crate::dto::KeyTypeDto>, Query, description = "The key type accepted: a key of the other type is refused 403 `key_type_mismatch`."),
             ("cost" = Option<u16>, Query, minimum = 0, maximum = 1000, description = "What this use costs against the key's usage limits, 0–1000 (default 1)."),
-            ("X-API-Key" = Option<String>, Header, description = "The key, instead of `Authorization: Bearer <key>` (both: 400 `duplicate_header`)."),
-            ("X-Tenant-ID" = Option<crate::openapi::schemas::TenantId>, Header, description = "Optional: when sent, the key must belong to this tenant (403 `tenant_mismatch`); malformed: 400 `invalid_tenant_id`."),
         ),
         responses(
             (status = 200, description = "The request may pass. Empty body; the `X-ApiKey-*` headers describe the key, for the gateway to pass upstream.",

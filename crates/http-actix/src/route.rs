@@ -78,11 +78,12 @@ macro_rules! allow_list {
     (@ PUT) => { "PUT" };
     (@ PATCH) => { "PATCH" };
     (@ DELETE) => { "DELETE" };
-    (@ ANY) => { "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS" };
+    (@ ANY) => { "GET, HEAD, POST, PUT, PATCH, DELETE" };
 }
 
 /// What a route that answers any method (`ANY`) lists as its methods: the
-/// usual ones, each documented (`HEAD` with `GET`). It never answers 405.
+/// usual ones, each documented (`HEAD` with `GET`; not `OPTIONS`, which
+/// generated clients cannot send). It never answers 405.
 pub(crate) const ANY_METHODS: &str = allow_list!(@ ANY);
 
 /// `resource` with `handler` answering `method` (and `HEAD` for `GET`: the
