@@ -68,14 +68,30 @@ fn directives(config: &str) -> Vec<&str> {
         .collect()
 }
 
-/// `text` with `from` replaced by `to`; `from` must be there (else the
-/// documentation changed under the test).
-fn substitute(text: &str, from: &str, to: &str) -> String {
-    assert!(
-        text.contains(from),
-        "the documented configuration no longer holds `{from}`"
-    );
-    text.replace(from, to)
+/// The documented configuration `file` (shown in the guide's `fence`
+/// block) with its example addresses replaced: the service's, the app's,
+/// and `listen` (the gateway's own) by `listening`. Each must be there
+/// (else the documentation changed under the test).
+fn documented_site(
+    file: &str,
+    fence: &str,
+    apikeys: SocketAddr,
+    app: SocketAddr,
+    (listen, listening): (&str, &str),
+) -> String {
+    let mut site = documented_config(file, fence);
+    for (from, to) in [
+        ("127.0.0.1:8080", apikeys.to_string()),
+        ("127.0.0.1:3000", app.to_string()),
+        (listen, listening.to_owned()),
+    ] {
+        assert!(
+            site.contains(from),
+            "docs/gateways/{file} no longer holds `{from}`"
+        );
+        site = site.replace(from, &to);
+    }
+    site
 }
 
 /// The path of an installed program, or a failure saying how to install it.
@@ -190,10 +206,14 @@ fn nginx(apikeys: SocketAddr, app: SocketAddr) -> Gateway {
     let nginx = program("nginx");
     let dir = TempDir::new("nginx");
     let port = free_port();
-    let site = documented_config("nginx.conf", "nginx");
-    let site = substitute(&site, "127.0.0.1:8080", &apikeys.to_string());
-    let site = substitute(&site, "127.0.0.1:3000", &app.to_string());
-    let site = substitute(&site, "listen 8000;", &format!("listen 127.0.0.1:{port};"));
+    let listening = format!("listen 127.0.0.1:{port};");
+    let site = documented_site(
+        "nginx.conf",
+        "nginx",
+        apikeys,
+        app,
+        ("listen 8000;", &listening),
+    );
     std::fs::write(dir.0.join("site.conf"), site).expect("site.conf");
     let root = dir.0.display();
     let main = format!(
@@ -229,10 +249,14 @@ fn caddy(apikeys: SocketAddr, app: SocketAddr) -> Gateway {
     let caddy = program("caddy");
     let dir = TempDir::new("caddy");
     let port = free_port();
-    let site = documented_config("Caddyfile", "caddyfile");
-    let site = substitute(&site, "127.0.0.1:8080", &apikeys.to_string());
-    let site = substitute(&site, "127.0.0.1:3000", &app.to_string());
-    let site = substitute(&site, ":8000 {", &format!("http://127.0.0.1:{port} {{"));
+    let listening = format!("http://127.0.0.1:{port} {{");
+    let site = documented_site(
+        "Caddyfile",
+        "caddyfile",
+        apikeys,
+        app,
+        (":8000 {", &listening),
+    );
     let conf = dir.0.join("Caddyfile");
     std::fs::write(
         &conf,

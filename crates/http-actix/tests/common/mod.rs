@@ -97,6 +97,17 @@ impl Fx {
         )
     }
 
+    /// [`Fx::state`] with another authenticator (a mock) in front of the
+    /// same service.
+    pub fn state_with(&self, authenticator: impl Authenticator + 'static) -> AppState {
+        let authenticator: Arc<dyn Authenticator> = Arc::new(authenticator);
+        AppState::new(
+            self.service.clone(),
+            authenticator,
+            Arc::new(StoreReadiness(self.store.clone())),
+        )
+    }
+
     /// The principal of Acme's live full-access key, to make keys directly.
     pub fn live_principal(&self) -> Principal {
         Principal {
