@@ -363,6 +363,8 @@ impl KeyCreateArgs {
             mode: Some(mode),
             scopes,
             expires_in,
+            restrictions: domain::KeyRestrictions::default(),
+            metadata: domain::Metadata::default(),
         };
         Ok((tenant, request))
     }

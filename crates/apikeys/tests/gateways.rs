@@ -398,6 +398,52 @@ async fn new_key(served: &Served, scopes: Value) -> (String, String) {
     )
 }
 
+/// A key made through the domain with restrictions and metadata (the API's
+/// fields for them are another change's): (id, full key). Made before the
+/// service ever sees it, so its first use reads it from the database.
+fn restricted_key(
+    served: &Served,
+    key_type: domain::KeyType,
+    allowed_ips: &[&str],
+    allowed_origins: Option<&[&str]>,
+) -> (String, String) {
+    let store = served.db.store();
+    let service = apikeys::application::service(
+        &store,
+        domain::testing::TestClock::default(),
+        common::hash_key(),
+    );
+    let live = domain::PlainKey::parse(&served.tenant.live).expect("live key");
+    let tenant = served.tenant.id.parse().expect("tenant id");
+    let caller =
+        domain::Authenticator::authenticate(&service, &domain::Credentials::new(live, tenant))
+            .expect("the live key");
+    let created = service
+        .create(
+            &domain::Principal::of(&caller),
+            None,
+            domain::CreateKey {
+                name: domain::KeyName::parse("Restricted gateway client").expect("name"),
+                key_type,
+                mode: Some(domain::Mode::Live),
+                scopes: domain::Scopes::parse(["users:read"]).expect("scopes"),
+                expires_in: None,
+                restrictions: domain::KeyRestrictions {
+                    allowed_ips: Some(
+                        domain::AllowedIps::parse(allowed_ips.iter().copied()).expect("ips"),
+                    ),
+                    allowed_origins: allowed_origins.map(|o| {
+                        domain::AllowedOrigins::parse(o.iter().copied()).expect("origins")
+                    }),
+                },
+                metadata: domain::Metadata::new([("plan".to_owned(), "pro".to_owned())])
+                    .expect("metadata"),
+            },
+        )
+        .expect("create the key");
+    (created.key.id.to_string(), created.secret.into_secret())
+}
+
 /// The error body's code, checked to be the documented JSON shape.
 async fn error_code(response: Response) -> String {
     let body: Value = response.json().await.expect("a JSON error body");
@@ -498,6 +544,66 @@ async fn through(gateway: &Gateway, served: &Served) {
         .collect();
     assert_eq!(challenges, ["Bearer"], "{name}");
     assert_eq!(error_code(response).await, "api_key_revoked", "{name}");
+
+    // A key limited by address is judged by the end client's address
+    // (X-Forwarded-For from the trusted gateway), not the gateway's: allowed
+    // for 127.0.0.2 only, refused for 127.0.0.4; a key allowed for the
+    // gateway's own address (127.0.0.1) is refused to its clients. Its
+    // metadata reaches the upstream.
+    let (only_id, only) = restricted_key(served, domain::KeyType::Secret, &["127.0.0.2"], None);
+    let response = client
+        .get(gateway.url("/"))
+        .header("Authorization", format!("Bearer {only}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200, "{name}");
+    let headers = echoed(response).await;
+    assert_eq!(headers.get("x-apikey-id"), Some(&vec![only_id]), "{name}");
+    // {"plan":"pro"}, base64url without padding.
+    assert_eq!(
+        headers.get("x-apikey-metadata"),
+        Some(&vec!["eyJwbGFuIjoicHJvIn0".to_owned()]),
+        "{name}"
+    );
+    let response = client_from(4)
+        .get(gateway.url("/"))
+        .header("Authorization", format!("Bearer {only}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 403, "{name}");
+    assert_eq!(error_code(response).await, "ip_not_allowed", "{name}");
+    let (_, gateways_own) = restricted_key(served, domain::KeyType::Secret, &["127.0.0.1"], None);
+    let response = client
+        .get(gateway.url("/"))
+        .header("Authorization", format!("Bearer {gateways_own}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 403, "{name}");
+    assert_eq!(error_code(response).await, "ip_not_allowed", "{name}");
+
+    // A publishable key's origins: the client's Origin passes through.
+    let (_, public) = restricted_key(
+        served,
+        domain::KeyType::Publishable,
+        &["127.0.0.0/8"],
+        Some(&["https://app.example.com"]),
+    );
+    for (origin, status) in [
+        ("https://app.example.com", 200),
+        ("https://evil.example.net", 403),
+    ] {
+        let response = client
+            .get(gateway.url("/"))
+            .header("X-API-Key", &public)
+            .header("Origin", origin)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), status, "{name}: {origin}");
+    }
 
     // Failed authentications from one end client (127.0.0.3): past the
     // limit, 429 with Retry-After reaches it; the other client (127.0.0.2)

@@ -236,6 +236,8 @@ fn fresh_keys(service: &ApiKeys, admin: &Principal) -> Vec<String> {
                         mode: Some(Mode::Live),
                         scopes: Scopes::full(),
                         expires_in: None,
+                        restrictions: Default::default(),
+                        metadata: Default::default(),
                     },
                 )
                 .unwrap()

@@ -5,7 +5,9 @@ use time::{Duration, OffsetDateTime};
 use crate::hashing::KeyHash;
 use crate::ids::{KeyId, TenantId};
 use crate::key_kind::{KeyType, Mode};
+use crate::metadata::Metadata;
 use crate::name::KeyName;
+use crate::restrictions::KeyRestrictions;
 use crate::scope::Scopes;
 
 /// A tenant: the owner of keys.
@@ -49,6 +51,11 @@ pub struct ApiKey {
     pub revokes_at: Option<OffsetDateTime>,
     /// The successor, once the key has been rotated.
     pub replaced_by: Option<KeyId>,
+    /// Where the key may be used from: `allowed_ips`, `allowed_origins`
+    /// (docs/api.md, "Restricting a key"), parsed once when the key is read.
+    pub restrictions: KeyRestrictions,
+    /// `metadata`.
+    pub metadata: Metadata,
 }
 
 /// `last_used_at` is written at most once per key in this interval

@@ -1,5 +1,6 @@
 //! Authentication (docs/api.md, "Conventions", authentication) and the authenticated caller.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -11,6 +12,7 @@ use crate::ids::{KeyId, TenantId};
 use crate::key_kind::{KeyType, Mode};
 use crate::key_string::PlainKey;
 use crate::ports::RepositoryError;
+use crate::restrictions::UseRefusal;
 use crate::scope::{Scope, Scopes};
 
 /// Why a request was not authenticated, in the order the checks run: the first
@@ -35,9 +37,25 @@ pub enum AuthError {
     /// The key belongs to another tenant than `X-Tenant-ID`.
     #[error("the API key does not belong to this tenant")]
     TenantMismatch,
+    /// The client address is outside the key's `allowed_ips`
+    /// ([`KeyRestrictions::check`](crate::KeyRestrictions::check)).
+    #[error("the API key may not be used from this address")]
+    IpNotAllowed,
+    /// The request's origin matches none of the key's `allowed_origins`.
+    #[error("the API key may not be used from this origin")]
+    OriginNotAllowed,
     /// Storage failure.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+}
+
+impl From<UseRefusal> for AuthError {
+    fn from(refusal: UseRefusal) -> Self {
+        match refusal {
+            UseRefusal::IpNotAllowed => AuthError::IpNotAllowed,
+            UseRefusal::OriginNotAllowed => AuthError::OriginNotAllowed,
+        }
+    }
 }
 
 /// A key and tenant that passed the checks that need no I/O (steps 1 and 2).
@@ -121,6 +139,22 @@ pub fn check_key(
         return Err(AuthError::TenantMismatch);
     }
     Ok(())
+}
+
+/// Whether the key that passed [`check_key`] may be used by a client at `ip`
+/// from `origin` (docs/api.md, "Restricting a key"): its `allowed_ips`,
+/// then, for a publishable key, its `allowed_origins`
+/// ([`KeyRestrictions::check`](crate::KeyRestrictions::check)). Every way a
+/// key is used (each authenticated request, verify) decides with this one
+/// function, after [`check_key`] and before the scopes, on the key as
+/// authenticated (a cached key carries its restrictions parsed).
+///
+/// # Errors
+/// [`AuthError::IpNotAllowed`] or [`AuthError::OriginNotAllowed`].
+pub fn check_use(key: &ApiKey, ip: Option<IpAddr>, origin: Option<&str>) -> Result<(), AuthError> {
+    key.restrictions
+        .check(key.key_type, ip, origin)
+        .map_err(AuthError::from)
 }
 
 /// Why an authenticated caller may not do something.

@@ -4,8 +4,10 @@
 use thiserror::Error;
 
 use crate::auth::AccessError;
+use crate::metadata::MetadataError;
 use crate::name::KeyNameError;
 use crate::ports::RepositoryError;
+use crate::restrictions::RestrictionError;
 use crate::scope::Scope;
 
 /// Why [`ApiKeys::create`](crate::ApiKeys::create) failed.
@@ -20,6 +22,10 @@ pub enum CreateError {
     /// A publishable key was asked for with a sensitive scope.
     #[error("a publishable key cannot hold {}: it is public by design", .0.as_str())]
     SensitiveScope(Scope),
+    /// A restriction the key's type may not hold (`allowed_origins` on a
+    /// secret key).
+    #[error(transparent)]
+    Restriction(#[from] RestrictionError),
     /// The tenant has the maximum number of active keys.
     #[error("the tenant has reached its limit of active keys")]
     LimitReached,
@@ -94,6 +100,13 @@ pub enum UpdateError {
     /// A publishable key was given a sensitive scope.
     #[error("a publishable key cannot hold {}: it is public by design", .0.as_str())]
     SensitiveScope(Scope),
+    /// A restriction the key's type may not hold (`allowed_origins` on a
+    /// secret key).
+    #[error(transparent)]
+    Restriction(#[from] RestrictionError),
+    /// The merged metadata breaks its limits (more than 20 entries).
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
     /// Narrowing the scopes would leave the tenant without a full-access live
     /// secret key.
     #[error("this is the tenant's last full-access live secret key")]

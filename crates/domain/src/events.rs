@@ -15,7 +15,9 @@ use crate::api_key::ApiKey;
 use crate::duration::GracePeriod;
 use crate::ids::{EventId, KeyId, TenantId};
 use crate::key_kind::{Mode, UnknownVariant};
+use crate::metadata::Metadata;
 use crate::name::KeyName;
+use crate::restrictions::{AllowedIps, AllowedOrigins};
 use crate::scope::Scopes;
 
 /// Who made a change.
@@ -159,6 +161,12 @@ pub struct FieldChanges {
     pub name: Option<Change<KeyName>>,
     /// The scopes, if they changed.
     pub scopes: Option<Change<Scopes>>,
+    /// `allowed_ips`, if it changed (`None`: any address).
+    pub allowed_ips: Option<Change<Option<AllowedIps>>>,
+    /// `allowed_origins`, if it changed (`None`: any origin).
+    pub allowed_origins: Option<Change<Option<AllowedOrigins>>>,
+    /// `metadata`, if it changed (old and new in full, after the merge).
+    pub metadata: Option<Change<Metadata>>,
 }
 
 impl FieldChanges {
@@ -174,12 +182,50 @@ impl FieldChanges {
                 old: key.scopes,
                 new: *s,
             }),
+            ..FieldChanges::default()
         }
+    }
+
+    /// These changes and those of the restrictions and metadata `key` would
+    /// get (`None`: leave as it is; metadata already merged).
+    #[must_use]
+    pub fn with_restrictions(
+        mut self,
+        key: &ApiKey,
+        allowed_ips: Option<&Option<AllowedIps>>,
+        allowed_origins: Option<&Option<AllowedOrigins>>,
+        metadata: Option<&Metadata>,
+    ) -> Self {
+        let current = &key.restrictions;
+        self.allowed_ips = changed(&current.allowed_ips, allowed_ips);
+        self.allowed_origins = changed(&current.allowed_origins, allowed_origins);
+        self.metadata = changed(&key.metadata, metadata);
+        self
     }
 
     /// Whether nothing changes.
     pub fn is_empty(&self) -> bool {
-        self.name.is_none() && self.scopes.is_none()
+        self.name.is_none()
+            && self.scopes.is_none()
+            && self.allowed_ips.is_none()
+            && self.allowed_origins.is_none()
+            && self.metadata.is_none()
+    }
+
+    /// Whether `key` still holds every changed field's `old` value: the
+    /// precondition of the write.
+    pub fn holds_old(&self, key: &ApiKey) -> bool {
+        fn holds<T: PartialEq>(change: Option<&Change<T>>, current: &T) -> bool {
+            change.is_none_or(|c| c.old == *current)
+        }
+        holds(self.name.as_ref(), &key.name)
+            && holds(self.scopes.as_ref(), &key.scopes)
+            && holds(self.allowed_ips.as_ref(), &key.restrictions.allowed_ips)
+            && holds(
+                self.allowed_origins.as_ref(),
+                &key.restrictions.allowed_origins,
+            )
+            && holds(self.metadata.as_ref(), &key.metadata)
     }
 
     /// `key` with the new values applied.
@@ -191,8 +237,25 @@ impl FieldChanges {
         if let Some(c) = &self.scopes {
             key.scopes = c.new;
         }
+        if let Some(c) = &self.allowed_ips {
+            key.restrictions.allowed_ips = c.new.clone();
+        }
+        if let Some(c) = &self.allowed_origins {
+            key.restrictions.allowed_origins = c.new.clone();
+        }
+        if let Some(c) = &self.metadata {
+            key.metadata = c.new.clone();
+        }
         key
     }
+}
+
+/// The change from `current` to `requested`, if it is one.
+fn changed<T: Clone + PartialEq>(current: &T, requested: Option<&T>) -> Option<Change<T>> {
+    requested.filter(|r| *r != current).map(|r| Change {
+        old: current.clone(),
+        new: r.clone(),
+    })
 }
 
 /// What an event says beyond its envelope (`data` in the API).

@@ -142,6 +142,31 @@ impl RequestFingerprint {
             .expires_in
             .map_or_else(|| "-".to_owned(), |e| e.get().whole_seconds().to_string());
         push_field(&mut text, &expires);
+        // Only when given, so that a request without them keeps the
+        // fingerprint it always had.
+        let restrictions = &request.restrictions;
+        if !restrictions.is_unrestricted() || !request.metadata.is_empty() {
+            let ips = restrictions.allowed_ips.as_ref().map_or_else(
+                || "-".to_owned(),
+                |ips| {
+                    let blocks: Vec<String> =
+                        ips.blocks().iter().map(ToString::to_string).collect();
+                    blocks.join(",")
+                },
+            );
+            push_field(&mut text, &ips);
+            let origins = restrictions.allowed_origins.as_ref().map_or_else(
+                || "-".to_owned(),
+                |o| o.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(","),
+            );
+            push_field(&mut text, &origins);
+            let mut metadata = String::new();
+            for (key, value) in request.metadata.iter() {
+                push_field(&mut metadata, key);
+                push_field(&mut metadata, value);
+            }
+            push_field(&mut text, &metadata);
+        }
         Self::of_text(&text)
     }
 

@@ -45,11 +45,13 @@ pub mod ids;
 pub mod key_kind;
 pub mod key_string;
 pub mod leaks;
+pub mod metadata;
 pub mod name;
 pub mod operator;
 pub mod ports;
 pub mod random;
 pub mod requests;
+pub mod restrictions;
 pub mod scope;
 pub mod service;
 
@@ -61,7 +63,9 @@ pub mod mocks;
 pub mod testing;
 
 pub use api_key::{ApiKey, KeyStatus, KeyView, NewKey, Tenant, LAST_USED_RESOLUTION};
-pub use auth::{check_key, AccessError, AuthError, Authenticator, Credentials, Principal};
+pub use auth::{
+    check_key, check_use, AccessError, AuthError, Authenticator, Credentials, Principal,
+};
 pub use clock::{Clock, SystemClock};
 pub use duration::{parse_duration, DurationError, ExpiresIn, GracePeriod};
 pub use errors::{
@@ -81,6 +85,7 @@ pub use ids::{EventId, IdError, KeyId, TenantId};
 pub use key_kind::{KeyType, Mode, UnknownVariant};
 pub use key_string::{contains_key_material, KeyFormatError, PlainKey};
 pub use leaks::LeakReport;
+pub use metadata::{Metadata, MetadataError, MetadataPatch};
 pub use name::{is_forbidden_in_name, KeyName, KeyNameError, MAX_NAME_CHARS};
 pub use operator::{CreateKeyForError, ListKeysForError, RevokeKeyForError, RevokedKey};
 pub use ports::{
@@ -89,7 +94,11 @@ pub use ports::{
     RepositoryError, RevokeRepoError, RotateRepoError, TenantRepository, UpdateRepoError,
 };
 pub use random::{OsSecretSource, SecretSource};
-pub use requests::{CreateKey, ListEvents, ListKeys, PageLimit, PageLimitError};
+pub use requests::{CreateKey, ListEvents, ListKeys, PageLimit, PageLimitError, UpdateKey};
+pub use restrictions::{
+    origin_of_url, AllowedIps, AllowedOrigin, AllowedOrigins, KeyRestrictions, RestrictionError,
+    UseRefusal,
+};
 pub use scope::{Scope, Scopes, ScopesError};
 pub use service::{
     ApiKeys, CreatedKey, CreatedTenant, KeyViewPage, RotatedKey, DEFAULT_MAX_ACTIVE_KEYS,

@@ -9,7 +9,9 @@ use crate::duration::ExpiresIn;
 use crate::events::EventType;
 use crate::ids::{EventId, KeyId};
 use crate::key_kind::{KeyType, Mode};
+use crate::metadata::{Metadata, MetadataPatch};
 use crate::name::KeyName;
+use crate::restrictions::{AllowedIps, AllowedOrigins, KeyRestrictions};
 use crate::scope::Scopes;
 
 /// A page size of 1 to 100 (default 100).
@@ -62,6 +64,26 @@ pub struct CreateKey {
     pub scopes: Scopes,
     /// Lifetime; `None` never expires.
     pub expires_in: Option<ExpiresIn>,
+    /// `allowed_ips` and `allowed_origins` (none by default).
+    pub restrictions: KeyRestrictions,
+    /// `metadata` (empty by default).
+    pub metadata: Metadata,
+}
+
+/// A change of a key (PATCH); every field is already valid, and `None`
+/// leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpdateKey {
+    /// The new name.
+    pub name: Option<KeyName>,
+    /// The new scopes.
+    pub scopes: Option<Scopes>,
+    /// The new `allowed_ips`; `Some(None)` lifts the restriction.
+    pub allowed_ips: Option<Option<AllowedIps>>,
+    /// The new `allowed_origins`; `Some(None)` lifts the restriction.
+    pub allowed_origins: Option<Option<AllowedOrigins>>,
+    /// Metadata keys to set or (to `None`) remove; others stay.
+    pub metadata: Option<MetadataPatch>,
 }
 
 /// An audit-log listing request; every field is already valid.

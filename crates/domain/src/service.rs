@@ -18,6 +18,7 @@ use crate::idempotency::ResponseSealer;
 use crate::ids::{EventId, KeyId, TenantId};
 use crate::key_kind::{KeyType, Mode};
 use crate::key_string::PlainKey;
+use crate::metadata::Metadata;
 use crate::name::KeyName;
 use crate::ports::{
     ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
@@ -25,7 +26,8 @@ use crate::ports::{
     RotateRepoError, TenantRepository, UpdateRepoError,
 };
 use crate::random::SecretSource;
-use crate::requests::{CreateKey, ListEvents, ListKeys};
+use crate::requests::{CreateKey, ListEvents, ListKeys, UpdateKey};
+use crate::restrictions::{KeyRestrictions, RestrictionError};
 use crate::scope::{Scope, Scopes};
 
 /// Most keys a tenant may have active at once in each mode (docs/api.md,
@@ -224,7 +226,7 @@ impl ApiKeys {
     ) -> PreparedKey {
         let now = self.now();
         let expires_at = request.expires_in.map(|e| now + e.get());
-        let (new, secret) = self.new_key(
+        let (mut new, secret) = self.new_key(
             tenant,
             request.name,
             request.key_type,
@@ -233,6 +235,8 @@ impl ApiKeys {
             expires_at,
             now,
         );
+        new.key.restrictions = request.restrictions;
+        new.key.metadata = request.metadata;
         let event = self.key_event(
             now,
             &new.key,
@@ -316,12 +320,11 @@ impl ApiKeys {
         Ok(KeyView::at(key, self.now()))
     }
 
-    /// Renames or re-scopes a key (`None` leaves a field as it is). A change
-    /// that leaves every field as it was writes nothing and no event.
+    /// Renames or re-scopes a key (`None` leaves a field as it is): an
+    /// [`ApiKeys::update_with`] of those two fields.
     ///
     /// # Errors
     /// [`UpdateError`].
-    #[tracing::instrument(level = "debug", name = "use_case.update", skip_all, fields(key_id = %id))]
     pub fn update(
         &self,
         caller: &Principal,
@@ -330,6 +333,35 @@ impl ApiKeys {
         name: Option<KeyName>,
         scopes: Option<Scopes>,
     ) -> Result<KeyView, UpdateError> {
+        let request = UpdateKey {
+            name,
+            scopes,
+            ..UpdateKey::default()
+        };
+        self.update_with(caller, request_id, id, &request)
+    }
+
+    /// Changes a key as `request` says (`None` leaves a field as it is;
+    /// metadata merges, docs/api.md, "PATCH /v1/api-keys/{id}"). A change
+    /// that leaves every field as it was writes nothing and no event.
+    ///
+    /// # Errors
+    /// [`UpdateError`].
+    #[tracing::instrument(level = "debug", name = "use_case.update", skip_all, fields(key_id = %id))]
+    pub fn update_with(
+        &self,
+        caller: &Principal,
+        request_id: Option<String>,
+        id: &KeyId,
+        request: &UpdateKey,
+    ) -> Result<KeyView, UpdateError> {
+        let UpdateKey {
+            name,
+            scopes,
+            allowed_ips,
+            allowed_origins,
+            metadata,
+        } = request;
         caller.require_key_management()?;
         let origin = caller.origin(request_id);
         // The event records each field's old value, and the write applies
@@ -348,7 +380,20 @@ impl ApiKeys {
                     return Err(UpdateError::SensitiveScope(scope));
                 }
             }
-            let changes = FieldChanges::between(&key, name.as_ref(), scopes.as_ref());
+            if key.key_type == KeyType::Secret && matches!(allowed_origins, Some(Some(_))) {
+                return Err(RestrictionError::OriginsOnSecretKey.into());
+            }
+            let merged = metadata
+                .as_ref()
+                .map(|patch| key.metadata.merged(patch))
+                .transpose()?;
+            let changes = FieldChanges::between(&key, name.as_ref(), scopes.as_ref())
+                .with_restrictions(
+                    &key,
+                    allowed_ips.as_ref(),
+                    allowed_origins.as_ref(),
+                    merged.as_ref(),
+                );
             if changes.is_empty() {
                 return Ok(KeyView::at(key, now));
             }
@@ -472,7 +517,7 @@ impl ApiKeys {
             .ok_or(RotateError::NotFound)?;
         rotatable(&old, now)?;
         let expires_at = old.expires_at.map(|at| now + (at - old.created_at));
-        let (successor, secret) = self.new_key(
+        let (mut successor, secret) = self.new_key(
             old.tenant_id,
             old.name.clone(),
             old.key_type,
@@ -481,6 +526,10 @@ impl ApiKeys {
             expires_at,
             now,
         );
+        // Rotation copies where the key may be used from and its metadata
+        // (docs/api.md, "Restricting a key").
+        successor.key.restrictions = old.restrictions.clone();
+        successor.key.metadata = old.metadata.clone();
         let revokes_at = now + grace.get();
         let rotated = self.key_event(
             now,
@@ -679,6 +728,8 @@ impl ApiKeys {
             expires_at,
             revokes_at: None,
             replaced_by: None,
+            restrictions: KeyRestrictions::default(),
+            metadata: Metadata::default(),
         };
         let hash = self.hash_key.hash(&secret);
         (NewKey { key, hash }, secret)
@@ -723,6 +774,7 @@ pub(crate) fn creatable_mode(caller: &Principal, request: &CreateKey) -> Result<
             return Err(CreateError::SensitiveScope(scope));
         }
     }
+    request.restrictions.check_type(request.key_type)?;
     let mode = request.mode.unwrap_or(caller.mode);
     if caller.mode == Mode::Test && mode == Mode::Live {
         return Err(CreateError::LiveModeRequired);

@@ -122,6 +122,8 @@ fn key_of_acme() -> ApiKey {
         expires_at: None,
         revokes_at: None,
         replaced_by: None,
+        restrictions: Default::default(),
+        metadata: Default::default(),
     }
 }
 

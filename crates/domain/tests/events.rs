@@ -190,6 +190,7 @@ fn update_records_only_the_fields_that_changed_with_their_old_values() {
                             new: name("Analytics"),
                         }),
                         scopes: None,
+                        ..FieldChanges::default()
                     },
                 },
             ),
@@ -205,6 +206,7 @@ fn update_records_only_the_fields_that_changed_with_their_old_values() {
                             old: Scopes::full(),
                             new: scopes(&[Scope::UsersRead]),
                         }),
+                        ..FieldChanges::default()
                     },
                 },
             ),

@@ -28,6 +28,8 @@ fn key() -> ApiKey {
         expires_at: None,
         revokes_at: None,
         replaced_by: None,
+        restrictions: Default::default(),
+        metadata: Default::default(),
     }
 }
 

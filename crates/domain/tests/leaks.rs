@@ -347,6 +347,8 @@ fn stored_key(secret: &PlainKey) -> ApiKey {
         expires_at: None,
         revokes_at: None,
         replaced_by: None,
+        restrictions: Default::default(),
+        metadata: Default::default(),
     }
 }
 

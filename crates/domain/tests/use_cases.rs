@@ -113,6 +113,8 @@ fn create_stores_the_requested_key_and_returns_its_secret() {
         expires_at: Some(now + Duration::days(90)),
         revokes_at: None,
         replaced_by: None,
+        restrictions: Default::default(),
+        metadata: Default::default(),
     };
     assert_eq!(created.key, expected);
     assert!(created.secret.expose_secret().starts_with("pk_live_"));

@@ -127,6 +127,8 @@ fn stored_key(id: KeyId, mode: Mode) -> ApiKey {
         expires_at: None,
         revokes_at: None,
         replaced_by: None,
+        restrictions: Default::default(),
+        metadata: Default::default(),
     }
 }
 
@@ -137,6 +139,8 @@ fn create_request(mode: Option<Mode>) -> CreateKey {
         mode,
         scopes: Scopes::full(),
         expires_in: None,
+        restrictions: Default::default(),
+        metadata: Default::default(),
     }
 }
 

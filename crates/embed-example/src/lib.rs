@@ -124,6 +124,8 @@ pub fn create_publishable_key(
         mode: Some(Mode::Live),
         scopes: Scopes::full(),
         expires_in: None,
+        restrictions: domain::KeyRestrictions::default(),
+        metadata: domain::Metadata::default(),
     };
     service.create_key_for(&Origin::cli(), tenant, request)
 }

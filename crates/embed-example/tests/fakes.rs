@@ -45,6 +45,8 @@ async fn a_secret_key_with_users_read_lists_users_until_it_expires() {
                 mode: Some(Mode::Live),
                 scopes: Scopes::parse(["users:read"]).unwrap(),
                 expires_in: Some(domain::ExpiresIn::parse("1h").unwrap()),
+                restrictions: Default::default(),
+                metadata: Default::default(),
             },
         )
         .unwrap();
@@ -152,6 +154,8 @@ async fn a_secret_key_without_users_read_is_refused() {
                 mode: Some(Mode::Live),
                 scopes: Scopes::parse(["sessions:read"]).unwrap(),
                 expires_in: None,
+                restrictions: Default::default(),
+                metadata: Default::default(),
             },
         )
         .unwrap();

@@ -13,6 +13,7 @@ use domain::{ApiKey, AuthError, Authenticator, Credentials, PlainKey, Principal,
 
 use crate::blocking::{blocking_within, storage_wait};
 use crate::error::ApiError;
+use crate::key_use::check_request;
 use crate::metrics::{self, Via};
 use crate::rate_limit::{Client, FailureLimiter};
 
@@ -68,7 +69,12 @@ pub(crate) fn single_headers(headers: &HeaderMap) -> Result<(), ApiError> {
 ///    executor thread (a cache hit costs no thread hop), else
 ///    [`authenticate`](Authenticator::authenticate) on the blocking pool:
 ///    401 `invalid_api_key`, `api_key_revoked`, `api_key_expired`, 403
-///    `tenant_mismatch`, or 503 when storage is down.
+///    `tenant_mismatch`, or 503 when storage is down;
+/// 6. the key's restrictions (docs/api.md, "Restricting a key"): the client
+///    address (the peer, or `X-Forwarded-For` from a proxy the registered
+///    [`FailureLimiter`] trusts) inside `allowed_ips`, else 403
+///    `ip_not_allowed`; for a publishable key, `Origin` (or `Referer`)
+///    matching `allowed_origins`, else 403 `origin_not_allowed`.
 ///
 /// Recording the key's use is the authenticator's business, not the
 /// extractor's.
@@ -347,8 +353,11 @@ pub(crate) fn authenticator_of(req: &HttpRequest) -> Option<Arc<dyn Authenticato
 ///    address over the limit, when a [`FailureLimiter`] is registered);
 /// 2. `presented`: the credentials the front door read from the headers
 ///    (steps 1 and 2, no I/O);
-/// 3. the [`Lookup`] (steps 3 and 4), every refusal counted against the
-///    client's address ([`FailureLimiter::failed_auth`]);
+/// 3. the [`Lookup`] (steps 3 and 4), then where the key may be used from
+///    (`usable`: its `allowed_ips` and `allowed_origins` against the end
+///    client, 403 `ip_not_allowed` or `origin_not_allowed`), every refusal
+///    counted against the client's address as
+///    [`FailureLimiter::failed_auth`] decides;
 /// 4. `then`: the front door's own judgement of the authenticated key
 ///    (forward-auth: type and scopes), given whether the lookup blocked.
 ///
@@ -391,6 +400,7 @@ where
             return AuthFuture::ready(judged(
                 via,
                 verdict
+                    .and_then(|key| usable(req, key))
                     .map_err(refused)
                     .and_then(|key| then(req, &key, Blocked(false))),
             ));
@@ -402,7 +412,9 @@ where
     let wait = storage_wait(&req);
     AuthFuture::Pending(Box::pin(async move {
         let outcome = lookup.finish(wait).await.and_then(|verdict| {
-            verdict.map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))
+            verdict
+                .and_then(|key| usable(&req, key))
+                .map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))
         });
         judged(via, outcome.and_then(|key| then(&req, &key, Blocked(true))))
     }))
@@ -442,6 +454,14 @@ impl FromRequest for Authenticated {
             },
         )
     }
+}
+
+/// An authenticated `key`, if it may be used from where `req` comes from
+/// ([`crate::key_use::check_request`]: the end client's address and
+/// origin): after the checks of authentication, before any scope.
+fn usable(req: &HttpRequest, key: Arc<ApiKey>) -> Result<Arc<ApiKey>, AuthError> {
+    check_request(req, &key)?;
+    Ok(key)
 }
 
 /// Says once per process, as an error, how to register the authenticator:

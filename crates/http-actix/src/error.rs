@@ -15,7 +15,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use domain::{
     AccessError, AuthError, CreateError, GetError, ListError, ListEventsError, RepositoryError,
-    RevokeError, RotateError, UpdateError,
+    RestrictionError, RevokeError, RotateError, UpdateError,
 };
 use serde::Serialize;
 #[cfg(feature = "openapi")]
@@ -91,6 +91,8 @@ error_codes! {
     InvalidTenantId = "invalid_tenant_id", BAD_REQUEST, "`X-Tenant-ID` missing or not `tnt_` + ULID";
     DuplicateHeader = "duplicate_header", BAD_REQUEST, "`Authorization`, `X-Tenant-ID` or `X-API-Key` sent more than once, or `X-API-Key` with `Authorization` (`param`), checked before anything else";
     TenantMismatch = "tenant_mismatch", FORBIDDEN, "the key belongs to another tenant";
+    IpNotAllowed = "ip_not_allowed", FORBIDDEN, "the client address is outside the key's `allowed_ips` (see \"Restricting a key\")";
+    OriginNotAllowed = "origin_not_allowed", FORBIDDEN, "a publishable key with `allowed_origins` used without a matching `Origin` (or `Referer`)";
     SecretKeyRequired = "secret_key_required", FORBIDDEN, "a publishable key on a key-management route";
     KeyTypeMismatch = "key_type_mismatch", FORBIDDEN, "the key is not of the `type` asked for (verify's verdict, forward-auth)";
     InsufficientScope = "insufficient_scope", FORBIDDEN, "a key without the required scope (`*` for keys, `*` or `audit-logs:read` for the audit log)";
@@ -506,6 +508,8 @@ impl ErrorCode {
             AuthError::Expired => Some(ErrorCode::ApiKeyExpired),
             AuthError::InvalidTenantId => Some(ErrorCode::InvalidTenantId),
             AuthError::TenantMismatch => Some(ErrorCode::TenantMismatch),
+            AuthError::IpNotAllowed => Some(ErrorCode::IpNotAllowed),
+            AuthError::OriginNotAllowed => Some(ErrorCode::OriginNotAllowed),
             AuthError::Repository(_) => None,
         }
     }
@@ -533,6 +537,17 @@ impl From<AccessError> for ApiError {
             }
         }
     }
+}
+
+/// 400 `invalid_parameter` naming the restriction's field.
+pub(crate) fn restriction(e: RestrictionError) -> ApiError {
+    let param = match e {
+        RestrictionError::IpCount | RestrictionError::InvalidBlock(_) => "allowed_ips",
+        RestrictionError::OriginCount
+        | RestrictionError::InvalidOrigin(_)
+        | RestrictionError::OriginsOnSecretKey => "allowed_origins",
+    };
+    ApiError::invalid_parameter(param, e.to_string())
 }
 
 /// `last_full_access_key`, for an update and a revocation alike.
@@ -573,6 +588,7 @@ impl From<CreateError> for ApiError {
                 ApiError::new(ErrorCode::LiveModeRequired, e.to_string()).with_param("mode")
             }
             CreateError::SensitiveScope(_) => ApiError::invalid_parameter("scopes", e.to_string()),
+            CreateError::Restriction(r) => restriction(r),
             CreateError::LimitReached => ApiError::new(ErrorCode::KeyLimitReached, e.to_string()),
             CreateError::CallerRevoked => caller_revoked(),
             CreateError::CallerExpired => AuthError::Expired.into(),
@@ -618,6 +634,8 @@ impl From<UpdateError> for ApiError {
             UpdateError::NotFound => ApiError::key_not_found(),
             UpdateError::Revoked => ApiError::new(ErrorCode::KeyRevoked, e.to_string()),
             UpdateError::SensitiveScope(_) => ApiError::invalid_parameter("scopes", e.to_string()),
+            UpdateError::Restriction(r) => restriction(r),
+            UpdateError::Metadata(m) => ApiError::invalid_parameter("metadata", m.to_string()),
             UpdateError::LastFullAccessKey => last_full_access_key(),
             UpdateError::CallerRevoked => caller_revoked(),
             UpdateError::CallerExpired => AuthError::Expired.into(),

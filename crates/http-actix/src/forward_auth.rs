@@ -7,8 +7,10 @@
 //! `Authorization: Bearer` or `X-API-Key`, `X-Tenant-ID` is optional. It is
 //! the same authentication as every route's
 //! ([`authenticate_request`](crate::auth::authenticate_request): the failure
-//! limiter, the cache and its blocking fallback, the last-used record), then
-//! the query's `type` and `scopes`. Allowed: 200 with an empty body and the
+//! limiter, the cache and its blocking fallback, the last-used record, the
+//! key's restrictions judged on the end client: its address from a trusted
+//! gateway's `X-Forwarded-For`, its `Origin` or `Referer`), then the query's
+//! `type` and `scopes`. Allowed: 200 with an empty body and the
 //! `X-ApiKey-*` headers for the gateway to pass upstream. Refused: the
 //! error's status and JSON body, and the same body in `X-ApiKey-Error` for
 //! nginx, whose `auth_request` drops the body of the answer it was given.
@@ -19,7 +21,9 @@ use std::sync::Arc;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use domain::{AccessError, ApiKey, KeyType, Scope};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use domain::{AccessError, ApiKey, KeyType, Metadata, Scope};
 
 use crate::auth::{authenticate_request, gateway_credentials, single_key_header};
 #[cfg(feature = "openapi")]
@@ -48,6 +52,9 @@ pub(crate) const KEY_TYPE_HEADER: HeaderName = HeaderName::from_static("x-apikey
 pub(crate) const KEY_MODE_HEADER: HeaderName = HeaderName::from_static("x-apikey-mode");
 /// `X-ApiKey-Scopes`: the key's scopes, space-separated.
 pub(crate) const KEY_SCOPES_HEADER: HeaderName = HeaderName::from_static("x-apikey-scopes");
+/// `X-ApiKey-Metadata`: the key's metadata JSON, base64url without padding;
+/// absent when the metadata is empty.
+pub(crate) const KEY_METADATA_HEADER: HeaderName = HeaderName::from_static("x-apikey-metadata");
 /// `X-ApiKey-Error`: a refusal's JSON body, for gateways that drop the body
 /// (nginx).
 pub(crate) const KEY_ERROR_HEADER: HeaderName = HeaderName::from_static("x-apikey-error");
@@ -182,7 +189,7 @@ fn judge(key: &ApiKey, asked: &Asked) -> Result<(), ApiError> {
                 headers(("X-ApiKey-Error" = String, description = "The same JSON body, for gateways that drop it."), ("Cache-Control" = String, description = "`no-store`"))),
             (status = 401, description = "`missing_api_key`, `invalid_api_key`, `api_key_revoked`, `api_key_expired`.", body = ErrorBody,
                 headers(("WWW-Authenticate" = String, description = "`Bearer`"), ("X-ApiKey-Error" = String, description = "The same JSON body, for gateways that drop it."), ("Cache-Control" = String, description = "`no-store`"))),
-            (status = 403, description = "`tenant_mismatch`, `key_type_mismatch`, `insufficient_scope`.", body = ErrorBody,
+            (status = 403, description = "`tenant_mismatch`, `ip_not_allowed`, `origin_not_allowed` (the end client's address and origin), `key_type_mismatch`, `insufficient_scope`.", body = ErrorBody,
                 headers(("X-ApiKey-Error" = String, description = "The same JSON body, for gateways that drop it."), ("Cache-Control" = String, description = "`no-store`"))),
             (status = 429, description = "`too_many_requests`: too many failed authentications from the client's address.", body = ErrorBody,
                 headers(("Retry-After" = String, description = "Seconds until the address is admitted again."), ("X-ApiKey-Error" = String, description = "The same JSON body, for gateways that drop it."), ("Cache-Control" = String, description = "`no-store`"))),
@@ -226,6 +233,7 @@ struct KeyHeaders {
     id: HeaderValue,
     tenant: HeaderValue,
     scopes: HeaderValue,
+    metadata: Option<HeaderValue>,
 }
 
 thread_local! {
@@ -254,7 +262,18 @@ fn make_headers(key: &ApiKey) -> KeyHeaders {
         id: value(key.id.to_string()),
         tenant: value(key.tenant_id.to_string()),
         scopes: value(key.scopes.names().collect::<Vec<_>>().join(" ")),
+        metadata: (!key.metadata.is_empty()).then(|| value(metadata_header(&key.metadata))),
     }
+}
+
+/// The metadata as `X-ApiKey-Metadata` carries it: its JSON object (keys in
+/// order), base64url without padding, so that any value is a valid header.
+fn metadata_header(metadata: &Metadata) -> String {
+    let object: serde_json::Map<String, serde_json::Value> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
+        .collect();
+    URL_SAFE_NO_PAD.encode(serde_json::Value::Object(object).to_string())
 }
 
 /// 200, empty body, the key's headers.
@@ -269,6 +288,9 @@ fn allow(headers: &KeyHeaders) -> HttpResponse {
         ))
         .insert_header((KEY_MODE_HEADER, HeaderValue::from_static(headers.mode)))
         .insert_header((KEY_SCOPES_HEADER, headers.scopes.clone()));
+    if let Some(metadata) = &headers.metadata {
+        response.insert_header((KEY_METADATA_HEADER, metadata.clone()));
+    }
     response.finish()
 }
 

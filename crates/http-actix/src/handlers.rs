@@ -213,6 +213,8 @@ pub(crate) async fn create_key(
             .map(ExpiresIn::parse)
             .transpose()
             .map_err(|e| invalid_duration("expires_in", &e))?,
+        restrictions: Default::default(),
+        metadata: Default::default(),
     };
     let service = state.service().clone();
     let principal = caller.into_principal();

@@ -38,6 +38,7 @@ mod error;
 mod forward_auth;
 mod handlers;
 mod idempotency;
+mod key_use;
 mod leaks;
 pub mod metrics;
 #[cfg(feature = "openapi")]

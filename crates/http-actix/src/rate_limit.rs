@@ -193,6 +193,10 @@ pub struct Client {
 /// it, nothing is limited.
 pub struct FailureLimiter {
     active: Option<Active>,
+    /// Whose `X-Forwarded-For` is believed, kept even when the limit is
+    /// off: the client address of a request is the same for every rule
+    /// that needs one (`crate::key_use`'s `allowed_ips` too).
+    proxies: TrustedProxies,
     /// What it counts, for its log line: failed authentications unless
     /// [`FailureLimiter::counting`] says otherwise.
     what: &'static str,
@@ -252,6 +256,7 @@ impl FailureLimiter {
         });
         FailureLimiter {
             active,
+            proxies: config.trusted_proxies.clone(),
             what: "failed authentications",
             failures: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
@@ -265,6 +270,11 @@ impl FailureLimiter {
     pub fn counting(mut self, what: &'static str) -> Self {
         self.what = what;
         self
+    }
+
+    /// The trusted proxies it was configured with.
+    pub fn trusted_proxies(&self) -> &TrustedProxies {
+        &self.proxies
     }
 
     /// Whether failures are limited at all.

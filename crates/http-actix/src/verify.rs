@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::http::header::{ContentType, HeaderValue, CACHE_CONTROL};
@@ -21,8 +22,8 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
-    ApiKey, AuthError, Credentials, KeyFormatError, KeyId, KeyType, PlainKey, Scope, Scopes,
-    TenantId,
+    check_use, ApiKey, AuthError, Credentials, KeyFormatError, KeyId, KeyType, PlainKey, Scope,
+    Scopes, TenantId,
 };
 use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
@@ -77,6 +78,16 @@ pub struct VerifyKeyRequest {
     #[serde(rename = "type")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<KeyTypeDto>))]
     pub key_type: Option<String>,
+    /// The end client's address, as your service saw it (IPv4 or IPv6). A
+    /// key with `allowed_ips` verified without it, or from an address
+    /// outside them, is answered `ip_not_allowed`.
+    #[cfg_attr(feature = "openapi", schema(example = "203.0.113.7"))]
+    pub ip: Option<String>,
+    /// The end client's origin (`Origin`, or the `Referer` URL), as your
+    /// service saw it. A publishable key with `allowed_origins` verified
+    /// without it, or from another origin, is answered `origin_not_allowed`.
+    #[cfg_attr(feature = "openapi", schema(example = "https://app.example.com"))]
+    pub origin: Option<String>,
 }
 
 impl fmt::Debug for VerifyKeyRequest {
@@ -85,6 +96,8 @@ impl fmt::Debug for VerifyKeyRequest {
             .field("key", &REDACTED)
             .field("scopes", &self.scopes)
             .field("type", &self.key_type)
+            .field("ip", &self.ip)
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -107,11 +120,13 @@ impl VerifyCode {
     /// The refusals a verdict may carry, in the order authentication checks
     /// (then the scopes): what authenticating with the key would have been
     /// refused with, as docs/api.md's verdict table lists them.
-    pub const REFUSALS: [ErrorCode; 6] = [
+    pub const REFUSALS: [ErrorCode; 8] = [
         ErrorCode::InvalidApiKey,
         ErrorCode::ApiKeyRevoked,
         ErrorCode::ApiKeyExpired,
         ErrorCode::TenantMismatch,
+        ErrorCode::IpNotAllowed,
+        ErrorCode::OriginNotAllowed,
         ErrorCode::KeyTypeMismatch,
         ErrorCode::InsufficientScope,
     ];
@@ -296,13 +311,38 @@ fn refusal(e: AuthError) -> Result<VerifyKeyResponse<'static>, ApiError> {
 }
 
 /// What the handler needs of the body: the key string's verdict (its own
-/// shape is a verdict, not an error), the scopes required, once each, and
-/// the key type required, if any.
+/// shape is a verdict, not an error), the scopes required, once each, the
+/// key type required, if any, and the end client (`ip`, `origin`).
 type Asked = (
     Result<PlainKey, KeyFormatError>,
     Vec<Scope>,
     Option<KeyType>,
+    EndClient,
 );
+
+/// The end client a verification is for: `ip` and `origin` of the body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct EndClient {
+    ip: Option<IpAddr>,
+    origin: Option<String>,
+}
+
+impl EndClient {
+    /// From the body's fields: `ip` must be an address.
+    fn parse(ip: Option<&str>, origin: Option<&str>) -> Result<Self, ApiError> {
+        let ip = ip
+            .map(|ip| {
+                ip.trim().parse::<IpAddr>().map_err(|_| {
+                    ApiError::invalid_parameter("ip", "ip must be an IPv4 or IPv6 address")
+                })
+            })
+            .transpose()?;
+        Ok(EndClient {
+            ip,
+            origin: origin.map(str::to_owned),
+        })
+    }
+}
 
 /// The verify body with its fields borrowed from the bytes: the fast path
 /// of [`read_body`]. Only a body it reads in full is taken from it; any
@@ -316,6 +356,10 @@ struct BorrowedBody<'a> {
     scopes: Option<Vec<Cow<'a, str>>>,
     #[serde(borrow, rename = "type")]
     key_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ip: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    origin: Option<Cow<'a, str>>,
 }
 
 /// Reads the body: a JSON object of `key` (a string), `scopes` (an array
@@ -334,7 +378,7 @@ fn read_body(bytes: &[u8]) -> Result<Asked, ApiError> {
 }
 
 /// The fields of the body.
-const FIELDS: [&str; 3] = ["key", "scopes", "type"];
+const FIELDS: [&str; 5] = ["key", "scopes", "type", "ip", "origin"];
 
 /// `type`, when asked for.
 fn required_type(raw: Option<&str>) -> Result<Option<KeyType>, ApiError> {
@@ -353,6 +397,8 @@ fn read_borrowed(bytes: &[u8]) -> Option<Result<Asked, ApiError>> {
         key: Some(key),
         scopes,
         key_type,
+        ip,
+        origin,
     } = serde_json::from_slice(bytes).ok()?
     else {
         return None;
@@ -361,7 +407,8 @@ fn read_borrowed(bytes: &[u8]) -> Option<Result<Asked, ApiError>> {
     Some(
         required_scopes(names.iter().map(|n| &**n)).and_then(|scopes| {
             let key_type = required_type(key_type.as_deref())?;
-            Ok((PlainKey::parse(&key), scopes, key_type))
+            let client = EndClient::parse(ip.as_deref(), origin.as_deref())?;
+            Ok((PlainKey::parse(&key), scopes, key_type, client))
         }),
     )
 }
@@ -373,7 +420,8 @@ fn read_fields(body: &JsonObject) -> Result<Asked, ApiError> {
     let names = body.opt_str_array("scopes")?.unwrap_or_default();
     let scopes = required_scopes(names)?;
     let key_type = required_type(body.opt_str("type")?)?;
-    Ok((PlainKey::parse(key), scopes, key_type))
+    let client = EndClient::parse(body.opt_str("ip")?, body.opt_str("origin")?)?;
+    Ok((PlainKey::parse(key), scopes, key_type, client))
 }
 
 /// The scopes named, each once, in the order first named.
@@ -445,7 +493,8 @@ pub(crate) async fn verify_key(
         .and_then(|v| v.to_str().ok())
         .and_then(|t| TenantId::parse(t).ok())
         .ok_or(AuthError::InvalidTenantId)?;
-    let (key, required, required_type) = read_body(&read_json_bytes(&req, payload).await?)?;
+    let (key, required, required_type, client_seen) =
+        read_body(&read_json_bytes(&req, payload).await?)?;
     // `key`: the key the verdict is on, when there is one.
     let verdict = |response: VerifyKeyResponse<'_>,
                    key: Option<&Arc<ApiKey>>|
@@ -473,6 +522,12 @@ pub(crate) async fn verify_key(
     let outcome = Lookup::start(authenticator, Credentials::new(key, tenant))
         .finish(storage_wait(&req))
         .await?;
+    // Where the key may be used from, judged on the end client the body
+    // names, right after authentication (docs/api.md, "Restricting a key").
+    let outcome = outcome.and_then(|key| {
+        check_use(&key, client_seen.ip, client_seen.origin.as_deref())?;
+        Ok(key)
+    });
     match outcome {
         // The type after authentication, as a key's rights are judged
         // after it authenticates (docs/api.md, the verdict table's order).
@@ -579,6 +634,8 @@ mod tests {
             expires_at: Some(datetime!(2025-01-09 09:00:00 UTC)),
             revokes_at: None,
             replaced_by: None,
+            restrictions: domain::KeyRestrictions::default(),
+            metadata: domain::Metadata::default(),
         })
     }
 
@@ -909,7 +966,7 @@ mod properties {
             let fast = read_borrowed(text.as_bytes());
             assert!(fast.is_some(), "{text}");
         }
-        let Some(Ok((_, scopes, key_type))) = read_borrowed(
+        let Some(Ok((_, scopes, key_type, _))) = read_borrowed(
             br#"{"key":"nope","scopes":["users:read","*","users:read"],"type":"secret"}"#,
         ) else {
             panic!("a body the fast path reads");

@@ -71,6 +71,8 @@ fn key_of(who: &Principal) -> Arc<ApiKey> {
         expires_at: None,
         revokes_at: None,
         replaced_by: None,
+        restrictions: domain::KeyRestrictions::default(),
+        metadata: domain::Metadata::default(),
     })
 }
 

@@ -337,3 +337,91 @@ async fn the_cache_answers_without_blocking_and_storage_down_is_503() {
     let r = forward!(app, bearer(get(), &key));
     r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", None);
 }
+
+#[actix_web::test]
+async fn restrictions_are_judged_on_the_end_client_and_metadata_is_passed_on() {
+    let fx = Fx::new();
+    let limiter = Arc::new(FailureLimiter::new(&FailureLimitConfig {
+        trusted_proxies: TrustedProxies::parse("10.0.0.1").unwrap(),
+        ..FailureLimitConfig::default()
+    }));
+    let app = init!(fx.state().with_failure_limiter(limiter));
+    let request =
+        |key_type, scopes: &[&str], ips: &[&str], origins: Option<&[&str]>| domain::CreateKey {
+            name: domain::KeyName::parse("Restricted").unwrap(),
+            key_type,
+            mode: Some(Mode::Live),
+            scopes: domain::Scopes::parse(scopes.iter().copied()).unwrap(),
+            expires_in: None,
+            restrictions: domain::KeyRestrictions {
+                allowed_ips: Some(domain::AllowedIps::parse(ips.iter().copied()).unwrap()),
+                allowed_origins: origins
+                    .map(|o| domain::AllowedOrigins::parse(o.iter().copied()).unwrap()),
+            },
+            metadata: domain::Metadata::new([
+                ("plan".to_owned(), "pro".to_owned()),
+                ("owner".to_owned(), "équipe".to_owned()),
+            ])
+            .unwrap(),
+        };
+    let (id, key) = fx.make_restricted_key(request(
+        KeyType::Secret,
+        &["users:read"],
+        &["203.0.113.0/24"],
+        None,
+    ));
+    let gateway: SocketAddr = "10.0.0.1:40000".parse().unwrap();
+    let via_gateway = |client: &str, key: &str| {
+        bearer(get(), key)
+            .peer_addr(gateway)
+            .insert_header(("X-Forwarded-For", client.to_owned()))
+    };
+
+    // The end client's address, not the gateway's, is judged.
+    let r = forward!(app, via_gateway("203.0.113.9", &key));
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-apikey-id"), Some(id.as_str()));
+    // `{"owner":"équipe","plan":"pro"}`, base64url without padding.
+    let metadata = r.header("x-apikey-metadata").unwrap();
+    assert_eq!(metadata, "eyJvd25lciI6IsOpcXVpcGUiLCJwbGFuIjoicHJvIn0");
+    let r = forward!(app, via_gateway("198.51.100.1", &key));
+    r.assert_error(StatusCode::FORBIDDEN, "ip_not_allowed", None);
+    // Another scope asked for does not come before the address.
+    let uri = format!("{URI}?scopes=users:write");
+    let r = forward!(
+        app,
+        bearer(TestRequest::get().uri(&uri), &key)
+            .peer_addr(gateway)
+            .insert_header(("X-Forwarded-For", "198.51.100.1"))
+    );
+    r.assert_error(StatusCode::FORBIDDEN, "ip_not_allowed", None);
+    // A client that is not a trusted proxy names no one else.
+    let r = forward!(
+        app,
+        bearer(get(), &key)
+            .peer_addr("198.51.100.1:5000".parse().unwrap())
+            .insert_header(("X-Forwarded-For", "203.0.113.9"))
+    );
+    r.assert_error(StatusCode::FORBIDDEN, "ip_not_allowed", None);
+
+    // A publishable key's origins: Origin, else Referer's origin.
+    let (_, pk) = fx.make_restricted_key(request(
+        KeyType::Publishable,
+        &["*"],
+        &["0.0.0.0/0"],
+        Some(&["https://app.example.com"]),
+    ));
+    let from_origin =
+        |header: (&'static str, &'static str)| via_gateway("192.0.2.1", &pk).insert_header(header);
+    let r = forward!(app, from_origin(("Origin", "https://app.example.com")));
+    assert_eq!(r.status, StatusCode::OK);
+    let r = forward!(
+        app,
+        from_origin(("Referer", "https://app.example.com/cart?x=1"))
+    );
+    assert_eq!(r.status, StatusCode::OK);
+    let r = forward!(app, from_origin(("Origin", "https://evil.example.net")));
+    r.assert_error(StatusCode::FORBIDDEN, "origin_not_allowed", None);
+    let r = forward!(app, via_gateway("192.0.2.1", &pk));
+    r.assert_error(StatusCode::FORBIDDEN, "origin_not_allowed", None);
+}

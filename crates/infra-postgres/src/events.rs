@@ -14,7 +14,10 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::errors::Fail;
-use crate::models::InvalidRow;
+use crate::models::{
+    ips_from_json, ips_json, metadata_from_json, metadata_json, origins_from_json, origins_json,
+    InvalidRow,
+};
 use crate::schema::key_events;
 use crate::statement::Statement;
 use crate::store::PgStore;
@@ -144,6 +147,25 @@ pub(crate) fn data_to_json(data: &EventData) -> Value {
                     json!({ "old": scopes_json(&c.old), "new": scopes_json(&c.new) }),
                 );
             }
+            if let Some(c) = &changes.allowed_ips {
+                map.insert(
+                    "allowed_ips".to_owned(),
+                    json!({ "old": ips_json(c.old.as_ref()), "new": ips_json(c.new.as_ref()) }),
+                );
+            }
+            if let Some(c) = &changes.allowed_origins {
+                let (old, new) = (c.old.as_ref(), c.new.as_ref());
+                map.insert(
+                    "allowed_origins".to_owned(),
+                    json!({ "old": origins_json(old), "new": origins_json(new) }),
+                );
+            }
+            if let Some(c) = &changes.metadata {
+                map.insert(
+                    "metadata".to_owned(),
+                    json!({ "old": metadata_json(&c.old), "new": metadata_json(&c.new) }),
+                );
+            }
             json!({ "changes": map })
         }
         EventData::KeyRevoked => json!({}),
@@ -184,6 +206,22 @@ fn scopes_at(value: &Value, path: &[&str]) -> Result<Scopes, InvalidRow> {
     Scopes::parse(names).map_err(|_| bad("data"))
 }
 
+/// The change of `field` in an update's `changes`, each side read by `read`.
+fn change_at<T>(
+    changes: &Value,
+    field: &str,
+    read: fn(&Value) -> Option<T>,
+) -> Result<Option<Change<T>>, InvalidRow> {
+    let Some(change) = changes.get(field) else {
+        return Ok(None);
+    };
+    let side = |side: &str| change.get(side).and_then(read).ok_or_else(|| bad("data"));
+    Ok(Some(Change {
+        old: side("old")?,
+        new: side("new")?,
+    }))
+}
+
 fn data_from_json(event_type: EventType, value: &Value) -> Result<EventData, InvalidRow> {
     let key_id = |path: &[&str]| -> Result<KeyId, InvalidRow> {
         KeyId::parse(str_at(value, path)?).map_err(|_| bad("data"))
@@ -215,6 +253,9 @@ fn data_from_json(event_type: EventType, value: &Value) -> Result<EventData, Inv
                         new: scopes_at(value, &["changes", "scopes", "new"])?,
                     }),
                 },
+                allowed_ips: change_at(changes, "allowed_ips", ips_from_json)?,
+                allowed_origins: change_at(changes, "allowed_origins", origins_from_json)?,
+                metadata: change_at(changes, "metadata", metadata_from_json)?,
             };
             EventData::KeyUpdated { changes }
         }

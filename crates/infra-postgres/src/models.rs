@@ -2,7 +2,12 @@
 //! domain's types. Nothing here leaves the crate.
 
 use diesel::prelude::*;
-use domain::{ApiKey, KeyId, KeyName, KeyType, Mode, NewKey, Scopes, Tenant, TenantId};
+use domain::{
+    AllowedIps, AllowedOrigins, ApiKey, KeyId, KeyName, KeyRestrictions, KeyType, Metadata, Mode,
+    NewKey, Scopes, Tenant, TenantId,
+};
+use ipnet::IpNet;
+use serde_json::Value;
 use thiserror::Error;
 use time::OffsetDateTime;
 
@@ -43,6 +48,9 @@ pub(crate) struct ApiKeyRow {
     pub(crate) expires_at: Option<OffsetDateTime>,
     pub(crate) revokes_at: Option<OffsetDateTime>,
     pub(crate) replaced_by: Option<String>,
+    pub(crate) allowed_ips: Option<Vec<Option<IpNet>>>,
+    pub(crate) allowed_origins: Option<Vec<Option<String>>>,
+    pub(crate) metadata: Value,
 }
 
 impl TryFrom<ApiKeyRow> for ApiKey {
@@ -76,8 +84,94 @@ impl TryFrom<ApiKeyRow> for ApiKey {
                 .map(KeyId::parse)
                 .transpose()
                 .map_err(invalid("replaced_by"))?,
+            // Parsed here, once per read: a cached key is judged from these.
+            restrictions: KeyRestrictions {
+                allowed_ips: row
+                    .allowed_ips
+                    .map(|blocks| {
+                        blocks
+                            .into_iter()
+                            .collect::<Option<Vec<IpNet>>>()
+                            .and_then(|blocks| AllowedIps::new(blocks).ok())
+                    })
+                    .map(|ips| ips.ok_or(InvalidRow::new("allowed_ips")))
+                    .transpose()?,
+                allowed_origins: row
+                    .allowed_origins
+                    .map(|origins| {
+                        origins
+                            .iter()
+                            .map(|o| o.as_deref())
+                            .collect::<Option<Vec<&str>>>()
+                            .and_then(|o| AllowedOrigins::parse(o).ok())
+                            .ok_or(InvalidRow::new("allowed_origins"))
+                    })
+                    .transpose()?,
+            },
+            metadata: metadata_from_json(&row.metadata).ok_or(InvalidRow::new("metadata"))?,
         })
     }
+}
+
+/// `allowed_ips` as JSON (an event's old or new value): the blocks, or null.
+pub(crate) fn ips_json(ips: Option<&AllowedIps>) -> Value {
+    ips.map_or(Value::Null, |ips| {
+        ips.blocks()
+            .iter()
+            .map(|b| Value::from(b.to_string()))
+            .collect()
+    })
+}
+
+/// `allowed_origins` as JSON: the origins, or null.
+pub(crate) fn origins_json(origins: Option<&AllowedOrigins>) -> Value {
+    origins.map_or(Value::Null, |origins| {
+        origins.iter().map(|o| Value::from(o.as_str())).collect()
+    })
+}
+
+/// `metadata` as JSON: an object of strings.
+pub(crate) fn metadata_json(metadata: &Metadata) -> Value {
+    Value::Object(
+        metadata
+            .iter()
+            .map(|(k, v)| (k.to_owned(), Value::from(v)))
+            .collect(),
+    )
+}
+
+/// The inverse of [`ips_json`]; `None` when it is not one.
+pub(crate) fn ips_from_json(value: &Value) -> Option<Option<AllowedIps>> {
+    match value {
+        Value::Null => Some(None),
+        value => strings(value)
+            .and_then(|blocks| AllowedIps::parse(blocks).ok())
+            .map(Some),
+    }
+}
+
+/// The inverse of [`origins_json`]; `None` when it is not one.
+pub(crate) fn origins_from_json(value: &Value) -> Option<Option<AllowedOrigins>> {
+    match value {
+        Value::Null => Some(None),
+        value => strings(value)
+            .and_then(|origins| AllowedOrigins::parse(origins).ok())
+            .map(Some),
+    }
+}
+
+/// The inverse of [`metadata_json`]; `None` when it is not one.
+pub(crate) fn metadata_from_json(value: &Value) -> Option<Metadata> {
+    let entries = value
+        .as_object()?
+        .iter()
+        .map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+        .collect::<Option<Vec<_>>>()?;
+    Metadata::new(entries).ok()
+}
+
+fn strings(value: &Value) -> Option<Vec<&str>> {
+    value.as_array()?.iter().map(Value::as_str).collect()
 }
 
 /// A key to insert, with its hash. Deliberately no `Debug`: the hash must not
@@ -99,6 +193,9 @@ pub(crate) struct NewApiKeyRow {
     pub(crate) expires_at: Option<OffsetDateTime>,
     pub(crate) revokes_at: Option<OffsetDateTime>,
     pub(crate) replaced_by: Option<String>,
+    pub(crate) allowed_ips: Option<Vec<IpNet>>,
+    pub(crate) allowed_origins: Option<Vec<String>>,
+    pub(crate) metadata: Value,
 }
 
 impl From<&NewKey> for NewApiKeyRow {
@@ -120,6 +217,17 @@ impl From<&NewKey> for NewApiKeyRow {
             expires_at: key.expires_at,
             revokes_at: key.revokes_at,
             replaced_by: key.replaced_by.map(|id| id.to_string()),
+            allowed_ips: key
+                .restrictions
+                .allowed_ips
+                .as_ref()
+                .map(|ips| ips.blocks().to_vec()),
+            allowed_origins: key
+                .restrictions
+                .allowed_origins
+                .as_ref()
+                .map(|o| o.iter().map(|o| o.as_str().to_owned()).collect()),
+            metadata: metadata_json(&key.metadata),
         }
     }
 }
@@ -178,6 +286,9 @@ mod tests {
             expires_at: None,
             revokes_at: None,
             replaced_by: Some("key_01HQ2ZJ8N0000000000000000C".to_owned()),
+            allowed_ips: None,
+            allowed_origins: None,
+            metadata: Value::Object(serde_json::Map::new()),
         }
     }
 

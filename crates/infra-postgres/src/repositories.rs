@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Bytea, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, Bytea, Cidr, Jsonb, Nullable, Text, Timestamptz};
 use domain::{
     ActorRefusal, ApiKey, ApiKeyRepository, CreateTenantRepoError, FieldChanges, InsertError,
     KeyEvent, KeyHash, KeyId, KeyPage, KeyUse, ListQuery, NewKey, RepositoryError, RevokeRepoError,
@@ -30,13 +30,13 @@ use time::OffsetDateTime;
 use crate::errors::{is_foreign_key_violation, is_unique_violation, Fail};
 use crate::events::{insert_events_sql, EventColumns};
 use crate::metrics;
-use crate::models::{ApiKeyRow, NewApiKeyRow, TenantRow};
+use crate::models::{metadata_json, ApiKeyRow, NewApiKeyRow, TenantRow};
 use crate::schema::{api_keys, tenants};
 use crate::statement::{Statement, Template};
 use crate::store::PgStore;
 
 /// The columns a key is inserted with: the one list, in [`bind_key`] order.
-const KEY_COLUMNS: [&str; 14] = [
+const KEY_COLUMNS: [&str; 17] = [
     "id",
     "tenant_id",
     "hash",
@@ -51,6 +51,9 @@ const KEY_COLUMNS: [&str; 14] = [
     "expires_at",
     "revokes_at",
     "replaced_by",
+    "allowed_ips",
+    "allowed_origins",
+    "metadata",
 ];
 
 /// The columns a key is read back with ([`ApiKeyRow`]): all but the hash.
@@ -135,6 +138,7 @@ fn key_column(column: &str) -> usize {
 /// it is active at `$3` (no revocation scheduled, not expired) and the actor
 /// may write; the successor and the events are inserted only if that update
 /// happened. The successor takes its name and scopes from the old key's row
+/// (and its restrictions and metadata)
 /// as locked, not from the parameters (read before): a rename or re-scope
 /// that commits while the rotation waits is carried over, not undone. Of
 /// concurrent rotations the first takes the row lock; the others re-check
@@ -145,7 +149,9 @@ static ROTATE: LazyLock<Template> = LazyLock::new(|| {
     let values = (key_first..)
         .zip(KEY_COLUMNS)
         .map(|(i, column)| match column {
-            "name" | "scopes" => format!("old.{column}"),
+            "name" | "scopes" | "allowed_ips" | "allowed_origins" | "metadata" => {
+                format!("old.{column}")
+            }
             _ => format!("${i}"),
         })
         .collect::<Vec<_>>()
@@ -158,7 +164,7 @@ old AS (
       AND revokes_at IS NULL
       AND (expires_at IS NULL OR expires_at > $3)
       AND (SELECT ok FROM actor_ok)
-    RETURNING id, name, scopes),
+    RETURNING id, name, scopes, allowed_ips, allowed_origins, metadata),
 successor AS (
     INSERT INTO api_keys ({columns})
     SELECT {values} FROM old
@@ -207,24 +213,32 @@ SELECT * FROM changed",
 /// (`$7`, unless NULL, while they are still `$8`) of key `$2` of tenant `$1`
 /// if it is not revoked at `$3`, the actor may write and, when the change
 /// narrows the scopes (`$9`), the full-access guard allows it (as for
-/// [`REVOKE`]); inserts the events (from `$10`) only if it did. Returns the
-/// updated key.
+/// [`REVOKE`]). Likewise, when `$10` (`$13`, `$16`), `allowed_ips`
+/// (`allowed_origins`, `metadata`) becomes `$11` (`$14`, `$17`) while it is
+/// still `$12` (`$15`, `$18`), NULL being a value of its own. Inserts the
+/// events (from `$19`) only if it did. Returns the updated key.
 static UPDATE: LazyLock<Template> = LazyLock::new(|| {
     Template::parse(&format!(
         "{WRITE_PRELUDE},
 changed AS (
-    UPDATE api_keys AS k SET name = coalesce($5, k.name), scopes = coalesce($7, k.scopes)
+    UPDATE api_keys AS k SET name = coalesce($5, k.name), scopes = coalesce($7, k.scopes),
+        allowed_ips = CASE WHEN $10 THEN $11 ELSE k.allowed_ips END,
+        allowed_origins = CASE WHEN $13 THEN $14 ELSE k.allowed_origins END,
+        metadata = CASE WHEN $16 THEN $17 ELSE k.metadata END
     WHERE k.tenant_id = $1 AND k.id = $2
       AND (k.revokes_at IS NULL OR k.revokes_at > $3)
       AND ($5::text IS NULL OR k.name = $6)
       AND ($7::text[] IS NULL OR k.scopes = $8)
+      AND (NOT $10 OR k.allowed_ips IS NOT DISTINCT FROM $12)
+      AND (NOT $13 OR k.allowed_origins IS NOT DISTINCT FROM $15)
+      AND (NOT $16 OR k.metadata = $18)
       AND (SELECT ok FROM actor_ok)
       AND (NOT $9 OR {GUARD_ALLOWS})
     RETURNING {returning}),
 events AS ({events} WHERE EXISTS (SELECT 1 FROM changed))
 SELECT * FROM changed",
         returning = key_returning(),
-        events = insert_events_sql(WRITE_PARAMS + 6),
+        events = insert_events_sql(WRITE_PARAMS + 15),
     ))
 });
 
@@ -279,6 +293,16 @@ fn bind_key<'a>(statement: Statement<'a>, row: &'a NewApiKeyRow) -> Statement<'a
         .bind::<Nullable<Timestamptz>, _>(&row.expires_at)
         .bind::<Nullable<Timestamptz>, _>(&row.revokes_at)
         .bind::<Nullable<Text>, _>(&row.replaced_by)
+        .bind::<Nullable<Array<Cidr>>, _>(&row.allowed_ips)
+        .bind::<Nullable<Array<Text>>, _>(&row.allowed_origins)
+        .bind::<Jsonb, _>(&row.metadata)
+}
+
+/// `allowed_origins` as its column holds it.
+fn origins(origins: &Option<domain::AllowedOrigins>) -> Option<Vec<&str>> {
+    origins
+        .as_ref()
+        .map(|o| o.iter().map(|o| o.as_str()).collect())
 }
 
 fn to_key<E: From<RepositoryError>>(row: ApiKeyRow) -> Result<ApiKey, Fail<E>> {
@@ -569,6 +593,27 @@ impl ApiKeyRepository for PgStore {
             .scopes
             .as_ref()
             .is_some_and(|c| !c.new.is_full_access());
+        let ips = |ips: &Option<domain::AllowedIps>| ips.as_ref().map(|i| i.blocks().to_vec());
+        let ip_change = changes.allowed_ips.as_ref();
+        let (new_ips, old_ips) = (
+            ip_change.and_then(|c| ips(&c.new)),
+            ip_change.and_then(|c| ips(&c.old)),
+        );
+        let origin_change = changes.allowed_origins.as_ref();
+        let (new_origins, old_origins) = (
+            origin_change.and_then(|c| origins(&c.new)),
+            origin_change.and_then(|c| origins(&c.old)),
+        );
+        let metadata_change = changes.metadata.as_ref();
+        let (new_metadata, old_metadata) = (
+            metadata_change.map(|c| metadata_json(&c.new)),
+            metadata_change.map(|c| metadata_json(&c.old)),
+        );
+        let (set_ips, set_origins, set_metadata) = (
+            ip_change.is_some(),
+            origin_change.is_some(),
+            metadata_change.is_some(),
+        );
         let attempt = |conn: &mut PgConnection| -> Result<ApiKey, Fail<UpdateRepoError>> {
             if narrows && !lock_tenant(conn, &tenant)? {
                 return Err(Fail::Domain(UpdateRepoError::NotFound));
@@ -578,7 +623,16 @@ impl ApiKeyRepository for PgStore {
                 .bind::<Nullable<Text>, _>(&old_name)
                 .bind::<Nullable<Array<Text>>, _>(&new_scopes)
                 .bind::<Nullable<Array<Text>>, _>(&old_scopes)
-                .bind::<Bool, _>(&narrows);
+                .bind::<Bool, _>(&narrows)
+                .bind::<Bool, _>(&set_ips)
+                .bind::<Nullable<Array<Cidr>>, _>(&new_ips)
+                .bind::<Nullable<Array<Cidr>>, _>(&old_ips)
+                .bind::<Bool, _>(&set_origins)
+                .bind::<Nullable<Array<Text>>, _>(&new_origins)
+                .bind::<Nullable<Array<Text>>, _>(&old_origins)
+                .bind::<Bool, _>(&set_metadata)
+                .bind::<Nullable<Jsonb>, _>(&new_metadata)
+                .bind::<Nullable<Jsonb>, _>(&old_metadata);
             let updated = events
                 .bind(query)
                 .get_result::<ApiKeyRow>(conn)
@@ -591,8 +645,7 @@ impl ApiKeyRepository for PgStore {
                 return Err(Fail::Domain(UpdateRepoError::NotFound));
             };
             let key = to_key::<UpdateRepoError>(row)?;
-            let stale = changes.name.as_ref().is_some_and(|c| c.old != key.name)
-                || changes.scopes.as_ref().is_some_and(|c| c.old != key.scopes);
+            let stale = !changes.holds_old(&key);
             Err(Fail::Domain(if key.is_revoked(event.created_at) {
                 UpdateRepoError::Revoked
             } else if let Some(refusal) = actor_refusal(conn, &tenant, event)? {

@@ -20,6 +20,9 @@ diesel::table! {
         expires_at -> Nullable<Timestamptz>,
         revokes_at -> Nullable<Timestamptz>,
         replaced_by -> Nullable<Text>,
+        allowed_ips -> Nullable<Array<Nullable<Cidr>>>,
+        allowed_origins -> Nullable<Array<Nullable<Text>>>,
+        metadata -> Jsonb,
     }
 }
 

@@ -29,6 +29,7 @@ use crate::hashing::HashKey;
 use crate::ids::{EventId, KeyId, TenantId};
 use crate::key_kind::{KeyType, Mode};
 use crate::key_string::PlainKey;
+use crate::metadata::Metadata;
 use crate::name::KeyName;
 use crate::ports::{
     ActorRefusal, ApiKeyRepository, CreateTenantRepoError, EventRepository, IdempotencyRepository,
@@ -36,6 +37,7 @@ use crate::ports::{
     UpdateRepoError,
 };
 use crate::random::SecretSource;
+use crate::restrictions::{AllowedIps, AllowedOrigins, KeyRestrictions};
 use crate::scope::{Scope, Scopes};
 use crate::testing::SeqSecretSource;
 
@@ -130,6 +132,8 @@ impl Fixture {
             expires_at: None,
             revokes_at: None,
             replaced_by: None,
+            restrictions: Default::default(),
+            metadata: Default::default(),
         };
         NewKey {
             hash: self.hash_key.hash(&secret),
@@ -1320,6 +1324,7 @@ pub fn update_stores_its_updated_event(store: &impl Store) {
                         old: Scopes::full(),
                         new: scopes(&[Scope::UsersRead]),
                     }),
+                    ..FieldChanges::default()
                 },
             },
         }
@@ -1336,6 +1341,7 @@ pub fn update_stores_its_updated_event(store: &impl Store) {
                     old: scopes(&[Scope::UsersRead]),
                     new: scopes(&[Scope::UsersRead, Scope::UsersWrite]),
                 }),
+                ..FieldChanges::default()
             },
         }
     );
@@ -1605,6 +1611,7 @@ pub fn refused_updates_store_no_event(store: &impl Store) {
             new: name("Renamed"),
         }),
         scopes: None,
+        ..FieldChanges::default()
     };
     assert!(matches!(
         f.update(store, &guard.key, &stale, T0),
@@ -2065,6 +2072,7 @@ pub fn update_refuses_stale_changes(store: &impl Store) {
             old: scopes(&[Scope::WebhooksRead]),
             new: narrow,
         }),
+        ..FieldChanges::default()
     };
     for changes in [&stale_name, &stale_name_valid_scopes, &stale_scopes] {
         assert!(
@@ -2093,6 +2101,158 @@ pub fn update_refuses_stale_changes(store: &impl Store) {
             ..theirs
         }
     );
+}
+
+// ---- restrictions and metadata ----
+
+/// `allowed_ips` of IPv4 and IPv6 blocks.
+fn some_ips(entries: &[&str]) -> Option<AllowedIps> {
+    Some(AllowedIps::parse(entries.iter().copied()).expect("allowed_ips"))
+}
+
+/// `allowed_origins`.
+fn some_origins(entries: &[&str]) -> Option<AllowedOrigins> {
+    Some(AllowedOrigins::parse(entries.iter().copied()).expect("allowed_origins"))
+}
+
+/// Metadata of the given entries.
+fn metadata(entries: &[(&str, &str)]) -> Metadata {
+    Metadata::new(
+        entries
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    )
+    .expect("metadata")
+}
+
+/// A publishable key restricted in every way, with metadata.
+fn restricted_key(f: &Fixture, tenant: &Tenant) -> NewKey {
+    let mut new = f.key_with(tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    new.key.restrictions = KeyRestrictions {
+        allowed_ips: some_ips(&["203.0.113.0/24", "2001:db8::/32", "198.51.100.7"]),
+        allowed_origins: some_origins(&["https://*.example.com", "http://localhost:3000"]),
+    };
+    new.key.metadata = metadata(&[("customer_id", "cus_42"), ("plan", "Ünïcødé pro")]);
+    new
+}
+
+/// `allowed_ips`, `allowed_origins` and `metadata` survive an insert and come
+/// back by id, by hash and in a listing, as normalized.
+pub fn restrictions_and_metadata_round_trip(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let new = restricted_key(&f, &tenant);
+    f.insert(store, &new);
+
+    assert_eq!(
+        store.find(&tenant.id, &new.key.id).expect("find"),
+        Some(new.key.clone())
+    );
+    assert_eq!(
+        store.find_by_hash(&new.hash).expect("find by hash"),
+        Some(new.key.clone())
+    );
+    let page = store.list(&tenant.id, &query(T0)).expect("list");
+    assert_eq!(page.keys, [new.key.clone()]);
+    let blocks: Vec<String> = new
+        .key
+        .restrictions
+        .allowed_ips
+        .as_ref()
+        .expect("ips")
+        .blocks()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        blocks,
+        ["203.0.113.0/24", "2001:db8::/32", "198.51.100.7/32"]
+    );
+}
+
+/// An update sets, replaces and clears each restriction and the metadata,
+/// records old and new in its event, and is stale when a field no longer
+/// holds its old value.
+pub fn update_sets_and_clears_restrictions_and_metadata(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let plain = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+    f.insert(store, &plain);
+    let target = restricted_key(&f, &tenant).key;
+
+    let set = FieldChanges::default().with_restrictions(
+        &plain.key,
+        Some(&target.restrictions.allowed_ips),
+        Some(&target.restrictions.allowed_origins),
+        Some(&target.metadata),
+    );
+    let updated = f.update(store, &plain.key, &set, T0).expect("set");
+    let expected = ApiKey {
+        restrictions: target.restrictions.clone(),
+        metadata: target.metadata.clone(),
+        ..plain.key.clone()
+    };
+    assert_eq!(updated, expected);
+    assert_eq!(
+        store.find(&tenant.id, &plain.key.id).expect("find"),
+        Some(expected.clone())
+    );
+    let recorded = events_of(store, &tenant.id);
+    assert_eq!(
+        recorded[0].data,
+        EventData::KeyUpdated {
+            changes: set.clone()
+        }
+    );
+
+    // Clearing: null again, metadata empty; old values as they are now.
+    let clear = FieldChanges::default().with_restrictions(
+        &expected,
+        Some(&None),
+        Some(&None),
+        Some(&Metadata::default()),
+    );
+    let cleared = f.update(store, &plain.key, &clear, T0).expect("clear");
+    assert_eq!(cleared, plain.key);
+    assert_eq!(
+        events_of(store, &tenant.id)[0].data,
+        EventData::KeyUpdated { changes: clear }
+    );
+
+    // The first change again, now stale: the key no longer holds its old
+    // values.
+    let before = events_of(store, &tenant.id);
+    let stale = FieldChanges::default().with_restrictions(
+        &expected,
+        Some(&some_ips(&["10.0.0.0/8"])),
+        None,
+        None,
+    );
+    assert!(matches!(
+        f.update(store, &plain.key, &stale, T0),
+        Err(UpdateRepoError::Stale)
+    ));
+    assert_eq!(events_of(store, &tenant.id), before);
+}
+
+/// The successor of a rotation has the old key's restrictions and metadata
+/// as they are when the rotation commits.
+pub fn rotation_copies_restrictions_and_metadata(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let old = restricted_key(&f, &tenant);
+    f.insert(store, &old);
+    let successor = f.key_with(&tenant, KeyType::Publishable, Mode::Live, Scopes::full());
+
+    f.rotate(store, &old.key, &successor, Duration::hours(1), T0)
+        .expect("rotate");
+
+    let stored = store
+        .find_by_hash(&successor.hash)
+        .expect("find")
+        .expect("successor");
+    assert_eq!(stored.restrictions, old.key.restrictions);
+    assert_eq!(stored.metadata, old.key.metadata);
 }
 
 // ---- reading events ----
@@ -2468,6 +2628,9 @@ macro_rules! repository_contract_tests {
             an_actor_in_its_grace_period_may_write_until_it_ends,
             writes_by_the_cli_or_a_leak_report_need_no_key,
             update_refuses_stale_changes,
+            restrictions_and_metadata_round_trip,
+            update_sets_and_clears_restrictions_and_metadata,
+            rotation_copies_restrictions_and_metadata,
             list_events_is_newest_first_and_pages_with_a_cursor,
             list_events_filters_by_key_type_and_mode,
             list_events_is_scoped_to_the_tenant,

@@ -61,6 +61,8 @@ impl ApiKeyBuilder {
                 expires_at: None,
                 revokes_at: None,
                 replaced_by: None,
+                restrictions: Default::default(),
+                metadata: Default::default(),
             },
         }
     }

@@ -130,6 +130,8 @@ impl State {
         let mut key = successor.key.clone();
         key.name = stored.name.clone();
         key.scopes = stored.scopes;
+        key.restrictions = stored.restrictions.clone();
+        key.metadata = stored.metadata.clone();
         self.keys.insert(successor.key.id, (key, successor.hash));
         self.record(&[rotated, created]);
         Ok(())
@@ -382,8 +384,7 @@ impl ApiKeyRepository for InMemoryStore {
         if key.is_revoked(now) {
             return Err(UpdateRepoError::Revoked);
         }
-        let stale = changes.name.as_ref().is_some_and(|c| c.old != key.name)
-            || changes.scopes.as_ref().is_some_and(|c| c.old != key.scopes);
+        let stale = !changes.holds_old(&key);
         if stale {
             return Err(UpdateRepoError::Stale);
         }

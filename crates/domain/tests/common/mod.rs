@@ -160,6 +160,8 @@ pub fn request(
         mode,
         scopes,
         expires_in,
+        restrictions: Default::default(),
+        metadata: Default::default(),
     }
 }
 

@@ -127,19 +127,23 @@ impl Fx {
         scopes: &[&str],
         expires_in: Option<&str>,
     ) -> (String, String) {
+        self.make_restricted_key(CreateKey {
+            name: KeyName::parse("Made in a test").unwrap(),
+            key_type,
+            mode: Some(mode),
+            scopes: Scopes::parse(scopes.iter().copied()).unwrap(),
+            expires_in: expires_in.map(|e| ExpiresIn::parse(e).unwrap()),
+            restrictions: domain::KeyRestrictions::default(),
+            metadata: domain::Metadata::default(),
+        })
+    }
+
+    /// Makes the key `request` asks for (restrictions and metadata
+    /// included) in Acme; returns (id, value).
+    pub fn make_restricted_key(&self, request: CreateKey) -> (String, String) {
         let created = self
             .service
-            .create(
-                &self.live_principal(),
-                None,
-                CreateKey {
-                    name: KeyName::parse("Made in a test").unwrap(),
-                    key_type,
-                    mode: Some(mode),
-                    scopes: Scopes::parse(scopes.iter().copied()).unwrap(),
-                    expires_in: expires_in.map(|e| ExpiresIn::parse(e).unwrap()),
-                },
-            )
+            .create(&self.live_principal(), None, request)
             .unwrap();
         (created.key.id.to_string(), created.secret.into_secret())
     }

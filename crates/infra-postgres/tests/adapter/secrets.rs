@@ -48,6 +48,8 @@ impl Maker {
             expires_at: None,
             revokes_at: None,
             replaced_by: None,
+            restrictions: Default::default(),
+            metadata: Default::default(),
         };
         let new = NewKey {
             hash: self.hash_key.hash(&secret),

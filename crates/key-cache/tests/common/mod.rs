@@ -203,6 +203,8 @@ impl Harness {
             mode: Some(Mode::Live),
             scopes: Scopes::full(),
             expires_in: expires_in.map(|d| ExpiresIn::new(d).expect("lifetime")),
+            restrictions: Default::default(),
+            metadata: Default::default(),
         };
         service.create(&t.admin, None, request).expect("create key")
     }
