@@ -261,6 +261,10 @@ for people.*/
         DuplicateHeader,
         #[serde(rename = "tenant_mismatch")]
         TenantMismatch,
+        #[serde(rename = "ip_not_allowed")]
+        IpNotAllowed,
+        #[serde(rename = "origin_not_allowed")]
+        OriginNotAllowed,
         #[serde(rename = "secret_key_required")]
         SecretKeyRequired,
         #[serde(rename = "key_type_mismatch")]
@@ -330,6 +334,8 @@ for people.*/
                 Self::InvalidTenantId => f.write_str("invalid_tenant_id"),
                 Self::DuplicateHeader => f.write_str("duplicate_header"),
                 Self::TenantMismatch => f.write_str("tenant_mismatch"),
+                Self::IpNotAllowed => f.write_str("ip_not_allowed"),
+                Self::OriginNotAllowed => f.write_str("origin_not_allowed"),
                 Self::SecretKeyRequired => f.write_str("secret_key_required"),
                 Self::KeyTypeMismatch => f.write_str("key_type_mismatch"),
                 Self::InsufficientScope => f.write_str("insufficient_scope"),
@@ -377,6 +383,8 @@ for people.*/
                 "invalid_tenant_id" => Ok(Self::InvalidTenantId),
                 "duplicate_header" => Ok(Self::DuplicateHeader),
                 "tenant_mismatch" => Ok(Self::TenantMismatch),
+                "ip_not_allowed" => Ok(Self::IpNotAllowed),
+                "origin_not_allowed" => Ok(Self::OriginNotAllowed),
                 "secret_key_required" => Ok(Self::SecretKeyRequired),
                 "key_type_mismatch" => Ok(Self::KeyTypeMismatch),
                 "insufficient_scope" => Ok(Self::InsufficientScope),
@@ -1944,6 +1952,10 @@ in the order authentication checks (then the scopes).*/
         ApiKeyExpired,
         #[serde(rename = "tenant_mismatch")]
         TenantMismatch,
+        #[serde(rename = "ip_not_allowed")]
+        IpNotAllowed,
+        #[serde(rename = "origin_not_allowed")]
+        OriginNotAllowed,
         #[serde(rename = "key_type_mismatch")]
         KeyTypeMismatch,
         #[serde(rename = "insufficient_scope")]
@@ -1957,6 +1969,8 @@ in the order authentication checks (then the scopes).*/
                 Self::ApiKeyRevoked => f.write_str("api_key_revoked"),
                 Self::ApiKeyExpired => f.write_str("api_key_expired"),
                 Self::TenantMismatch => f.write_str("tenant_mismatch"),
+                Self::IpNotAllowed => f.write_str("ip_not_allowed"),
+                Self::OriginNotAllowed => f.write_str("origin_not_allowed"),
                 Self::KeyTypeMismatch => f.write_str("key_type_mismatch"),
                 Self::InsufficientScope => f.write_str("insufficient_scope"),
             }
@@ -1973,6 +1987,8 @@ in the order authentication checks (then the scopes).*/
                 "api_key_revoked" => Ok(Self::ApiKeyRevoked),
                 "api_key_expired" => Ok(Self::ApiKeyExpired),
                 "tenant_mismatch" => Ok(Self::TenantMismatch),
+                "ip_not_allowed" => Ok(Self::IpNotAllowed),
+                "origin_not_allowed" => Ok(Self::OriginNotAllowed),
                 "key_type_mismatch" => Ok(Self::KeyTypeMismatch),
                 "insufficient_scope" => Ok(Self::InsufficientScope),
                 _ => Err("invalid value".into()),
@@ -1999,10 +2015,20 @@ in the order authentication checks (then the scopes).*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     #[serde(deny_unknown_fields)]
     pub struct VerifyKeyRequest {
+        /**The end client's address, as your service saw it (IPv4 or IPv6). A
+key with `allowed_ips` verified without it, or from an address
+outside them, is answered `ip_not_allowed`.*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub ip: ::std::option::Option<::std::string::String>,
         /**The key to check, as it was presented to your service. A string that
 is not a well-formed key (shape or checksum) is answered
 `invalid_api_key`, without any database work.*/
         pub key: ::std::string::String,
+        /**The end client's origin (`Origin`, or the `Referer` URL), as your
+service saw it. A publishable key with `allowed_origins` verified
+without it, or from another origin, is answered `origin_not_allowed`.*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub origin: ::std::option::Option<::std::string::String>,
         /**Scopes the key must have (a key with `*` has every scope). Absent,
 `null` or `[]`: none required. Known scopes only; duplicates are
 ignored.*/
