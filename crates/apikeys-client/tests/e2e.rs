@@ -268,6 +268,8 @@ async fn verification_leak_reports_audit_events_and_readiness() {
             key: reader.key.expose().to_owned(),
             scopes: Some(vec![Scope::UsersRead]),
             type_: Some(KeyType::Secret),
+            ip: None,
+            origin: None,
         })
         .await
         .expect("verify");
@@ -279,6 +281,8 @@ async fn verification_leak_reports_audit_events_and_readiness() {
             key: reader.key.expose().to_owned(),
             scopes: Some(vec![Scope::UsersRead, Scope::WebhooksWrite]),
             type_: None,
+            ip: None,
+            origin: None,
         })
         .await
         .expect("verify");
@@ -290,6 +294,8 @@ async fn verification_leak_reports_audit_events_and_readiness() {
             key: reader.key.expose().to_owned(),
             scopes: None,
             type_: Some(KeyType::Publishable),
+            ip: None,
+            origin: None,
         })
         .await
         .expect("verify");

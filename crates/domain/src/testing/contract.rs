@@ -2153,7 +2153,7 @@ pub fn restrictions_and_metadata_round_trip(store: &impl Store) {
         Some(new.key.clone())
     );
     let page = store.list(&tenant.id, &query(T0)).expect("list");
-    assert_eq!(page.keys, [new.key.clone()]);
+    assert_eq!(page.keys, std::slice::from_ref(&new.key));
     let blocks: Vec<String> = new
         .key
         .restrictions
