@@ -977,6 +977,8 @@ fn the_openapi_document_describes_the_route_without_a_bearer_key() {
             "api_key_revoked",
             "api_key_expired",
             "tenant_mismatch",
+            "ip_not_allowed",
+            "origin_not_allowed",
             "key_type_mismatch",
             "insufficient_scope"
         ])
