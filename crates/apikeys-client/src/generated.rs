@@ -4112,6 +4112,426 @@ Arguments:
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
+    /**Ask whether a request may pass: for gateways (nginx `auth_request`,
+Caddy `forward_auth`, Traefik `ForwardAuth`, Envoy `ext_authz`)
+
+Any method; the body is ignored. The key comes from `Authorization:
+Bearer <key>` or `X-API-Key: <key>` (both: 400 `duplicate_header`);
+`X-Tenant-ID` is optional (when sent, the key must be the tenant's). The
+client's address is the peer's, or the `X-Forwarded-For` entry of a
+trusted proxy. Allowed: 200 with an empty body and the `X-ApiKey-*`
+headers for the gateway to pass upstream; a use (`last_used_at`).
+Refused: the status and JSON error body (also in `X-ApiKey-Error`).
+
+Sends a `GET` request to `/v1/forward-auth`
+
+Arguments:
+- `cost`: What this use costs against the key's usage limits, 0–1000 (default 1).
+- `scopes`: Scopes the key must all have, comma-separated (`users:read,users:write`); a key with `*` has every scope, a publishable key never a sensitive one. Absent or empty: none.
+- `type_`: The key type accepted: a key of the other type is refused 403 `key_type_mismatch`.
+- `x_api_key`: The key, instead of `Authorization: Bearer <key>` (both, or either twice: 400 `duplicate_header`).
+- `x_tenant_id`: Optional here: when sent, the key must belong to this tenant (403 `tenant_mismatch`); malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.
+*/
+    pub async fn forward_auth_get<'a>(
+        &'a self,
+        cost: Option<i32>,
+        scopes: Option<&'a str>,
+        type_: Option<types::KeyType>,
+        x_api_key: Option<&'a str>,
+        x_tenant_id: Option<&'a types::TenantId>,
+    ) -> Result<ResponseValue<()>, Error<types::ErrorBody>> {
+        let url = format!("{}/v1/forward-auth", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        if let Some(value) = x_api_key {
+            header_map.append("X-API-Key", value.to_string().try_into()?);
+        }
+        if let Some(value) = x_tenant_id {
+            header_map.append("X-Tenant-ID", value.to_string().try_into()?);
+        }
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("cost", &cost))
+            .query(&progenitor_client::QueryParam::new("scopes", &scopes))
+            .query(&progenitor_client::QueryParam::new("type", &type_))
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "forward_auth_get",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => Ok(ResponseValue::empty(response)),
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Ask whether a request may pass: for gateways (nginx `auth_request`,
+Caddy `forward_auth`, Traefik `ForwardAuth`, Envoy `ext_authz`)
+
+Any method; the body is ignored. The key comes from `Authorization:
+Bearer <key>` or `X-API-Key: <key>` (both: 400 `duplicate_header`);
+`X-Tenant-ID` is optional (when sent, the key must be the tenant's). The
+client's address is the peer's, or the `X-Forwarded-For` entry of a
+trusted proxy. Allowed: 200 with an empty body and the `X-ApiKey-*`
+headers for the gateway to pass upstream; a use (`last_used_at`).
+Refused: the status and JSON error body (also in `X-ApiKey-Error`).
+
+Sends a `PUT` request to `/v1/forward-auth`
+
+Arguments:
+- `cost`: What this use costs against the key's usage limits, 0–1000 (default 1).
+- `scopes`: Scopes the key must all have, comma-separated (`users:read,users:write`); a key with `*` has every scope, a publishable key never a sensitive one. Absent or empty: none.
+- `type_`: The key type accepted: a key of the other type is refused 403 `key_type_mismatch`.
+- `x_api_key`: The key, instead of `Authorization: Bearer <key>` (both, or either twice: 400 `duplicate_header`).
+- `x_tenant_id`: Optional here: when sent, the key must belong to this tenant (403 `tenant_mismatch`); malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.
+*/
+    pub async fn forward_auth_put<'a>(
+        &'a self,
+        cost: Option<i32>,
+        scopes: Option<&'a str>,
+        type_: Option<types::KeyType>,
+        x_api_key: Option<&'a str>,
+        x_tenant_id: Option<&'a types::TenantId>,
+    ) -> Result<ResponseValue<()>, Error<types::ErrorBody>> {
+        let url = format!("{}/v1/forward-auth", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        if let Some(value) = x_api_key {
+            header_map.append("X-API-Key", value.to_string().try_into()?);
+        }
+        if let Some(value) = x_tenant_id {
+            header_map.append("X-Tenant-ID", value.to_string().try_into()?);
+        }
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .put(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("cost", &cost))
+            .query(&progenitor_client::QueryParam::new("scopes", &scopes))
+            .query(&progenitor_client::QueryParam::new("type", &type_))
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "forward_auth_put",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => Ok(ResponseValue::empty(response)),
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Ask whether a request may pass: for gateways (nginx `auth_request`,
+Caddy `forward_auth`, Traefik `ForwardAuth`, Envoy `ext_authz`)
+
+Any method; the body is ignored. The key comes from `Authorization:
+Bearer <key>` or `X-API-Key: <key>` (both: 400 `duplicate_header`);
+`X-Tenant-ID` is optional (when sent, the key must be the tenant's). The
+client's address is the peer's, or the `X-Forwarded-For` entry of a
+trusted proxy. Allowed: 200 with an empty body and the `X-ApiKey-*`
+headers for the gateway to pass upstream; a use (`last_used_at`).
+Refused: the status and JSON error body (also in `X-ApiKey-Error`).
+
+Sends a `POST` request to `/v1/forward-auth`
+
+Arguments:
+- `cost`: What this use costs against the key's usage limits, 0–1000 (default 1).
+- `scopes`: Scopes the key must all have, comma-separated (`users:read,users:write`); a key with `*` has every scope, a publishable key never a sensitive one. Absent or empty: none.
+- `type_`: The key type accepted: a key of the other type is refused 403 `key_type_mismatch`.
+- `x_api_key`: The key, instead of `Authorization: Bearer <key>` (both, or either twice: 400 `duplicate_header`).
+- `x_tenant_id`: Optional here: when sent, the key must belong to this tenant (403 `tenant_mismatch`); malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.
+*/
+    pub async fn forward_auth_post<'a>(
+        &'a self,
+        cost: Option<i32>,
+        scopes: Option<&'a str>,
+        type_: Option<types::KeyType>,
+        x_api_key: Option<&'a str>,
+        x_tenant_id: Option<&'a types::TenantId>,
+    ) -> Result<ResponseValue<()>, Error<types::ErrorBody>> {
+        let url = format!("{}/v1/forward-auth", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        if let Some(value) = x_api_key {
+            header_map.append("X-API-Key", value.to_string().try_into()?);
+        }
+        if let Some(value) = x_tenant_id {
+            header_map.append("X-Tenant-ID", value.to_string().try_into()?);
+        }
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("cost", &cost))
+            .query(&progenitor_client::QueryParam::new("scopes", &scopes))
+            .query(&progenitor_client::QueryParam::new("type", &type_))
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "forward_auth_post",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => Ok(ResponseValue::empty(response)),
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Ask whether a request may pass: for gateways (nginx `auth_request`,
+Caddy `forward_auth`, Traefik `ForwardAuth`, Envoy `ext_authz`)
+
+Any method; the body is ignored. The key comes from `Authorization:
+Bearer <key>` or `X-API-Key: <key>` (both: 400 `duplicate_header`);
+`X-Tenant-ID` is optional (when sent, the key must be the tenant's). The
+client's address is the peer's, or the `X-Forwarded-For` entry of a
+trusted proxy. Allowed: 200 with an empty body and the `X-ApiKey-*`
+headers for the gateway to pass upstream; a use (`last_used_at`).
+Refused: the status and JSON error body (also in `X-ApiKey-Error`).
+
+Sends a `DELETE` request to `/v1/forward-auth`
+
+Arguments:
+- `cost`: What this use costs against the key's usage limits, 0–1000 (default 1).
+- `scopes`: Scopes the key must all have, comma-separated (`users:read,users:write`); a key with `*` has every scope, a publishable key never a sensitive one. Absent or empty: none.
+- `type_`: The key type accepted: a key of the other type is refused 403 `key_type_mismatch`.
+- `x_api_key`: The key, instead of `Authorization: Bearer <key>` (both, or either twice: 400 `duplicate_header`).
+- `x_tenant_id`: Optional here: when sent, the key must belong to this tenant (403 `tenant_mismatch`); malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.
+*/
+    pub async fn forward_auth_delete<'a>(
+        &'a self,
+        cost: Option<i32>,
+        scopes: Option<&'a str>,
+        type_: Option<types::KeyType>,
+        x_api_key: Option<&'a str>,
+        x_tenant_id: Option<&'a types::TenantId>,
+    ) -> Result<ResponseValue<()>, Error<types::ErrorBody>> {
+        let url = format!("{}/v1/forward-auth", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        if let Some(value) = x_api_key {
+            header_map.append("X-API-Key", value.to_string().try_into()?);
+        }
+        if let Some(value) = x_tenant_id {
+            header_map.append("X-Tenant-ID", value.to_string().try_into()?);
+        }
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .delete(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("cost", &cost))
+            .query(&progenitor_client::QueryParam::new("scopes", &scopes))
+            .query(&progenitor_client::QueryParam::new("type", &type_))
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "forward_auth_delete",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => Ok(ResponseValue::empty(response)),
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Ask whether a request may pass: for gateways (nginx `auth_request`,
+Caddy `forward_auth`, Traefik `ForwardAuth`, Envoy `ext_authz`)
+
+Any method; the body is ignored. The key comes from `Authorization:
+Bearer <key>` or `X-API-Key: <key>` (both: 400 `duplicate_header`);
+`X-Tenant-ID` is optional (when sent, the key must be the tenant's). The
+client's address is the peer's, or the `X-Forwarded-For` entry of a
+trusted proxy. Allowed: 200 with an empty body and the `X-ApiKey-*`
+headers for the gateway to pass upstream; a use (`last_used_at`).
+Refused: the status and JSON error body (also in `X-ApiKey-Error`).
+
+Sends a `PATCH` request to `/v1/forward-auth`
+
+Arguments:
+- `cost`: What this use costs against the key's usage limits, 0–1000 (default 1).
+- `scopes`: Scopes the key must all have, comma-separated (`users:read,users:write`); a key with `*` has every scope, a publishable key never a sensitive one. Absent or empty: none.
+- `type_`: The key type accepted: a key of the other type is refused 403 `key_type_mismatch`.
+- `x_api_key`: The key, instead of `Authorization: Bearer <key>` (both, or either twice: 400 `duplicate_header`).
+- `x_tenant_id`: Optional here: when sent, the key must belong to this tenant (403 `tenant_mismatch`); malformed: 400 `invalid_tenant_id`; sent more than once: 400 `duplicate_header`.
+*/
+    pub async fn forward_auth_patch<'a>(
+        &'a self,
+        cost: Option<i32>,
+        scopes: Option<&'a str>,
+        type_: Option<types::KeyType>,
+        x_api_key: Option<&'a str>,
+        x_tenant_id: Option<&'a types::TenantId>,
+    ) -> Result<ResponseValue<()>, Error<types::ErrorBody>> {
+        let url = format!("{}/v1/forward-auth", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(3usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        if let Some(value) = x_api_key {
+            header_map.append("X-API-Key", value.to_string().try_into()?);
+        }
+        if let Some(value) = x_tenant_id {
+            header_map.append("X-Tenant-ID", value.to_string().try_into()?);
+        }
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .patch(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("cost", &cost))
+            .query(&progenitor_client::QueryParam::new("scopes", &scopes))
+            .query(&progenitor_client::QueryParam::new("type", &type_))
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "forward_auth_patch",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => Ok(ResponseValue::empty(response)),
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
     /**Report leaked keys: every active secret key among them is revoked
 
 No `Authorization`, no `X-Tenant-ID`. 202 with the number of strings

@@ -59,10 +59,12 @@ impl From<UseRefusal> for AuthError {
 }
 
 /// A key and tenant that passed the checks that need no I/O (steps 1 and 2).
+/// The tenant is optional only where docs/api.md says so (forward-auth's
+/// `X-Tenant-ID`): then the key's own tenant is the request's.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     key: PlainKey,
-    tenant: TenantId,
+    tenant: Option<TenantId>,
 }
 
 impl Credentials {
@@ -81,12 +83,25 @@ impl Credentials {
         let tenant = tenant_header
             .and_then(|t| TenantId::parse(t).ok())
             .ok_or(AuthError::InvalidTenantId)?;
-        Ok(Credentials { key, tenant })
+        Ok(Credentials {
+            key,
+            tenant: Some(tenant),
+        })
     }
 
     /// From already parsed parts.
     pub fn new(key: PlainKey, tenant: TenantId) -> Self {
-        Credentials { key, tenant }
+        Credentials {
+            key,
+            tenant: Some(tenant),
+        }
+    }
+
+    /// A key presented without naming a tenant (forward-auth without
+    /// `X-Tenant-ID`): step 4, the tenant check, has nothing to compare and
+    /// passes.
+    pub fn for_any_tenant(key: PlainKey) -> Self {
+        Credentials { key, tenant: None }
     }
 
     /// The presented key.
@@ -94,16 +109,16 @@ impl Credentials {
         &self.key
     }
 
-    /// The tenant the request is for.
-    pub fn tenant(&self) -> &TenantId {
-        &self.tenant
+    /// The tenant the request is for, when it names one.
+    pub fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
     }
 }
 
 /// Steps 3 and 4 of docs/api.md ("Conventions", authentication) for the key
 /// found by the presented key's hash (`None`: no such key), judged at `now`
-/// for the tenant the request names: unknown, revoked, expired, other
-/// tenant, in that order. Every authenticator, cached or not, decides with
+/// for the tenant the request names (`None`: it names none, and any tenant
+/// passes): unknown, revoked, expired, other tenant, in that order. Every authenticator, cached or not, decides with
 /// this one function, on every request: a cache keeps keys, never verdicts.
 ///
 /// # Errors
@@ -111,7 +126,7 @@ impl Credentials {
 /// or [`AuthError::TenantMismatch`].
 pub fn check_key(
     key: Option<&ApiKey>,
-    tenant: &TenantId,
+    tenant: Option<&TenantId>,
     now: OffsetDateTime,
 ) -> Result<(), AuthError> {
     let key = key.ok_or(AuthError::InvalidKey)?;
@@ -120,7 +135,7 @@ pub fn check_key(
         KeyStatus::Expired => return Err(AuthError::Expired),
         KeyStatus::Active | KeyStatus::RevocationScheduled => {}
     }
-    if key.tenant_id != *tenant {
+    if tenant.is_some_and(|tenant| key.tenant_id != *tenant) {
         return Err(AuthError::TenantMismatch);
     }
     Ok(())

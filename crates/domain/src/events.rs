@@ -337,6 +337,10 @@ fn changed<T: Clone + PartialEq>(current: &T, requested: Option<&T>) -> Option<C
 
 /// What an event says beyond its envelope (`data` in the API).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "an event is made once per write and passed on, never held in bulk"
+)]
 pub enum EventData {
     /// `api_key.created`; `rotated_from` for the successor of a rotation.
     KeyCreated {

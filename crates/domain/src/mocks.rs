@@ -33,7 +33,10 @@ impl MockAuthenticator {
         mock.expect_authenticate().returning(move |credentials| {
             if credentials.key().expose_secret() != secret {
                 Err(AuthError::InvalidKey)
-            } else if *credentials.tenant() != api_key.tenant_id {
+            } else if credentials
+                .tenant()
+                .is_some_and(|t| *t != api_key.tenant_id)
+            {
                 Err(AuthError::TenantMismatch)
             } else {
                 Ok(api_key.clone())

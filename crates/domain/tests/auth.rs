@@ -96,7 +96,7 @@ fn valid_credentials_keep_the_key_and_tenant() {
     let tenant = valid_tenant_text();
     let credentials = Credentials::parse(Some(&key), Some(&tenant)).expect("valid");
     assert_eq!(credentials.key().expose_secret(), key);
-    assert_eq!(credentials.tenant().to_string(), tenant);
+    assert_eq!(credentials.tenant().map(ToString::to_string), Some(tenant));
 }
 
 // ---- steps 3 and 4: `check_key`, without I/O ----
@@ -144,7 +144,7 @@ fn expiring_at(at: OffsetDateTime, key: ApiKey) -> ApiKey {
 
 /// [`check_key`]'s verdict, by the error code it answers with.
 fn verdict(key: Option<&ApiKey>, tenant: &TenantId, now: OffsetDateTime) -> &'static str {
-    match check_key(key, tenant, now) {
+    match check_key(key, Some(tenant), now) {
         Ok(()) => "ok",
         Err(AuthError::InvalidKey) => "invalid_api_key",
         Err(AuthError::Revoked) => "api_key_revoked",
@@ -193,6 +193,22 @@ fn check_key_refuses_an_expired_key_from_expires_at_on() {
 fn check_key_refuses_a_key_of_another_tenant() {
     let other = TenantId::generate(T0, &SeqSecretSource::new(502));
     assert_eq!(verdict(Some(&key_of_acme()), &other, T0), "tenant_mismatch");
+}
+
+#[test]
+fn check_key_without_a_tenant_passes_any_tenant_but_not_the_other_checks() {
+    assert_eq!(check_key(Some(&key_of_acme()), None, T0).ok(), Some(()));
+    let revoked = revoked_at(T0, key_of_acme());
+    assert!(matches!(
+        check_key(Some(&revoked), None, T0),
+        Err(AuthError::Revoked)
+    ));
+    assert!(matches!(
+        check_key(None, None, T0),
+        Err(AuthError::InvalidKey)
+    ));
+    let key = PlainKey::parse(&valid_key_text()).expect("key");
+    assert_eq!(Credentials::for_any_tenant(key).tenant(), None);
 }
 
 #[test]

@@ -4,12 +4,14 @@
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderMap, HeaderName, AUTHORIZATION};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use domain::{
-    AccessError, ApiKey, AuthError, Authenticator, Cost, Credentials, Principal, UsageLimits,
+    AccessError, ApiKey, AuthError, Authenticator, Cost, Credentials, PlainKey, Principal,
+    TenantId, UsageLimits,
 };
 
 use crate::blocking::{blocking_within, storage_wait};
@@ -200,8 +202,18 @@ fn read_bearer(value: Option<&[u8]>) -> Bearer<'_> {
     let Some(space) = value.iter().position(|&b| b == b' ') else {
         return Bearer::Missing;
     };
-    let (scheme, token) = (&value[..space], trim_ows(&value[space..]));
-    if !scheme.eq_ignore_ascii_case(b"bearer") || token.is_empty() {
+    let (scheme, token) = (&value[..space], &value[space..]);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Bearer::Missing;
+    }
+    read_token(token)
+}
+
+/// Reads a token, the part after `Bearer ` or a whole `X-API-Key` value:
+/// empty (after optional white space) is missing.
+fn read_token(token: &[u8]) -> Bearer<'_> {
+    let token = trim_ows(token);
+    if token.is_empty() {
         return Bearer::Missing;
     }
     match std::str::from_utf8(token) {
@@ -235,30 +247,78 @@ fn credentials(headers: &HeaderMap) -> Result<Credentials, AuthError> {
     }
 }
 
-/// The extractor's future: ready at once for everything decided on the
-/// executor thread (a malformed request, a cache hit), so those cost no
-/// allocation; boxed only when the authenticator must block.
-pub enum AuthFuture {
-    /// Decided already; taken on the first poll.
-    Ready(Option<Result<Authenticated, ApiError>>),
-    /// Waiting for the blocking pool.
-    Pending(Pin<Box<dyn Future<Output = Result<Authenticated, ApiError>>>>),
+/// `X-API-Key`: forward-auth also takes the key from it (docs/api.md,
+/// "Forward authentication").
+pub(crate) const API_KEY_HEADER: &str = "x-api-key";
+
+/// Forward-auth's doubled headers, before anything else: those of
+/// [`single_headers`], `X-API-Key` more than once, or both `X-API-Key` and
+/// `Authorization` (which key counts is not for the service to guess).
+///
+/// # Errors
+/// [`ApiError::duplicate_header`].
+pub(crate) fn single_key_header(headers: &HeaderMap) -> Result<(), ApiError> {
+    single_headers(headers)?;
+    let mut api_keys = headers.get_all(API_KEY_HEADER);
+    let doubled = api_keys.next().is_some()
+        && (api_keys.next().is_some() || headers.contains_key(AUTHORIZATION));
+    if doubled {
+        return Err(ApiError::duplicate_header("X-API-Key"));
+    }
+    Ok(())
 }
 
-impl AuthFuture {
-    fn ready(outcome: Result<Authenticated, ApiError>) -> Self {
+/// Steps 1 and 2 for forward-auth, without I/O: the key from `X-API-Key`
+/// or `Authorization: Bearer` (at most one of them: [`single_key_header`]),
+/// and `X-Tenant-ID` only when sent (then it must be well-formed, and the
+/// key must be the tenant's).
+pub(crate) fn gateway_credentials(headers: &HeaderMap) -> Result<Credentials, AuthError> {
+    let token = match headers.get(API_KEY_HEADER) {
+        Some(value) => read_token(value.as_bytes()),
+        None => read_bearer(authorization(headers)),
+    };
+    let key = match token {
+        Bearer::Missing => return Err(AuthError::MissingKey),
+        Bearer::NotAscii => return Err(AuthError::InvalidKey),
+        Bearer::Token(token) => PlainKey::parse(token).map_err(|_| AuthError::InvalidKey)?,
+    };
+    match headers.get(TENANT_HEADER) {
+        None => Ok(Credentials::for_any_tenant(key)),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|t| TenantId::parse(t).ok())
+            .map(|tenant| Credentials::new(key, tenant))
+            .ok_or(AuthError::InvalidTenantId),
+    }
+}
+
+/// The extractor's future (and forward-auth's, with its own `T`): ready at
+/// once for everything decided on the executor thread (a malformed request,
+/// a cache hit), so those cost no allocation; boxed only when the
+/// authenticator must block.
+pub enum AuthFuture<T = Authenticated> {
+    /// Decided already; taken on the first poll.
+    Ready(Option<Result<T, ApiError>>),
+    /// Waiting for the blocking pool.
+    Pending(Pin<Box<dyn Future<Output = Result<T, ApiError>>>>),
+}
+
+impl<T> AuthFuture<T> {
+    fn ready(outcome: Result<T, ApiError>) -> Self {
         AuthFuture::Ready(Some(outcome))
     }
 }
 
-impl Future for AuthFuture {
-    type Output = Result<Authenticated, ApiError>;
+impl<T> Future for AuthFuture<T> {
+    type Output = Result<T, ApiError>;
 
     fn poll(
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        match self.get_mut() {
+        // Neither variant is structurally pinned: the box pins its future.
+        match Pin::into_inner(self) {
             AuthFuture::Ready(outcome) => std::task::Poll::Ready(
                 outcome
                     .take()
@@ -268,6 +328,131 @@ impl Future for AuthFuture {
         }
     }
 }
+
+impl<T> Unpin for AuthFuture<T> {}
+
+/// Steps 3 and 4 on an [`Authenticator`]: answered from its cache on this
+/// thread when it can ([`Authenticator::authenticate_cached`], no thread
+/// hop), else on the blocking pool within the request's storage wait. The
+/// one way the extractor, verify and forward-auth ask the authenticator
+/// (which records the key's use).
+pub(crate) enum Lookup {
+    /// Decided on the executor thread.
+    Done(Result<Arc<ApiKey>, AuthError>),
+    /// For the blocking pool.
+    Blocking(Arc<dyn Authenticator>, Credentials),
+}
+
+impl Lookup {
+    /// The cache's answer, or what the blocking pool must do.
+    pub(crate) fn start(authenticator: Arc<dyn Authenticator>, credentials: Credentials) -> Self {
+        match authenticator.authenticate_cached(&credentials) {
+            Some(verdict) => Lookup::Done(verdict),
+            None => Lookup::Blocking(authenticator, credentials),
+        }
+    }
+
+    /// The verdict; `Err` only when the blocking pool did not answer within
+    /// `wait` (503).
+    pub(crate) async fn finish(
+        self,
+        wait: std::time::Duration,
+    ) -> Result<Result<Arc<ApiKey>, AuthError>, ApiError> {
+        match self {
+            Lookup::Done(verdict) => Ok(verdict),
+            Lookup::Blocking(authenticator, credentials) => {
+                blocking_within(wait, move || authenticator.authenticate(&credentials)).await
+            }
+        }
+    }
+}
+
+/// The authenticator registered in the app (`web::Data<dyn Authenticator>`).
+pub(crate) fn authenticator_of(req: &HttpRequest) -> Option<Arc<dyn Authenticator>> {
+    req.app_data::<web::Data<dyn Authenticator>>()
+        .map(|data| data.clone().into_inner())
+}
+
+/// The authentication of a request, one implementation for its front doors
+/// (the [`Authenticated`] extractor and forward-auth, docs/api.md
+/// "Authentication" and "Forward authentication"), after the front door has
+/// checked its doubled headers:
+///
+/// 1. the failure limiter's admission (429 `too_many_requests` for an
+///    address over the limit, when a [`FailureLimiter`] is registered);
+/// 2. `presented`: the credentials the front door read from the headers
+///    (steps 1 and 2, no I/O);
+/// 3. the [`Lookup`] (steps 3 and 4), then where the key may be used from
+///    (`usable`: its `allowed_ips` and `allowed_origins` against the end
+///    client, 403 `ip_not_allowed` or `origin_not_allowed`), every refusal
+///    counted against the client's address as
+///    [`FailureLimiter::failed_auth`] decides;
+/// 4. `then`: the front door's own judgement of the authenticated key
+///    (forward-auth: type and scopes), given whether the lookup blocked.
+///
+/// The outcome, `then`'s refusals included, is counted by `via`
+/// (docs/metrics.md).
+pub(crate) fn authenticate_request<T, F>(
+    req: &HttpRequest,
+    via: Via,
+    presented: Result<Credentials, AuthError>,
+    then: F,
+) -> AuthFuture<T>
+where
+    T: 'static,
+    F: FnOnce(&HttpRequest, &Arc<ApiKey>, Blocked) -> Result<T, ApiError> + 'static,
+{
+    // An address over the failure limit is refused before anything else;
+    // every refusal below counts against it (docs/api.md, "Abuse limits").
+    let limiter = req.app_data::<web::Data<FailureLimiter>>();
+    let client = match limiter.map(|l| l.admit(req)) {
+        Some(Err(too_many)) => return AuthFuture::ready(Err(too_many)),
+        Some(Ok(client)) => client,
+        None => Client::default(),
+    };
+    let refused = |e: AuthError| refusal(limiter.map(|l| l.get_ref()), client, e);
+    let (credentials, authenticator) = match (presented, authenticator_of(req)) {
+        (Err(e), _) => return AuthFuture::ready(judged(via, Err(refused(e)))),
+        (Ok(_), None) => {
+            log_misregistration(req);
+            return AuthFuture::ready(judged(
+                via,
+                Err(ApiError::internal()
+                    .with_source("no web::Data<dyn Authenticator> registered in the app")),
+            ));
+        }
+        (Ok(credentials), Some(authenticator)) => (credentials, authenticator),
+    };
+    let lookup = match Lookup::start(authenticator, credentials) {
+        // A cache hit is answered here, on the executor thread.
+        Lookup::Done(verdict) => {
+            return AuthFuture::ready(judged(
+                via,
+                verdict
+                    .and_then(|key| usable(req, key))
+                    .map_err(refused)
+                    .and_then(|key| then(req, &key, Blocked(false))),
+            ));
+        }
+        blocking => blocking,
+    };
+    let req = req.clone();
+    let limiter = limiter.cloned();
+    let wait = storage_wait(&req);
+    AuthFuture::Pending(Box::pin(async move {
+        let outcome = lookup.finish(wait).await.and_then(|verdict| {
+            verdict
+                .and_then(|key| usable(&req, key))
+                .map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))
+        });
+        judged(via, outcome.and_then(|key| then(&req, &key, Blocked(true))))
+    }))
+}
+
+/// Whether an authentication waited for the blocking pool (a cache miss):
+/// then its outcome is worth keeping in the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Blocked(pub(crate) bool);
 
 impl FromRequest for Authenticated {
     type Error = ApiError;
@@ -281,62 +466,31 @@ impl FromRequest for Authenticated {
         if let Err(doubled) = single_headers(req.headers()) {
             return AuthFuture::ready(Err(doubled));
         }
-        // An address over the failure limit is refused before anything
-        // else; every refusal below counts against it (docs/api.md,
-        // "Abuse limits").
-        let limiter = req.app_data::<web::Data<FailureLimiter>>();
-        let client = match limiter.map(|l| l.admit(req)) {
-            Some(Err(too_many)) => return AuthFuture::ready(Err(too_many)),
-            Some(Ok(client)) => client,
-            None => Client::default(),
-        };
-        let refused = |e: AuthError| refusal(limiter.map(|l| l.get_ref()), client, e);
-        let credentials = credentials(req.headers());
-        let authenticator = req
-            .app_data::<web::Data<dyn Authenticator>>()
-            .map(|data| data.clone().into_inner());
-        let (credentials, authenticator) = match (credentials, authenticator) {
-            (Err(e), _) => return AuthFuture::ready(judged(Err(refused(e)))),
-            (Ok(_), None) => {
-                log_misregistration(req);
-                return AuthFuture::ready(judged(Err(ApiError::internal()
-                    .with_source("no web::Data<dyn Authenticator> registered in the app"))));
-            }
-            (Ok(credentials), Some(authenticator)) => {
-                // A cache hit is answered here, on the executor thread, and
-                // not remembered in the request: a second extraction is
-                // another hit, cheaper than the map insert on every request.
-                if let Some(verdict) = authenticator.authenticate_cached(&credentials) {
-                    return AuthFuture::ready(judged(
-                        verdict.and_then(|key| usable(req, &key)).map_err(refused),
-                    ));
-                }
-                (credentials, authenticator)
-            }
-        };
-        let req = req.clone();
-        let limiter = limiter.cloned();
-        let wait = storage_wait(&req);
-        AuthFuture::Pending(Box::pin(async move {
-            let outcome = blocking_within(wait, move || authenticator.authenticate(&credentials))
-                .await
-                .and_then(|verdict| {
-                    verdict
-                        .and_then(|key| usable(&req, &key))
-                        .map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))
-                });
-            let caller = judged(outcome)?;
-            Ok(remember(&req, caller))
-        }))
+        authenticate_request(
+            req,
+            Via::Request,
+            credentials(req.headers()),
+            |req, key, Blocked(blocked)| {
+                let caller = Authenticated::of(key);
+                // A cache hit is not remembered in the request: a second
+                // extraction is another hit, cheaper than the map insert on
+                // every request.
+                Ok(if blocked {
+                    remember(req, caller)
+                } else {
+                    caller
+                })
+            },
+        )
     }
 }
 
-/// The caller of an authenticated `key`, if the key may be used from where
-/// `req` comes from ([`crate::key_use::check_request`]): after the checks
-/// of authentication, before any scope.
-fn usable(req: &HttpRequest, key: &ApiKey) -> Result<Authenticated, AuthError> {
-    check_request(req, key)?;
-    Ok(Authenticated::of(key))
+/// An authenticated `key`, if it may be used from where `req` comes from
+/// ([`crate::key_use::check_request`]: the end client's address and
+/// origin): after the checks of authentication, before any scope.
+fn usable(req: &HttpRequest, key: Arc<ApiKey>) -> Result<Arc<ApiKey>, AuthError> {
+    check_request(req, &key)?;
+    Ok(key)
 }
 
 /// Says once per process, as an error, how to register the authenticator:
@@ -357,11 +511,11 @@ fn log_misregistration(req: &HttpRequest) {
     });
 }
 
-/// Counts the outcome of an authentication (`valid` or its error code) and
-/// passes it on.
-fn judged<T>(outcome: Result<T, ApiError>) -> Result<T, ApiError> {
+/// Counts the outcome of an authentication (`valid` or its error code) by
+/// how the key came, and passes it on.
+fn judged<T>(via: Via, outcome: Result<T, ApiError>) -> Result<T, ApiError> {
     metrics::record_auth(
-        Via::Request,
+        via,
         outcome.as_ref().map(|_| ()).map_err(|e| e.code().as_str()),
     );
     outcome

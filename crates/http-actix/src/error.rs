@@ -90,12 +90,12 @@ error_codes! {
     ApiKeyExpired = "api_key_expired", UNAUTHORIZED, "past `expires_at`";
     InvalidSignature = "invalid_signature", UNAUTHORIZED, "a GitHub secret scanning batch whose signature is missing, names an unknown key or does not match the body";
     InvalidTenantId = "invalid_tenant_id", BAD_REQUEST, "`X-Tenant-ID` missing or not `tnt_` + ULID";
-    DuplicateHeader = "duplicate_header", BAD_REQUEST, "`Authorization` or `X-Tenant-ID` sent more than once (`param`), checked before anything else";
+    DuplicateHeader = "duplicate_header", BAD_REQUEST, "`Authorization`, `X-Tenant-ID` or `X-API-Key` sent more than once, or `X-API-Key` with `Authorization` (`param`), checked before anything else";
     TenantMismatch = "tenant_mismatch", FORBIDDEN, "the key belongs to another tenant";
     IpNotAllowed = "ip_not_allowed", FORBIDDEN, "the client address is outside the key's `allowed_ips` (see \"Restricting a key\")";
     OriginNotAllowed = "origin_not_allowed", FORBIDDEN, "a publishable key with `allowed_origins` used without a matching `Origin` (or `Referer`)";
     SecretKeyRequired = "secret_key_required", FORBIDDEN, "a publishable key on a key-management route";
-    KeyTypeMismatch = "key_type_mismatch", FORBIDDEN, "the key is not of the `type` asked for (verify's verdict)";
+    KeyTypeMismatch = "key_type_mismatch", FORBIDDEN, "the key is not of the `type` asked for (verify's verdict, forward-auth)";
     InsufficientScope = "insufficient_scope", FORBIDDEN, "a key without the required scope (`*` for keys, `*` or `audit-logs:read` for the audit log)";
     LiveModeRequired = "live_mode_required", FORBIDDEN, "a test key creating a live key";
     KeyNotFound = "key_not_found", NOT_FOUND, "unknown, malformed, foreign or hidden key id";

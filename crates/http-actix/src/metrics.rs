@@ -23,7 +23,8 @@ pub const HTTP_REQUESTS: &str = "apikeys_http_requests_total";
 pub const HTTP_REQUEST_DURATION: &str = "apikeys_http_request_duration_seconds";
 /// Counter: authentication outcomes by `code` (`valid` or the error code) and
 /// `via` (`request`: the `Authorization` header of a `/v1` request;
-/// `verify`: the body of `POST /v1/api-keys/verify`).
+/// `verify`: the body of `POST /v1/api-keys/verify`; `forward_auth`: a
+/// gateway's request to `/v1/forward-auth`).
 pub const AUTH_OUTCOMES: &str = "apikeys_auth_outcomes_total";
 /// Counter: requests refused by an abuse limit (429), by `route`.
 pub const RATE_LIMITED: &str = "apikeys_rate_limited_total";
@@ -52,6 +53,8 @@ pub(crate) enum Via {
     Request,
     /// The body of `POST /v1/api-keys/verify`.
     Verify,
+    /// A gateway's request to `/v1/forward-auth`.
+    ForwardAuth,
 }
 
 impl Via {
@@ -59,6 +62,7 @@ impl Via {
         match self {
             Via::Request => "request",
             Via::Verify => "verify",
+            Via::ForwardAuth => "forward_auth",
         }
     }
 }

@@ -29,13 +29,16 @@ pub(crate) struct Route {
 ///     /// Doc of the constant.
 ///     KEYS = "/v1/api-keys" { GET list_keys, POST create_key },
 ///     VERIFY = "/v1/api-keys/verify" wrap(no_store()) { POST verify_key },
+///     FORWARD_AUTH = "/v1/forward-auth" wrap(no_store()) { ANY forward_auth },
 /// }
 /// ```
 ///
 /// Each row becomes a [`Route`] constant of that name, and the module's
 /// `ROUTES` lists them. A handler's `#[utoipa::path]` names its row's
 /// constant as its `path` (`path = KEYS.path`), so the template is written
-/// once; `wrap(...)` wraps the whole resource, its 405 included.
+/// once; `wrap(...)` wraps the whole resource, its 405 included. `ANY`
+/// answers every method (its handler's `#[utoipa::path]` lists the
+/// documented ones, [`ANY_METHODS`]).
 macro_rules! routes {
     ($(
         $(#[doc = $doc:literal])*
@@ -75,7 +78,13 @@ macro_rules! allow_list {
     (@ PUT) => { "PUT" };
     (@ PATCH) => { "PATCH" };
     (@ DELETE) => { "DELETE" };
+    (@ ANY) => { "GET, HEAD, POST, PUT, PATCH, DELETE" };
 }
+
+/// What a route that answers any method (`ANY`) lists as its methods: the
+/// usual ones, each documented (`HEAD` with `GET`; not `OPTIONS`, which
+/// generated clients cannot send). It never answers 405.
+pub(crate) const ANY_METHODS: &str = allow_list!(@ ANY);
 
 /// `resource` with `handler` answering `method` (and `HEAD` for `GET`: the
 /// same answer without a body).
@@ -96,6 +105,9 @@ macro_rules! method {
     };
     ($resource:expr, DELETE, $handler:ident) => {
         $resource.route(actix_web::web::delete().to($handler))
+    };
+    ($resource:expr, ANY, $handler:ident) => {
+        $resource.route(actix_web::web::route().to($handler))
     };
 }
 

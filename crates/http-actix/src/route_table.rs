@@ -3,14 +3,15 @@
 //! them, the OpenAPI document lists their operations.
 
 use crate::route::Route;
-use crate::{audit, handlers, leaks, secret_scanning, verify, webhooks};
+use crate::{audit, forward_auth, handlers, leaks, secret_scanning, verify, webhooks};
 
 /// Every route, in the order actix tries them: a literal path before a
 /// template that would match it (`/v1/api-keys/verify` and
 /// `/v1/api-keys/rotate` before `/v1/api-keys/{id}`).
 pub(crate) fn all() -> impl Iterator<Item = &'static Route> {
-    let api: [&'static [Route]; 6] = [
+    let api: [&'static [Route]; 7] = [
         verify::ROUTES,
+        forward_auth::ROUTES,
         audit::ROUTES,
         leaks::ROUTES,
         secret_scanning::ROUTES,

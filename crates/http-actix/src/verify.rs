@@ -2,7 +2,8 @@
 //! to it is good for a tenant (docs/api.md, "POST /v1/api-keys/verify").
 //!
 //! The key travels in the body and is the credential: there is no
-//! `Authorization`. The verdict comes from the same [`Authenticator`] as the
+//! `Authorization`. The verdict comes from the same
+//! [`Authenticator`](domain::Authenticator) as the
 //! [`Authenticated`](crate::Authenticated) extractor's, so a key verifies
 //! exactly when it would authenticate (and the authenticator records the use
 //! the same way). A well-formed request always gets 200 with the verdict;
@@ -21,17 +22,16 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
-    check_use, AllowedIps, AllowedOrigins, ApiKey, AuthError, Authenticator, Cost, Credentials,
-    KeyFormatError, KeyId, KeyType, Metadata, PlainKey, RefusalCode, Scope, Scopes, TenantId,
-    Verdict,
+    check_use, AllowedIps, AllowedOrigins, ApiKey, AuthError, Cost, Credentials, KeyFormatError,
+    KeyId, KeyType, Metadata, PlainKey, RefusalCode, Scope, Scopes, TenantId, Verdict,
 };
 use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
-use crate::auth::{single_headers, TENANT_HEADER};
-use crate::blocking::{blocking_within, storage_wait};
+use crate::auth::{authenticator_of, single_headers, Lookup, TENANT_HEADER};
+use crate::blocking::storage_wait;
 use crate::body::{parse_object, read_json_bytes, JsonObject};
 use crate::dto::{timestamp, CreditsObject, LimitsObject, RateLimitObject};
 #[cfg(feature = "openapi")]
@@ -44,6 +44,7 @@ use crate::metrics::{self, Via};
 use crate::rate_limit::{Client, FailureLimiter};
 use crate::redact::REDACTED;
 use crate::route::routes;
+use crate::snapshot::PerSnapshot;
 use crate::usage::judge_use;
 
 routes! {
@@ -610,24 +611,14 @@ pub(crate) async fn verify_key(
             None,
         );
     };
-    let authenticator = req
-        .app_data::<web::Data<dyn Authenticator>>()
-        .map(|data| data.clone().into_inner())
-        .ok_or_else(|| {
-            ApiError::internal()
-                .with_source("no web::Data<dyn Authenticator> registered in the app")
-        })?;
-    let credentials = Credentials::new(key, tenant);
-    // A cache hit is answered here, on the executor thread.
-    let outcome = match authenticator.authenticate_cached(&credentials) {
-        Some(outcome) => outcome,
-        None => {
-            blocking_within(storage_wait(&req), move || {
-                authenticator.authenticate(&credentials)
-            })
-            .await?
-        }
-    };
+    let authenticator = authenticator_of(&req).ok_or_else(|| {
+        ApiError::internal().with_source("no web::Data<dyn Authenticator> registered in the app")
+    })?;
+    // The same lookup as every authentication: a cache hit is answered on
+    // the executor thread.
+    let outcome = Lookup::start(authenticator, Credentials::new(key, tenant))
+        .finish(storage_wait(&req))
+        .await?;
     // Where the key may be used from, judged on the end client the body
     // names, right after authentication (docs/api.md, "Restricting a key").
     let outcome = outcome.and_then(|key| {
@@ -697,25 +688,16 @@ fn render(response: &VerifyKeyResponse<'_>) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(body))
 }
 
-/// Valid answers remembered per thread.
-const RENDERED_SLOTS: usize = 16;
-
-/// Per slot, a key snapshot and its rendered `valid` answer.
-type Rendered = [Option<(Arc<ApiKey>, Bytes)>; RENDERED_SLOTS];
-
-/// The slot of `key`'s snapshot: its address, without the low bits that
-/// allocations share.
+/// The slot of `key`'s snapshot among the remembered answers.
+#[cfg(test)]
 fn rendered_slot(key: &Arc<ApiKey>) -> usize {
-    (Arc::as_ptr(key) as usize >> 4) % RENDERED_SLOTS
+    PerSnapshot::<Bytes>::slot(key)
 }
 
 thread_local! {
     /// Per thread, the last `valid` answers rendered, each with the key
-    /// snapshot it was rendered from. A snapshot is immutable, and the
-    /// cache hands out the same `Arc` for as long as it holds one, so the
-    /// `Arc` itself (kept here, so its address cannot be reused) names the
-    /// answer; a changed key is a new snapshot and is rendered anew.
-    static RENDERED: RefCell<Rendered> = RefCell::new(std::array::from_fn(|_| None));
+    /// snapshot it was rendered from.
+    static RENDERED: RefCell<PerSnapshot<Bytes>> = RefCell::new(PerSnapshot::new());
 }
 
 /// The `valid` answer on `key`: rendered on this thread's first verdict on
@@ -725,15 +707,7 @@ thread_local! {
 /// verification left in the handler (docs/performance.md, "Load"), and a
 /// service verifies the same few callers' keys again and again.
 fn rendered_once(key: &Arc<ApiKey>, response: &VerifyKeyResponse<'_>) -> Result<Bytes, ApiError> {
-    let slot = rendered_slot(key);
-    RENDERED.with_borrow_mut(|slots| match &slots[slot] {
-        Some((held, body)) if Arc::ptr_eq(held, key) => Ok(body.clone()),
-        _ => {
-            let body = render(response)?;
-            slots[slot] = Some((Arc::clone(key), body.clone()));
-            Ok(body)
-        }
-    })
+    RENDERED.with_borrow_mut(|rendered| rendered.get_or_make(key, || render(response)))
 }
 
 /// Resource middleware of the verify route: `Cache-Control: no-store` on
@@ -872,12 +846,7 @@ mod tests {
         assert!(!lacking.valid);
         let answered = answer(&lacking, Some(&worker)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(answered.status(), 200);
-        let slot = rendered_slot(&worker);
-        let held = RENDERED.with_borrow(|slots| {
-            slots[slot]
-                .as_ref()
-                .is_some_and(|(k, _)| Arc::ptr_eq(k, &worker))
-        });
+        let held = RENDERED.with_borrow(|rendered| rendered.holds(&worker));
         assert!(!held, "an insufficient_scope answer is not remembered");
     }
 }

@@ -17,14 +17,14 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
 use actix_web::test::{self, TestRequest};
-use common::{send, Fx, Reply, StoreReadiness};
+use common::{send, Fx, Reply};
 use domain::mocks::MockAuthenticator;
 use domain::testing::SeqSecretSource;
 use domain::{
-    ApiKey, ApiKeyRepository, AuthError, Authenticator, GracePeriod, KeyId, KeyType, Mode,
-    PlainKey, RepositoryError, TenantId,
+    ApiKey, ApiKeyRepository, AuthError, GracePeriod, KeyId, KeyType, Mode, PlainKey,
+    RepositoryError, TenantId,
 };
-use http_actix::{app, AppState};
+use http_actix::app;
 use serde_json::{json, Value};
 use time::Duration;
 
@@ -169,15 +169,6 @@ fn bad_checksum(key: &str) -> String {
 }
 
 /// The state over a mock authenticator (the service itself stays real).
-fn state_with(fx: &Fx, authenticator: MockAuthenticator) -> AppState {
-    let authenticator: Arc<dyn Authenticator> = Arc::new(authenticator);
-    AppState::new(
-        fx.service.clone(),
-        authenticator,
-        Arc::new(StoreReadiness(fx.store.clone())),
-    )
-}
-
 // ---- valid keys -------------------------------------------------------------
 
 #[actix_web::test]
@@ -880,11 +871,13 @@ async fn a_cached_answer_is_used_without_calling_authenticate() {
     let expected_tenant: TenantId = fx.acme.tenant.parse().unwrap();
     let mut mock = MockAuthenticator::new();
     mock.expect_authenticate_cached()
-        .withf(move |c| c.key().expose_secret() == expected_key && *c.tenant() == expected_tenant)
+        .withf(move |c| {
+            c.key().expose_secret() == expected_key && c.tenant() == Some(&expected_tenant)
+        })
         .times(2)
         .returning(move |_| Some(Ok(Arc::clone(&found))));
     mock.expect_authenticate().never();
-    let app = init!(state_with(&fx, mock));
+    let app = init!(fx.state_with(mock));
 
     let body = assert_valid(&verify!(app, &fx.acme.tenant, json!({"key": key})));
     assert_eq!(body["id"], id.as_str());
@@ -904,7 +897,7 @@ async fn a_cached_refusal_is_the_verdict() {
         .times(1)
         .returning(|_| Some(Err(AuthError::Revoked)));
     mock.expect_authenticate().never();
-    let app = init!(state_with(&fx, mock));
+    let app = init!(fx.state_with(mock));
 
     let r = verify!(app, &fx.acme.tenant, json!({"key": fx.acme.live}));
 
@@ -932,7 +925,7 @@ async fn without_a_cached_answer_authenticate_decides() {
     mock.expect_authenticate()
         .times(3)
         .returning(move |_| answers.pop().unwrap());
-    let app = init!(state_with(&fx, mock));
+    let app = init!(fx.state_with(mock));
     let body = json!({"key": fx.acme.live});
 
     assert_refused(
@@ -955,7 +948,7 @@ async fn a_malformed_key_or_a_bad_request_never_reaches_the_authenticator() {
     let mut mock = MockAuthenticator::new();
     mock.expect_authenticate_cached().never();
     mock.expect_authenticate().never();
-    let app = init!(state_with(&fx, mock));
+    let app = init!(fx.state_with(mock));
 
     let r = verify!(app, &fx.acme.tenant, json!({"key": "sk_live_short"}));
     assert_refused(&r, "invalid_api_key");

@@ -25,7 +25,7 @@ pub(crate) mod responses;
 pub mod schemas;
 pub(crate) mod serve;
 
-pub use params::{IdempotencyKeyHeader, TenantHeader};
+pub use params::{ForwardAuthHeaders, IdempotencyKeyHeader, TenantHeader};
 
 use crate::dto::{
     CreateKeyRequest, CreatedKeyResponse, KeyList, KeyObject, KeyTypeDto, ModeDto,
@@ -96,6 +96,7 @@ use serve::Documents;
     tags(
         (name = "api-keys", description = "Managing a tenant's API keys (secret key with `*` required)."),
         (name = "api-key-verification", description = "Checking a key presented to another service: the key is in the body, no `Authorization`."),
+        (name = "forward-auth", description = "For gateways (nginx `auth_request`, Caddy `forward_auth`, Traefik `ForwardAuth`, Envoy `ext_authz`): may this request pass? Any method; the key in `Authorization: Bearer` or `X-API-Key`; `X-Tenant-ID` optional."),
         (name = "leaked-keys", description = "Reporting keys found where they should not be: no `Authorization`, no `X-Tenant-ID`; every active secret key reported is revoked."),
         (name = "secret-scanning", description = "GitHub's secret scanning partner program reports keys found in public code: no `Authorization`, the body is signed by GitHub; every active secret key found is revoked. 404 unless the service has GitHub's public keys."),
         (name = "audit-events", description = "The tenant's key events, newest first (secret key with `*` or `audit-logs:read`)."),
@@ -146,27 +147,39 @@ impl Modify for Operations {
                 openapi.merge(operation);
             }
             if let Some(item) = openapi.paths.paths.get_mut(route.path) {
-                for operation in operations_mut(item) {
-                    not_allowed_row(operation, route.allow);
+                let methods = methods_mut(item).count();
+                for (method, operation) in methods_mut(item) {
+                    // A route answering any method never answers 405.
+                    if route.allow != crate::route::ANY_METHODS {
+                        not_allowed_row(operation, route.allow);
+                    }
+                    // One handler for several methods: an id for each.
+                    if methods > 1 && route.allow == crate::route::ANY_METHODS {
+                        if let Some(id) = &mut operation.operation_id {
+                            id.push('_');
+                            id.push_str(method);
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+/// Each operation of a path, with its method in lower case.
+fn methods_mut(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut Operation)> {
     [
-        &mut item.get,
-        &mut item.put,
-        &mut item.post,
-        &mut item.delete,
-        &mut item.options,
-        &mut item.head,
-        &mut item.patch,
-        &mut item.trace,
+        ("get", &mut item.get),
+        ("put", &mut item.put),
+        ("post", &mut item.post),
+        ("delete", &mut item.delete),
+        ("options", &mut item.options),
+        ("head", &mut item.head),
+        ("patch", &mut item.patch),
+        ("trace", &mut item.trace),
     ]
     .into_iter()
-    .flatten()
+    .filter_map(|(method, operation)| operation.as_mut().map(|o| (method, o)))
 }
 
 /// The operation's 405 `method_not_allowed` row, with `Allow: allow`.
@@ -406,9 +419,12 @@ mod tests {
                 route.path
             );
             for operation in item.values() {
+                // A route answering any method never answers 405.
+                let allow = (route.allow != crate::route::ANY_METHODS)
+                    .then(|| Value::from(format!("`{}`", route.allow)));
                 assert_eq!(
                     operation["responses"]["405"]["headers"]["Allow"]["description"],
-                    Value::from(format!("`{}`", route.allow)),
+                    allow.unwrap_or(Value::Null),
                     "{}",
                     route.path
                 );
@@ -480,25 +496,30 @@ mod tests {
 
     #[test]
     fn every_v1_operation_but_leak_reports_takes_the_tenant_header() {
+        // Required everywhere but leak reports (none) and forward-auth
+        // (optional there).
         let doc = doc();
         let mut checked = 0;
         for (path, item) in doc["paths"].as_object().into_iter().flatten() {
             for operation in item.as_object().into_iter().flat_map(|i| i.values()) {
-                let has_header = operation["parameters"]
+                let header = operation["parameters"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .any(|p| {
-                        p["name"] == "X-Tenant-ID" && p["in"] == "header" && p["required"] == true
-                    });
-                let expected = path.starts_with("/v1/")
-                    && path != "/v1/leaked-keys"
-                    && path != "/v1/secret-scanning/github";
-                assert_eq!(has_header, expected, "{path}");
+                    .find(|p| p["name"] == "X-Tenant-ID" && p["in"] == "header")
+                    .map(|p| p["required"] == true);
+                let expected = match path.as_str() {
+                    "/v1/leaked-keys" | "/v1/secret-scanning/github" => None,
+                    "/v1/forward-auth" => Some(false),
+                    v1 if v1.starts_with("/v1/") => Some(true),
+                    _ => None,
+                };
+                assert_eq!(header, expected, "{path}");
                 checked += 1;
             }
         }
-        assert_eq!(checked, 22);
+        // 22 before forward-auth, which documents 5 methods.
+        assert_eq!(checked, 27);
     }
 
     #[test]

@@ -45,3 +45,39 @@ impl IntoParams for IdempotencyKeyHeader {
             .build()]
     }
 }
+
+/// Forward-auth's optional key and tenant headers (docs/api.md, "Forward
+/// authentication"): `X-API-Key` (instead of `Authorization`) and
+/// `X-Tenant-ID` (when sent, the key must be the tenant's).
+pub struct ForwardAuthHeaders;
+
+impl IntoParams for ForwardAuthHeaders {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("X-API-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "The key, instead of `Authorization: Bearer <key>` (both, or either twice: \
+                     400 `duplicate_header`).",
+                ))
+                .schema(Some(
+                    utoipa::openapi::schema::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::String),
+                ))
+                .build(),
+            ParameterBuilder::new()
+                .name("X-Tenant-ID")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "Optional here: when sent, the key must belong to this tenant (403 \
+                     `tenant_mismatch`); malformed: 400 `invalid_tenant_id`; sent more than \
+                     once: 400 `duplicate_header`.",
+                ))
+                .schema(Some(Ref::from_schema_name("TenantId")))
+                .build(),
+        ]
+    }
+}

@@ -97,6 +97,17 @@ impl Fx {
         )
     }
 
+    /// [`Fx::state`] with another authenticator (a mock) in front of the
+    /// same service.
+    pub fn state_with(&self, authenticator: impl Authenticator + 'static) -> AppState {
+        let authenticator: Arc<dyn Authenticator> = Arc::new(authenticator);
+        AppState::new(
+            self.service.clone(),
+            authenticator,
+            Arc::new(StoreReadiness(self.store.clone())),
+        )
+    }
+
     /// The principal of Acme's live full-access key, to make keys directly.
     pub fn live_principal(&self) -> Principal {
         Principal {
@@ -116,22 +127,24 @@ impl Fx {
         scopes: &[&str],
         expires_in: Option<&str>,
     ) -> (String, String) {
+        self.make_restricted_key(CreateKey {
+            name: KeyName::parse("Made in a test").unwrap(),
+            key_type,
+            mode: Some(mode),
+            scopes: Scopes::parse(scopes.iter().copied()).unwrap(),
+            expires_in: expires_in.map(|e| ExpiresIn::parse(e).unwrap()),
+            limits: Default::default(),
+            restrictions: domain::KeyRestrictions::default(),
+            metadata: domain::Metadata::default(),
+        })
+    }
+
+    /// Makes the key `request` asks for (restrictions and metadata
+    /// included) in Acme; returns (id, value).
+    pub fn make_restricted_key(&self, request: CreateKey) -> (String, String) {
         let created = self
             .service
-            .create(
-                &self.live_principal(),
-                None,
-                CreateKey {
-                    name: KeyName::parse("Made in a test").unwrap(),
-                    key_type,
-                    mode: Some(mode),
-                    scopes: Scopes::parse(scopes.iter().copied()).unwrap(),
-                    expires_in: expires_in.map(|e| ExpiresIn::parse(e).unwrap()),
-                    limits: Default::default(),
-                    restrictions: Default::default(),
-                    metadata: Default::default(),
-                },
-            )
+            .create(&self.live_principal(), None, request)
             .unwrap();
         (created.key.id.to_string(), created.secret.into_secret())
     }
