@@ -19,6 +19,7 @@
 //!         type_: types::KeyType::Secret,
 //!         scopes: Some(apikeys_client::scopes(["users:read", "sessions:read"])?),
 //!         expires_in: Some("90d".parse()?), mode: None, rate_limit: None, credits: None,
+//!         allowed_ips: None, allowed_origins: None, metadata: None,
 //!     })
 //!     .await?;
 //! println!("store this once: {}", created.key.expose());
