@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use time::Duration;
 
-const KEY_OBJECT: [&str; 14] = [
+const KEY_OBJECT: [&str; 17] = [
     "id",
     "name",
     "type",
@@ -23,6 +23,9 @@ const KEY_OBJECT: [&str; 14] = [
     "revokes_at",
     "rate_limit",
     "credits",
+    "allowed_ips",
+    "allowed_origins",
+    "metadata",
 ];
 
 fn error_code(body: &Value) -> &str {
