@@ -484,3 +484,100 @@ async fn health_and_readiness_need_no_key() {
     let doc = json(openapi).await;
     assert!(doc["paths"]["/v1/api-keys/rotate"]["post"].is_object());
 }
+
+#[actix_web::test]
+async fn forward_auth_spends_its_cost_of_a_limited_key() {
+    // Given a key with 3 credits and no refill,
+    let app = TestApp::spawn().await;
+    let created = json(
+        app.create_key(json!({
+            "name": "Gateway client",
+            "type": "secret",
+            "scopes": ["users:read"],
+            "credits": {"remaining": 3, "refill": null}
+        }))
+        .await,
+    )
+    .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    let forward = |query: &str| {
+        app.request_as(Method::GET, &format!("/v1/forward-auth?{query}"), &key)
+            .send()
+    };
+
+    // a use refused by its scopes spends nothing,
+    let refused = forward("scopes=users:write&cost=3").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&json(refused).await), "insufficient_scope");
+
+    // a use of cost 2 passes and leaves 1 (the RateLimit-* headers say so;
+    // without a refill, the limit is what remains),
+    let allowed = forward("scopes=users:read&cost=2").await.unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(header(&allowed, "ratelimit-limit").as_deref(), Some("1"));
+    assert_eq!(
+        header(&allowed, "ratelimit-remaining").as_deref(),
+        Some("1")
+    );
+    assert_eq!(header(&allowed, "ratelimit-reset").as_deref(), Some("0"));
+
+    // and a use of cost 2 more is 429 `usage_exceeded` (no `Retry-After`:
+    // there is no refill to wait for), the body also in `X-ApiKey-Error`
+    // for the gateway,
+    let spent = forward("cost=2").await.unwrap();
+    assert_eq!(spent.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&spent, "retry-after"), None);
+    assert_eq!(header(&spent, "ratelimit-remaining").as_deref(), Some("1"));
+    let in_header: Value =
+        serde_json::from_str(&header(&spent, "x-apikey-error").unwrap()).unwrap();
+    assert_eq!(error_code(&in_header), "usage_exceeded");
+    assert_eq!(error_code(&json(spent).await), "usage_exceeded");
+
+    // while the last credit still pays for a use of cost 1.
+    let last = forward("cost=1").await.unwrap();
+    assert_eq!(last.status(), StatusCode::OK);
+    assert_eq!(header(&last, "ratelimit-remaining").as_deref(), Some("0"));
+}
+
+#[actix_web::test]
+async fn forward_auth_past_a_rate_limit_is_429_rate_limited_with_retry_after() {
+    // Given a key limited to one use per hour, used once through forward-auth,
+    let app = TestApp::spawn().await;
+    let created = json(
+        app.create_key(json!({
+            "name": "Gateway client",
+            "type": "secret",
+            "rate_limit": {"limit": 1, "window": "1h"}
+        }))
+        .await,
+    )
+    .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    let forward = || {
+        app.request_as(Method::POST, "/v1/forward-auth", &key)
+            .send()
+    };
+    let first = forward().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["ratelimit-remaining"], "0");
+
+    // when it is used again in the same window,
+    let second = forward().await.unwrap();
+
+    // then it is refused 429 `rate_limited`, told when to come back.
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = second.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&retry_after), "{retry_after}");
+    assert_eq!(second.headers()["ratelimit-limit"], "1");
+    assert_eq!(error_code(&json(second).await), "rate_limited");
+}
