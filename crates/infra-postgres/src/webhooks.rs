@@ -572,11 +572,11 @@ impl WebhookRepository for PgStore {
         self.run(
             "finding keys due an expiry event",
             |conn| {
+                // `k.*`: every column the key row reads, by name, however
+                // many later migrations add.
                 let rows: Vec<DueKeyRow> = sql_query(
                     "SELECT * FROM ( \
-                       SELECT k.id, k.tenant_id, k.name, k.key_type, k.mode, k.prefix, \
-                         k.last_four, k.scopes, k.created_at, k.last_used_at, k.expires_at, \
-                         k.revokes_at, k.replaced_by, 'api_key.expiring' AS due_type, \
+                       SELECT k.*, 'api_key.expiring' AS due_type, \
                          k.expires_at - interval '7 days' AS due_at \
                        FROM api_keys k \
                        WHERE k.expires_at IS NOT NULL \
@@ -586,9 +586,7 @@ impl WebhookRepository for PgStore {
                          AND NOT EXISTS (SELECT 1 FROM key_events ev WHERE ev.key_id = k.id \
                            AND ev.type = 'api_key.expiring') \
                        UNION ALL \
-                       SELECT k.id, k.tenant_id, k.name, k.key_type, k.mode, k.prefix, \
-                         k.last_four, k.scopes, k.created_at, k.last_used_at, k.expires_at, \
-                         k.revokes_at, k.replaced_by, 'api_key.expired', k.expires_at \
+                       SELECT k.*, 'api_key.expired', k.expires_at \
                        FROM api_keys k \
                        WHERE k.expires_at IS NOT NULL AND k.expires_at <= $1 \
                          AND (k.revokes_at IS NULL OR k.revokes_at > k.expires_at) \
