@@ -296,6 +296,9 @@ fn convert_schema(schema: &mut Value) {
             members.iter_mut().for_each(convert_schema);
         }
     }
+    // 3.0 has no `propertyNames`: the rule on metadata's keys stays in the
+    // schema's description (docs/api.md, "Restricting a key").
+    map.remove("propertyNames");
     if let Some(Value::Array(types)) = map.get("type") {
         let nullable = types.iter().any(|t| t == "null");
         let rest: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
@@ -534,7 +537,8 @@ mod tests {
                     "r": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/B"}]},
                     "s": {"type": ["string", "null"], "format": "date-time"},
                     "t": {"type": "array", "items": {"const": "*"}},
-                    "u": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": "^a$"}]}
+                    "u": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": "^a$"}]},
+                    "m": {"type": "object", "propertyNames": {"pattern": "^k$"}, "maxProperties": 2}
                 }},
                 "B": {"type": "string"}
             }}
@@ -551,7 +555,8 @@ mod tests {
                         "r": {"allOf": [{"$ref": "#/components/schemas/B"}], "nullable": true},
                         "s": {"type": "string", "format": "date-time", "nullable": true},
                         "t": {"type": "array", "items": {"enum": ["*"]}},
-                        "u": {"type": "string", "pattern": "^a$", "nullable": true}
+                        "u": {"type": "string", "pattern": "^a$", "nullable": true},
+                        "m": {"type": "object", "maxProperties": 2}
                     }},
                     "B": {"type": "string"}
                 }}
