@@ -192,8 +192,8 @@ pub struct CreditsObject {
         schema(minimum = 0, maximum = 1_000_000_000_000_u64)
     )]
     pub remaining: u64,
-    /// The refill, or null.
-    #[cfg_attr(feature = "openapi", schema(required = true))]
+    /// The refill, or null (always sent in answers; a request may leave it
+    /// out, meaning null).
     pub refill: Option<RefillObject>,
 }
 

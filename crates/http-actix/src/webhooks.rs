@@ -373,6 +373,7 @@ pub(crate) async fn create_endpoint(
         params(crate::openapi::params::TenantHeader, ("id" = String, Path, description = "The endpoint id (`whe_` + ULID).")),
         responses(
             (status = 200, description = "The endpoint.", body = EndpointObject),
+            (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
             (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope` (needs `*` or `webhooks:read`).", body = ErrorBody),
             (status = 404, description = "`webhook_endpoint_not_found`.", body = ErrorBody),
             crate::openapi::responses::AuthenticatedErrors,
@@ -407,7 +408,7 @@ pub(crate) async fn get_endpoint(
         request_body(content = UpdateEndpointRequest, content_type = "application/json"),
         responses(
             (status = 200, description = "The endpoint.", body = EndpointObject),
-            (status = 400, description = "`invalid_json`, `unknown_field`, `missing_parameter` (no field), `invalid_parameter`.", body = ErrorBody),
+            (status = 400, description = "`invalid_tenant_id`, `invalid_json`, `unknown_field`, `missing_parameter` (no field), `invalid_parameter`.", body = ErrorBody),
             (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope` (needs `*` or `webhooks:write`).", body = ErrorBody),
             (status = 404, description = "`webhook_endpoint_not_found`.", body = ErrorBody),
             (status = 413, description = "`payload_too_large`.", body = ErrorBody),
@@ -463,6 +464,7 @@ pub(crate) async fn update_endpoint(
         params(crate::openapi::params::TenantHeader, ("id" = String, Path, description = "The endpoint id (`whe_` + ULID).")),
         responses(
             (status = 204, description = "Deleted; no body."),
+            (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
             (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope` (needs `*` or `webhooks:write`).", body = ErrorBody),
             (status = 404, description = "`webhook_endpoint_not_found`.", body = ErrorBody),
             crate::openapi::responses::AuthenticatedErrors,
@@ -497,6 +499,7 @@ pub(crate) async fn delete_endpoint(
         params(crate::openapi::params::TenantHeader, ("id" = String, Path, description = "The endpoint id (`whe_` + ULID).")),
         responses(
             (status = 200, description = "The endpoint, with its new secret.", body = EndpointWithSecret),
+            (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
             (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope` (needs `*` or `webhooks:write`).", body = ErrorBody),
             (status = 404, description = "`webhook_endpoint_not_found`.", body = ErrorBody),
             crate::openapi::responses::AuthenticatedErrors,
@@ -535,7 +538,7 @@ pub(crate) async fn rotate_endpoint_secret(
         ),
         responses(
             (status = 200, description = "A page of deliveries.", body = DeliveryList),
-            (status = 400, description = "`invalid_parameter`, `unknown_parameter`.", body = ErrorBody),
+            (status = 400, description = "`invalid_tenant_id`, `invalid_parameter`, `unknown_parameter`.", body = ErrorBody),
             (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope` (needs `*` or `webhooks:read`).", body = ErrorBody),
             (status = 404, description = "`webhook_endpoint_not_found`.", body = ErrorBody),
             crate::openapi::responses::AuthenticatedErrors,
@@ -577,6 +580,7 @@ pub(crate) async fn list_deliveries(
         ),
         responses(
             (status = 200, description = "The delivery, pending.", body = DeliveryObject),
+            (status = 400, description = "`invalid_tenant_id`.", body = ErrorBody),
             (status = 403, description = "`tenant_mismatch`, `secret_key_required`, `insufficient_scope` (needs `*` or `webhooks:write`).", body = ErrorBody),
             (status = 404, description = "`webhook_endpoint_not_found`, `webhook_delivery_not_found`.", body = ErrorBody),
             crate::openapi::responses::AuthenticatedErrors,
