@@ -84,6 +84,7 @@ macro_rules! allow_list {
 /// What a route that answers any method (`ANY`) lists as its methods: the
 /// usual ones, each documented (`HEAD` with `GET`; not `OPTIONS`, which
 /// generated clients cannot send). It never answers 405.
+#[cfg(feature = "openapi")]
 pub(crate) const ANY_METHODS: &str = allow_list!(@ ANY);
 
 /// `resource` with `handler` answering `method` (and `HEAD` for `GET`: the
