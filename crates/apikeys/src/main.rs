@@ -39,6 +39,7 @@ macro_rules! env_server {
   APIKEYS_LEAK_REPORTS_PER_MINUTE  leak reports per client address and minute, 0 disables [default: 60]
   APIKEYS_LEAK_REPORTS_IN_FLIGHT   leak reports processed at once on this node, 1-1000 [default: 2]
   APIKEYS_GITHUB_PUBLIC_KEYS_FILE  GitHub's secret scanning public keys (JSON); serves POST /v1/secret-scanning/github [default: unset, not served]
+  APIKEYS_WEBHOOK_ALLOW_HOSTS      hosts (comma-separated) webhooks may reach over http and at any address (local development and tests only) [default: none]
   APIKEYS_BODY_TIMEOUT          how long a request body may take, 1s-300s [default: 10s]
   APIKEYS_HEAD_TIMEOUT          how long a request head may take, 1s-300s [default: 5s]
 "

@@ -43,7 +43,7 @@ routes! {
     GITHUB = "/v1/secret-scanning/github" { POST github_secret_scanning },
 }
 
-/// Most tokens in one batch (CONTRACT: 1,000).
+/// Most tokens in one batch (docs/secret-scanning.md: 1,000).
 pub const MAX_FOUND_TOKENS: usize = 1_000;
 
 /// Largest batch body: 1 MiB, room for 1,000 tokens with long URLs.
