@@ -216,13 +216,39 @@ impl Cluster {
 
     /// `POST /v1/api-keys/verify` on `node`.
     async fn verify(&self, node: &Node, key: &str, scopes: &[&str]) -> Response {
+        self.verify_body(node, &json!({"key": key, "scopes": scopes}))
+            .await
+    }
+
+    /// `POST /v1/api-keys/verify` of `body` on `node` (with `ip` or
+    /// `origin`, say).
+    async fn verify_body(&self, node: &Node, body: &Value) -> Response {
         self.client
             .post(format!("{}/v1/api-keys/verify", node.base))
             .header("X-Tenant-ID", &self.tenant)
-            .json(&json!({"key": key, "scopes": scopes}))
+            .json(body)
             .send()
             .await
             .expect("send")
+    }
+
+    /// `PATCH /v1/api-keys/{id}` of `body` on A by the admin; the instant
+    /// its `200` arrived.
+    async fn patch_on_a(&self, id: &str, body: &Value) -> Instant {
+        let response = self
+            .request(
+                &self.a,
+                Method::PATCH,
+                &format!("/v1/api-keys/{id}"),
+                &self.admin,
+            )
+            .json(body)
+            .send()
+            .await
+            .expect("send");
+        let at = Instant::now();
+        assert_eq!(response.status(), StatusCode::OK);
+        at
     }
 
     /// A key made on A by the admin: its id and value.
@@ -565,6 +591,146 @@ async fn scopes_narrowed_on_a_are_enforced_on_b() {
         }
     }
     assert_within(&delays, PROPAGATION_BOUND, "scope narrowing A -> B");
+    cluster.stop().await;
+}
+
+/// Polls B, from outside 203.0.113.0/24, until key `key` is refused there
+/// (`pinned`) or allowed again: on trial 0 through an authenticated route,
+/// else through verify with `"ip": "198.51.100.1"`. The delay since `since`.
+async fn until_pinned_on_b(
+    cluster: &Cluster,
+    trial: usize,
+    key: &str,
+    since: Instant,
+    pinned: bool,
+) -> Duration {
+    let (b, outside) = (&cluster.b, json!({"key": key, "ip": "198.51.100.1"}));
+    let (mut route, mut verdict) = (
+        ["200", "403 ip_not_allowed"],
+        ["200 valid", "200 ip_not_allowed"],
+    );
+    if !pinned {
+        route.reverse();
+        verdict.reverse();
+    }
+    if trial == 0 {
+        poll_until(since, route[0], route[1], || async {
+            label(cluster.list_with(b, key).await).await
+        })
+        .await
+    } else {
+        poll_until(since, verdict[0], verdict[1], || async {
+            label(cluster.verify_body(b, &outside).await).await
+        })
+        .await
+    }
+}
+
+#[actix_web::test]
+async fn a_restriction_set_on_a_is_enforced_on_b() {
+    // Both nodes are reached from 127.0.0.1, outside 203.0.113.0/24.
+    let cluster = Cluster::start(BLink::Direct);
+    let (nodes, b) = (&cluster, &cluster.b);
+    let verify_from = |key: &str, ip: &str| {
+        let body = json!({"key": key, "ip": ip});
+        async move { nodes.verify_body(b, &body).await }
+    };
+    let (mut pinned, mut lifted) = (Vec::new(), Vec::new());
+    for trial in 0..2 {
+        let (id, key) = cluster.key_known_to_b().await;
+        let since = cluster
+            .patch_on_a(&id, &json!({"allowed_ips": ["203.0.113.0/24"]}))
+            .await;
+        // One trial watches an authenticated route, one the verify route.
+        pinned.push(until_pinned_on_b(&cluster, trial, &key, since, true).await);
+
+        // Then B enforces it exactly, on both surfaces.
+        let refused = cluster.list_with(b, &key).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "ip_not_allowed");
+        let verdict: Value = verify_from(&key, "198.51.100.1")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(verdict, json!({"valid": false, "code": "ip_not_allowed"}));
+        for _ in 0..4 {
+            let valid: Value = verify_from(&key, "203.0.113.5").await.json().await.unwrap();
+            assert_eq!(valid["code"], "valid");
+            assert_eq!(valid["key"]["allowed_ips"], json!(["203.0.113.0/24"]));
+        }
+
+        // Lifted on A, it works on B again from anywhere.
+        let since = cluster.patch_on_a(&id, &json!({"allowed_ips": null})).await;
+        lifted.push(until_pinned_on_b(&cluster, trial, &key, since, false).await);
+        assert_eq!(label(cluster.list_with(b, &key).await).await, "200");
+        let valid: Value = cluster.verify(b, &key, &[]).await.json().await.unwrap();
+        assert_eq!(valid["code"], "valid");
+        assert_eq!(valid["key"]["allowed_ips"], Value::Null);
+    }
+
+    // A publishable key B holds, given origins on A.
+    let (id, key) = cluster
+        .create_key(json!({"name": "Web app", "type": "publishable", "scopes": ["users:read"]}))
+        .await;
+    cluster.b_caught_up().await;
+    let verify_at = |origin: Option<&str>| {
+        let body = match origin {
+            Some(origin) => json!({"key": key, "origin": origin}),
+            None => json!({"key": key}),
+        };
+        async move { nodes.verify_body(b, &body).await }
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            label(verify_at(Some("https://evil.example.net")).await).await,
+            "200 valid"
+        );
+    }
+    let since = cluster
+        .patch_on_a(&id, &json!({"allowed_origins": ["https://*.example.com"]}))
+        .await;
+    let origins = poll_until(since, "200 valid", "200 origin_not_allowed", || async {
+        label(verify_at(Some("https://evil.example.net")).await).await
+    })
+    .await;
+    for origin in [Some("https://evil.example.net"), None] {
+        let verdict: Value = verify_at(origin).await.json().await.unwrap();
+        assert_eq!(
+            verdict,
+            json!({"valid": false, "code": "origin_not_allowed"}),
+            "{origin:?}"
+        );
+    }
+    let valid: Value = verify_at(Some("https://app.example.com"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(valid["code"], "valid");
+    assert_eq!(
+        valid["key"]["allowed_origins"],
+        json!(["https://*.example.com"])
+    );
+    // An authenticated route on B judges the request's `Origin` the same
+    // way (then a publishable key is refused for its type).
+    for (origin, expected) in [
+        ("https://evil.example.net", "403 origin_not_allowed"),
+        ("https://app.example.com", "403 secret_key_required"),
+    ] {
+        let response = cluster
+            .request(b, Method::GET, "/v1/audit-events", &key)
+            .header("Origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(label(response).await, expected, "{origin}");
+    }
+
+    assert_within(&pinned, PROPAGATION_BOUND, "allowed_ips set A -> B");
+    assert_within(&lifted, PROPAGATION_BOUND, "allowed_ips lifted A -> B");
+    assert_within(&[origins], PROPAGATION_BOUND, "allowed_origins set A -> B");
     cluster.stop().await;
 }
 
