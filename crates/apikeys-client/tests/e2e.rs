@@ -7,15 +7,17 @@
 #[path = "../../apikeys/tests/common/mod.rs"]
 mod common;
 
+use std::collections::BTreeMap;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::time::{Duration, Instant};
 
 use apikeys_client::types::{
-    ActorType, CreateKeyRequest, CreditsObject, ErrorCode, EventType, KeyId, KeyNameInput, KeyType,
-    Mode, RateLimitObject, RefillObject, RotateKeyRequest, Scope, ScopeList, ScopeListVariant1Item,
+    ActorType, AllowedIpsList, AllowedOriginsList, CreateKeyRequest, CreditsObject, ErrorCode,
+    EventType, KeyId, KeyNameInput, KeyObject, KeyType, MetadataObject, MetadataPatchObject, Mode,
+    RateLimitObject, RefillObject, RotateKeyRequest, Scope, ScopeList, ScopeListVariant1Item,
     VerifyCode, VerifyKeyRequest,
 };
-use apikeys_client::{ApiKeysClient, Error, ListEvents, ListKeys};
+use apikeys_client::{ApiKeysClient, Error, ListEvents, ListKeys, Restriction};
 use common::TestApp;
 
 fn client(app: &TestApp, key: &str) -> ApiKeysClient {
@@ -539,4 +541,306 @@ async fn limits_are_set_read_changed_and_spent_through_the_client() {
         .expect("update");
     assert_eq!(updated.credits.expect("credits").remaining, 1);
     assert!(verify().await.expect("verify").valid);
+}
+
+fn ips(blocks: &[&str]) -> AllowedIpsList {
+    AllowedIpsList(blocks.iter().map(|b| b.parse().expect("a block")).collect())
+}
+
+fn origins(list: &[&str]) -> AllowedOriginsList {
+    AllowedOriginsList(list.iter().map(|o| o.parse().expect("an origin")).collect())
+}
+
+/// A restriction as the service shows it: its entries, or `None` (lifted).
+fn shown<'a, T: std::ops::Deref<Target = String> + 'a>(
+    list: Option<&'a impl std::ops::Deref<Target = Vec<T>>>,
+) -> Option<Vec<&'a str>> {
+    list.map(|list| list.iter().map(|entry| entry.as_str()).collect())
+}
+
+fn metadata(entries: &[(&str, &str)]) -> MetadataObject {
+    MetadataObject(
+        entries
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.parse().expect("a value")))
+            .collect(),
+    )
+}
+
+fn metadata_patch(entries: &[(&str, Option<&str>)]) -> MetadataPatchObject {
+    MetadataPatchObject(
+        entries
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.map(|v| v.parse().expect("a value"))))
+            .collect(),
+    )
+}
+
+/// Metadata as the service shows it, sorted.
+fn entries(metadata: &MetadataObject) -> BTreeMap<&str, &str> {
+    metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// A verify request for `key` from a client at `ip` with `origin`.
+fn verify_from(key: &str, ip: Option<&str>, origin: Option<&str>) -> VerifyKeyRequest {
+    VerifyKeyRequest {
+        key: key.to_owned(),
+        scopes: None,
+        type_: None,
+        cost: None,
+        ip: ip.map(str::to_owned),
+        origin: origin.map(str::to_owned),
+    }
+}
+
+#[actix_web::test]
+async fn restrictions_and_metadata_are_set_and_read_through_the_client() {
+    // The test's requests come from 127.0.0.1 (no trusted proxy).
+    let app = TestApp::spawn().await;
+    let client = client(&app, &app.live_key);
+
+    // Given a secret key pinned to a /24 with metadata, and a publishable
+    // key pinned to the subdomains of example.com,
+    let secret = client
+        .create_key(&CreateKeyRequest {
+            allowed_ips: Some(ips(&["203.0.113.7/24"])),
+            metadata: Some(metadata(&[("team", "billing")])),
+            ..create("Billing backend", KeyType::Secret)
+        })
+        .await
+        .expect("create");
+    let publishable = client
+        .create_key(&CreateKeyRequest {
+            allowed_origins: Some(origins(&["https://*.Example.com:443"])),
+            metadata: Some(metadata(&[("plan", "pro")])),
+            ..create("Web app", KeyType::Publishable)
+        })
+        .await
+        .expect("create");
+    // (The create answer has a fixed set of fields, none of these three:
+    // docs/api.md, `POST /v1/api-keys`.)
+    assert_eq!(secret.type_, KeyType::Secret);
+    assert_eq!(publishable.type_, KeyType::Publishable);
+
+    // they read back normalized, alone and in the list,
+    let expect_secret = |key: &KeyObject, ips: Option<Vec<&str>>, meta: &[(&str, &str)]| {
+        assert_eq!(shown(key.allowed_ips.as_ref()), ips);
+        assert_eq!(shown(key.allowed_origins.as_ref()), None);
+        assert_eq!(entries(&key.metadata), meta.iter().copied().collect());
+    };
+    let expect_publishable = |key: &KeyObject, list: Option<Vec<&str>>| {
+        assert_eq!(shown(key.allowed_ips.as_ref()), None);
+        assert_eq!(shown(key.allowed_origins.as_ref()), list);
+        assert_eq!(entries(&key.metadata), [("plan", "pro")].into());
+    };
+    let got = client.get_key(&secret.id).await.expect("get");
+    expect_secret(&got, Some(vec!["203.0.113.0/24"]), &[("team", "billing")]);
+    let got = client.get_key(&publishable.id).await.expect("get");
+    expect_publishable(&got, Some(vec!["https://*.example.com"]));
+    let page = client.list_keys(&ListKeys::default()).await.expect("list");
+    let listed = |id: &KeyId| {
+        page.data
+            .iter()
+            .find(|key| key.id == *id)
+            .expect("listed")
+            .clone()
+    };
+    expect_secret(
+        &listed(&secret.id),
+        Some(vec!["203.0.113.0/24"]),
+        &[("team", "billing")],
+    );
+    expect_publishable(
+        &listed(&publishable.id),
+        Some(vec!["https://*.example.com"]),
+    );
+
+    // and verify judges its `ip` and `origin`, showing them in `key`.
+    let sk = secret.key.expose();
+    let pk = publishable.key.expose();
+    let verdict = |request: VerifyKeyRequest| {
+        let client = &client;
+        async move { client.verify_key(&request).await.expect("verify") }
+    };
+    let valid = verdict(verify_from(sk, Some("203.0.113.5"), None)).await;
+    assert_eq!((valid.valid, valid.code), (true, VerifyCode::Valid));
+    let key = valid.key.expect("the key");
+    assert_eq!(
+        shown(key.allowed_ips.as_ref()),
+        Some(vec!["203.0.113.0/24"])
+    );
+    assert_eq!(shown(key.allowed_origins.as_ref()), None);
+    assert_eq!(entries(&key.metadata), [("team", "billing")].into());
+    for ip in [None, Some("198.51.100.1")] {
+        let refused = verdict(verify_from(sk, ip, None)).await;
+        assert_eq!(
+            (refused.valid, refused.code),
+            (false, VerifyCode::IpNotAllowed),
+            "{ip:?}"
+        );
+        assert!(refused.key.is_none());
+    }
+    let valid = verdict(verify_from(pk, None, Some("https://app.example.com"))).await;
+    assert_eq!(valid.code, VerifyCode::Valid);
+    let key = valid.key.expect("the key");
+    assert_eq!(
+        shown(key.allowed_origins.as_ref()),
+        Some(vec!["https://*.example.com"])
+    );
+    assert_eq!(entries(&key.metadata), [("plan", "pro")].into());
+    for origin in [
+        None,
+        Some("https://example.com"),
+        Some("https://evil.example.net"),
+    ] {
+        let refused = verdict(verify_from(pk, None, origin)).await;
+        assert_eq!(
+            (refused.valid, refused.code),
+            (false, VerifyCode::OriginNotAllowed),
+            "{origin:?}"
+        );
+    }
+    // The secret key itself, used from 127.0.0.1: 403 ip_not_allowed.
+    assert_eq!(
+        code(self::client(&app, sk).list_keys(&ListKeys::default()).await),
+        (Some(403), ErrorCode::IpNotAllowed)
+    );
+
+    // PATCH: a restriction replaced, metadata merged,
+    let updated = client
+        .update_key_restrictions(
+            &secret.id,
+            Restriction::Set(ips(&["198.51.100.0/24", "127.0.0.1"])),
+            Restriction::Keep,
+            Some(metadata_patch(&[("owner", Some("ops"))])),
+        )
+        .await
+        .expect("update");
+    let now_ips = Some(vec!["127.0.0.1/32", "198.51.100.0/24"]);
+    let mut got_ips = shown(updated.allowed_ips.as_ref());
+    if let Some(list) = got_ips.as_mut() {
+        list.sort_unstable();
+    }
+    assert_eq!(got_ips, now_ips);
+    assert_eq!(
+        entries(&updated.metadata),
+        [("owner", "ops"), ("team", "billing")].into()
+    );
+    assert_eq!(
+        verdict(verify_from(sk, Some("198.51.100.1"), None))
+            .await
+            .code,
+        VerifyCode::Valid
+    );
+    assert_eq!(
+        verdict(verify_from(sk, Some("203.0.113.5"), None))
+            .await
+            .code,
+        VerifyCode::IpNotAllowed
+    );
+    // (now from 127.0.0.1 too)
+    self::client(&app, sk)
+        .list_keys(&ListKeys::default())
+        .await
+        .expect("allowed from 127.0.0.1");
+
+    // a metadata entry removed (the restriction kept),
+    let updated = client
+        .update_key_restrictions(
+            &secret.id,
+            Restriction::Keep,
+            Restriction::Keep,
+            Some(metadata_patch(&[("team", None)])),
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated.allowed_ips.as_ref().map(|l| l.len()), Some(2));
+    assert_eq!(entries(&updated.metadata), [("owner", "ops")].into());
+
+    // and the restriction lifted with `null`: any address again.
+    let updated = client
+        .update_key_restrictions(&secret.id, Restriction::Lift, Restriction::Keep, None)
+        .await
+        .expect("update");
+    expect_secret(&updated, None, &[("owner", "ops")]);
+    expect_secret(
+        &client.get_key(&secret.id).await.expect("get"),
+        None,
+        &[("owner", "ops")],
+    );
+    let valid = verdict(verify_from(sk, None, None)).await;
+    assert_eq!(valid.code, VerifyCode::Valid);
+    assert_eq!(
+        valid
+            .key
+            .expect("the key")
+            .allowed_ips
+            .as_ref()
+            .map(|l| l.len()),
+        None
+    );
+
+    // The publishable key's origins replaced, then lifted.
+    let updated = client
+        .update_key_restrictions(
+            &publishable.id,
+            Restriction::Keep,
+            Restriction::Set(origins(&["https://app.example.com"])),
+            None,
+        )
+        .await
+        .expect("update");
+    expect_publishable(&updated, Some(vec!["https://app.example.com"]));
+    for (origin, code) in [
+        ("https://app.example.com", VerifyCode::Valid),
+        ("https://a.b.example.com", VerifyCode::OriginNotAllowed),
+    ] {
+        assert_eq!(
+            verdict(verify_from(pk, None, Some(origin))).await.code,
+            code,
+            "{origin}"
+        );
+    }
+    let updated = client
+        .update_key_restrictions(&publishable.id, Restriction::Keep, Restriction::Lift, None)
+        .await
+        .expect("update");
+    expect_publishable(&updated, None);
+    assert_eq!(
+        verdict(verify_from(pk, None, None)).await.code,
+        VerifyCode::Valid
+    );
+
+    // Refusals: origins on a secret key, and nothing to change.
+    let refused = client
+        .update_key_restrictions(
+            &secret.id,
+            Restriction::Keep,
+            Restriction::Set(origins(&["https://app.example.com"])),
+            None,
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Some(ErrorCode::InvalidParameter));
+    assert!(
+        matches!(&refused, Error::Api { status: 400, error } if error.param.as_deref() == Some("allowed_origins")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        code(
+            client
+                .update_key_restrictions(&secret.id, Restriction::Keep, Restriction::Keep, None)
+                .await
+        ),
+        (Some(400), ErrorCode::MissingParameter)
+    );
+    expect_secret(
+        &client.get_key(&secret.id).await.expect("get"),
+        None,
+        &[("owner", "ops")],
+    );
+    app.stop().await;
 }
