@@ -4,12 +4,15 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{Actor, EventData, EventId, EventType, KeyEvent, KeyId, ListEvents};
 use serde::Serialize;
+use serde_json::value::Serializer as ValueSerializer;
 use serde_json::{json, Map, Value};
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
-use crate::dto::timestamp;
+use crate::dto::{
+    allowed_ips_out, allowed_origins_out, metadata_out, timestamp, CreditsObject, RateLimitObject,
+};
 use crate::error::ApiError;
 use crate::query::{parse_limit, query_pairs};
 use crate::route::routes;
@@ -153,6 +156,15 @@ fn scope_list(scopes: &domain::Scopes) -> Value {
     Value::from(scopes.names().collect::<Vec<_>>())
 }
 
+/// A field rendered by the key object's own serializer (`out`).
+fn as_in_key<T>(
+    value: &T,
+    out: fn(&T, ValueSerializer) -> Result<Value, serde_json::Error>,
+) -> Value {
+    // Strings, arrays of strings and maps of strings: nothing here fails.
+    out(value, ValueSerializer).unwrap_or(Value::Null)
+}
+
 /// `data` as the API shows it.
 fn data_json(data: &EventData) -> Value {
     match data {
@@ -164,17 +176,45 @@ fn data_json(data: &EventData) -> Value {
             json!({ "source": source.as_str(), "url": url })
         }
         EventData::KeyUpdated { changes } => {
+            // Each field as the key object shows it (docs/api.md, "Key
+            // events and the audit log"): changed fields only.
             let mut fields = Map::new();
+            let mut put = |field: &str, old: Value, new: Value| {
+                fields.insert(field.to_owned(), json!({ "old": old, "new": new }));
+            };
             if let Some(c) = &changes.name {
-                fields.insert(
-                    "name".to_owned(),
-                    json!({ "old": c.old.as_str(), "new": c.new.as_str() }),
-                );
+                put("name", json!(c.old.as_str()), json!(c.new.as_str()));
             }
             if let Some(c) = &changes.scopes {
-                fields.insert(
-                    "scopes".to_owned(),
-                    json!({ "old": scope_list(&c.old), "new": scope_list(&c.new) }),
+                put("scopes", scope_list(&c.old), scope_list(&c.new));
+            }
+            if let Some(c) = &changes.rate_limit {
+                let (old, new) = (RateLimitObject::of(c.old), RateLimitObject::of(c.new));
+                put("rate_limit", json!(old), json!(new));
+            }
+            if let Some(c) = &changes.credits {
+                let (old, new) = (CreditsObject::of(c.old), CreditsObject::of(c.new));
+                put("credits", json!(old), json!(new));
+            }
+            if let Some(c) = &changes.allowed_ips {
+                put(
+                    "allowed_ips",
+                    as_in_key(&c.old, allowed_ips_out),
+                    as_in_key(&c.new, allowed_ips_out),
+                );
+            }
+            if let Some(c) = &changes.allowed_origins {
+                put(
+                    "allowed_origins",
+                    as_in_key(&c.old, allowed_origins_out),
+                    as_in_key(&c.new, allowed_origins_out),
+                );
+            }
+            if let Some(c) = &changes.metadata {
+                put(
+                    "metadata",
+                    as_in_key(&c.old, metadata_out),
+                    as_in_key(&c.new, metadata_out),
                 );
             }
             json!({ "changes": fields })

@@ -1097,3 +1097,78 @@ async fn a_write_whose_caller_was_revoked_after_authentication_is_401_api_key_re
         .iter()
         .all(|k| k["name"] != "Never"));
 }
+
+#[actix_web::test]
+async fn an_update_of_limits_restrictions_and_metadata_shows_each_old_and_new_value() {
+    let fx = Fx::new();
+    let app = init!(fx);
+    let live = &fx.acme.live;
+    let (secret, _) = fx.make_key(KeyType::Secret, Mode::Live, &["users:read"], None);
+    let (publishable, _) = fx.make_key(KeyType::Publishable, Mode::Live, &["users:read"], None);
+    let patch = |id: &str, body: Value| {
+        fx.req_json(Method::PATCH, &format!("/v1/api-keys/{id}"), live, &body)
+            .to_request()
+    };
+    let last_update = |id: &str| format!("?type=api_key.updated&key_id={id}&limit=1");
+
+    let r = send(
+        &app,
+        patch(
+            &secret,
+            json!({"rate_limit": {"limit": 100, "window": "1m"},
+                   "credits": {"remaining": 500, "refill": {"amount": 1000, "interval": "daily"}},
+                   "allowed_ips": ["203.0.113.7/24", "2001:db8::1"],
+                   "metadata": {"team": "billing", "plan": "pro"}}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    let events = events_of(&send(&app, audit!(fx, &last_update(&secret), live)).await);
+    assert_eq!(
+        events[0]["data"],
+        json!({"changes": {
+            "rate_limit": {"old": null, "new": {"limit": 100, "window": "1m"}},
+            "credits": {"old": null, "new": {"remaining": 500, "refill": {"amount": 1000, "interval": "daily"}}},
+            "allowed_ips": {"old": null, "new": ["203.0.113.0/24", "2001:db8::1/128"]},
+            "metadata": {"old": {}, "new": {"plan": "pro", "team": "billing"}},
+        }})
+    );
+
+    // Lifting and merging: the old values in full, the new after the merge.
+    let r = send(
+        &app,
+        patch(
+            &secret,
+            json!({"rate_limit": null, "allowed_ips": null, "metadata": {"team": null}}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    let events = events_of(&send(&app, audit!(fx, &last_update(&secret), live)).await);
+    assert_eq!(
+        events[0]["data"],
+        json!({"changes": {
+            "rate_limit": {"old": {"limit": 100, "window": "1m"}, "new": null},
+            "allowed_ips": {"old": ["203.0.113.0/24", "2001:db8::1/128"], "new": null},
+            "metadata": {"old": {"plan": "pro", "team": "billing"}, "new": {"plan": "pro"}},
+        }})
+    );
+
+    let r = send(
+        &app,
+        patch(
+            &publishable,
+            json!({"allowed_origins": ["https://*.Example.com", "http://localhost:3000"]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    let events = events_of(&send(&app, audit!(fx, &last_update(&publishable), live)).await);
+    assert_eq!(
+        events[0]["data"],
+        json!({"changes": {"allowed_origins": {
+            "old": null,
+            "new": ["https://*.example.com", "http://localhost:3000"],
+        }}})
+    );
+}
