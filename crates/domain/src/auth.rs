@@ -65,6 +65,21 @@ impl From<UseRefusal> for AuthError {
 pub struct Credentials {
     key: PlainKey,
     tenant: Option<TenantId>,
+    client: EndClient,
+}
+
+/// Where a request comes from, as far as a key's restrictions ask
+/// (docs/api.md, "Restricting a key"): the end client's address and its
+/// browser origin. Either is `None` when unknown, and an unknown address or
+/// origin is inside no restriction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndClient {
+    /// The end client's address: the peer, or the `X-Forwarded-For` entry
+    /// of a trusted proxy; for verify, the body's `ip`.
+    pub ip: Option<IpAddr>,
+    /// Its `Origin`, or else its `Referer` (a URL, whose origin counts); for
+    /// verify, the body's `origin`.
+    pub origin: Option<String>,
 }
 
 impl Credentials {
@@ -83,10 +98,7 @@ impl Credentials {
         let tenant = tenant_header
             .and_then(|t| TenantId::parse(t).ok())
             .ok_or(AuthError::InvalidTenantId)?;
-        Ok(Credentials {
-            key,
-            tenant: Some(tenant),
-        })
+        Ok(Credentials::new(key, tenant))
     }
 
     /// From already parsed parts.
@@ -94,6 +106,7 @@ impl Credentials {
         Credentials {
             key,
             tenant: Some(tenant),
+            client: EndClient::default(),
         }
     }
 
@@ -101,7 +114,19 @@ impl Credentials {
     /// `X-Tenant-ID`): step 4, the tenant check, has nothing to compare and
     /// passes.
     pub fn for_any_tenant(key: PlainKey) -> Self {
-        Credentials { key, tenant: None }
+        Credentials {
+            key,
+            tenant: None,
+            client: EndClient::default(),
+        }
+    }
+
+    /// The same credentials presented by `client`. Without it the end
+    /// client is unknown, and a key with restrictions is refused.
+    #[must_use]
+    pub fn from_client(mut self, client: EndClient) -> Self {
+        self.client = client;
+        self
     }
 
     /// The presented key.
@@ -112,6 +137,11 @@ impl Credentials {
     /// The tenant the request is for, when it names one.
     pub fn tenant(&self) -> Option<&TenantId> {
         self.tenant.as_ref()
+    }
+
+    /// Where the key is presented from.
+    pub fn client(&self) -> &EndClient {
+        &self.client
     }
 }
 
@@ -155,6 +185,29 @@ pub fn check_use(key: &ApiKey, ip: Option<IpAddr>, origin: Option<&str>) -> Resu
     key.restrictions
         .check(key.key_type, ip, origin)
         .map_err(AuthError::from)
+}
+
+/// Everything an authenticator decides about the key found for
+/// `credentials` (`None`: no such key): [`check_key`] (unknown, revoked,
+/// expired, other tenant), then [`check_use`] for the credentials' end
+/// client (its `allowed_ips`, then `allowed_origins`). A key refused by
+/// either was not used: its use is recorded only when both pass.
+///
+/// # Errors
+/// Those of [`check_key`], then of [`check_use`].
+pub fn check_credentials(
+    key: Option<&ApiKey>,
+    credentials: &Credentials,
+    now: OffsetDateTime,
+) -> Result<(), AuthError> {
+    check_key(key, credentials.tenant(), now)?;
+    match key {
+        Some(key) => {
+            let client = credentials.client();
+            check_use(key, client.ip, client.origin.as_deref())
+        }
+        None => Err(AuthError::InvalidKey),
+    }
 }
 
 /// Why an authenticated caller may not do something.
@@ -246,8 +299,10 @@ impl Principal {
 /// The authentication path, as a port of its own so that a cache can wrap it
 /// (the HTTP layer depends on this trait, not on the service).
 ///
-/// An implementation also records the key's use (`last_used_at`, at most one
-/// write per key per 60 s, [`ApiKey::last_used_due`]): callers never do.
+/// An implementation judges the key with [`check_credentials`] (so also
+/// where it is used from, the credentials' [`EndClient`]) and records the
+/// use of a key that passes (`last_used_at`, at most one write per key per
+/// 60 s, [`ApiKey::last_used_due`]): callers never do.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait Authenticator: Send + Sync {
     /// Answers from memory without blocking, when the implementation can
@@ -262,13 +317,15 @@ pub trait Authenticator: Send + Sync {
         None
     }
 
-    /// Steps 3 and 4 of docs/api.md ("Conventions", authentication): finds
-    /// the key by its hash and judges it with [`check_key`]. May block on
-    /// storage. Returns the key as stored.
+    /// Steps 3 and 4 of docs/api.md ("Conventions", authentication), then
+    /// the key's restrictions: finds the key by its hash and judges it with
+    /// [`check_credentials`]. May block on storage. Returns the key as
+    /// stored.
     ///
     /// # Errors
     /// [`AuthError::InvalidKey`], [`AuthError::Revoked`],
-    /// [`AuthError::Expired`], [`AuthError::TenantMismatch`] or
+    /// [`AuthError::Expired`], [`AuthError::TenantMismatch`],
+    /// [`AuthError::IpNotAllowed`], [`AuthError::OriginNotAllowed`] or
     /// [`AuthError::Repository`].
     fn authenticate(&self, credentials: &Credentials) -> Result<Arc<ApiKey>, AuthError>;
 }

@@ -68,7 +68,8 @@ pub mod testing;
 
 pub use api_key::{ApiKey, KeyStatus, KeyView, NewKey, Tenant, LAST_USED_RESOLUTION};
 pub use auth::{
-    check_key, check_use, AccessError, AuthError, Authenticator, Credentials, Principal,
+    check_credentials, check_key, check_use, AccessError, AuthError, Authenticator, Credentials,
+    EndClient, Principal,
 };
 pub use clock::{Clock, SystemClock};
 pub use duration::{parse_duration, DurationError, ExpiresIn, GracePeriod, RateWindow};

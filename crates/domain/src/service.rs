@@ -5,7 +5,9 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::api_key::{ApiKey, KeyStatus, KeyView, NewKey, Tenant};
-use crate::auth::{check_key, AccessError, AuthError, Authenticator, Credentials, Principal};
+use crate::auth::{
+    check_credentials, AccessError, AuthError, Authenticator, Credentials, Principal,
+};
 use crate::clock::Clock;
 use crate::duration::GracePeriod;
 use crate::errors::{
@@ -849,7 +851,7 @@ impl Authenticator for ApiKeys {
         let hash = self.hash_key.hash(credentials.key());
         let key = self.keys.find_by_hash(&hash)?;
         let now = self.now();
-        check_key(key.as_ref(), credentials.tenant(), now)?;
+        check_credentials(key.as_ref(), credentials, now)?;
         let key = key.ok_or(AuthError::InvalidKey)?;
         if key.last_used_due(now) {
             // `last_used_at` is accurate to a minute at best; losing one

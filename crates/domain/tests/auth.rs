@@ -12,8 +12,8 @@ mod common;
 use common::{request, used_at, Harness, T0};
 use domain::testing::SeqSecretSource;
 use domain::{
-    check_key, ApiKey, AuthError, Credentials, KeyId, KeyName, KeyType, Mode, Origin, PlainKey,
-    Principal, RepositoryError, Scope, Scopes, TenantId,
+    check_key, ApiKey, AuthError, Authenticator, Credentials, KeyId, KeyName, KeyType, Mode,
+    Origin, PlainKey, Principal, RepositoryError, Scope, Scopes, TenantId,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -540,4 +540,58 @@ fn only_the_hmac_of_a_key_is_stored() {
     ];
     expected.sort_by_key(|hash| *hash.as_bytes());
     assert_eq!(stored, expected);
+}
+
+// ---- restrictions: judged with the key, before its use is recorded ----
+
+#[test]
+fn a_key_refused_for_where_it_is_used_from_is_not_recorded_as_used() {
+    // Given a publishable key pinned to a block and an origin,
+    let h = Harness::new();
+    let acme = h.tenant();
+    let admin = h.principal(&acme.live);
+    let mut pinned = request(KeyType::Publishable, None, Scopes::full(), None);
+    pinned.restrictions = domain::KeyRestrictions {
+        allowed_ips: Some(domain::AllowedIps::parse(["203.0.113.0/24"]).expect("ips")),
+        allowed_origins: Some(
+            domain::AllowedOrigins::parse(["https://*.example.com"]).expect("origins"),
+        ),
+    };
+    let key = h.create(&admin, pinned);
+    let events = h.events();
+    let from = |ip: Option<&str>, origin: Option<&str>| {
+        let client = domain::EndClient {
+            ip: ip.map(|ip| ip.parse().expect("address")),
+            origin: origin.map(str::to_owned),
+        };
+        h.service
+            .authenticate(&Credentials::new(key.secret.clone(), acme.tenant.id).from_client(client))
+    };
+
+    // when it is presented from elsewhere, or from nowhere known, it is
+    // refused, the address first, and nothing is written;
+    let app = Some("https://app.example.com");
+    for (ip, origin, refusal) in [
+        (None, None, "ip"),
+        (None, app, "ip"),
+        (Some("198.51.100.7"), app, "ip"),
+        (Some("203.0.113.7"), None, "origin"),
+        (Some("203.0.113.7"), Some("https://example.com"), "origin"),
+    ] {
+        let refused = match from(ip, origin) {
+            Err(AuthError::IpNotAllowed) => "ip",
+            Err(AuthError::OriginNotAllowed) => "origin",
+            other => panic!("{ip:?} {origin:?}: {other:?}"),
+        };
+        assert_eq!(refused, refusal, "{ip:?} {origin:?}");
+    }
+    assert_eq!(h.stored(&key.key).last_used_at, None);
+    assert_eq!(h.events(), events);
+
+    // then from inside both, it is used, and that use is recorded.
+    from(Some("203.0.113.7"), app).expect("allowed");
+    assert_eq!(h.stored(&key.key).last_used_at, Some(T0));
+    // The checks that come first still come first.
+    h.service.revoke(&admin, None, &key.key.id).expect("revoke");
+    assert!(matches!(from(None, None), Err(AuthError::Revoked)));
 }

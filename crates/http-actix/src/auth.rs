@@ -16,7 +16,7 @@ use domain::{
 
 use crate::blocking::{blocking_within, storage_wait};
 use crate::error::ApiError;
-use crate::key_use::check_request;
+use crate::key_use::end_client;
 use crate::metrics::{self, Via};
 use crate::rate_limit::{Client, FailureLimiter};
 
@@ -382,10 +382,10 @@ pub(crate) fn authenticator_of(req: &HttpRequest) -> Option<Arc<dyn Authenticato
 ///    address over the limit, when a [`FailureLimiter`] is registered);
 /// 2. `presented`: the credentials the front door read from the headers
 ///    (steps 1 and 2, no I/O);
-/// 3. the [`Lookup`] (steps 3 and 4), then where the key may be used from
-///    (`usable`: its `allowed_ips` and `allowed_origins` against the end
-///    client, 403 `ip_not_allowed` or `origin_not_allowed`), every refusal
-///    counted against the client's address as
+/// 3. the [`Lookup`] (steps 3 and 4, then where the key may be used from:
+///    its `allowed_ips` and `allowed_origins` against the request's end
+///    client, [`end_client`], 403 `ip_not_allowed` or `origin_not_allowed`),
+///    every refusal counted against the client's address as
 ///    [`FailureLimiter::failed_auth`] decides;
 /// 4. `then`: the front door's own judgement of the authenticated key
 ///    (forward-auth: type and scopes), given whether the lookup blocked.
@@ -421,7 +421,9 @@ where
                     .with_source("no web::Data<dyn Authenticator> registered in the app")),
             ));
         }
-        (Ok(credentials), Some(authenticator)) => (credentials, authenticator),
+        (Ok(credentials), Some(authenticator)) => {
+            (credentials.from_client(end_client(req)), authenticator)
+        }
     };
     let lookup = match Lookup::start(authenticator, credentials) {
         // A cache hit is answered here, on the executor thread.
@@ -429,7 +431,6 @@ where
             return AuthFuture::ready(judged(
                 via,
                 verdict
-                    .and_then(|key| usable(req, key))
                     .map_err(refused)
                     .and_then(|key| then(req, &key, Blocked(false))),
             ));
@@ -441,9 +442,7 @@ where
     let wait = storage_wait(&req);
     AuthFuture::Pending(Box::pin(async move {
         let outcome = lookup.finish(wait).await.and_then(|verdict| {
-            verdict
-                .and_then(|key| usable(&req, key))
-                .map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))
+            verdict.map_err(|e| refusal(limiter.as_ref().map(|l| l.get_ref()), client, e))
         });
         judged(via, outcome.and_then(|key| then(&req, &key, Blocked(true))))
     }))
@@ -483,14 +482,6 @@ impl FromRequest for Authenticated {
             },
         )
     }
-}
-
-/// An authenticated `key`, if it may be used from where `req` comes from
-/// ([`crate::key_use::check_request`]: the end client's address and
-/// origin): after the checks of authentication, before any scope.
-fn usable(req: &HttpRequest, key: Arc<ApiKey>) -> Result<Arc<ApiKey>, AuthError> {
-    check_request(req, &key)?;
-    Ok(key)
 }
 
 /// Says once per process, as an error, how to register the authenticator:

@@ -22,7 +22,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
-    check_use, AllowedIps, AllowedOrigins, ApiKey, AuthError, Cost, Credentials, KeyFormatError,
+    AllowedIps, AllowedOrigins, ApiKey, AuthError, Cost, Credentials, EndClient, KeyFormatError,
     KeyId, KeyType, Metadata, PlainKey, RefusalCode, Scope, Scopes, TenantId, Verdict,
 };
 use serde::{Deserialize, Serialize, Serializer};
@@ -390,28 +390,20 @@ type Asked = (
     EndClient,
 );
 
-/// The end client a verification is for: `ip` and `origin` of the body.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct EndClient {
-    ip: Option<IpAddr>,
-    origin: Option<String>,
-}
-
-impl EndClient {
-    /// From the body's fields: `ip` must be an address.
-    fn parse(ip: Option<&str>, origin: Option<&str>) -> Result<Self, ApiError> {
-        let ip = ip
-            .map(|ip| {
-                ip.trim().parse::<IpAddr>().map_err(|_| {
-                    ApiError::invalid_parameter("ip", "ip must be an IPv4 or IPv6 address")
-                })
+/// The end client a verification is for, from the body's `ip` (which must
+/// be an address) and `origin`.
+fn end_client(ip: Option<&str>, origin: Option<&str>) -> Result<EndClient, ApiError> {
+    let ip = ip
+        .map(|ip| {
+            ip.trim().parse::<IpAddr>().map_err(|_| {
+                ApiError::invalid_parameter("ip", "ip must be an IPv4 or IPv6 address")
             })
-            .transpose()?;
-        Ok(EndClient {
-            ip,
-            origin: origin.map(str::to_owned),
         })
-    }
+        .transpose()?;
+    Ok(EndClient {
+        ip,
+        origin: origin.map(str::to_owned),
+    })
 }
 
 /// The verify body with its fields borrowed from the bytes: the fast path
@@ -486,7 +478,7 @@ fn read_borrowed(bytes: &[u8]) -> Option<Result<Asked, ApiError>> {
     Some(
         required_scopes(names.iter().map(|n| &**n)).and_then(|scopes| {
             let key_type = required_type(key_type.as_deref())?;
-            let client = EndClient::parse(ip.as_deref(), origin.as_deref())?;
+            let client = end_client(ip.as_deref(), origin.as_deref())?;
             Ok((
                 PlainKey::parse(&key),
                 scopes,
@@ -511,7 +503,7 @@ fn read_fields(body: &JsonObject) -> Result<Asked, ApiError> {
             ApiError::invalid_parameter("cost", "`cost` must be a whole number from 0 to 1000")
         })?),
     };
-    let client = EndClient::parse(body.opt_str("ip")?, body.opt_str("origin")?)?;
+    let client = end_client(body.opt_str("ip")?, body.opt_str("origin")?)?;
     Ok((
         PlainKey::parse(key),
         scopes,
@@ -615,16 +607,13 @@ pub(crate) async fn verify_key(
         ApiError::internal().with_source("no web::Data<dyn Authenticator> registered in the app")
     })?;
     // The same lookup as every authentication: a cache hit is answered on
-    // the executor thread.
-    let outcome = Lookup::start(authenticator, Credentials::new(key, tenant))
+    // the executor thread. Where the key may be used from is judged with
+    // it, on the end client the body names (docs/api.md, "Restricting a
+    // key").
+    let credentials = Credentials::new(key, tenant).from_client(client_seen);
+    let outcome = Lookup::start(authenticator, credentials)
         .finish(storage_wait(&req))
         .await?;
-    // Where the key may be used from, judged on the end client the body
-    // names, right after authentication (docs/api.md, "Restricting a key").
-    let outcome = outcome.and_then(|key| {
-        check_use(&key, client_seen.ip, client_seen.origin.as_deref())?;
-        Ok(key)
-    });
     match outcome {
         // The type after authentication, as a key's rights are judged
         // after it authenticates (docs/api.md, the verdict table's order).

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use domain::{
-    check_key, ApiKey, AuthError, Authenticator, Clock, Credentials, HashKey, KeyChangeListener,
-    KeyHash, KeyId, KeyLookup, KeyUse, RepositoryError,
+    check_credentials, ApiKey, AuthError, Authenticator, Clock, Credentials, HashKey,
+    KeyChangeListener, KeyHash, KeyId, KeyLookup, KeyUse, RepositoryError,
 };
 use moka::sync::Cache;
 use time::OffsetDateTime;
@@ -350,7 +350,7 @@ impl KeyCache {
         credentials: &Credentials,
         now: OffsetDateTime,
     ) -> Result<Arc<ApiKey>, AuthError> {
-        check_key(entry.key.as_deref(), credentials.tenant(), now)?;
+        check_credentials(entry.key.as_deref(), credentials, now)?;
         let key = entry.key.clone().ok_or(AuthError::InvalidKey)?;
         self.note_use(entry, &key, now);
         Ok(key)

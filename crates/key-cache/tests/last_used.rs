@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{eventually, Harness, T0};
 use domain::mocks::MockKeyLookup;
 use domain::testing::SeqSecretSource;
-use domain::{ApiKeyRepository, KeyId, KeyUse, RepositoryError, TenantId};
+use domain::{ApiKeyRepository, Authenticator, KeyId, KeyUse, RepositoryError, TenantId};
 use key_cache::{UseBuffer, UseFlusher, UseStats};
 use time::OffsetDateTime;
 
@@ -282,4 +282,53 @@ fn last_used(h: &Harness, t: &common::Tenant) -> (Option<OffsetDateTime>, Option
         h.stored(&t.live.key).last_used_at,
         h.stored(&t.test.key).last_used_at,
     )
+}
+
+#[test]
+fn a_hit_refused_for_where_the_key_is_used_from_buffers_no_use() {
+    let h = Harness::new();
+    let t = h.tenant();
+    let pinned = h
+        .node
+        .create(
+            &t.admin,
+            None,
+            domain::CreateKey {
+                name: domain::KeyName::parse("Pinned").expect("name"),
+                key_type: domain::KeyType::Secret,
+                mode: None,
+                scopes: domain::Scopes::full(),
+                expires_in: None,
+                limits: Default::default(),
+                restrictions: domain::KeyRestrictions {
+                    allowed_ips: Some(domain::AllowedIps::parse(["203.0.113.0/24"]).expect("ips")),
+                    allowed_origins: None,
+                },
+                metadata: Default::default(),
+            },
+        )
+        .expect("a pinned key");
+    let from = |ip: &str| {
+        common::credentials(&pinned).from_client(domain::EndClient {
+            ip: Some(ip.parse().expect("address")),
+            origin: None,
+        })
+    };
+
+    // Loaded, then hit, from outside the block: refused, no use buffered.
+    assert!(matches!(
+        h.cache.authenticate(&from("198.51.100.7")),
+        Err(domain::AuthError::IpNotAllowed)
+    ));
+    assert!(matches!(
+        h.cache.authenticate_cached(&from("198.51.100.7")),
+        Some(Err(domain::AuthError::IpNotAllowed))
+    ));
+    assert!(h.uses.is_empty());
+    // From inside: the hit is a use.
+    assert!(matches!(
+        h.cache.authenticate_cached(&from("203.0.113.7")),
+        Some(Ok(_))
+    ));
+    assert_eq!(h.uses.len(), 1);
 }
