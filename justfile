@@ -30,6 +30,7 @@ bench:
 # `cargo test` runs the same properties with 256 cases each.
 fuzz:
     PROPTEST_CASES=800000 cargo test --release -p domain --test properties
+    PROPTEST_CASES=100000 cargo test --release -p domain --test restriction_properties
     PROPTEST_CASES=800000 cargo test --release -p http-actix --lib properties
 
 # Load the authenticated read path with wrk (apt-get install wrk) against a

@@ -92,8 +92,9 @@ impl Setup {
     }
 
     /// A cache whose freshness is confirmed for an hour (the benchmarks
-    /// measure the hit, not the feed) and that holds each of `keys`.
-    fn cache_holding(&self, keys: &[&str]) -> KeyCache {
+    /// measure the hit, not the feed) and that holds each of `keys`, loaded
+    /// by a request from `client`.
+    fn cache_holding(&self, keys: &[&str], client: &EndClient) -> KeyCache {
         let freshness = Arc::new(Freshness::new(Duration::from_secs(3600)));
         freshness.confirm(Instant::now());
         let cache = KeyCache::new(
@@ -105,8 +106,9 @@ impl Setup {
             CacheConfig::default(),
         );
         for key in keys {
-            let credentials =
-                Credentials::parse(Some(key), Some(&self.tenant)).expect("credentials");
+            let credentials = Credentials::parse(Some(key), Some(&self.tenant))
+                .expect("credentials")
+                .from_client(client.clone());
             cache.authenticate(&credentials).expect("first load");
         }
         cache
@@ -125,7 +127,7 @@ impl Setup {
 
 fn hit(c: &mut Criterion) {
     let setup = Setup::new();
-    let cache = setup.cache_holding(&[&setup.live_key]);
+    let cache = setup.cache_holding(&[&setup.live_key], &EndClient::default());
     c.bench_function("cache_hit", |b| {
         b.iter(|| setup.hit(&cache, &setup.live_key))
     });
@@ -146,7 +148,7 @@ fn limited(c: &mut Criterion) {
         },
         KeyRestrictions::default(),
     );
-    let cache = setup.cache_holding(&[&unlimited, &limited]);
+    let cache = setup.cache_holding(&[&unlimited, &limited], &EndClient::default());
     let meter = UsageMeter::new(Arc::new(setup.store.clone()), Arc::new(SystemClock));
     // What a route does with a hit: authenticate, then spend the use (from
     // memory; a share from the store when this one is spent).
@@ -191,7 +193,11 @@ fn restricted(c: &mut Criterion) {
             allowed_origins: None,
         },
     );
-    let cache = setup.cache_holding(&[&open, &pinned]);
+    let seen = EndClient {
+        ip: Some(client),
+        origin: None,
+    };
+    let cache = setup.cache_holding(&[&open, &pinned], &seen);
     let client = client.to_string();
     // What verify does with a hit and the body's `ip`: parse the address,
     // then authenticate, which judges where the key is used from
