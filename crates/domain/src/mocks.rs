@@ -14,14 +14,17 @@ pub use crate::ports::{
 use std::sync::Arc;
 
 use crate::api_key::ApiKey;
-use crate::auth::AuthError;
+use crate::auth::{check_use, AuthError};
 use crate::key_string::PlainKey;
 
 impl MockAuthenticator {
     /// A mock that lets in exactly `key` for `api_key`'s tenant, answering
     /// `api_key`, and refuses any other key as an unknown one
-    /// (`invalid_api_key`) and another tenant as `tenant_mismatch`, as the
-    /// real authenticator does; `authenticate_cached` answers `None`, so
+    /// (`invalid_api_key`) and another tenant as `tenant_mismatch`, and
+    /// judges `api_key`'s restrictions against the credentials' end client
+    /// ([`check_use`](crate::check_use): `ip_not_allowed`,
+    /// `origin_not_allowed`), as the real authenticator does;
+    /// `authenticate_cached` answers `None`, so
     /// every call reaches `authenticate`. Give it a real key string
     /// (`domain::testing::well_formed_key` with the `testing` feature): a
     /// made-up token is refused before any authenticator is called.
@@ -39,6 +42,8 @@ impl MockAuthenticator {
             {
                 Err(AuthError::TenantMismatch)
             } else {
+                let client = credentials.client();
+                check_use(&api_key, client.ip, client.origin.as_deref())?;
                 Ok(api_key.clone())
             }
         });

@@ -98,3 +98,33 @@ async fn an_authenticator_registered_with_data_new_answers_500_not_a_verdict() {
     let body: Value = test::read_body_json(r).await;
     assert_eq!(body["error"]["code"], "internal_error");
 }
+
+#[actix_web::test]
+async fn the_mock_preset_judges_where_its_key_is_used_from() {
+    // Given a mock accepting a key pinned to one block,
+    let tenant = TenantId::parse(TENANT).unwrap();
+    let key = well_formed_key(KeyType::Secret, Mode::Live, 4);
+    let api_key = ApiKeyBuilder::new(&key, tenant)
+        .restrictions(domain::KeyRestrictions {
+            allowed_ips: Some(domain::AllowedIps::parse(["203.0.113.0/24"]).unwrap()),
+            allowed_origins: None,
+        })
+        .build();
+    let mock: Arc<dyn Authenticator> = Arc::new(MockAuthenticator::accepting(&key, api_key));
+    let registration = Registration::new(mock, &FailureLimitConfig::default());
+    let app = test::init_service(embed_example::app(registration)).await;
+    let from = |ip: &str| {
+        users(key.expose_secret(), TENANT)
+            .peer_addr(format!("{ip}:5000").parse().unwrap())
+            .to_request()
+    };
+
+    // when it asks from inside the block, it is let in;
+    let r = test::call_service(&app, from("203.0.113.7")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // from outside, it is refused as the real authenticator refuses it.
+    let r = test::call_service(&app, from("198.51.100.7")).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body: Value = test::read_body_json(r).await;
+    assert_eq!(body["error"]["code"], "ip_not_allowed");
+}

@@ -98,6 +98,12 @@ impl ApiKeyBuilder {
         self
     }
 
+    /// Where it may be used from (docs/api.md, "Restricting a key").
+    pub fn restrictions(mut self, restrictions: crate::KeyRestrictions) -> Self {
+        self.key.restrictions = restrictions;
+        self
+    }
+
     /// The key object.
     pub fn build(self) -> ApiKey {
         self.key
