@@ -178,7 +178,8 @@ impl Services {
         let feed = EventFeed::spawn(store.database_url(), settings.feed.clone(), feed_listener)?;
         let uses_buffer = uses.clone();
         let uses = UseFlusher::spawn(uses, Arc::new(store.clone()), settings.flush_uses_every)?;
-        let records = RecordSweeper::spawn(service.clone(), settings.sweep_records_every)?;
+        let records =
+            RecordSweeper::spawn(service.clone(), usage.clone(), settings.sweep_records_every)?;
         Ok(Services {
             service,
             authenticator: cache.clone(),

@@ -1,14 +1,16 @@
 //! Periodic background work: the deletion of expired idempotency records
 //! (docs/api.md, "Idempotent requests"): a record's sealed response must not
-//! outlive its 24 hours by more than one period; and the webhooks' expiry
-//! events (docs/webhooks.md).
+//! outlive its 24 hours by more than one period; the deletion of the counts
+//! of ended rate-limit windows (docs/limits.md, "Operating it"); and the
+//! webhooks' expiry events (docs/webhooks.md). Each deletion is idempotent:
+//! every node runs it, and one node's run leaves the next nothing to do.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use domain::ApiKeys;
+use domain::{ApiKeys, UsageMeter};
 
 /// How often expired records are deleted unless configured otherwise.
 pub const DEFAULT_SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -59,14 +61,24 @@ impl Periodic {
     }
 }
 
+/// Logs what a deletion of `what` did: a failure is tried again at the
+/// next period.
+fn logged(what: &str, deleted: Result<usize, domain::RepositoryError>) {
+    match deleted {
+        Ok(0) => {}
+        Ok(deleted) => tracing::debug!(deleted, "deleted {what}"),
+        Err(e) => tracing::warn!(error = %e, "could not delete {what}; retrying later"),
+    }
+}
+
 impl Drop for Periodic {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-/// A thread that deletes expired idempotency records every period, until
-/// stopped.
+/// A thread that deletes expired idempotency records and the counts of
+/// ended rate-limit windows every period, until stopped.
 #[derive(Debug)]
 pub struct RecordSweeper(Periodic);
 
@@ -75,17 +87,17 @@ impl RecordSweeper {
     ///
     /// # Errors
     /// When the thread cannot start.
-    pub fn spawn(service: Arc<ApiKeys>, every: Duration) -> std::io::Result<Self> {
+    pub fn spawn(
+        service: Arc<ApiKeys>,
+        usage: Arc<UsageMeter>,
+        every: Duration,
+    ) -> std::io::Result<Self> {
         Periodic::spawn("apikeys-idempotency-sweeper", every, move || {
-            match service.delete_expired_idempotency_records() {
-                Ok(0) => {}
-                Ok(deleted) => {
-                    tracing::debug!(deleted, "deleted expired idempotency records");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not delete expired idempotency records; retrying later");
-                }
-            }
+            logged(
+                "expired idempotency records",
+                service.delete_expired_idempotency_records(),
+            );
+            logged("counts of ended windows", usage.delete_ended_windows());
         })
         .map(RecordSweeper)
     }

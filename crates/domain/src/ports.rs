@@ -887,4 +887,13 @@ pub trait UsageBudget: Send + Sync {
         period: OffsetDateTime,
         amount: u64,
     ) -> Result<(), RepositoryError>;
+
+    /// Deletes the counts of windows that ended before `before`: those of a
+    /// key whose window (its rate limit's, now) ended by then, and every
+    /// count of a key without a rate limit. A window's count is read only
+    /// while the window lasts. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// [`RepositoryError`]; nothing is deleted then.
+    fn delete_ended_windows(&self, before: OffsetDateTime) -> Result<usize, RepositoryError>;
 }

@@ -347,6 +347,24 @@ impl UsageMeter {
         &self.counts
     }
 
+    /// How long after a window ended its count is kept: nodes' clocks may
+    /// differ a little, and a node still inside a window by its own clock
+    /// must find the window's count, not start it again (docs/limits.md,
+    /// "Operating it").
+    pub const ENDED_WINDOWS_KEPT_FOR: Duration = Duration::minutes(1);
+
+    /// Deletes the counts of windows that ended more than
+    /// [`UsageMeter::ENDED_WINDOWS_KEPT_FOR`] ago, so that the table holds
+    /// about one row per limited key and window in use, however long the
+    /// service runs. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// [`RepositoryError`]; the next call deletes them.
+    pub fn delete_ended_windows(&self) -> Result<usize, RepositoryError> {
+        let before = self.clock.now() - Self::ENDED_WINDOWS_KEPT_FOR;
+        self.budget.delete_ended_windows(before)
+    }
+
     fn meter(&self, key: &KeyId, limits: &UsageLimits, now: OffsetDateTime) -> Arc<KeyMeter> {
         if let Some(m) = self
             .keys

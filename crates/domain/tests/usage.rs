@@ -74,6 +74,20 @@ fn spend_until_refused(meter: &UsageMeter, key: KeyId, limits: UsageLimits) -> (
     }
 }
 
+/// A key limited to 3 uses per 10 s, used up 4 s into the window of
+/// 10:00:00 by one node's meter.
+fn used_up_at_10_00_04() -> (Harness, KeyId, UsageLimits, Arc<UsageMeter>) {
+    let h = Harness::new();
+    h.clock.set(datetime!(2026-12-03 10:00:04 UTC));
+    let (key, limits) = limited(&h, rate(3, "10s"));
+    let meter = meters(&h, 1).remove(0);
+    assert_eq!(
+        spend_until_refused(&meter, key, limits),
+        (3, RefusalCode::RateLimited)
+    );
+    (h, key, limits, meter)
+}
+
 #[test]
 fn concurrent_nodes_admit_exactly_the_limit_of_a_window_and_no_more() {
     // Given a key limited to 100 uses per 10 s and four nodes.
@@ -99,14 +113,8 @@ fn concurrent_nodes_admit_exactly_the_limit_of_a_window_and_no_more() {
 #[test]
 fn the_next_window_has_a_fresh_budget_and_refusals_say_when_it_starts() {
     // Given a key limited to 3 uses per 10 s, used up 4 s into a window.
-    let h = Harness::new();
-    h.clock.set(datetime!(2026-12-03 10:00:04 UTC));
-    let (key, limits) = limited(&h, rate(3, "10s"));
-    let meter = &meters(&h, 1)[0];
-    assert_eq!(
-        spend_until_refused(meter, key, limits),
-        (3, RefusalCode::RateLimited)
-    );
+    let (h, key, limits, meter) = used_up_at_10_00_04();
+    let meter = &meter;
 
     // Then the refusal says 6 s, and reports nothing left.
     let refusal = meter
@@ -306,4 +314,29 @@ fn an_unlimited_key_spends_nothing_and_needs_no_storage() {
             .unwrap(),
         None
     );
+}
+
+#[test]
+fn a_window_count_is_deleted_a_minute_after_its_window_ends() {
+    // Given a key limited to 3 uses per 10 s, used up in the window of
+    // 10:00:00, on one node,
+    let (h, key, limits, meter) = used_up_at_10_00_04();
+    let meter = &meter;
+    // and another node, whose clock is behind, still inside that window.
+    let behind = UsageMeter::new(Arc::new(h.store.clone()), Arc::new(h.clock.clone()));
+
+    // Within a minute of the window's end its count is kept: the node
+    // behind is refused as it should be.
+    h.clock.set(datetime!(2026-12-03 10:01:09 UTC));
+    assert_eq!(meter.delete_ended_windows().unwrap(), 0);
+    h.clock.set(datetime!(2026-12-03 10:00:09 UTC));
+    assert_eq!(
+        spend_until_refused(&behind, key, limits),
+        (0, RefusalCode::RateLimited)
+    );
+
+    // A minute after, it is deleted.
+    h.clock.set(datetime!(2026-12-03 10:01:10 UTC));
+    assert_eq!(meter.delete_ended_windows().unwrap(), 1);
+    assert_eq!(meter.delete_ended_windows().unwrap(), 0);
 }

@@ -34,6 +34,20 @@ RETURNING granted, used",
     )
 });
 
+/// Deletes the counts of windows that ended before `$1`: a window ends its
+/// key's `rate_window_seconds` after it starts; a key without a rate limit
+/// has no window that lasts. Only rows no take reads again.
+static DELETE_ENDED_WINDOWS: LazyLock<Template> = LazyLock::new(|| {
+    Template::parse(
+        "\
+DELETE FROM usage_windows AS w
+USING api_keys AS k
+WHERE k.id = w.key_id
+  AND (k.rate_window_seconds IS NULL
+       OR w.window_start + make_interval(secs => k.rate_window_seconds) <= $1)",
+    )
+});
+
 /// Gives `$3` uses back to key `$1`'s window `$2`.
 static RETURN_WINDOW: LazyLock<Template> = LazyLock::new(|| {
     Template::parse(
@@ -161,6 +175,19 @@ impl UsageBudget for PgStore {
             |_| None,
         )?;
         Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", name = "db.delete_ended_windows", skip_all)]
+    fn delete_ended_windows(&self, before: OffsetDateTime) -> Result<usize, RepositoryError> {
+        self.run(
+            "deleting the counts of ended windows",
+            |conn| {
+                Ok(Statement::new(&DELETE_ENDED_WINDOWS)
+                    .bind::<Timestamptz, _>(&before)
+                    .execute(conn)?)
+            },
+            |_| None,
+        )
     }
 
     #[tracing::instrument(level = "debug", name = "db.take_credits", skip_all)]

@@ -2763,6 +2763,7 @@ macro_rules! repository_contract_tests {
             limits_round_trip_and_update_with_their_event,
             window_shares_never_exceed_the_limit,
             credit_shares_never_exceed_the_credits,
+            ended_windows_are_deleted_and_current_ones_kept,
         );
     };
     (@tests $factory:expr; $module:ident; $($name:ident,)*) => {

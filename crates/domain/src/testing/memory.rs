@@ -669,6 +669,26 @@ impl UsageBudget for InMemoryStore {
         Ok(())
     }
 
+    fn delete_ended_windows(&self, before: OffsetDateTime) -> Result<usize, RepositoryError> {
+        let mut state = self.lock()?;
+        let windows = std::mem::take(&mut state.windows);
+        let total = windows.len();
+        let kept: BTreeMap<_, _> = windows
+            .into_iter()
+            .filter(|((key, start), _)| {
+                let window = state
+                    .keys
+                    .get(key)
+                    .and_then(|(stored, _)| stored.limits.rate_limit)
+                    .map(|r| r.window());
+                window.is_some_and(|window| *start + window > before)
+            })
+            .collect();
+        let deleted = total - kept.len();
+        state.windows = kept;
+        Ok(deleted)
+    }
+
     fn take_credits(
         &self,
         key: &KeyId,

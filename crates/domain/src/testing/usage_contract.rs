@@ -205,3 +205,64 @@ pub fn credit_shares_never_exceed_the_credits(store: &impl Store) {
         None
     );
 }
+
+/// The counts of ended windows are deleted, the current one's kept; a key
+/// without a rate limit keeps none.
+pub fn ended_windows_are_deleted_and_current_ones_kept(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    // A key limited per 10 s, and one that is not (any more).
+    let mut limited = f.key(&tenant);
+    limited.key.limits = limits(100);
+    f.insert(store, &limited);
+    let unlimited = f.key(&tenant);
+    f.insert(store, &unlimited);
+    let (a, b) = (limited.key.id, unlimited.key.id);
+    let take = |id, at| store.take_window_share(id, at, 100, 30).expect("take");
+    for start in [T0, T0 + Duration::seconds(10), T0 + Duration::seconds(20)] {
+        take(&a, start);
+    }
+    take(&b, T0 + Duration::seconds(20));
+
+    // Before T0 + 20 s: the windows from T0 and T0 + 10 s have ended (the
+    // second exactly then), the one from T0 + 20 s has not.
+    let deleted = store
+        .delete_ended_windows(T0 + Duration::seconds(20))
+        .expect("delete");
+    assert_eq!(deleted, 3);
+    // The kept window counts on; the deleted ones start again from 0.
+    assert_eq!(
+        take(&a, T0 + Duration::seconds(20)),
+        WindowShare {
+            granted: 30,
+            used: 60
+        }
+    );
+    assert_eq!(
+        take(&a, T0),
+        WindowShare {
+            granted: 30,
+            used: 30
+        }
+    );
+    assert_eq!(
+        take(&b, T0 + Duration::seconds(20)),
+        WindowShare {
+            granted: 30,
+            used: 30
+        }
+    );
+    // Again: nothing ended since, but the two counts just made again.
+    assert_eq!(
+        store
+            .delete_ended_windows(T0 + Duration::seconds(20))
+            .expect("delete"),
+        2
+    );
+    assert_eq!(
+        store
+            .delete_ended_windows(T0 + Duration::seconds(20))
+            .expect("delete"),
+        0
+    );
+}
