@@ -14,7 +14,7 @@ use crate::dto::{
     allowed_ips_out, allowed_origins_out, metadata_out, timestamp, CreditsObject, RateLimitObject,
 };
 use crate::error::ApiError;
-use crate::query::{parse_limit, query_pairs};
+use crate::query::{parse_cursor, parse_limit, query_pairs};
 use crate::route::routes;
 use crate::state::AppState;
 
@@ -265,12 +265,11 @@ fn parse_query(query: &str) -> Result<ListEvents, ApiError> {
             "limit" => request.limit = parse_limit(&value)?,
             // `query_pairs` lets only the names above through.
             _ => {
-                request.starting_after = Some(EventId::parse(&value).map_err(|_| {
-                    ApiError::invalid_parameter(
-                        "starting_after",
-                        "`starting_after` must be an event id",
-                    )
-                })?);
+                request.starting_after = Some(parse_cursor(
+                    &value,
+                    |v| EventId::parse(v).ok(),
+                    "an event id",
+                )?);
             }
         }
     }

@@ -24,7 +24,7 @@ use crate::dto::{CreatedKeyResponse, KeyList, KeyObject, RotatedKeyResponse, Sta
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
 use crate::idempotency::{self, idempotency_key, json_response, ReplayableResponse};
-use crate::query::{parse_limit, query_pairs};
+use crate::query::{parse_cursor, parse_limit, query_pairs};
 use crate::request_id::request_id_of;
 use crate::restriction_fields;
 use crate::route::routes;
@@ -100,12 +100,8 @@ fn parse_list_query(query: &str) -> Result<ListKeys, ApiError> {
             "limit" => request.limit = parse_limit(&value)?,
             // `query_pairs` lets only the known names through.
             _ => {
-                request.starting_after = Some(KeyId::parse(&value).map_err(|_| {
-                    ApiError::invalid_parameter(
-                        "starting_after",
-                        "`starting_after` must be a key id",
-                    )
-                })?);
+                request.starting_after =
+                    Some(parse_cursor(&value, |v| KeyId::parse(v).ok(), "a key id")?);
             }
         }
     }

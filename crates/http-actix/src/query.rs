@@ -41,6 +41,22 @@ pub(crate) fn query_pairs(query: &str, known: &[&str]) -> Result<Vec<(String, St
     Ok(pairs)
 }
 
+/// `starting_after`: the id of the last item of the previous page, read by
+/// `parse` (such as `KeyId::parse(..).ok()`); `what` names its kind in the
+/// refusal (`a key id`).
+///
+/// # Errors
+/// `invalid_parameter` with `param` `starting_after`.
+pub(crate) fn parse_cursor<T>(
+    value: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+    what: &str,
+) -> Result<T, ApiError> {
+    parse(value).ok_or_else(|| {
+        ApiError::invalid_parameter("starting_after", format!("`starting_after` must be {what}"))
+    })
+}
+
 /// `limit`: digits only, 1 to 100.
 ///
 /// # Errors

@@ -24,7 +24,7 @@ use crate::dto::timestamp;
 #[cfg(feature = "openapi")]
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
-use crate::query::{parse_limit, query_pairs};
+use crate::query::{parse_cursor, parse_limit, query_pairs};
 use crate::route::routes;
 use crate::state::AppState;
 
@@ -241,12 +241,7 @@ fn page_query<T>(
         if name == "limit" {
             limit = parse_limit(&value)?;
         } else {
-            after = Some(parse(&value).ok_or_else(|| {
-                ApiError::invalid_parameter(
-                    "starting_after",
-                    format!("`starting_after` must be {what}"),
-                )
-            })?);
+            after = Some(parse_cursor(&value, parse, what)?);
         }
     }
     Ok((after, limit))
