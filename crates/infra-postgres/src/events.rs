@@ -289,6 +289,11 @@ fn str_at<'v>(value: &'v Value, path: &[&str]) -> Result<&'v str, InvalidRow> {
         .ok_or_else(|| bad("data"))
 }
 
+/// A stored name (trusted: it was valid when written).
+fn name(value: &Value, path: &[&str]) -> Result<KeyName, InvalidRow> {
+    str_at(value, path).map(|name| KeyName::from_stored(name.to_owned()))
+}
+
 fn scopes_at(value: &Value, path: &[&str]) -> Result<Scopes, InvalidRow> {
     let names = path
         .iter()
@@ -306,28 +311,9 @@ fn time_at(value: &Value, key: &str) -> Result<OffsetDateTime, InvalidRow> {
     OffsetDateTime::parse(str_at(value, &[key])?, &Rfc3339).map_err(|_| bad("data"))
 }
 
-/// The change of `field` in an update's `changes`, each side read by `read`.
-fn change_at<T>(
-    changes: &Value,
-    field: &str,
-    read: fn(&Value) -> Option<T>,
-) -> Result<Option<Change<T>>, InvalidRow> {
-    let Some(change) = changes.get(field) else {
-        return Ok(None);
-    };
-    let side = |side: &str| change.get(side).and_then(read).ok_or_else(|| bad("data"));
-    Ok(Some(Change {
-        old: side("old")?,
-        new: side("new")?,
-    }))
-}
-
 fn data_from_json(event_type: EventType, value: &Value) -> Result<EventData, InvalidRow> {
     let key_id = |path: &[&str]| -> Result<KeyId, InvalidRow> {
         KeyId::parse(str_at(value, path)?).map_err(|_| bad("data"))
-    };
-    let name = |path: &[&str]| -> Result<KeyName, InvalidRow> {
-        str_at(value, path).map(|name| KeyName::from_stored(name.to_owned()))
     };
     Ok(match event_type {
         EventType::KeyCreated => EventData::KeyCreated {
@@ -339,25 +325,19 @@ fn data_from_json(event_type: EventType, value: &Value) -> Result<EventData, Inv
         EventType::KeyUpdated => {
             let changes = value.get("changes").ok_or_else(|| bad("data"))?;
             let changes = FieldChanges {
+                name: change_of(changes, "name", |v| name(v, &[]))?,
+                scopes: change_of(changes, "scopes", |v| scopes_at(v, &[]))?,
                 rate_limit: change_of(changes, "rate_limit", rate_limit_from)?,
                 credits: change_of(changes, "credits", credits_from)?,
-                name: match changes.get("name") {
-                    None => None,
-                    Some(_) => Some(Change {
-                        old: name(&["changes", "name", "old"])?,
-                        new: name(&["changes", "name", "new"])?,
-                    }),
-                },
-                scopes: match changes.get("scopes") {
-                    None => None,
-                    Some(_) => Some(Change {
-                        old: scopes_at(value, &["changes", "scopes", "old"])?,
-                        new: scopes_at(value, &["changes", "scopes", "new"])?,
-                    }),
-                },
-                allowed_ips: change_at(changes, "allowed_ips", ips_from_json)?,
-                allowed_origins: change_at(changes, "allowed_origins", origins_from_json)?,
-                metadata: change_at(changes, "metadata", metadata_from_json)?,
+                allowed_ips: change_of(changes, "allowed_ips", |v| {
+                    ips_from_json(v).ok_or_else(|| bad("data"))
+                })?,
+                allowed_origins: change_of(changes, "allowed_origins", |v| {
+                    origins_from_json(v).ok_or_else(|| bad("data"))
+                })?,
+                metadata: change_of(changes, "metadata", |v| {
+                    metadata_from_json(v).ok_or_else(|| bad("data"))
+                })?,
             };
             EventData::KeyUpdated { changes }
         }
