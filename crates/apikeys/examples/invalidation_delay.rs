@@ -15,50 +15,22 @@
 //! prints p50, p99 and p100 in milliseconds, and exits with status 1 when
 //! p100 exceeds the contract's 1 s.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use apikeys::application::{self, Application};
-use domain::{HashKey, Origin, SystemClock};
-use infra_postgres::testing::TestDatabase;
-use infra_postgres::{PgStore, PoolConfig};
+use apikeys::application::Settings;
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{millis, percentile};
+use support::{millis, percentile, Node, TwoPools};
 
 const TRIALS: usize = 100;
 const BOUND: Duration = Duration::from_secs(1);
 /// A trial that has not seen the 401 after this long is reported as failed.
 const GIVE_UP: Duration = Duration::from_secs(10);
-
-struct Node {
-    base: String,
-    handle: actix_web::dev::ServerHandle,
-    served: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Node {
-    fn start(store: &PgStore, hash_key: HashKey) -> anyhow::Result<Node> {
-        let bind: SocketAddr = "127.0.0.1:0".parse()?;
-        let app = Application::build(bind, store, SystemClock, hash_key, Some(2))?;
-        Ok(Node {
-            base: format!("http://{}", app.addr()),
-            handle: app.handle(),
-            served: actix_web::rt::spawn(app.into_server()),
-        })
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.handle.stop(true).await;
-        self.served.await.context("server task")??;
-        Ok(())
-    }
-}
 
 struct Caller {
     http: Client,
@@ -76,25 +48,24 @@ impl Caller {
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let db = TestDatabase::new();
-    let hash_key = HashKey::from_bytes(&[0x42; 32]).context("hash key")?;
-    // Each node with a pool of its own, as two processes would have.
-    let store_a = db.store();
-    let pool = PoolConfig {
-        max_size: 4,
-        ..PoolConfig::default()
-    };
-    let store_b = PgStore::connect(db.url(), &pool).context("node B's pool")?;
-    let created = application::service(&store_a, SystemClock, hash_key.clone())
-        .create_tenant(&Origin::cli(), "Acme")
-        .context("create tenant")?;
-    let admin = created.live.secret.into_secret();
+    let TwoPools {
+        db,
+        hash_key,
+        store_a,
+        store_b,
+        tenant,
+        admin,
+    } = TwoPools::new()?;
     let client = Caller {
         http: Client::new(),
-        tenant: created.tenant.id.to_string(),
+        tenant,
     };
-    let a = Node::start(&store_a, hash_key.clone())?;
-    let b = Node::start(&store_b, hash_key)?;
+    let settings = Settings {
+        workers: Some(2),
+        ..Settings::default()
+    };
+    let a = Node::start(&store_a, hash_key.clone(), &settings)?;
+    let b = Node::start(&store_b, hash_key, &settings)?;
 
     // The keys, made on A.
     let mut keys = Vec::with_capacity(TRIALS);

@@ -16,61 +16,39 @@
 //! milliseconds.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use apikeys::application::{self, Application, Settings};
-use domain::{AllowHosts, HashKey, Origin, SystemClock};
-use infra_postgres::testing::TestDatabase;
-use infra_postgres::{PgStore, PoolConfig};
+use apikeys::application::Settings;
+use domain::AllowHosts;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{millis, percentile};
+use support::{millis, percentile, Node, TwoPools};
 
 const TRIALS: usize = 100;
 const GIVE_UP: Duration = Duration::from_secs(10);
 
 type Hits = Arc<Mutex<HashMap<String, Instant>>>;
 
-struct Node {
-    base: String,
-    handle: actix_web::dev::ServerHandle,
-    served: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Node {
-    fn start(store: &PgStore, hash_key: HashKey, deliver: bool) -> anyhow::Result<Node> {
-        let bind: SocketAddr = "127.0.0.1:0".parse()?;
-        let settings = Settings {
-            workers: Some(2),
-            services: composition::Settings {
-                webhooks: composition::WebhookSettings {
-                    allow_hosts: AllowHosts::new(["127.0.0.1"]),
-                    deliver,
-                    ..composition::WebhookSettings::default()
-                },
-                ..composition::Settings::default()
+/// A node's settings: deliveries to the local receiver allowed, and made
+/// by this node's worker only if `deliver`.
+fn settings(deliver: bool) -> Settings {
+    Settings {
+        workers: Some(2),
+        services: composition::Settings {
+            webhooks: composition::WebhookSettings {
+                allow_hosts: AllowHosts::new(["127.0.0.1"]),
+                deliver,
+                ..composition::WebhookSettings::default()
             },
-            ..Settings::default()
-        };
-        let app = Application::build_with(bind, store, SystemClock, hash_key, &settings)?;
-        Ok(Node {
-            base: format!("http://{}", app.addr()),
-            handle: app.handle(),
-            served: actix_web::rt::spawn(app.into_server()),
-        })
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.handle.stop(true).await;
-        self.served.await.context("server task")??;
-        Ok(())
+            ..composition::Settings::default()
+        },
+        ..Settings::default()
     }
 }
 
@@ -141,19 +119,14 @@ fn report(what: &str, delays: &[Duration]) {
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let db = TestDatabase::new();
-    let hash_key = HashKey::from_bytes(&[0x42; 32]).context("hash key")?;
-    let store_a = db.store();
-    let pool = PoolConfig {
-        max_size: 4,
-        ..PoolConfig::default()
-    };
-    let store_b = PgStore::connect(db.url(), &pool).context("node B's pool")?;
-    let created = application::service(&store_a, SystemClock, hash_key.clone())
-        .create_tenant(&Origin::cli(), "Acme")
-        .context("create tenant")?;
-    let admin = created.live.secret.into_secret();
-    let tenant = created.tenant.id.to_string();
+    let TwoPools {
+        db,
+        hash_key,
+        store_a,
+        store_b,
+        tenant,
+        admin,
+    } = TwoPools::new()?;
 
     let hits: Hits = Arc::default();
     let data = actix_web::web::Data::from(hits.clone());
@@ -169,8 +142,8 @@ async fn main() -> anyhow::Result<()> {
     let receiver_handle = receiver.handle();
     actix_web::rt::spawn(receiver);
 
-    let a = Node::start(&store_a, hash_key.clone(), false)?;
-    let b = Node::start(&store_b, hash_key, true)?;
+    let a = Node::start(&store_a, hash_key.clone(), &settings(false))?;
+    let b = Node::start(&store_b, hash_key, &settings(true))?;
     let http = Client::new();
     let response = http
         .post(format!("{}/v1/webhook-endpoints", b.base))
