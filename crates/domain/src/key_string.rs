@@ -159,6 +159,20 @@ fn push_checksum(text: &mut String) {
     }
 }
 
+/// `text` as an error message may quote it (docs/api.md, "Secrets"): as
+/// given, cut to its first 100 characters, or `[redacted]` when it holds key
+/// material ([`contains_key_material`]), so that no refusal repeats a key.
+pub fn quoted_in_error(text: &str) -> String {
+    const SHOWN_CHARS: usize = 100;
+    if contains_key_material(text) {
+        return "[redacted]".to_owned();
+    }
+    match text.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 /// Whether `text` holds key material anywhere: a well-formed key, or the part
 /// of one after its tag, that is 32 base62 characters followed by the 6 of a
 /// checksum that matches them under one of the four tags (docs/api.md,

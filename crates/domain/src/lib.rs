@@ -88,7 +88,7 @@ pub use idempotency::{
 };
 pub use ids::{DeliveryId, EndpointId, EventId, IdError, KeyId, TenantId};
 pub use key_kind::{KeyType, Mode, UnknownVariant};
-pub use key_string::{contains_key_material, KeyFormatError, PlainKey};
+pub use key_string::{contains_key_material, quoted_in_error, KeyFormatError, PlainKey};
 pub use leaks::{FoundReport, FoundToken, LeakReport};
 pub use limits::{
     Cost, Credits, LimitError, LimitsUpdate, RateLimit, Refill, RefillInterval, UsageLimits,

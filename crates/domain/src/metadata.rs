@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use crate::key_string::contains_key_material;
+use crate::key_string::{contains_key_material, quoted_in_error};
 
 /// Why metadata is refused (400 `invalid_parameter`, `param` `metadata`).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -14,9 +14,17 @@ pub enum MetadataError {
     /// More than [`Metadata::MAX_ENTRIES`] entries (after a merge).
     #[error("metadata may hold at most 20 entries")]
     TooManyEntries,
-    /// A key that is not 1 to 40 characters of `[A-Za-z0-9_.-]`.
-    #[error("metadata key `{0}` must be 1 to 40 characters of A-Z, a-z, 0-9, `_`, `.` and `-`")]
+    /// A key that is not 1 to 40 characters of `[A-Za-z0-9_.-]`, or that
+    /// is (part of) an API key (the key as
+    /// [`quoted_in_error`](crate::quoted_in_error) shows it).
+    #[error(
+        "metadata key `{0}` must be 1 to 40 characters of A-Z, a-z, 0-9, `_`, `.` and `-`, and not an API key"
+    )]
     InvalidKey(String),
+    /// A value holding NUL (U+0000), which no JSON column of PostgreSQL
+    /// can store.
+    #[error("the value of metadata key `{0}` must not hold a NUL character (U+0000)")]
+    NulInValue(String),
     /// A value longer than [`Metadata::MAX_VALUE_CHARS`] characters.
     #[error("the value of metadata key `{0}` is longer than 500 characters")]
     ValueTooLong(String),
@@ -126,11 +134,13 @@ fn check_key(key: &str) -> Result<(), MetadataError> {
     let ok = (1..=Metadata::MAX_KEY_CHARS).contains(&key.len())
         && key
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        // The part of a key after its tag fits the characters and length.
+        && !contains_key_material(key);
     if ok {
         Ok(())
     } else {
-        Err(MetadataError::InvalidKey(key.to_owned()))
+        Err(MetadataError::InvalidKey(quoted_in_error(key)))
     }
 }
 
@@ -141,6 +151,9 @@ fn check_entry(key: &str, value: &str) -> Result<(), MetadataError> {
     }
     if contains_key_material(value) {
         return Err(MetadataError::KeyMaterial(key.to_owned()));
+    }
+    if value.contains('\0') {
+        return Err(MetadataError::NulInValue(key.to_owned()));
     }
     Ok(())
 }
@@ -154,6 +167,37 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn a_key_name_holding_an_api_key_is_refused_without_repeating_it() {
+        let key = crate::PlainKey::generate(
+            crate::KeyType::Secret,
+            crate::Mode::Live,
+            &crate::testing::SeqSecretSource::new(5),
+        );
+        // The part after the tag fits the key names' characters and length.
+        let tail = key.expose_secret()[8..].to_owned();
+        assert_eq!(
+            Metadata::new(entries(&[(&tail, "x")])),
+            Err(MetadataError::InvalidKey("[redacted]".into()))
+        );
+        assert_eq!(
+            MetadataPatch::new([(tail, None)]),
+            Err(MetadataError::InvalidKey("[redacted]".into()))
+        );
+    }
+
+    #[test]
+    fn a_value_holding_nul_is_refused() {
+        assert_eq!(
+            Metadata::new(entries(&[("k", "a\0b")])),
+            Err(MetadataError::NulInValue("k".into()))
+        );
+        assert_eq!(
+            MetadataPatch::new([("k".to_owned(), Some("\0".to_owned()))]),
+            Err(MetadataError::NulInValue("k".into()))
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use thiserror::Error;
 
 use crate::key_kind::KeyType;
+use crate::key_string::quoted_in_error;
 
 /// Why a restriction given by a client is refused (400
 /// `invalid_parameter`).
@@ -20,14 +21,16 @@ pub enum RestrictionError {
     /// `allowed_ips` is empty or has more than [`AllowedIps::MAX`] blocks.
     #[error("allowed_ips must hold 1 to 100 CIDR blocks (or be null)")]
     IpCount,
-    /// An entry of `allowed_ips` is not an address or CIDR block.
+    /// An entry of `allowed_ips` is not an address or CIDR block (the entry
+    /// as [`quoted_in_error`] shows it).
     #[error("`{0}` is not an IPv4 or IPv6 address or CIDR block")]
     InvalidBlock(String),
     /// `allowed_origins` is empty or has more than [`AllowedOrigins::MAX`]
     /// origins.
     #[error("allowed_origins must hold 1 to 50 origins (or be null)")]
     OriginCount,
-    /// An entry of `allowed_origins` is not `scheme://host[:port]`.
+    /// An entry of `allowed_origins` is not `scheme://host[:port]` (the
+    /// entry as [`quoted_in_error`] shows it).
     #[error("`{0}` is not an origin `scheme://host[:port]` (the host may start with `*.`)")]
     InvalidOrigin(String),
     /// `allowed_origins` on a secret key: origins are a browser's, and a
@@ -89,14 +92,15 @@ impl AllowedIps {
     /// # Errors
     /// [`RestrictionError::IpCount`].
     pub fn new(blocks: Vec<IpNet>) -> Result<Self, RestrictionError> {
-        if blocks.is_empty() || blocks.len() > Self::MAX {
+        let mut seen = std::collections::HashSet::with_capacity(blocks.len());
+        let normalized: Vec<IpNet> = blocks
+            .into_iter()
+            .map(normalize)
+            .filter(|block| seen.insert(*block))
+            .collect();
+        // Counted as stored, as `allowed_origins` is: duplicates dropped.
+        if normalized.is_empty() || normalized.len() > Self::MAX {
             return Err(RestrictionError::IpCount);
-        }
-        let mut normalized: Vec<IpNet> = Vec::with_capacity(blocks.len());
-        for block in blocks.into_iter().map(normalize) {
-            if !normalized.contains(&block) {
-                normalized.push(block);
-            }
         }
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
@@ -156,7 +160,7 @@ fn parse_block(raw: &str) -> Result<IpNet, RestrictionError> {
     entry
         .parse::<IpNet>()
         .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| RestrictionError::InvalidBlock(raw.to_owned()))
+        .map_err(|_| RestrictionError::InvalidBlock(quoted_in_error(raw)))
 }
 
 /// The block's network address; an IPv4-mapped IPv6 block (`::ffff:0:0/96`
@@ -197,7 +201,7 @@ impl AllowedOrigin {
     /// # Errors
     /// [`RestrictionError::InvalidOrigin`].
     pub fn parse(raw: &str) -> Result<Self, RestrictionError> {
-        let invalid = || RestrictionError::InvalidOrigin(raw.to_owned());
+        let invalid = || RestrictionError::InvalidOrigin(quoted_in_error(raw));
         if raw.len() > Self::MAX_LEN {
             return Err(invalid());
         }
@@ -306,6 +310,14 @@ impl SeenOrigin {
         if host.is_empty() {
             return None;
         }
+        // An IPv6 address in one spelling (`[0:0::1]` is `[::1]`).
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(inner) => match inner.parse::<Ipv6Addr>() {
+                Ok(address) => format!("[{address}]"),
+                Err(_) => host.to_owned(),
+            },
+            None => host.to_owned(),
+        };
         let default = match scheme {
             "https" | "wss" => Some(443),
             "http" | "ws" => Some(80),
@@ -313,7 +325,7 @@ impl SeenOrigin {
         };
         Some(SeenOrigin {
             scheme: scheme.to_owned(),
-            host: host.to_owned(),
+            host,
             port: port.filter(|p| Some(*p) != default),
         })
     }
@@ -493,6 +505,37 @@ mod tests {
             AllowedIps::parse(many.iter().map(String::as_str)),
             Err(RestrictionError::IpCount)
         );
+        // Counted as stored: 100 blocks and their duplicates are 100.
+        let doubled: Vec<String> = (0..100)
+            .flat_map(|i| [format!("10.0.{i}.0/24"), format!("10.0.{i}.7/24")])
+            .collect();
+        let doubled = AllowedIps::parse(doubled.iter().map(String::as_str)).unwrap();
+        assert_eq!(doubled.blocks().len(), 100);
+    }
+
+    #[test]
+    fn a_refused_entry_is_quoted_but_never_a_key() {
+        let key = crate::PlainKey::generate(
+            KeyType::Secret,
+            crate::Mode::Live,
+            &crate::testing::SeqSecretSource::new(3),
+        );
+        let key = key.expose_secret();
+        for entry in [key, &key[8..]] {
+            assert_eq!(
+                AllowedIps::parse([entry]),
+                Err(RestrictionError::InvalidBlock("[redacted]".into()))
+            );
+            assert_eq!(
+                AllowedOrigins::parse([entry]),
+                Err(RestrictionError::InvalidOrigin("[redacted]".into()))
+            );
+        }
+        let long = "x".repeat(300);
+        let Err(RestrictionError::InvalidBlock(quoted)) = AllowedIps::parse([long.as_str()]) else {
+            panic!("refused");
+        };
+        assert_eq!(quoted, format!("{}…", "x".repeat(100)));
     }
 
     #[test]
@@ -548,6 +591,21 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn an_ipv6_origin_has_one_spelling() {
+        let origins = AllowedOrigins::parse(["http://[0:0::1]:3000"]).unwrap();
+        assert_eq!(
+            origins
+                .iter()
+                .map(AllowedOrigin::as_str)
+                .collect::<Vec<_>>(),
+            ["http://[::1]:3000"]
+        );
+        assert!(origins.allows("http://[::1]:3000"));
+        assert!(origins.allows("http://[0000::0001]:3000"));
+        assert!(!origins.allows("http://[::2]:3000"));
     }
 
     #[test]

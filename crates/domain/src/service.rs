@@ -534,9 +534,11 @@ impl ApiKeys {
             now,
         );
         // Rotation copies where the key may be used from and its metadata
-        // (docs/api.md, "Restricting a key").
+        // (docs/api.md, "Restricting a key"), and its limits, its credits
+        // as they were read, counted from now (docs/limits.md).
         successor.key.restrictions = old.restrictions.clone();
         successor.key.metadata = old.metadata.clone();
+        successor.key.limits = limits_set_at(old.limits, now);
         let revokes_at = now + grace.get();
         let rotated = self.key_event(
             now,

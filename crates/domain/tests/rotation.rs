@@ -361,3 +361,47 @@ fn a_rotation_chain_cannot_grow_past_the_key_limit() {
     assert_eq!(h.stored(&second.key).replaced_by, Some(rotated.key.id));
     assert!(h.authenticate(&rotated.secret, &acme.tenant.id).is_ok());
 }
+
+#[test]
+fn the_successor_copies_the_limits_its_credits_counted_from_the_rotation() {
+    // Given a key limited to 100 uses a minute with 50 credits refilled
+    // daily,
+    let h = Harness::new();
+    let acme = h.tenant();
+    let admin = h.principal(&acme.live);
+    let limits = domain::UsageLimits {
+        rate_limit: Some(domain::RateLimit::parse(100, "1m").expect("rate")),
+        credits: Some(
+            domain::Credits::new(
+                50,
+                Some(domain::Refill::new(1000, domain::RefillInterval::Daily).expect("refill")),
+            )
+            .expect("credits"),
+        ),
+        credits_since: None,
+    };
+    let old = h.create(
+        &admin,
+        domain::CreateKey {
+            limits,
+            ..request(KeyType::Secret, None, Scopes::full(), None)
+        },
+    );
+    h.clock.advance(Duration::hours(2));
+
+    // when it is rotated,
+    let rotated = h
+        .service
+        .rotate(&admin, None, &old.key.id, grace("1h"))
+        .expect("rotate");
+
+    // then the successor has the same limits, its credits' period starting
+    // now, and so has it in the store.
+    let expected = domain::UsageLimits {
+        credits_since: Some(T0 + Duration::hours(2)),
+        ..limits
+    };
+    assert_eq!(rotated.key.limits, expected);
+    assert_eq!(h.stored(&rotated.key).limits, expected);
+    assert_eq!(h.stored(&old.key).limits.rate_limit, limits.rate_limit);
+}

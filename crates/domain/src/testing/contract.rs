@@ -2764,6 +2764,7 @@ macro_rules! repository_contract_tests {
             window_shares_never_exceed_the_limit,
             credit_shares_never_exceed_the_credits,
             ended_windows_are_deleted_and_current_ones_kept,
+            rotation_stores_the_successors_limits,
         );
     };
     (@tests $factory:expr; $module:ident; $($name:ident,)*) => {

@@ -266,3 +266,33 @@ pub fn ended_windows_are_deleted_and_current_ones_kept(store: &impl Store) {
         0
     );
 }
+
+/// A rotation stores the successor's limits as given (the use case copies
+/// the old key's).
+pub fn rotation_stores_the_successors_limits(store: &impl Store) {
+    let f = Fixture::new();
+    let tenant = f.stored_tenant(store, "Acme");
+    let mut old = f.key(&tenant);
+    old.key.limits = limits(100);
+    f.insert(store, &old);
+    let mut successor = f.key(&tenant);
+    successor.key.limits = UsageLimits {
+        credits_since: Some(T0 + Duration::hours(1)),
+        ..limits(100)
+    };
+
+    f.rotate(
+        store,
+        &old.key,
+        &successor,
+        Duration::hours(1),
+        T0 + Duration::hours(1),
+    )
+    .expect("rotate");
+
+    let stored = store
+        .find_by_hash(&successor.hash)
+        .expect("find")
+        .expect("successor");
+    assert_eq!(stored.limits, successor.key.limits);
+}
