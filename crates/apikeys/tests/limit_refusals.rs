@@ -156,3 +156,84 @@ async fn a_revocation_wins_over_a_budget_held_in_memory() {
     assert_eq!(verdict["code"], "api_key_revoked", "{verdict}");
     app.stop().await;
 }
+
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` of `response`, the reset
+/// checked to be within a day and then left out.
+fn budget(response: &Response) -> (Option<&str>, Option<&str>) {
+    let reset: u64 = header(response, "ratelimit-reset")
+        .expect("RateLimit-Reset")
+        .parse()
+        .unwrap();
+    assert!((1..=86_400).contains(&reset), "{reset}");
+    (
+        header(response, "ratelimit-limit"),
+        header(response, "ratelimit-remaining"),
+    )
+}
+
+#[actix_web::test]
+async fn the_webhook_routes_spend_a_limited_keys_budget_as_every_route_does() {
+    let app = TestApp::spawn().await;
+    let (_, key) = limited(&app, json!({"rate_limit": {"limit": 2, "window": "1d"}})).await;
+    for remaining in ["1", "0"] {
+        let response = app
+            .request_as(Method::GET, "/v1/webhook-endpoints", &key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(budget(&response), (Some("2"), Some(remaining)));
+    }
+    let refused = app
+        .request_as(Method::GET, "/v1/webhook-endpoints", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(json(refused).await["error"]["code"], "rate_limited");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_use_refused_for_its_scope_carries_the_budget_unspent() {
+    // Given a key that may read users, limited to 5 uses a day, used once,
+    let app = TestApp::spawn().await;
+    let (id, key) = limited(
+        &app,
+        json!({"scopes": ["users:read"], "rate_limit": {"limit": 5, "window": "1d"}}),
+    )
+    .await;
+    let forward = |query: &'static str| {
+        app.client
+            .get(format!("{}/v1/forward-auth{query}", app.base))
+            .header("X-API-Key", &key)
+    };
+    let used = forward("?scopes=users:read").send().await.unwrap();
+    assert_eq!(used.status(), StatusCode::OK);
+    assert_eq!(budget(&used), (Some("5"), Some("4")));
+
+    // a route it lacks the scope for, and forward-auth asking for another
+    // scope or type, answer 403 with the budget as it is, unspent;
+    let route = app
+        .request_as(Method::GET, &format!("/v1/api-keys/{id}"), &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(route.status(), StatusCode::FORBIDDEN);
+    assert_eq!(budget(&route), (Some("5"), Some("4")));
+    assert_eq!(json(route).await["error"]["code"], "insufficient_scope");
+    for (query, code) in [
+        ("?scopes=users:write", "insufficient_scope"),
+        ("?type=publishable", "key_type_mismatch"),
+    ] {
+        let refused = forward(query).send().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{query}");
+        assert_eq!(budget(&refused), (Some("5"), Some("4")), "{query}");
+        assert_eq!(json(refused).await["error"]["code"], code);
+    }
+    // and the next use is the second.
+    let used = forward("").send().await.unwrap();
+    assert_eq!(used.status(), StatusCode::OK);
+    assert_eq!(budget(&used), (Some("5"), Some("3")));
+    app.stop().await;
+}

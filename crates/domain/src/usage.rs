@@ -407,6 +407,31 @@ impl UsageMeter {
         }
     }
 
+    /// What this node can say of key `key`'s budget now, spending nothing
+    /// and asking no store: for a response to a use refused before its
+    /// budget was judged (its type or scopes). `None` for an unlimited key.
+    /// A key this node has not metered yet reports its limits as the key
+    /// holds them (a whole window, the credits not handed out).
+    pub fn report(&self, key: &KeyId, limits: &UsageLimits) -> Option<UsageReport> {
+        if limits.is_unlimited() {
+            return None;
+        }
+        let now = self.clock.now();
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        let report = match keys.get(key) {
+            Some(meter) => {
+                let local = lock(&meter.local);
+                if fingerprint(&local.limits) == fingerprint(limits) {
+                    local.report(now)
+                } else {
+                    Local::new(*limits, now).report(now)
+                }
+            }
+            None => Local::new(*limits, now).report(now),
+        };
+        Some(report)
+    }
+
     /// Judges a use of key `key` (with `limits` as the key holds them) of
     /// `cost` from memory, without blocking: `None` when a share must be
     /// taken from the store first ([`spend`](Self::spend), on a thread that

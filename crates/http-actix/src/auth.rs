@@ -141,7 +141,11 @@ impl Authenticated {
         req: &HttpRequest,
         check: impl FnOnce(&Principal) -> Result<(), AccessError>,
     ) -> Result<(), ApiError> {
-        check(&self.0)?;
+        if let Err(refused) = check(&self.0) {
+            // Refused before the budget: it carries the headers, unspent.
+            crate::usage::report_unspent(req, &self.0.key_id, &self.1);
+            return Err(refused.into());
+        }
         crate::usage::spend_use(req, self.0.key_id, self.1, Cost::ONE).await?;
         Ok(())
     }

@@ -35,7 +35,7 @@ use crate::query::query_pairs;
 use crate::request_id::REQUEST_ID_HEADER;
 use crate::route::routes;
 use crate::snapshot::PerSnapshot;
-use crate::usage::spend_use;
+use crate::usage::{report_unspent, spend_use};
 use crate::verify::no_store;
 
 routes! {
@@ -219,8 +219,12 @@ async fn allowed(req: &HttpRequest) -> Result<KeyHeaders, ApiError> {
         req,
         Via::ForwardAuth,
         gateway_credentials(req.headers()),
-        move |_, key, _| {
-            judge(key, &asked)?;
+        move |req, key, _| {
+            if let Err(refused) = judge(key, &asked) {
+                // Refused before the budget: it carries the headers, unspent.
+                report_unspent(req, &key.id, &key.limits);
+                return Err(refused);
+            }
             Ok((key_headers(key), key.id, key.limits))
         },
     )

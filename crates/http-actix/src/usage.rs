@@ -50,6 +50,21 @@ pub(crate) fn add_headers(req: &HttpRequest, headers: &mut HeaderMap) {
     }
 }
 
+/// Keeps key `key`'s budget, as this node knows it, in the request for the
+/// `RateLimit-*` headers, spending nothing: for a use of a limited key
+/// refused before its budget is judged (its type or scopes).
+pub(crate) fn report_unspent(req: &HttpRequest, key: &KeyId, limits: &UsageLimits) {
+    if limits.is_unlimited() {
+        return;
+    }
+    let Some(meter) = req.app_data::<web::Data<UsageMeter>>() else {
+        return;
+    };
+    if let Some(report) = meter.report(key, limits) {
+        req.extensions_mut().insert(LimitReport(report));
+    }
+}
+
 /// The refusal's code as the API spells it.
 pub(crate) fn refusal_code(code: RefusalCode) -> &'static str {
     match code {

@@ -247,10 +247,19 @@ fn page_query<T>(
     Ok((after, limit))
 }
 
-fn authorize(caller: &Authenticated, scope: Scope) -> Result<(), ApiError> {
-    caller.require_secret()?;
-    caller.require_scope(scope)?;
-    Ok(())
+/// A secret key with `scope` (or `*`), then a use of a limited key's
+/// budget, as on every route (docs/api.md, "Limiting a key's use").
+async fn authorize(
+    caller: &Authenticated,
+    req: &HttpRequest,
+    scope: Scope,
+) -> Result<(), ApiError> {
+    caller
+        .authorize(req, |p| {
+            p.require_secret()?;
+            p.require_scope(scope)
+        })
+        .await
 }
 
 fn shown_once(status: actix_web::http::StatusCode, created: &CreatedEndpoint) -> HttpResponse {
@@ -292,7 +301,7 @@ pub(crate) async fn list_endpoints(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&caller, Scope::WebhooksRead)?;
+    authorize(&caller, &req, Scope::WebhooksRead).await?;
     let (after, limit) = page_query(&req, |s| EndpointId::parse(s).ok(), "an endpoint id")?;
     let webhooks = service(&state)?;
     let principal = caller.into_principal();
@@ -334,7 +343,7 @@ pub(crate) async fn create_endpoint(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&caller, Scope::WebhooksWrite)?;
+    authorize(&caller, &req, Scope::WebhooksWrite).await?;
     let body = read_object(&req, payload, &["url", "events", "description"]).await?;
     let url = body.req_str("url")?.to_owned();
     let events = body
@@ -381,7 +390,7 @@ pub(crate) async fn get_endpoint(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&caller, Scope::WebhooksRead)?;
+    authorize(&caller, &req, Scope::WebhooksRead).await?;
     let id = endpoint_id(&req)?;
     let webhooks = service(&state)?;
     let principal = caller.into_principal();
@@ -419,7 +428,7 @@ pub(crate) async fn update_endpoint(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&caller, Scope::WebhooksWrite)?;
+    authorize(&caller, &req, Scope::WebhooksWrite).await?;
     let id = endpoint_id(&req)?;
     let body = read_object(&req, payload, &["url", "events", "description", "enabled"]).await?;
     let request = UpdateEndpoint {
@@ -472,7 +481,7 @@ pub(crate) async fn delete_endpoint(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&caller, Scope::WebhooksWrite)?;
+    authorize(&caller, &req, Scope::WebhooksWrite).await?;
     let id = endpoint_id(&req)?;
     let webhooks = service(&state)?;
     let principal = caller.into_principal();
@@ -507,7 +516,7 @@ pub(crate) async fn rotate_endpoint_secret(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&caller, Scope::WebhooksWrite)?;
+    authorize(&caller, &req, Scope::WebhooksWrite).await?;
     let id = endpoint_id(&req)?;
     let webhooks = service(&state)?;
     let principal = caller.into_principal();
@@ -546,7 +555,7 @@ pub(crate) async fn list_deliveries(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&caller, Scope::WebhooksRead)?;
+    authorize(&caller, &req, Scope::WebhooksRead).await?;
     let id = endpoint_id(&req)?;
     let (after, limit) = page_query(&req, |s| DeliveryId::parse(s).ok(), "a delivery id")?;
     let webhooks = service(&state)?;
@@ -588,7 +597,7 @@ pub(crate) async fn retry_delivery(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&caller, Scope::WebhooksWrite)?;
+    authorize(&caller, &req, Scope::WebhooksWrite).await?;
     let id = endpoint_id(&req)?;
     let delivery = req
         .match_info()
