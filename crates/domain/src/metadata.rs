@@ -16,7 +16,7 @@ pub enum MetadataError {
     TooManyEntries,
     /// A key that is not 1 to 40 characters of `[A-Za-z0-9_.-]`, or that
     /// is (part of) an API key (the key as
-    /// [`quoted_in_error`](crate::quoted_in_error) shows it).
+    /// [`quoted_in_error`] shows it).
     #[error(
         "metadata key `{0}` must be 1 to 40 characters of A-Z, a-z, 0-9, `_`, `.` and `-`, and not an API key"
     )]
