@@ -84,9 +84,23 @@ impl RateLimit {
     /// to a multiple of the window (an instant exactly on a boundary starts
     /// the next window).
     pub fn window_start(&self, now: OffsetDateTime) -> OffsetDateTime {
-        let length = self.window_seconds();
-        let start = now.unix_timestamp().div_euclid(length) * length;
+        let start = self.window_start_unix(now.unix_timestamp());
         OffsetDateTime::UNIX_EPOCH + Duration::seconds(start)
+    }
+
+    /// [`RateLimit::window_start`] in Unix seconds, of the Unix second
+    /// `unix`: what a use judged from memory compares, without calendar
+    /// arithmetic.
+    pub(crate) fn window_start_unix(&self, unix: i64) -> i64 {
+        let length = self.window_seconds();
+        unix.div_euclid(length) * length
+    }
+
+    /// Whole seconds from the Unix second `unix` (any fraction of it) to the
+    /// end of its window: what `Retry-After` and `RateLimit-Reset` say.
+    pub(crate) fn seconds_to_window_end(&self, unix: i64) -> u64 {
+        let end = self.window_start_unix(unix) + self.window_seconds();
+        u64::try_from(end - unix).unwrap_or(0)
     }
 
     /// The end of the window that holds `now` (the next one's start).
@@ -313,6 +327,29 @@ mod tests {
 
     fn ten_seconds(limit: u64) -> RateLimit {
         RateLimit::parse(limit, "10s").unwrap()
+    }
+
+    #[test]
+    fn the_unix_second_arithmetic_agrees_with_the_calendar() {
+        for window in ["1s", "7s", "1m", "1h", "1d"] {
+            let rate = RateLimit::parse(5, window).unwrap();
+            for nanos in [0, 1, 999, 1_000, 500_000_000, 999_999_999] {
+                for offset in [0, 1, 6, 59, 3_599, 86_399, 86_400] {
+                    let now = datetime!(2026-12-03 00:00:00 UTC)
+                        + Duration::seconds(offset)
+                        + Duration::nanoseconds(nanos);
+                    let unix = now.unix_timestamp();
+                    assert_eq!(
+                        rate.window_start_unix(unix),
+                        rate.window_start(now).unix_timestamp()
+                    );
+                    // Whole seconds, rounded up, to the end.
+                    let nanos = (rate.window_end(now) - now).whole_nanoseconds();
+                    let ceil = u64::try_from(nanos.unsigned_abs().div_ceil(1_000_000_000)).unwrap();
+                    assert_eq!(rate.seconds_to_window_end(unix), ceil, "{window} {now}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct Spent {
 #[derive(Debug, Clone, Copy)]
 struct WindowLocal {
     start: OffsetDateTime,
+    /// `start` in Unix seconds, compared on every use.
+    start_unix: i64,
     left: u32,
     /// The window's uses handed out to all nodes when this node last took.
     used: u32,
@@ -171,7 +173,8 @@ impl Local {
     }
 
     fn window_now(&self, rate: &RateLimit, now: OffsetDateTime) -> Option<WindowLocal> {
-        self.window.filter(|w| w.start == rate.window_start(now))
+        let start = rate.window_start_unix(now.unix_timestamp());
+        self.window.filter(|w| w.start_unix == start)
     }
 
     fn credits_now(&self, now: OffsetDateTime) -> Option<CreditsLocal> {
@@ -188,7 +191,7 @@ impl Local {
             return UsageReport {
                 limit,
                 remaining: remaining.min(limit),
-                reset: seconds_until(now, rate.window_end(now)),
+                reset: rate.seconds_to_window_end(now.unix_timestamp()),
             };
         }
         let credits = self.limits.credits;
@@ -209,7 +212,7 @@ impl Local {
             RefusalCode::RateLimited => self
                 .limits
                 .rate_limit
-                .map(|r| seconds_until(now, r.window_end(now)).max(1)),
+                .map(|r| r.seconds_to_window_end(now.unix_timestamp()).max(1)),
             RefusalCode::UsageExceeded => self
                 .limits
                 .credits
@@ -562,12 +565,14 @@ impl UsageMeter {
         local.window = Some(match local.window_now(&rate, now) {
             Some(w) => WindowLocal {
                 start,
+                start_unix: start.unix_timestamp(),
                 left: w.left + share.granted,
                 used: share.used,
                 exhausted,
             },
             None => WindowLocal {
                 start,
+                start_unix: start.unix_timestamp(),
                 left: share.granted,
                 used: share.used,
                 exhausted,
