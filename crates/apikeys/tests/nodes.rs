@@ -29,12 +29,10 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
-use actix_web::rt::task::JoinHandle;
 use actix_web::rt::time::sleep;
-use apikeys::application::{self, Application, Settings};
-use common::hash_key;
+use apikeys::application::{self, Settings};
 use common::proxy::Proxy;
+use common::{hash_key, Node};
 use domain::{Origin, SystemClock};
 use infra_postgres::testing::TestDatabase;
 use infra_postgres::{PgStore, PoolConfig};
@@ -62,45 +60,17 @@ const NODE_B_APP_NAME: &str = "apikeys-node-b";
 
 // ---------------------------------------------------------------- nodes
 
-/// One running `Application`.
-struct Node {
-    base: String,
-    handle: ServerHandle,
-    served: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl Node {
-    /// Builds and spawns an application over `store` on port 0.
-    fn start(store: &PgStore, cache: CacheConfig) -> Node {
-        let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let settings = Settings {
-            workers: Some(2),
-            services: composition::Settings {
-                cache,
-                ..composition::Settings::default()
-            },
-            ..Settings::default()
-        };
-        let app = Application::build_with(bind, store, SystemClock, hash_key(), &settings)
-            .expect("build application");
-        let base = format!("http://{}", app.addr());
-        let handle = app.handle();
-        let served = actix_web::rt::spawn(app.into_server());
-        Node {
-            base,
-            handle,
-            served: Some(served),
-        }
-    }
-
-    /// Stops the server gracefully and waits until its background threads
-    /// stopped (the buffered key uses are written by then).
-    async fn stop(mut self) {
-        self.handle.stop(true).await;
-        if let Some(served) = self.served.take() {
-            served.await.expect("server task").expect("server");
-        }
-    }
+/// A node over `store` whose cache is configured as `cache`.
+fn start_node(store: &PgStore, cache: CacheConfig) -> Node {
+    let settings = Settings {
+        workers: Some(2),
+        services: composition::Settings {
+            cache,
+            ..composition::Settings::default()
+        },
+        ..Settings::default()
+    };
+    Node::start(store, SystemClock, &settings)
 }
 
 /// Nodes A and B on one fresh database, with one tenant.
@@ -131,7 +101,7 @@ impl Cluster {
         let db = TestDatabase::new();
         let store_a = db.store();
         let (tenant, admin) = create_tenant(&store_a);
-        let a = Node::start(&store_a, CacheConfig::default());
+        let a = start_node(&store_a, CacheConfig::default());
         let (b, proxy) = match link {
             BLink::Direct => {
                 let glue = if db.url().contains('?') { '&' } else { '?' };
@@ -141,7 +111,7 @@ impl Cluster {
                     ..PoolConfig::default()
                 };
                 let store_b = PgStore::connect(&url, &config).expect("node B's pool");
-                (Node::start(&store_b, CacheConfig::default()), None)
+                (start_node(&store_b, CacheConfig::default()), None)
             }
             BLink::Proxied(cache) => {
                 // As `common::store_at`, with B's application name.
@@ -158,7 +128,7 @@ impl Cluster {
                     ..PoolConfig::default()
                 };
                 let store_b = PgStore::connect(&url, &config).expect("node B's pool");
-                (Node::start(&store_b, cache), Some(proxy))
+                (start_node(&store_b, cache), Some(proxy))
             }
         };
         Cluster {

@@ -18,14 +18,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
-use apikeys::application::{self, Application, Settings};
+use apikeys::application::{self, Settings};
 use base64::Engine as _;
-use common::hash_key;
+use common::{hash_key, Node};
 use domain::{Origin, SystemClock};
 use http_actix::GithubPublicKeys;
 use infra_postgres::testing::TestDatabase;
@@ -96,29 +94,14 @@ fn sha256_hex(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// One running node.
-struct Node {
-    base: String,
-    handle: ServerHandle,
-}
-
-impl Node {
-    fn start(store: &infra_postgres::PgStore, keys: Option<&GithubPublicKeys>) -> Node {
-        let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let settings = Settings {
-            workers: Some(2),
-            github_public_keys: keys.cloned().map(Arc::new),
-            ..Settings::default()
-        };
-        let app = Application::build_with(bind, store, SystemClock, hash_key(), &settings)
-            .expect("build application");
-        let node = Node {
-            base: format!("http://{}", app.addr()),
-            handle: app.handle(),
-        };
-        actix_web::rt::spawn(app.into_server());
-        node
-    }
+/// A node over `store`, with GitHub's `keys` if given.
+fn start_node(store: &infra_postgres::PgStore, keys: Option<&GithubPublicKeys>) -> Node {
+    let settings = Settings {
+        workers: Some(2),
+        github_public_keys: keys.cloned().map(Arc::new),
+        ..Settings::default()
+    };
+    Node::start(store, SystemClock, &settings)
 }
 
 /// Nodes A (with GitHub's keys) and B (without) on one fresh database,
@@ -141,8 +124,8 @@ impl Cluster {
             .create_tenant(&Origin::cli(), "Acme")
             .expect("tenant");
         let github = Github::new();
-        let a = Node::start(&store, Some(&github.public_keys));
-        let b = Node::start(&store, None);
+        let a = start_node(&store, Some(&github.public_keys));
+        let b = start_node(&store, None);
         Cluster {
             github,
             client: Client::new(),
@@ -155,8 +138,8 @@ impl Cluster {
     }
 
     async fn stop(self) {
-        self.a.handle.stop(true).await;
-        self.b.handle.stop(true).await;
+        self.a.stop().await;
+        self.b.stop().await;
     }
 
     /// `method path` on `node` with `key`.

@@ -19,15 +19,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
-use actix_web::rt::task::JoinHandle;
 use actix_web::{web, HttpRequest, HttpResponse, HttpServer};
-use apikeys::application::{Application, Settings};
-use common::{create_tenant, hash_key};
+use apikeys::application::Settings;
+use common::{create_tenant, hash_key, Node};
 use domain::testing::TestClock;
 use domain::{AllowHosts, Clock};
 use infra_postgres::testing::TestDatabase;
-use infra_postgres::PgStore;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
@@ -192,41 +189,6 @@ fn settings(deliver: bool) -> Settings {
     }
 }
 
-struct Node {
-    base: String,
-    handle: ServerHandle,
-    served: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl Node {
-    fn start(store: &PgStore, clock: &TestClock, settings: &Settings) -> Node {
-        let app = Application::build_with(
-            "127.0.0.1:0".parse().unwrap(),
-            store,
-            clock.clone(),
-            hash_key(),
-            settings,
-        )
-        .expect("build application");
-        let base = format!("http://{}", app.addr());
-        let handle = app.handle();
-        let served = actix_web::rt::spawn(app.into_server());
-        Node {
-            base,
-            handle,
-            served: Some(served),
-        }
-    }
-
-    /// Stops the node: its worker abandons the attempts in flight.
-    async fn stop(mut self) {
-        self.handle.stop(true).await;
-        if let Some(served) = self.served.take() {
-            served.await.expect("server task").expect("server");
-        }
-    }
-}
-
 /// A database with tenant "Acme", a shared injected clock, and a client.
 struct World {
     db: TestDatabase,
@@ -253,7 +215,7 @@ impl World {
     }
 
     fn node(&self, deliver: bool) -> Node {
-        Node::start(&self.db.store(), &self.clock, &settings(deliver))
+        Node::start(&self.db.store(), self.clock.clone(), &settings(deliver))
     }
 
     async fn call(

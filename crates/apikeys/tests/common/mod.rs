@@ -199,3 +199,49 @@ pub fn fields(value: &Value) -> Vec<&str> {
         .map(String::as_str)
         .collect()
 }
+
+/// One running `Application` in this process (one node of several on a
+/// database): started on a free port, stopped gracefully.
+pub struct Node {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    handle: actix_web::dev::ServerHandle,
+    served: Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Node {
+    /// Builds the application over `store` with `clock` and `settings`, and
+    /// spawns it.
+    pub fn start(
+        store: &PgStore,
+        clock: impl domain::Clock + 'static,
+        settings: &application::Settings,
+    ) -> Node {
+        let app = Application::build_with(
+            "127.0.0.1:0".parse().expect("addr"),
+            store,
+            clock,
+            hash_key(),
+            settings,
+        )
+        .expect("build application");
+        let base = format!("http://{}", app.addr());
+        let handle = app.handle();
+        let served = actix_web::rt::spawn(app.into_server());
+        Node {
+            base,
+            handle,
+            served: Some(served),
+        }
+    }
+
+    /// Stops the server gracefully and waits until its background threads
+    /// stopped (buffered key uses are written, a webhook worker abandons
+    /// the attempts in flight).
+    pub async fn stop(mut self) {
+        self.handle.stop(true).await;
+        if let Some(served) = self.served.take() {
+            served.await.expect("server task").expect("server");
+        }
+    }
+}
